@@ -1,0 +1,146 @@
+"""Log files: a crash-safe line writer and a streaming reader.
+
+This is the I/O edge of the data path; everything after it works on dicts.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+import zlib
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import orjson
+
+#: longest line the reader accepts; a real step is well under 100 kB
+MAX_LINE = 64 * 2**20
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class LogError(Exception):
+    """A log cannot be read as a dask-replay log. ``str()`` is one line."""
+
+    def __init__(self, path: str, line: int | None, message: str):
+        self.path = path
+        self.line = line
+        self.message = message
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+class LogWriter:
+    """Appends one JSON line per record and pushes each to the OS at once.
+
+    Plain files are unbuffered, so a worker killed with SIGKILL leaves every
+    line it finished writing. Gzip output is sync-flushed after each line for
+    the same reason; a reader treats the missing gzip trailer as a torn end.
+    """
+
+    def __init__(self, path: str, *, compress: bool = False):
+        self.path = path
+        self._raw = open(path, "ab", buffering=0)
+        self._gz = gzip.GzipFile(fileobj=self._raw, mode="ab") if compress else None
+
+    def write(self, record: dict) -> None:
+        line = orjson.dumps(record) + b"\n"
+        if self._gz is None:
+            self._raw.write(line)
+        else:
+            self._gz.write(line)
+            self._gz.flush(zlib.Z_SYNC_FLUSH)
+
+    def close(self) -> None:
+        try:
+            if self._gz is not None:
+                self._gz.close()
+        finally:
+            self._raw.close()
+
+
+def _open_binary(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        f: IO[bytes] = open(path, "rb")
+    except OSError as e:
+        raise LogError(path, None, f"cannot open: {e.strerror or e}") from None
+    head = f.peek(2)[:2] if hasattr(f, "peek") else b""
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    return f
+
+
+def iter_lines(
+    path: str, *, warn: Callable[[str], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, record dict)`` without holding the file in memory.
+
+    A last line without its newline that does not parse is what a killed
+    writer leaves behind: it is skipped with a warning. Any other bad line is
+    a :class:`LogError`.
+    """
+    f = _open_binary(path)
+    lineno = 0
+    try:
+        while True:
+            try:
+                line = f.readline(MAX_LINE + 1)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                # truncated or corrupt gzip stream: what came before is good
+                if warn:
+                    warn(f"{path}:{lineno + 1}: compressed stream ends early ({e}); "
+                         "reading stops here")
+                return
+            except OSError as e:
+                raise LogError(path, lineno + 1, f"read error: {e}") from None
+            if not line:
+                return
+            lineno += 1
+            if len(line) > MAX_LINE:
+                raise LogError(path, lineno, f"line longer than {MAX_LINE} bytes")
+            torn = not line.endswith(b"\n")
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                if torn:
+                    if warn:
+                        warn(f"{path}:{lineno}: torn last line skipped "
+                             "(the writer stopped mid-line)")
+                    return
+                if not line.strip():
+                    continue
+                raise LogError(path, lineno, f"invalid JSON: {e}") from None
+            if type(obj) is not dict:
+                raise LogError(path, lineno, "a record must be a JSON object")
+            yield lineno, obj
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def write_records(path: str, records: Iterator[dict], *, compress: bool | None = None) -> int:
+    """Write records to a new file (``.gz`` compresses); returns how many."""
+    if compress is None:
+        compress = path.endswith(".gz")
+    n = 0
+    with open(path, "wb") as raw:
+        out: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if compress else raw
+        buf = io.BufferedWriter(out) if compress else out  # type: ignore[arg-type]
+        for rec in records:
+            buf.write(orjson.dumps(rec) + b"\n")
+            n += 1
+        buf.flush()
+        if compress:
+            out.close()
+    return n
+
+
+def log_files(directory: str) -> list[str]:
+    """The worker logs a :class:`~replay.Recorder` wrote to ``directory``."""
+    return sorted(
+        os.path.join(directory, name)
+        for name in os.listdir(directory)
+        if name.endswith((".jsonl", ".jsonl.gz"))
+    )

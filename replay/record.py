@@ -1,0 +1,334 @@
+"""Record every stimulus a live worker's state machine handles.
+
+Three ways to attach, all from the empty initial state:
+
+- ``client.register_plugin(Recorder("logs/"))`` before workers join;
+- ``Worker(plugins={Recorder("logs/")})``;
+- ``dask worker --preload replay.record``, configured through dask config
+  (``replay.directory``, ``replay.deterministic``, ``replay.compress``) or the
+  matching ``DASK_REPLAY__DIRECTORY``-style environment variables.
+
+``WorkerState`` has ``__slots__``, so its ``handle_stimulus`` cannot be
+replaced on the instance; the recorder swaps the instance's class for a
+slot-less subclass whose ``handle_stimulus`` encodes the events, calls the
+real one and writes one line per stimulus.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from typing import Any
+
+import dask
+import dask.config
+import distributed
+from distributed import WorkerPlugin
+from distributed import worker_state_machine as wsm
+
+from replay.determinism import hash_seed, make_deterministic
+from replay.logfile import LogWriter
+from schemas.codec import encode_float
+from schemas.convert import encode_event, encode_instruction
+from schemas.records import FORMAT, VERSION
+
+logger = logging.getLogger("replay.record")
+
+DEFAULT_DIRECTORY = "replay-logs"
+
+
+class Recorder(WorkerPlugin):
+    """A worker plugin that writes the worker's stimuli to ``directory``.
+
+    Parameters
+    ----------
+    directory:
+        Folder for the logs, one file per worker, created if missing.
+    deterministic:
+        Make the worker's ``TaskState`` hashing key-based so that the log
+        replays exactly. Needs a fixed ``PYTHONHASHSEED`` in the worker
+        process, which nanny-started workers have.
+    compress:
+        Write gzip (``.jsonl.gz``), flushed after every line.
+    """
+
+    name = "dask-replay-recorder"
+    idempotent = False
+
+    def __init__(
+        self,
+        directory: str = DEFAULT_DIRECTORY,
+        *,
+        deterministic: bool = True,
+        compress: bool = False,
+    ):
+        self.directory = str(directory)
+        self.deterministic = deterministic
+        self.compress = compress
+        # one session per worker: inproc workers may share this very object
+        self._sessions: dict[int, Session] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_sessions": {}}
+
+    def setup(self, worker: Any) -> None:
+        try:
+            self._sessions[id(worker)] = Session(
+                worker.state,
+                directory=self.directory,
+                deterministic=self.deterministic,
+                compress=self.compress,
+            )
+        except Exception as e:  # never take the worker down
+            logger.warning("dask-replay: not recording this worker: %r", e)
+
+    def teardown(self, worker: Any) -> None:
+        session = self._sessions.pop(id(worker), None)
+        if session is not None:
+            session.close("teardown")
+
+
+async def dask_setup(worker: Any) -> None:
+    """Entry point of ``dask worker --preload replay.record``."""
+    cfg = dask.config.get("replay", default={}) or {}
+    await worker.plugin_add(
+        Recorder(
+            cfg.get("directory", DEFAULT_DIRECTORY),
+            deterministic=_truthy(cfg.get("deterministic", True)),
+            compress=_truthy(cfg.get("compress", False)),
+        )
+    )
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(v)
+
+
+def state_inputs(ws: wsm.WorkerState) -> dict:
+    """The ``WorkerState`` construction inputs and config a replay needs."""
+    return {
+        "nthreads": ws.nthreads,
+        "resources": {k: encode_float(float(v)) for k, v in ws.total_resources.items()},
+        "transfer_incoming_count_limit": ws.transfer_incoming_count_limit,
+        "validate": ws.validate,
+        "transition_counter_max": ws.transition_counter_max,
+        "transfer_incoming_bytes_limit": encode_float(float(ws.transfer_incoming_bytes_limit)),
+        "transfer_message_bytes_limit": encode_float(float(ws.transfer_message_bytes_limit)),
+        "default_data_size": int(wsm._default_data_size()),
+        "log_length": ws.log.maxlen,
+    }
+
+
+class Session:
+    """Recording of one ``WorkerState``."""
+
+    def __init__(
+        self,
+        ws: wsm.WorkerState,
+        *,
+        directory: str,
+        deterministic: bool = True,
+        compress: bool = False,
+    ):
+        self.ws = ws
+        self.directory = directory
+        self.compress = compress
+        self.started = time.time()
+        self.seq = 0
+        self.writer: LogWriter | None = None
+        self.active = True
+        self._resources = dict(ws.total_resources)
+        self._available = dict(ws.available_resources)
+        self.inputs = state_inputs(ws)
+        self.initial_tasks = len(ws.tasks)
+        # anything handled before now is lost, and replay would start wrong
+        self.from_empty = not ws.tasks and not ws.stimulus_log and ws.running
+
+        self.deterministic = False
+        self.seed = hash_seed()
+        if deterministic:
+            keyed = make_deterministic()
+            self.deterministic = keyed and self.seed is not None
+            if not keyed:
+                logger.warning(
+                    "dask-replay: TaskState objects already exist in this process; "
+                    "the log may not replay exactly"
+                )
+            elif self.seed is None:
+                logger.warning(
+                    "dask-replay: PYTHONHASHSEED is random in this worker process; "
+                    "the log may not replay exactly (start workers with a nanny, "
+                    "or set PYTHONHASHSEED)"
+                )
+
+        if not self.from_empty:
+            logger.warning(
+                "dask-replay: worker %s already holds %d tasks; a log started now "
+                "could not be replayed from the empty state, so it is not recorded. "
+                "Register the recorder before workers join.",
+                getattr(ws, "address", "?"),
+                self.initial_tasks,
+            )
+            self.active = False
+            self._guard(self._write_header)
+            return
+
+        base = type(ws)
+        self._base = base
+        session = self
+
+        def handle_stimulus(self: wsm.WorkerState, *stims: wsm.StateMachineEvent):
+            if session.active:
+                return session.handle(self, base, stims)
+            return base.handle_stimulus(self, *stims)
+
+        ws.__class__ = type(
+            f"Recording{base.__name__}",
+            (base,),
+            {"__slots__": (), "handle_stimulus": handle_stimulus, "__module__": __name__},
+        )
+
+    # --- the hot path ---------------------------------------------------
+
+    def handle(self, ws: wsm.WorkerState, base: type, stims: tuple) -> list:
+        try:
+            handled = time.time()
+            if self.writer is None:
+                self._write_header()
+            if ws.total_resources != self._resources or ws.available_resources != self._available:
+                self._write_resources(ws)
+            # encode before handling: handlers may consume what events carry
+            encoded = [encode_event(s) for s in stims]
+        except Exception as e:
+            self._fail(e)
+            return base.handle_stimulus(ws, *stims)
+
+        try:
+            instructions = base.handle_stimulus(ws, *stims)
+        except BaseException as e:
+            self._guard(self._write_steps, encoded, handled, None, repr(e))
+            raise
+        self._guard(self._write_steps, encoded, handled, instructions, None)
+        return instructions
+
+    def _write_steps(
+        self, encoded: list[dict], handled: float, instructions: list | None, error: str | None
+    ) -> None:
+        assert self.writer is not None
+        address = self.address
+        last = len(encoded) - 1
+        for i, ev in enumerate(encoded):
+            self.seq += 1
+            rec: dict[str, Any] = {
+                "kind": "step",
+                "worker": address,
+                "seq": self.seq,
+                "handled": handled,
+                "event": ev,
+            }
+            if i == last:
+                if instructions is not None:
+                    rec["instructions"] = [encode_instruction(x) for x in instructions]
+                if last:
+                    rec["batch"] = last + 1
+                if error is not None:
+                    rec["error"] = error
+            self.writer.write(rec)
+
+    # --- records around the steps --------------------------------------
+
+    @property
+    def address(self) -> str:
+        # Worker.start_unsafe sets it after constructor plugins and preloads
+        return getattr(self.ws, "address", None) or f"pid-{os.getpid()}"
+
+    def _open(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9.]+", "-", self.address).strip("-")
+        ext = ".jsonl.gz" if self.compress else ".jsonl"
+        path = os.path.join(self.directory, stem + ext)
+        n = 0
+        while os.path.exists(path):  # a restarted worker may reuse its port
+            n += 1
+            path = os.path.join(self.directory, f"{stem}-{n}{ext}")
+        self.writer = LogWriter(path, compress=self.compress)
+        self.path = path
+
+    def _write_header(self) -> None:
+        self._open()
+        assert self.writer is not None
+        self.writer.write(
+            {
+                "kind": "header",
+                "format": FORMAT,
+                "version": VERSION,
+                "worker": self.address,
+                "dask": dask.__version__,
+                "distributed": distributed.__version__,
+                "python": sys.version.split()[0],
+                "pid": os.getpid(),
+                "started": self.started,
+                "deterministic": self.deterministic,
+                "hash_seed": self.seed,
+                "from_empty": self.from_empty,
+                "initial_tasks": self.initial_tasks,
+                "state": self.inputs,
+            }
+        )
+
+    def _write_resources(self, ws: wsm.WorkerState) -> None:
+        # Worker.set_resources writes these directly, outside handle_stimulus
+        self._resources = dict(ws.total_resources)
+        self._available = dict(ws.available_resources)
+        assert self.writer is not None
+        self.writer.write(
+            {
+                "kind": "resources",
+                "worker": self.address,
+                "seq": self.seq + 1,
+                "total": {k: encode_float(float(v)) for k, v in self._resources.items()},
+                "available": {k: encode_float(float(v)) for k, v in self._available.items()},
+            }
+        )
+
+    def close(self, reason: str) -> None:
+        if self.active and self.writer is not None:
+            self._guard(
+                self.writer.write,
+                {"kind": "end", "worker": self.address, "seq": self.seq,
+                 "time": time.time(), "reason": reason},
+            )
+        self.active = False
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:
+                pass
+        if hasattr(self, "_base") and type(self.ws) is not self._base:
+            self.ws.__class__ = self._base
+
+    # --- failure: never into the worker --------------------------------
+
+    def _guard(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as e:
+            self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        if self.active:
+            logger.warning(
+                "dask-replay: recording of worker %s stopped after step %d: %r; "
+                "the worker carries on unrecorded",
+                self.address, self.seq, e,
+            )
+        self.active = False
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:
+                pass

@@ -1,0 +1,187 @@
+"""Lossless JSON encoding of dask keys and of the loose values events carry.
+
+Keys are ``str | int | float | tuple`` (nested). A dask key is never a list, so
+a JSON array always means a tuple key; the only tag a key needs is for
+non-finite floats, which JSON cannot spell: ``{"float": "nan"}``.
+
+Collections of keys (``FreeKeysEvent.keys``, ``who_has`` values) arrive as a
+list over inproc and a tuple over TCP, and ``ws.log`` shows which, so the
+container type is kept: a list is a JSON array, anything else is tagged
+(``{"tuple": [...]}``, ``{"set": [...]}``).
+
+Other values (annotations, metadata) use the same tags plus ``{"dict":
+[[k, v], ...]}`` and ``{"repr": "..."}`` for objects JSON cannot hold; every
+JSON object in an encoded value is a one-entry tag.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from typing import Any
+
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+class CodecError(ValueError):
+    """An encoded value does not follow the codec's grammar."""
+
+
+def encode_float(x: float) -> Any:
+    if math.isfinite(x):
+        return x
+    return {"float": "nan" if x != x else ("inf" if x > 0 else "-inf")}
+
+
+def decode_float(obj: Any) -> float:
+    if isinstance(obj, dict):
+        try:
+            (tag, name), = obj.items()
+            if tag == "float":
+                return _NONFINITE[name]
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise CodecError(f"bad float encoding {obj!r}")
+    if isinstance(obj, bool) or not isinstance(obj, (int, float)):
+        raise CodecError(f"expected a number, got {obj!r}")
+    return float(obj)
+
+
+# Keys ---------------------------------------------------------------------
+
+
+def encode_key(key: Any) -> Any:
+    # bool is an int subclass but not a dask key; keep it out of the int path
+    t = type(key)
+    if t is str or t is int:
+        return key
+    if t is tuple:
+        return [encode_key(k) for k in key]
+    if t is float:
+        return encode_float(key)
+    raise CodecError(f"not a dask key: {key!r}")
+
+
+def decode_key(obj: Any) -> Any:
+    t = type(obj)
+    if t is str or t is int or t is float:
+        return obj
+    if t is list:
+        return tuple([decode_key(o) for o in obj])
+    if t is dict:
+        return decode_float(obj)
+    raise CodecError(f"bad key encoding {obj!r}")
+
+
+def encode_collection(items: Collection, item=encode_key) -> Any:
+    enc = [item(k) for k in items]
+    t = type(items)
+    if t is list:
+        return enc
+    if t is tuple:
+        return {"tuple": enc}
+    if t is set or t is frozenset:
+        return {"set": enc}
+    return enc
+
+
+def decode_collection(obj: Any, item=decode_key) -> Collection:
+    if type(obj) is list:
+        return [item(o) for o in obj]
+    if type(obj) is dict and len(obj) == 1:
+        (tag, items), = obj.items()
+        if type(items) is list:
+            if tag == "tuple":
+                return tuple([item(o) for o in items])
+            if tag == "set":
+                return {item(o) for o in items}
+    raise CodecError(f"bad collection encoding {obj!r}")
+
+
+def _same(x: Any) -> Any:
+    if type(x) is not str:
+        raise CodecError(f"expected a string, got {x!r}")
+    return x
+
+
+def encode_who_has(who_has: Mapping[Any, Collection[str]]) -> list:
+    return [[encode_key(k), encode_collection(ws, _same)] for k, ws in who_has.items()]
+
+
+def decode_who_has(obj: Any) -> dict:
+    if type(obj) is not list:
+        raise CodecError("who_has must be a list of [key, workers] pairs")
+    return {decode_key(k): decode_collection(ws, _same) for k, ws in _pairs(obj)}
+
+
+def encode_key_map(mapping: Mapping[Any, Any], value=lambda v: v) -> list:
+    return [[encode_key(k), value(v)] for k, v in mapping.items()]
+
+
+def decode_key_map(obj: Any, value=lambda v: v) -> dict:
+    if type(obj) is not list:
+        raise CodecError("expected a list of [key, value] pairs")
+    return {decode_key(k): value(v) for k, v in _pairs(obj)}
+
+
+def _pairs(obj: list):
+    for pair in obj:
+        if type(pair) is not list or len(pair) != 2:
+            raise CodecError(f"expected a [key, value] pair, got {pair!r}")
+        yield pair
+
+
+# Loose values -------------------------------------------------------------
+
+
+def encode_value(x: Any) -> Any:
+    """Encode annotations, metadata and the like; unknown objects become repr."""
+    if x is None or isinstance(x, (bool, str, int)):
+        return x
+    if isinstance(x, float):
+        return encode_float(x)
+    if isinstance(x, list):
+        return [encode_value(v) for v in x]
+    if isinstance(x, tuple):
+        return {"tuple": [encode_value(v) for v in x]}
+    if isinstance(x, (set, frozenset)):
+        return {"set": [encode_value(v) for v in x]}
+    if isinstance(x, Mapping):
+        return {"dict": [[encode_value(k), encode_value(v)] for k, v in x.items()]}
+    return {"repr": repr(x)}
+
+
+def decode_value(obj: Any) -> Any:
+    if type(obj) is list:
+        return [decode_value(v) for v in obj]
+    if type(obj) is dict:
+        if len(obj) != 1:
+            raise CodecError(f"bad value encoding {obj!r}")
+        (tag, inner), = obj.items()
+        if tag == "float":
+            return decode_float(obj)
+        if tag == "repr" and type(inner) is str:
+            return inner
+        if type(inner) is list:
+            if tag == "tuple":
+                return tuple([decode_value(v) for v in inner])
+            if tag == "set":
+                return {decode_value(v) for v in inner}
+            if tag == "dict":
+                return {decode_value(k): decode_value(v) for k, v in _pairs(inner)}
+        raise CodecError(f"bad value encoding {obj!r}")
+    return obj
+
+
+def parse_key(text: str) -> Any:
+    """A key typed on a command line: a Python literal tuple/number, else the text."""
+    import ast
+
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+    try:
+        encode_key(value)
+    except CodecError:
+        return text
+    return value

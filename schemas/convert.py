@@ -1,0 +1,354 @@
+"""Exact conversion between real ``distributed`` objects and log dictionaries.
+
+Each event and instruction class gets a table of its fields and the codec of
+each field. Encoding is what the recorder does on a live worker; decoding is
+what replay feeds to a fresh ``WorkerState``. Fields whose values are not
+data (``run_spec``, computed values, exceptions, types) are reduced on purpose
+to what replay needs: data values become their sizes, exceptions their text,
+types their names.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from dask.sizeof import sizeof as dask_sizeof
+from distributed.protocol.serialize import Serialize
+from distributed.sizeof import safe_sizeof
+from distributed import worker_state_machine as wsm
+
+from schemas.codec import (
+    CodecError,
+    decode_collection,
+    decode_float,
+    decode_key,
+    decode_key_map,
+    decode_value,
+    decode_who_has,
+    encode_collection,
+    encode_float,
+    encode_key,
+    encode_key_map,
+    encode_value,
+    encode_who_has,
+)
+
+
+class SizedValue:
+    """Stand-in for a data value of a known size.
+
+    ``WorkerState`` sets ``ts.nbytes = sizeof(value)`` for scattered data, so
+    replay needs a value whose dask ``sizeof`` is the recorded size.
+    """
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int):
+        self.nbytes = nbytes
+
+    def __repr__(self) -> str:
+        return f"<SizedValue {self.nbytes} B>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SizedValue) and other.nbytes == self.nbytes
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dask_sizeof.register(SizedValue)
+def _sizeof_sized(v: SizedValue) -> int:
+    return v.nbytes
+
+
+class Field:
+    """How one dataclass field is written to and read from a log line."""
+
+    __slots__ = ("encode", "decode")
+
+    def __init__(self, encode: Callable[[Any], Any], decode: Callable[[Any], Any]):
+        self.encode = encode
+        self.decode = decode
+
+
+def _ident(x: Any) -> Any:
+    return x
+
+
+def _str(x: Any) -> str:
+    if type(x) is not str:
+        raise CodecError(f"expected a string, got {x!r}")
+    return x
+
+
+def _int(x: Any) -> int:
+    if type(x) is not int:
+        raise CodecError(f"expected an integer, got {x!r}")
+    return x
+
+
+def _opt_float_decode(x: Any) -> float | None:
+    return None if x is None else decode_float(x)
+
+
+def _opt_float_encode(x: Any) -> Any:
+    return None if x is None else encode_float(float(x))
+
+
+def _exc_encode(x: Any) -> str | None:
+    # Only the text survives: the object may not even unpickle elsewhere.
+    if x is None:
+        return None
+    data = x.data if isinstance(x, Serialize) else x
+    return None if data is None else repr(data)
+
+
+def _exc_decode(x: Any) -> Serialize:
+    return Serialize(None if x is None else Exception(_str(x)))
+
+
+def _tb_encode(x: Any) -> bool:
+    return x is not None
+
+
+def _tb_decode(x: Any) -> None:
+    if type(x) is not bool:
+        raise CodecError(f"expected true/false, got {x!r}")
+    return None
+
+
+def _type_encode(x: Any) -> str | None:
+    if x is None:
+        return None
+    if isinstance(x, type):
+        return f"{x.__module__}.{x.__qualname__}"
+    return str(x)
+
+
+def _sizes_encode(data: dict) -> list:
+    return [[encode_key(k), safe_sizeof(v)] for k, v in data.items()]
+
+
+def _sizes_decode(obj: Any) -> dict:
+    return decode_key_map(obj, lambda n: SizedValue(_int(n)))
+
+
+def _priority_decode(x: Any) -> tuple:
+    if type(x) is not list:
+        raise CodecError(f"priority must be a list, got {x!r}")
+    return tuple(decode_value(v) for v in x)
+
+
+def _priority_encode(x: Any) -> list:
+    return [encode_value(v) for v in x]
+
+
+def _resources_decode(x: Any) -> dict | None:
+    if x is None:
+        return None
+    if type(x) is not dict:
+        raise CodecError(f"resources must be an object, got {x!r}")
+    return {_str(k): decode_float(v) for k, v in x.items()}
+
+
+def _resources_encode(x: Any) -> dict | None:
+    return None if x is None else {k: encode_float(float(v)) for k, v in x.items()}
+
+
+PLAIN = Field(_ident, _ident)
+STR = Field(_ident, _str)
+INT = Field(_ident, _int)
+BOOL = Field(_ident, lambda x: bool(x) if type(x) is bool else _int(x))
+OPT_STR = Field(_ident, lambda x: None if x is None else _str(x))
+OPT_INT = Field(_ident, lambda x: None if x is None else _int(x))
+FLOAT = Field(lambda x: encode_float(float(x)), decode_float)
+OPT_FLOAT = Field(_opt_float_encode, _opt_float_decode)
+KEY = Field(encode_key, decode_key)
+KEYS = Field(encode_collection, decode_collection)
+WHO_HAS = Field(encode_who_has, decode_who_has)
+NBYTES_MAP = Field(encode_key_map, lambda o: decode_key_map(o, _int))
+SIZES = Field(_sizes_encode, _sizes_decode)
+PRIORITY = Field(_priority_encode, _priority_decode)
+RESOURCES = Field(_resources_encode, _resources_decode)
+VALUE = Field(encode_value, decode_value)
+EXCEPTION = Field(_exc_encode, _exc_decode)
+TRACEBACK = Field(_tb_encode, _tb_decode)
+TYPE = Field(_type_encode, lambda x: None)  # the type object cannot come back
+DROPPED = Field(lambda x: None, lambda x: None)  # run_spec, computed values
+
+_GATHER_DONE = {"worker": STR, "total_nbytes": INT}
+_ERROR = {
+    "exception": EXCEPTION,
+    "traceback": TRACEBACK,
+    "exception_text": STR,
+    "traceback_text": STR,
+}
+
+#: Field codecs of every concrete StateMachineEvent class (distributed 2026.8)
+EVENT_FIELDS: dict[str, dict[str, Field]] = {
+    "PauseEvent": {},
+    "UnpauseEvent": {},
+    "FindMissingEvent": {},
+    "RetryBusyWorkerEvent": {"worker": STR},
+    "GatherDepSuccessEvent": {**_GATHER_DONE, "data": SIZES},
+    "GatherDepBusyEvent": _GATHER_DONE,
+    "GatherDepNetworkFailureEvent": _GATHER_DONE,
+    "GatherDepFailureEvent": {**_GATHER_DONE, **_ERROR},
+    "RemoveWorkerEvent": {"worker": STR},
+    "ComputeTaskEvent": {
+        "key": KEY,
+        "run_id": INT,
+        "who_has": WHO_HAS,
+        "nbytes": NBYTES_MAP,
+        "priority": PRIORITY,
+        "run_spec": DROPPED,
+        "resource_restrictions": RESOURCES,
+        "actor": BOOL,
+        "annotations": VALUE,
+        "span_id": OPT_STR,
+    },
+    "ExecuteSuccessEvent": {
+        "key": KEY,
+        "run_id": INT,
+        "value": DROPPED,
+        "start": FLOAT,
+        "stop": FLOAT,
+        "nbytes": INT,
+        "type": TYPE,
+    },
+    "ExecuteFailureEvent": {
+        "key": KEY,
+        "run_id": INT,
+        "start": OPT_FLOAT,
+        "stop": OPT_FLOAT,
+        **_ERROR,
+    },
+    "RescheduleEvent": {"key": KEY},
+    "CancelComputeEvent": {"key": KEY},
+    "RefreshWhoHasEvent": {"who_has": WHO_HAS},
+    "AcquireReplicasEvent": {"who_has": WHO_HAS, "nbytes": NBYTES_MAP},
+    "RemoveReplicasEvent": {"keys": KEYS},
+    "FreeKeysEvent": {"keys": KEYS},
+    "StealRequestEvent": {"key": KEY},
+    "UpdateDataEvent": {"data": SIZES},
+    "SecedeEvent": {"key": KEY, "compute_duration": FLOAT},
+}
+
+#: Field codecs of every Instruction class
+INSTRUCTION_FIELDS: dict[str, dict[str, Field]] = {
+    "GatherDep": {"worker": STR, "to_gather": KEYS, "total_nbytes": INT},
+    "Execute": {"key": KEY},
+    "RetryBusyWorkerLater": {"worker": STR},
+    "TaskFinishedMsg": {
+        "key": KEY,
+        "run_id": INT,
+        "nbytes": OPT_INT,
+        "type": DROPPED,  # pickled class
+        "typename": OPT_STR,
+        "metadata": VALUE,
+        "thread": OPT_INT,
+        "startstops": VALUE,
+    },
+    "TaskErredMsg": {
+        "key": KEY,
+        "run_id": INT,
+        **_ERROR,
+        "thread": OPT_INT,
+        "startstops": VALUE,
+    },
+    "ReleaseWorkerDataMsg": {"key": KEY},
+    "RescheduleMsg": {"key": KEY},
+    "LongRunningMsg": {"key": KEY, "run_id": INT, "compute_duration": OPT_FLOAT},
+    "AddKeysMsg": {"keys": KEYS},
+    "RequestRefreshWhoHasMsg": {"keys": KEYS},
+    "StealResponseMsg": {"key": KEY, "state": OPT_STR},
+}
+
+#: Instruction fields a replay cannot reproduce: they depend on the threads,
+#: the Python types of results, wall-clock timings or pickled objects.
+UNREPRODUCIBLE: dict[str, frozenset[str]] = {
+    "TaskFinishedMsg": frozenset({"type", "typename", "metadata", "thread", "startstops"}),
+    "TaskErredMsg": frozenset({"exception", "traceback", "thread", "startstops"}),
+}
+
+EVENT_CLASSES: dict[str, type] = {name: getattr(wsm, name) for name in EVENT_FIELDS}
+INSTRUCTION_CLASSES: dict[str, type] = {
+    name: getattr(wsm, name) for name in INSTRUCTION_FIELDS
+}
+
+
+class UnknownClass(CodecError):
+    pass
+
+
+def _encode(obj: Any, table: dict[str, dict[str, Field]]) -> dict:
+    name = type(obj).__name__
+    try:
+        fields = table[name]
+    except KeyError:
+        raise UnknownClass(f"unknown class {name!r}") from None
+    out = {"cls": name, "stimulus_id": obj.stimulus_id}
+    for field, codec in fields.items():
+        out[field] = codec.encode(getattr(obj, field))
+    return out
+
+
+def _decode(d: dict, table: dict[str, dict[str, Field]], classes: dict[str, type]):
+    name = d.get("cls")
+    try:
+        fields = table[name]
+    except (KeyError, TypeError):
+        raise UnknownClass(f"unknown class {name!r}") from None
+    kwargs = {"stimulus_id": _str(d["stimulus_id"])}
+    for field, codec in fields.items():
+        try:
+            kwargs[field] = codec.decode(d[field])
+        except KeyError:
+            raise CodecError(f"{name}: missing field {field!r}") from None
+        except CodecError as e:
+            raise CodecError(f"{name}.{field}: {e}") from None
+    return classes[name](**kwargs)
+
+
+def encode_event(ev: wsm.StateMachineEvent) -> dict:
+    """A live event as a JSON-ready dict; call it before the event is handled."""
+    return _encode(ev, EVENT_FIELDS)
+
+
+def decode_event(d: dict) -> wsm.StateMachineEvent:
+    """A real dask event, ready for ``WorkerState.handle_stimulus``."""
+    ev = _decode(d, EVENT_FIELDS, EVENT_CLASSES)
+    if type(ev) is wsm.ComputeTaskEvent:
+        # validate=True needs a run_spec once the task executes (FACTS.md)
+        ev.run_spec = wsm.ComputeTaskEvent.dummy_runspec(ev.key)
+    return ev
+
+
+def encode_instruction(inst: wsm.Instruction) -> dict:
+    return _encode(inst, INSTRUCTION_FIELDS)
+
+
+def decode_instruction(d: dict) -> wsm.Instruction:
+    name = d.get("cls")
+    fields = INSTRUCTION_FIELDS.get(name)  # type: ignore[arg-type]
+    inst = _decode(d, INSTRUCTION_FIELDS, INSTRUCTION_CLASSES)
+    if fields and "type" in fields:
+        inst.type = b""
+    return inst
+
+
+def comparable(d: dict) -> dict:
+    """The part of an encoded instruction a faithful replay must reproduce.
+
+    Sets (``GatherDep.to_gather``) compare regardless of iteration order.
+    """
+    skip = UNREPRODUCIBLE.get(d.get("cls"), ())  # type: ignore[arg-type]
+    out = {k: v for k, v in d.items() if k not in skip}
+    tg = out.get("to_gather")
+    if isinstance(tg, dict) and "set" in tg:
+        out["to_gather"] = {"set": sorted(tg["set"], key=repr)}
+    return out
+
+
+def field_names(cls_name: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(EVENT_CLASSES[cls_name])]

@@ -1,0 +1,114 @@
+"""The envelope of a log line.
+
+A log is newline-delimited JSON. Each line is one record; records of several
+workers may be interleaved (a cluster log), each worker's records in order:
+
+- ``header``: once per worker, before its first step: versions, every
+  ``WorkerState`` construction input, and whether replay can be exact.
+- ``step``: one stimulus handled by the worker, numbered from 1 per worker,
+  with the instructions it produced (or the error it raised).
+- ``resources``: ``Worker.set_resources`` changed the resources, which it does
+  outside ``handle_stimulus``; applies before step ``seq``.
+- ``end``: the recorder stopped cleanly after step ``seq``.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter
+
+from schemas.events import AnyEvent
+from schemas.instructions import AnyInstruction
+from schemas.types import Model, Number, Resources
+
+FORMAT = "dask-replay"
+VERSION = 1
+
+Seq = Annotated[StrictInt, Field(ge=1)]
+
+
+class StateInputs(Model):
+    """Everything a fresh ``WorkerState`` needs to behave like the recorded one."""
+
+    nthreads: Annotated[StrictInt, Field(ge=1)]
+    resources: Resources
+    transfer_incoming_count_limit: StrictInt
+    #: ``WorkerState(validate=...)``
+    validate_: StrictBool = Field(alias="validate")
+    transition_counter_max: Union[StrictInt, Literal[False]]
+    transfer_incoming_bytes_limit: Number
+    transfer_message_bytes_limit: Number
+    #: ``distributed.scheduler.default-data-size``, in bytes
+    default_data_size: StrictInt
+    #: ``distributed.admin.low-level-log-length``
+    log_length: Optional[StrictInt]
+
+
+class Header(Model):
+    kind: Literal["header"]
+    format: Literal["dask-replay"]
+    version: StrictInt
+    worker: StrictStr
+    dask: StrictStr
+    distributed: StrictStr
+    python: StrictStr
+    pid: StrictInt
+    #: wall-clock time the recorder attached
+    started: StrictFloat
+    #: TaskState hashing was made key-based and the hash seed is known
+    deterministic: StrictBool
+    #: PYTHONHASHSEED the worker ran with; null if random
+    hash_seed: Optional[StrictStr]
+    #: false if the recorder attached to a worker that already held tasks:
+    #: such a log cannot be replayed from the empty state
+    from_empty: StrictBool
+    initial_tasks: StrictInt
+    state: StateInputs
+
+
+class Step(Model):
+    kind: Literal["step"]
+    worker: StrictStr
+    seq: Seq
+    #: wall-clock time the stimulus reached ``handle_stimulus``
+    handled: StrictFloat
+    event: AnyEvent
+    #: the instructions ``handle_stimulus`` returned; for a batch of several
+    #: stimuli, all of them on the batch's last step and null on the others
+    instructions: Optional[list[AnyInstruction]] = None
+    #: how many stimuli were handled in one call; set on the batch's last step
+    batch: Annotated[StrictInt, Field(ge=1)] = 1
+    #: ``repr`` of the exception handling raised, if it did
+    error: Optional[StrictStr] = None
+    #: room for optional per-step data (e.g. a clock tape)
+    extras: Optional[dict[StrictStr, Any]] = None
+
+
+class ResourcesChange(Model):
+    kind: Literal["resources"]
+    worker: StrictStr
+    #: applies before this step
+    seq: Seq
+    total: Resources
+    available: Resources
+
+
+class End(Model):
+    kind: Literal["end"]
+    worker: StrictStr
+    #: the last step recorded (0 if none)
+    seq: Annotated[StrictInt, Field(ge=0)]
+    time: StrictFloat
+    reason: StrictStr
+
+
+Record = Annotated[Union[Header, Step, ResourcesChange, End], Field(discriminator="kind")]
+
+RECORD = TypeAdapter(Record)
+
+
+def record_json_schema() -> dict:
+    """JSON Schema of one log line."""
+    schema = RECORD.json_schema()
+    schema["title"] = "dask-replay log record"
+    return schema
