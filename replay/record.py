@@ -130,16 +130,29 @@ class Session:
         self,
         ws: wsm.WorkerState,
         *,
-        directory: str,
+        directory: str | None = None,
         deterministic: bool = True,
         compress: bool = False,
+        writer: Any = None,
+        clock: Any = time.time,
+        pid: int | None = None,
     ):
+        """Start recording ``ws``.
+
+        Logs go to a new file in ``directory``, or to ``writer`` (anything
+        with ``write(record: dict)``) when several workers share one log, as
+        in a simulated cluster. ``clock`` and ``pid`` exist so that a
+        simulation can write the same bytes for the same seed.
+        """
         self.ws = ws
         self.directory = directory
         self.compress = compress
-        self.started = time.time()
+        self.clock = clock
+        self.pid = os.getpid() if pid is None else pid
+        self.started = clock()
         self.seq = 0
-        self.writer: LogWriter | None = None
+        self.writer = writer
+        self._owns_writer = writer is None
         self.active = True
         self._resources = dict(ws.total_resources)
         self._available = dict(ws.available_resources)
@@ -196,8 +209,8 @@ class Session:
 
     def handle(self, ws: wsm.WorkerState, base: type, stims: tuple) -> list:
         try:
-            handled = time.time()
-            if self.writer is None:
+            handled = self.clock()
+            if self.seq == 0 and not self._header_written:
                 self._write_header()
             if ws.total_resources != self._resources or ws.available_resources != self._available:
                 self._write_resources(ws)
@@ -258,9 +271,13 @@ class Session:
         self.writer = LogWriter(path, compress=self.compress)
         self.path = path
 
+    _header_written = False
+
     def _write_header(self) -> None:
-        self._open()
+        if self.writer is None:
+            self._open()
         assert self.writer is not None
+        self._header_written = True
         self.writer.write(
             {
                 "kind": "header",
@@ -270,7 +287,7 @@ class Session:
                 "dask": dask.__version__,
                 "distributed": distributed.__version__,
                 "python": sys.version.split()[0],
-                "pid": os.getpid(),
+                "pid": self.pid,
                 "started": self.started,
                 "deterministic": self.deterministic,
                 "hash_seed": self.seed,
@@ -296,14 +313,14 @@ class Session:
         )
 
     def close(self, reason: str) -> None:
-        if self.active and self.writer is not None:
+        if self.active and self._header_written:
             self._guard(
                 self.writer.write,
                 {"kind": "end", "worker": self.address, "seq": self.seq,
-                 "time": time.time(), "reason": reason},
+                 "time": self.clock(), "reason": reason},
             )
         self.active = False
-        if self.writer is not None:
+        if self.writer is not None and self._owns_writer:
             try:
                 self.writer.close()
             except Exception:
@@ -327,7 +344,7 @@ class Session:
                 self.address, self.seq, e,
             )
         self.active = False
-        if self.writer is not None:
+        if self.writer is not None and self._owns_writer:
             try:
                 self.writer.close()
             except Exception:

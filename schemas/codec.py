@@ -19,7 +19,7 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
-_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_NONFINITE = {"nan": math.nan, "-nan": -math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 class CodecError(ValueError):
@@ -29,7 +29,9 @@ class CodecError(ValueError):
 def encode_float(x: float) -> Any:
     if math.isfinite(x):
         return x
-    return {"float": "nan" if x != x else ("inf" if x > 0 else "-inf")}
+    if x != x:
+        return {"float": "nan" if math.copysign(1.0, x) > 0 else "-nan"}
+    return {"float": "inf" if x > 0 else "-inf"}
 
 
 def decode_float(obj: Any) -> float:

@@ -14,7 +14,7 @@ class Model(BaseModel):
 class FloatTag(Model):
     """A float JSON cannot spell."""
 
-    float: Literal["nan", "inf", "-inf"]
+    float: Literal["nan", "-nan", "inf", "-inf"]
 
 
 Number = Union[StrictInt, StrictFloat, FloatTag]
