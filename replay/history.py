@@ -1,0 +1,159 @@
+"""The Python API: a log as workers whose state can be reached at any step.
+
+>>> import replay
+>>> log = replay.open("cluster-log.jsonl")
+>>> w = log.worker("127.0.0.1:40331")
+>>> ws = w.state_at("compute-task-1712345.678")   # a real WorkerState
+>>> ws.tasks
+
+Positions are steps (1-based per worker, 0 = the empty initial state) or
+stimulus ids, meaning the state after the last step carrying that id:
+stimulus ids are not unique.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from distributed import worker_state_machine as wsm
+
+from replay.engine import Divergence, Replayer
+from replay.log import ClusterLog, WorkerLog
+
+Position = int | str | None
+Progress = Callable[[int], None]
+
+
+def open(path: str, *, validate: bool = False) -> ClusterHistory:  # noqa: A001
+    """Read a log (one pass) and return its workers' histories."""
+    return ClusterHistory(ClusterLog.open(path, validate=validate))
+
+
+class ClusterHistory:
+    def __init__(self, log: ClusterLog):
+        self.log = log
+        self.workers = [WorkerHistory(log, w) for w in log.workers]
+
+    @property
+    def path(self) -> str:
+        return self.log.path
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.log.warnings
+
+    def worker(self, which: str | int | None = None) -> WorkerHistory:
+        return self.workers[self.log.worker(which).index]
+
+
+def steps_of(records: Iterator[tuple[int, dict]]) -> Iterator[tuple[list[dict], list[dict]]]:
+    """Group records into calls of ``handle_stimulus``: ``(resources changes, steps)``.
+
+    A batch's steps all precede the one that carries its instructions.
+    """
+    resources: list[dict] = []
+    pending: list[dict] = []
+    for _, rec in records:
+        if rec["kind"] == "resources":
+            resources.append(rec)
+            continue
+        pending.append(rec)
+        if "instructions" in rec or "error" in rec:
+            yield resources, pending
+            resources, pending = [], []
+    if pending:  # a torn batch: the worker died while handling it
+        yield resources, pending
+
+
+class WorkerHistory:
+    """One worker of a log."""
+
+    def __init__(self, log: ClusterLog, wlog: WorkerLog):
+        self.log = log
+        self.wlog = wlog
+        self._cursor: Replayer | None = None
+
+    @property
+    def address(self) -> str:
+        return self.wlog.address
+
+    @property
+    def header(self) -> dict:
+        return self.wlog.header
+
+    @property
+    def events(self) -> int:
+        return self.wlog.events
+
+    def position(self, pos: Position) -> int:
+        """The step a position names; ``None`` is the last step."""
+        if pos is None:
+            return self.events
+        if isinstance(pos, int) or (isinstance(pos, str) and pos.isdigit()):
+            step = int(pos)
+            if not 0 <= step <= self.events:
+                raise KeyError(f"step {step} is out of range: {self.address} has steps 1..{self.events}")
+            return step
+        try:
+            return self.wlog.last_step_of[pos]
+        except KeyError:
+            raise KeyError(f"no step of {self.address} has stimulus id {pos!r}") from None
+
+    def calls(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[list[dict], list[dict]]]:
+        """The recorded ``handle_stimulus`` calls from step ``start`` to ``stop``."""
+        for resources, steps in steps_of(self.log.records(self.wlog, start=start)):
+            if stop is not None and steps[0]["seq"] > stop:
+                return
+            yield resources, steps
+
+    def replayer(self, **kwargs: Any) -> Replayer:
+        return Replayer(self.header, **kwargs)
+
+    def advance(self, replayer: Replayer, stop: int, progress: Progress | None = None) -> Replayer:
+        """Replay forward from ``replayer``'s step to ``stop``."""
+        from schemas.convert import decode_event
+
+        if replayer.seq >= stop:
+            return replayer
+        for resources, steps in self.calls(replayer.seq + 1, stop):
+            for r in resources:
+                replayer.set_resources(r)
+            try:
+                replayer.handle([decode_event(s["event"]) for s in steps])
+            except Exception:
+                if steps[-1].get("error") is None:
+                    raise
+                replayer.seq = steps[-1]["seq"]  # the recording raised here too
+            if progress is not None:
+                progress(replayer.seq)
+        return replayer
+
+    def state_at(self, pos: Position = None, progress: Progress | None = None) -> wsm.WorkerState:
+        """A real ``WorkerState`` as a linear replay from step 1 reaches ``pos``.
+
+        The caller owns it and may keep feeding it events.
+        """
+        stop = self.position(pos)
+        cursor = self._cursor
+        self._cursor = None
+        if cursor is None or cursor.seq > stop:
+            cursor = self.replayer()
+        return self.advance(cursor, stop, progress).ws
+
+    def verify(
+        self, *, validate: bool = False, progress: Progress | None = None
+    ) -> tuple[Divergence | None, Replayer]:
+        """Replay every step and compare with the recording.
+
+        ``validate`` also runs ``validate_state()`` after every step.
+        """
+        r = self.replayer(validate=True if validate else None, check_invariants=validate)
+        for resources, steps in self.calls():
+            for res in resources:
+                r.set_resources(res)
+            d = r.verify(steps)
+            if progress is not None:
+                progress(r.seq)
+            if d is not None:
+                return d, r
+        return None, r
