@@ -1,0 +1,183 @@
+"""Fast, exact seeking: forked snapshots of a replay.
+
+A state rebuilt from a pickle or a deep copy holds the same tasks, but its
+sets iterate in another order, and later transitions can then differ
+(FACTS.md, "Checkpoints"). ``os.fork()`` copies a process exactly, hash
+tables included, in milliseconds. So the first pass replays linearly and
+every ``every`` steps leaves behind a forked child, frozen at that step. To
+look at step ``p``, the nearest snapshot at or before ``p`` forks again; that
+grandchild replays the few steps to ``p``, computes the requested view as
+plain data, sends it back, and exits. The snapshot itself never moves.
+
+The steps are spooled to a private temporary file during the first pass, so
+that a grandchild reads its few steps with one ``pread`` each instead of
+scanning the log. POSIX only.
+"""
+from __future__ import annotations
+
+import array
+import bisect
+import gc
+import os
+import signal
+import tempfile
+from collections.abc import Callable
+from multiprocessing.connection import Connection, Pipe
+from typing import Any
+
+import orjson
+
+from replay.engine import Replayer
+from replay.history import Position, Progress, WorkerHistory
+from schemas.convert import decode_event
+
+View = Callable[..., Any]
+
+
+class _Spool:
+    """The worker's calls of ``handle_stimulus``, one JSON blob each, by call number."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="dask-replay-spool-")
+        self.fd = self.file.fileno()
+        self.offsets = array.array("q", [0])
+        #: last step of each call, for bisect
+        self.last_seq = array.array("q")
+
+    def append(self, resources: list[dict], steps: list[dict]) -> None:
+        blob = orjson.dumps([resources, steps])
+        os.write(self.fd, blob)
+        self.offsets.append(self.offsets[-1] + len(blob))
+        self.last_seq.append(steps[-1]["seq"])
+
+    def extents(self, after: int, stop: int) -> list[tuple[int, int]]:
+        """Where the calls past step ``after`` up to step ``stop`` lie in the file.
+
+        A snapshot was forked before the spool was complete, so it is told
+        where to read rather than reading this index itself.
+        """
+        i = bisect.bisect_right(self.last_seq, after)
+        j = bisect.bisect_right(self.last_seq, stop)
+        o = self.offsets
+        return [(o[k], o[k + 1] - o[k]) for k in range(i, j)]
+
+
+def _apply(replayer: Replayer, resources: list[dict], steps: list[dict]) -> None:
+    for r in resources:
+        replayer.set_resources(r)
+    try:
+        replayer.handle([decode_event(s["event"]) for s in steps])
+    except Exception:
+        if steps[-1].get("error") is None:
+            raise
+        replayer.seq = steps[-1]["seq"]
+
+
+def _advance(replayer: Replayer, fd: int, extents: list[tuple[int, int]]) -> None:
+    for offset, size in extents:
+        resources, steps = orjson.loads(os.pread(fd, size, offset))
+        _apply(replayer, resources, steps)
+
+
+class Seeker:
+    """Views of one worker at any step, each computed from an exact replay.
+
+    >>> with Seeker(history) as s:
+    ...     s.view(1200, state_view)      # state_view(replayer) -> plain data
+    """
+
+    def __init__(self, history: WorkerHistory, *, every: int = 1000, max_snapshots: int = 512):
+        self.history = history
+        self.every = max(every, -(-history.events // max_snapshots))
+        self.spool = _Spool()
+        #: (step, connection to the snapshot process, pid)
+        self.snapshots: list[tuple[int, Connection, int]] = []
+        self.prepared = False
+
+    def __enter__(self) -> Seeker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        """The first pass: replay every step once, leaving snapshots behind."""
+        replayer = self.history.replayer()
+        self._snapshot(replayer)
+        next_snap = self.every
+        for resources, steps in self.history.calls():
+            self.spool.append(resources, steps)
+            _apply(replayer, resources, steps)
+            if replayer.seq >= next_snap:
+                self._snapshot(replayer)
+                next_snap = replayer.seq + self.every
+            if progress is not None:
+                progress(replayer.seq)
+        self.prepared = True
+
+    def _snapshot(self, replayer: Replayer) -> None:
+        parent_end, child_end = Pipe()
+        # objects that exist now are never collected by the parent's gc again,
+        # which keeps it from writing to (and copying) the pages it shares
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:  # the snapshot
+            parent_end.close()
+            for _, conn, _ in self.snapshots:
+                conn.close()  # so that each snapshot sees EOF when its parent goes
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _serve(child_end, replayer, self.spool.fd)
+            os._exit(0)
+        child_end.close()
+        self.snapshots.append((replayer.seq, parent_end, pid))
+
+    def view(self, pos: Position, fn: View, *args: Any) -> Any:
+        """``fn(replayer, *args)`` at ``pos``; ``fn`` must be a module-level function."""
+        if not self.prepared:
+            self.prepare()
+        stop = self.history.position(pos)
+        i = bisect.bisect_right([s for s, _, _ in self.snapshots], stop) - 1
+        at, conn, _ = self.snapshots[i]
+        conn.send((self.spool.extents(at, stop), fn, args))
+        ok, result = conn.recv()
+        if not ok:
+            raise RuntimeError(f"replay to step {stop} failed: {result}")
+        return result
+
+    def close(self) -> None:
+        for _, conn, pid in self.snapshots:
+            try:
+                conn.send(None)
+                conn.close()
+            except OSError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.snapshots.clear()
+        self.spool.file.close()
+        gc.unfreeze()
+
+
+def _serve(conn: Connection, replayer: Replayer, fd: int) -> None:
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        pid = os.fork()
+        if pid == 0:  # a throw-away copy does the work
+            try:
+                extents, fn, args = msg
+                _advance(replayer, fd, extents)
+                result = (True, fn(replayer, *args))
+            except BaseException as e:  # report, never hang the caller
+                result = (False, repr(e))
+            try:
+                conn.send(result)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
