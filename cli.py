@@ -61,11 +61,15 @@ def check(
 
 
 def main() -> None:
+    from replay.engine import ReplayError
+    from schemas.codec import CodecError
+
     try:
         app(standalone_mode=False)
-    except (LogError, Fail, KeyError) as e:
+    except (LogError, Fail, KeyError, ReplayError, CodecError) as e:
+        # CodecError: an event decoded without replay.log.decode_step, so no line to name
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        err.print(render.safe(f"error: {msg}"))
+        err.print(render.safe(f"error: {msg}", limit=400))
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

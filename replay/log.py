@@ -8,6 +8,8 @@ later passes can stream one worker's steps without re-reading the others.
 from __future__ import annotations
 
 import array
+import os
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +18,9 @@ from typing import Any
 import distributed
 from pydantic import ValidationError
 
-from replay.logfile import LogError, iter_lines
+from replay.logfile import LogError, iter_lines, spool_stdin
+from schemas.codec import CodecError
+from schemas.convert import EVENT_FIELDS, decode_event
 from schemas.records import FORMAT, RECORD, VERSION
 
 KINDS = ("header", "step", "resources", "end")
@@ -47,16 +51,87 @@ class WorkerLog:
 
 
 def pydantic_error(e: ValidationError) -> str:
-    err = e.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    errors = e.errors(include_url=False)
+    if any(err["type"] in ("recursion_loop", "recursion_depth_exceeded") for err in errors):
+        return "nested too deeply"
+    err = errors[0]
+    if err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        loc = ".".join(str(p) for p in err["loc"][1:])
+        what = "event class" if ctx.get("discriminator") == "'cls'" else "tag"
+        return f"{loc}: unknown {what} {_short(ctx.get('tag'))}"
+    # loc starts with the record kind, the tag pydantic picked the model by
+    loc = ".".join(str(p) for p in err["loc"][1:])
     return f"{loc}: {err['msg']}" if loc else err["msg"]
+
+
+def _short(x: Any, limit: int = 80) -> str:
+    """``repr`` of a value from a log, cut short: a hostile line may hold megabytes."""
+    text = repr(x) if not isinstance(x, (list, dict)) or len(x) < 100 else f"<{type(x).__name__} of {len(x)}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_text(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _from_recursion(e: BaseException | None) -> bool:
+    while e is not None:
+        if isinstance(e, RecursionError):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _version_hint(header: dict) -> str:
+    recorded = header.get("distributed")
+    if recorded == distributed.__version__:
+        return ""
+    return f" (recorded with distributed {_short(recorded)}, read with {distributed.__version__})"
+
+
+def check_event(path: str, lineno: int, ev: dict, header: dict) -> None:
+    """Is ``ev`` an event of a class, with the fields, this ``distributed`` has?
+
+    Cheap enough for every line of the fast path; it is what tells a log of
+    another dask version apart.
+    """
+    cls = ev.get("cls")
+    fields = EVENT_FIELDS.get(cls) if type(cls) is str else None
+    if fields is None:
+        raise LogError(path, lineno, f"event: unknown event class {_short(cls)}" + _version_hint(header))
+    if len(ev) != len(fields) + 2 or not ev.keys() >= fields.keys() or "stimulus_id" not in ev:
+        expected = {"cls", "stimulus_id", *fields}
+        extra = sorted(map(str, ev.keys() - expected))
+        missing = sorted(expected - ev.keys())
+        what = ", ".join(
+            [f"unknown field(s) {extra}"] * bool(extra) + [f"missing field(s) {missing}"] * bool(missing)
+        )
+        raise LogError(path, lineno, f"event: {cls} {what}" + _version_hint(header))
+
+
+def decode_step(path: str, lineno: int, rec: dict, header: dict | None = None):
+    """The real dask event of a step record, or a :class:`LogError` naming its line."""
+    try:
+        return decode_event(rec["event"])
+    except CodecError as e:
+        msg = "event: nested too deeply" if _from_recursion(e) else f"event: {_short_text(str(e))}"
+    except RecursionError:
+        msg = "event: nested too deeply"
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        # the dataclass refused what the codec let through
+        msg = f"event: cannot build it: {type(e).__name__}: {_short_text(str(e))}"
+    raise LogError(path, lineno, msg + (_version_hint(header) if header else ""))
 
 
 class ClusterLog:
     """A log file of one or more workers."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, source: str | None = None):
+        #: the name messages use; ``<stdin>`` for ``-``
         self.path = path
+        #: the file read, a temporary copy of standard input for ``-``
+        self.source = source or path
         self.workers: list[WorkerLog] = []
         self.warnings: list[str] = []
         self.lines = 0
@@ -64,7 +139,12 @@ class ClusterLog:
     @classmethod
     def open(cls, path: str, *, validate: bool = False) -> ClusterLog:
         """Read ``path`` once. ``validate`` checks every line against the schema."""
-        log = cls(path)
+        if path == "-":
+            tmp = spool_stdin()
+            log = cls("<stdin>", tmp)
+            weakref.finalize(log, os.unlink, tmp)
+        else:
+            log = cls(path)
         log._scan(validate)
         return log
 
@@ -74,20 +154,23 @@ class ClusterLog:
     def _scan(self, validate: bool) -> None:
         by_address: dict[str, WorkerLog] = {}
         path = self.path
-        for lineno, rec in iter_lines(path, warn=self._warn):
+        for lineno, rec in iter_lines(path, warn=self._warn, source=self.source):
             self.lines = lineno
             kind = rec.get("kind")
             if kind not in KINDS:
-                raise LogError(path, lineno, f"unknown record kind {kind!r}")
+                raise LogError(path, lineno, f"unknown record kind {_short(kind)}")
+            address = rec.get("worker")
+            w = by_address.get(address) if type(address) is str else None
             if validate:
                 try:
                     RECORD.validate_python(rec)
                 except ValidationError as e:
-                    raise LogError(path, lineno, pydantic_error(e)) from None
-            address = rec.get("worker")
+                    hint = _version_hint(w.header) if w is not None else ""
+                    raise LogError(path, lineno, pydantic_error(e) + hint) from None
+                except RecursionError:
+                    raise LogError(path, lineno, "nested too deeply") from None
             if type(address) is not str:
                 raise LogError(path, lineno, "worker: missing or not a string")
-            w = by_address.get(address)
             if kind == "header":
                 if w is not None:
                     raise LogError(path, lineno, f"second header for worker {address}")
@@ -106,11 +189,12 @@ class ClusterLog:
                 if seq != w.events + 1:
                     raise LogError(
                         path, lineno,
-                        f"step {seq!r} of {address} out of order (expected {w.events + 1})",
+                        f"step {_short(seq)} of {address} out of order (expected {w.events + 1})",
                     )
                 ev = rec.get("event")
-                if type(ev) is not dict or type(ev.get("cls")) is not str:
-                    raise LogError(path, lineno, "event: missing or has no class")
+                if type(ev) is not dict:
+                    raise LogError(path, lineno, "event: missing or not an object")
+                check_event(path, lineno, ev, w.header)
                 sid = ev.get("stimulus_id")
                 if type(sid) is not str:
                     raise LogError(path, lineno, "event.stimulus_id: missing or not a string")
@@ -128,10 +212,10 @@ class ClusterLog:
                     w.errors += 1
             elif kind == "resources":
                 if seq != w.events + 1:
-                    raise LogError(path, lineno, f"resources record for step {seq!r} of {address} out of order")
+                    raise LogError(path, lineno, f"resources record for step {_short(seq)} of {address} out of order")
             else:  # end
                 if seq != w.events:
-                    raise LogError(path, lineno, f"end at step {seq!r} of {address}, which has {w.events} steps")
+                    raise LogError(path, lineno, f"end at step {_short(seq)} of {address}, which has {w.events} steps")
                 w.ended = True
         if not self.workers:
             raise LogError(path, None, "no worker header: not a dask-replay log, or empty")
@@ -169,18 +253,18 @@ class ClusterLog:
         with the steps from ``start`` on.
         """
         address = worker.address
-        for lineno, rec in iter_lines(self.path):
-            if (
-                rec.get("worker") == address
-                and rec.get("kind") in ("step", "resources")
-                and rec["seq"] >= start
-            ):
-                yield lineno, rec
+        for lineno, rec in iter_lines(self.path, source=self.source):
+            if rec.get("worker") == address and rec.get("kind") in ("step", "resources"):
+                seq = rec.get("seq")
+                if type(seq) is not int:  # the file changed since it was indexed
+                    raise LogError(self.path, lineno, "seq: missing or not an integer")
+                if seq >= start:
+                    yield lineno, rec
 
 
 def _check_header(path: str, lineno: int, rec: dict, warn: Callable[[str], None]) -> None:
     if rec.get("format") != FORMAT:
-        raise LogError(path, lineno, f"format: not a {FORMAT} log ({rec.get('format')!r})")
+        raise LogError(path, lineno, f"format: not a {FORMAT} log ({_short(rec.get('format'))})")
     version = rec.get("version")
     if type(version) is not int:
         raise LogError(path, lineno, "version: missing or not an integer")

@@ -7,15 +7,18 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
 import sys
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import orjson
 
-#: longest line the reader accepts; a real step is well under 100 kB
-MAX_LINE = 64 * 2**20
+#: longest line the reader accepts. A real step is well under 100 kB; the
+#: bound keeps a hostile line from costing gigabytes once parsed.
+MAX_LINE = 16 * 2**20
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -46,7 +49,14 @@ class LogWriter:
     def write(self, record: dict) -> None:
         line = orjson.dumps(record) + b"\n"
         if self._gz is None:
-            self._raw.write(line)
+            # an unbuffered file may take part of a line (disk full, signal);
+            # the rest must follow or the next line would be glued to it
+            view = memoryview(line)
+            while view:
+                n = self._raw.write(view)
+                if n is None:
+                    raise BlockingIOError(f"{self.path}: write would block")
+                view = view[n:]
         else:
             self._gz.write(line)
             self._gz.flush(zlib.Z_SYNC_FLUSH)
@@ -73,34 +83,48 @@ def _open_binary(path: str) -> IO[bytes]:
 
 
 def iter_lines(
-    path: str, *, warn: Callable[[str], None] | None = None
+    path: str,
+    *,
+    warn: Callable[[str], None] | None = None,
+    source: str | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, record dict)`` without holding the file in memory.
 
-    A last line without its newline that does not parse is what a killed
-    writer leaves behind: it is skipped with a warning. Any other bad line is
-    a :class:`LogError`.
+    Reads ``source`` (default: ``path``) and names ``path`` in messages.
+    What a killed writer leaves behind is skipped with a warning: a last line
+    without its newline that does not parse, or a gzip stream without its
+    end. Any other bad line is a :class:`LogError`. CRLF line ends (a file
+    passed through a Windows tool) are read with a warning.
     """
-    f = _open_binary(path)
+    f = _open_binary(path if source is None else source)
     lineno = 0
+    crlf = False
     try:
         while True:
             try:
                 line = f.readline(MAX_LINE + 1)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-                # truncated or corrupt gzip stream: what came before is good
+            except EOFError:
+                # a gzip stream without its end: a writer stopped mid-stream
                 if warn:
-                    warn(f"{path}:{lineno + 1}: compressed stream ends early ({e}); "
-                         "reading stops here")
+                    warn(f"{path}:{lineno + 1}: compressed stream ends early "
+                         "(the writer stopped); reading stops here")
                 return
+            except (zlib.error, gzip.BadGzipFile) as e:
+                # the reader decompresses ahead, so no line can be blamed
+                raise LogError(path, None, f"corrupt compressed stream after line {lineno}: {e}") from None
             except OSError as e:
-                raise LogError(path, lineno + 1, f"read error: {e}") from None
+                raise LogError(path, lineno + 1, f"read error: {e.strerror or e}") from None
             if not line:
                 return
             lineno += 1
             if len(line) > MAX_LINE:
                 raise LogError(path, lineno, f"line longer than {MAX_LINE} bytes")
             torn = not line.endswith(b"\n")
+            if not crlf and line.endswith(b"\r\n"):
+                crlf = True
+                if warn:
+                    warn(f"{path}:{lineno}: CRLF line ends (converted by another tool?); "
+                         "reading on")
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as e:
@@ -118,6 +142,21 @@ def iter_lines(
     finally:
         if f is not sys.stdin.buffer:
             f.close()
+
+
+def spool_stdin() -> str:
+    """Copy standard input to a temporary file: a log is read more than once.
+
+    The caller removes the file.
+    """
+    fd, tmp = tempfile.mkstemp(prefix="replay-stdin-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 2**20)
+    except OSError as e:
+        os.unlink(tmp)
+        raise LogError("<stdin>", None, f"cannot read: {e.strerror or e}") from None
+    return tmp
 
 
 def write_records(path: str, records: Iterator[dict], *, compress: bool | None = None) -> int:
