@@ -60,6 +60,18 @@ def check(
         out.print(render.check_summary(r))
 
 
+@app.command()
+def merge(
+    logs: list[str] = typer.Argument(..., help="Worker logs, or directories of them."),
+    output: str = typer.Option(..., "-o", "--output", help="Cluster log to write (.gz compresses)."),
+) -> None:
+    """Merge per-worker logs into one cluster log, interleaved by time."""
+    from replay.merge import merge as merge_logs
+
+    n = merge_logs(logs, output, warn=lambda w: err.print(render.safe(f"warning: {w}")))
+    err.print(render.safe(f"{output}: {n} records"))
+
+
 def main() -> None:
     from replay.engine import ReplayError
     from schemas.codec import CodecError
