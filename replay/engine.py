@@ -153,7 +153,8 @@ class Replayer:
             self.seq = seq
             if recorded_error is not None:
                 return None
-            return Divergence(seq, sid, "error", None, repr(e), *_key_story(self.ws, e))
+            key, story = _key_story(self.ws, e)
+            return Divergence(seq, sid, "error", None, _describe(e, key), key, story)
         if recorded_error is not None:
             return Divergence(seq, sid, "error", recorded_error, None)
         expected = [comparable(d) for d in last.get("instructions") or ()]
@@ -164,7 +165,8 @@ class Replayer:
             try:
                 self.ws.validate_state()
             except Exception as e:
-                return Divergence(seq, sid, "invariant", None, _describe(e), *_key_story(self.ws, e))
+                key, story = _key_story(self.ws, e)
+                return Divergence(seq, sid, "invariant", None, _describe(e, key), key, story)
         return None
 
 
@@ -182,27 +184,52 @@ class _TapDeque(deque):
         self.tap.append(entry)
 
 
-def _describe(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return f"{type(e).__name__}: {text}" if str(e) else text
+def _describe(e: BaseException, key: Any = None) -> str:
+    name = type(e).__name__
+    detail = e.args[0] if e.args else ""
+    if isinstance(detail, list):  # validate_state's asserts carry a story
+        return f"{name}: validate_state() fails for {key!r}"
+    text = str(e)
+    if len(text) > 500:
+        text = text[:500] + "…"
+    return f"{name}: {text}" if text else name
 
 
 def _key_story(ws: wsm.WorkerState, e: BaseException) -> tuple[Any, list]:
+    """The key an exception is about, and its story with its dependents'."""
     key = getattr(e, "key", None)
     if key is None:
-        # validate_state's asserts name no key; find the task it was checking
+        key = _story_key(ws, e) if isinstance(e, AssertionError) else None
+    if key is None:
         key = _broken_task(ws)
-    return key, (ws.story(key) if key is not None else [])
+    if key is None:
+        return None, []
+    ts = ws.tasks.get(key)
+    dependents = [d.key for d in ts.dependents] if ts is not None else []
+    return key, ws.story(key, *dependents)
+
+
+def _story_key(ws: wsm.WorkerState, e: AssertionError) -> Any:
+    # validate_state's asserts carry ws.story(ts) as their message
+    story = e.args[0] if e.args else None
+    if isinstance(story, list):
+        for entry in story:
+            if isinstance(entry, tuple) and entry and _is_task(ws, entry[0]):
+                return entry[0]
+    return None
+
+
+def _is_task(ws: wsm.WorkerState, key: Any) -> bool:
+    try:
+        return key in ws.tasks
+    except TypeError:  # unhashable
+        return False
 
 
 def _broken_task(ws: wsm.WorkerState) -> Any:
     for key, ts in ws.tasks.items():
         try:
-            ws._validate_task(ts)
+            ws.validate_task(ts)
         except Exception:
             return key
-        if ts.state == "waiting":
-            for dep in ts.dependencies:
-                if dep.state == "error":
-                    return key
     return None
