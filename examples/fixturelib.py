@@ -127,3 +127,35 @@ class Unshippable:
 
 def make_unshippable(_: object = None) -> Unshippable:
     return Unshippable()
+
+
+def replayed_states(path: str) -> dict[str, dict]:
+    """Task states of each worker after feeding its recorded steps to a fresh
+    ``WorkerState``: a quick check that a fixture shows what it claims."""
+    from distributed.worker_state_machine import WorkerState
+
+    from replay.logfile import iter_lines
+    from schemas.codec import decode_float
+    from schemas.convert import decode_event
+
+    states: dict[str, WorkerState] = {}
+    for _, rec in iter_lines(path):
+        kind, address = rec["kind"], rec["worker"]
+        if kind == "header":
+            s = rec["state"]
+            states[address] = WorkerState(
+                nthreads=s["nthreads"],
+                address=address,
+                resources={k: decode_float(v) for k, v in s["resources"].items()},
+                transfer_incoming_count_limit=s["transfer_incoming_count_limit"],
+                validate=True,
+                transfer_incoming_bytes_limit=decode_float(s["transfer_incoming_bytes_limit"]),
+                transfer_message_bytes_limit=decode_float(s["transfer_message_bytes_limit"]),
+            )
+        elif kind == "resources":
+            ws = states[address]
+            ws.total_resources = {k: decode_float(v) for k, v in rec["total"].items()}
+            ws.available_resources = {k: decode_float(v) for k, v in rec["available"].items()}
+        elif kind == "step":
+            states[address].handle_stimulus(decode_event(rec["event"]))
+    return {a: {k: ts.state for k, ts in ws.tasks.items()} for a, ws in states.items()}

@@ -1,0 +1,61 @@
+"""Record dask issue 6705 on a real cluster: ``fixtures/stuck-6705.jsonl``.
+
+Re-run from the repository root (about 10 s)::
+
+    .venv/bin/python examples/stuck_6705.py
+
+Worker A computes ``x``, an object that unpickles only in the process that
+made it. Worker B must run ``y = inc(x)``; fetching ``x`` fails to
+deserialize, B handles a ``GatherDepFailureEvent`` that puts ``x`` in
+``error``, and ``y`` stays ``waiting`` forever. Recording stops while B is
+stuck.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from distributed import wait
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fixturelib import (  # noqa: E402
+    FIXTURES, finish, hard_limit, make_unshippable, recorded_cluster, replayed_states,
+    stop_recording,
+)
+
+OUT = os.path.join(FIXTURES, "stuck-6705.jsonl")
+
+
+def inc(x):
+    return x + 1
+
+
+def task_states(dask_worker):
+    return {k: ts.state for k, ts in dask_worker.state.tasks.items()}
+
+
+def main() -> None:
+    hard_limit(120)
+    with recorded_cluster(2) as (client, cluster, logdir):
+        a, b = sorted(client.scheduler_info()["workers"])
+        x = client.submit(make_unshippable, key="x", workers=[a])
+        wait(x, timeout=30)  # x.result() would fail to unpickle here too
+        y = client.submit(inc, x, key="y", workers=[b])
+        deadline = time.monotonic() + 10
+        while client.run(task_states, workers=[b])[b].get("x") != "error":
+            assert time.monotonic() < deadline, "the fetch of x never failed"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert not y.done()
+        stop_recording(client)
+        del x, y
+    finish(logdir, OUT)
+    states = replayed_states(OUT)
+    print("replayed:", states)
+    assert states[b] == {"x": "error", "y": "waiting"}, states[b]
+
+
+if __name__ == "__main__":
+    main()
