@@ -140,12 +140,15 @@ class Replayer:
         self.seq += len(events)
         return instructions
 
-    def verify(self, steps: Sequence[dict]) -> Divergence | None:
+    def verify(
+        self, steps: Sequence[dict], events: Sequence[wsm.StateMachineEvent] | None = None
+    ) -> Divergence | None:
         """Replay one recorded call and compare it with what the worker did."""
         last = steps[-1]
         seq = last["seq"]
         sid = last["event"]["stimulus_id"]
-        events = [decode_event(r["event"]) for r in steps]
+        if events is None:
+            events = [decode_event(r["event"]) for r in steps]
         recorded_error = last.get("error")
         try:
             instructions = self.handle(events)

@@ -18,9 +18,12 @@ from typing import Any
 from distributed import worker_state_machine as wsm
 
 from replay.engine import Divergence, Replayer
-from replay.log import ClusterLog, WorkerLog
+from replay.log import ClusterLog, WorkerLog, decode_step
 
 Position = int | str | None
+
+#: where a step record came from, so that a bad event can be named by its line
+LINE = "_line"
 Progress = Callable[[int], None]
 
 
@@ -53,10 +56,11 @@ def steps_of(records: Iterator[tuple[int, dict]]) -> Iterator[tuple[list[dict], 
     """
     resources: list[dict] = []
     pending: list[dict] = []
-    for _, rec in records:
+    for lineno, rec in records:
         if rec["kind"] == "resources":
             resources.append(rec)
             continue
+        rec[LINE] = lineno
         pending.append(rec)
         if "instructions" in rec or "error" in rec:
             yield resources, pending
@@ -106,20 +110,23 @@ class WorkerHistory:
                 return
             yield resources, steps
 
+    def decode(self, steps: list[dict]) -> list[wsm.StateMachineEvent]:
+        """The real dask events of a call's steps; a bad one is a LogError naming its line."""
+        path, header = self.log.path, self.header
+        return [decode_step(path, s.get(LINE, 0), s, header) for s in steps]
+
     def replayer(self, **kwargs: Any) -> Replayer:
         return Replayer(self.header, **kwargs)
 
     def advance(self, replayer: Replayer, stop: int, progress: Progress | None = None) -> Replayer:
         """Replay forward from ``replayer``'s step to ``stop``."""
-        from schemas.convert import decode_event
-
         if replayer.seq >= stop:
             return replayer
         for resources, steps in self.calls(replayer.seq + 1, stop):
             for r in resources:
                 replayer.set_resources(r)
             try:
-                replayer.handle([decode_event(s["event"]) for s in steps])
+                replayer.handle(self.decode(steps))
             except Exception:
                 if steps[-1].get("error") is None:
                     raise
@@ -151,7 +158,7 @@ class WorkerHistory:
         for resources, steps in self.calls():
             for res in resources:
                 r.set_resources(res)
-            d = r.verify(steps)
+            d = r.verify(steps, self.decode(steps))
             if progress is not None:
                 progress(r.seq)
             if d is not None:

@@ -62,11 +62,14 @@ class _Spool:
         return [(o[k], o[k + 1] - o[k]) for k in range(i, j)]
 
 
-def _apply(replayer: Replayer, resources: list[dict], steps: list[dict]) -> None:
+def _apply(replayer: Replayer, resources: list[dict], steps: list[dict], events: list | None = None) -> None:
     for r in resources:
         replayer.set_resources(r)
+    if events is None:
+        # spooled steps were checked by the first pass
+        events = [decode_event(s["event"]) for s in steps]
     try:
-        replayer.handle([decode_event(s["event"]) for s in steps])
+        replayer.handle(events)
     except Exception:
         if steps[-1].get("error") is None:
             raise
@@ -106,8 +109,9 @@ class Seeker:
         self._snapshot(replayer)
         next_snap = self.every
         for resources, steps in self.history.calls():
+            events = self.history.decode(steps)  # a bad line fails here, by name
             self.spool.append(resources, steps)
-            _apply(replayer, resources, steps)
+            _apply(replayer, resources, steps, events)
             if replayer.seq >= next_snap:
                 self._snapshot(replayer)
                 next_snap = replayer.seq + self.every
