@@ -12,6 +12,7 @@ stimulus ids are not unique.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +22,9 @@ from replay.engine import Divergence, Replayer
 from replay.log import ClusterLog, WorkerLog, decode_step
 
 Position = int | str | None
+
+#: from how many steps on a replay decodes in a second process
+PREFETCH_FROM = 20_000
 
 #: where a step record came from, so that a bad event can be named by its line
 LINE = "_line"
@@ -122,6 +126,8 @@ class WorkerHistory:
         """Replay forward from ``replayer``'s step to ``stop``."""
         if replayer.seq >= stop:
             return replayer
+        if stop - replayer.seq >= PREFETCH_FROM and os.cpu_count() and os.cpu_count() > 1:
+            return self._advance_prefetched(replayer, stop, progress)
         for resources, steps in self.calls(replayer.seq + 1, stop):
             for r in resources:
                 replayer.set_resources(r)
@@ -131,6 +137,22 @@ class WorkerHistory:
                 if steps[-1].get("error") is None:
                     raise
                 replayer.seq = steps[-1]["seq"]  # the recording raised here too
+            if progress is not None:
+                progress(replayer.seq)
+        return replayer
+
+    def _advance_prefetched(self, replayer: Replayer, stop: int, progress: Progress | None) -> Replayer:
+        from replay.prefetch import prefetched_calls
+
+        for resources, events, last, error in prefetched_calls(self, replayer.seq + 1, stop):
+            for r in resources:
+                replayer.set_resources(r)
+            try:
+                replayer.handle(events)
+            except Exception:
+                if error is None:
+                    raise
+                replayer.seq = last  # the recording raised here too
             if progress is not None:
                 progress(replayer.seq)
         return replayer
