@@ -326,7 +326,7 @@ def verify(
             "steps": r.seq,
             "faithful": d is None,
             "warnings": list(r.warnings),
-            "divergence": None if d is None else divergence_view(wh, d),
+            "divergence": None if d is None else divergence_view(wh, d, r),
         })
     data = {"faithful": all(w["faithful"] for w in results), "workers": results}
     if json:
@@ -347,7 +347,11 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except (LogError, Fail, KeyError, ReplayError, CodecError) as e:
-        # CodecError: an event decoded without replay.log.decode_step, so no line to name
+        if isinstance(e, CodecError):
+            # decoded without replay.log.decode_step: find the line it came from
+            from replay.log import locate_decode_error
+
+            e = locate_decode_error() or e
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         err.print(render.safe(f"error: {msg}", limit=400))
         sys.exit(2)

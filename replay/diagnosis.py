@@ -91,7 +91,8 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> dict:
             detail["erred_dependency"] = ek(d.key)
         elif deps:
             parts = [f"{d.key!r} ({_where(ws, d)})" for d in deps]
-            reason = f"waiting on {len(deps)} dependencies: " + ", ".join(parts)
+            noun = "dependency" if len(deps) == 1 else "dependencies"
+            reason = f"waiting on {len(deps)} {noun}: " + ", ".join(parts)
         else:
             reason = "waiting with every dependency in memory"
     elif state == "fetch":

@@ -334,23 +334,24 @@ class _Gathers:
         return pending.pop(0) if pending else set()
 
 
-def key_story(calls: Iterable[tuple[Call, Any]], key: Any) -> list[dict]:
-    """Every event, transition, log entry and instruction naming ``key``, uncapped."""
+def key_story(calls: Iterable[tuple[Call, Any]], key: Any, *more: Any) -> list[dict]:
+    """Every event, transition, log entry and instruction naming ``key`` (or any
+    of ``more``), uncapped."""
     story: list[dict] = []
     gathers = _Gathers()
-    target = {key}
+    target = {key, *more}
     for call, _ in calls:
         for s in call.steps:
             ev = s["event"]
             names = event_keys(ev) | gathers.done(ev)
-            if key in names:
+            if not target.isdisjoint(names):
                 story.append({"step": s["seq"], "stimulus_id": ev["stimulus_id"], "kind": "event", "event": ev})
         for entry in worker_story(target, call.log):
             d = log_entry(entry)
             story.append({"step": call.step_of(entry[-2]) if isinstance(entry[-2], str) else call.seq,
                           "stimulus_id": entry[-2] if isinstance(entry[-2], str) else "", **d})
         for inst in call.instructions:
-            if key in instruction_keys(inst):
+            if not target.isdisjoint(instruction_keys(inst)):
                 story.append({"step": call.step_of(inst.stimulus_id), "stimulus_id": inst.stimulus_id,
                               "kind": "instruction", "instruction": encode_instruction(inst)})
         gathers.issued(call.instructions)
@@ -398,9 +399,10 @@ def instructions_diff(expected: list, actual: list) -> dict:
     }
 
 
-def divergence_view(history: Any, d: Any) -> dict:
-    """A :class:`~replay.engine.Divergence` as data, with the broken key's
-    uncapped story up to the step where replay departed."""
+def divergence_view(history: Any, d: Any, replayer: Replayer | None = None) -> dict:
+    """A :class:`~replay.engine.Divergence` as data, with the uncapped story of
+    the broken key and its dependents (found in ``replayer``'s state) up to
+    the step where replay departed."""
     out: dict[str, Any] = {
         "step": d.seq,
         "stimulus_id": d.stimulus_id,
@@ -415,5 +417,7 @@ def divergence_view(history: Any, d: Any) -> dict:
     if d.key is not None:
         # a step that raised in replay only cannot be replayed again: stop before it
         stop = d.seq - 1 if d.kind == "error" else d.seq
-        out["story"] = key_story(walk(history, stop), d.key)
+        ts = replayer.ws.tasks.get(d.key) if replayer is not None else None
+        dependents = [dep.key for dep in ts.dependents] if ts is not None else []
+        out["story"] = key_story(walk(history, stop), d.key, *dependents)
     return out
