@@ -10,7 +10,7 @@ from __future__ import annotations
 import array
 import os
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +124,26 @@ def decode_step(path: str, lineno: int, rec: dict, header: dict | None = None):
     raise LogError(path, lineno, msg + (_version_hint(header) if header else ""))
 
 
+#: the step records readers handed out last, so that a decoding error raised
+#: by their consumer can still be traced to its line: see locate_decode_error
+_recent: deque = deque(maxlen=64)
+
+
+def locate_decode_error() -> LogError | None:
+    """The :class:`LogError` of the recently read step that does not decode.
+
+    For callers that decoded with ``schemas.convert.decode_event`` rather
+    than :func:`decode_step` and got a bare ``CodecError``. A batch decodes
+    in order, so the first failing record of the window is the culprit.
+    """
+    for path, lineno, rec, header in list(_recent):
+        try:
+            decode_step(path, lineno, rec, header)
+        except LogError as e:
+            return e
+    return None
+
+
 class ClusterLog:
     """A log file of one or more workers."""
 
@@ -138,7 +158,8 @@ class ClusterLog:
 
     @classmethod
     def open(cls, path: str, *, validate: bool = False) -> ClusterLog:
-        """Read ``path`` once. ``validate`` checks every line against the schema."""
+        """Read ``path`` once. ``validate`` checks every line against the schema
+        and decodes every event as the engine will."""
         if path == "-":
             tmp = spool_stdin()
             log = cls("<stdin>", tmp)
@@ -198,6 +219,10 @@ class ClusterLog:
                 sid = ev.get("stimulus_id")
                 if type(sid) is not str:
                     raise LogError(path, lineno, "event.stimulus_id: missing or not a string")
+                if validate:
+                    # the schema leaves opaque values to the decoder: a valid
+                    # log is one the engine can decode
+                    decode_step(path, lineno, rec, w.header)
                 handled = rec.get("handled")
                 if not isinstance(handled, (int, float)) or isinstance(handled, bool):
                     raise LogError(path, lineno, "handled: missing or not a number")
@@ -253,12 +278,15 @@ class ClusterLog:
         with the steps from ``start`` on.
         """
         address = worker.address
+        _recent.clear()
         for lineno, rec in iter_lines(self.path, source=self.source):
             if rec.get("worker") == address and rec.get("kind") in ("step", "resources"):
                 seq = rec.get("seq")
                 if type(seq) is not int:  # the file changed since it was indexed
                     raise LogError(self.path, lineno, "seq: missing or not an integer")
                 if seq >= start:
+                    if rec["kind"] == "step":
+                        _recent.append((self.path, lineno, rec, worker.header))
                     yield lineno, rec
 
 
