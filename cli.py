@@ -1,7 +1,9 @@
 """The ``replay`` command: thin wrappers that read, call the engine, render."""
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager
 from typing import Any, Optional
 
 import orjson
@@ -60,14 +62,296 @@ def check(
         out.print(render.check_summary(r))
 
 
+@app.command()
+def merge(
+    logs: list[str] = typer.Argument(..., help="Worker logs, or directories of them."),
+    output: str = typer.Option(..., "-o", "--output", help="Cluster log to write (.gz compresses)."),
+) -> None:
+    """Merge per-worker logs into one cluster log, interleaved by time."""
+    from replay.merge import merge as merge_logs
+
+    n = merge_logs(logs, output, warn=lambda w: err.print(render.safe(f"warning: {w}")))
+    err.print(render.safe(f"{output}: {n} records"))
+
+
+# --- replaying commands ------------------------------------------------------
+
+_SEED_GUARD = "DASK_REPLAY_SEED_REEXEC"
+
+WORKER = typer.Option(None, "--worker", "-w", help="Worker: address, unique part of one, or index.")
+JSON = typer.Option(False, "--json", help="Print one JSON object.")
+
+
+def ensure_recorded_seed(path: str) -> None:
+    """Re-execute this command with the ``PYTHONHASHSEED`` the log was recorded with.
+
+    String hashing orders the state machine's sets; replay is exact only with
+    the worker's seed, and a running interpreter cannot change its own.
+    """
+    from replay.determinism import hash_seed
+    from replay.logfile import iter_lines
+
+    if path == "-":
+        return  # stdin cannot be read twice; open_history warns instead
+    seed = None
+    for _, rec in iter_lines(path):
+        if rec.get("kind") == "header":
+            seed = rec.get("hash_seed")
+            break
+    if seed is None or seed == hash_seed() or os.environ.get(_SEED_GUARD):
+        return
+    env = dict(os.environ, PYTHONHASHSEED=str(seed), **{_SEED_GUARD: "1"})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def open_history(path: str) -> Any:
+    import replay
+    from replay.determinism import hash_seed
+
+    ensure_recorded_seed(path)
+    if path == "-":
+        path = _spool_stdin()
+    history = replay.open(path)
+    for w in history.warnings:
+        err.print(render.safe(f"warning: {w}"))
+    for wh in history.workers:
+        h = wh.header
+        if not h.get("deterministic"):
+            err.print(render.safe(
+                f"warning: {wh.address} was recorded without deterministic mode; "
+                "replay may depart from the recording"
+            ))
+        elif h.get("hash_seed") != hash_seed():
+            err.print(render.safe(
+                f"warning: {wh.address} was recorded with PYTHONHASHSEED={h.get('hash_seed')}, "
+                f"this replay runs with {hash_seed() or 'a random seed'}; replay may differ "
+                "(read the log from a file to re-execute with the recorded seed)"
+            ))
+    return history
+
+
+def _spool_stdin() -> str:
+    # replay reads a log several times; stdin only once
+    import atexit
+    import shutil
+    import tempfile
+
+    f = tempfile.NamedTemporaryFile(prefix="replay-stdin-", suffix=".jsonl", delete=False)
+    with f:
+        shutil.copyfileobj(sys.stdin.buffer, f)
+    atexit.register(os.unlink, f.name)
+    return f.name
+
+
+@contextmanager
+def progress_bar(label: str, total: int):
+    """A progress callback for long replays: a bar on stderr, only on a terminal."""
+    if total < 2000 or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    ) as bar:
+        task = bar.add_task(render.safe(label).plain, total=total)
+        last = [0]
+
+        def update(step: int) -> None:
+            if step - last[0] >= 500 or step >= total:
+                last[0] = step
+                bar.update(task, completed=step)
+
+        yield update
+
+
+def _position(text: Optional[str]) -> Any:
+    return None if text is None else text
+
+
+@app.command()
+def load(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    json: bool = JSON,
+) -> None:
+    """Replay every worker to its end: events, final task states, stuck tasks."""
+    from replay.diagnosis import load_report
+
+    history = open_history(log)
+    workers = []
+    for wh in history.workers:
+        with progress_bar(f"replaying {wh.address}", wh.events) as cb:
+            workers.append(load_report(wh, progress=cb))
+    data = {"path": history.path if log != "-" else "-", "workers": workers}
+    if json:
+        emit_json(data)
+    else:
+        out.print(render.load_summary(data))
+
+
+@app.command()
+def state(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Step number or stimulus id (default: the end)."),
+    worker: Optional[str] = WORKER,
+    json: bool = JSON,
+) -> None:
+    """The worker's state at a step: tasks, queues, peers, resources."""
+    from replay.views import state_view, stimulus_at
+
+    wh = open_history(log).worker(worker)
+    step = wh.position(_position(at))
+    with progress_bar(f"replaying {wh.address}", step) as cb:
+        ws = wh.state_at(step, progress=cb)
+    view = state_view(ws, step=step, stimulus_id=stimulus_at(wh, step))
+    if json:
+        emit_json(view)
+    else:
+        out.print(render.state_view(view))
+
+
+@app.command()
+def diff(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    from_: str = typer.Option(..., "--from", help="Step number or stimulus id."),
+    to: str = typer.Option(..., "--to", help="Step number or stimulus id."),
+    worker: Optional[str] = WORKER,
+    json: bool = JSON,
+) -> None:
+    """What changed in the worker between two steps."""
+    from replay.views import diff_view, state_view, stimulus_at
+
+    wh = open_history(log).worker(worker)
+    views = []
+    for pos in (from_, to):
+        step = wh.position(pos)
+        with progress_bar(f"replaying {wh.address}", step) as cb:
+            ws = wh.state_at(step, progress=cb)
+        views.append(state_view(ws, step=step, stimulus_id=stimulus_at(wh, step)))
+    view = diff_view(*views)
+    if json:
+        emit_json(view)
+    else:
+        out.print(render.diff_view(view))
+
+
+@app.command()
+def story(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    key_or_stimulus: str = typer.Argument(..., metavar="KEY_OR_STIMULUS",
+                                          help="A stimulus id, or a key: x, or a tuple like \"('x-1', 0)\"."),
+    at: Optional[str] = typer.Option(None, "--at", help="Stop at this step or stimulus id."),
+    worker: Optional[str] = WORKER,
+    json: bool = JSON,
+) -> None:
+    """Every event, transition and instruction about a key, or of a stimulus id."""
+    from replay.views import key_story, stimulus_story, walk
+    from schemas.codec import encode_key, parse_key
+
+    wh = open_history(log).worker(worker)
+    stop = wh.position(_position(at))
+    sid_step = None
+    if not key_or_stimulus.isdigit():
+        try:
+            sid_step = wh.position(key_or_stimulus)
+        except KeyError:
+            pass
+    if sid_step is not None:
+        stop = min(stop, sid_step)
+        with progress_bar(f"replaying {wh.address}", stop) as cb:
+            steps = stimulus_story(walk(wh, stop, progress=cb), key_or_stimulus)
+        if json:
+            emit_json({"worker": wh.address, "stimulus_id": key_or_stimulus, "steps": steps})
+        else:
+            out.print(render.stimulus_story(key_or_stimulus, steps))
+        return
+    key = parse_key(key_or_stimulus)
+    with progress_bar(f"replaying {wh.address}", stop) as cb:
+        entries = key_story(walk(wh, stop, progress=cb), key)
+    if not entries:
+        raise Fail(f"{log}: neither a stimulus id nor a key that {wh.address} ever saw: {key_or_stimulus!r}")
+    if json:
+        emit_json({"worker": wh.address, "key": encode_key(key), "story": entries})
+    else:
+        out.print(render.key_story(encode_key(key), entries))
+
+
+@app.command()
+def why(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    key: Optional[str] = typer.Argument(None, help="Only this key, e.g. x or \"('x-1', 0)\"."),
+    at: Optional[str] = typer.Option(None, "--at", help="Step number or stimulus id (default: the end)."),
+    worker: Optional[str] = WORKER,
+    json: bool = JSON,
+) -> None:
+    """Why tasks are not finished: what each waits for, and since which step."""
+    from replay.diagnosis import diagnose, why as explain
+    from replay.views import stimulus_at
+    from schemas.codec import parse_key
+
+    wh = open_history(log).worker(worker)
+    step = wh.position(_position(at))
+    with progress_bar(f"replaying {wh.address}", step) as cb:
+        r, tracker = diagnose(wh, step, progress=cb)
+    tasks = explain(r.ws, tracker, None if key is None else parse_key(key))
+    data = {"worker": wh.address, "step": step, "stimulus_id": stimulus_at(wh, step), "tasks": tasks}
+    if json:
+        emit_json(data)
+    else:
+        title = render.Text.assemble(render.safe(wh.address), f" at step {step}")
+        out.print(render.why_table(tasks, title))
+
+
+@app.command()
+def verify(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    validate: bool = typer.Option(False, "--validate", help="Also check the state machine's invariants after every step."),
+    worker: Optional[str] = WORKER,
+    json: bool = JSON,
+) -> None:
+    """Replay and compare with the recording; exit 1 at the first divergence."""
+    from replay.views import divergence_view
+
+    history = open_history(log)
+    chosen = history.workers if worker is None else [history.worker(worker)]
+    results = []
+    for wh in chosen:
+        with progress_bar(f"verifying {wh.address}", wh.events) as cb:
+            d, r = wh.verify(validate=validate, progress=cb)
+        results.append({
+            "address": wh.address,
+            "steps": r.seq,
+            "faithful": d is None,
+            "warnings": list(r.warnings),
+            "divergence": None if d is None else divergence_view(wh, d, r),
+        })
+    data = {"faithful": all(w["faithful"] for w in results), "workers": results}
+    if json:
+        emit_json(data)
+    else:
+        out.print(render.verify_result(data))
+    if not data["faithful"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     from replay.engine import ReplayError
     from schemas.codec import CodecError
 
     try:
-        app(standalone_mode=False)
+        # without standalone mode, click returns typer.Exit's code instead of raising
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (LogError, Fail, KeyError, ReplayError, CodecError) as e:
-        # CodecError: an event decoded without replay.log.decode_step, so no line to name
+        if isinstance(e, CodecError):
+            # decoded without replay.log.decode_step: find the line it came from
+            from replay.log import locate_decode_error
+
+            e = locate_decode_error() or e
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         err.print(render.safe(f"error: {msg}", limit=400))
         sys.exit(2)
