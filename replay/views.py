@@ -16,9 +16,9 @@ from typing import Any
 from distributed import worker_state_machine as wsm
 from distributed._stories import worker_story
 
-from replay.engine import Replayer
+from replay.engine import Replayer, ReplayError
 from schemas.codec import CodecError, decode_collection, decode_key, encode_float, encode_key
-from schemas.convert import decode_event, encode_instruction
+from schemas.convert import encode_instruction
 
 Progress = Callable[[int], None]
 
@@ -135,11 +135,17 @@ def walk(
         for res in resources:
             r.set_resources(res)
         error = None
+        events = history.decode(steps)  # a bad event is a LogError naming its line
         try:
-            instructions = r.handle([decode_event(s["event"]) for s in steps])
+            instructions = r.handle(events)
         except Exception as e:
             if steps[-1].get("error") is None:
-                raise
+                last = steps[-1]
+                raise ReplayError(
+                    f"{history.address} step {last['seq']} ({last['event']['stimulus_id']}): "
+                    f"replay raised {e!r} where the recording did not; `replay verify` shows where "
+                    "replay departs from the recording"
+                ) from e
             # the recording raised here too
             r.seq = steps[-1]["seq"]
             instructions, error = [], repr(e)

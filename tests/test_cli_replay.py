@@ -1,0 +1,169 @@
+"""The replaying commands as a user runs them: JSON contracts, exit codes,
+worker choice, keys typed on the command line, and the hash-seed re-exec."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+from distributed import worker_state_machine as wsm
+
+from helpers import ADDRESS, PEER, gather_failure, record_log
+
+ComputeTask = wsm.ComputeTaskEvent.dummy
+REPLAY = os.path.join(os.path.dirname(sys.executable), "replay")
+SECOND = "tcp://127.0.0.1:2345"
+
+
+def spawn(*args: str, env: dict | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """The installed command in a new process."""
+    return subprocess.run(
+        [REPLAY, *args], capture_output=True, timeout=120, input=stdin,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def run(capfd, monkeypatch):
+    """The command in this process (its logs carry this process's hash seed,
+    so it does not re-execute): ``(exit code, stdout, stderr)``."""
+    import cli
+
+    def run(*args: str, columns: int = 200) -> subprocess.CompletedProcess:
+        monkeypatch.setattr(sys, "argv", ["replay", *args])
+        monkeypatch.setenv("COLUMNS", str(columns))
+        capfd.readouterr()
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        o, e = capfd.readouterr()
+        return subprocess.CompletedProcess(args, code, o.encode(), e.encode())
+
+    return run
+
+
+@pytest.fixture
+def run_json(run):
+    def run_json(*args: str, code: int = 0) -> dict:
+        p = run(*args, "--json")
+        assert p.returncode == code, p.stderr.decode()
+        return orjson.loads(p.stdout)
+
+    return run_json
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    stuck = record_log(d / "6705.jsonl", [
+        ComputeTask(("y", 0), who_has={("x", 0): [PEER]}, stimulus_id="compute-y"),
+        gather_failure(PEER, 1, "gather-failed"),
+    ])
+    done = record_log(d / "done.jsonl", [
+        ComputeTask("a", stimulus_id="compute-a"),
+        wsm.ExecuteSuccessEvent.dummy("a", stimulus_id="a-done"),
+        ComputeTask("b", stimulus_id="compute-b"),
+    ], address=SECOND)
+    # a cluster log: both workers in one file
+    cluster = d / "cluster.jsonl"
+    cluster.write_bytes(open(stuck, "rb").read() + open(done, "rb").read())
+    return {"stuck": stuck, "done": done, "cluster": str(cluster)}
+
+
+def test_load_json_contract(logs, run_json):
+    data = run_json("load", logs["cluster"])
+    w0, w1 = data["workers"]
+    assert w0["address"] == ADDRESS and w1["address"] == SECOND
+    assert (w0["events"], w0["event_counts"]) == (2, {"ComputeTaskEvent": 1, "GatherDepFailureEvent": 1})
+    assert w0["task_states"] == {"error": 1, "waiting": 1}
+    (s,) = w0["stuck"]
+    assert set(s) >= {"key", "state", "reason", "since_step"}
+    assert (s["key"], s["state"], s["since_step"]) == (["y", 0], "waiting", 1)
+    assert type(s["reason"]) is str and "erred" in s["reason"]
+    assert w1["task_states"] == {"executing": 1, "memory": 1}
+    assert [(s["key"], s["state"]) for s in w1["stuck"]] == [("b", "executing")]
+    for w in data["workers"]:
+        assert type(w["events"]) is int and all(type(n) is int for n in w["event_counts"].values())
+
+
+def test_state_json_contract_and_worker_choice(logs, run_json):
+    # by index, by unique part of the address, and by the whole address
+    for which in ("1", "2345", SECOND):
+        v = run_json("state", logs["cluster"], "--worker", which, "--at", "compute-b")
+        assert (v["worker"], v["step"], v["stimulus_id"]) == (SECOND, 3, "compute-b")
+        assert v["tasks"] == [{"key": "a", "state": "memory"}, {"key": "b", "state": "executing"}]
+    v = run_json("state", logs["stuck"], "--at", "1")
+    assert v["tasks"] == [{"key": ["y", 0], "state": "waiting"}, {"key": ["x", 0], "state": "flight"}]
+    assert v["in_flight_workers"] == {PEER: [["x", 0]]}
+    for f in ("ready", "constrained", "data_needed", "busy_workers", "executing", "long_running",
+              "missing", "resources", "running", "nbytes"):
+        assert f in v
+
+
+def test_diff_story_why(logs, run, run_json):
+    d = run_json("diff", logs["stuck"], "--from", "compute-y", "--to", "2")
+    assert d["tasks"]["changed"] == [{"key": ["x", 0], "from": "flight", "to": "error"}]
+    assert d["collections"]["in_flight_workers"] == {PEER: {"removed": [["x", 0]]}}
+
+    s = run_json("story", logs["stuck"], "('x', 0)")
+    assert s["key"] == ["x", 0]
+    assert [(e["step"], e["kind"]) for e in s["story"] if e["kind"] != "log"] == [
+        (1, "event"), (1, "transition"), (1, "transition"), (1, "instruction"),
+        (2, "event"), (2, "transition"), (2, "instruction"),
+    ]
+    s = run_json("story", logs["stuck"], "gather-failed")
+    assert [st["step"] for st in s["steps"]] == [2]
+
+    w = run_json("why", logs["stuck"], "('y', 0)", "--at", "gather-failed")
+    assert (w["step"], w["stimulus_id"]) == (2, "gather-failed")
+    assert w["tasks"][0]["detail"]["erred_dependency"] == ["x", 0]
+    # text output names the reason too
+    p = run("why", logs["stuck"])
+    assert p.returncode == 0 and b"erred at step 2" in p.stdout
+
+
+def test_verify(logs, run, run_json):
+    assert run_json("verify", logs["cluster"])["faithful"] is True
+    data = run_json("verify", logs["stuck"], "--validate", code=1)
+    (w,) = data["workers"]
+    d = w["divergence"]
+    assert (d["step"], d["stimulus_id"], d["kind"]) == (2, "gather-failed", "invariant")
+    assert d["key"] == ["x", 0]
+    # the uncapped story of the broken key and of its dependent
+    assert {tuple(e["key"]) for e in d["story"] if e["kind"] == "transition"} == {("x", 0), ("y", 0)}
+    p = spawn("verify", logs["stuck"], "--validate")
+    assert p.returncode == 1 and b"invariant divergence" in p.stdout
+
+
+def test_bad_input_exits_2(logs, tmp_path, run):
+    for args in (
+        ("state", logs["cluster"]),  # two workers, none chosen
+        ("state", logs["cluster"], "--worker", "9.9.9.9"),
+        ("state", logs["stuck"], "--at", "99"),
+        ("state", logs["stuck"], "--at", "no-such-stimulus"),
+        ("story", logs["stuck"], "never-seen"),
+        ("why", logs["stuck"], "nope"),
+        ("load", str(tmp_path / "missing.jsonl")),
+        ("diff", logs["stuck"], "--from", "1"),
+    ):
+        p = run(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert p.stderr.startswith(b"error: ") and p.stderr.count(b"\n") == 1, p.stderr
+    # and as a user sees it, from the installed command
+    p = spawn("state", logs["cluster"], "--at", "1")
+    assert p.returncode == 2 and p.stderr.startswith(b"error: the log has 2 workers")
+    assert b"Traceback" not in p.stderr
+
+
+def test_reexec_with_recorded_seed(logs):
+    # replay is exact only with the recorded PYTHONHASHSEED: the CLI re-executes itself
+    p = spawn("verify", logs["stuck"], "--json", env={"PYTHONHASHSEED": "1"})
+    assert p.returncode == 0 and orjson.loads(p.stdout)["workers"][0]["warnings"] == []
+    assert p.stderr == b""
+    # stdin cannot be read twice: a warning instead
+    p = spawn("verify", "-", "--json", env={"PYTHONHASHSEED": "1"}, stdin=open(logs["stuck"], "rb").read())
+    assert p.returncode == 0 and b"PYTHONHASHSEED=6640" in p.stderr
