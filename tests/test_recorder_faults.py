@@ -1,0 +1,185 @@
+"""The recorder meets a failing disk or a killed worker on a real LocalCluster.
+
+Whatever happens to the log, the computation carries on with the right
+result, the worker says so once, and what reached the disk reads back up to
+its last complete line. Tests run as root, so permissions cannot make a
+directory unwritable; the failures are injected into the session's file
+object instead, the way the OS reports them (``write`` raising ``OSError``,
+or a short write followed by one).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from distributed import Client, LocalCluster
+
+from replay import Recorder
+from replay.log import ClusterLog
+from replay.logfile import log_files
+
+
+def inc(x):
+    return x + 1
+
+
+def slowinc(x):
+    time.sleep(0.02)
+    return x + 1
+
+
+class Warnings(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def warnings():
+    handler = Warnings()
+    logger = logging.getLogger("replay.record")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+@contextmanager
+def cluster(directory: Path, *, processes: bool = False, compress: bool = False):
+    with LocalCluster(
+        n_workers=0, processes=processes, threads_per_worker=1, dashboard_address=None,
+        host="127.0.0.1" if processes else None,
+    ) as cluster, Client(cluster) as c:
+        c.register_plugin(Recorder(str(directory), compress=compress))
+        cluster.scale(1)
+        c.wait_for_workers(1)
+        yield cluster, c
+
+
+def session_of(cluster):
+    (worker,) = cluster.workers.values()
+    return worker.plugins[Recorder.name]._sessions[id(worker)]
+
+
+class FailingFile:
+    """A log file whose disk goes away: ``write`` fails like the OS would.
+
+    ``partial`` first lets half of one write through and reports the short
+    count, as ``write(2)`` does when the disk fills up mid-line.
+    """
+
+    def __init__(self, raw, err: int, partial: bool = False):
+        self.raw = raw
+        self.err = err
+        self.partial = partial
+        self.calls = 0
+
+    def write(self, data) -> int:
+        self.calls += 1
+        if self.partial:
+            self.partial = False
+            half = bytes(data[: len(data) // 2])
+            return self.raw.write(half)
+        raise OSError(self.err, os.strerror(self.err))
+
+    def flush(self) -> None:
+        raise OSError(self.err, os.strerror(self.err))
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def break_disk(err: int, partial: bool, dask_worker=None) -> int:
+    """Make the worker's log file fail; runs on its event loop, between stimuli."""
+    session = dask_worker.plugins[Recorder.name]._sessions[id(dask_worker)]
+    writer = session.writer
+    failing = FailingFile(writer._raw, err, partial)
+    if writer._gz is not None:
+        writer._gz.fileobj = failing
+    writer._raw = failing
+    return session.seq
+
+
+def read_back(directory: Path) -> list[ClusterLog]:
+    return [ClusterLog.open(p, validate=True) for p in log_files(str(directory))]
+
+
+@pytest.mark.parametrize(
+    "err, partial, compress",
+    [
+        (errno.EACCES, False, False),
+        (errno.ENOSPC, True, False),
+        (errno.ENOSPC, False, True),
+    ],
+    ids=["unwritable", "disk full mid-line", "disk full, gzip"],
+)
+def test_write_fails_mid_run(tmp_path, warnings, err, partial, compress):
+    with cluster(tmp_path, compress=compress) as (cl, c):
+        assert c.submit(inc, 1).result() == 2
+        session = session_of(cl)
+        (before,) = c.run(break_disk, err, partial).values()
+        failing = session.writer._raw
+        assert before > 0 and isinstance(failing, FailingFile)
+        assert c.gather(c.map(inc, range(10))) == list(range(1, 11))
+        assert c.submit(inc, 100).result() == 101  # the worker carries on unrecorded
+        assert not session.active
+        assert failing.calls >= 1
+    assert len(warnings) == 1, warnings
+    assert "stopped after step" in warnings[0]
+    assert f"OSError({err}" in warnings[0] or f"Error({err}" in warnings[0], warnings[0]
+
+    (log,) = read_back(tmp_path)
+    (w,) = log.workers
+    assert w.events == before
+    assert not w.ended
+    if partial:
+        assert [m for m in log.warnings if "torn last line" in m], log.warnings
+    elif compress:
+        assert [m for m in log.warnings if "compressed stream ends early" in m], log.warnings
+    else:
+        assert log.warnings == []
+
+
+def test_log_directory_is_a_file(tmp_path, warnings):
+    # the recorder opens its file at the first stimulus; the directory cannot exist
+    blocker = tmp_path / "logs"
+    blocker.write_text("not a directory")
+    with cluster(blocker) as (cl, c):
+        assert c.gather(c.map(inc, range(5))) == list(range(1, 6))
+        assert not session_of(cl).active
+    assert len(warnings) == 1, warnings
+    assert "stopped after step 0" in warnings[0] and "FileExistsError" in warnings[0]
+    assert blocker.read_text() == "not a directory"
+
+
+def test_worker_killed_mid_run(tmp_path):
+    with cluster(tmp_path, processes=True) as (cl, c):
+        assert c.submit(inc, 1).result() == 2
+        futures = c.map(slowinc, range(40))
+        while sum(f.done() for f in futures) < 5:
+            time.sleep(0.01)
+        (pid,) = c.run(os.getpid).values()
+        os.kill(pid, signal.SIGKILL)
+        # the nanny starts a new worker, which records to a new file
+        assert c.gather(futures) == list(range(1, 41))
+        c.wait_for_workers(1)
+        assert (c.run(os.getpid).popitem()[1]) != pid
+    logs = read_back(tmp_path)
+    assert len(logs) == 2
+    by_pid = {log.workers[0].header["pid"]: log.workers[0] for log in logs}
+    killed = by_pid.pop(pid)
+    (restarted,) = by_pid.values()
+    # the killed worker's log stops where it died, every line complete or skipped
+    assert not killed.ended and killed.events >= 3
+    assert restarted.ended and restarted.events > 0
+    assert killed.header["from_empty"] and restarted.header["from_empty"]
