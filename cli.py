@@ -111,9 +111,7 @@ def open_history(path: str) -> Any:
     from replay.determinism import hash_seed
 
     ensure_recorded_seed(path)
-    if path == "-":
-        path = _spool_stdin()
-    history = replay.open(path)
+    history = replay.open(path)  # reads '-' into a temporary copy, named <stdin>
     for w in history.warnings:
         err.print(render.safe(f"warning: {w}"))
     for wh in history.workers:
@@ -130,19 +128,6 @@ def open_history(path: str) -> Any:
                 "(read the log from a file to re-execute with the recorded seed)"
             ))
     return history
-
-
-def _spool_stdin() -> str:
-    # replay reads a log several times; stdin only once
-    import atexit
-    import shutil
-    import tempfile
-
-    f = tempfile.NamedTemporaryFile(prefix="replay-stdin-", suffix=".jsonl", delete=False)
-    with f:
-        shutil.copyfileobj(sys.stdin.buffer, f)
-    atexit.register(os.unlink, f.name)
-    return f.name
 
 
 @contextmanager
@@ -185,7 +170,7 @@ def load(
     for wh in history.workers:
         with progress_bar(f"replaying {wh.address}", wh.events) as cb:
             workers.append(load_report(wh, progress=cb))
-    data = {"path": history.path if log != "-" else "-", "workers": workers}
+    data = {"path": history.path, "workers": workers}
     if json:
         emit_json(data)
     else:
