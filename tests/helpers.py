@@ -30,6 +30,7 @@ def record_log(
     resources: dict[str, float] | None = None,
     validate: bool = False,
     address: str = ADDRESS,
+    deterministic: bool = True,
     **state_kwargs: Any,
 ) -> str:
     """Drive a fresh ``WorkerState`` through ``steps`` while recording it to ``path``.
@@ -46,7 +47,7 @@ def record_log(
         **state_kwargs,
     )
     writer = LogWriter(path)
-    session = Session(ws, writer=writer)
+    session = Session(ws, writer=writer, deterministic=deterministic)
     try:
         for step in steps:
             events = step(ws) if callable(step) else [step]

@@ -167,3 +167,33 @@ def test_reexec_with_recorded_seed(logs):
     # stdin cannot be read twice: a warning instead
     p = spawn("verify", "-", "--json", env={"PYTHONHASHSEED": "1"}, stdin=open(logs["stuck"], "rb").read())
     assert p.returncode == 0 and b"PYTHONHASHSEED=6640" in p.stderr
+
+
+def test_log_without_deterministic_mode_is_checked_with_a_warning(tmp_path, run, run_json):
+    path = record_log(tmp_path / "loose.jsonl", [
+        ComputeTask("a", stimulus_id="compute-a"),
+        wsm.ExecuteSuccessEvent.dummy("a", stimulus_id="a-done"),
+    ], deterministic=False)
+    p = run("verify", path)
+    assert p.returncode == 0 and b"faithful" in p.stdout
+    assert b"warning:" in p.stderr and b"without deterministic mode" in p.stderr
+    data = run_json("verify", path)
+    assert data["faithful"] is True
+    assert any("deterministic" in w for w in data["workers"][0]["warnings"])
+
+
+def test_verify_reports_instruction_divergence_as_a_diff(tmp_path, logs, run, run_json):
+    # the recording says step 1 asked for nothing; replay asks to execute a
+    lines = open(logs["done"], "rb").read().splitlines()
+    step1 = orjson.loads(lines[1])
+    assert step1["seq"] == 1
+    recorded = step1["instructions"]
+    step1["instructions"] = []
+    lines[1] = orjson.dumps(step1)
+    path = tmp_path / "tampered.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    data = run_json("verify", str(path), code=1)
+    d = data["workers"][0]["divergence"]
+    assert (d["step"], d["stimulus_id"], d["kind"]) == (1, "compute-a", "instructions")
+    assert d["diff"] == {"missing": [], "unexpected": recorded, "reordered": False}
+    assert run("verify", str(path)).stdout.count(b"+ replayed") == 1
