@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from replay.logfile import LogError, iter_lines, spool_stdin
 from schemas.codec import CodecError
 from schemas.convert import EVENT_FIELDS, decode_event
-from schemas.records import FORMAT, RECORD, VERSION
+from schemas.records import FORMAT, RECORD, VERSION, Header
 
 KINDS = ("header", "step", "resources", "end")
 
@@ -301,12 +301,22 @@ def _check_header(path: str, lineno: int, rec: dict, warn: Callable[[str], None]
             path, lineno,
             f"version: log format {version} is newer than this dask-replay reads ({VERSION}); upgrade dask-replay",
         )
-    if type(rec.get("state")) is not dict:
-        raise LogError(path, lineno, "state: missing")
+    # one per worker, so both read paths afford the full schema: the engine
+    # builds a WorkerState from it
+    try:
+        Header.model_validate(rec)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise LogError(path, lineno, f"{loc}: {err['msg']}" if loc else err["msg"]) from None
+    seed = rec["hash_seed"]
+    # replay re-executes itself with this seed: Python accepts only these
+    if seed is not None and not (seed.isascii() and seed.isdigit() and int(seed) < 2**32):
+        raise LogError(path, lineno, f"hash_seed: not a PYTHONHASHSEED value ({_short(seed)})")
     recorded = rec.get("distributed")
     if recorded != distributed.__version__:
         warn(
-            f"{path}:{lineno}: recorded with distributed {recorded}, reading with "
+            f"{path}:{lineno}: recorded with distributed {_short(recorded)}, reading with "
             f"{distributed.__version__}; event classes may differ"
         )
 

@@ -358,12 +358,8 @@ def test_read_commands_are_found():
 
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("name", list(CASES))
-def test_command(name, command, tmp_path, capsys, stdin, request):
+def test_command(name, command, tmp_path, capsys, stdin):
     case = CASES[name]
-    if case.stdin and case.outcome == "error" and command != "check":
-        # ClusterLog.open("-") reads stdin itself and names it <stdin>;
-        # cli.open_history still spools it first and names the copy
-        request.applymarker(pytest.mark.xfail(reason="stdin named by its temporary copy"))
     path, data = build(name, tmp_path)
     if data is not None:
         stdin(data)
@@ -491,3 +487,24 @@ def test_paths_named_in_a_log_are_never_opened(tmp_path, capsys):
         _opened = None
     assert str(path) in opened
     assert named not in opened
+
+
+@pytest.mark.parametrize("seed", ["evil", "-1", "4294967296", "１２"])
+def test_hash_seed_that_python_would_refuse(seed, tmp_path, capsys):
+    # replay re-executes itself with the recorded seed: a bad one must stop at the header
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(lines(header(hash_seed=seed), *steps(), end()))
+    for validate in (True, False):
+        with pytest.raises(LogError, match="hash_seed") as info:
+            ClusterLog.open(str(path), validate=validate)
+        assert info.value.line == 1
+    code, out, err = run_cli(["check", str(path)], capsys)
+    assert code == 2 and err.startswith(f"error: {path}:1: hash_seed") and len(err.splitlines()) == 1
+
+
+def test_header_state_is_checked_on_the_fast_path(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(lines(header(state={}), *steps(), end()))
+    with pytest.raises(LogError, match="state.nthreads") as info:
+        ClusterLog.open(str(path))
+    assert info.value.line == 1
