@@ -73,7 +73,8 @@ def _keys_line(name: str, keys: list) -> Text:
 
 
 def _resources_text(res: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in res.items()) or "none"
+    # resource names come from the log
+    return safe(", ".join(f"{k}={v}" for k, v in res.items()) or "none").plain
 
 
 def state_view(view: dict) -> Group:

@@ -197,3 +197,15 @@ def test_verify_reports_instruction_divergence_as_a_diff(tmp_path, logs, run, ru
     assert (d["step"], d["stimulus_id"], d["kind"]) == (1, "compute-a", "instructions")
     assert d["diff"] == {"missing": [], "unexpected": recorded, "reordered": False}
     assert run("verify", str(path)).stdout.count(b"+ replayed") == 1
+
+
+def test_text_output_is_safe_from_hostile_keys(tmp_path, run):
+    key = "\x1b[2J[bold]x[/bold]"
+    path = record_log(tmp_path / "hostile.jsonl", [
+        ComputeTask(key, resource_restrictions={"\x1bR": 2}, stimulus_id="\x1b]0;title\x07"),
+    ], resources={"\x1bR": 1})
+    for cmd in (("state", path), ("why", path), ("story", path, key), ("load", path)):
+        p = run(*cmd)
+        assert p.returncode == 0, p.stderr
+        assert b"\x1b" not in p.stdout and b"\x07" not in p.stdout
+        assert b"[bold]x[/bold]" in p.stdout  # shown literally, not as markup
