@@ -18,7 +18,7 @@ from typing import Any
 
 from distributed import worker_state_machine as wsm
 
-from replay.engine import Divergence, Replayer
+from replay.engine import Divergence, Replayer, ReplayError
 from replay.log import ClusterLog, WorkerLog, decode_step
 
 Position = int | str | None
@@ -71,6 +71,26 @@ def steps_of(records: Iterator[tuple[int, dict]]) -> Iterator[tuple[list[dict], 
             resources, pending = [], []
     if pending:  # a torn batch: the worker died while handling it
         yield resources, pending
+
+
+def handle_call(replayer: Replayer, events: list, last: int, error: str | None) -> None:
+    """Feed one recorded call; a crash the recording did not have is a ReplayError."""
+    try:
+        replayer.handle(events)
+    except Exception as e:
+        if error is None:
+            raise ReplayError(
+                f"step {last} ({events[-1].stimulus_id}) of {replayer.header['worker']}: the "
+                f"state machine raised {type(e).__name__}: {_first_line(e)} where the "
+                "recorded worker did not; run `replay verify --validate` to find where "
+                "the state went wrong"
+            ) from e
+        replayer.seq = last  # the recording raised here too
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 class WorkerHistory:
@@ -131,12 +151,7 @@ class WorkerHistory:
         for resources, steps in self.calls(replayer.seq + 1, stop):
             for r in resources:
                 replayer.set_resources(r)
-            try:
-                replayer.handle(self.decode(steps))
-            except Exception:
-                if steps[-1].get("error") is None:
-                    raise
-                replayer.seq = steps[-1]["seq"]  # the recording raised here too
+            handle_call(replayer, self.decode(steps), steps[-1]["seq"], steps[-1].get("error"))
             if progress is not None:
                 progress(replayer.seq)
         return replayer
@@ -147,12 +162,7 @@ class WorkerHistory:
         for resources, events, last, error in prefetched_calls(self, replayer.seq + 1, stop):
             for r in resources:
                 replayer.set_resources(r)
-            try:
-                replayer.handle(events)
-            except Exception:
-                if error is None:
-                    raise
-                replayer.seq = last  # the recording raised here too
+            handle_call(replayer, events, last, error)
             if progress is not None:
                 progress(replayer.seq)
         return replayer

@@ -235,11 +235,10 @@ class Session:
         address = self.address
         last = len(encoded) - 1
         for i, ev in enumerate(encoded):
-            self.seq += 1
             rec: dict[str, Any] = {
                 "kind": "step",
                 "worker": address,
-                "seq": self.seq,
+                "seq": self.seq + 1,
                 "handled": handled,
                 "event": ev,
             }
@@ -251,6 +250,8 @@ class Session:
                 if error is not None:
                     rec["error"] = error
             self.writer.write(rec)
+            # counted once written, so that a warning names the last step on disk
+            self.seq += 1
 
     # --- records around the steps --------------------------------------
 

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from replay.engine import Replayer
-from replay.history import Position, Progress, WorkerHistory
+from replay.history import Position, Progress, WorkerHistory, handle_call
 from schemas.convert import decode_event
 
 View = Callable[..., Any]
@@ -68,12 +68,7 @@ def _apply(replayer: Replayer, resources: list[dict], steps: list[dict], events:
     if events is None:
         # spooled steps were checked by the first pass
         events = [decode_event(s["event"]) for s in steps]
-    try:
-        replayer.handle(events)
-    except Exception:
-        if steps[-1].get("error") is None:
-            raise
-        replayer.seq = steps[-1]["seq"]
+    handle_call(replayer, events, steps[-1]["seq"], steps[-1].get("error"))
 
 
 def _advance(replayer: Replayer, fd: int, extents: list[tuple[int, int]]) -> None:
