@@ -153,10 +153,6 @@ def progress_bar(label: str, total: int):
         yield update
 
 
-def _position(text: Optional[str]) -> Any:
-    return None if text is None else text
-
-
 @app.command()
 def load(
     log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
@@ -188,7 +184,7 @@ def state(
     from replay.views import state_view, stimulus_at
 
     wh = open_history(log).worker(worker)
-    step = wh.position(_position(at))
+    step = wh.position(at)
     with progress_bar(f"replaying {wh.address}", step) as cb:
         ws = wh.state_at(step, progress=cb)
     view = state_view(ws, step=step, stimulus_id=stimulus_at(wh, step))
@@ -237,7 +233,7 @@ def story(
     from schemas.codec import encode_key, parse_key
 
     wh = open_history(log).worker(worker)
-    stop = wh.position(_position(at))
+    stop = wh.position(at)
     sid_step = None
     if not key_or_stimulus.isdigit():
         try:
@@ -278,7 +274,7 @@ def why(
     from schemas.codec import parse_key
 
     wh = open_history(log).worker(worker)
-    step = wh.position(_position(at))
+    step = wh.position(at)
     with progress_bar(f"replaying {wh.address}", step) as cb:
         r, tracker = diagnose(wh, step, progress=cb)
     tasks = explain(r.ws, tracker, None if key is None else parse_key(key))
