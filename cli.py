@@ -96,9 +96,12 @@ def ensure_recorded_seed(path: str) -> None:
     seed = None
     for _, rec in iter_lines(path):
         if rec.get("kind") == "header":
-            seed = rec.get("hash_seed")
+            seed = rec.get("hash_seed") if rec.get("deterministic") else None
             break
-    if seed is None or seed == hash_seed() or os.environ.get(_SEED_GUARD):
+    # only a seed Python accepts; a bad one is reported when the log is opened
+    if not (isinstance(seed, str) and seed.isdigit() and int(seed) <= 4294967295):
+        return
+    if seed == hash_seed() or os.environ.get(_SEED_GUARD):
         return
     env = dict(os.environ, PYTHONHASHSEED=str(seed), **{_SEED_GUARD: "1"})
     sys.stdout.flush()
