@@ -184,13 +184,12 @@ def state(
     json: bool = JSON,
 ) -> None:
     """The worker's state at a step: tasks, queues, peers, resources."""
-    from replay.views import state_view, stimulus_at
+    from replay.views import state_of
 
     wh = open_history(log).worker(worker)
     step = wh.position(at)
     with progress_bar(f"replaying {wh.address}", step) as cb:
-        ws = wh.state_at(step, progress=cb)
-    view = state_view(ws, step=step, stimulus_id=stimulus_at(wh, step))
+        view = wh.view(step, state_of, progress=cb)
     if json:
         emit_json(view)
     else:
@@ -206,16 +205,15 @@ def diff(
     json: bool = JSON,
 ) -> None:
     """What changed in the worker between two steps."""
-    from replay.views import diff_view, state_view, stimulus_at
+    from replay.views import diff_view, state_of
 
     wh = open_history(log).worker(worker)
-    views = []
-    for pos in (from_, to):
-        step = wh.position(pos)
+    views = {}
+    # the earlier position first: one forward replay serves both
+    for step in sorted({wh.position(from_), wh.position(to)}):
         with progress_bar(f"replaying {wh.address}", step) as cb:
-            ws = wh.state_at(step, progress=cb)
-        views.append(state_view(ws, step=step, stimulus_id=stimulus_at(wh, step)))
-    view = diff_view(*views)
+            views[step] = wh.view(step, state_of, progress=cb)
+    view = diff_view(views[wh.position(from_)], views[wh.position(to)])
     if json:
         emit_json(view)
     else:

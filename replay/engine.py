@@ -116,8 +116,9 @@ class Replayer:
                 transfer_incoming_bytes_limit=decode_float(s["transfer_incoming_bytes_limit"]),
                 transfer_message_bytes_limit=decode_float(s["transfer_message_bytes_limit"]),
             )
-        #: the last step applied
+        #: the last step applied, and its stimulus id ("" for the empty state)
         self.seq = 0
+        self.stimulus_id = ""
         #: ``ws.log`` entries the last call appended (with ``tap_log``): the
         #: worker's own log is capped, stories must not be
         self.new_log: list[tuple] = []
@@ -136,6 +137,7 @@ class Replayer:
     def handle(self, events: Sequence[wsm.StateMachineEvent]) -> list[wsm.Instruction]:
         """Feed one recorded call of ``handle_stimulus`` (usually one event)."""
         self.new_log.clear()
+        self.stimulus_id = events[-1].stimulus_id
         instructions = self.ws.handle_stimulus(*events)
         self.seq += len(events)
         return instructions

@@ -100,6 +100,8 @@ class WorkerHistory:
         self.log = log
         self.wlog = wlog
         self._cursor: Replayer | None = None
+        #: a :class:`~replay.seek.Seeker` answers views when attached
+        self.seeker: Any = None
 
     @property
     def address(self) -> str:
@@ -166,6 +168,24 @@ class WorkerHistory:
             if progress is not None:
                 progress(replayer.seq)
         return replayer
+
+    def view(self, pos: Position, fn: Callable[..., Any], *args: Any, progress: Progress | None = None) -> Any:
+        """``fn(replayer, *args)`` on the state at ``pos``; the state stays ours.
+
+        With a :class:`~replay.seek.Seeker` attached, from its nearest
+        snapshot; otherwise from a private cursor that only moves forward, so
+        that ascending positions cost one replay in all.
+        """
+        stop = self.position(pos)
+        if self.seeker is not None:
+            return self.seeker.view(stop, fn, *args)
+        cursor = self._cursor
+        if cursor is None or cursor.seq > stop:
+            cursor = self.replayer()
+        self._cursor = None  # a failed replay must not leave a half-moved cursor
+        self.advance(cursor, stop, progress)
+        self._cursor = cursor
+        return fn(cursor, *args)
 
     def state_at(self, pos: Position = None, progress: Progress | None = None) -> wsm.WorkerState:
         """A real ``WorkerState`` as a linear replay from step 1 reaches ``pos``.

@@ -207,6 +207,11 @@ def state_view(ws: wsm.WorkerState, *, step: int, stimulus_id: str) -> dict:
     }
 
 
+def state_of(replayer: Replayer) -> dict:
+    """:func:`state_view` of where a replay stands (usable through a Seeker)."""
+    return state_view(replayer.ws, step=replayer.seq, stimulus_id=replayer.stimulus_id)
+
+
 def stimulus_at(history: Any, step: int) -> str:
     """The stimulus id of a step ('' for step 0, the empty state)."""
     if step <= 0:
