@@ -1,6 +1,6 @@
 """Record a real three-worker LocalCluster into ``fixtures/cluster-log.jsonl.gz``.
 
-Re-run from the repository root (about a minute; it stops itself after 5)::
+Re-run from the repository root (about 15 s; it stops itself after 5 minutes)::
 
     .venv/bin/python examples/record_cluster.py
 

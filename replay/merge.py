@@ -24,6 +24,8 @@ def expand(paths: list[str]) -> list[str]:
     """Files as given; a directory stands for the worker logs in it."""
     out: list[str] = []
     for p in paths:
+        if p == "-":  # each input is read twice: its header first
+            raise LogError(p, None, "merge reads files, not standard input")
         if os.path.isdir(p):
             found = log_files(p)
             if not found:
@@ -93,7 +95,7 @@ def merge(paths: list[str], out: str, *, warn: Warn | None = None) -> int:
     paths = expand(paths)
     if not paths:
         raise LogError(out, None, "nothing to merge")
-    if any(os.path.exists(out) and os.path.samefile(p, out) for p in paths if p != "-"):
+    if any(os.path.exists(out) and os.path.samefile(p, out) for p in paths):
         raise LogError(out, None, "the output is also an input")
     # a failed merge leaves no half-written cluster log behind
     part = out + ".part"
