@@ -133,6 +133,20 @@ def open_history(path: str) -> Any:
     return history
 
 
+def served(log: str, request: dict) -> Any:
+    """The answer of a running ``replay serve`` for this log, or None."""
+    if log == "-":
+        return None
+    from replay import serve
+
+    reply = serve.ask(log, request)
+    if reply is None:
+        return None
+    if "error" in reply:
+        raise Fail(str(reply["error"]))
+    return reply["ok"]
+
+
 @contextmanager
 def progress_bar(label: str, total: int):
     """A progress callback for long replays: a bar on stderr, only on a terminal."""
@@ -186,10 +200,12 @@ def state(
     """The worker's state at a step: tasks, queues, peers, resources."""
     from replay.views import state_of
 
-    wh = open_history(log).worker(worker)
-    step = wh.position(at)
-    with progress_bar(f"replaying {wh.address}", step) as cb:
-        view = wh.view(step, state_of, progress=cb)
+    view = served(log, {"op": "state", "worker": worker, "at": at})
+    if view is None:
+        wh = open_history(log).worker(worker)
+        step = wh.position(at)
+        with progress_bar(f"replaying {wh.address}", step) as cb:
+            view = wh.view(step, state_of, progress=cb)
     if json:
         emit_json(view)
     else:
@@ -207,13 +223,15 @@ def diff(
     """What changed in the worker between two steps."""
     from replay.views import diff_view, state_of
 
-    wh = open_history(log).worker(worker)
-    views = {}
-    # the earlier position first: one forward replay serves both
-    for step in sorted({wh.position(from_), wh.position(to)}):
-        with progress_bar(f"replaying {wh.address}", step) as cb:
-            views[step] = wh.view(step, state_of, progress=cb)
-    view = diff_view(views[wh.position(from_)], views[wh.position(to)])
+    view = served(log, {"op": "diff", "worker": worker, "from": from_, "to": to})
+    if view is None:
+        wh = open_history(log).worker(worker)
+        views = {}
+        # the earlier position first: one forward replay serves both
+        for step in sorted({wh.position(from_), wh.position(to)}):
+            with progress_bar(f"replaying {wh.address}", step) as cb:
+                views[step] = wh.view(step, state_of, progress=cb)
+        view = diff_view(views[wh.position(from_)], views[wh.position(to)])
     if json:
         emit_json(view)
     else:
@@ -391,6 +409,31 @@ def simulate(
             f"{output}: {counts['events']} events of {len(counts['workers'])} workers, "
             f"{counts['bytes']} bytes, {elapsed:.1f} s ({counts['events'] / elapsed:.0f} events/s)"
         ))
+
+
+@app.command()
+def serve(
+    log: str = typer.Argument(..., help="Log file."),
+) -> None:
+    """Keep LOG's replays warm: later state and diff commands on it answer at once."""
+    from replay import serve as server
+
+    if log == "-":
+        raise Fail("serve needs a file: standard input cannot be read again")
+    history = open_history(log)
+    s = server.Server(history)
+    for w in history.workers:
+        with progress_bar(f"replaying {w.address}", w.events) as cb:
+            s.prepare(w, cb)
+    path = server.socket_path(log)
+    try:
+        s.serve(path, ready=lambda: err.print(render.safe(
+            f"serving {log} ({sum(w.events for w in history.workers)} steps, "
+            f"{len(history.workers)} worker(s)); state and diff on it are answered "
+            "from here. Ctrl-C stops."
+        )))
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

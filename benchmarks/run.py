@@ -40,8 +40,9 @@ def rows(events: int, quick: bool) -> list[Row]:
         return f"{m['median_ms']:.1f} ms median, {m['p95_ms']:.1f} ms p95", m["median_ms"] <= 50
 
     def cold_seek():
-        m = seek.measure_cold(simulated_log(events), seeks=1)
-        return f"{m['median_s']:.2f} s", m["median_s"] <= 2
+        m = seek.measure_cold(simulated_log(events), seeks=5)
+        return (f"{m['served_s']:.2f} s with replay serve; {m['alone_s']:.1f} s alone",
+                m["served_s"] <= 2)
 
     def schema():
         m = schema_validation.measure(simulated_log(min(events, 200_000)), repeats=1 if quick else 3)
