@@ -55,7 +55,7 @@ def run_once(leaves: int, record: bool) -> tuple[float, int]:
         with dask.config.set({"distributed.scheduler.worker-ttl": None}):
             with LocalCluster(
                 n_workers=0, processes=True, threads_per_worker=1,
-                dashboard_address=":0", host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", host="127.0.0.1",
             ) as cluster, Client(cluster) as client:
                 if record:
                     client.register_plugin(Recorder(logdir))

@@ -59,7 +59,7 @@ def recorded_cluster(
             n_workers=0,
             processes=True,
             threads_per_worker=kwargs.pop("threads_per_worker", 2),
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             host="127.0.0.1",
             **kwargs,
         )

@@ -57,7 +57,7 @@ def recorded(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("logs"))
     with dask.config.set({"distributed.admin.low-level-log-length": 100_000}):
         with LocalCluster(
-            n_workers=0, processes=False, threads_per_worker=2, dashboard_address=":0"
+            n_workers=0, processes=False, threads_per_worker=2, dashboard_address="127.0.0.1:0"
         ) as cluster, Client(cluster) as client:
             client.register_plugin(Recorder(logdir))
             cluster.scale(2)
@@ -138,7 +138,7 @@ def test_recorder_io_failure_keeps_the_cluster_computing(tmp_path, monkeypatch, 
     monkeypatch.setattr(replay.record.LogWriter, "write", write)
     with caplog.at_level(logging.WARNING, logger="replay.record"):
         with LocalCluster(
-            n_workers=0, processes=False, threads_per_worker=1, dashboard_address=":0"
+            n_workers=0, processes=False, threads_per_worker=1, dashboard_address="127.0.0.1:0"
         ) as cluster, Client(cluster) as client:
             client.register_plugin(Recorder(str(tmp_path)))
             cluster.scale(1)

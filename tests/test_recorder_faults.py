@@ -57,7 +57,7 @@ def warnings():
 @contextmanager
 def cluster(directory: Path, *, processes: bool = False, compress: bool = False):
     with LocalCluster(
-        n_workers=0, processes=processes, threads_per_worker=1, dashboard_address=":0",
+        n_workers=0, processes=processes, threads_per_worker=1, dashboard_address="127.0.0.1:0",
         host="127.0.0.1" if processes else None,
     ) as cluster, Client(cluster) as c:
         c.register_plugin(Recorder(str(directory), compress=compress))
