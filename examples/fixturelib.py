@@ -159,3 +159,12 @@ def replayed_states(path: str) -> dict[str, dict]:
         elif kind == "step":
             states[address].handle_stimulus(decode_event(rec["event"]))
     return {a: {k: ts.state for k, ts in ws.tasks.items()} for a, ws in states.items()}
+
+
+def inc(x):
+    return x + 1
+
+
+def task_states(dask_worker) -> dict:
+    """The state of every task on a worker, for ``client.run``."""
+    return {k: ts.state for k, ts in dask_worker.state.tasks.items()}

@@ -21,19 +21,11 @@ from distributed import wait
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fixturelib import (  # noqa: E402
-    FIXTURES, finish, hard_limit, make_unshippable, recorded_cluster, replayed_states,
+    FIXTURES, finish, hard_limit, inc, task_states, make_unshippable, recorded_cluster, replayed_states,
     stop_recording,
 )
 
 OUT = os.path.join(FIXTURES, "stuck-6705.jsonl")
-
-
-def inc(x):
-    return x + 1
-
-
-def task_states(dask_worker):
-    return {k: ts.state for k, ts in dask_worker.state.tasks.items()}
 
 
 def main() -> None:

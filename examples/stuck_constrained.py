@@ -19,21 +19,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fixturelib import FIXTURES, finish, hard_limit, recorded_cluster, replayed_states, stop_recording  # noqa: E402
+from fixturelib import FIXTURES, finish, hard_limit, inc, task_states, recorded_cluster, replayed_states, stop_recording  # noqa: E402
 
 OUT = os.path.join(FIXTURES, "stuck-constrained.jsonl")
 
 
 def block_forever():
     threading.Event().wait()
-
-
-def inc(x):
-    return x + 1
-
-
-def task_states(dask_worker):
-    return {k: ts.state for k, ts in dask_worker.state.tasks.items()}
 
 
 def main() -> None:

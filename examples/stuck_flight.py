@@ -18,13 +18,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fixturelib import FIXTURES, finish, hard_limit, recorded_cluster, replayed_states, stop_recording  # noqa: E402
+from fixturelib import FIXTURES, finish, hard_limit, inc, task_states, recorded_cluster, replayed_states, stop_recording  # noqa: E402
 
 OUT = os.path.join(FIXTURES, "stuck-flight.jsonl")
-
-
-def inc(x):
-    return x + 1
 
 
 def hang_get_data(dask_worker):

@@ -321,11 +321,7 @@ class Session:
                  "time": self.clock(), "reason": reason},
             )
         self.active = False
-        if self.writer is not None and self._owns_writer:
-            try:
-                self.writer.close()
-            except Exception:
-                pass
+        self._close_writer()
         if hasattr(self, "_base") and type(self.ws) is not self._base:
             self.ws.__class__ = self._base
 
@@ -345,6 +341,9 @@ class Session:
                 self.address, self.seq, e,
             )
         self.active = False
+        self._close_writer()
+
+    def _close_writer(self) -> None:
         if self.writer is not None and self._owns_writer:
             try:
                 self.writer.close()
