@@ -331,8 +331,10 @@ def read_commands() -> list[str]:
             if isinstance(p.default, (typer.models.OptionInfo, typer.models.ArgumentInfo))
             and p.default.default is ...
         ]
-        if not required:
-            found.append(info.name or callback.__name__.replace("_", "-"))
+        name = info.name or callback.__name__.replace("_", "-")
+        # a server would answer a good log forever; it opens logs as `load` does
+        if not required and name != "serve":
+            found.append(name)
     return sorted(found)
 
 
