@@ -124,10 +124,10 @@ class WorkerHistory:
             if not 0 <= step <= self.events:
                 raise KeyError(f"step {step} is out of range: {self.address} has steps 1..{self.events}")
             return step
-        try:
-            return self.wlog.last_step_of[pos]
-        except KeyError:
-            raise KeyError(f"no step of {self.address} has stimulus id {pos!r}") from None
+        step = self.log.last_step_of(self.wlog, pos)
+        if step is None:
+            raise KeyError(f"no step of {self.address} has stimulus id {pos!r}")
+        return step
 
     def calls(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[list[dict], list[dict]]]:
         """The recorded ``handle_stimulus`` calls from step ``start`` to ``stop``."""

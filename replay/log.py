@@ -7,7 +7,6 @@ later passes can stream one worker's steps without re-reading the others.
 """
 from __future__ import annotations
 
-import array
 import os
 import weakref
 from collections import Counter, deque
@@ -40,10 +39,9 @@ class WorkerLog:
     last_handled: float | None = None
     ended: bool = False
     errors: int = 0
-    #: line number of every step, in order (line numbers fit in 64 bits)
-    step_lines: array.array = field(default_factory=lambda: array.array("q"))
-    #: last step carrying each stimulus id
-    last_step_of: dict[str, int] = field(default_factory=dict)
+    #: last step carrying each stimulus id; built on first use, since a
+    #: million ids cost more memory than the rest of the index
+    last_step_of: dict[str, int] | None = None
 
     @property
     def deterministic(self) -> bool:
@@ -228,8 +226,6 @@ class ClusterLog:
                     raise LogError(path, lineno, "handled: missing or not a number")
                 w.events = seq
                 w.event_counts[ev["cls"]] += 1
-                w.step_lines.append(lineno)
-                w.last_step_of[sid] = seq
                 if w.first_handled is None:
                     w.first_handled = handled
                 w.last_handled = handled
@@ -244,6 +240,17 @@ class ClusterLog:
                 w.ended = True
         if not self.workers:
             raise LogError(path, None, "no worker header: not a dask-replay log, or empty")
+
+    def last_step_of(self, worker: WorkerLog, stimulus_id: str) -> int | None:
+        """The last step of ``worker`` that carries ``stimulus_id``, if any."""
+        if worker.last_step_of is None:
+            index: dict[str, dict[str, int]] = {w.address: {} for w in self.workers}
+            for _, rec in iter_lines(self.path, source=self.source):
+                if rec.get("kind") == "step":
+                    index[rec["worker"]][rec["event"]["stimulus_id"]] = rec["seq"]
+            for w in self.workers:
+                w.last_step_of = index[w.address]
+        return worker.last_step_of.get(stimulus_id)
 
     # --- choosing a worker ---------------------------------------------
 

@@ -10,6 +10,8 @@ its own child crosses the pipe.
 """
 from __future__ import annotations
 
+import dataclasses
+import gc
 import marshal
 import os
 import struct
@@ -36,28 +38,32 @@ if TYPE_CHECKING:
 #: fields whose decoded value is an object marshal cannot carry: they cross
 #: the pipe as their JSON and are decoded on arrival
 _LATE = {DROPPED, SIZES, EXCEPTION, TRACEBACK, TYPE}
+#: every event class's fields in ``__init__`` order: events cross as tuples
+FIELD_ORDER = {
+    name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in EVENT_CLASSES.items()
+}
+#: (position, decoder) of each late field
 LATE_FIELDS = {
-    name: tuple((f, c.decode) for f, c in fields.items() if c in _LATE)
+    name: tuple(
+        (FIELD_ORDER[name].index(f), c.decode) for f, c in fields.items() if c in _LATE
+    )
     for name, fields in EVENT_FIELDS.items()
 }
 BATCH = 256
 _LEN = struct.Struct("<Q")
 
-#: one call: (resources records, [(class name, kwargs)], last step, error or None)
-Call = tuple[list, list, int, "str | None"]
 
-
-def _early(d: dict, event: wsm.StateMachineEvent) -> tuple[str, dict]:
+def _early(d: dict, event: wsm.StateMachineEvent) -> tuple[str, tuple]:
     name = d["cls"]
-    late = LATE_FIELDS[name]
-    kwargs = {f: getattr(event, f) for f in EVENT_FIELDS[name]}
-    kwargs["stimulus_id"] = event.stimulus_id
-    for f, _ in late:
-        kwargs[f] = d[f]
-    return name, kwargs
+    args = [getattr(event, f) for f in FIELD_ORDER[name]]
+    for i, _ in LATE_FIELDS[name]:
+        args[i] = d[FIELD_ORDER[name][i]]
+    return name, tuple(args)
 
 
 def _reader(history: WorkerHistory, start: int, stop: int, fd: int) -> None:
+    # everything inherited stays put: the collector need not walk it again
+    gc.freeze()
     batch: list = []
 
     def send(obj: object) -> None:
@@ -122,10 +128,13 @@ def prefetched_calls(
                 raise LogError(msg[1], msg[2], msg[3])
             for resources, evs, last, error in msg[1]:
                 events = []
-                for name, kwargs in evs:
-                    for f, dec in LATE_FIELDS[name]:
-                        kwargs[f] = dec(kwargs[f])
-                    ev = classes[name](**kwargs)
+                for name, args in evs:
+                    late = LATE_FIELDS[name]
+                    if late:
+                        args = list(args)
+                        for i, dec in late:
+                            args[i] = dec(args[i])
+                    ev = classes[name](*args)
                     if name == "ComputeTaskEvent":
                         ev.run_spec = _RUN_SPEC
                     events.append(ev)
