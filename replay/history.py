@@ -144,24 +144,28 @@ class WorkerHistory:
     def replayer(self, **kwargs: Any) -> Replayer:
         return Replayer(self.header, **kwargs)
 
+    def packed_calls(self, start: int = 1, stop: int | None = None) -> Iterator[Any]:
+        """Decoded calls from step ``start`` to ``stop`` in :mod:`replay.prefetch`'s packed form.
+
+        Long stretches are read and decoded by a second process beside us.
+        """
+        from replay import prefetch
+
+        stop = self.events if stop is None else stop
+        if stop - start + 1 >= PREFETCH_FROM and (os.cpu_count() or 1) > 1:
+            yield from prefetch.packed_calls(self, start, stop)
+            return
+        for resources, steps in self.calls(start, stop):
+            yield prefetch.pack(resources, steps, self.decode(steps))
+
     def advance(self, replayer: Replayer, stop: int, progress: Progress | None = None) -> Replayer:
         """Replay forward from ``replayer``'s step to ``stop``."""
+        from replay.prefetch import unpack
+
         if replayer.seq >= stop:
             return replayer
-        if stop - replayer.seq >= PREFETCH_FROM and os.cpu_count() and os.cpu_count() > 1:
-            return self._advance_prefetched(replayer, stop, progress)
-        for resources, steps in self.calls(replayer.seq + 1, stop):
-            for r in resources:
-                replayer.set_resources(r)
-            handle_call(replayer, self.decode(steps), steps[-1]["seq"], steps[-1].get("error"))
-            if progress is not None:
-                progress(replayer.seq)
-        return replayer
-
-    def _advance_prefetched(self, replayer: Replayer, stop: int, progress: Progress | None) -> Replayer:
-        from replay.prefetch import prefetched_calls
-
-        for resources, events, last, error in prefetched_calls(self, replayer.seq + 1, stop):
+        for call in self.packed_calls(replayer.seq + 1, stop):
+            resources, events, last, error = unpack(call)
             for r in resources:
                 replayer.set_resources(r)
             handle_call(replayer, events, last, error)

@@ -52,6 +52,46 @@ LATE_FIELDS = {
 BATCH = 256
 _LEN = struct.Struct("<Q")
 
+#: one call: (resources records, [(class name, args)], last step, error or None)
+Call = tuple
+
+
+def pack(resources: list[dict], steps: list[dict], events: list[wsm.StateMachineEvent]) -> Call:
+    """A call's decoded events as plain values ``marshal`` carries."""
+    return (
+        resources,
+        [_early(s["event"], e) for s, e in zip(steps, events)],
+        steps[-1]["seq"],
+        steps[-1].get("error"),
+    )
+
+
+def unpack(call: Call) -> tuple[list[dict], list[wsm.StateMachineEvent], int, str | None]:
+    """``(resources, events, last step, recorded error)`` of a packed call."""
+    resources, evs, last, error = call
+    classes = EVENT_CLASSES
+    events = []
+    for name, args in evs:
+        late = LATE_FIELDS[name]
+        if late:
+            args = list(args)
+            for i, dec in late:
+                args[i] = dec(args[i])
+        ev = classes[name](*args)
+        if name == "ComputeTaskEvent":
+            ev.run_spec = _RUN_SPEC
+        events.append(ev)
+    return resources, events, last, error
+
+
+def dumps(call: Call) -> bytes:
+    return marshal.dumps(call)
+
+
+def loads(blob: bytes) -> Call:
+    """A packed call this project wrote: to its own pipe, or its own spool file."""
+    return marshal.loads(blob)
+
 
 def _early(d: dict, event: wsm.StateMachineEvent) -> tuple[str, tuple]:
     name = d["cls"]
@@ -67,7 +107,7 @@ def _reader(history: WorkerHistory, start: int, stop: int, fd: int) -> None:
     batch: list = []
 
     def send(obj: object) -> None:
-        blob = marshal.dumps(obj)
+        blob = dumps(obj)
         os.write(fd, _LEN.pack(len(blob)))
         view = memoryview(blob)
         while view:
@@ -75,13 +115,8 @@ def _reader(history: WorkerHistory, start: int, stop: int, fd: int) -> None:
 
     try:
         for resources, steps in history.calls(start, stop):
-            events = history.decode(steps)  # checks, and names a bad line
-            batch.append((
-                resources,
-                [_early(s["event"], e) for s, e in zip(steps, events)],
-                steps[-1]["seq"],
-                steps[-1].get("error"),
-            ))
+            # decoding checks every event, and names a bad line
+            batch.append(pack(resources, steps, history.decode(steps)))
             if len(batch) >= BATCH:
                 send(("calls", batch))
                 batch = []
@@ -104,10 +139,8 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def prefetched_calls(
-    history: WorkerHistory, start: int, stop: int
-) -> Iterator[tuple[list[dict], list[wsm.StateMachineEvent], int, str | None]]:
-    """``(resources, events, last step, recorded error)`` of each call, decoded beside us."""
+def packed_calls(history: WorkerHistory, start: int, stop: int) -> Iterator[Call]:
+    """The calls from step ``start`` to ``stop``, read and decoded beside us."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the reader
@@ -117,28 +150,15 @@ def prefetched_calls(
         finally:
             os._exit(0)
     os.close(w)
-    classes = EVENT_CLASSES
     try:
         while True:
             (n,) = _LEN.unpack(_read_exactly(r, _LEN.size))
-            msg = marshal.loads(_read_exactly(r, n))
+            msg = loads(_read_exactly(r, n))
             if msg[0] == "end":
                 return
             if msg[0] == "error":
                 raise LogError(msg[1], msg[2], msg[3])
-            for resources, evs, last, error in msg[1]:
-                events = []
-                for name, args in evs:
-                    late = LATE_FIELDS[name]
-                    if late:
-                        args = list(args)
-                        for i, dec in late:
-                            args[i] = dec(args[i])
-                    ev = classes[name](*args)
-                    if name == "ComputeTaskEvent":
-                        ev.run_spec = _RUN_SPEC
-                    events.append(ev)
-                yield resources, events, last, error
+            yield from msg[1]
     finally:
         os.close(r)
         try:

@@ -9,9 +9,10 @@ look at step ``p``, the nearest snapshot at or before ``p`` forks again; that
 grandchild replays the few steps to ``p``, computes the requested view as
 plain data, sends it back, and exits. The snapshot itself never moves.
 
-The steps are spooled to a private temporary file during the first pass, so
-that a grandchild reads its few steps with one ``pread`` each instead of
-scanning the log. POSIX only.
+The decoded steps are spooled, packed as :mod:`replay.prefetch` packs them,
+to a private temporary file during the first pass, so that a grandchild
+reads its few steps with one ``pread`` each instead of parsing the log.
+POSIX only.
 """
 from __future__ import annotations
 
@@ -25,17 +26,15 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
-import orjson
-
 from replay.engine import Replayer
 from replay.history import Position, Progress, WorkerHistory, handle_call
-from schemas.convert import decode_event
+from replay.prefetch import dumps, loads, unpack
 
 View = Callable[..., Any]
 
 
 class _Spool:
-    """The worker's calls of ``handle_stimulus``, one JSON blob each, by call number."""
+    """The worker's decoded calls (packed, see :mod:`replay.prefetch`), by call number."""
 
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile(prefix="dask-replay-spool-")
@@ -44,11 +43,11 @@ class _Spool:
         #: last step of each call, for bisect
         self.last_seq = array.array("q")
 
-    def append(self, resources: list[dict], steps: list[dict]) -> None:
-        blob = orjson.dumps([resources, steps])
+    def append(self, call: tuple) -> None:
+        blob = dumps(call)
         os.write(self.fd, blob)
         self.offsets.append(self.offsets[-1] + len(blob))
-        self.last_seq.append(steps[-1]["seq"])
+        self.last_seq.append(call[2])
 
     def extents(self, after: int, stop: int) -> list[tuple[int, int]]:
         """Where the calls past step ``after`` up to step ``stop`` lie in the file.
@@ -62,19 +61,17 @@ class _Spool:
         return [(o[k], o[k + 1] - o[k]) for k in range(i, j)]
 
 
-def _apply(replayer: Replayer, resources: list[dict], steps: list[dict], events: list | None = None) -> None:
+def _apply(replayer: Replayer, call: tuple) -> None:
+    resources, events, last, error = unpack(call)
     for r in resources:
         replayer.set_resources(r)
-    if events is None:
-        # spooled steps were checked by the first pass
-        events = [decode_event(s["event"]) for s in steps]
-    handle_call(replayer, events, steps[-1]["seq"], steps[-1].get("error"))
+    handle_call(replayer, events, last, error)
 
 
 def _advance(replayer: Replayer, fd: int, extents: list[tuple[int, int]]) -> None:
+    # our own spool, written by this process's parent from decoded events
     for offset, size in extents:
-        resources, steps = orjson.loads(os.pread(fd, size, offset))
-        _apply(replayer, resources, steps)
+        _apply(replayer, loads(os.pread(fd, size, offset)))
 
 
 class Seeker:
@@ -103,10 +100,9 @@ class Seeker:
         replayer = self.history.replayer()
         self._snapshot(replayer)
         next_snap = self.every
-        for resources, steps in self.history.calls():
-            events = self.history.decode(steps)  # a bad line fails here, by name
-            self.spool.append(resources, steps)
-            _apply(replayer, resources, steps, events)
+        for call in self.history.packed_calls():
+            self.spool.append(call)
+            _apply(replayer, call)
             if replayer.seq >= next_snap:
                 self._snapshot(replayer)
                 next_snap = replayer.seq + self.every

@@ -432,7 +432,8 @@ def test_hostile_error_message_is_one_inert_line(tmp_path, capsys):
 
 
 #: the one deserialiser allowed: values this project's own forked reader
-#: marshals into a pipe it created (marshal builds data, it runs nothing)
+#: marshals into a pipe it created, or spools to its own temporary file
+#: (marshal builds data, it runs nothing)
 ALLOWED = {("prefetch.py", "marshal.loads")}
 
 
