@@ -8,14 +8,16 @@ a ratio of two measurements taken here, not a comparison with a stored number.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from _common import ROOT, ensure_seed, simulated_log
+from _common import simulated_log
 
-ensure_seed()
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @dataclass
@@ -25,46 +27,63 @@ class Row:
     run: Callable[[], tuple[str, bool]]
 
 
-def rows(events: int, quick: bool) -> list[Row]:
-    import record_overhead
-    import replay_overhead
-    import schema_validation
-    import seek
+def isolated(module: str, call: str) -> dict:
+    """``module.call`` in a fresh process: no benchmark inherits another's heap.
 
+    A forked snapshot copies its parent's page tables, and a heap grown by an
+    earlier benchmark would make every fork slower.
+    """
+    code = f"import json, {module}; print(json.dumps({module}.{call}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=HERE, check=True, capture_output=True, text=True,
+        env=dict(os.environ, PYTHONHASHSEED="6640"),
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def rows(events: int, quick: bool) -> list[Row]:
     def replay_ratio():
-        m = replay_overhead.measure(simulated_log(events), repeats=1 if quick else 2)
+        log = simulated_log(events)
+        m = isolated("replay_overhead", f"measure({log!r}, repeats={2 if quick else 3})")
         return f"{m['ratio']:.2f}x ({m['replay_us_per_event']:.1f} vs {m['bare_us_per_event']:.1f} µs/event)", m["ratio"] <= 1.10
 
     def warm_seek():
-        m = seek.measure_warm(simulated_log(events), seeks=20 if quick else 50)
-        return f"{m['median_ms']:.1f} ms median, {m['p95_ms']:.1f} ms p95", m["median_ms"] <= 50
+        log = simulated_log(events)
+        m = isolated("seek", f"measure_warm({log!r}, seeks={20 if quick else 50})")
+        return (f"{m['median_ms']:.1f} ms median, {m['p95_ms']:.1f} ms p95 "
+                f"({m['snapshots']} snapshots, {m['snapshots_mb'] / 1024:.1f} GB)"), m["median_ms"] <= 50
+
+    def warm_seek_dense():
+        # the memory/latency trade: one snapshot every 1,000 steps of a smaller log
+        log = simulated_log(min(events, 200_000))
+        m = isolated("seek", f"measure_warm({log!r}, seeks={20 if quick else 50}, max_snapshots=10**6)")
+        return (f"{m['median_ms']:.1f} ms median ({m['snapshots']} snapshots, "
+                f"{m['snapshots_mb'] / 1024:.1f} GB)"), m["median_ms"] <= 50
 
     def cold_seek():
-        m = seek.measure_cold(simulated_log(events), seeks=5)
+        log = simulated_log(events)
+        m = isolated("seek", f"measure_cold({log!r}, seeks=5)")
         return (f"{m['served_s']:.2f} s with replay serve; {m['alone_s']:.1f} s alone",
                 m["served_s"] <= 2)
 
     def schema():
-        m = schema_validation.measure(simulated_log(min(events, 200_000)), repeats=1 if quick else 3)
+        log = simulated_log(min(events, 200_000))
+        m = isolated("schema_validation", f"measure({log!r}, repeats={1 if quick else 3})")
         return f"{m['ratio']:.2f}x ({m['lines']} lines)", m["ratio"] <= 1.5
 
     def memory():
-        # a process of its own, so that its peak RSS is the replay's alone
-        out = subprocess.run(
-            [sys.executable, "benchmarks/replay_memory.py", simulated_log(events)],
-            cwd=ROOT, check=True, capture_output=True, text=True,
-        ).stdout
-        mb = float(out.rsplit("=", 1)[1].split("MB")[0])
-        return f"{mb:.0f} MB", mb <= 200
+        m = isolated("replay_memory", f"measure({simulated_log(events)!r})")
+        return f"{m['overhead_mb']:.0f} MB (peak {m['peak_mb']:.0f} MB)", m["overhead_mb"] <= 200
 
     def recorder():
-        m = record_overhead.measure(repeats=3 if quick else 5)
-        return f"{m['ratio']:.3f}x", m["ratio"] <= 1.05
+        m = isolated("record_overhead", f"measure(repeats={3 if quick else 5})")
+        return f"{m['ratio']:.3f}x (median of {len(m['ratios'])} pairs)", m["ratio"] <= 1.05
 
     n = f"{events // 1000}k" if events < 10**6 else f"{events // 10**6}M"
     return [
         Row(f"replay / bare handle_stimulus, {n} events", "<= 1.10x", replay_ratio),
         Row(f"seek latency, warm process, {n} events", "<= 50 ms", warm_seek),
+        Row("seek latency, warm process, 200k events, snapshot every 1k steps", "<= 50 ms", warm_seek_dense),
         Row(f"seek latency, cold CLI start, {n} events", "<= 2 s", cold_seek),
         Row("schema validation / raw orjson.loads", "<= 1.5x", schema),
         Row(f"peak RSS replaying {n} events - final state", "<= 200 MB", memory),
@@ -89,8 +108,10 @@ def main() -> None:
             continue
         try:
             figure, met = row.run()
-        except Exception as e:  # one broken benchmark must not hide the others
-            figure, met = f"failed: {e!r}"[:80], False
+        except (subprocess.CalledProcessError, ValueError, KeyError) as e:
+            # one broken benchmark must not hide the others
+            detail = getattr(e, "stderr", "") or repr(e)
+            figure, met = f"failed: {detail.strip().splitlines()[-1] if detail.strip() else e!r}"[:100], False
         print(f"{row.measure}: {figure} (target {row.target})", file=sys.stderr, flush=True)
         table.add_row(row.measure, figure, row.target, "yes" if met else "NO")
     Console().print(table)

@@ -31,13 +31,18 @@ def fingerprint(r) -> tuple:
     return r.seq, len(ws.tasks), sum(1 for ts in ws.tasks.values() if ts.state == "memory")
 
 
-def measure_warm(path: str, seeks: int = 50, seed: int = 0) -> dict:
+def _private_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith("Private_Dirty")) / 1024
+
+
+def measure_warm(path: str, seeks: int = 50, seed: int = 0, max_snapshots: int = 128) -> dict:
     w = max(replay.open(path).workers, key=lambda w: w.events)
     # each snapshot is a process with a few descriptors
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rng = random.Random(seed)
-    with Seeker(w) as s:
+    with Seeker(w, max_snapshots=max_snapshots) as s:
         t = time.perf_counter()
         s.prepare()
         prepare = time.perf_counter() - t
@@ -49,10 +54,14 @@ def measure_warm(path: str, seeks: int = 50, seed: int = 0) -> dict:
             lat.append(time.perf_counter() - t)
             assert got[0] == pos
         snaps = len(s.snapshots)
+        snap_mb = sum(_private_mb(pid) for _, _, pid in s.snapshots)
+        every = s.every
     return {
         "events": w.events,
         "prepare_s": prepare,
         "snapshots": snaps,
+        "every": every,
+        "snapshots_mb": snap_mb,
         "median_ms": statistics.median(lat) * 1e3,
         "p95_ms": sorted(lat)[int(0.95 * (len(lat) - 1))] * 1e3,
     }
@@ -100,11 +109,13 @@ if __name__ == "__main__":
     ap.add_argument("log", nargs="?")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--seeks", type=int, default=50)
+    ap.add_argument("--max-snapshots", type=int, default=128)
     ap.add_argument("--cold", type=int, default=5, help="cold CLI seeks to time (0: skip)")
     a = ap.parse_args()
     path = a.log or simulated_log(a.events)
-    m = measure_warm(path, a.seeks)
-    print(f"{m['events']} events: first pass {m['prepare_s']:.1f} s, {m['snapshots']} snapshots")
+    m = measure_warm(path, a.seeks, max_snapshots=a.max_snapshots)
+    print(f"{m['events']} events: first pass {m['prepare_s']:.1f} s, {m['snapshots']} snapshots "
+          f"(one every {m['every']} steps) holding {m['snapshots_mb']:.0f} MB")
     print(f"warm seek: median {m['median_ms']:.1f} ms, p95 {m['p95_ms']:.1f} ms  (target <= 50 ms)")
     if a.cold:
         c = measure_cold(path, a.cold)

@@ -81,7 +81,11 @@ class Seeker:
     ...     s.view(1200, state_view)      # state_view(replayer) -> plain data
     """
 
-    def __init__(self, history: WorkerHistory, *, every: int = 1000, max_snapshots: int = 512):
+    def __init__(self, history: WorkerHistory, *, every: int = 1000, max_snapshots: int = 128):
+        # Each snapshot ends up owning its copy of every page the first pass
+        # writes after the fork: about the replay's working set, some 17 MB
+        # for a worker with ~1,000 live tasks. The cap bounds that memory; a
+        # seek replays at most ``every`` steps (~100 µs each in a fresh fork).
         self.history = history
         self.every = max(every, -(-history.events // max_snapshots))
         self.spool = _Spool()
