@@ -289,7 +289,6 @@ def why(
 ) -> None:
     """Why tasks are not finished: what each waits for, and since which step."""
     from replay.diagnosis import diagnose, why as explain
-    from replay.views import stimulus_at
     from schemas.codec import parse_key
 
     wh = open_history(log).worker(worker)
@@ -297,7 +296,7 @@ def why(
     with progress_bar(f"replaying {wh.address}", step) as cb:
         r, tracker = diagnose(wh, step, progress=cb)
     tasks = explain(r.ws, tracker, None if key is None else parse_key(key))
-    data = {"worker": wh.address, "step": step, "stimulus_id": stimulus_at(wh, step), "tasks": tasks}
+    data = {"worker": wh.address, "step": step, "stimulus_id": r.stimulus_id, "tasks": tasks}
     if json:
         emit_json(data)
     else:

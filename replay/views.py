@@ -212,17 +212,6 @@ def state_of(replayer: Replayer) -> dict:
     return state_view(replayer.ws, step=replayer.seq, stimulus_id=replayer.stimulus_id)
 
 
-def stimulus_at(history: Any, step: int) -> str:
-    """The stimulus id of a step ('' for step 0, the empty state)."""
-    if step <= 0:
-        return ""
-    for _, steps in history.calls(step, step):
-        for s in steps:
-            if s["seq"] == step:
-                return s["event"]["stimulus_id"]
-    raise KeyError(f"{history.address} has no step {step}")
-
-
 # --- diff ---------------------------------------------------------------------
 
 _KEY_LISTS = ("ready", "constrained", "executing", "long_running", "missing")

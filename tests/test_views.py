@@ -10,12 +10,21 @@ from distributed import worker_state_machine as wsm
 
 import replay
 from helpers import PEER, record_log
-from replay.views import diff_view, key_story, state_view, stimulus_at, stimulus_story, walk
+from replay.views import diff_view, key_story, state_view, stimulus_story, walk
 from schemas.codec import encode_key
 
 ComputeTask = wsm.ComputeTaskEvent.dummy
 OTHER = "tcp://127.0.0.1:1236"
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+
+
+def stimulus_at(wh, step: int) -> str:
+    """The stimulus id of a step, read from the log ('' for the empty state)."""
+    for _, steps in wh.calls(step, step) if step else ():
+        for s in steps:
+            if s["seq"] == step:
+                return s["event"]["stimulus_id"]
+    return ""
 
 
 def view_at(wh, pos) -> dict:
