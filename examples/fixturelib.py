@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -130,35 +131,31 @@ def make_unshippable(_: object = None) -> Unshippable:
 
 
 def replayed_states(path: str) -> dict[str, dict]:
-    """Task states of each worker after feeding its recorded steps to a fresh
-    ``WorkerState``: a quick check that a fixture shows what it claims."""
-    from distributed.worker_state_machine import WorkerState
+    """Task states of each worker at the end of its replay: a quick check that
+    a fixture shows what it claims."""
+    import replay
 
-    from replay.logfile import iter_lines
-    from schemas.codec import decode_float
-    from schemas.convert import decode_event
+    return {
+        w.address: {k: ts.state for k, ts in w.state_at(None).tasks.items()}
+        for w in replay.open(path).workers
+    }
 
-    states: dict[str, WorkerState] = {}
-    for _, rec in iter_lines(path):
-        kind, address = rec["kind"], rec["worker"]
-        if kind == "header":
-            s = rec["state"]
-            states[address] = WorkerState(
-                nthreads=s["nthreads"],
-                address=address,
-                resources={k: decode_float(v) for k, v in s["resources"].items()},
-                transfer_incoming_count_limit=s["transfer_incoming_count_limit"],
-                validate=True,
-                transfer_incoming_bytes_limit=decode_float(s["transfer_incoming_bytes_limit"]),
-                transfer_message_bytes_limit=decode_float(s["transfer_message_bytes_limit"]),
-            )
-        elif kind == "resources":
-            ws = states[address]
-            ws.total_resources = {k: decode_float(v) for k, v in rec["total"].items()}
-            ws.available_resources = {k: decode_float(v) for k, v in rec["available"].items()}
-        elif kind == "step":
-            states[address].handle_stimulus(decode_event(rec["event"]))
-    return {a: {k: ts.state for k, ts in ws.tasks.items()} for a, ws in states.items()}
+
+def wait_until(condition, message, timeout: float = 10) -> None:
+    """Poll ``condition`` until true, then let the cluster settle a moment."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message() if callable(message) else message
+        time.sleep(0.1)
+    time.sleep(0.5)
+
+
+def finish_stuck(logdir: str, out: str, worker: str, expected: dict) -> None:
+    """Merge the logs, replay them, and check the stuck worker is stuck as it should be."""
+    finish(logdir, out)
+    states = replayed_states(out)
+    print("replayed:", states)
+    assert states[worker] == expected, states[worker]
 
 
 def inc(x):

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from distributed import wait
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fixturelib import (  # noqa: E402
-    FIXTURES, finish, hard_limit, inc, task_states, make_unshippable, recorded_cluster, replayed_states,
+    FIXTURES, finish_stuck, hard_limit, inc, task_states, wait_until, make_unshippable, recorded_cluster,
     stop_recording,
 )
 
@@ -35,18 +34,12 @@ def main() -> None:
         x = client.submit(make_unshippable, key="x", workers=[a])
         wait(x, timeout=30)  # x.result() would fail to unpickle here too
         y = client.submit(inc, x, key="y", workers=[b])
-        deadline = time.monotonic() + 10
-        while client.run(task_states, workers=[b])[b].get("x") != "error":
-            assert time.monotonic() < deadline, "the fetch of x never failed"
-            time.sleep(0.1)
-        time.sleep(0.5)
+        wait_until(lambda: client.run(task_states, workers=[b])[b].get("x") == "error",
+                   "the fetch of x never failed")
         assert not y.done()
         stop_recording(client)
         del x, y
-    finish(logdir, OUT)
-    states = replayed_states(OUT)
-    print("replayed:", states)
-    assert states[b] == {"x": "error", "y": "waiting"}, states[b]
+    finish_stuck(logdir, OUT, b, {"x": "error", "y": "waiting"})
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fixturelib import FIXTURES, finish, hard_limit, inc, task_states, recorded_cluster, replayed_states, stop_recording  # noqa: E402
+from fixturelib import FIXTURES, finish_stuck, hard_limit, inc, task_states, wait_until, recorded_cluster, stop_recording  # noqa: E402
 
 OUT = os.path.join(FIXTURES, "stuck-constrained.jsonl")
+STUCK = {"hold": "executing", "starved": "constrained"}
 
 
 def block_forever():
@@ -34,17 +34,10 @@ def main() -> None:
         (a,) = client.scheduler_info()["workers"]
         hold = client.submit(block_forever, key="hold", resources={"R": 1})
         starved = client.submit(inc, 1, key="starved", resources={"R": 1})
-        deadline = time.monotonic() + 10
-        while client.run(task_states)[a] != {"hold": "executing", "starved": "constrained"}:
-            assert time.monotonic() < deadline, client.run(task_states)[a]
-            time.sleep(0.1)
-        time.sleep(0.5)
+        wait_until(lambda: client.run(task_states)[a] == STUCK, lambda: client.run(task_states)[a])
         stop_recording(client)
         del hold, starved
-    finish(logdir, OUT)
-    states = replayed_states(OUT)
-    print("replayed:", states)
-    assert states[a] == {"hold": "executing", "starved": "constrained"}, states[a]
+    finish_stuck(logdir, OUT, a, STUCK)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fixturelib import FIXTURES, finish, hard_limit, inc, task_states, recorded_cluster, replayed_states, stop_recording  # noqa: E402
+from fixturelib import FIXTURES, finish_stuck, hard_limit, inc, wait_until, recorded_cluster, stop_recording  # noqa: E402
 
 OUT = os.path.join(FIXTURES, "stuck-flight.jsonl")
 
@@ -42,17 +41,10 @@ def main() -> None:
         x.result(timeout=30)
         client.run(hang_get_data, workers=[a])
         y = client.submit(inc, x, key="y", workers=[b])
-        deadline = time.monotonic() + 10
-        while client.run(flight_keys, workers=[b])[b] != ["x"]:
-            assert time.monotonic() < deadline, "x never went in flight"
-            time.sleep(0.1)
-        time.sleep(0.5)
+        wait_until(lambda: client.run(flight_keys, workers=[b])[b] == ["x"], "x never went in flight")
         stop_recording(client)
         del y
-    finish(logdir, OUT)
-    states = replayed_states(OUT)
-    print("replayed:", states)
-    assert states[b] == {"x": "flight", "y": "waiting"}, states[b]
+    finish_stuck(logdir, OUT, b, {"x": "flight", "y": "waiting"})
 
 
 if __name__ == "__main__":
