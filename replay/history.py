@@ -73,10 +73,14 @@ def steps_of(records: Iterator[tuple[int, dict]]) -> Iterator[tuple[list[dict], 
         yield resources, pending
 
 
-def handle_call(replayer: Replayer, events: list, last: int, error: str | None) -> None:
-    """Feed one recorded call; a crash the recording did not have is a ReplayError."""
+def handle_call(
+    replayer: Replayer, events: list, last: int, error: str | None
+) -> tuple[list, BaseException | None]:
+    """Feed one recorded call: its instructions, or the exception it raised
+    where the recording raised too. A crash the recording did not have is a
+    :class:`ReplayError`."""
     try:
-        replayer.handle(events)
+        return replayer.handle(events), None
     except Exception as e:
         if error is None:
             raise ReplayError(
@@ -86,6 +90,7 @@ def handle_call(replayer: Replayer, events: list, last: int, error: str | None) 
                 "the state went wrong"
             ) from e
         replayer.seq = last  # the recording raised here too
+        return [], e
 
 
 def _first_line(e: BaseException) -> str:

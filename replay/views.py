@@ -16,7 +16,8 @@ from typing import Any
 from distributed import worker_state_machine as wsm
 from distributed._stories import worker_story
 
-from replay.engine import Replayer, ReplayError
+from replay.engine import Replayer
+from replay.history import handle_call
 from schemas.codec import CodecError, decode_collection, decode_key, encode_float, encode_key
 from schemas.convert import encode_instruction
 
@@ -134,21 +135,10 @@ def walk(
     for resources, steps in history.calls(1, stop):
         for res in resources:
             r.set_resources(res)
-        error = None
+        last = steps[-1]
         events = history.decode(steps)  # a bad event is a LogError naming its line
-        try:
-            instructions = r.handle(events)
-        except Exception as e:
-            if steps[-1].get("error") is None:
-                last = steps[-1]
-                raise ReplayError(
-                    f"{history.address} step {last['seq']} ({last['event']['stimulus_id']}): "
-                    f"replay raised {e!r} where the recording did not; `replay verify` shows where "
-                    "replay departs from the recording"
-                ) from e
-            # the recording raised here too
-            r.seq = steps[-1]["seq"]
-            instructions, error = [], repr(e)
+        instructions, exc = handle_call(r, events, last["seq"], last.get("error"))
+        error = None if exc is None else repr(exc)
         if progress is not None:
             progress(r.seq)
         yield Call(steps, resources, instructions, r.new_log, error), r
