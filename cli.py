@@ -10,9 +10,9 @@ import orjson
 import typer
 from rich.console import Console
 
-from replay.log import ClusterLog, summary
-from replay.logfile import LogError
 from replay import render
+from replay.errors import BadInput
+from replay.log import ClusterLog, summary
 
 app = typer.Typer(
     add_completion=False,
@@ -22,10 +22,6 @@ app = typer.Typer(
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class Fail(Exception):
-    """Bad input: one line on stderr, exit 2."""
 
 
 def emit_json(data: Any) -> None:
@@ -76,8 +72,6 @@ def merge(
 
 # --- replaying commands ------------------------------------------------------
 
-_SEED_GUARD = "DASK_REPLAY_SEED_REEXEC"
-
 WORKER = typer.Option(None, "--worker", "-w", help="Worker: address, unique part of one, or index.")
 JSON = typer.Option(False, "--json", help="Print one JSON object.")
 
@@ -86,64 +80,57 @@ def ensure_recorded_seed(path: str) -> None:
     """Re-execute this command with the ``PYTHONHASHSEED`` the log was recorded with.
 
     String hashing orders the state machine's sets; replay is exact only with
-    the worker's seed, and a running interpreter cannot change its own.
+    the worker's seed (see :mod:`replay.determinism`). Standard input cannot
+    be read twice, so a log read from it is replayed with the seed we have.
     """
-    from replay.determinism import hash_seed
+    from replay.determinism import reexec_with_seed
     from replay.logfile import iter_lines
 
     if path == "-":
-        return  # stdin cannot be read twice; open_history warns instead
-    seed = None
+        return
     for _, rec in iter_lines(path):
         if rec.get("kind") == "header":
-            seed = rec.get("hash_seed") if rec.get("deterministic") else None
-            break
-    # only a seed Python accepts; a bad one is reported when the log is opened
-    if not (isinstance(seed, str) and seed.isdigit() and int(seed) <= 4294967295):
-        return
-    if seed == hash_seed() or os.environ.get(_SEED_GUARD):
-        return
-    env = dict(os.environ, PYTHONHASHSEED=str(seed), **{_SEED_GUARD: "1"})
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+            if rec.get("deterministic"):
+                # a seed Python refuses is reported when the log is opened
+                reexec_with_seed(rec.get("hash_seed"))
+            return
 
 
 def open_history(path: str) -> Any:
     import replay
-    from replay.determinism import hash_seed
+    from replay.determinism import prepare_replay
 
     ensure_recorded_seed(path)
     history = replay.open(path)  # reads '-' into a temporary copy, named <stdin>
     for w in history.warnings:
         err.print(render.safe(f"warning: {w}"))
     for wh in history.workers:
-        h = wh.header
-        if not h.get("deterministic"):
-            err.print(render.safe(
-                f"warning: {wh.address} was recorded without deterministic mode; "
-                "replay may depart from the recording"
-            ))
-        elif h.get("hash_seed") != hash_seed():
-            err.print(render.safe(
-                f"warning: {wh.address} was recorded with PYTHONHASHSEED={h.get('hash_seed')}, "
-                f"this replay runs with {hash_seed() or 'a random seed'}; replay may differ "
-                "(read the log from a file to re-execute with the recorded seed)"
-            ))
+        for w in prepare_replay(wh.header):
+            err.print(render.safe(f"warning: {wh.address}: {w}"))
     return history
+
+
+#: ``REPLAY_SERVE=required`` makes state and diff fail unless a running
+#: ``replay serve`` answers; ``off`` never asks one; unset, one is asked if running
+SERVE_ENV = "REPLAY_SERVE"
 
 
 def served(log: str, request: dict) -> Any:
     """The answer of a running ``replay serve`` for this log, or None."""
-    if log == "-":
+    mode = os.environ.get(SERVE_ENV, "auto")
+    if log == "-" or mode == "off":
         return None
     from replay import serve
 
     reply = serve.ask(log, request)
     if reply is None:
+        if mode == "required":
+            raise BadInput(f"{log}: no `replay serve` answers for this log ({SERVE_ENV}=required)")
         return None
+    if "bug" in reply:
+        raise RuntimeError(f"replay serve failed:\n{reply['bug']}")
     if "error" in reply:
-        raise Fail(str(reply["error"]))
+        raise BadInput(str(reply["error"]))
     return reply["ok"]
 
 
@@ -248,6 +235,7 @@ def story(
     json: bool = JSON,
 ) -> None:
     """Every event, transition and instruction about a key, or of a stimulus id."""
+    from replay.errors import NotFound
     from replay.views import key_story, stimulus_story, walk
     from schemas.codec import encode_key, parse_key
 
@@ -257,7 +245,7 @@ def story(
     if not key_or_stimulus.isdigit():
         try:
             sid_step = wh.position(key_or_stimulus)
-        except KeyError:
+        except NotFound:
             pass
     if sid_step is not None:
         stop = min(stop, sid_step)
@@ -272,7 +260,7 @@ def story(
     with progress_bar(f"replaying {wh.address}", stop) as cb:
         entries = key_story(walk(wh, stop, progress=cb), key)
     if not entries:
-        raise Fail(f"{log}: neither a stimulus id nor a key that {wh.address} ever saw: {key_or_stimulus!r}")
+        raise BadInput(f"{log}: neither a stimulus id nor a key that {wh.address} ever saw: {key_or_stimulus!r}")
     if json:
         emit_json({"worker": wh.address, "key": encode_key(key), "story": entries})
     else:
@@ -336,10 +324,6 @@ def verify(
         raise typer.Exit(1)
 
 
-#: the seed nanny-started workers get; a simulation re-executes with it when unset
-SIMULATE_HASH_SEED = "6640"
-
-
 @app.command()
 def simulate(
     output: str = typer.Option(..., "--output", "-o", help="Log to write; gzip if it ends with .gz."),
@@ -359,15 +343,12 @@ def simulate(
     import gzip
     import time
 
-    from replay.determinism import hash_seed
+    from replay.determinism import NANNY_SEED, hash_seed, reexec_with_seed
 
-    if hash_seed() is None and not os.environ.get(_SEED_GUARD):
+    if hash_seed() is None:
         # the state machine's sets iterate in string-hash order: with a fixed
         # seed the log replays exactly and the same --seed writes the same bytes
-        env = dict(os.environ, PYTHONHASHSEED=SIMULATE_HASH_SEED, **{_SEED_GUARD: "1"})
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+        reexec_with_seed(NANNY_SEED)
 
     from replay.simulate import Faults, SimulationError, Stalled, ThreadedLineWriter
     from replay.simulate import simulate as run
@@ -375,11 +356,11 @@ def simulate(
     try:
         spec = Faults.parse(faults)
     except ValueError as e:
-        raise Fail(f"--faults: {e}") from None
+        raise BadInput(f"--faults: {e}") from None
     try:
         raw = open(output, "wb")
     except OSError as e:
-        raise Fail(f"{output}: cannot write: {e.strerror or e}") from None
+        raise BadInput(f"{output}: cannot write: {e.strerror or e}") from None
     stream: Any = raw
     if output.endswith(".gz"):
         stream = gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=level, mtime=0)
@@ -398,7 +379,7 @@ def simulate(
         finally:
             raw.close()
     if failure is not None:
-        raise Fail(f"{failure}; the log up to there is in {output}")
+        raise BadInput(f"{failure}; the log up to there is in {output}")
     elapsed = time.perf_counter() - start
     counts = {"output": output, "bytes": os.path.getsize(output), "seconds": round(elapsed, 3), **counts}
     if json:
@@ -418,7 +399,7 @@ def serve(
     from replay import serve as server
 
     if log == "-":
-        raise Fail("serve needs a file: standard input cannot be read again")
+        raise BadInput("serve needs a file: standard input cannot be read again")
     history = open_history(log)
     s = server.Server(history)
     for w in history.workers:
@@ -436,22 +417,13 @@ def serve(
 
 
 def main() -> None:
-    from replay.engine import ReplayError
-    from schemas.codec import CodecError
-
     try:
         # without standalone mode, click returns typer.Exit's code instead of raising
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except (LogError, Fail, KeyError, ReplayError, CodecError) as e:
-        if isinstance(e, CodecError):
-            # decoded without replay.log.decode_step: find the line it came from
-            from replay.log import locate_decode_error
-
-            e = locate_decode_error() or e
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        err.print(render.safe(f"error: {msg}", limit=400))
+    except BadInput as e:
+        err.print(render.safe(f"error: {e}", limit=400))
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -462,6 +434,9 @@ def main() -> None:
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):
             err.print(render.safe(f"error: {e.format_message()}"))
             sys.exit(2)
+        # anything else is a bug of ours: keep its traceback
+        err.print("dask-replay failed with the error below; this is a bug, please report it "
+                  "with this output", highlight=False, markup=False)
         raise
 
 

@@ -9,11 +9,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
-def ensure_seed(seed: str = "6640") -> None:
-    """Re-execute with the recorded hash seed: replay is exact only then."""
-    if os.environ.get("PYTHONHASHSEED") != seed:
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
-                  dict(os.environ, PYTHONHASHSEED=seed))
+def ensure_seed() -> None:
+    """Re-execute with the hash seed the benchmark logs are recorded with
+    (nanny workers' and ``replay simulate``'s): replay is exact only then."""
+    from replay.determinism import NANNY_SEED, reexec_with_seed
+
+    reexec_with_seed(NANNY_SEED)
 
 
 def simulated_log(events: int, seed: int = 1) -> str:

@@ -118,7 +118,7 @@ def measure_handle(path: str | None = None, repeats: int = 5) -> dict:
 
     path = path or os.path.join(ROOT, "fixtures", "cluster-log.jsonl.gz")
     w = max(replay_api.open(path).workers, key=lambda w: w.events)
-    calls = [(res, w.decode(steps)) for res, steps in w.calls()]
+    calls = [(call.resources, call.events) for call in w.calls()]
     events = sum(len(evs) for _, evs in calls)
 
     def run(record: bool) -> float:
@@ -130,8 +130,8 @@ def measure_handle(path: str | None = None, repeats: int = 5) -> dict:
         try:
             start = time.perf_counter()
             for res, evs in calls:
-                for rec in res:
-                    r.set_resources(rec)
+                for total, available in res:
+                    r.set_resources(total, available)
                 ws.handle_stimulus(*evs)
             return time.perf_counter() - start
         finally:

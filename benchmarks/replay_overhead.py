@@ -16,21 +16,21 @@ from _common import ensure_seed, simulated_log
 ensure_seed()
 
 import replay  # noqa: E402
-from schemas.convert import decode_event  # noqa: E402
 
 
 def measure(path: str, repeats: int = 3) -> dict:
     w = max(replay.open(path).workers, key=lambda w: w.events)
     # handlers only read events, so one decoded copy serves every round
-    decoded = [(res, [decode_event(s["event"]) for s in steps]) for res, steps in w.calls()]
+    decoded = [(call.resources, call.events) for call in w.calls()]
     bare, full = [], []
     for _ in range(repeats):
         r = w.replayer()
+        ws = r.ws
         t = time.perf_counter()
         for res, events in decoded:
-            for x in res:
-                r.set_resources(x)
-            r.handle(events)
+            for total, available in res:
+                r.set_resources(total, available)
+            ws.handle_stimulus(*events)
         bare.append(time.perf_counter() - t)
         del r
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from _common import simulated_log
 
+from replay.determinism import NANNY_SEED  # noqa: E402  (after _common puts us on sys.path)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -36,7 +38,7 @@ def isolated(module: str, call: str) -> dict:
     code = f"import json, {module}; print(json.dumps({module}.{call}))"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=HERE, check=True, capture_output=True, text=True,
-        env=dict(os.environ, PYTHONHASHSEED="6640"),
+        env=dict(os.environ, PYTHONHASHSEED=NANNY_SEED),
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 

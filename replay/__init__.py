@@ -1,16 +1,27 @@
-"""dask-replay: record and replay the dask.distributed worker state machine."""
-from replay.engine import Divergence, Replayer, ReplayError
-from replay.history import ClusterHistory, WorkerHistory, open
-from replay.logfile import LogError
-from replay.record import Recorder
+"""dask-replay: record and replay the dask.distributed worker state machine.
+
+The public names load on first use, so that ``import replay.record`` inside a
+live worker brings in the recorder alone, not the replay engine.
+"""
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
-    "ClusterHistory",
-    "Divergence",
-    "LogError",
-    "Recorder",
-    "ReplayError",
-    "Replayer",
-    "WorkerHistory",
-    "open",
+    "BadInput", "ClusterHistory", "Divergence", "LogError", "NotFound", "Recorder",
+    "ReplayError", "Replayer", "WorkerHistory", "open",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("open", "ClusterHistory", "WorkerHistory"):
+        from replay import history as module
+    elif name in ("Replayer", "Divergence"):
+        from replay import engine as module
+    elif name in ("BadInput", "LogError", "NotFound", "ReplayError"):
+        from replay import errors as module
+    elif name == "Recorder":
+        from replay import record as module
+    else:
+        raise AttributeError(f"module 'replay' has no attribute {name!r}")
+    return getattr(module, name)

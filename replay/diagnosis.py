@@ -12,7 +12,9 @@ from typing import Any
 
 from distributed import worker_state_machine as wsm
 
-from replay.views import FINAL_STATES, Call, ek, is_transition
+from replay.engine import Applied
+from replay.errors import NotFound
+from replay.views import FINAL_STATES, ek, is_transition
 
 
 class Tracker:
@@ -28,18 +30,18 @@ class Tracker:
         #: step of the PauseEvent still in force
         self.paused: int | None = None
 
-    def feed(self, call: Call) -> None:
-        for s in call.steps:
-            cls = s["event"]["cls"]
-            if cls == "PauseEvent":
-                self.paused = s["seq"]
-            elif cls == "UnpauseEvent":
+    def feed(self, applied: Applied) -> None:
+        call = applied.call
+        for i, ev in enumerate(call.events):
+            if isinstance(ev, wsm.PauseEvent):
+                self.paused = call.first + i
+            elif isinstance(ev, wsm.UnpauseEvent):
                 self.paused = None
-        for entry in call.log:
+        for entry in applied.log:
             if is_transition(entry):
                 sid = entry[5]
                 self.transition[entry[0]] = (call.step_of(sid), sid)
-        for inst in call.instructions:
+        for inst in applied.instructions:
             if isinstance(inst, wsm.GatherDep):
                 step = call.step_of(inst.stimulus_id)
                 for key in inst.to_gather:
@@ -47,11 +49,11 @@ class Tracker:
             elif isinstance(inst, wsm.Execute):
                 self.execute[inst.key] = call.step_of(inst.stimulus_id)
 
-    def follow(self, calls: Iterable[tuple[Call, Any]]) -> wsm.WorkerState | None:
+    def follow(self, walked: Iterable[tuple[Applied, Any]]) -> wsm.WorkerState | None:
         """Consume a walk; return the state it ends at."""
         ws = None
-        for call, r in calls:
-            self.feed(call)
+        for applied, r in walked:
+            self.feed(applied)
             ws = r.ws
         return ws
 
@@ -182,7 +184,7 @@ def why(ws: wsm.WorkerState, tracker: Tracker, key: Any = None) -> list[dict]:
     if key is not None:
         ts = ws.tasks.get(key)
         if ts is None:
-            raise KeyError(f"{key!r} is not known to {ws.address} at this step (never seen or forgotten)")
+            raise NotFound(f"{key!r} is not known to {ws.address} at this step (never seen or forgotten)")
         return [explain(ws, ts, tracker)]
     return [explain(ws, ts, tracker) for ts in ws.tasks.values() if ts.state not in FINAL_STATES]
 
@@ -194,8 +196,8 @@ def diagnose(history: Any, stop: int | None = None, *, progress: Any = None) -> 
 
     tracker = Tracker()
     r = None
-    for call, r in walk(history, stop, progress=progress):
-        tracker.feed(call)
+    for applied, r in walk(history, stop, progress=progress):
+        tracker.feed(applied)
     if r is None:  # no step to replay: the empty state
         r = history.replayer()
     return r, tracker

@@ -1,23 +1,32 @@
-"""The replay engine: a fresh, real ``WorkerState`` fed a worker's recorded steps.
+"""The replay engine: a fresh, real ``WorkerState`` fed a worker's recorded calls.
 
-Pure and synchronous, like the state machine it drives: it takes decoded log
-records and returns plain data. Reading files, choosing workers and printing
-happen elsewhere.
+Pure and synchronous, like the state machine it drives: it takes
+:class:`~replay.reader.RecordedCall` objects and returns plain data. Reading
+files, choosing workers and printing happen elsewhere.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import dask.config
+from dask.sizeof import sizeof as dask_sizeof
 from distributed import worker_state_machine as wsm
 from distributed.comm import get_address_host as _get_address_host
 
-from replay.determinism import hash_seed, is_deterministic, make_deterministic
-from schemas.codec import decode_float
-from schemas.convert import comparable, decode_event, encode_instruction
+from replay.determinism import is_deterministic, prepare_replay
+from replay.errors import ReplayError
+from replay.reader import Progress, RecordedCall
+from schemas.codec import decode_float, decode_resources
+from schemas.convert import SizedValue, comparable, encode_instruction
+
+
+@dask_sizeof.register(SizedValue)
+def _sizeof_sized(v: SizedValue) -> int:
+    return v.nbytes
 
 
 def _offline_address_host(address: str) -> str:
@@ -28,11 +37,20 @@ def _offline_address_host(address: str) -> str:
     return _get_address_host(address)
 
 
-wsm.get_address_host = _offline_address_host
+@contextlib.contextmanager
+def offline_addresses() -> Iterator[None]:
+    """Let the state machine read the host of recorded ``inproc://`` addresses.
 
-
-def _resources(d: dict) -> dict[str, float]:
-    return {k: decode_float(v) for k, v in d.items()}
+    The state machine prefers peers on its own host, and asks
+    ``get_address_host``, which refuses an inproc address of another process.
+    Installed only while a replay handles a call, never at import.
+    """
+    real = wsm.get_address_host
+    wsm.get_address_host = _offline_address_host
+    try:
+        yield
+    finally:
+        wsm.get_address_host = real
 
 
 @dataclass
@@ -50,20 +68,34 @@ class Divergence:
     story: list = field(default_factory=list)
 
 
-class ReplayError(Exception):
-    """A log cannot be replayed (e.g. the recording did not start from the empty state)."""
+@dataclass(slots=True)
+class Applied:
+    """What replaying one recorded call did."""
+
+    call: RecordedCall
+    #: what ``handle_stimulus`` returned; empty if it raised
+    instructions: list[wsm.Instruction]
+    #: the exception it raised, where the recorded call raised too
+    exception: Optional[BaseException] = None
+    #: ``ws.log`` entries the call appended, uncapped (with ``tap_log``);
+    #: valid until the next call is applied
+    log: list[tuple] = field(default_factory=list)
 
 
 class Replayer:
-    """One worker's state machine, advanced one recorded step at a time.
+    """One worker's state machine, advanced one recorded call at a time.
 
     Parameters
     ----------
     header:
         The worker's header record.
     validate:
-        Build the ``WorkerState`` with ``validate=True`` and run
-        ``validate_state()`` after every step; default: as recorded.
+        Build the ``WorkerState`` with ``validate=True``; default: as recorded.
+    check_invariants:
+        :meth:`verify` also runs ``validate_state()`` after every call.
+    tap_log:
+        Hand every ``ws.log`` entry a call appends to :attr:`Applied.log`: the
+        worker's own log is capped, stories must not be.
     """
 
     def __init__(
@@ -80,21 +112,8 @@ class Replayer:
                 f"held {header.get('initial_tasks')} tasks; it cannot be replayed"
             )
         self.header = header
-        self.warnings: list[str] = []
-        if header.get("deterministic"):
-            if not make_deterministic():
-                self.warnings.append(
-                    "TaskState objects already exist in this process; replay may differ"
-                )
-            if header.get("hash_seed") != hash_seed():
-                self.warnings.append(
-                    f"recorded with PYTHONHASHSEED={header.get('hash_seed')}, replaying with "
-                    f"{hash_seed() or 'a random seed'}; replay may differ"
-                )
-        else:
-            self.warnings.append(
-                "recorded without deterministic mode; replay may depart from the recording"
-            )
+        #: why this replay may depart from the recording (empty: it is exact)
+        self.warnings: list[str] = prepare_replay(header)
         s = header["state"]
         self.check_invariants = check_invariants
         with dask.config.set(
@@ -109,7 +128,7 @@ class Replayer:
             self.ws = wsm.WorkerState(
                 nthreads=s["nthreads"],
                 address=header["worker"],
-                resources=_resources(s["resources"]),
+                resources=decode_resources(s["resources"]),
                 transfer_incoming_count_limit=s["transfer_incoming_count_limit"],
                 validate=s["validate"] if validate is None else validate,
                 transition_counter_max=s["transition_counter_max"],
@@ -119,60 +138,94 @@ class Replayer:
         #: the last step applied, and its stimulus id ("" for the empty state)
         self.seq = 0
         self.stimulus_id = ""
-        #: ``ws.log`` entries the last call appended (with ``tap_log``): the
-        #: worker's own log is capped, stories must not be
-        self.new_log: list[tuple] = []
+        self._tap: list[tuple] | None = None
         if tap_log:
-            self.ws.log = _TapDeque(self.new_log, maxlen=self.ws.log.maxlen)
+            self._tap = []
+            self.ws.log = _TapDeque(self._tap, maxlen=self.ws.log.maxlen)
+        self._offline = header["worker"].startswith("inproc://")
         self.deterministic = bool(header.get("deterministic")) and is_deterministic()
 
-    def set_resources(self, rec: dict) -> None:
+    def set_resources(self, total: dict[str, float], available: dict[str, float]) -> None:
         """A recorded ``Worker.set_resources`` change, which bypasses ``handle_stimulus``."""
         ws = self.ws
         ws.total_resources.clear()
-        ws.total_resources.update(_resources(rec["total"]))
+        ws.total_resources.update(total)
         ws.available_resources.clear()
-        ws.available_resources.update(_resources(rec["available"]))
+        ws.available_resources.update(available)
 
-    def handle(self, events: Sequence[wsm.StateMachineEvent]) -> list[wsm.Instruction]:
-        """Feed one recorded call of ``handle_stimulus`` (usually one event)."""
-        self.new_log.clear()
-        self.stimulus_id = events[-1].stimulus_id
-        instructions = self.ws.handle_stimulus(*events)
-        self.seq += len(events)
-        return instructions
+    def apply(self, call: RecordedCall) -> Applied:
+        """Replay one recorded call: its resource changes, then its events.
 
-    def verify(
-        self, steps: Sequence[dict], events: Sequence[wsm.StateMachineEvent] | None = None
-    ) -> Divergence | None:
-        """Replay one recorded call and compare it with what the worker did."""
-        last = steps[-1]
-        seq = last["seq"]
-        sid = last["event"]["stimulus_id"]
-        if events is None:
-            events = [decode_event(r["event"]) for r in steps]
-        recorded_error = last.get("error")
+        Returns the instructions, or the exception where the recorded call
+        raised too. A crash the recording did not have is a
+        :class:`~replay.errors.ReplayError` whose ``__cause__`` is the crash.
+        """
+        for total, available in call.resources:
+            self.set_resources(total, available)
+        tap = self._tap
+        if tap is not None:
+            tap.clear()
+        log = tap if tap is not None else []
+        self.seq = call.last
+        self.stimulus_id = call.stimulus_id
         try:
-            instructions = self.handle(events)
+            if self._offline:
+                with offline_addresses():
+                    return Applied(call, self.ws.handle_stimulus(*call.events), None, log)
+            return Applied(call, self.ws.handle_stimulus(*call.events), None, log)
         except Exception as e:
-            self.seq = seq
-            if recorded_error is not None:
-                return None
+            if call.error is None:
+                raise ReplayError(
+                    f"step {call.last} ({call.stimulus_id}) of {self.header['worker']}: the "
+                    f"state machine raised {type(e).__name__}: {_first_line(e)} where the "
+                    "recorded worker did not; run `replay verify --validate` to find where "
+                    "the state went wrong"
+                ) from e
+            return Applied(call, [], e, log)
+
+    def feed(self, calls: Iterable[RecordedCall], progress: Progress | None = None) -> Iterator[Applied]:
+        """Apply ``calls`` in order, yielding what each did: the one replay loop."""
+        for call in calls:
+            applied = self.apply(call)
+            if progress is not None:
+                progress(self.seq)
+            yield applied
+
+    def run(self, calls: Iterable[RecordedCall], progress: Progress | None = None) -> Replayer:
+        """Apply ``calls`` in order; returns this replayer."""
+        for _ in self.feed(calls, progress):
+            pass
+        return self
+
+    def verify(self, call: RecordedCall) -> Divergence | None:
+        """Replay one recorded call and compare it with what the worker did."""
+        seq, sid = call.last, call.stimulus_id
+        try:
+            applied = self.apply(call)
+        except ReplayError as crash:
+            e = crash.__cause__
             key, story = _key_story(self.ws, e)
             return Divergence(seq, sid, "error", None, _describe(e, key), key, story)
-        if recorded_error is not None:
-            return Divergence(seq, sid, "error", recorded_error, None)
-        expected = [comparable(d) for d in last.get("instructions") or ()]
-        actual = [comparable(encode_instruction(i)) for i in instructions]
+        if applied.exception is not None:
+            return None  # raised as recorded
+        if call.error is not None:
+            return Divergence(seq, sid, "error", call.error, None)
+        expected = [comparable(d) for d in call.instructions or ()]
+        actual = [comparable(encode_instruction(i)) for i in applied.instructions]
         if expected != actual:
             return Divergence(seq, sid, "instructions", expected, actual)
         if self.check_invariants:
             try:
                 self.ws.validate_state()
-            except Exception as e:
+            except Exception as e:  # whatever validation raises, the state is broken
                 key, story = _key_story(self.ws, e)
                 return Divergence(seq, sid, "invariant", None, _describe(e, key), key, story)
         return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 class _TapDeque(deque):

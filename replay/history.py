@@ -12,23 +12,17 @@ stimulus ids are not unique.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from distributed import worker_state_machine as wsm
 
-from replay.engine import Divergence, Replayer, ReplayError
-from replay.log import ClusterLog, WorkerLog, decode_step
+from replay.engine import Divergence, Replayer
+from replay.errors import NotFound
+from replay.log import ClusterLog, WorkerLog
+from replay.reader import Progress, RecordedCall, read_calls
 
 Position = int | str | None
-
-#: from how many steps on a replay decodes in a second process
-PREFETCH_FROM = 20_000
-
-#: where a step record came from, so that a bad event can be named by its line
-LINE = "_line"
-Progress = Callable[[int], None]
 
 
 def open(path: str, *, validate: bool = False) -> ClusterHistory:  # noqa: A001
@@ -51,51 +45,6 @@ class ClusterHistory:
 
     def worker(self, which: str | int | None = None) -> WorkerHistory:
         return self.workers[self.log.worker(which).index]
-
-
-def steps_of(records: Iterator[tuple[int, dict]]) -> Iterator[tuple[list[dict], list[dict]]]:
-    """Group records into calls of ``handle_stimulus``: ``(resources changes, steps)``.
-
-    A batch's steps all precede the one that carries its instructions.
-    """
-    resources: list[dict] = []
-    pending: list[dict] = []
-    for lineno, rec in records:
-        if rec["kind"] == "resources":
-            resources.append(rec)
-            continue
-        rec[LINE] = lineno
-        pending.append(rec)
-        if "instructions" in rec or "error" in rec:
-            yield resources, pending
-            resources, pending = [], []
-    if pending:  # a torn batch: the worker died while handling it
-        yield resources, pending
-
-
-def handle_call(
-    replayer: Replayer, events: list, last: int, error: str | None
-) -> tuple[list, BaseException | None]:
-    """Feed one recorded call: its instructions, or the exception it raised
-    where the recording raised too. A crash the recording did not have is a
-    :class:`ReplayError`."""
-    try:
-        return replayer.handle(events), None
-    except Exception as e:
-        if error is None:
-            raise ReplayError(
-                f"step {last} ({events[-1].stimulus_id}) of {replayer.header['worker']}: the "
-                f"state machine raised {type(e).__name__}: {_first_line(e)} where the "
-                "recorded worker did not; run `replay verify --validate` to find where "
-                "the state went wrong"
-            ) from e
-        replayer.seq = last  # the recording raised here too
-        return [], e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else ""
 
 
 class WorkerHistory:
@@ -127,56 +76,26 @@ class WorkerHistory:
         if isinstance(pos, int) or (isinstance(pos, str) and pos.isdigit()):
             step = int(pos)
             if not 0 <= step <= self.events:
-                raise KeyError(f"step {step} is out of range: {self.address} has steps 1..{self.events}")
+                raise NotFound(f"step {step} is out of range: {self.address} has steps 1..{self.events}")
             return step
         step = self.log.last_step_of(self.wlog, pos)
         if step is None:
-            raise KeyError(f"no step of {self.address} has stimulus id {pos!r}")
+            raise NotFound(f"no step of {self.address} has stimulus id {pos!r}")
         return step
 
-    def calls(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[list[dict], list[dict]]]:
-        """The recorded ``handle_stimulus`` calls from step ``start`` to ``stop``."""
-        for resources, steps in steps_of(self.log.records(self.wlog, start=start)):
-            if stop is not None and steps[0]["seq"] > stop:
-                return
-            yield resources, steps
-
-    def decode(self, steps: list[dict]) -> list[wsm.StateMachineEvent]:
-        """The real dask events of a call's steps; a bad one is a LogError naming its line."""
-        path, header = self.log.path, self.header
-        return [decode_step(path, s.get(LINE, 0), s, header) for s in steps]
+    def calls(self, start: int = 1, stop: int | None = None, *, records: bool = False) -> Iterator[RecordedCall]:
+        """The recorded ``handle_stimulus`` calls from step ``start`` to ``stop``
+        (see :func:`replay.reader.read_calls`)."""
+        return read_calls(self.log, self.wlog, start, stop, records=records)
 
     def replayer(self, **kwargs: Any) -> Replayer:
         return Replayer(self.header, **kwargs)
 
-    def packed_calls(self, start: int = 1, stop: int | None = None) -> Iterator[Any]:
-        """Decoded calls from step ``start`` to ``stop`` in :mod:`replay.prefetch`'s packed form.
-
-        Long stretches are read and decoded by a second process beside us.
-        """
-        from replay import prefetch
-
-        stop = self.events if stop is None else stop
-        if stop - start + 1 >= PREFETCH_FROM and (os.cpu_count() or 1) > 1:
-            yield from prefetch.packed_calls(self, start, stop)
-            return
-        for resources, steps in self.calls(start, stop):
-            yield prefetch.pack(resources, steps, self.decode(steps))
-
     def advance(self, replayer: Replayer, stop: int, progress: Progress | None = None) -> Replayer:
         """Replay forward from ``replayer``'s step to ``stop``."""
-        from replay.prefetch import unpack
-
         if replayer.seq >= stop:
             return replayer
-        for call in self.packed_calls(replayer.seq + 1, stop):
-            resources, events, last, error = unpack(call)
-            for r in resources:
-                replayer.set_resources(r)
-            handle_call(replayer, events, last, error)
-            if progress is not None:
-                progress(replayer.seq)
-        return replayer
+        return replayer.run(self.calls(replayer.seq + 1, stop), progress)
 
     def view(self, pos: Position, fn: Callable[..., Any], *args: Any, progress: Progress | None = None) -> Any:
         """``fn(replayer, *args)`` on the state at ``pos``; the state stays ours.
@@ -199,7 +118,9 @@ class WorkerHistory:
     def state_at(self, pos: Position = None, progress: Progress | None = None) -> wsm.WorkerState:
         """A real ``WorkerState`` as a linear replay from step 1 reaches ``pos``.
 
-        The caller owns it and may keep feeding it events.
+        The caller owns it and may keep feeding it events (a log recorded on
+        ``inproc://`` addresses needs :func:`replay.engine.offline_addresses`
+        around those calls).
         """
         stop = self.position(pos)
         cursor = self._cursor
@@ -216,10 +137,8 @@ class WorkerHistory:
         ``validate`` also runs ``validate_state()`` after every step.
         """
         r = self.replayer(validate=True if validate else None, check_invariants=validate)
-        for resources, steps in self.calls():
-            for res in resources:
-                r.set_resources(res)
-            d = r.verify(steps, self.decode(steps))
+        for call in self.calls():
+            d = r.verify(call)
             if progress is not None:
                 progress(r.seq)
             if d is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +17,12 @@ from typing import Any
 import distributed
 from pydantic import ValidationError
 
-from replay.logfile import LogError, iter_lines, spool_stdin
-from schemas.codec import CodecError
+from replay.determinism import valid_seed
+from replay.errors import LogError, NotFound
+from replay.logfile import iter_lines, spool_stdin
+from schemas.codec import FORMAT, VERSION, CodecError
 from schemas.convert import EVENT_FIELDS, decode_event
-from schemas.records import FORMAT, RECORD, VERSION, Header
+from schemas.records import RECORD, Header
 
 KINDS = ("header", "step", "resources", "end")
 
@@ -116,30 +118,7 @@ def decode_step(path: str, lineno: int, rec: dict, header: dict | None = None):
         msg = "event: nested too deeply" if _from_recursion(e) else f"event: {_short_text(str(e))}"
     except RecursionError:
         msg = "event: nested too deeply"
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        # the dataclass refused what the codec let through
-        msg = f"event: cannot build it: {type(e).__name__}: {_short_text(str(e))}"
     raise LogError(path, lineno, msg + (_version_hint(header) if header else ""))
-
-
-#: the step records readers handed out last, so that a decoding error raised
-#: by their consumer can still be traced to its line: see locate_decode_error
-_recent: deque = deque(maxlen=64)
-
-
-def locate_decode_error() -> LogError | None:
-    """The :class:`LogError` of the recently read step that does not decode.
-
-    For callers that decoded with ``schemas.convert.decode_event`` rather
-    than :func:`decode_step` and got a bare ``CodecError``. A batch decodes
-    in order, so the first failing record of the window is the culprit.
-    """
-    for path, lineno, rec, header in list(_recent):
-        try:
-            decode_step(path, lineno, rec, header)
-        except LogError as e:
-            return e
-    return None
 
 
 class ClusterLog:
@@ -259,7 +238,7 @@ class ClusterLog:
         if which is None or which == "":
             if len(self.workers) == 1:
                 return self.workers[0]
-            raise KeyError(
+            raise NotFound(
                 f"the log has {len(self.workers)} workers; choose one with --worker: "
                 + ", ".join(w.address for w in self.workers)
             )
@@ -273,8 +252,8 @@ class ClusterLog:
         if len(part) == 1:
             return part[0]
         if not part:
-            raise KeyError(f"no worker matches {text!r}")
-        raise KeyError(f"{text!r} matches several workers: " + ", ".join(w.address for w in part))
+            raise NotFound(f"no worker matches {text!r}")
+        raise NotFound(f"{text!r} matches several workers: " + ", ".join(w.address for w in part))
 
     # --- streaming one worker's records --------------------------------
 
@@ -285,15 +264,12 @@ class ClusterLog:
         with the steps from ``start`` on.
         """
         address = worker.address
-        _recent.clear()
         for lineno, rec in iter_lines(self.path, source=self.source):
             if rec.get("worker") == address and rec.get("kind") in ("step", "resources"):
                 seq = rec.get("seq")
                 if type(seq) is not int:  # the file changed since it was indexed
                     raise LogError(self.path, lineno, "seq: missing or not an integer")
                 if seq >= start:
-                    if rec["kind"] == "step":
-                        _recent.append((self.path, lineno, rec, worker.header))
                     yield lineno, rec
 
 
@@ -318,7 +294,7 @@ def _check_header(path: str, lineno: int, rec: dict, warn: Callable[[str], None]
         raise LogError(path, lineno, f"{loc}: {err['msg']}" if loc else err["msg"]) from None
     seed = rec["hash_seed"]
     # replay re-executes itself with this seed: Python accepts only these
-    if seed is not None and not (seed.isascii() and seed.isdigit() and int(seed) < 2**32):
+    if seed is not None and not valid_seed(seed):
         raise LogError(path, lineno, f"hash_seed: not a PYTHONHASHSEED value ({_short(seed)})")
     recorded = rec.get("distributed")
     if recorded != distributed.__version__:

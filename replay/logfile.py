@@ -16,21 +16,12 @@ from typing import IO, Any
 
 import orjson
 
+from replay.errors import LogError
+
 #: longest line the reader accepts. A real step is well under 100 kB; the
 #: bound keeps a hostile line from costing gigabytes once parsed.
 MAX_LINE = 16 * 2**20
 GZIP_MAGIC = b"\x1f\x8b"
-
-
-class LogError(Exception):
-    """A log cannot be read as a dask-replay log. ``str()`` is one line."""
-
-    def __init__(self, path: str, line: int | None, message: str):
-        self.path = path
-        self.line = line
-        self.message = message
-        where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {message}")
 
 
 class LogWriter:

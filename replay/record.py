@@ -12,6 +12,16 @@ Three ways to attach, all from the empty initial state:
 replaced on the instance; the recorder swaps the instance's class for a
 slot-less subclass whose ``handle_stimulus`` encodes the events, calls the
 real one and writes one line per stimulus.
+
+What recording changes in a worker process, and nothing else:
+
+- the class of each recorded ``WorkerState`` instance, as above (put back
+  when the recording stops);
+- in deterministic mode, ``TaskState.__hash__`` for the whole process (see
+  :mod:`replay.determinism`).
+
+It imports only the encoding half of :mod:`schemas` (no pydantic) and none of
+the replay engine.
 """
 from __future__ import annotations
 
@@ -30,9 +40,8 @@ from distributed import worker_state_machine as wsm
 
 from replay.determinism import hash_seed, make_deterministic
 from replay.logfile import LogWriter
-from schemas.codec import encode_float
+from schemas.codec import FORMAT, VERSION, encode_float, encode_resources
 from schemas.convert import encode_event, encode_instruction
-from schemas.records import FORMAT, VERSION
 
 logger = logging.getLogger("replay.record")
 
@@ -112,7 +121,7 @@ def state_inputs(ws: wsm.WorkerState) -> dict:
     """The ``WorkerState`` construction inputs and config a replay needs."""
     return {
         "nthreads": ws.nthreads,
-        "resources": {k: encode_float(float(v)) for k, v in ws.total_resources.items()},
+        "resources": encode_resources(ws.total_resources),
         "transfer_incoming_count_limit": ws.transfer_incoming_count_limit,
         "validate": ws.validate,
         "transition_counter_max": ws.transition_counter_max,
@@ -308,8 +317,8 @@ class Session:
                 "kind": "resources",
                 "worker": self.address,
                 "seq": self.seq + 1,
-                "total": {k: encode_float(float(v)) for k, v in self._resources.items()},
-                "available": {k: encode_float(float(v)) for k, v in self._available.items()},
+                "total": encode_resources(self._resources),
+                "available": encode_resources(self._available),
             }
         )
 

@@ -1,15 +1,16 @@
 """Fast, exact seeking: forked snapshots of a replay.
 
 A state rebuilt from a pickle or a deep copy holds the same tasks, but its
-sets iterate in another order, and later transitions can then differ
-(FACTS.md, "Checkpoints"). ``os.fork()`` copies a process exactly, hash
-tables included, in milliseconds. So the first pass replays linearly and
+sets are rebuilt with another internal order, and later transitions can then
+differ (a few per thousand steps, even with key hashing); both also recurse
+along dependency chains and fail on long ones. ``os.fork()`` copies a process
+exactly, hash tables included, in milliseconds. So the first pass replays linearly and
 every ``every`` steps leaves behind a forked child, frozen at that step. To
 look at step ``p``, the nearest snapshot at or before ``p`` forks again; that
 grandchild replays the few steps to ``p``, computes the requested view as
 plain data, sends it back, and exits. The snapshot itself never moves.
 
-The decoded steps are spooled, packed as :mod:`replay.prefetch` packs them,
+The decoded calls are spooled, packed as :mod:`replay.readahead` packs them,
 to a private temporary file during the first pass, so that a grandchild
 reads its few steps with one ``pread`` each instead of parsing the log.
 POSIX only.
@@ -22,19 +23,22 @@ import gc
 import os
 import signal
 import tempfile
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
 from replay.engine import Replayer
-from replay.history import Position, Progress, WorkerHistory, handle_call
-from replay.prefetch import dumps, loads, unpack
+from replay.errors import BadInput
+from replay.history import Position, WorkerHistory
+from replay.readahead import dumps, loads
+from replay.reader import Progress, RecordedCall
 
 View = Callable[..., Any]
 
 
 class _Spool:
-    """The worker's decoded calls (packed, see :mod:`replay.prefetch`), by call number."""
+    """The worker's decoded calls (packed, see :mod:`replay.readahead`), by call number."""
 
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile(prefix="dask-replay-spool-")
@@ -43,11 +47,12 @@ class _Spool:
         #: last step of each call, for bisect
         self.last_seq = array.array("q")
 
-    def append(self, call: tuple) -> None:
+    def append(self, call: RecordedCall) -> RecordedCall:
         blob = dumps(call)
         os.write(self.fd, blob)
         self.offsets.append(self.offsets[-1] + len(blob))
-        self.last_seq.append(call[2])
+        self.last_seq.append(call.last)
+        return call
 
     def extents(self, after: int, stop: int) -> list[tuple[int, int]]:
         """Where the calls past step ``after`` up to step ``stop`` lie in the file.
@@ -61,17 +66,10 @@ class _Spool:
         return [(o[k], o[k + 1] - o[k]) for k in range(i, j)]
 
 
-def _apply(replayer: Replayer, call: tuple) -> None:
-    resources, events, last, error = unpack(call)
-    for r in resources:
-        replayer.set_resources(r)
-    handle_call(replayer, events, last, error)
-
-
-def _advance(replayer: Replayer, fd: int, extents: list[tuple[int, int]]) -> None:
-    # our own spool, written by this process's parent from decoded events
+def _spooled(fd: int, extents: list[tuple[int, int]]):
+    # our own spool, written by this process's parent from decoded calls
     for offset, size in extents:
-        _apply(replayer, loads(os.pread(fd, size, offset)))
+        yield loads(os.pread(fd, size, offset))
 
 
 class Seeker:
@@ -104,14 +102,11 @@ class Seeker:
         replayer = self.history.replayer()
         self._snapshot(replayer)
         next_snap = self.every
-        for call in self.history.packed_calls():
-            self.spool.append(call)
-            _apply(replayer, call)
+        calls = map(self.spool.append, self.history.calls())
+        for _ in replayer.feed(calls, progress):
             if replayer.seq >= next_snap:
                 self._snapshot(replayer)
                 next_snap = replayer.seq + self.every
-            if progress is not None:
-                progress(replayer.seq)
         self.prepared = True
 
     def _snapshot(self, replayer: Replayer) -> None:
@@ -138,9 +133,11 @@ class Seeker:
         i = bisect.bisect_right([s for s, _, _ in self.snapshots], stop) - 1
         at, conn, _ = self.snapshots[i]
         conn.send((self.spool.extents(at, stop), fn, args))
-        ok, result = conn.recv()
-        if not ok:
-            raise RuntimeError(f"replay to step {stop} failed: {result}")
+        outcome, result = conn.recv()
+        if outcome == "bad input":
+            raise BadInput(result)
+        if outcome == "bug":
+            raise RuntimeError(f"replay to step {stop} failed in a snapshot:\n{result}")
         return result
 
     def close(self) -> None:
@@ -171,10 +168,12 @@ def _serve(conn: Connection, replayer: Replayer, fd: int) -> None:
         if pid == 0:  # a throw-away copy does the work
             try:
                 extents, fn, args = msg
-                _advance(replayer, fd, extents)
-                result = (True, fn(replayer, *args))
-            except BaseException as e:  # report, never hang the caller
-                result = (False, repr(e))
+                replayer.run(_spooled(fd, extents))
+                result = ("ok", fn(replayer, *args))
+            except BadInput as e:
+                result = ("bad input", str(e))
+            except BaseException:  # report, never hang the caller
+                result = ("bug", traceback.format_exc())
             try:
                 conn.send(result)
             finally:

@@ -13,14 +13,15 @@ import hashlib
 import os
 import socket
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 
-from replay.engine import ReplayError
-from replay.history import ClusterHistory, Progress, WorkerHistory
-from replay.logfile import LogError
+from replay.errors import BadInput
+from replay.history import ClusterHistory, WorkerHistory
+from replay.reader import Progress
 from replay.seek import Seeker
 from replay.views import diff_view, state_of
 
@@ -52,6 +53,8 @@ class Server:
         self.seekers.append(s)
 
     def answer(self, request: dict) -> dict:
+        """``{"ok": view}``, ``{"error": line}`` for bad input, or ``{"bug":
+        traceback}`` for a failure of this server, which the client raises."""
         try:
             w = self.history.worker(request.get("worker"))
             op = request.get("op")
@@ -62,8 +65,10 @@ class Server:
                 b = w.view(request.get("to"), state_of)
                 return {"ok": diff_view(a, b)}
             return {"error": f"unknown request {op!r}"}
-        except (LogError, KeyError, ReplayError, RuntimeError) as e:
-            return {"error": e.args[0] if isinstance(e, KeyError) and e.args else str(e)}
+        except BadInput as e:
+            return {"error": str(e)}
+        except Exception:
+            return {"bug": traceback.format_exc()}
 
     def serve(self, path: str, ready: Callable[[], None] | None = None) -> None:
         with contextlib.suppress(FileNotFoundError):

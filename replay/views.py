@@ -2,26 +2,23 @@
 
 Every view is a JSON-ready dict; keys are encoded with
 :func:`schemas.codec.encode_key` (tuple keys become arrays). Nothing here
-prints or opens files: :func:`walk` streams a worker's recorded calls through
-a :class:`~replay.history.WorkerHistory`, and the renderers in
-:mod:`replay.render` turn the dicts into text.
+prints or opens files: :func:`walk` replays a worker's recorded calls, with
+their step records, through a tapped :class:`~replay.engine.Replayer`, and the
+renderers in :mod:`replay.render` turn the dicts into text.
 """
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from distributed import worker_state_machine as wsm
 from distributed._stories import worker_story
 
-from replay.engine import Replayer
-from replay.history import handle_call
+from replay.engine import Applied, Replayer
+from replay.reader import Progress
 from schemas.codec import CodecError, decode_collection, decode_key, encode_float, encode_key
 from schemas.convert import encode_instruction
-
-Progress = Callable[[int], None]
 
 #: states a task can stay in forever without anything being wrong
 FINAL_STATES = frozenset({"memory", "error", "released", "forgotten"})
@@ -89,59 +86,25 @@ def is_transition(entry: tuple) -> bool:
 # --- replaying with the worker's log tapped --------------------------------
 
 
-@dataclass
-class Call:
-    """One replayed ``handle_stimulus`` call."""
-
-    #: recorded step records of the call (several for a batch)
-    steps: list[dict]
-    #: ``Worker.set_resources`` changes applied before it
-    resources: list[dict]
-    #: what the replay returned (empty if it raised)
-    instructions: list
-    #: ``ws.log`` entries the call appended, uncapped
-    log: list[tuple]
-    #: the replay raised, as the recording did
-    error: str | None = None
-
-    @property
-    def seq(self) -> int:
-        return self.steps[-1]["seq"]
-
-    def step_of(self, stimulus_id: str) -> int:
-        """The step of the batch that carries ``stimulus_id`` (the last if several)."""
-        for s in reversed(self.steps):
-            if s["event"]["stimulus_id"] == stimulus_id:
-                return s["seq"]
-        return self.seq
-
-
 def walk(
     history: Any,
     stop: int | None = None,
     *,
     progress: Progress | None = None,
-) -> Iterator[tuple[Call, Replayer]]:
+) -> Iterator[tuple[Applied, Replayer]]:
     """Replay a worker from its empty state to step ``stop``, one call at a time.
 
-    Yields each call with the replayer after it; ``call.log`` is only valid
-    until the next item is requested.
+    Yields what each call did (with its step records and its uncapped
+    ``ws.log`` entries) and the replayer after it; ``applied.log`` is only
+    valid until the next item is requested.
     """
     r = history.replayer(tap_log=True)
     if stop is None:
         stop = history.events
     if stop <= 0:
         return
-    for resources, steps in history.calls(1, stop):
-        for res in resources:
-            r.set_resources(res)
-        last = steps[-1]
-        events = history.decode(steps)  # a bad event is a LogError naming its line
-        instructions, exc = handle_call(r, events, last["seq"], last.get("error"))
-        error = None if exc is None else repr(exc)
-        if progress is not None:
-            progress(r.seq)
-        yield Call(steps, resources, instructions, r.new_log, error), r
+    for applied in r.feed(history.calls(1, stop, records=True), progress):
+        yield applied, r
 
 
 # --- state --------------------------------------------------------------------
@@ -176,7 +139,7 @@ def state_view(ws: wsm.WorkerState, *, step: int, stimulus_id: str) -> dict:
         "tasks": [task_entry(ts) for ts in ws.tasks.values()],
         "ready": [ek(ts.key) for ts in ws.ready.sorted()],
         "constrained": [ek(ts.key) for ts in ws.constrained.sorted()],
-        # validate=True leaves empty entries behind (FACTS.md): not a peer we need
+        # validate=True can leave empty entries behind: not a peer we need
         "data_needed": {
             w: [ek(ts.key) for ts in tss.sorted()]
             for w, tss in sorted(ws.data_needed.items())
@@ -324,39 +287,41 @@ class _Gathers:
         return pending.pop(0) if pending else set()
 
 
-def key_story(calls: Iterable[tuple[Call, Any]], key: Any, *more: Any) -> list[dict]:
+def key_story(walked: Iterable[tuple[Applied, Any]], key: Any, *more: Any) -> list[dict]:
     """Every event, transition, log entry and instruction naming ``key`` (or any
     of ``more``), uncapped."""
     story: list[dict] = []
     gathers = _Gathers()
     target = {key, *more}
-    for call, _ in calls:
-        for s in call.steps:
+    for applied, _ in walked:
+        call = applied.call
+        for s in call.records:
             ev = s["event"]
             names = event_keys(ev) | gathers.done(ev)
             if not target.isdisjoint(names):
                 story.append({"step": s["seq"], "stimulus_id": ev["stimulus_id"], "kind": "event", "event": ev})
-        for entry in worker_story(target, call.log):
+        for entry in worker_story(target, applied.log):
             d = log_entry(entry)
-            story.append({"step": call.step_of(entry[-2]) if isinstance(entry[-2], str) else call.seq,
+            story.append({"step": call.step_of(entry[-2]) if isinstance(entry[-2], str) else call.last,
                           "stimulus_id": entry[-2] if isinstance(entry[-2], str) else "", **d})
-        for inst in call.instructions:
+        for inst in applied.instructions:
             if not target.isdisjoint(instruction_keys(inst)):
                 story.append({"step": call.step_of(inst.stimulus_id), "stimulus_id": inst.stimulus_id,
                               "kind": "instruction", "instruction": encode_instruction(inst)})
-        gathers.issued(call.instructions)
+        gathers.issued(applied.instructions)
     return story
 
 
-def stimulus_story(calls: Iterable[tuple[Call, Any]], stimulus_id: str) -> list[dict]:
+def stimulus_story(walked: Iterable[tuple[Applied, Any]], stimulus_id: str) -> list[dict]:
     """Every step carrying ``stimulus_id``, with its transitions and instructions."""
     out: list[dict] = []
-    for call, _ in calls:
-        seqs = [s for s in call.steps if s["event"]["stimulus_id"] == stimulus_id]
+    for applied, _ in walked:
+        seqs = [s for s in applied.call.records if s["event"]["stimulus_id"] == stimulus_id]
         if not seqs:
             continue
-        entries = worker_story({stimulus_id}, call.log)
-        insts = [i for i in call.instructions if i.stimulus_id == stimulus_id]
+        entries = worker_story({stimulus_id}, applied.log)
+        insts = [i for i in applied.instructions if i.stimulus_id == stimulus_id]
+        error = None if applied.exception is None else repr(applied.exception)
         for n, s in enumerate(seqs):
             last = n == len(seqs) - 1
             out.append(
@@ -368,7 +333,7 @@ def stimulus_story(calls: Iterable[tuple[Call, Any]], stimulus_id: str) -> list[
                     # a batch's transitions and instructions belong to the call
                     "log": [log_entry(e) for e in entries] if last else [],
                     "instructions": [encode_instruction(i) for i in insts] if last else [],
-                    "error": call.error if last else None,
+                    "error": error if last else None,
                 }
             )
     return out

@@ -19,6 +19,11 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
+#: the ``format`` field of every header, and the newest log format version;
+#: kept here, free of pydantic, for the recorder
+FORMAT = "dask-replay"
+VERSION = 1
+
 _NONFINITE = {"nan": math.nan, "-nan": -math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -46,6 +51,22 @@ def decode_float(obj: Any) -> float:
     if isinstance(obj, bool) or not isinstance(obj, (int, float)):
         raise CodecError(f"expected a number, got {obj!r}")
     return float(obj)
+
+
+def encode_resources(resources: Mapping[str, float]) -> dict:
+    """Resource amounts (``{"GPU": 1.0}``) as JSON, in their order."""
+    return {k: encode_float(float(v)) for k, v in resources.items()}
+
+
+def decode_resources(obj: Any) -> dict[str, float]:
+    if type(obj) is not dict:
+        raise CodecError(f"resources must be an object, got {obj!r}")
+    out = {}
+    for k, v in obj.items():
+        if type(k) is not str:
+            raise CodecError(f"resource names are strings, got {k!r}")
+        out[k] = decode_float(v)
+    return out
 
 
 # Keys ---------------------------------------------------------------------

@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from dask.sizeof import sizeof as dask_sizeof
 from distributed.protocol.serialize import Serialize
 from distributed.sizeof import safe_sizeof
 from distributed import worker_state_machine as wsm
@@ -24,12 +23,14 @@ from schemas.codec import (
     decode_float,
     decode_key,
     decode_key_map,
+    decode_resources,
     decode_value,
     decode_who_has,
     encode_collection,
     encode_float,
     encode_key,
     encode_key_map,
+    encode_resources,
     encode_value,
     encode_who_has,
 )
@@ -39,7 +40,9 @@ class SizedValue:
     """Stand-in for a data value of a known size.
 
     ``WorkerState`` sets ``ts.nbytes = sizeof(value)`` for scattered data, so
-    replay needs a value whose dask ``sizeof`` is the recorded size.
+    replay needs a value whose dask ``sizeof`` is the recorded size: the
+    replay engine registers it with dask's ``sizeof`` (the recorder, which
+    never decodes, leaves dask's registry alone).
     """
 
     __slots__ = ("nbytes",)
@@ -54,11 +57,6 @@ class SizedValue:
         return isinstance(other, SizedValue) and other.nbytes == self.nbytes
 
     __hash__ = None  # type: ignore[assignment]
-
-
-@dask_sizeof.register(SizedValue)
-def _sizeof_sized(v: SizedValue) -> int:
-    return v.nbytes
 
 
 class Field:
@@ -95,8 +93,16 @@ def _opt_float_encode(x: Any) -> Any:
     return None if x is None else encode_float(float(x))
 
 
+class RecordedException(Exception):
+    """Stand-in for an exception of which only the ``repr`` was recorded (the
+    object itself may not even unpickle elsewhere). Its ``repr`` is the
+    recorded text, so that encoding it again gives the same log value."""
+
+    def __repr__(self) -> str:
+        return str(self.args[0])
+
+
 def _exc_encode(x: Any) -> str | None:
-    # Only the text survives: the object may not even unpickle elsewhere.
     if x is None:
         return None
     data = x.data if isinstance(x, Serialize) else x
@@ -104,7 +110,7 @@ def _exc_encode(x: Any) -> str | None:
 
 
 def _exc_decode(x: Any) -> Serialize:
-    return Serialize(None if x is None else Exception(_str(x)))
+    return Serialize(None if x is None else RecordedException(_str(x)))
 
 
 def _tb_encode(x: Any) -> bool:
@@ -126,7 +132,10 @@ def _type_encode(x: Any) -> str | None:
 
 
 def _sizes_encode(data: dict) -> list:
-    return [[encode_key(k), safe_sizeof(v)] for k, v in data.items()]
+    return [
+        [encode_key(k), v.nbytes if type(v) is SizedValue else safe_sizeof(v)]
+        for k, v in data.items()
+    ]
 
 
 def _sizes_decode(obj: Any) -> dict:
@@ -144,15 +153,11 @@ def _priority_encode(x: Any) -> list:
 
 
 def _resources_decode(x: Any) -> dict | None:
-    if x is None:
-        return None
-    if type(x) is not dict:
-        raise CodecError(f"resources must be an object, got {x!r}")
-    return {_str(k): decode_float(v) for k, v in x.items()}
+    return None if x is None else decode_resources(x)
 
 
 def _resources_encode(x: Any) -> dict | None:
-    return None if x is None else {k: encode_float(float(v)) for k, v in x.items()}
+    return None if x is None else encode_resources(x)
 
 
 PLAIN = Field(_ident, _ident)
@@ -315,7 +320,8 @@ def _decode_slowly(d: dict, table: dict[str, dict[str, Field]], classes: dict[st
 
 
 def _decoders(table: dict[str, dict[str, Field]], classes: dict[str, type]) -> dict:
-    """One fast decoder per class; on any trouble it defers to the slow path."""
+    """One fast decoder per class; when the input is wrong it defers to the slow
+    path, which names the field. A bug (any other exception) propagates."""
 
     def make(name: str):
         cls = classes[name]
@@ -326,7 +332,7 @@ def _decoders(table: dict[str, dict[str, Field]], classes: dict[str, type]) -> d
                 kwargs = {f: dec(d[f]) for f, dec in fields}
                 kwargs["stimulus_id"] = _str(d["stimulus_id"])
                 return cls(**kwargs)
-            except Exception:
+            except (KeyError, TypeError, ValueError, RecursionError):  # CodecError too
                 return _decode_slowly(d, table, classes)
 
         return decode
@@ -337,9 +343,10 @@ def _decoders(table: dict[str, dict[str, Field]], classes: dict[str, type]) -> d
 _EVENT_DECODERS = _decoders(EVENT_FIELDS, EVENT_CLASSES)
 _INSTRUCTION_DECODERS = _decoders(INSTRUCTION_FIELDS, INSTRUCTION_CLASSES)
 
-#: ``validate=True`` needs a run_spec once a task executes (FACTS.md) and only
-#: checks that there is one; the recorded code is never there to run anyway
-_RUN_SPEC = wsm.ComputeTaskEvent.dummy_runspec("dask-replay-run-spec")
+#: A replayed ``ComputeTaskEvent`` gets this stand-in for its ``run_spec``
+#: (code, never recorded): with ``validate=True`` the state machine asserts
+#: that an executing task has one, and only that.
+RUN_SPEC = wsm.ComputeTaskEvent.dummy_runspec("dask-replay-run-spec")
 
 
 def encode_event(ev: wsm.StateMachineEvent) -> dict:
@@ -355,7 +362,7 @@ def decode_event(d: dict) -> wsm.StateMachineEvent:
         raise UnknownClass(f"unknown event class {d.get('cls')!r}") from None
     ev = decode(d)
     if type(ev) is wsm.ComputeTaskEvent:
-        ev.run_spec = _RUN_SPEC
+        ev.run_spec = RUN_SPEC
     return ev
 
 

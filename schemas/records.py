@@ -17,31 +17,38 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter
 
+from schemas.codec import FORMAT, VERSION
 from schemas.events import AnyEvent
 from schemas.instructions import AnyInstruction
 from schemas.types import Model, Number, Resources
 
-FORMAT = "dask-replay"
-VERSION = 1
+__all__ = ["FORMAT", "VERSION", "RECORD", "Header", "Step", "ResourcesChange", "End", "StateInputs"]
 
 Seq = Annotated[StrictInt, Field(ge=1)]
 
 
+NonNegative = Annotated[StrictInt, Field(ge=0)]
+
+
 class StateInputs(Model):
-    """Everything a fresh ``WorkerState`` needs to behave like the recorded one."""
+    """Everything a fresh ``WorkerState`` needs to behave like the recorded one.
+
+    Ranges are those the state machine and its config accept: a value outside
+    them could not have come from a worker, and would make construction fail.
+    """
 
     nthreads: Annotated[StrictInt, Field(ge=1)]
     resources: Resources
-    transfer_incoming_count_limit: StrictInt
+    transfer_incoming_count_limit: NonNegative
     #: ``WorkerState(validate=...)``
     validate_: StrictBool = Field(alias="validate")
-    transition_counter_max: Union[StrictInt, Literal[False]]
+    transition_counter_max: Union[NonNegative, Literal[False]]
     transfer_incoming_bytes_limit: Number
     transfer_message_bytes_limit: Number
     #: ``distributed.scheduler.default-data-size``, in bytes
-    default_data_size: StrictInt
-    #: ``distributed.admin.low-level-log-length``
-    log_length: Optional[StrictInt]
+    default_data_size: NonNegative
+    #: ``distributed.admin.low-level-log-length``; null for unbounded
+    log_length: Optional[NonNegative]
 
 
 class Header(Model):
@@ -52,7 +59,7 @@ class Header(Model):
     dask: StrictStr
     distributed: StrictStr
     python: StrictStr
-    pid: StrictInt
+    pid: NonNegative
     #: wall-clock time the recorder attached
     started: StrictFloat
     #: TaskState hashing was made key-based and the hash seed is known
@@ -62,7 +69,7 @@ class Header(Model):
     #: false if the recorder attached to a worker that already held tasks:
     #: such a log cannot be replayed from the empty state
     from_empty: StrictBool
-    initial_tasks: StrictInt
+    initial_tasks: NonNegative
     state: StateInputs
 
 

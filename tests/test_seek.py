@@ -62,7 +62,8 @@ def test_seek_equals_linear_replay(history, seeker, data):
 
 def test_seek_by_stimulus_id_is_after_its_last_step(history, seeker):
     step = history.events // 2
-    sid = next(s for _, steps in history.calls(step, step) for s in steps)["event"]["stimulus_id"]
+    call = next(history.calls(step, step))
+    sid = call.events[step - call.first].stimulus_id
     last = history.position(sid)
     assert last >= step
     assert seeker.view(sid, fingerprint) == seeker.view(last, fingerprint)

@@ -36,10 +36,13 @@ def served_log(tmp_path):
     assert not os.path.exists(path)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
+def cli(*args: str, serve: str = "required") -> subprocess.CompletedProcess:
+    """Run the CLI; by default it must be answered by the server, so that a
+    broken server cannot hide behind the CLI's own replay."""
     return subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", *args],
         capture_output=True, cwd=os.path.join(os.path.dirname(FIXTURE), ".."),
+        env=dict(os.environ, REPLAY_SERVE=serve),
     )
 
 
@@ -69,3 +72,13 @@ def test_no_server_for_a_changed_log(served_log):
     assert serve.ask(served_log, {"op": "state", "worker": "0", "at": 1}) is not None
     os.utime(served_log, (1, 1))  # the log changed: its old server must not answer
     assert serve.ask(served_log, {"op": "state", "worker": "0", "at": 1}) is None
+
+
+def test_required_server_that_is_not_running_is_an_error(tmp_path):
+    log = str(tmp_path / "cluster-log.jsonl.gz")
+    shutil.copy(FIXTURE, log)
+    out = cli("state", log, "-w", "0", "--at", "3")
+    assert out.returncode == 2
+    assert "no `replay serve` answers" in out.stderr.decode()
+    out = cli("state", log, "-w", "0", "--at", "3", "--json", serve="auto")
+    assert out.returncode == 0 and orjson.loads(out.stdout)["step"] == 3

@@ -1,0 +1,141 @@
+"""A worker's recorded ``handle_stimulus`` calls, read and decoded from its log.
+
+This is the unit every replay consumes. The recorder writes one step record
+per stimulus; the stimuli of one call (a batch) are consecutive steps, and the
+last of them carries what the call returned or raised. ``resources`` records
+(``Worker.set_resources``, which bypasses ``handle_stimulus``) apply before the
+call that follows them.
+
+:func:`read_calls` groups the records into :class:`RecordedCall` objects and
+decodes their events into real dask events; a record that does not decode is a
+:class:`~replay.errors.LogError` naming its line. Long stretches are read and
+decoded in a second process (:mod:`replay.readahead`).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+from distributed import worker_state_machine as wsm
+
+from replay.errors import LogError
+from schemas.codec import CodecError, decode_resources
+
+if TYPE_CHECKING:
+    from replay.log import ClusterLog, WorkerLog
+
+#: a ``Worker.set_resources`` change: (total, available)
+ResourcesChange = tuple[dict[str, float], dict[str, float]]
+#: called with the last step replayed, for progress bars
+Progress = Callable[[int], None]
+
+#: from how many steps on :func:`read_calls` decodes in a second process
+READ_AHEAD_FROM = 20_000
+
+
+@dataclass(slots=True)
+class RecordedCall:
+    """One recorded call of ``WorkerState.handle_stimulus``."""
+
+    #: the real dask events, in the order they were handled (several for a batch)
+    events: list[wsm.StateMachineEvent]
+    #: step of ``events[0]``; a call's steps are consecutive
+    first: int
+    #: log line of each event's step record
+    lines: list[int]
+    #: when the worker handled the call (its events share this time)
+    handled: float
+    #: ``Worker.set_resources`` changes, in order, applied just before the call
+    resources: list[ResourcesChange]
+    #: the instructions the recorded call returned, encoded; None if it raised
+    #: or the worker died while handling it
+    instructions: Optional[list[dict]]
+    #: ``repr`` of the exception the recorded call raised, if it did
+    error: Optional[str]
+    #: the step records as read, when :func:`read_calls` was asked for them
+    records: Optional[list[dict]] = None
+
+    @property
+    def last(self) -> int:
+        """Step of the call's last event."""
+        return self.first + len(self.events) - 1
+
+    @property
+    def stimulus_id(self) -> str:
+        return self.events[-1].stimulus_id
+
+    def step_of(self, stimulus_id: str) -> int:
+        """The step of this call that carries ``stimulus_id`` (the last if several)."""
+        for i in range(len(self.events) - 1, -1, -1):
+            if self.events[i].stimulus_id == stimulus_id:
+                return self.first + i
+        return self.last
+
+
+def read_calls(
+    log: ClusterLog,
+    worker: WorkerLog,
+    start: int = 1,
+    stop: int | None = None,
+    *,
+    records: bool = False,
+) -> Iterator[RecordedCall]:
+    """The calls of ``worker`` whose first step lies in ``start..stop``.
+
+    With ``records`` each call keeps the step records it was read from (the
+    views show them). Without, a stretch of at least :data:`READ_AHEAD_FROM`
+    steps is read and decoded in a second process while the caller replays.
+    """
+    stop = worker.events if stop is None else stop
+    if not records and stop - start + 1 >= READ_AHEAD_FROM and (os.cpu_count() or 1) > 1:
+        from replay.readahead import read_ahead
+
+        return read_ahead(lambda: _read(log, worker, start, stop, False))
+    return _read(log, worker, start, stop, records)
+
+
+def _read(
+    log: ClusterLog, worker: WorkerLog, start: int, stop: int, keep: bool
+) -> Iterator[RecordedCall]:
+    path, header = log.path, worker.header
+    resources: list[ResourcesChange] = []
+    steps: list[tuple[int, dict]] = []
+    for lineno, rec in log.records(worker, start=start):
+        if rec["kind"] == "resources":
+            resources.append(_resources_change(path, lineno, rec))
+            continue
+        if not steps and rec["seq"] > stop:
+            return
+        steps.append((lineno, rec))
+        if "instructions" in rec or "error" in rec:
+            yield _call(path, header, resources, steps, keep)
+            resources, steps = [], []
+    if steps:  # a torn batch: the worker died while handling it
+        yield _call(path, header, resources, steps, keep)
+
+
+def _call(
+    path: str, header: dict, resources: list[ResourcesChange], steps: list[tuple[int, dict]], keep: bool
+) -> RecordedCall:
+    from replay.log import decode_step
+
+    last = steps[-1][1]
+    return RecordedCall(
+        events=[decode_step(path, lineno, rec, header) for lineno, rec in steps],
+        first=steps[0][1]["seq"],
+        lines=[lineno for lineno, _ in steps],
+        handled=last["handled"],
+        resources=resources,
+        instructions=last.get("instructions"),
+        error=last.get("error"),
+        records=[rec for _, rec in steps] if keep else None,
+    )
+
+
+def _resources_change(path: str, lineno: int, rec: dict) -> ResourcesChange:
+    try:
+        return decode_resources(rec.get("total")), decode_resources(rec.get("available"))
+    except CodecError as e:
+        raise LogError(path, lineno, f"resources: {e}") from None
