@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 import replay
-from replay.simulate import Faults, LineWriter, Simulation, simulate
+from replay.logfile import LineWriter
+from replay.simulate import Faults, Simulation, simulate
 from schemas.convert import decode_event
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
