@@ -20,7 +20,6 @@ import pytest
 import replay
 from replay.logfile import LineWriter
 from replay.simulate import Faults, Simulation, simulate
-from schemas.convert import decode_event
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,15 +106,15 @@ def test_faults_take_the_state_machine_where_they_should(faulty_log):
         ws = r.ws
         busy_since: set[str] = set()  # peers answered busy, not retried yet
         paused = False
-        for _, steps in wh.calls():
-            assert len(steps) == 1  # the simulation hands over one event at a time
-            ev = decode_event(steps[0]["event"])
+        for call in wh.calls():
+            assert len(call.events) == 1  # the simulation hands over one event at a time
+            (ev,) = call.events
             cls = type(ev).__name__
             in_flight = {w: set(keys) for w, keys in ws.in_flight_workers.items()}
             ready_before = len(ws.ready)
             executing_before = set(ws.executing)
             missing_before = bool(ws.missing_dep_flight)
-            instructions = r.handle([ev])
+            instructions = r.apply(call).instructions
             names = Counter(type(i).__name__ for i in instructions)
 
             if cls == "GatherDepBusyEvent":
