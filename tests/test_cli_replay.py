@@ -10,10 +10,10 @@ import orjson
 import pytest
 from distributed import worker_state_machine as wsm
 
-from helpers import ADDRESS, PEER, gather_failure, record_log
-
 ComputeTask = wsm.ComputeTaskEvent.dummy
 REPLAY = os.path.join(os.path.dirname(sys.executable), "replay")
+ADDRESS = "tcp://127.0.0.1:1234"
+PEER = "tcp://127.0.0.1:1235"
 SECOND = "tcp://127.0.0.1:2345"
 
 
@@ -26,43 +26,24 @@ def spawn(*args: str, env: dict | None = None, stdin: bytes | None = None) -> su
 
 
 @pytest.fixture
-def run(capfd, monkeypatch):
-    """The command in this process (its logs carry this process's hash seed,
-    so it does not re-execute): ``(exit code, stdout, stderr)``."""
-    import cli
-
-    def run(*args: str, columns: int = 200) -> subprocess.CompletedProcess:
-        monkeypatch.setattr(sys, "argv", ["replay", *args])
-        monkeypatch.setenv("COLUMNS", str(columns))
-        capfd.readouterr()
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        o, e = capfd.readouterr()
-        return subprocess.CompletedProcess(args, code, o.encode(), e.encode())
-
-    return run
-
-
-@pytest.fixture
-def run_json(run):
+def run_json(cli_run):
+    """The command in this process, with ``--json``: what it printed, parsed.
+    (Its logs carry this process's hash seed, so it does not re-execute.)"""
     def run_json(*args: str, code: int = 0) -> dict:
-        p = run(*args, "--json")
-        assert p.returncode == code, p.stderr.decode()
-        return orjson.loads(p.stdout)
+        returncode, out, err = cli_run([*args, "--json"])
+        assert returncode == code, err
+        return orjson.loads(out)
 
     return run_json
 
 
 @pytest.fixture(scope="module")
-def logs(tmp_path_factory):
+def logs(tmp_path_factory, record_log, gather_failure):
     d = tmp_path_factory.mktemp("cli")
     stuck = record_log(d / "6705.jsonl", [
         ComputeTask(("y", 0), who_has={("x", 0): [PEER]}, stimulus_id="compute-y"),
         gather_failure(PEER, 1, "gather-failed"),
-    ])
+    ], address=ADDRESS)
     done = record_log(d / "done.jsonl", [
         ComputeTask("a", stimulus_id="compute-a"),
         wsm.ExecuteSuccessEvent.dummy("a", stimulus_id="a-done"),
@@ -104,7 +85,7 @@ def test_state_json_contract_and_worker_choice(logs, run_json):
         assert f in v
 
 
-def test_diff_story_why(logs, run, run_json):
+def test_diff_story_why(logs, cli_run, run_json):
     d = run_json("diff", logs["stuck"], "--from", "compute-y", "--to", "2")
     assert d["tasks"]["changed"] == [{"key": ["x", 0], "from": "flight", "to": "error"}]
     assert d["collections"]["in_flight_workers"] == {PEER: {"removed": [["x", 0]]}}
@@ -122,11 +103,11 @@ def test_diff_story_why(logs, run, run_json):
     assert (w["step"], w["stimulus_id"]) == (2, "gather-failed")
     assert w["tasks"][0]["detail"]["erred_dependency"] == ["x", 0]
     # text output names the reason too
-    p = run("why", logs["stuck"])
-    assert p.returncode == 0 and b"erred at step 2" in p.stdout
+    code, out, err = cli_run(["why", logs["stuck"]])
+    assert code == 0 and "erred at step 2" in out
 
 
-def test_verify(logs, run, run_json):
+def test_verify(logs, run_json):
     assert run_json("verify", logs["cluster"])["faithful"] is True
     data = run_json("verify", logs["stuck"], "--validate", code=1)
     (w,) = data["workers"]
@@ -139,7 +120,7 @@ def test_verify(logs, run, run_json):
     assert p.returncode == 1 and b"invariant divergence" in p.stdout
 
 
-def test_bad_input_exits_2(logs, tmp_path, run):
+def test_bad_input_exits_2(logs, tmp_path, cli_run):
     for args in (
         ("state", logs["cluster"]),  # two workers, none chosen
         ("state", logs["cluster"], "--worker", "9.9.9.9"),
@@ -150,9 +131,9 @@ def test_bad_input_exits_2(logs, tmp_path, run):
         ("load", str(tmp_path / "missing.jsonl")),
         ("diff", logs["stuck"], "--from", "1"),
     ):
-        p = run(*args)
-        assert p.returncode == 2, (args, p.stderr)
-        assert p.stderr.startswith(b"error: ") and p.stderr.count(b"\n") == 1, p.stderr
+        code, out, err = cli_run(args)
+        assert code == 2, (args, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, err
     # and as a user sees it, from the installed command
     p = spawn("state", logs["cluster"], "--at", "1")
     assert p.returncode == 2 and p.stderr.startswith(b"error: the log has 2 workers")
@@ -169,20 +150,20 @@ def test_reexec_with_recorded_seed(logs):
     assert p.returncode == 0 and b"PYTHONHASHSEED=6640" in p.stderr
 
 
-def test_log_without_deterministic_mode_is_checked_with_a_warning(tmp_path, run, run_json):
+def test_log_without_deterministic_mode_is_checked_with_a_warning(tmp_path, cli_run, run_json, record_log):
     path = record_log(tmp_path / "loose.jsonl", [
         ComputeTask("a", stimulus_id="compute-a"),
         wsm.ExecuteSuccessEvent.dummy("a", stimulus_id="a-done"),
     ], deterministic=False)
-    p = run("verify", path)
-    assert p.returncode == 0 and b"faithful" in p.stdout
-    assert b"warning:" in p.stderr and b"without deterministic mode" in p.stderr
+    code, out, err = cli_run(["verify", path])
+    assert code == 0 and "faithful" in out
+    assert "warning:" in err and "without deterministic mode" in err
     data = run_json("verify", path)
     assert data["faithful"] is True
     assert any("deterministic" in w for w in data["workers"][0]["warnings"])
 
 
-def test_verify_reports_instruction_divergence_as_a_diff(tmp_path, logs, run, run_json):
+def test_verify_reports_instruction_divergence_as_a_diff(tmp_path, logs, cli_run, run_json):
     # the recording says step 1 asked for nothing; replay asks to execute a
     lines = open(logs["done"], "rb").read().splitlines()
     step1 = orjson.loads(lines[1])
@@ -196,16 +177,16 @@ def test_verify_reports_instruction_divergence_as_a_diff(tmp_path, logs, run, ru
     d = data["workers"][0]["divergence"]
     assert (d["step"], d["stimulus_id"], d["kind"]) == (1, "compute-a", "instructions")
     assert d["diff"] == {"missing": [], "unexpected": recorded, "reordered": False}
-    assert run("verify", str(path)).stdout.count(b"+ replayed") == 1
+    assert cli_run(["verify", str(path)])[1].count("+ replayed") == 1
 
 
-def test_text_output_is_safe_from_hostile_keys(tmp_path, run):
+def test_text_output_is_safe_from_hostile_keys(tmp_path, cli_run, record_log):
     key = "\x1b[2J[bold]x[/bold]"
     path = record_log(tmp_path / "hostile.jsonl", [
         ComputeTask(key, resource_restrictions={"\x1bR": 2}, stimulus_id="\x1b]0;title\x07"),
     ], resources={"\x1bR": 1})
     for cmd in (("state", path), ("why", path), ("story", path, key), ("load", path)):
-        p = run(*cmd)
-        assert p.returncode == 0, p.stderr
-        assert b"\x1b" not in p.stdout and b"\x07" not in p.stdout
-        assert b"[bold]x[/bold]" in p.stdout  # shown literally, not as markup
+        code, out, err = cli_run(cmd)
+        assert code == 0, err
+        assert "\x1b" not in out and "\x07" not in out
+        assert "[bold]x[/bold]" in out  # shown literally, not as markup

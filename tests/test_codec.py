@@ -14,9 +14,16 @@ keys = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4).map(tuple
 
 
 def same(a, b):
-    """Equality that also holds for NaN and tells 1 from 1.0 and -0.0 from 0.0."""
-    if isinstance(a, tuple):
-        return type(b) is tuple and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    """Equality that also holds for NaN and tells 1 from 1.0 and True, -0.0 from
+    0.0, and a tuple from a list, at any depth."""
+    if isinstance(a, (tuple, list)):
+        return type(b) is type(a) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return type(b) is dict and len(a) == len(b) and all(
+            same(ka, kb) and same(va, vb) for (ka, va), (kb, vb) in zip(a.items(), b.items())
+        )
+    if isinstance(a, (set, frozenset)):
+        return type(b) is type(a) and a == b and sorted(map(repr, a)) == sorted(map(repr, b))
     if isinstance(a, float):
         return type(b) is float and (a == b or (math.isnan(a) and math.isnan(b))) and math.copysign(1, a) == math.copysign(1, b)
     return type(a) is type(b) and a == b
@@ -32,6 +39,7 @@ def test_key_collections_keep_their_container(items, container):
     coll = container(items)
     back = decode_collection(orjson.loads(orjson.dumps(encode_collection(coll))))
     assert type(back) is container
+    assert len(back) == len(coll)
     assert all(same(a, b) for a, b in zip(back, coll))
 
 
@@ -42,7 +50,9 @@ def test_lists_are_not_keys():
 
 def test_values_keep_tuples_and_nonstring_dict_keys():
     v = {("a", 1): (1, 2.5, math.inf), "s": {1, 2}, "l": [None, True]}
-    assert decode_value(orjson.loads(orjson.dumps(encode_value(v)))) == v
+    back = decode_value(orjson.loads(orjson.dumps(encode_value(v))))
+    assert back == v
+    assert same(back, v)  # == takes True for 1 and a float 1.0 for an int
 
 
 def test_parse_key_from_command_line():

@@ -1,9 +1,10 @@
 """Fuzzing the read path: whatever the bytes, the only exception is LogError.
 
-Valid lines come from real events through the recorder's encoder
-(``test_broken_logs``); they are mutated at the byte level and at the JSON
-level, and random bytes are read too. Both read paths are exercised: the
-pydantic one of ``replay check`` and the fast one of the engine.
+Valid lines are a real recording: one task's life on a real ``WorkerState``,
+written by the recorder (the ``task_records`` fixture); they are mutated at
+the byte level and at the JSON level, and random bytes are read too. Both
+read paths are exercised: the pydantic one of ``replay check`` and the fast
+one of the engine.
 """
 from __future__ import annotations
 
@@ -11,14 +12,11 @@ import os
 import tempfile
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from replay.log import ClusterLog, decode_step
 from replay.logfile import LogError, iter_lines
-from test_broken_logs import end, header, lines, steps
-
-RECORDS = [header(), *steps(), end()]
-VALID = lines(*RECORDS)
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -68,19 +66,32 @@ def test_random_bytes(data):
     read_bytes(data)
 
 
-@FUZZ
-@given(st.binary(max_size=300), st.integers(min_value=0, max_value=len(VALID)))
-def test_random_bytes_inside_a_valid_log(junk, at):
-    read_bytes(VALID[:at] + junk + VALID[at:])
+@pytest.fixture(scope="module")
+def records(task_records) -> list[dict]:
+    return task_records()
+
+
+@pytest.fixture(scope="module")
+def valid(records, jsonl) -> bytes:
+    return jsonl(*records)
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8))
-def test_flipped_bytes(flips):
-    data = bytearray(VALID)
+@given(junk=st.binary(max_size=300), data=st.data())
+def test_random_bytes_inside_a_valid_log(valid, junk, data):
+    at = data.draw(st.integers(0, len(valid)), label="at")
+    read_bytes(valid[:at] + junk + valid[at:])
+
+
+@FUZZ
+@given(data=st.data())
+def test_flipped_bytes(valid, data):
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)),
+                               min_size=1, max_size=8), label="flips")
+    flipped = bytearray(valid)
     for at, byte in flips:
-        data[at] = byte
-    read_bytes(bytes(data))
+        flipped[at] = byte
+    read_bytes(bytes(flipped))
 
 
 def _paths(obj, prefix=()):
@@ -102,10 +113,10 @@ def _replace(obj, path, value):
 
 
 @FUZZ
-@given(st.data())
-def test_mutated_json_values(data):
+@given(data=st.data())
+def test_mutated_json_values(valid, jsonl, data):
     """One value anywhere in one record becomes another JSON value, or disappears."""
-    records = orjson.loads(b"[" + VALID.rstrip(b"\n").replace(b"\n", b",") + b"]")
+    records = orjson.loads(b"[" + valid.rstrip(b"\n").replace(b"\n", b",") + b"]")
     which = data.draw(st.integers(0, len(records) - 1))
     paths = list(_paths(records[which]))[1:]
     path = data.draw(st.sampled_from(paths))
@@ -116,10 +127,12 @@ def test_mutated_json_values(data):
         for p in path[:-1]:
             parent = parent[p]
         del parent[path[-1]]
-    read_bytes(lines(*records))
+    read_bytes(jsonl(*records))
 
 
 @FUZZ
-@given(st.permutations(range(len(RECORDS))), st.integers(0, len(RECORDS)))
-def test_reordered_and_dropped_records(order, keep):
-    read_bytes(lines(*[RECORDS[i] for i in order[:keep]]))
+@given(data=st.data())
+def test_reordered_and_dropped_records(records, jsonl, data):
+    order = data.draw(st.permutations(range(len(records))), label="order")
+    keep = data.draw(st.integers(0, len(records)), label="keep")
+    read_bytes(jsonl(*[records[i] for i in order[:keep]]))

@@ -1,18 +1,14 @@
 """The recorder on a real LocalCluster, and the CLI on recorded logs."""
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import shutil
-import sys
 
 import dask
 import orjson
 import pytest
 from distributed import Client, LocalCluster, wait
 
-import cli
 import replay.record
 from replay import Recorder
 from replay.log import ClusterLog
@@ -20,8 +16,6 @@ from replay.logfile import iter_lines, log_files
 from replay.merge import merge
 from schemas.convert import decode_event
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = sorted(glob.glob(os.path.join(ROOT, "fixtures", "*.jsonl*")))
 KEYS = [("t", 1), ("t", (2, "n")), 3, 4.5]
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -155,52 +149,43 @@ def test_recorder_io_failure_keeps_the_cluster_computing(tmp_path, monkeypatch, 
 # --- the CLI on recorded logs ---------------------------------------------
 
 
-def run_cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["replay", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.mark.parametrize("path", FIXTURES, ids=os.path.basename)
-def test_check_accepts_every_fixture(capsys, monkeypatch, path):
-    code, out, err = run_cli(capsys, monkeypatch, "check", path)
+def test_check_accepts_every_fixture(cli_run, shipped_fixture):
+    code, out, err = cli_run(["check", shipped_fixture])
     assert code == 0, err
     assert "valid" in out
 
 
-def fixture_lines(name: str) -> list[bytes]:
-    with open(os.path.join(ROOT, "fixtures", name), "rb") as f:
-        return f.readlines()
+@pytest.fixture
+def fixture_lines(fixture_path):
+    def fixture_lines(name: str) -> list[bytes]:
+        with open(fixture_path(name), "rb") as f:
+            return f.readlines()
+    return fixture_lines
 
 
-def test_torn_last_line_warns_and_check_passes(tmp_path, capsys, monkeypatch):
+def test_torn_last_line_warns_and_check_passes(tmp_path, cli_run, fixture_lines):
     lines = fixture_lines("stuck-6705.jsonl")
     path = tmp_path / "torn.jsonl"
     path.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
     log = ClusterLog.open(str(path), validate=True)
     assert any("torn last line" in w for w in log.warnings)
-    code, out, err = run_cli(capsys, monkeypatch, "check", str(path))
+    code, out, err = cli_run(["check", str(path)])
     assert code == 0
     assert f"{path}:{len(lines)}: torn last line" in err
 
 
-def test_malformed_line_in_the_middle_exits_2_naming_file_and_line(tmp_path, capsys, monkeypatch):
+def test_malformed_line_in_the_middle_exits_2_naming_file_and_line(tmp_path, cli_run, fixture_lines):
     lines = fixture_lines("stuck-6705.jsonl")
     lines[2] = lines[2][:20] + b"\n"
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b"".join(lines))
-    code, out, err = run_cli(capsys, monkeypatch, "check", str(path))
+    code, out, err = cli_run(["check", str(path)])
     assert code == 2
     assert f"{path}:3:" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_unknown_event_class_exits_2_naming_file_and_line(tmp_path, capsys, monkeypatch):
+def test_unknown_event_class_exits_2_naming_file_and_line(tmp_path, cli_run, fixture_lines):
     lines = fixture_lines("stuck-flight.jsonl")
     n = next(i for i, line in enumerate(lines) if b'"kind":"step"' in line)
     rec = orjson.loads(lines[n])
@@ -208,15 +193,15 @@ def test_unknown_event_class_exits_2_naming_file_and_line(tmp_path, capsys, monk
     lines[n] = orjson.dumps(rec) + b"\n"
     path = tmp_path / "unknown.jsonl"
     path.write_bytes(b"".join(lines))
-    code, out, err = run_cli(capsys, monkeypatch, "check", str(path))
+    code, out, err = cli_run(["check", str(path)])
     assert code == 2
     assert f"{path}:{n + 1}:" in err
     assert "Traceback" not in err
 
 
-def test_merge_command_writes_a_cluster_log(tmp_path, capsys, monkeypatch):
+def test_merge_command_writes_a_cluster_log(tmp_path, cli_run, fixture_path):
     # split a fixture into per-worker files, as the recorder writes them
-    src = os.path.join(ROOT, "fixtures", "stuck-6705.jsonl")
+    src = fixture_path("stuck-6705.jsonl")
     by_worker: dict[str, list[bytes]] = {}
     for _, rec in iter_lines(src):
         by_worker.setdefault(rec["worker"], []).append(orjson.dumps(rec) + b"\n")
@@ -225,7 +210,7 @@ def test_merge_command_writes_a_cluster_log(tmp_path, capsys, monkeypatch):
     for i, lines in enumerate(by_worker.values()):
         (logdir / f"w{i}.jsonl").write_bytes(b"".join(lines))
     out = tmp_path / "merged.jsonl"
-    code, _, err = run_cli(capsys, monkeypatch, "merge", str(logdir), "-o", str(out))
+    code, _, err = cli_run(["merge", str(logdir), "-o", str(out)])
     assert code == 0, err
     assert sorted(out.read_bytes().splitlines()) == sorted(
         line.rstrip(b"\n") for lines in by_worker.values() for line in lines
@@ -233,6 +218,6 @@ def test_merge_command_writes_a_cluster_log(tmp_path, capsys, monkeypatch):
     # the same worker twice is refused, and no output is left behind
     shutil.copy(logdir / "w0.jsonl", logdir / "w0-again.jsonl")
     out2 = tmp_path / "merged2.jsonl"
-    code, _, err = run_cli(capsys, monkeypatch, "merge", str(logdir), "-o", str(out2))
+    code, _, err = cli_run(["merge", str(logdir), "-o", str(out2)])
     assert code == 2 and "also in" in err
     assert not out2.exists()

@@ -18,11 +18,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, wait
 
 from replay import Recorder
 from replay.log import ClusterLog
 from replay.logfile import log_files
+
+#: seconds any one wait on the cluster may take before the test fails
+WAIT = 60
+
+
+def results(c: Client, futures):
+    """``c.gather(futures)`` (a future or a list), failing the test after WAIT seconds."""
+    fs = futures if isinstance(futures, list) else [futures]
+    try:
+        wait(fs, timeout=WAIT)
+    except TimeoutError:
+        pytest.fail(f"{sum(not f.done() for f in fs)} of {len(fs)} tasks not done after {WAIT} s")
+    out = c.gather(fs)
+    return out if isinstance(futures, list) else out[0]
 
 
 def inc(x):
@@ -62,7 +76,7 @@ def cluster(directory: Path, *, processes: bool = False, compress: bool = False)
     ) as cluster, Client(cluster) as c:
         c.register_plugin(Recorder(str(directory), compress=compress))
         cluster.scale(1)
-        c.wait_for_workers(1)
+        c.wait_for_workers(1, timeout=WAIT)
         yield cluster, c
 
 
@@ -125,13 +139,13 @@ def read_back(directory: Path) -> list[ClusterLog]:
 )
 def test_write_fails_mid_run(tmp_path, warnings, err, partial, compress):
     with cluster(tmp_path, compress=compress) as (cl, c):
-        assert c.submit(inc, 1).result() == 2
+        assert results(c, c.submit(inc, 1)) == 2
         session = session_of(cl)
         (before,) = c.run(break_disk, err, partial).values()
         failing = session.writer._raw
         assert before > 0 and isinstance(failing, FailingFile)
-        assert c.gather(c.map(inc, range(10))) == list(range(1, 11))
-        assert c.submit(inc, 100).result() == 101  # the worker carries on unrecorded
+        assert results(c, c.map(inc, range(10))) == list(range(1, 11))
+        assert results(c, c.submit(inc, 100)) == 101  # the worker carries on unrecorded
         assert not session.active
         assert failing.calls >= 1
     assert len(warnings) == 1, warnings
@@ -155,7 +169,7 @@ def test_log_directory_is_a_file(tmp_path, warnings):
     blocker = tmp_path / "logs"
     blocker.write_text("not a directory")
     with cluster(blocker) as (cl, c):
-        assert c.gather(c.map(inc, range(5))) == list(range(1, 6))
+        assert results(c, c.map(inc, range(5))) == list(range(1, 6))
         assert not session_of(cl).active
     assert len(warnings) == 1, warnings
     assert "stopped after step 0" in warnings[0] and "FileExistsError" in warnings[0]
@@ -164,15 +178,19 @@ def test_log_directory_is_a_file(tmp_path, warnings):
 
 def test_worker_killed_mid_run(tmp_path):
     with cluster(tmp_path, processes=True) as (cl, c):
-        assert c.submit(inc, 1).result() == 2
+        assert results(c, c.submit(inc, 1)) == 2
         futures = c.map(slowinc, range(40))
+        deadline = time.monotonic() + WAIT
         while sum(f.done() for f in futures) < 5:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{sum(f.done() for f in futures)} of 5 tasks done after {WAIT} s: "
+                            "the worker was to be killed mid-run")
             time.sleep(0.01)
         (pid,) = c.run(os.getpid).values()
         os.kill(pid, signal.SIGKILL)
         # the nanny starts a new worker, which records to a new file
-        assert c.gather(futures) == list(range(1, 41))
-        c.wait_for_workers(1)
+        assert results(c, futures) == list(range(1, 41))
+        c.wait_for_workers(1, timeout=WAIT)
         assert (c.run(os.getpid).popitem()[1]) != pid
     logs = read_back(tmp_path)
     assert len(logs) == 2

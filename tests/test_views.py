@@ -1,29 +1,25 @@
 """State, diff and story views, on hand-made logs and on a real cluster recording."""
 from __future__ import annotations
 
-import os
-
 import dask.config
 import orjson
 import pytest
 from distributed import worker_state_machine as wsm
 
 import replay
-from helpers import PEER, record_log
 from replay.views import diff_view, key_story, state_view, stimulus_story, walk
 from schemas.codec import encode_key
 
 ComputeTask = wsm.ComputeTaskEvent.dummy
+PEER = "tcp://127.0.0.1:1235"
 OTHER = "tcp://127.0.0.1:1236"
-FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 
 
 def stimulus_at(wh, step: int) -> str:
     """The stimulus id of a step, read from the log ('' for the empty state)."""
-    for _, steps in wh.calls(step, step) if step else ():
-        for s in steps:
-            if s["seq"] == step:
-                return s["event"]["stimulus_id"]
+    for call in wh.calls(step, step) if step else ():
+        if call.first <= step <= call.last:
+            return call.events[step - call.first].stimulus_id
     return ""
 
 
@@ -33,7 +29,7 @@ def view_at(wh, pos) -> dict:
 
 
 @pytest.fixture
-def busy_log(tmp_path):
+def busy_log(tmp_path, record_log):
     """One thread, one resource: a worker with something in every collection."""
     return record_log(tmp_path / "busy.jsonl", [
         ComputeTask(("run", 0), priority=(0,), stimulus_id="c-run"),
@@ -93,7 +89,7 @@ def test_diff(busy_log):
     assert same["collections"] == {} and same["resources"] == {}
 
 
-def test_diff_cancelled(tmp_path):
+def test_diff_cancelled(tmp_path, record_log):
     path = record_log(tmp_path / "resumed.jsonl", [
         ComputeTask("x", stimulus_id="c-x"),
         wsm.FreeKeysEvent(keys=["x"], stimulus_id="free-x"),
@@ -109,7 +105,7 @@ def test_diff_cancelled(tmp_path):
     assert d["tasks"]["changed"][0]["to"] == "executing"
 
 
-def test_diff_resumed(tmp_path):
+def test_diff_resumed(tmp_path, record_log):
     # x is fetched for y; y is released, then x itself is to be computed here
     path = record_log(tmp_path / "resumed.jsonl", [
         ComputeTask("y", who_has={"x": [PEER]}, stimulus_id="c-y"),
@@ -123,7 +119,7 @@ def test_diff_resumed(tmp_path):
     ]
 
 
-def test_story_is_not_capped(tmp_path):
+def test_story_is_not_capped(tmp_path, record_log):
     # the worker keeps 5 log entries; the story has them all
     events = [ComputeTask("x", stimulus_id="c-x")]
     for i in range(6):
@@ -147,7 +143,7 @@ def test_story_is_not_capped(tmp_path):
     }
 
 
-def test_story_ties_gather_results_to_keys(tmp_path):
+def test_story_ties_gather_results_to_keys(tmp_path, record_log):
     path = record_log(tmp_path / "gather.jsonl", [
         ComputeTask("y", who_has={("x", 0): [PEER]}, stimulus_id="c-y"),
         wsm.GatherDepNetworkFailureEvent(worker=PEER, total_nbytes=1, stimulus_id="net"),
@@ -171,15 +167,8 @@ def test_stimulus_story(busy_log):
     }
 
 
-def _cluster_fixture() -> str:
-    path = os.path.join(FIXTURES, "cluster-log.jsonl.gz")
-    if not os.path.exists(path):
-        pytest.skip("fixtures/cluster-log.jsonl.gz is not recorded yet")
-    return path
-
-
-def test_real_recording_diff_adds_up():
-    wh = replay.open(_cluster_fixture()).worker(0)
+def test_real_recording_diff_adds_up(fixture_path):
+    wh = replay.open(fixture_path("cluster-log.jsonl.gz")).worker(0)
     a, b = view_at(wh, 200), view_at(wh, 400)
     d = diff_view(a, b)
     key = lambda t: orjson.dumps(t["key"])  # noqa: E731
@@ -195,14 +184,16 @@ def test_real_recording_diff_adds_up():
     assert d["tasks"]["added"] or d["tasks"]["changed"] or d["tasks"]["removed"]
 
 
-def test_real_recording_story_matches_the_workers_own():
+def test_real_recording_story_matches_the_workers_own(fixture_path):
     # early on, the worker's capped log still holds everything: the regenerated
     # story must then be exactly WorkerState.story (times aside)
-    wh = replay.open(_cluster_fixture()).worker(0)
+    wh = replay.open(fixture_path("cluster-log.jsonl.gz")).worker(0)
     step = 150
     ws = wh.state_at(step)
     assert len(ws.log) < ws.log.maxlen
-    for ts in list(ws.tasks.values())[:5]:
+    tasks = list(ws.tasks.values())[:5]
+    assert tasks, f"no task at step {step} to compare stories of"
+    for ts in tasks:
         ours = [e for e in key_story(walk(wh, step), ts.key) if e["kind"] in ("transition", "log")]
         theirs = ws.story(ts.key)
         assert len(ours) == len(theirs) > 0

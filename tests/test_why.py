@@ -1,19 +1,25 @@
-"""Stuck-task diagnosis on the stuck scenarios of FACTS.md, built as event
-sequences on a real ``WorkerState`` and recorded as ordinary logs, and on the
-recorded stuck fixtures."""
-from __future__ import annotations
+"""Stuck-task diagnosis, on the ways a worker's tasks get stuck: each built as
+an event sequence on a real ``WorkerState`` and recorded as an ordinary log,
+and on the stuck fixtures recorded from real clusters.
 
-import os
+The ways: a dependency that erred leaves its dependent waiting for ever (dask
+issue 6705); a gather whose answer never comes leaves its keys in flight; a
+key no worker holds any more is missing; a task needing more of a resource
+than the worker has stays constrained; a paused worker runs nothing ready; a
+cancelled task waits for its execution to end; a fetch waits while every
+holder is busy or already in flight.
+"""
+from __future__ import annotations
 
 import pytest
 from distributed import worker_state_machine as wsm
 
 import replay
+from replay.errors import NotFound
 from replay.diagnosis import diagnose, why
-from helpers import PEER, gather_failure, record_log
 
 ComputeTask = wsm.ComputeTaskEvent.dummy
-FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+PEER = "tcp://127.0.0.1:1235"
 
 
 def stuck(path: str, at=None, key=None) -> dict:
@@ -32,7 +38,7 @@ def stuck_anywhere(path: str) -> dict:
     return out
 
 
-def test_erred_dependency_leaves_dependent_waiting(tmp_path):
+def test_erred_dependency_leaves_dependent_waiting(tmp_path, record_log, gather_failure):
     # dask #6705: the peer fails to send x; x errs, y waits for it forever
     path = record_log(tmp_path / "6705.jsonl", [
         ComputeTask("y", who_has={"x": [PEER]}, stimulus_id="compute-y"),
@@ -50,7 +56,7 @@ def test_erred_dependency_leaves_dependent_waiting(tmp_path):
     ]
 
 
-def test_gather_never_completes(tmp_path):
+def test_gather_never_completes(tmp_path, record_log):
     path = record_log(tmp_path / "flight.jsonl", [
         ComputeTask("a", stimulus_id="compute-a"),
         ComputeTask("y", who_has={"x": [PEER]}, stimulus_id="compute-y"),
@@ -65,7 +71,7 @@ def test_gather_never_completes(tmp_path):
     assert d["y"]["reason"] == f"waiting on 1 dependency: 'x' (in flight from {PEER})"
 
 
-def test_missing_with_no_holder_left(tmp_path):
+def test_missing_with_no_holder_left(tmp_path, record_log):
     path = record_log(tmp_path / "missing.jsonl", [
         ComputeTask("y", who_has={"x": [PEER]}, stimulus_id="compute-y"),
         # the peer answers without x
@@ -79,7 +85,7 @@ def test_missing_with_no_holder_left(tmp_path):
     assert d["y"]["detail"]["waiting_on"][0]["state"] == "missing"
 
 
-def test_constrained_needs_more_than_the_worker_has(tmp_path):
+def test_constrained_needs_more_than_the_worker_has(tmp_path, record_log):
     path = record_log(
         tmp_path / "constrained.jsonl",
         [ComputeTask("x", resource_restrictions={"R": 2}, stimulus_id="compute-x")],
@@ -93,7 +99,7 @@ def test_constrained_needs_more_than_the_worker_has(tmp_path):
     )
 
 
-def test_ready_while_paused(tmp_path):
+def test_ready_while_paused(tmp_path, record_log):
     path = record_log(tmp_path / "paused.jsonl", [
         wsm.PauseEvent(stimulus_id="pause"),
         ComputeTask("x", stimulus_id="compute-x"),
@@ -113,7 +119,7 @@ def test_ready_while_paused(tmp_path):
     assert x["reason"] == "executing since step 3: no completion since"
 
 
-def test_cancelled_and_single_key(tmp_path):
+def test_cancelled_and_single_key(tmp_path, record_log):
     path = record_log(tmp_path / "cancelled.jsonl", [
         ComputeTask("x", stimulus_id="compute-x"),
         wsm.FreeKeysEvent(keys=["x"], stimulus_id="free-x"),
@@ -127,11 +133,11 @@ def test_cancelled_and_single_key(tmp_path):
     # one key, whatever its state; and the state at an earlier step
     assert stuck(path, key="z")["z"]["reason"] == "memory: final state"
     assert stuck(path, at=1)["x"]["state"] == "executing"
-    with pytest.raises(KeyError, match="not known"):
+    with pytest.raises(NotFound, match="not known"):
         stuck(path, key="nope")
 
 
-def test_fetch_with_every_holder_in_flight(tmp_path):
+def test_fetch_with_every_holder_in_flight(tmp_path, record_log):
     # one connection at a time: y's fetch from the peer waits for x's gather
     path = record_log(tmp_path / "fetch.jsonl", [
         ComputeTask("a", who_has={"x": [PEER]}, stimulus_id="compute-a"),
@@ -144,34 +150,27 @@ def test_fetch_with_every_holder_in_flight(tmp_path):
     assert d["y"]["detail"]["in_flight"] == [PEER]
 
 
-def _fixture(name: str) -> str:
-    path = os.path.join(FIXTURES, name)
-    if not os.path.exists(path):
-        pytest.skip(f"fixtures/{name} is not recorded yet (examples/ has its recording script)")
-    return path
-
-
-def test_fixture_stuck_flight():
-    d = stuck_anywhere(_fixture("stuck-flight.jsonl"))
+def test_fixture_stuck_flight(fixture_path):
+    d = stuck_anywhere(fixture_path("stuck-flight.jsonl"))
     x = d["x"]
     assert x["state"] == "flight"
     assert f"gather issued at step {x['detail']['gather_step']} never completed" in x["reason"]
     assert d["y"]["state"] == "waiting"
 
 
-def test_fixture_stuck_constrained():
-    d = stuck_anywhere(_fixture("stuck-constrained.jsonl"))
+def test_fixture_stuck_constrained(fixture_path):
+    d = stuck_anywhere(fixture_path("stuck-constrained.jsonl"))
     (c,) = [v for v in d.values() if v["state"] == "constrained"]
     assert "while only 0 of 1 is free" in c["reason"]
 
 
-def test_fixture_stuck_6705():
-    d = stuck_anywhere(_fixture("stuck-6705.jsonl"))
+def test_fixture_stuck_6705(fixture_path):
+    d = stuck_anywhere(fixture_path("stuck-6705.jsonl"))
     (w,) = [v for v in d.values() if "erred_dependency" in v.get("detail", {})]
     assert w["state"] == "waiting" and "6705" in w["reason"]
 
 
-def test_verify_validate_finds_6705(tmp_path):
+def test_verify_validate_finds_6705(tmp_path, record_log, gather_failure):
     path = record_log(tmp_path / "6705.jsonl", [
         ComputeTask("y", who_has={"x": [PEER]}, stimulus_id="compute-y"),
         gather_failure(PEER, 1, "gather-failed"),
