@@ -1,0 +1,1375 @@
+"""Write a shrunk event sequence as one pytest function in dask's own style.
+
+The test needs only ``distributed`` and ``pytest``. Every call it makes is run
+here first, through a real ``WorkerState`` set up exactly as the test will set
+it up, so the instructions it asserts are the real ones and its final
+assertion holds today: the test passes while the bug is there, and says which
+assertion to flip once it is fixed.
+
+Everything taken from a log (keys, addresses, stimulus ids, exception texts) is
+written as a plain Python literal that is parsed back and compared before it
+is emitted; the finished source is parsed once more and may only call a fixed
+set of names.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import dataclasses
+import inspect
+import math
+import os
+import re
+import textwrap
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Union
+
+import dask.config
+from dask.sizeof import sizeof
+from dask.utils import parse_bytes
+from distributed import worker_state_machine as wsm
+
+from schemas.convert import UNREPRODUCIBLE, SizedValue
+
+WIDTH = 88
+LOG_LENGTH = "distributed.admin.low-level-log-length"
+DATA_SIZE = "distributed.scheduler.default-data-size"
+#: what dask's ``ws`` fixture builds (distributed.utils_test)
+FIXTURE_ADDRESS = "127.0.0.1:1"
+FIXTURE_COUNTER_MAX = 50_000
+
+
+# Public API -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """A ``Worker.set_resources`` change between two stimuli."""
+
+    total: dict[str, float]
+    available: dict[str, float]
+
+
+Stimulus = Union[wsm.StateMachineEvent, Resources]
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    """``key`` ends in a state it never leaves; ``reason`` says why, in a sentence."""
+
+    key: Any
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InState:
+    """``key`` ends in ``state``."""
+
+    key: Any
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Raises:
+    """The last stimulus makes ``handle_stimulus`` raise ``exception`` (a class name)."""
+
+    exception: str
+    key: Any = None
+    start: str | None = None
+    finish: str | None = None
+    #: a function the exception passes through, e.g. ``_execute_done_common``
+    function: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """An ``assert`` of the state machine's validation fails at ``file``:``line``."""
+
+    file: str
+    line: int
+    assertion: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A Python expression over ``ws``, as the user typed it, holds at the end."""
+
+    expr: str
+
+
+Outcome = Union[Stuck, InState, Raises, Invalid, Expr]
+
+
+@dataclass(frozen=True, slots=True)
+class Narrative:
+    """Where the events come from, for the test's docstring."""
+
+    worker: str
+    log: str
+    original_events: int
+    shrunk_events: int
+    distributed: str
+    predicate: str
+
+
+def pytest_source(
+    inputs: dict,
+    stimuli: Sequence[Stimulus],
+    outcome: Outcome,
+    narrative: Narrative,
+    *,
+    dask_style: bool = False,
+    name: str = "test_repro",
+) -> str:
+    """The source of a test module holding one test that replays ``stimuli``.
+
+    ``inputs`` are the recorded ``WorkerState`` construction inputs. With
+    ``dask_style`` the test takes dask's ``ws`` fixture instead of building its
+    own state. Raises ValueError when something cannot be written safely or
+    when the events, run here, do not end in ``outcome``; an exception raised
+    by a stimulus other than the one ``outcome`` expects propagates.
+    """
+    if not name.isidentifier() or not name.startswith("test"):
+        raise ValueError(f"not a pytest test name: {name!r}")
+    if not stimuli:
+        raise ValueError("no events to write")
+    missing = _INPUTS - set(inputs)
+    if missing:
+        raise ValueError(f"the construction inputs lack {sorted(missing)}")
+    for s in stimuli:
+        if not isinstance(s, (wsm.StateMachineEvent, Resources)):
+            raise ValueError(f"not a stimulus: {type(s).__name__}")
+    expr = _parse_expr(outcome.expr) if isinstance(outcome, Expr) else None
+    return _Writer(inputs, outcome, narrative, dask_style, name, expr).write(stimuli)
+
+
+#: the inputs that are ``WorkerState`` arguments; the other two are dask config
+_ARGUMENTS = (
+    "address", "nthreads", "resources", "transfer_incoming_count_limit", "validate",
+    "transition_counter_max", "transfer_incoming_bytes_limit", "transfer_message_bytes_limit",
+)
+_INPUTS = frozenset({*_ARGUMENTS, "default_data_size", "log_length"})
+
+
+# Literals -------------------------------------------------------------------
+
+_NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+_MAX_DEPTH = 50
+
+
+def _literal(v: Any, depth: int = 0) -> str:
+    """``v`` as Python source, for plain values only (exact types: no subclass
+    can bring its own ``__repr__``)."""
+    if depth > _MAX_DEPTH:
+        raise ValueError("value nested too deeply to write")
+    t = type(v)
+    if v is None or t is bool or t is int:
+        return repr(v)
+    if t is float:
+        if math.isfinite(v):
+            return repr(v)
+        return f'float("{"nan" if v != v else "inf" if v > 0 else "-inf"}")'
+    if t is str or t is bytes:
+        r = repr(v)
+        p = 1 if t is bytes else 0
+        # black's double quotes: repr picks single quotes when v has no single
+        # quote or has both kinds, so without a double quote there is neither
+        if r[p] == "'" and ('"' if t is str else b'"') not in v:
+            r = r[:p] + '"' + r[p + 1 : -1] + '"'
+        return r
+    items = [_literal(x, depth + 1) for x in v] if t in (tuple, list, set) else None
+    if t is tuple:
+        return "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
+    if t is list:
+        return "[" + ", ".join(items) + "]"
+    if t is set:
+        return "{" + ", ".join(sorted(items)) + "}" if items else "set()"
+    if t is dict:
+        pairs = (f"{_literal(k, depth + 1)}: {_literal(x, depth + 1)}" for k, x in v.items())
+        return "{" + ", ".join(pairs) + "}"
+    raise ValueError(f"cannot write a {t.__name__} as a Python literal")
+
+
+def _eval_literal(text: str) -> Any:
+    """Read back what :func:`_literal` wrote: literals, ``set()`` and ``float("inf")``."""
+    try:
+        tree = ast.parse(text, mode="eval")
+        tree = _NonFinite().visit(tree)
+        return ast.literal_eval(tree.body)
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as e:
+        raise ValueError(f"not a literal: {text[:80]!r}") from e
+
+
+class _NonFinite(ast.NodeTransformer):
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        if (
+            isinstance(node.func, ast.Name)
+            and node.func.id == "float"
+            and len(node.args) == 1
+            and not node.keywords
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value in _NONFINITE
+        ):
+            return ast.Constant(_NONFINITE[node.args[0].value])
+        return node
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same types throughout (NaN equals NaN)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return a == b and math.copysign(1, a) == math.copysign(1, b) or a != a and b != b
+    if type(a) in (tuple, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if type(a) is dict:
+        return len(a) == len(b) and all(
+            k in b and _same(k, _key_in(b, k)) and _same(v, b[k]) for k, v in a.items()
+        )
+    if type(a) is set:
+        return len(a) == len(b) and all(x in b and _same(x, _key_in(b, x)) for x in a)
+    return a == b
+
+
+def _key_in(c: Any, k: Any) -> Any:
+    return next(x for x in c if x == k)
+
+
+def checked_literal(v: Any) -> str:
+    """``v`` as a Python literal, read back and compared before it is handed out."""
+    text = _literal(v)
+    if not _same(_eval_literal(text), v):
+        raise ValueError(f"{type(v).__name__} does not survive as a literal: {text[:80]}")
+    return text
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _prose(text: str, limit: int = 300) -> str:
+    """Text from a log or a user, safe inside a comment or a docstring line."""
+    flat = " ".join(str(text).split())
+    if not flat.isprintable():
+        flat = repr(flat)
+    return _short(flat, limit)
+
+
+def _shown(v: Any, limit: int = 60) -> str:
+    """A value as prose shows it: ``'x'``, ``{'R': 1.0}``."""
+    _literal(v)  # only plain built-in values, whose repr is safe
+    return _short(repr(v), limit)
+
+
+def _kt(key: Any) -> str:
+    return _shown(key, 40)
+
+
+def _keys_text(keys: Any) -> str:
+    shown = [_kt(k) for k in keys]
+    if not shown:
+        return "nothing"
+    if len(shown) > 4:
+        shown = shown[:3] + [f"{len(shown) - 3} more"]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def _addr_text(addr: Any) -> str:
+    if type(addr) is str and re.fullmatch(r"[\w.:/\[\]@-]{1,80}", addr, re.ASCII):
+        return addr
+    return _short(_literal(addr), 40) if type(addr) is str else repr(type(addr).__name__)
+
+
+# Code nodes: what a piece of source evaluates to, and how it is laid out ------
+
+
+@dataclass(slots=True)
+class _Atom:
+    """Source text that is never split, and its value."""
+
+    text: str
+    value: Any = None
+
+
+@dataclass(slots=True)
+class _Pair:
+    """``head`` glued to a node: a keyword argument or a dict entry."""
+
+    head: str
+    node: Any
+
+    @property
+    def value(self) -> Any:
+        return self.node.value
+
+
+@dataclass(slots=True)
+class _Seq:
+    """Bracketed items: a call, list, dict, set or tuple."""
+
+    open: str
+    items: list
+    close: str
+    value: Any = None
+    #: one item per line whenever it does not fit on one line
+    explode: bool = False
+    one_tuple: bool = False
+
+
+def _flat(n: Any) -> str:
+    if isinstance(n, _Atom):
+        return n.text
+    if isinstance(n, _Pair):
+        return n.head + _flat(n.node)
+    body = ", ".join(_flat(i) for i in n.items) + ("," if n.one_tuple else "")
+    return n.open + body + n.close
+
+
+def _render(n: Any, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
+    """Lines for ``prefix + n + suffix``, split like black splits brackets."""
+    pad = " " * indent
+    flat = prefix + _flat(n) + suffix
+    forced = isinstance(n, _Seq) and n.explode and len(n.items) > 1
+    if indent + len(flat) <= WIDTH and not forced or isinstance(n, _Atom):
+        return [pad + flat]
+    if isinstance(n, _Pair):
+        return _render(n.node, indent, prefix + n.head, suffix)
+    if not n.items:
+        return [pad + flat]
+    body = ", ".join(_flat(i) for i in n.items)
+    if not n.explode and indent + 4 + len(body) <= WIDTH and not n.one_tuple:
+        inner = [" " * (indent + 4) + body]
+    elif not n.explode and len(n.items) == 1 and not n.one_tuple:
+        inner = _render(n.items[0], indent + 4)
+    else:
+        inner = [line for i in n.items for line in _render(i, indent + 4, suffix=",")]
+    return [pad + prefix + n.open, *inner, pad + n.close + suffix]
+
+
+def _lit(v: Any) -> Any:
+    """A checked literal; containers stay splittable across lines."""
+    text = checked_literal(v)
+    t = type(v)
+    if not v or t not in (dict, list, tuple, set):
+        return _Atom(text, v)
+    if t is dict:
+        items: list = [_Pair(_literal(k) + ": ", _lit(x)) for k, x in v.items()]
+    else:
+        items = [_lit(x) for x in v]
+        if t is set:
+            items.sort(key=_flat)
+    brackets = {list: "[]", tuple: "()"}.get(t, "{}")
+    return _Seq(brackets[0], items, brackets[1], v, one_tuple=t is tuple and len(v) == 1)
+
+
+def _container(kind: type, nodes: list) -> Any:
+    value = kind(n.value for n in nodes)
+    if kind is list:
+        return _Seq("[", nodes, "]", value)
+    if kind is tuple:
+        return _Seq("(", nodes, ")", value, one_tuple=len(nodes) == 1)
+    if kind is set:
+        nodes = sorted(nodes, key=_flat)
+        return _Seq("{", nodes, "}", value) if nodes else _Atom("set()", set())
+    raise ValueError(f"cannot write a {kind.__name__} of addresses")
+
+
+def _dict(pairs: list[tuple[Any, Any]]) -> _Seq:
+    """A dict node from (key node, value node) pairs."""
+    items = [_Pair(_flat(k) + ": ", v) for k, v in pairs]
+    return _Seq("{", items, "}", {k.value: v.value for k, v in pairs})
+
+
+# Events and instructions ----------------------------------------------------
+
+#: Event fields whose objects the log does not keep and the state machine only
+#: passes on (to TaskErredMsg / TaskFinishedMsg, which are matched loosely)
+_PASSED_ON = frozenset({"exception", "traceback", "type"})
+_SMALL_DATA = 64
+
+
+def _equivalent(a: wsm.StateMachineEvent, b: wsm.StateMachineEvent) -> bool:
+    """Would the state machine treat ``a`` (written) and ``b`` (given) alike?"""
+    if type(a) is not type(b):
+        return False
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name in _PASSED_ON:
+            continue
+        if f.name == "run_spec":
+            # only whether there is one matters: the code is never run
+            if (x is None) != (y is None):
+                return False
+        elif f.name == "data":
+            if not (_same(list(x), list(y)) and all(_same_data(x[k], y[k]) for k in x)):
+                return False
+        elif f.name == "value":
+            if not _same_data(x, y):
+                return False
+        elif not _same(x, y):
+            return False
+    return True
+
+
+def _same_data(written: Any, original: Any) -> bool:
+    """Data values are opaque to the state machine, except for their size."""
+    if _is_literal(original):
+        return _same(written, original)
+    return _data_size(written) == _data_size(original)
+
+
+def _data_size(v: Any) -> int:
+    """What the state machine's ``sizeof`` makes of a data value."""
+    # a decoded log's stand-in knows its size, registered with dask or not
+    return v.nbytes if type(v) is SizedValue else sizeof(v)
+
+
+def _is_literal(v: Any) -> bool:
+    try:
+        checked_literal(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_expr(expr: str) -> ast.Expression:
+    if type(expr) is not str:
+        raise ValueError("the expression must be a string")
+    try:
+        return ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"not a Python expression: {_prose(expr, 80)} ({e.msg})") from None
+
+
+def _exception_class(name: str) -> type[BaseException]:
+    cls = getattr(wsm, name, None) or getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        raise ValueError(f"unknown exception class {name!r}")
+    return cls
+
+
+def _builtin_exception(text: str) -> BaseException | None:
+    """The built-in exception whose repr is ``text``, e.g. ``Exception('boom')``."""
+    try:
+        call = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return None
+    if not (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and not call.keywords
+        and isinstance(getattr(builtins, call.func.id, None), type)
+        and issubclass(getattr(builtins, call.func.id), BaseException)
+    ):
+        return None
+    try:
+        args = [ast.literal_eval(a) for a in call.args]
+        exc = getattr(builtins, call.func.id)(*args)
+    except (ValueError, TypeError, SyntaxError, RecursionError):
+        return None  # not literals, or e.g. an ExceptionGroup without exceptions
+    return exc if repr(exc) == text else None
+
+
+@dataclass(slots=True)
+class _Step:
+    """One written stimulus and what it did."""
+
+    comment: str
+    #: the event's code, or None for a Resources change
+    node: Any = None
+    #: (target, value node) assignments of a Resources change
+    assigns: list = dataclasses.field(default_factory=list)
+    instructions: list | None = None
+    error: BaseException | None = None
+
+
+class _Writer:
+    """Turns one shrunk event sequence into the source of one test."""
+
+    def __init__(
+        self,
+        inputs: dict,
+        outcome: Outcome,
+        narrative: Narrative,
+        dask_style: bool,
+        name: str,
+        expr: ast.Expression | None,
+    ):
+        self.inputs = inputs
+        self.outcome = outcome
+        self.narrative = narrative
+        self.dask_style = dask_style
+        self.name = name
+        self.expr = expr
+        self.address = inputs["address"]
+        if type(self.address) is not str:
+            raise ValueError("the worker address must be a string")
+        #: module -> names imported from it
+        self.imports: dict[str, set[str]] = {}
+        #: address -> variable name
+        self.peers: dict[str, str] = {}
+        self.uses_pytest = False
+        self.uses_dask = False
+
+    # names ---------------------------------------------------------------
+
+    def use(self, module: str, name: str) -> str:
+        self.imports.setdefault(module, set()).add(name)
+        return name
+
+    def call(
+        self,
+        callee: str,
+        fn: Callable,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> _Seq:
+        """A call node; its value is ``fn`` applied to the argument values."""
+        kwargs = kwargs or {}
+        value = fn(*(a.value for a in args), **{k: v.value for k, v in kwargs.items()})
+        items = [*args, *(_Pair(k + "=", v) for k, v in kwargs.items())]
+        return _Seq(callee + "(", items, ")", value)
+
+    def wsm_call(self, cls: type, method: str | None, args=(), kwargs=None) -> _Seq:
+        name = self.use("distributed.worker_state_machine", cls.__name__)
+        fn = getattr(cls, method) if method else cls
+        return self.call(f"{name}.{method}" if method else name, fn, args, kwargs)
+
+    def addr(self, address: Any) -> _Atom:
+        if type(address) is not str:
+            raise ValueError(f"a worker address must be a string, not {type(address).__name__}")
+        if address == self.address:
+            return _Atom("ws.address", address)
+        if address not in self.peers:
+            taken = set(self.peers.values())
+            m = re.fullmatch(r".*:(\d{1,6})", address, re.S)
+            var = f"ws{int(m.group(1))}" if m and int(m.group(1)) >= 2 else ""
+            n = 2
+            while not var or var in taken:
+                var, n = f"ws{n}", n + 1
+            checked_literal(address)
+            self.peers[address] = var
+        return _Atom(self.peers[address], address)
+
+    def who_has(self, who_has: dict) -> _Seq:
+        pairs = []
+        for key, workers in who_has.items():
+            pairs.append((_lit(key), _container(type(workers), [self.addr(w) for w in workers])))
+        if type(who_has) is not dict:
+            raise ValueError("who_has must be a dict")
+        return _dict(pairs)
+
+    def data_value(self, v: Any) -> Any:
+        """A value for ``data``: itself if it is a literal, else one of its size."""
+        try:
+            return _lit(v)
+        except ValueError:
+            pass
+        n = _data_size(v)
+        if n <= _SMALL_DATA:
+            return _lit(b"x" * n)
+        from distributed.utils_test import SizeOf  # pulls in pytest: only when needed
+
+        node = self.call(self.use("distributed.utils_test", "SizeOf"), SizeOf, [_lit(n)])
+        if sizeof(node.value) != n:
+            raise ValueError(f"cannot build a value of {n} bytes")
+        return node
+
+    # events --------------------------------------------------------------
+
+    def event(self, ev: wsm.StateMachineEvent) -> Any:
+        """The first way of writing ``ev`` that builds an equivalent event."""
+        for build in (self._shortcut, self._constructor):
+            node = build(ev)
+            if node is not None and _equivalent(node.value, ev):
+                return node
+        raise ValueError(f"cannot write {type(ev).__name__} {ev.stimulus_id!r} exactly")
+
+    def _field(self, ev: Any, f: str, v: Any) -> Any:
+        if f == "worker":
+            return self.addr(v)
+        if f == "who_has":
+            return self.who_has(v)
+        if f == "run_spec":
+            if v is None:
+                return _lit(None)
+            return self.wsm_call(wsm.ComputeTaskEvent, "dummy_runspec", [_lit(ev.key)])
+        if f == "value":
+            return self.data_value(v)
+        if f == "data":
+            if type(v) is not dict:
+                raise ValueError("data must be a dict")
+            return _dict([(_lit(k), self.data_value(x)) for k, x in v.items()])
+        if f == "exception":
+            return self._exception_object(ev)
+        if f == "traceback":
+            return _lit(None)  # never recorded; only passed on to TaskErredMsg
+        if f == "type":
+            # the result's type is only passed on to TaskFinishedMsg
+            return _lit(None)
+        return _lit(v)
+
+    def _exception_object(self, ev: Any) -> _Seq:
+        name = self.use("distributed.protocol.serialize", "Serialize")
+        from distributed.protocol.serialize import Serialize
+
+        # The object itself is only passed on to TaskErredMsg (matched loosely):
+        # write it back when it is a plain built-in exception, else its text.
+        data = ev.exception.data if isinstance(ev.exception, Serialize) else ev.exception
+        if data is None:
+            return self.call(name, Serialize, [_lit(None)])
+        exc = _builtin_exception(repr(data)) if isinstance(data, BaseException) else None
+        if exc is None:
+            exc = Exception(ev.exception_text)
+        return self.call(name, Serialize, [self._exception_node(exc)])
+
+    def _exception_node(self, exc: BaseException) -> _Seq:
+        cls = type(exc)
+        return self.call(cls.__name__, cls, [_lit(a) for a in exc.args])
+
+    def _constructor(self, ev: wsm.StateMachineEvent) -> _Seq:
+        cls = type(ev)
+        if getattr(wsm, cls.__name__, None) is not cls:
+            raise ValueError(f"{cls.__name__} is not a dask state machine event")
+        names = [f.name for f in dataclasses.fields(ev) if f.name != "stimulus_id"]
+        kwargs = {f: self._field(ev, f, getattr(ev, f)) for f in names}
+        kwargs["stimulus_id"] = _lit(ev.stimulus_id)
+        return self.wsm_call(cls, None, (), kwargs)
+
+    def _shortcut(self, ev: wsm.StateMachineEvent) -> _Seq | None:
+        """``.dummy(...)`` or ``.from_exception(...)``, passing only what differs."""
+        sid = {"stimulus_id": _lit(ev.stimulus_id)}
+        if type(ev) is wsm.ComputeTaskEvent:
+            kw: dict[str, Any] = {}
+            if ev.run_id != 0:
+                kw["run_id"] = _lit(ev.run_id)
+            if ev.who_has:
+                kw["who_has"] = self.who_has(ev.who_has)
+            if ev.nbytes and not _same(ev.nbytes, {k: 1 for k in ev.who_has or ()}):
+                kw["nbytes"] = _lit(ev.nbytes)
+            if not _same(ev.priority, (0,)):
+                kw["priority"] = _lit(ev.priority)
+            for f in ("resource_restrictions", "annotations"):
+                if getattr(ev, f):
+                    kw[f] = _lit(getattr(ev, f))
+            if ev.actor:
+                kw["actor"] = _lit(ev.actor)
+            return self.wsm_call(type(ev), "dummy", [_lit(ev.key)], {**kw, **sid})
+        if type(ev) is wsm.ExecuteSuccessEvent:
+            args = [_lit(ev.key)] + ([self.data_value(ev.value)] if ev.value is not None else [])
+            kw = {"run_id": _lit(ev.run_id)} if ev.run_id != 1 else {}
+            if ev.nbytes != 1:
+                kw["nbytes"] = _lit(ev.nbytes)
+            return self.wsm_call(type(ev), "dummy", args, {**kw, **sid})
+        if type(ev) is wsm.RescheduleEvent:
+            return self.wsm_call(type(ev), "dummy", [_lit(ev.key)], sid)
+        if type(ev) is wsm.ExecuteFailureEvent:
+            if not (ev.exception_text or ev.traceback_text or ev.start or ev.stop):
+                kw = {"run_id": _lit(ev.run_id)} if ev.run_id != 1 else {}
+                return self.wsm_call(type(ev), "dummy", [_lit(ev.key)], {**kw, **sid})
+            exc = _builtin_exception(ev.exception_text)
+            if exc is None or ev.traceback_text:
+                return None
+            kw = {"key": _lit(ev.key), "run_id": _lit(ev.run_id)}
+            for f in ("start", "stop"):
+                if getattr(ev, f) is not None:
+                    kw[f] = _lit(getattr(ev, f))
+            return self.from_exception(ev, exc, {**kw, **sid})
+        if type(ev) is wsm.GatherDepFailureEvent:
+            exc = _builtin_exception(ev.exception_text)
+            if exc is None or ev.traceback_text:
+                return None
+            kw = {"worker": self.addr(ev.worker), "total_nbytes": _lit(ev.total_nbytes)}
+            return self.from_exception(ev, exc, {**kw, **sid})
+        return None
+
+    def from_exception(self, ev: Any, exc: BaseException, kwargs: dict) -> _Seq:
+        return self.wsm_call(type(ev), "from_exception", [self._exception_node(exc)], kwargs)
+
+    # instructions --------------------------------------------------------
+
+    def instruction(self, inst: wsm.Instruction, i: int, checks: list) -> Any:
+        """``inst`` as code; ``checks`` gets (index, keys) to assert apart."""
+        cls = type(inst)
+        if getattr(wsm, cls.__name__, None) is not cls:
+            raise ValueError(f"{cls.__name__} is not a dask state machine instruction")
+        skip = UNREPRODUCIBLE.get(cls.__name__, frozenset())
+        if cls is wsm.RequestRefreshWhoHasMsg and len(inst.keys) > 1:
+            # the keys come out of a set: their order differs between processes
+            skip = frozenset({"keys"})
+            checks.append((i, _lit(set(inst.keys))))
+        names = [f.name for f in dataclasses.fields(inst) if f.name not in skip]
+        names = [f for f in names if f != "stimulus_id"] + ["stimulus_id"]
+        kwargs = {
+            f: self.addr(getattr(inst, f)) if f == "worker" else _lit(getattr(inst, f))
+            for f in names
+        }
+        return self.wsm_call(cls, "match" if skip else None, (), kwargs)
+
+    # the run -------------------------------------------------------------
+
+    def settings(self) -> tuple[dict, dict, int | None, int]:
+        """(constructor arguments, attributes set afterwards, log length, data size)."""
+        inp = self.inputs
+        want = {k: inp[k] for k in _ARGUMENTS}
+        want["resources"] = dict(want["resources"])
+        defaults = {
+            k: p.default for k, p in inspect.signature(wsm.WorkerState).parameters.items()
+        }
+        defaults["resources"] = {}
+        if not self.dask_style:
+            ctor = {"address": self.address}
+            ctor.update((k, v) for k, v in want.items() if not _same(v, defaults[k]))
+            return ctor, {}, inp["log_length"], inp["default_data_size"]
+        ctor = {"address": FIXTURE_ADDRESS, "transition_counter_max": FIXTURE_COUNTER_MAX}
+        fixture = {**defaults, **ctor}
+        # the fixture always validates and keeps its counter limit unless one was set
+        want["validate"] = True
+        if want["transition_counter_max"] is False:
+            want["transition_counter_max"] = FIXTURE_COUNTER_MAX
+        attrs = {}
+        for k, v in want.items():
+            if not _same(v, fixture[k]):
+                if k == "resources":
+                    attrs["total_resources"] = dict(v)
+                    attrs["available_resources"] = dict(v)
+                else:
+                    attrs[k] = v
+        return ctor, attrs, None, inp["default_data_size"]
+
+    def run(self, stimuli: Sequence[Stimulus]) -> list[_Step]:
+        """Every stimulus through a real ``WorkerState`` set up as the test sets it up."""
+        ctor, attrs, log_length, data_size = self.settings()
+        with _configured(log_length, data_size):
+            ws = wsm.WorkerState(**ctor)
+            for k, v in attrs.items():
+                setattr(ws, k, v)
+            steps = []
+            last = len(stimuli) - 1
+            for i, stim in enumerate(stimuli):
+                steps.append(self.step(ws, stim, expect_error=i == last))
+            self.final = self.conclude(ws, steps)
+        return steps
+
+    def step(self, ws: wsm.WorkerState, stim: Stimulus, expect_error: bool) -> _Step:
+        if isinstance(stim, Resources):
+            total, available = _lit(dict(stim.total)), _lit(dict(stim.available))
+            ws.total_resources = dict(stim.total)
+            ws.available_resources = dict(stim.available)
+            comment = (
+                "the worker's resources change (Worker.set_resources): total "
+                f"{_shown(total.value)}, available {_shown(available.value)}"
+            )
+            assigns = [("ws.total_resources = ", total), ("ws.available_resources = ", available)]
+            return _Step(comment, assigns=assigns)
+        node = self.event(stim)
+        step = _Step(_describe(ws, node.value, self.address), node)
+        catch = self.expected_errors() if expect_error else ()
+        try:
+            step.instructions = ws.handle_stimulus(node.value)
+        except catch as e:
+            step.error = e
+        return step
+
+    def expected_errors(self) -> tuple[type[BaseException], ...]:
+        if isinstance(self.outcome, Raises):
+            return (_exception_class(self.outcome.exception),)
+        if isinstance(self.outcome, Invalid):
+            return (AssertionError, wsm.InvalidTaskState)
+        return ()
+
+    def conclude(self, ws: wsm.WorkerState, steps: list[_Step]) -> dict:
+        """Check ``outcome`` against the real run; return what the ending needs."""
+        o = self.outcome
+        error = steps[-1].error
+        out: dict[str, Any] = {}
+        if isinstance(o, (Stuck, InState)):
+            ts = ws.tasks.get(o.key)
+            if ts is None or ts.state != o.state:
+                got = "is not there" if ts is None else f"is in state {ts.state!r}"
+                raise ValueError(f"the events do not reproduce it: {o.key!r} {got}")
+        elif isinstance(o, Raises):
+            if error is None:
+                raise ValueError(f"the last event does not raise {o.exception}")
+            _check_raises(o, error)
+            out["match"] = _raises_pattern(o, error)
+        elif isinstance(o, Invalid):
+            if error is None:
+                try:
+                    ws.validate_state()
+                except _BROKEN as e:
+                    error = e
+                else:
+                    raise ValueError("validate_state() passes after the events")
+                out["in_validate"] = True
+            sites = _sites(error)
+            if (os.path.basename(o.file), o.line) not in [s[:2] for s in sites]:
+                raise ValueError(
+                    f"the events fail validation elsewhere: {[s[:2] for s in sites]}, "
+                    f"not {(o.file, o.line)}"
+                )
+            out["error"] = error
+            # the innermost assert says most: a cause's rather than validate_task's raise
+            out["site"] = sites[-1]
+        else:
+            namespace = {"ws": ws, **{v: a for a, v in self.peers.items()}}
+            for module, names in self.imports.items():
+                mod = __import__(module, fromlist=list(names))
+                namespace.update((n, getattr(mod, n)) for n in names)
+            try:
+                ok = eval(compile(self.expr, "<expression>", "eval"), namespace)  # noqa: S307
+            except NameError as e:
+                raise ValueError(f"the expression uses a name the test lacks: {e}") from None
+            if not ok:
+                raise ValueError("the expression does not hold after the events")
+        if self.dask_style:
+            # dask's ws fixture validates the state again on teardown
+            broken = isinstance(o, Invalid) and out.get("in_validate", False)
+            if not broken:
+                try:
+                    ws.validate_state()
+                except _BROKEN:
+                    broken = True
+            out["disable_validation"] = broken
+        return out
+
+    # the source ----------------------------------------------------------
+
+    def write(self, stimuli: Sequence[Stimulus]) -> str:
+        steps = self.run(stimuli)
+        ctor, attrs, log_length, data_size = self.settings()
+        body: list[str] = []
+        indent = 4
+        need_data_size = data_size != _dask_default_bytes(DATA_SIZE)
+        need_log_length = not self.dask_style and log_length != _dask_default(LOG_LENGTH)
+        if need_data_size:
+            self.uses_dask = True
+            self.use("distributed.worker_state_machine", "_default_data_size")
+            conf = {DATA_SIZE: data_size}
+            if need_log_length:
+                conf[LOG_LENGTH] = log_length
+            body += _comment(
+                "the recorded worker's default data size differs from dask's; the state "
+                "machine caches it, so clear the cache before and after this test",
+                indent,
+            )
+            body += _render(_lit(conf), indent, "with dask.config.set(", "):")
+            body += [" " * (indent + 4) + "_default_data_size.cache_clear()"]
+            body += [" " * (indent + 4) + "try:"]
+            indent += 8
+        if not self.dask_style:
+            kwargs = {k: _lit(v) for k, v in ctor.items()}
+            name = self.use("distributed.worker_state_machine", "WorkerState")
+            node = _Seq(name + "(", [_Pair(k + "=", v) for k, v in kwargs.items()], ")")
+            if need_log_length and not need_data_size:
+                self.uses_dask = True
+                conf_node = _lit({LOG_LENGTH: log_length})
+                body += _render(conf_node, indent, "with dask.config.set(", "):")
+                body += _render(node, indent + 4, "ws = ")
+            else:
+                body += _render(node, indent, "ws = ")
+        else:
+            if not self.inputs["validate"]:
+                body += _comment(
+                    "the worker was recorded with validate=False; the ws fixture validates",
+                    indent,
+                )
+            recorded_length = self.inputs["log_length"]
+            if recorded_length != _dask_default(LOG_LENGTH):
+                body += _comment(
+                    f"the worker was recorded with a log length of {_shown(recorded_length)}; "
+                    "the ws fixture keeps the whole log",
+                    indent,
+                )
+            for k, v in attrs.items():
+                body += _render(_lit(v), indent, f"ws.{k} = ")
+        for address, var in self.peers.items():
+            body += _render(_lit(address), indent, f"{var} = ")
+        final = self.final
+        for step in steps:
+            if body and body[-1].strip() and not body[-1].endswith(":"):
+                body.append("")
+            body += _comment(step.comment, indent)
+            for target, value in step.assigns:
+                body += _render(value, indent, target)
+            node = step.node
+            if node is None:
+                continue
+            if step.error is not None:
+                body += self.raising_call(node, step.error, final, indent)
+                continue
+            checks: list = []
+            expected = [self.instruction(x, j, checks) for j, x in enumerate(step.instructions)]
+            if step.instructions != [n.value for n in expected]:
+                raise ValueError(f"cannot write the instructions of {node.value.stimulus_id!r}")
+            call = _Seq("ws.handle_stimulus(", [node], ")")
+            body += _render(call, indent, "instructions = ")
+            # several instructions: one a line, as dask's tests list them
+            listed = _Seq("[", expected, "]", explode=len(expected) > 1)
+            body += _render(listed, indent, "assert instructions == ")
+            for j, keys in checks:
+                if set(step.instructions[j].keys) != keys.value:
+                    raise ValueError("cannot write the instructions' keys")
+                body += _render(keys, indent, f"assert set(instructions[{j}].keys) == ")
+        body += self.ending(final, indent)
+        if need_data_size:
+            indent -= 8
+            body += [" " * (indent + 4) + "finally:"]
+            body += [" " * (indent + 8) + "_default_data_size.cache_clear()"]
+        return self.assemble(body)
+
+    def raising_call(
+        self, node: Any, error: BaseException, final: dict, indent: int
+    ) -> list[str]:
+        """The last call, inside ``pytest.raises``."""
+        self.uses_pytest = True
+        cls = type(error)
+        cls_name = self.exception_name(cls)
+        o = self.outcome
+        lines = []
+        if isinstance(o, Raises):
+            lines += _comment(
+                f"the bug: this raises {_prose(cls.__name__)}; once fixed, flip this: call "
+                "handle_stimulus without pytest.raises and assert its instructions",
+                indent,
+            )
+            match = final.get("match")
+            head = f"with pytest.raises({cls_name}"
+            head += f", match={match}):" if match else "):"
+            lines.append(" " * indent + head)
+            lines += _render(_Seq("ws.handle_stimulus(", [node], ")"), indent + 4)
+            return lines
+        lines += self.invalid_comment(final, indent, "handle_stimulus")
+        lines.append(" " * indent + f"with pytest.raises({cls_name}){_as(error)}:")
+        lines += _render(_Seq("ws.handle_stimulus(", [node], ")"), indent + 4)
+        lines += self.cause_check(error, indent)
+        return lines
+
+    def exception_name(self, cls: type) -> str:
+        if getattr(builtins, cls.__name__, None) is cls:
+            return cls.__name__
+        if getattr(wsm, cls.__name__, None) is not cls:
+            raise ValueError(f"cannot import {cls.__qualname__} in the test")
+        return self.use("distributed.worker_state_machine", cls.__name__)
+
+    def cause_check(self, error: BaseException, indent: int) -> list[str]:
+        if not isinstance(error.__cause__, AssertionError):
+            return []
+        # validate_task reports the failed assert as InvalidTaskState
+        return [" " * indent + "assert isinstance(excinfo.value.__cause__, AssertionError)"]
+
+    def invalid_comment(self, final: dict, indent: int, where: str) -> list[str]:
+        return _comment(
+            f"the bug: {where} fails at {self.site_text(final)}; once fixed, flip this: "
+            "make the call without pytest.raises",
+            indent,
+        )
+
+    def site_text(self, final: dict) -> str:
+        """Where validation fails: the innermost assert, a cause's if there is one."""
+        file, line, source = final["site"]
+        assertion = source.strip() or self.outcome.assertion
+        return f"{_prose(file)}:{line}" + (f", `{_prose(assertion, 200)}`" if assertion else "")
+
+    def ending(self, final: dict, indent: int) -> list[str]:
+        """The final assertion, which holds while the bug is there."""
+        o = self.outcome
+        pad = " " * indent
+        lines = [""]
+        if isinstance(o, (Stuck, InState)):
+            key, state = _lit(o.key), _lit(o.state)
+            text = f"the bug: {_kt(o.key)} ends in state {_prose(repr(o.state))}"
+            if isinstance(o, Stuck):
+                text = f"the bug: {_kt(o.key)} never leaves state {_prose(repr(o.state))}"
+                text += f": {_prose(o.reason)}"
+            lines += _comment(text + "; once fixed, flip this assertion (== to !=)", indent)
+            lines += _render(state, indent, f"assert ws.tasks[{_flat(key)}].state == ")
+        elif isinstance(o, Invalid) and final.get("in_validate"):
+            self.uses_pytest = True
+            error = final["error"]
+            cls_name = self.exception_name(type(error))
+            lines += self.invalid_comment(final, indent, "validate_state()")
+            lines.append(pad + f"with pytest.raises({cls_name}){_as(error)}:")
+            lines.append(pad + "    ws.validate_state()")
+            lines += self.cause_check(error, indent)
+        elif isinstance(o, Expr):
+            text = _expr_source(self.expr, self.outcome.expr)
+            lines += _comment(
+                "the bug, as given to shrink; once fixed, flip this assertion (assert not)",
+                indent,
+            )
+            lines.append(pad + "assert " + text)
+        else:
+            lines = []
+        if final.get("disable_validation"):
+            lines += [""] + _comment(
+                "the state is left broken on purpose: keep the ws fixture from validating "
+                "it again on teardown",
+                indent,
+            )
+            lines.append(pad + "ws.validate = False")
+        return lines
+
+    def docstring(self) -> str:
+        o, n = self.outcome, self.narrative
+        detail = ""
+        if isinstance(o, (Stuck, InState)):
+            key, state = _kt(o.key), _prose(repr(o.state))
+            head = f"{key} {'is stuck' if isinstance(o, Stuck) else 'ends'} in state {state}."
+            if isinstance(o, Stuck):
+                detail = f"Why: {_prose(o.reason)}."
+            fix = (
+                f"{key} should no longer end in state {state}: flip the assertion marked "
+                "below (== to !=); which state it should reach depends on the fix."
+            )
+        elif isinstance(o, Raises):
+            head = f"handle_stimulus raises {_prose(o.exception)} on the last event."
+            if o.key is not None:
+                detail = f"It concerns key {_kt(o.key)}"
+                if o.start is not None and o.finish is not None:
+                    detail += f", moving from {_prose(o.start)} to {_prose(o.finish)}"
+                detail += "."
+            fix = (
+                "the last event should be handled without an exception: call "
+                "ws.handle_stimulus without pytest.raises and assert its instructions."
+            )
+        elif isinstance(o, Invalid):
+            head = "The worker state breaks an invariant."
+            detail = f"Failing: {self.site_text(self.final)}."
+            fix = "the state should pass validation: make the marked call without pytest.raises."
+        else:
+            head = "A condition given to shrink holds at the end."
+            detail = f"Condition: {_prose(_expr_source(self.expr, self.outcome.expr), 200)}"
+            fix = "the condition should no longer hold: flip the assertion marked below."
+        paragraphs = [
+            head,
+            detail,
+            f"Shrunk from {int(n.original_events)} to {int(n.shrunk_events)} events of "
+            f"worker {_prose(repr(n.worker), 120)} in log {_prose(repr(n.log), 120)}, "
+            f"recorded with distributed {_prose(n.distributed, 40)}; shrink predicate: "
+            f"{_prose(repr(n.predicate), 120)}.",
+            f"This test passes while the bug is present. Once it is fixed, {fix}",
+        ]
+        out: list[str] = []
+        for p in paragraphs:
+            if p:
+                out += textwrap.wrap(p, WIDTH - 4, break_long_words=False, break_on_hyphens=False)
+                out.append("")
+        return "\n".join(out[:-1])
+
+    def assemble(self, body: list[str]) -> str:
+        doc = self.docstring()
+        escaped = doc.replace("\\", "\\\\")
+        if '"""' in doc or doc.endswith('"'):
+            escaped = escaped.replace('"', '\\"')
+        doc_lines = escaped.split("\n")
+        doc_src = ['    """' + doc_lines[0]] + [("    " + x).rstrip() for x in doc_lines[1:]]
+        doc_src[-1] += '"""' if len(doc_lines) == 1 else ""
+        if len(doc_lines) > 1:
+            doc_src.append('    """')
+        head = [
+            "import pytest\n" if self.uses_pytest else "",
+            "import dask\n" if self.uses_dask else "",
+        ]
+        imports = [x for x in head if x]
+        froms = []
+        for module in sorted(self.imports):
+            names = sorted(self.imports[module], key=lambda s: (s.startswith("_"), s))
+            one = f"from {module} import {', '.join(names)}"
+            if len(one) <= WIDTH:
+                froms.append(one)
+            else:
+                lines = [f"from {module} import (", *(f"    {x}," for x in names), ")"]
+                froms.append("\n".join(lines))
+        parts = [*imports, "\n".join(froms) + "\n"]
+        args = "ws" if self.dask_style else ""
+        func = [f"def {self.name}({args}):", *doc_src, *body]
+        source = "\n".join(parts) + "\n\n" + "\n".join(line.rstrip() for line in func) + "\n"
+        _audit(source, self.name, doc, self.expr, set(self.peers.values()))
+        return source
+
+
+def _as(error: BaseException) -> str:
+    """``as excinfo`` when the test looks at the exception's cause."""
+    return " as excinfo" if isinstance(error.__cause__, AssertionError) else ""
+
+
+def _expr_source(tree: ast.Expression, typed: str) -> str:
+    """The user's expression as written after ``assert``: as typed when that is
+    one line meaning the same, else normalised by ``ast.unparse``."""
+    for text in (typed.strip(), ast.unparse(tree), f"({ast.unparse(tree)})"):
+        if "\n" in text or "\r" in text or not text.isprintable():
+            continue
+        try:
+            body = ast.parse("assert " + text).body
+        except SyntaxError:
+            continue
+        if len(body) == 1 and ast.dump(body[0].test) == ast.dump(tree.body):
+            return text
+    raise ValueError("cannot write the expression on one line")
+
+
+def _comment(text: str, indent: int) -> list[str]:
+    text = _prose(text, 2000)
+    lines = textwrap.wrap(text, WIDTH - indent - 2, break_long_words=False, break_on_hyphens=False)
+    return [" " * indent + "# " + line for line in lines]
+
+
+#: what ``validate_state()`` raises on a broken state: its asserts, the
+#: InvalidTaskState that ``validate_task`` wraps them in, or a lookup that
+#: fails on inconsistent collections
+_BROKEN = (AssertionError, wsm.InvalidTaskState, LookupError, AttributeError, TypeError)
+
+
+def _sites(e: BaseException) -> list[tuple[str, int, str]]:
+    """(file, line, source) where ``e`` was raised, then where its cause was."""
+    out = []
+    for x in (e, e.__cause__):
+        tb = traceback.extract_tb(x.__traceback__) if x is not None else None
+        if tb:
+            out.append((os.path.basename(tb[-1].filename), tb[-1].lineno or 0, tb[-1].line or ""))
+    return out
+
+
+def _check_raises(o: Raises, e: BaseException) -> None:
+    if type(e).__name__ != o.exception:
+        raise ValueError(f"the last event raises {type(e).__name__}, not {o.exception}")
+    for attr in ("key", "start", "finish"):
+        want = getattr(o, attr)
+        if want is not None and hasattr(e, attr) and not _same(getattr(e, attr), want):
+            raise ValueError(f"the exception's {attr} is {getattr(e, attr)!r}, not {want!r}")
+    if o.function is not None:
+        names = [f.name for f in traceback.extract_tb(e.__traceback__)]
+        if o.function not in names:
+            raise ValueError(f"the exception does not pass through {o.function}()")
+
+
+def _regex_literal(text: str) -> str:
+    """A pattern matching ``text`` literally, as a Python literal."""
+    pattern = "".join("\\" + c if c in ".^$*+?{}[]\\|()" else c for c in text)
+    raw = 'r"' + pattern + '"'
+    if '"' not in pattern and pattern.isprintable() and not pattern.endswith("\\"):
+        if _eval_literal(raw) == pattern:
+            return raw
+    return checked_literal(pattern)
+
+
+def _raises_pattern(o: Raises, e: BaseException) -> str | None:
+    """``match=`` for pytest.raises, when the key shows in the message."""
+    if o.key is None:
+        return None
+    text = repr(o.key)
+    if isinstance(e, wsm.InvalidTransition) and o.start and o.finish:
+        text = f"{o.key!r} :: {o.start}->{o.finish}"
+    elif isinstance(e, wsm.InvalidTaskState):
+        text = f"{o.key!r} :: {e.state}"
+    if len(text) > 200 or text not in str(e):
+        return None
+    literal = _regex_literal(text)
+    if not re.search(_eval_literal(literal), str(e)):
+        return None
+    return literal
+
+
+def _describe(ws: wsm.WorkerState, ev: wsm.StateMachineEvent, own: str) -> str:
+    """What ``ev`` does, in the words of dask's tests, given the state before it."""
+    k = _kt(getattr(ev, "key", None))
+    t = type(ev)
+    worker = getattr(ev, "worker", None)
+    w = _addr_text(worker)
+    flying = _keys_text(sorted(ws.in_flight_workers.get(worker, ()), key=repr)) if worker else ""
+
+    def where(who_has: dict) -> str:
+        if not who_has:
+            return "nothing"
+        parts = []
+        for dep, holders in list(who_has.items())[:3]:
+            on = ", ".join(_addr_text(h) for h in holders) or "no worker"
+            parts.append(f"{_kt(dep)} (on {on})")
+        if len(who_has) > 3:
+            parts.append(f"{len(who_has) - 3} more")
+        return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+    def running() -> str:
+        ts = ws.tasks.get(ev.key)
+        if ts is None:
+            return f", but the worker has no task {k}"
+        if ts.state not in ("executing", "long-running"):
+            return f", while {k} is in state {ts.state!r}"
+        return ""
+
+    if t is wsm.ComputeTaskEvent:
+        s = f"the scheduler asks the worker to compute {k}"
+        if ev.key in ws.tasks:
+            s += f" (known here, in state {ws.tasks[ev.key].state!r})"
+        if len(ev.who_has) == 1:
+            (dep, holders), = ev.who_has.items()
+            on = ", ".join(_addr_text(h) for h in holders) or "no worker"
+            s += f", whose dependency {_kt(dep)} is on {on}"
+        elif ev.who_has:
+            s += f", whose dependencies are {where(ev.who_has)}"
+        if ev.resource_restrictions:
+            s += f", needing resources {_shown(ev.resource_restrictions)}"
+        return s
+    if t is wsm.ExecuteSuccessEvent:
+        return f"the execution of {k} succeeds" + running()
+    if t is wsm.ExecuteFailureEvent:
+        text = f" with {_prose(ev.exception_text, 60)}" if ev.exception_text else ""
+        return f"the execution of {k} fails{text}" + running()
+    if t is wsm.RescheduleEvent:
+        return f"the execution of {k} raises Reschedule" + running()
+    if t is wsm.GatherDepSuccessEvent:
+        if worker not in ws.in_flight_workers:
+            return f"{w} sends data the worker never asked it for"
+        if not ev.data:
+            return f"{w} answers the transfer of {flying} without any data"
+        return f"the transfer of {_keys_text(ev.data)} from {w} succeeds"
+    unasked = worker not in ws.in_flight_workers
+    if worker is not None and t.__name__.startswith("GatherDep") and unasked:
+        return f"{w} answers a transfer the worker never asked it for"
+    if t is wsm.GatherDepBusyEvent:
+        return f"{w} is too busy to send {flying}"
+    if t is wsm.GatherDepNetworkFailureEvent:
+        return f"the connection to {w} breaks during the transfer of {flying}"
+    if t is wsm.GatherDepFailureEvent:
+        text = f" with {_prose(ev.exception_text, 60)}" if ev.exception_text else ""
+        return f"the transfer of {flying} from {w} fails{text}"
+    if t is wsm.RetryBusyWorkerEvent:
+        return f"the worker tries {w} again, which was busy"
+    if t is wsm.RemoveWorkerEvent:
+        return f"the scheduler reports that {w} has left the cluster"
+    if t is wsm.PauseEvent:
+        return "the worker pauses (e.g. its memory is nearly full)"
+    if t is wsm.UnpauseEvent:
+        return "the worker unpauses"
+    if t is wsm.FindMissingEvent:
+        return "the worker asks the scheduler again where its missing data is"
+    if t is wsm.RefreshWhoHasEvent:
+        return "the scheduler tells the worker where to find " + where(ev.who_has)
+    if t is wsm.AcquireReplicasEvent:
+        if len(ev.who_has) == 1:
+            (key, holders), = ev.who_has.items()
+            on = ", ".join(_addr_text(h) for h in holders) or "no worker"
+            return f"the scheduler asks the worker to fetch a replica of {_kt(key)} from {on}"
+        return "the scheduler asks the worker to fetch replicas of " + where(ev.who_has)
+    if t is wsm.RemoveReplicasEvent:
+        return f"the scheduler asks the worker to drop its replica of {_keys_text(ev.keys)}"
+    if t is wsm.FreeKeysEvent:
+        return f"the scheduler releases {_keys_text(ev.keys)}"
+    if t is wsm.StealRequestEvent:
+        return f"the scheduler asks to steal {k} away from the worker"
+    if t is wsm.CancelComputeEvent:
+        return f"the scheduler cancels {k}"
+    if t is wsm.UpdateDataEvent:
+        verb = "is" if len(ev.data) == 1 else "are"
+        return f"{_keys_text(ev.data)} {verb} put straight into the worker's memory (e.g. scatter)"
+    if t is wsm.SecedeEvent:
+        return f"{k} secedes from its thread"
+    return f"a {t.__name__}"
+
+
+# Config ---------------------------------------------------------------------
+
+
+def _dask_default(key: str) -> Any:
+    """dask's own default for ``key``, whatever this process has configured."""
+    return dask.config.get(key, config=dask.config.merge(*dask.config.defaults))
+
+
+def _dask_default_bytes(key: str) -> int:
+    return parse_bytes(_dask_default(key))
+
+
+@contextmanager
+def _configured(log_length: int | None, data_size: int) -> Iterator[None]:
+    """Run with the recorded config, then leave the data-size cache as it was."""
+    cache = wsm._default_data_size
+    previous = cache() if cache.cache_info().currsize else None
+    with dask.config.set({DATA_SIZE: data_size, LOG_LENGTH: log_length}):
+        cache.cache_clear()
+        try:
+            yield
+        finally:
+            cache.cache_clear()
+    if previous is not None:
+        with dask.config.set({DATA_SIZE: previous}):
+            cache()
+
+
+# Audit ----------------------------------------------------------------------
+
+_ALLOWED_MODULES = frozenset(
+    {
+        "distributed.worker_state_machine",
+        "distributed.protocol.serialize",
+        "distributed.utils_test",
+    }
+)
+_ALLOWED_ATTR_CALLS = frozenset(
+    {"ws.handle_stimulus", "ws.validate_state", "pytest.raises", "dask.config.set",
+     "_default_data_size.cache_clear"}
+)
+_ALLOWED_METHODS = frozenset({"dummy", "from_exception", "match", "dummy_runspec"})
+_BUILTIN_CALLS = frozenset({"float", "set", "isinstance"})
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
+def _audit(source: str, name: str, doc: str, expr: ast.Expression | None, peers: set[str]) -> None:
+    """The written test may only import and call what this module writes."""
+    tree = ast.parse(source)
+    *imports, func = tree.body
+    imported: set[str] = set()
+    for node in imports:
+        if isinstance(node, ast.Import):
+            if any(a.name not in ("pytest", "dask") or a.asname for a in node.names):
+                raise AssertionError("unexpected import in the written test")
+            imported.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module in _ALLOWED_MODULES:
+            imported.update(a.name for a in node.names)
+        else:
+            raise AssertionError("unexpected statement before the test")
+    if not isinstance(func, ast.FunctionDef) or func.name != name or func.decorator_list:
+        raise AssertionError("the written module is not one test function")
+    if ast.get_docstring(func) != doc:
+        raise AssertionError("the docstring did not survive")
+    skip = set()
+    if expr is not None:
+        user = ast.dump(expr.body)
+        for a in ast.walk(func):
+            if isinstance(a, ast.Assert) and ast.dump(a.test) == user:
+                skip |= {id(n) for n in ast.walk(a.test)}
+    exceptions = {
+        n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)
+    }
+    for node in ast.walk(func):
+        if id(node) in skip:
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.Lambda, ast.Global, ast.Nonlocal)):
+            raise AssertionError("unexpected statement in the written test")
+        if isinstance(node, ast.Call):
+            callee = _dotted(node.func) or ""
+            base, _, method = callee.rpartition(".")
+            ok = (
+                callee in _ALLOWED_ATTR_CALLS
+                or callee in _BUILTIN_CALLS
+                or callee in exceptions
+                or callee in imported and callee not in {"dask", "pytest"}
+                or base in imported and method in _ALLOWED_METHODS
+            )
+            if not ok:
+                raise AssertionError(f"unexpected call in the written test: {callee or '?'}")
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            if node.id not in {"ws", "instructions", "excinfo", *peers}:
+                raise AssertionError(f"unexpected assignment in the written test: {node.id}")
