@@ -325,6 +325,97 @@ def verify(
 
 
 @app.command()
+def shrink(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    worker: Optional[str] = WORKER,
+    stuck: Optional[str] = typer.Option(
+        None, "--stuck", flag_value="", metavar="[KEY]",
+        help="KEY (or, alone, the task that best explains the others) ends not finished, "
+        "in the same kind of wait as in the log. The default when the log ends stuck.",
+    ),
+    state: Optional[str] = typer.Option(None, "--state", metavar="KEY=STATE", help="KEY ends in STATE."),
+    raises: Optional[str] = typer.Option(
+        None, "--raises", flag_value="", metavar="[NAME]",
+        help="Replaying raises (exception class NAME), as in the log.",
+    ),
+    invalid: bool = typer.Option(False, "--invalid", help="WorkerState.validate_state() fails at the same assert."),
+    expr: Optional[str] = typer.Option(None, "--expr", help="A Python expression over the final WorkerState `ws`."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Write the shrunk log here."),
+    pytest_file: Optional[str] = typer.Option(None, "--pytest", help="Write the reproducer as a pytest file."),
+    dask_style: bool = typer.Option(False, "--dask-style", help="Use dask's own `ws` fixture, for dask's test suite."),
+    json: bool = JSON,
+) -> None:
+    """Shrink a worker's log to a minimal event sequence that still shows the bug."""
+    from replay import shrink as s
+    from replay.logfile import write_records
+    from schemas.codec import parse_key
+
+    chosen = [p for p in (stuck is not None, state is not None, raises is not None, invalid, expr is not None) if p]
+    if len(chosen) > 1:
+        raise BadInput("give one of --stuck, --state, --raises, --invalid, --expr")
+    predicate: Any = None
+    if stuck:
+        predicate = s.StuckPredicate(parse_key(stuck), text=f"--stuck {stuck}")
+    elif stuck is not None:
+        predicate = s.StuckPredicate()
+    elif state is not None:
+        key, eq, value = state.rpartition("=")
+        if not eq or not key or not value:
+            raise BadInput(f"--state: expected KEY=STATE, got {state!r}")
+        predicate = s.StatePredicate(parse_key(key), value, text=f"--state {state}")
+    elif raises is not None:
+        predicate = s.RaisesPredicate(raises or None, text=f"--raises {raises}".strip())
+    elif invalid:
+        predicate = s.InvalidPredicate()
+    elif expr is not None:
+        predicate = s.ExprPredicate(expr, text=f"--expr {expr}")
+
+    history = open_history(log)
+    candidates = history.workers if worker is None else [history.worker(worker)]
+    note = (lambda m: err.print(render.safe(m))) if err.is_terminal else None
+    result = None
+    misses = []
+    for wh in candidates:
+        try:
+            result = s.shrink(wh, predicate, dask_style=dask_style, progress=note)
+            break
+        except s.NotReproduced as e:
+            misses.append(f"{wh.address}: {e}")
+    if result is None:
+        for m in misses:
+            err.print(render.safe(m))
+        raise typer.Exit(1)
+    if output is not None:
+        write_records(output, iter(result.records))
+    if pytest_file is not None:
+        with open(pytest_file, "w") as f:
+            f.write(result.test_source)
+    summary = {
+        "worker": wh.address,
+        "predicate": result.narrative.predicate,
+        "fingerprint": repr(result.fingerprint),
+        "events_before": result.original_events,
+        "events_after": result.narrative.shrunk_events,
+        "passes": result.passes,
+        "replays": result.replays,
+        "seconds": round(result.seconds, 3),
+        "output": output,
+        "pytest": pytest_file,
+    }
+    if json:
+        emit_json(summary)
+        return
+    out.print(render.safe(
+        f"{wh.address}: {result.original_events} events -> {summary['events_after']} "
+        f"({result.narrative.predicate}: {result.fingerprint!r}); {result.passes} passes, "
+        f"{result.replays} replays, {result.seconds:.1f} s", limit=1000
+    ))
+    if output is None and pytest_file is None:
+        # our own source: every value from the log in it is a checked literal
+        out.print(render.Text(result.test_source), end="")
+
+
+@app.command()
 def simulate(
     output: str = typer.Option(..., "--output", "-o", help="Log to write; gzip if it ends with .gz."),
     events: int = typer.Option(100_000, "--events", min=1, help="Stimuli to handle, over all workers."),

@@ -58,6 +58,38 @@ class Tracker:
         return ws
 
 
+def category(ws: wsm.WorkerState, ts: wsm.TaskState) -> str:
+    """What kind of wait ``ts`` is in: its state and, within it, the branch
+    of :func:`explain` that holds. Two states share a category when the same
+    kind of thing keeps the task where it is (``replay shrink --stuck``
+    requires the shrunk log to end in the original's category)."""
+    state = ts.state
+    if state in FINAL_STATES:
+        return state
+    if state == "waiting":
+        deps = [d for d in ts.dependencies if d.state != "memory"]
+        if any(d.state == "error" for d in deps):
+            return "waiting: erred dependency"
+        return "waiting: dependencies" if deps else "waiting: dependencies in memory"
+    if state == "fetch":
+        holders = ts.who_has
+        if not ws.running:
+            return "fetch: paused"
+        if holders and all(w in ws.busy_workers or w in ws.in_flight_workers for w in holders):
+            return "fetch: holders busy"
+        return "fetch: queued"
+    if state == "constrained":
+        need = ts.resource_restrictions or {}
+        if any(ws.available_resources.get(r, 0) < n for r, n in need.items()):
+            return "constrained: resources"
+        return "constrained: paused" if not ws.running else "constrained: threads busy"
+    if state == "ready":
+        return "ready: paused" if not ws.running else "ready: threads busy"
+    if state in ("cancelled", "resumed"):
+        return f"{state}: while {ts.previous}"
+    return state
+
+
 def _holders(ts: wsm.TaskState) -> list[str]:
     return sorted(ts.who_has)
 
@@ -159,8 +191,8 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> dict:
     else:
         reason = f"{state}: waiting for a new stimulus"
 
-    out = {"key": ek(key), "state": state, "reason": reason, "since_step": since,
-           "stimulus_id": sid}
+    out = {"key": ek(key), "state": state, "category": category(ws, ts), "reason": reason,
+           "since_step": since, "stimulus_id": sid}
     if detail:
         out["detail"] = detail
     return out

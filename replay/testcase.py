@@ -818,8 +818,7 @@ class _Writer:
         else:
             namespace = {"ws": ws, **{v: a for a, v in self.peers.items()}}
             for module, names in self.imports.items():
-                mod = __import__(module, fromlist=list(names))
-                namespace.update((n, getattr(mod, n)) for n in names)
+                namespace.update((n, getattr(_module(module), n)) for n in names)
             try:
                 ok = eval(compile(self.expr, "<expression>", "eval"), namespace)  # noqa: S307
             except NameError as e:
@@ -1298,6 +1297,21 @@ def _configured(log_length: int | None, data_size: int) -> Iterator[None]:
     if previous is not None:
         with dask.config.set({DATA_SIZE: previous}):
             cache()
+
+
+def _module(name: str) -> Any:
+    """One of the modules a reproducer may import, by name."""
+    if name == "distributed.worker_state_machine":
+        return wsm
+    if name == "distributed.protocol.serialize":
+        from distributed.protocol import serialize
+
+        return serialize
+    if name == "distributed.utils_test":
+        from distributed import utils_test
+
+        return utils_test
+    raise ValueError(f"a reproducer does not import {name}")
 
 
 # Audit ----------------------------------------------------------------------

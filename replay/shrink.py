@@ -1,0 +1,1015 @@
+"""Shrink one worker's log to a minimal event sequence that still shows a bug.
+
+A :class:`Predicate` says what the bug looks like on a replayed worker (a
+task stuck in some kind of wait, a task in a state, an exception, a broken
+invariant, a user's expression over ``ws``) as a *fingerprint*. The
+:class:`Shrinker` takes the fingerprint of the original log and searches for
+the shortest, simplest list of stimuli whose replay, through a fresh real
+``WorkerState`` built from the recorded construction inputs, shows the same
+fingerprint. A candidate that fails in another way (another exception,
+another assertion, another kind of wait) does not show it.
+"""
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import itertools
+import os
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from distributed import worker_state_machine as wsm
+from distributed.comm import get_address_host
+
+from replay.diagnosis import FINAL_STATES, Tracker, category, explain
+from replay.engine import Replayer
+from replay.errors import BadInput, ReplayError
+from replay.history import WorkerHistory
+from replay.reader import RecordedCall
+from replay.testcase import Expr, Invalid, InState, Narrative, Outcome, Raises, Resources, Stuck
+from replay.testcase import pytest_source
+from schemas.codec import decode_float, decode_resources, encode_resources
+from schemas.convert import encode_event, encode_instruction
+
+#: one entry of the list being shrunk: an event fed in its own
+#: ``handle_stimulus`` call, or a ``Worker.set_resources`` change
+Stimulus = Union[wsm.StateMachineEvent, Resources]
+#: what a predicate sees on a replayed worker; None: nothing of the bug
+Fingerprint = Optional[Hashable]
+
+
+# --- replaying a candidate -------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Run:
+    """A candidate replayed: where it stopped and what it left."""
+
+    ws: wsm.WorkerState
+    #: the exception the last stimulus raised, if one did (the run stops there)
+    exception: Optional[BaseException]
+    #: index of the last stimulus handled
+    stopped: int
+    #: the instructions each stimulus returned (resources changes: none)
+    instructions: list[list[wsm.Instruction]]
+    #: what ``why`` needs to explain the end state, when asked for
+    tracker: Optional[Tracker] = None
+
+
+def replay_stimuli(
+    header: dict,
+    stimuli: Sequence[Stimulus],
+    *,
+    each: Callable[[int, wsm.WorkerState], bool] | None = None,
+    track: bool = False,
+) -> Run:
+    """Feed ``stimuli`` one call each to a fresh ``WorkerState`` built from ``header``.
+
+    ``each(i, ws)``, if given, is asked after every stimulus and stops the
+    run by returning true. An exception stops it too, and is kept: for a
+    candidate, a crash is an outcome like any other. With ``track``, a
+    :class:`~replay.diagnosis.Tracker` follows the run, for ``why``'s reasons.
+    """
+    r = Replayer(header, tap_log=track)
+    tracker = Tracker() if track else None
+    out: list[list[wsm.Instruction]] = []
+    step = 0  # numbered as in the shrunk log: events only
+    i = -1
+    for i, s in enumerate(stimuli):
+        if type(s) is Resources:
+            r.set_resources(dict(s.total), dict(s.available))
+            out.append([])
+        else:
+            step += 1
+            call = RecordedCall([s], step, [0], 0.0, [], None, None)
+            try:
+                applied = r.apply(call)
+            except ReplayError as crash:
+                return Run(r.ws, crash.__cause__, i, out, tracker)
+            out.append(applied.instructions)
+            if tracker is not None:
+                tracker.feed(applied)
+        if each is not None and each(i, r.ws):
+            break
+    return Run(r.ws, None, i, out, tracker)
+
+
+# --- predicates ---------------------------------------------------------------
+
+
+class Predicate:
+    """What the bug looks like, as a fingerprint of a replayed candidate."""
+
+    #: as typed on the command line, for the narrative
+    text: str = ""
+    #: the original's fingerprint is taken at the first step showing one
+    #: (a crash, a broken invariant), not at the end of the log
+    first_hit: bool = False
+
+    def observe(self, run: Run) -> Fingerprint:
+        raise NotImplementedError
+
+    def keys(self) -> set:
+        """The keys the bug is about, if known: the closure pass keeps these."""
+        return set()
+
+    def rename(self, keys: dict) -> Predicate:
+        """This predicate in a log whose keys were renamed by ``keys``."""
+        return self
+
+    def outcome(self, run: Run) -> Outcome:
+        """What the reproducer asserts at its end."""
+        raise NotImplementedError
+
+
+@dataclass
+class StuckPredicate(Predicate):
+    """``key`` ends in a non-final state, in the same category of wait."""
+
+    key: Any = None
+    text: str = "--stuck"
+
+    def observe(self, run: Run) -> Fingerprint:
+        if run.exception is not None or self.key is None:
+            return None
+        ts = run.ws.tasks.get(self.key)
+        if ts is None or ts.state in FINAL_STATES:
+            return None
+        return ("stuck", self.key, ts.state, category(run.ws, ts))
+
+    def keys(self) -> set:
+        return {self.key}
+
+    def rename(self, keys: dict) -> Predicate:
+        return dataclasses.replace(self, key=keys.get(self.key, self.key))
+
+    def outcome(self, run: Run) -> Outcome:
+        ts = run.ws.tasks[self.key]
+        return Stuck(self.key, ts.state, explain(run.ws, ts, run.tracker or Tracker())["reason"])
+
+
+@dataclass
+class StatePredicate(Predicate):
+    key: Any = None
+    state: str = ""
+    text: str = "--state"
+
+    def observe(self, run: Run) -> Fingerprint:
+        if run.exception is not None:
+            return None
+        ts = run.ws.tasks.get(self.key)
+        return ("state", self.key, self.state) if ts is not None and ts.state == self.state else None
+
+    def keys(self) -> set:
+        return {self.key}
+
+    def rename(self, keys: dict) -> Predicate:
+        return dataclasses.replace(self, key=keys.get(self.key, self.key))
+
+    def outcome(self, run: Run) -> Outcome:
+        return InState(self.key, self.state)
+
+
+def _raised_where(e: BaseException) -> tuple[str, int, str, str]:
+    """File name, line, function and source line of the innermost frame."""
+    tb = traceback.extract_tb(e.__traceback__)
+    if not tb:
+        return "", 0, "", ""
+    f = tb[-1]
+    return os.path.basename(f.filename), f.lineno or 0, f.name, (f.line or "").strip()
+
+
+def exception_fingerprint(e: BaseException) -> tuple:
+    """The same failure, whatever the run: dask's transition errors by key and
+    states, anything else by where it was raised."""
+    name = type(e).__name__
+    if isinstance(e, wsm.InvalidTransition):  # and TransitionCounterMaxExceeded
+        return (name, e.key, e.start, e.finish)
+    if isinstance(e, wsm.InvalidTaskState):
+        return (name, e.key, e.state)
+    return (name, _raised_where(e)[2])
+
+
+@dataclass
+class RaisesPredicate(Predicate):
+    """Replaying raises; ``name`` narrows it to one exception class."""
+
+    name: Optional[str] = None
+    text: str = "--raises"
+    first_hit: bool = True
+
+    def observe(self, run: Run) -> Fingerprint:
+        e = run.exception
+        if e is None or (self.name is not None and type(e).__name__ != self.name):
+            return None
+        return ("raises", *exception_fingerprint(e))
+
+    def keys(self) -> set:
+        return set()
+
+    def outcome(self, run: Run) -> Outcome:
+        e = run.exception
+        assert e is not None
+        if isinstance(e, wsm.InvalidTransition):
+            return Raises(type(e).__name__, key=e.key, start=e.start, finish=e.finish)
+        if isinstance(e, wsm.InvalidTaskState):
+            return Raises(type(e).__name__, key=e.key, start=e.state)
+        return Raises(type(e).__name__, function=_raised_where(e)[2])
+
+
+@dataclass
+class InvalidPredicate(Predicate):
+    """``WorkerState.validate_state()`` fails at the same ``assert``."""
+
+    text: str = "--invalid"
+    first_hit: bool = True
+    #: keys the first break was about (from the assertion's story)
+    about: frozenset = frozenset()
+
+    def observe(self, run: Run) -> Fingerprint:
+        e = run.exception
+        if e is None:
+            try:
+                run.ws.validate_state()
+                return None
+            except Exception as broken:  # whatever validation raises, the state is broken
+                e = broken
+        elif not isinstance(e, AssertionError):
+            return None  # another failure, not a broken invariant
+        file, line, _, source = _raised_where(e)
+        return ("invalid", type(e).__name__, file, line, source)
+
+    def keys(self) -> set:
+        return set(self.about)
+
+    def rename(self, keys: dict) -> Predicate:
+        return dataclasses.replace(self, about=frozenset(keys.get(k, k) for k in self.about))
+
+    def outcome(self, run: Run) -> Outcome:
+        fp = self.observe(run)
+        assert fp is not None
+        return Invalid(fp[2], fp[3], fp[4])
+
+
+@dataclass
+class ExprPredicate(Predicate):
+    """A Python expression over the final ``WorkerState``, named ``ws``.
+
+    Only the user's own command line is evaluated, never anything from a log.
+    """
+
+    expr: str = ""
+    text: str = "--expr"
+
+    def __post_init__(self) -> None:
+        try:
+            self._code = compile(self.expr, "<--expr>", "eval")
+        except SyntaxError as e:
+            raise BadInput(f"--expr: not a Python expression: {e.msg}: {self.expr!r}") from None
+
+    def value(self, ws: wsm.WorkerState) -> Any:
+        return eval(self._code, {"__builtins__": builtins}, {"ws": ws})  # the user's own text
+
+    def observe(self, run: Run) -> Fingerprint:
+        if run.exception is not None:
+            return None
+        try:
+            return ("expr", True) if self.value(run.ws) else None
+        except Exception:  # on a candidate, an expression that fails does not hold
+            return None
+
+    def outcome(self, run: Run) -> Outcome:
+        return Expr(self.expr)
+
+
+# --- the shrinker ---------------------------------------------------------------
+
+
+@dataclass
+class Shrunk:
+    """The result of a shrink."""
+
+    #: the shrunk stimuli, renamed and simplified
+    stimuli: list[Stimulus]
+    #: the construction inputs of the reproducer's ``WorkerState``
+    inputs: dict
+    #: the header of ``log``: the original's, with the worker renamed
+    header: dict
+    #: what the reproducer asserts at its end
+    outcome: Outcome
+    #: the shrunk log's records (header, steps, end), ready to be written
+    records: list[dict]
+    #: the reproducer, as pytest source
+    test_source: str
+    original_events: int
+    passes: int
+    replays: int
+    seconds: float
+    #: the fingerprint the shrunk log shows (the original's, renamed)
+    fingerprint: Fingerprint
+    narrative: Narrative
+
+
+class Shrinker:
+    """Shrinks a list of stimuli while the predicate shows the same fingerprint.
+
+    The contract every pass keeps: it proposes candidates, and the current
+    list is replaced only by a candidate whose replay from the empty state
+    shows ``target``, the original's fingerprint (under the renaming made so
+    far). So at every moment the current list reproduces the bug, each
+    accepted change makes it shorter or simpler, and the passes run until
+    none of them changes anything: the result is a fixed point, in which
+    removing any single stimulus loses the bug (1-minimal).
+
+    Stimuli that belong together are removed together: deleting the stimulus
+    whose call issued an ``Execute``, a ``GatherDep`` or a
+    ``RetryBusyWorkerLater`` also deletes the event that completes it
+    (``Execute*Event``, ``SecedeEvent``, ``GatherDep*Event``,
+    ``RetryBusyWorkerEvent``), which would otherwise be a message about
+    nothing, and fail as something else.
+    """
+
+    def __init__(self, header: dict, stimuli: list[Stimulus], predicate: Predicate,
+                 target: Fingerprint, *, progress: Callable[[str], None] | None = None):
+        self.header = header
+        self.current = list(stimuli)
+        self.predicate = predicate
+        self.target = target
+        self.replays = 0
+        self.passes = 0
+        self.progress = progress
+        #: recorded time of each stimulus, by ``id()`` of the stimuli in ``current``
+        self.handled: dict[int, float] = {}
+        #: original key -> current name, original peer -> current address
+        self.keys: dict = {}
+        self.peers: dict = {}
+
+    # --- candidates -----------------------------------------------------
+
+    def run(self, stimuli: Sequence[Stimulus], header: dict | None = None) -> Run:
+        self.replays += 1
+        return replay_stimuli(header or self.header, stimuli)
+
+    def shows(self, stimuli: Sequence[Stimulus], *, header: dict | None = None,
+              predicate: Predicate | None = None, target: Fingerprint = None) -> bool:
+        p = predicate or self.predicate
+        return p.observe(self.run(stimuli, header)) == (target if target is not None else self.target)
+
+    def accept(self, candidate: list[Stimulus]) -> bool:
+        if len(candidate) < len(self.current) and self.shows(candidate):
+            self.current = candidate
+            return True
+        return False
+
+    # --- the passes -----------------------------------------------------
+
+    def shrink(self) -> None:
+        """Run the passes to a fixed point."""
+        self.keep_closure()
+        changed = True
+        while changed:
+            self.passes += 1
+            size = len(self.current)
+            self.delete_chunks()
+            self.delete_single()
+            changed = len(self.current) < size
+            if self.progress is not None:
+                self.progress(f"pass {self.passes}: {len(self.current)} stimuli, {self.replays} replays")
+        self.simplify()
+
+    def causes(self, stimuli: Sequence[Stimulus]) -> list[int | None]:
+        """For each stimulus, the one whose call issued what it completes."""
+        run = self.run(stimuli)
+        parent: list[int | None] = [None] * len(stimuli)
+        executing: dict = {}
+        gathers: dict = defaultdict(list)
+        retries: dict = defaultdict(list)
+        for i, s in enumerate(stimuli):
+            if isinstance(s, (wsm.ExecuteSuccessEvent, wsm.ExecuteFailureEvent, wsm.RescheduleEvent)):
+                parent[i] = executing.pop(s.key, None)
+            elif isinstance(s, wsm.SecedeEvent):
+                parent[i] = executing.get(s.key)
+            elif isinstance(s, wsm.GatherDepDoneEvent):
+                # a worker has at most one transfer in flight from each peer
+                pending = gathers.get(s.worker)
+                parent[i] = pending.pop(0) if pending else None
+            elif isinstance(s, wsm.RetryBusyWorkerEvent):
+                pending = retries.get(s.worker)
+                parent[i] = pending.pop(0) if pending else None
+            for inst in run.instructions[i] if i < len(run.instructions) else ():
+                if isinstance(inst, wsm.Execute):
+                    executing[inst.key] = i
+                elif isinstance(inst, wsm.GatherDep):
+                    gathers[inst.worker].append(i)
+                elif isinstance(inst, wsm.RetryBusyWorkerLater):
+                    retries[inst.worker].append(i)
+        return parent
+
+    def _with_descendants(self, parent: list[int | None], drop: Iterable[int]) -> set[int]:
+        children: dict[int, list[int]] = defaultdict(list)
+        for i, p in enumerate(parent):
+            if p is not None:
+                children[p].append(i)
+        out: set[int] = set()
+        todo = list(drop)
+        while todo:
+            i = todo.pop()
+            if i not in out:
+                out.add(i)
+                todo.extend(children[i])
+        return out
+
+    def keep_closure(self) -> None:
+        """Keep only the stimuli about the bug's keys, their dependencies and
+        their dependents, and what completes them; drop the rest in one try."""
+        keys = self.predicate.keys()
+        if not keys:
+            return
+        deps: dict = defaultdict(set)
+        for s in self.current:
+            if isinstance(s, wsm.ComputeTaskEvent):
+                deps[s.key].update(s.who_has)
+        dependents: dict = defaultdict(set)
+        for k, ds in deps.items():
+            for d in ds:
+                dependents[d].add(k)
+        closure: set = set()
+        for graph in (deps, dependents):
+            todo = list(keys)
+            while todo:
+                k = todo.pop()
+                for n in graph.get(k, ()):
+                    if n not in closure and n not in keys:
+                        closure.add(n)
+                        todo.append(n)
+        closure |= keys
+        parent = self.causes(self.current)
+        named = [bool(stimulus_keys(s) & closure) for s in self.current]
+        keep = {i for i, n in enumerate(named) if n}
+        # what completes a kept stimulus stays with it
+        changed = True
+        while changed:
+            changed = False
+            for i, p in enumerate(parent):
+                if p in keep and i not in keep and not stimulus_keys(self.current[i]):
+                    keep.add(i)
+                    changed = True
+        keyless = {i for i, s in enumerate(self.current) if not stimulus_keys(s) and parent[i] is None}
+        for extra in (set(), keyless):
+            chosen = keep | extra
+            candidate = [s for i, s in enumerate(self.current) if i in chosen]
+            if self.accept(candidate):
+                return
+
+    def delete_chunks(self) -> None:
+        """Delete runs of stimuli (with what completes them), growing the run
+        while deletions succeed: k neighbours that can all go cost O(log k)
+        replays (adaptive deletion)."""
+        i = len(self.current) - 1
+        while i >= 0:
+            parent = self.causes(self.current)
+
+            def without(k: int) -> list[Stimulus] | None:
+                start = i - k + 1
+                if start < 0:
+                    return None
+                drop = self._with_descendants(parent, range(start, i + 1))
+                return [s for j, s in enumerate(self.current) if j not in drop]
+
+            def works(k: int) -> bool:
+                c = without(k)
+                return c is not None and len(c) < len(self.current) and self.shows(c)
+
+            if not works(1):
+                i -= 1
+                continue
+            # 1 works: find the largest k that works by doubling, then bisecting
+            lo, hi = 1, 2
+            while works(hi):
+                lo, hi = hi, hi * 2
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if works(mid):
+                    lo = mid
+                else:
+                    hi = mid
+            self.current = without(lo)  # type: ignore[assignment]
+            i = min(i - lo, len(self.current) - 1)
+
+    def delete_single(self) -> None:
+        """Try deleting each stimulus on its own, what completes it staying."""
+        i = len(self.current) - 1
+        while i >= 0:
+            candidate = self.current[:i] + self.current[i + 1:]
+            self.accept(candidate)
+            i = min(i - 1, len(self.current) - 1)
+
+    # --- simplification -------------------------------------------------
+
+    def simplify(self) -> None:
+        """Make what remains read like a hand-written test, one kind of change
+        at a time, each kept only if the bug still shows."""
+        self.rename_keys()
+        self.rename_peers()
+        self.rename_stimulus_ids()
+        for fn in (_no_annotations, _no_span, _no_restrictions, _short_texts, _default_nbytes,
+                   _default_timings):
+            self.try_map(fn)
+        self.small_run_ids()
+        self.match_total_nbytes()
+        if not self.try_map(_no_priorities):
+            self.rank_priorities()
+        self.drop_who_has_entries()
+
+    def small_run_ids(self) -> None:
+        """Run ids 1, 2, 3… in order of first use (a task's events share one)."""
+        ids: dict = {}
+        for x in self.current:
+            if hasattr(x, "run_id") and x.run_id not in ids:
+                ids[x.run_id] = len(ids) + 1
+        self.try_map(lambda x: _replace(x, run_id=ids[x.run_id]) if hasattr(x, "run_id") else x)
+
+    def match_total_nbytes(self) -> None:
+        """Each transfer's outcome carries the size its ``GatherDep`` asked for
+        (the recorded one may predate simplified ``nbytes``)."""
+        parent = self.causes(self.current)
+        run = self.run(self.current)
+        sizes: dict[int, list[int]] = defaultdict(list)
+        for i, insts in enumerate(run.instructions):
+            for inst in insts:
+                if isinstance(inst, wsm.GatherDep):
+                    sizes[i].append((inst.worker, inst.total_nbytes))
+        candidate = list(self.current)
+        for i, x in enumerate(candidate):
+            p = parent[i]
+            if isinstance(x, wsm.GatherDepDoneEvent) and p is not None:
+                asked = [n for w, n in sizes[p] if w == x.worker]
+                if len(asked) == 1 and asked[0] != x.total_nbytes:
+                    candidate[i] = _replace(x, total_nbytes=asked[0])
+        if candidate != self.current and self.shows(candidate):
+            self.take(candidate)
+
+    def rank_priorities(self) -> None:
+        """Priorities as ``(0,)``, ``(1,)``…: the ready queue's order, no more."""
+        ranks = {p: (i,) for i, p in enumerate(sorted({
+            s.priority for s in self.current if isinstance(s, wsm.ComputeTaskEvent)
+        }))}
+        self.try_map(lambda s: _replace(s, priority=ranks[s.priority])
+                     if isinstance(s, wsm.ComputeTaskEvent) else s)
+
+    def try_map(self, fn: Callable[[Stimulus], Stimulus], **shown: Any) -> bool:
+        candidate = [fn(s) for s in self.current]
+        if candidate == self.current:
+            return False
+        if self.shows(candidate, **shown):
+            self.take(candidate)
+            return True
+        return False
+
+    def take(self, candidate: list[Stimulus]) -> None:
+        """Make ``candidate``, the current list changed stimulus by stimulus,
+        current; each new stimulus keeps the recorded time of the one it replaces."""
+        for old, new in zip(self.current, candidate):
+            self.handled[id(new)] = self.handled.get(id(old), 0.0)
+        self.current = candidate
+
+    def rename_keys(self) -> None:
+        """``x``, ``y``, ``z``…, tuple keys as short tuples, in order of first use."""
+        order: list = []
+        seen: set = set()
+        for s in self.current:
+            for k in stimulus_keys_ordered(s):
+                if k not in seen:
+                    seen.add(k)
+                    order.append(k)
+        names = _short_names()
+        prefixes: dict = {}
+        mapping: dict = {}
+        counters: dict = defaultdict(itertools.count)
+        for k in order:
+            if isinstance(k, tuple) and k:
+                head = k[0] if isinstance(k[0], str) else None
+                if head not in prefixes:
+                    prefixes[head] = next(names)
+                rest = tuple(next(counters[head]) if i == 0 else v for i, v in enumerate(k[1:2]))
+                mapping[k] = (prefixes[head], *rest, *k[2:])
+            else:
+                mapping[k] = next(names)
+        if len(set(mapping.values())) != len(mapping) or all(k == v for k, v in mapping.items()):
+            return
+        predicate = self.predicate.rename(mapping)
+        target = _rename_fingerprint(self.target, mapping)
+        if self.try_map(lambda s: map_stimulus(s, key=mapping.get), predicate=predicate, target=target):
+            self.predicate, self.target = predicate, target
+            self.keys = mapping
+
+    def rename_peers(self) -> None:
+        """The worker ``127.0.0.1:1``, peers ``127.0.0.1:2``, ``127.0.0.1:3``…;
+        peers on other hosts than the worker's get hosts of their own, so the
+        state machine's preference for same-host peers sees the same thing."""
+        me = self.header["worker"]
+        peers: list[str] = []
+        for s in self.current:
+            for w in stimulus_peers(s):
+                if w not in peers and w != me:
+                    peers.append(w)
+        host = _host(me)
+        hosts: dict = {host: "127.0.0.1"}
+        mapping = {me: "127.0.0.1:1"}
+        port = itertools.count(2)
+        for w in peers:
+            h = _host(w)
+            if h not in hosts:
+                hosts[h] = f"127.0.0.{len(hosts) + 1}"
+            mapping[w] = f"{hosts[h]}:{next(port)}"
+        header = {**self.header, "worker": mapping[me]}
+        candidate = [map_stimulus(s, peer=mapping.get) for s in self.current]
+        if self.shows(candidate, header=header):
+            self.take(candidate)
+            self.header = header
+            self.peers = mapping
+
+    def rename_stimulus_ids(self) -> None:
+        ids: dict = {}
+        for s in self.current:
+            if type(s) is not Resources and s.stimulus_id not in ids:
+                ids[s.stimulus_id] = f"s{len(ids) + 1}"
+        self.try_map(lambda s: map_stimulus(s, sid=ids.get))
+
+    def drop_who_has_entries(self) -> None:
+        """Fewer holders per dependency, then fewer dependencies."""
+        for i in range(len(self.current)):
+            s = self.current[i]
+            if not isinstance(s, wsm.ComputeTaskEvent):
+                continue
+            for dep, holders in list(s.who_has.items()):
+                for w in list(holders)[1:]:
+                    s = self.current[i]
+                    fewer = {**s.who_has, dep: type(holders)(h for h in s.who_has[dep] if h != w)}
+                    self._try_replace(i, dataclasses.replace(s, who_has=fewer))
+
+    def _try_replace(self, i: int, s: Stimulus) -> bool:
+        candidate = self.current[:i] + [s] + self.current[i + 1:]
+        if self.shows(candidate):
+            self.take(candidate)
+            return True
+        return False
+
+
+def _rename_fingerprint(fp: Fingerprint, mapping: dict) -> Fingerprint:
+    if isinstance(fp, tuple):
+        return tuple(mapping.get(v, v) if _hashable(v) else v for v in fp)
+    return fp
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+        return True
+    except TypeError:
+        return False
+
+
+def _short_names() -> Iterable[str]:
+    letters = "xyzabcdefghijklmnopqrstuvw"
+    yield from letters
+    for n in itertools.count(1):
+        for c in letters:
+            yield f"{c}{n}"
+
+
+def _host(address: str) -> str:
+    if address.startswith("inproc://"):
+        return address[len("inproc://"):].split("/", 1)[0]
+    return get_address_host(address)
+
+
+# --- what a stimulus names, and renaming it ----------------------------------------
+
+
+def stimulus_keys_ordered(s: Stimulus) -> list:
+    """The keys a stimulus names, in the order they appear."""
+    if type(s) is Resources:
+        return []
+    # dependencies before the task that needs them: x before y, as in dask's tests
+    out: list = []
+    for f in ("who_has", "nbytes", "data"):
+        value = getattr(s, f, None)
+        if isinstance(value, dict):
+            out.extend(value)
+    key = getattr(s, "key", None)
+    if key is not None:
+        out.append(key)
+    out.extend(getattr(s, "keys", None) or ())
+    return out
+
+
+def stimulus_keys(s: Stimulus) -> set:
+    return set(stimulus_keys_ordered(s))
+
+
+def stimulus_peers(s: Stimulus) -> list[str]:
+    if type(s) is Resources:
+        return []
+    out = []
+    w = getattr(s, "worker", None)
+    if isinstance(w, str):
+        out.append(w)
+    for holders in (getattr(s, "who_has", None) or {}).values():
+        out.extend(holders)
+    return out
+
+
+def _same(x: Any) -> Any:
+    return None  # map nothing
+
+
+def map_stimulus(
+    s: Stimulus,
+    *,
+    key: Callable[[Any], Any] = _same,
+    peer: Callable[[Any], Any] = _same,
+    sid: Callable[[Any], Any] = _same,
+) -> Stimulus:
+    """``s`` with its keys, peer addresses and stimulus id mapped (a mapping
+    returning None leaves the value as it is); containers keep their type."""
+    if type(s) is Resources:
+        return s
+    k = lambda v: _or(key(v), v)  # noqa: E731
+    p = lambda v: _or(peer(v), v)  # noqa: E731
+    changes: dict[str, Any] = {"stimulus_id": _or(sid(s.stimulus_id), s.stimulus_id)}
+    names = {f.name for f in dataclasses.fields(s)}
+    if "key" in names:
+        changes["key"] = k(s.key)
+    if "worker" in names:
+        changes["worker"] = p(s.worker)
+    if "who_has" in names:
+        changes["who_has"] = {k(d): type(ws)(p(w) for w in ws) for d, ws in s.who_has.items()}
+    for f in ("nbytes", "data"):
+        if f in names and isinstance(getattr(s, f), dict):
+            changes[f] = {k(d): v for d, v in getattr(s, f).items()}
+    if "keys" in names:
+        changes["keys"] = type(s.keys)(k(d) for d in s.keys)
+    out = dataclasses.replace(s, **changes)
+    if isinstance(s, wsm.ComputeTaskEvent):
+        out.run_spec = s.run_spec
+    return out
+
+
+def _or(v: Any, default: Any) -> Any:
+    return default if v is None else v
+
+
+def _no_annotations(s: Stimulus) -> Stimulus:
+    if isinstance(s, wsm.ComputeTaskEvent) and s.annotations:
+        return _replace(s, annotations={})
+    return s
+
+
+def _no_span(s: Stimulus) -> Stimulus:
+    if isinstance(s, wsm.ComputeTaskEvent) and s.span_id is not None:
+        return _replace(s, span_id=None)
+    return s
+
+
+def _no_restrictions(s: Stimulus) -> Stimulus:
+    if isinstance(s, wsm.ComputeTaskEvent) and s.resource_restrictions is None:
+        return _replace(s, resource_restrictions={})
+    return s
+
+
+def _short_texts(s: Stimulus) -> Stimulus:
+    if isinstance(s, (wsm.ExecuteFailureEvent, wsm.GatherDepFailureEvent)):
+        if s.exception_text != "boom" or s.traceback_text:
+            from distributed.protocol.serialize import Serialize
+
+            return _replace(s, exception=Serialize(Exception("boom")), traceback=None,
+                            exception_text="boom", traceback_text="")
+    return s
+
+
+def _no_priorities(s: Stimulus) -> Stimulus:
+    if isinstance(s, wsm.ComputeTaskEvent) and s.priority != (0,):
+        return _replace(s, priority=(0,))
+    return s
+
+
+def _default_nbytes(s: Stimulus) -> Stimulus:
+    if isinstance(s, wsm.ComputeTaskEvent) and s.nbytes != {k: 1 for k in s.who_has}:
+        return _replace(s, nbytes={k: 1 for k in s.who_has})
+    return s
+
+
+def _default_timings(s: Stimulus) -> Stimulus:
+    if isinstance(s, wsm.ExecuteSuccessEvent) and (s.start, s.stop) != (0.0, 1.0):
+        return _replace(s, start=0.0, stop=1.0)
+    return s
+
+
+def _replace(s: Any, **changes: Any) -> Any:
+    out = dataclasses.replace(s, **changes)
+    if isinstance(s, wsm.ComputeTaskEvent):
+        out.run_spec = s.run_spec
+    return out
+
+
+# --- from a log to a reproducer ------------------------------------------------------
+
+
+class NotReproduced(Exception):
+    """The predicate does not hold on the original log: nothing to shrink."""
+
+
+def stimuli_of(history: WorkerHistory) -> tuple[list[Stimulus], list[float]]:
+    """Every stimulus of a worker's log in order, one per ``handle_stimulus``
+    call (a batch handles its events one after another, exactly so), with
+    the time each was handled."""
+    stimuli: list[Stimulus] = []
+    handled: list[float] = []
+    for call in history.calls():
+        for total, available in call.resources:
+            stimuli.append(Resources(total, available))
+            handled.append(call.handled)
+        stimuli.extend(call.events)
+        handled.extend([call.handled] * len(call.events))
+    return stimuli, handled
+
+
+#: stuck categories in the order ``--stuck`` without a key picks its task:
+#: a wait with a cause of its own before one that only waits on another task
+_ROOT_FIRST = ("waiting: erred dependency", "flight", "missing", "fetch", "constrained: resources",
+               "ready: paused", "constrained", "ready", "executing", "long-running", "cancelled",
+               "resumed", "fetch: holders busy", "waiting")
+
+
+def choose_stuck_key(ws: wsm.WorkerState) -> Any:
+    """The stuck task that best explains the others, or None if none is stuck."""
+    stuck = [ts for ts in ws.tasks.values() if ts.state not in FINAL_STATES]
+    if not stuck:
+        return None
+
+    def rank(ts: wsm.TaskState) -> tuple:
+        c = category(ws, ts)
+        r = next((i for i, p in enumerate(_ROOT_FIRST) if c.startswith(p)), len(_ROOT_FIRST))
+        return (r, str(ts.key))
+
+    return min(stuck, key=rank).key
+
+
+def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) -> tuple[int, Fingerprint]:
+    """The first stimulus after which the original shows the predicate's
+    fingerprint, and that fingerprint; for end-of-log predicates, the
+    fingerprint is the one at the end of the log."""
+    fps: list[Fingerprint] = []
+
+    def each(i: int, ws: wsm.WorkerState) -> bool:
+        fp = predicate.observe(Run(ws, None, i, []))
+        fps.append(fp)
+        return predicate.first_hit and fp is not None
+
+    run = replay_stimuli(header, stimuli, each=each)
+    if run.exception is not None:
+        fp = predicate.observe(run)
+        if fp is None:
+            raise NotReproduced(
+                f"replaying the log raises {type(run.exception).__name__} at stimulus "
+                f"{run.stopped + 1} ({_first_line(run.exception)}), which is not what "
+                f"{predicate.text} asks for"
+            )
+        return run.stopped, fp
+    target = fps[-1] if fps else None
+    if target is None:
+        raise NotReproduced(f"{predicate.text} does not hold on the original log")
+    return fps.index(target), target
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+def shrink(
+    history: WorkerHistory,
+    predicate: Predicate | None = None,
+    *,
+    dask_style: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Shrunk:
+    """Shrink ``history`` (one worker of a log) to a minimal reproducer of ``predicate``.
+
+    Without a predicate: ``--stuck``, on the task that best explains the
+    others, if the log ends with tasks stuck. Raises :class:`NotReproduced`
+    when the predicate does not hold on the original log.
+    """
+    start = time.perf_counter()
+    header = history.header
+    stimuli, handled = stimuli_of(history)
+    replays = 0
+    if predicate is None or (isinstance(predicate, StuckPredicate) and predicate.key is None):
+        end = replay_stimuli(header, stimuli)
+        replays += 1
+        key = None if end.exception is not None else choose_stuck_key(end.ws)
+        if key is None:
+            raise NotReproduced("no task is stuck at the end of the log; say what to look for "
+                                "(--stuck KEY, --state, --raises, --invalid or --expr)")
+        predicate = StuckPredicate(key, text=predicate.text if predicate else "--stuck")
+    cut, target = _first_hit(header, stimuli, predicate)
+    replays += 1
+    if isinstance(predicate, InvalidPredicate):
+        run = replay_stimuli(header, stimuli[: cut + 1])
+        replays += 1
+        predicate = dataclasses.replace(predicate, about=frozenset(_invalid_keys(run)))
+    s = Shrinker(header, stimuli[: cut + 1], predicate, target, progress=progress)
+    s.handled = {id(x): t for x, t in zip(stimuli, handled)}
+    if progress is not None:
+        progress(f"cut after stimulus {cut + 1} of {len(stimuli)}")
+    s.shrink()
+    final = replay_stimuli(s.header, s.current, track=True)
+    assert s.predicate.observe(final) == s.target, "the shrunk list must show the bug"
+    outcome = s.predicate.outcome(final)
+    new_header = s.header
+    inputs = construction_inputs(new_header)
+    narrative = Narrative(
+        worker=history.address,
+        log=os.path.basename(history.log.path),
+        original_events=history.events,
+        shrunk_events=sum(type(x) is not Resources for x in s.current),
+        distributed=str(header.get("distributed")),
+        predicate=predicate.text,
+    )
+    source = pytest_source(inputs, s.current, outcome, narrative, dask_style=dask_style)
+    return Shrunk(
+        stimuli=s.current,
+        inputs=inputs,
+        header=new_header,
+        outcome=outcome,
+        records=log_records(new_header, s.current, [s.handled.get(id(x), 0.0) for x in s.current], final),
+        test_source=source,
+        original_events=history.events,
+        passes=s.passes,
+        replays=replays + s.replays + 1,
+        seconds=time.perf_counter() - start,
+        fingerprint=s.target,
+        narrative=narrative,
+    )
+
+
+def _invalid_keys(run: Run) -> set:
+    from replay.engine import _key_story
+
+    e = run.exception
+    if e is None:
+        try:
+            run.ws.validate_state()
+            return set()
+        except Exception as broken:  # whatever validation raises, the state is broken
+            e = broken
+    key, _ = _key_story(run.ws, e)
+    return set() if key is None else {key}
+
+
+def construction_inputs(header: dict) -> dict:
+    """The ``WorkerState`` construction inputs of a header, as Python values."""
+    s = header["state"]
+    return {
+        "address": header["worker"],
+        "nthreads": s["nthreads"],
+        "resources": decode_resources(s["resources"]),
+        "transfer_incoming_count_limit": s["transfer_incoming_count_limit"],
+        "validate": s["validate"],
+        "transition_counter_max": s["transition_counter_max"],
+        "transfer_incoming_bytes_limit": decode_float(s["transfer_incoming_bytes_limit"]),
+        "transfer_message_bytes_limit": decode_float(s["transfer_message_bytes_limit"]),
+        "default_data_size": s["default_data_size"],
+        "log_length": s["log_length"],
+    }
+
+
+def log_records(header: dict, stimuli: Sequence[Stimulus], handled: Sequence[float], run: Run) -> list[dict]:
+    """A log of ``stimuli``: ``header``, one step per event with what its
+    replay returned (or raised), and an end record."""
+    worker = header["worker"]
+    out: list[dict] = [header]
+    seq = 0
+    for i, (s, t) in enumerate(zip(stimuli, handled)):
+        if type(s) is Resources:
+            out.append({"kind": "resources", "worker": worker, "seq": seq + 1,
+                        "total": encode_resources(s.total), "available": encode_resources(s.available)})
+            continue
+        seq += 1
+        rec: dict[str, Any] = {"kind": "step", "worker": worker, "seq": seq, "handled": t,
+                               "event": encode_event(s)}
+        if run.exception is not None and i == run.stopped:
+            rec["error"] = repr(run.exception)
+        else:
+            rec["instructions"] = [encode_instruction(x) for x in run.instructions[i]]
+        out.append(rec)
+        if i == run.stopped and run.exception is not None:
+            break
+    out.append({"kind": "end", "worker": worker, "seq": seq, "time": float(handled[-1]) if handled else 0.0,
+                "reason": "shrunk by replay shrink"})
+    return out

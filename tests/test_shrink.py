@@ -1,0 +1,262 @@
+"""``replay shrink``: minimal logs and dask-style reproducers that still show the bug.
+
+Every shrunk result is checked three ways: its own replay shows the
+original's fingerprint; removing any single stimulus loses it (1-minimal);
+and the generated pytest passes when run by pytest in a process that cannot
+import this project, as it would in dask's own test suite.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import time
+from operator import add
+from pathlib import Path
+
+import orjson
+import pytest
+from distributed import Client, LocalCluster
+from distributed import worker_state_machine as wsm
+
+import replay
+from replay import shrink as s
+from replay.record import Recorder
+
+PEER = "tcp://127.0.0.1:1235"
+
+
+def assert_one_minimal(result: s.Shrunk, predicate: s.Predicate) -> None:
+    """The shrunk list shows the bug; without any one of its stimuli, it does not."""
+    header = result.header
+    target = result.fingerprint
+    assert predicate.observe(s.replay_stimuli(header, result.stimuli)) == target
+    for i in range(len(result.stimuli)):
+        fewer = result.stimuli[:i] + result.stimuli[i + 1:]
+        assert predicate.observe(s.replay_stimuli(header, fewer)) != target, (
+            f"stimulus {i} ({result.stimuli[i]!r}) is not needed"
+        )
+
+
+def renamed(result: s.Shrunk, predicate: s.Predicate, original_key=None) -> s.Predicate:
+    """The predicate as it reads in the shrunk, renamed log."""
+    if isinstance(predicate, s.StuckPredicate) and predicate.key is None:
+        return s.StuckPredicate(result.outcome.key)
+    return predicate.rename({original_key: result.fingerprint[1]} if original_key is not None else {})
+
+
+@pytest.fixture(scope="module")
+def isolated_pytest(tmp_path_factory):
+    """Run pytest on files in a process where this project cannot be imported."""
+    poison = tmp_path_factory.mktemp("poison")
+    for name in ("replay", "schemas"):
+        (poison / name).mkdir()
+        (poison / name / "__init__.py").write_text(
+            'raise ImportError("a reproducer must not import dask-replay")\n'
+        )
+    (poison / "cli.py").write_text('raise ImportError("a reproducer must not import dask-replay")\n')
+
+    def run(*files: Path) -> subprocess.CompletedProcess:
+        import os
+
+        env = dict(os.environ, PYTHONPATH=str(poison))
+        env.pop("PYTHONHASHSEED", None)  # dask's suite runs with a random seed
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+             "--rootdir", str(files[0].parent), *map(str, files)],
+            capture_output=True, text=True, cwd=files[0].parent, env=env, timeout=300,
+        )
+
+    return run
+
+
+def write_test(tmp_path: Path, name: str, source: str) -> Path:
+    path = tmp_path / f"test_{name}.py"
+    path.write_text(source)
+    tree = ast.parse(source)
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"distributed", "pytest", "dask", "math"}, imported
+    return path
+
+
+# --- the shipped fixtures ---------------------------------------------------------
+
+FIXTURE_CASES = [
+    # (fixture, worker, predicate, most events a reproducer of it may need)
+    ("stuck-6705.jsonl", 1, s.StuckPredicate(), 3),
+    ("stuck-flight.jsonl", 1, s.StuckPredicate(), 2),
+    ("stuck-constrained.jsonl", 0, s.StuckPredicate(), 2),
+    ("cluster-log.jsonl.gz", 1, s.InvalidPredicate(), 3),
+]
+
+
+@pytest.mark.parametrize("name,worker,predicate,most", FIXTURE_CASES, ids=[c[0] for c in FIXTURE_CASES])
+def test_fixtures_shrink_to_one_minimal_reproducers(name, worker, predicate, most, fixture_path,
+                                                    tmp_path, isolated_pytest):
+    wh = replay.open(fixture_path(name)).worker(worker)
+    result = s.shrink(wh, predicate)
+    assert result.narrative.shrunk_events <= most
+    assert result.original_events == wh.events
+    assert_one_minimal(result, renamed(result, predicate))
+    # the worker and its peers are renamed as in dask's tests
+    assert result.header["worker"] == "127.0.0.1:1"
+
+    plain = write_test(tmp_path, "plain", result.test_source)
+    styled = write_test(tmp_path, "dask_style", s.shrink(wh, predicate, dask_style=True).test_source
+                        .replace("def test_repro(", "def test_repro_dask_style("))
+    # dask's `ws` fixture lives in dask's own conftest; give the styled test one
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\n"
+        "from distributed.worker_state_machine import WorkerState\n\n"
+        "@pytest.fixture\n"
+        "def ws():\n"
+        "    return WorkerState(address='127.0.0.1:1', transition_counter_max=50_000, validate=True)\n"
+    )
+    proc = isolated_pytest(plain, styled)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout
+
+
+def test_6705_reproducer_is_the_known_sequence(fixture_path):
+    """dask #6705: a task whose only dependency fails to transfer waits forever."""
+    wh = replay.open(fixture_path("stuck-6705.jsonl")).worker(1)
+    result = s.shrink(wh)
+    compute, failure = result.stimuli
+    assert isinstance(compute, wsm.ComputeTaskEvent) and isinstance(failure, wsm.GatherDepFailureEvent)
+    (dep,) = compute.who_has
+    assert failure.worker in compute.who_has[dep]
+    assert isinstance(result.outcome, s.Stuck) and result.outcome.key == compute.key
+    assert result.outcome.state == "waiting"
+
+
+def test_shrunk_log_reads_and_diagnoses_like_the_original(fixture_path, tmp_path, cli_run):
+    log = fixture_path("stuck-6705.jsonl")
+    out = tmp_path / "min.jsonl"
+    test = tmp_path / "test_repro.py"
+    code, stdout, stderr = cli_run(["shrink", log, "-w", "1", "-o", out, "--pytest", test, "--json"])
+    assert code == 0, stderr
+    summary = orjson.loads(stdout)
+    assert summary["events_before"] == 2 and summary["events_after"] == 2
+    (fn,) = [n for n in ast.parse(test.read_text()).body if isinstance(n, ast.FunctionDef)]
+    assert fn.name == "test_repro" and ast.get_docstring(fn)
+
+    code, stdout, stderr = cli_run(["why", out, "--json"])
+    assert code == 0, stderr
+    (task,) = orjson.loads(stdout)["tasks"]
+    code, stdout, _ = cli_run(["why", log, "-w", "1", "--json"])
+    (original,) = orjson.loads(stdout)["tasks"]
+    assert (task["state"], task["category"]) == (original["state"], original["category"])
+    code, stdout, stderr = cli_run(["verify", out])
+    assert code == 0, stderr  # the shrunk log replays as written
+
+
+# --- logs recorded on a real cluster, with a fault injected ----------------------------
+
+
+@pytest.fixture(scope="module")
+def paused_worker_log(tmp_path_factory):
+    """A real two-worker cluster; one worker is paused (as its memory monitor
+    would) while the scheduler keeps sending it tasks, which then wait forever."""
+    logdir = tmp_path_factory.mktemp("paused")
+    with LocalCluster(n_workers=0, processes=False, threads_per_worker=1,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        client.register_plugin(Recorder(str(logdir)))
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=30)
+        a, b = sorted(client.scheduler_info()["workers"])
+        futures = client.map(add, range(20), range(20), workers=[a], pure=False)
+        client.gather(futures)
+        worker = next(w for w in cluster.workers.values() if w.address == a)
+        # the fault: pause as memory pressure would, then keep sending work
+        worker.handle_stimulus(wsm.PauseEvent(stimulus_id="injected-pause"))
+        more = client.map(add, range(5), range(5), workers=[a], pure=False, allow_other_workers=False)
+        deadline = time.monotonic() + 30
+        while sum(ts.state == "ready" for ts in worker.state.tasks.values()) < 5:
+            assert time.monotonic() < deadline, "tasks never reached the paused worker"
+            time.sleep(0.02)
+        # the logs are taken while the worker hangs, as a user would take them
+        for w in cluster.workers.values():
+            w.plugins[Recorder.name].teardown(w)
+        del more, futures
+    (log,) = [str(p) for p in logdir.glob("*.jsonl") if replay.open(str(p)).workers[0].address == a]
+    return log
+
+
+def test_real_cluster_fault_shrinks_to_pause_and_a_task(paused_worker_log, tmp_path, isolated_pytest):
+    (wh,) = replay.open(paused_worker_log).workers
+    assert wh.events > 40  # a real workload, not a toy
+    result = s.shrink(wh)
+    assert isinstance(result.outcome, s.Stuck) and result.outcome.state == "ready"
+    kinds = sorted(type(x).__name__ for x in result.stimuli)
+    # a task is ready and the worker is paused: nothing more is needed
+    assert kinds == ["ComputeTaskEvent", "PauseEvent"]
+    assert_one_minimal(result, s.StuckPredicate(result.outcome.key))
+    proc = isolated_pytest(write_test(tmp_path, "paused", result.test_source))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_real_cluster_state_and_expr_predicates(paused_worker_log, tmp_path, isolated_pytest):
+    (wh,) = replay.open(paused_worker_log).workers
+    ready = next(iter(ts.key for ts in wh.state_at().tasks.values() if ts.state == "ready"))
+    by_state = s.shrink(wh, s.StatePredicate(ready, "ready"))
+    assert_one_minimal(by_state, s.StatePredicate(by_state.fingerprint[1], "ready"))
+
+    expr = s.ExprPredicate("not ws.running and len(ws.ready) >= 1")
+    by_expr = s.shrink(wh, expr)
+    assert_one_minimal(by_expr, expr)
+    assert len(by_expr.stimuli) == 2
+    proc = isolated_pytest(write_test(tmp_path, "state", by_state.test_source),
+                           write_test(tmp_path, "expr", by_expr.test_source.replace(
+                               "def test_repro(", "def test_repro_expr(")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- hand-written event sequences ------------------------------------------------------
+
+
+def test_raises_keeps_the_crash_and_drops_the_rest(record_log, tmp_path):
+    steps = [wsm.ComputeTaskEvent.dummy(f"t{i}", stimulus_id=f"c{i}") for i in range(5)]
+    steps += [wsm.ExecuteSuccessEvent.dummy("t0", stimulus_id="done-t0")]
+    # a completion for a task the worker never had: the state machine asserts
+    steps += [wsm.ExecuteSuccessEvent.dummy("ghost", stimulus_id="bad")]
+    path = str(tmp_path / "raises.jsonl")
+    with pytest.raises(AssertionError):
+        record_log(path, steps)
+    (wh,) = replay.open(path).workers
+    result = s.shrink(wh, s.RaisesPredicate())
+    assert len(result.stimuli) == 1 and isinstance(result.stimuli[0], wsm.ExecuteSuccessEvent)
+    assert result.outcome.exception == "AssertionError"
+    # another crash is not this one
+    other = s.RaisesPredicate("KeyError")
+    with pytest.raises(s.NotReproduced):
+        s.shrink(wh, other)
+
+
+def test_predicate_that_does_not_hold_exits_1(fixture_path, cli_run):
+    log = fixture_path("stuck-6705.jsonl")
+    code, _, err = cli_run(["shrink", log, "-w", "1", "--state", "y=memory"])
+    assert code == 1 and "does not hold on the original log" in err
+    code, _, err = cli_run(["shrink", log, "-w", "0"])  # worker 0 finished everything
+    assert code == 1 and "no task is stuck" in err
+
+
+def test_expr_that_does_not_parse_exits_2(fixture_path, cli_run):
+    code, _, err = cli_run(["shrink", fixture_path("stuck-6705.jsonl"), "--expr", "ws.tasks[("])
+    assert code == 2 and err.startswith("error: --expr") and len(err.splitlines()) == 1
+
+
+def test_closure_pass_drops_unrelated_work_in_one_try(record_log, tmp_path, gather_failure):
+    # a hundred unrelated tasks run to completion around the #6705 sequence
+    steps: list = []
+    for i in range(100):
+        steps.append(wsm.ComputeTaskEvent.dummy(f"busy-{i}", stimulus_id=f"b{i}"))
+        steps.append(wsm.ExecuteSuccessEvent.dummy(f"busy-{i}", run_id=0, stimulus_id=f"d{i}"))
+    steps.append(wsm.ComputeTaskEvent.dummy("y", who_has={"x": [PEER]}, stimulus_id="compute-y"))
+    steps.append(gather_failure(PEER, 1, "fail-x"))
+    path = record_log(tmp_path / "busy.jsonl", steps)
+    (wh,) = replay.open(path).workers
+    result = s.shrink(wh, s.StuckPredicate("y"))
+    assert len(result.stimuli) == 2
+    # closure (one replay) then deletion: far fewer replays than one per event
+    assert result.replays < 40, result.replays
