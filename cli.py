@@ -346,7 +346,7 @@ def shrink(
     json: bool = JSON,
 ) -> None:
     """Shrink a worker's log to a minimal event sequence that still shows the bug."""
-    from replay import shrink as s
+    from replay import shrinker as s
     from replay.logfile import write_records
     from schemas.codec import parse_key
 
@@ -377,7 +377,7 @@ def shrink(
     misses = []
     for wh in candidates:
         try:
-            result = s.shrink(wh, predicate, dask_style=dask_style, progress=note)
+            result = s.shrink(wh, predicate=predicate, dask_style=dask_style, progress=note)
             break
         except s.NotReproduced as e:
             misses.append(f"{wh.address}: {e}")

@@ -19,7 +19,7 @@ from _common import ensure_seed, simulated_log
 ensure_seed()
 
 import replay  # noqa: E402
-from replay import shrink as s  # noqa: E402
+from replay import shrinker as s  # noqa: E402
 
 
 def measure(path: str) -> dict:

@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = [
     "BadInput", "ClusterHistory", "Divergence", "LogError", "NotFound", "Recorder",
-    "ReplayError", "Replayer", "WorkerHistory", "open",
+    "ReplayError", "Replayer", "WorkerHistory", "open", "shrink",
 ]
 
 
@@ -22,6 +22,8 @@ def __getattr__(name: str) -> Any:
         from replay import errors as module
     elif name == "Recorder":
         from replay import record as module
+    elif name == "shrink":
+        from replay import shrinker as module
     else:
         raise AttributeError(f"module 'replay' has no attribute {name!r}")
     return getattr(module, name)

@@ -573,7 +573,7 @@ def test_hostile_error_message_is_one_inert_line(tmp_path, cli_run, corpus):
 #: expression a user types after ``replay shrink --expr``, never log content
 ALLOWED = {
     ("readahead.py", "marshal.loads"),
-    ("shrink.py", "eval("),
+    ("shrinker.py", "eval("),
     ("testcase.py", "eval("),
 }
 

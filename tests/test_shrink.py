@@ -20,7 +20,7 @@ from distributed import Client, LocalCluster
 from distributed import worker_state_machine as wsm
 
 import replay
-from replay import shrink as s
+from replay import shrinker as s
 from replay.record import Recorder
 
 PEER = "tcp://127.0.0.1:1235"
@@ -95,7 +95,7 @@ FIXTURE_CASES = [
 def test_fixtures_shrink_to_one_minimal_reproducers(name, worker, predicate, most, fixture_path,
                                                     tmp_path, isolated_pytest):
     wh = replay.open(fixture_path(name)).worker(worker)
-    result = s.shrink(wh, predicate)
+    result = s.shrink(wh, predicate=predicate)
     assert result.narrative.shrunk_events <= most
     assert result.original_events == wh.events
     assert_one_minimal(result, renamed(result, predicate))
@@ -103,7 +103,7 @@ def test_fixtures_shrink_to_one_minimal_reproducers(name, worker, predicate, mos
     assert result.header["worker"] == "127.0.0.1:1"
 
     plain = write_test(tmp_path, "plain", result.test_source)
-    styled = write_test(tmp_path, "dask_style", s.shrink(wh, predicate, dask_style=True).test_source
+    styled = write_test(tmp_path, "dask_style", s.shrink(wh, predicate=predicate, dask_style=True).test_source
                         .replace("def test_repro(", "def test_repro_dask_style("))
     # dask's `ws` fixture lives in dask's own conftest; give the styled test one
     (tmp_path / "conftest.py").write_text(
@@ -199,11 +199,11 @@ def test_real_cluster_fault_shrinks_to_pause_and_a_task(paused_worker_log, tmp_p
 def test_real_cluster_state_and_expr_predicates(paused_worker_log, tmp_path, isolated_pytest):
     (wh,) = replay.open(paused_worker_log).workers
     ready = next(iter(ts.key for ts in wh.state_at().tasks.values() if ts.state == "ready"))
-    by_state = s.shrink(wh, s.StatePredicate(ready, "ready"))
+    by_state = s.shrink(wh, predicate=s.StatePredicate(ready, "ready"))
     assert_one_minimal(by_state, s.StatePredicate(by_state.fingerprint[1], "ready"))
 
     expr = s.ExprPredicate("not ws.running and len(ws.ready) >= 1")
-    by_expr = s.shrink(wh, expr)
+    by_expr = s.shrink(wh, predicate=expr)
     assert_one_minimal(by_expr, expr)
     assert len(by_expr.stimuli) == 2
     proc = isolated_pytest(write_test(tmp_path, "state", by_state.test_source),
@@ -224,13 +224,13 @@ def test_raises_keeps_the_crash_and_drops_the_rest(record_log, tmp_path):
     with pytest.raises(AssertionError):
         record_log(path, steps)
     (wh,) = replay.open(path).workers
-    result = s.shrink(wh, s.RaisesPredicate())
+    result = s.shrink(wh, predicate=s.RaisesPredicate())
     assert len(result.stimuli) == 1 and isinstance(result.stimuli[0], wsm.ExecuteSuccessEvent)
     assert result.outcome.exception == "AssertionError"
     # another crash is not this one
     other = s.RaisesPredicate("KeyError")
     with pytest.raises(s.NotReproduced):
-        s.shrink(wh, other)
+        s.shrink(wh, predicate=other)
 
 
 def test_predicate_that_does_not_hold_exits_1(fixture_path, cli_run):
@@ -256,7 +256,14 @@ def test_closure_pass_drops_unrelated_work_in_one_try(record_log, tmp_path, gath
     steps.append(gather_failure(PEER, 1, "fail-x"))
     path = record_log(tmp_path / "busy.jsonl", steps)
     (wh,) = replay.open(path).workers
-    result = s.shrink(wh, s.StuckPredicate("y"))
+    result = s.shrink(wh, predicate=s.StuckPredicate("y"))
     assert len(result.stimuli) == 2
     # closure (one replay) then deletion: far fewer replays than one per event
     assert result.replays < 40, result.replays
+
+
+def test_python_api_takes_a_path_and_a_worker(fixture_path):
+    shrunk = replay.shrink(fixture_path("cluster-log.jsonl.gz"), 1, s.InvalidPredicate())
+    assert isinstance(shrunk.outcome, s.Invalid) and shrunk.outcome.file == "worker_state_machine.py"
+    assert [r["kind"] for r in shrunk.records] == ["header", "step", "step", "end"]
+    assert "def test_repro(" in shrunk.test_source

@@ -893,19 +893,32 @@ def _first_line(e: BaseException) -> str:
 
 
 def shrink(
-    history: WorkerHistory,
+    log: str | WorkerHistory,
+    worker: str | int | None = None,
     predicate: Predicate | None = None,
     *,
     dask_style: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Shrunk:
-    """Shrink ``history`` (one worker of a log) to a minimal reproducer of ``predicate``.
+    """Shrink one worker of ``log`` to a minimal reproducer of ``predicate``.
 
-    Without a predicate: ``--stuck``, on the task that best explains the
-    others, if the log ends with tasks stuck. Raises :class:`NotReproduced`
-    when the predicate does not hold on the original log.
+    ``log`` is a path (``worker`` then chooses the worker, as ``--worker``
+    does) or one worker's :class:`~replay.history.WorkerHistory`. Without a
+    predicate: ``--stuck``, on the task that best explains the others, if
+    the log ends with tasks stuck. Raises :class:`NotReproduced` when the
+    predicate does not hold on the original log.
+
+    >>> import replay
+    >>> shrunk = replay.shrink("cluster-log.jsonl.gz", 1, replay.shrinker.InvalidPredicate())
+    >>> print(shrunk.test_source)
     """
     start = time.perf_counter()
+    if isinstance(log, WorkerHistory):
+        history = log
+    else:
+        from replay.history import open as open_log
+
+        history = open_log(log).worker(worker)
     header = history.header
     stimuli, handled = stimuli_of(history)
     replays = 0
