@@ -437,41 +437,32 @@ class Shrinker:
         for k, ds in deps.items():
             for d in ds:
                 dependents[d].add(k)
-        closure: set = set()
-        for graph in (deps, dependents):
-            todo = list(keys)
-            while todo:
-                k = todo.pop()
-                for n in graph.get(k, ()):
-                    if n not in closure and n not in keys:
-                        closure.add(n)
-                        todo.append(n)
-        closure |= keys
         parent = self.causes(self.current)
-        named = [bool(stimulus_keys(s) & closure) for s in self.current]
-        keep = {i for i, n in enumerate(named) if n}
-        # what completes a kept stimulus stays with it
-        changed = True
-        while changed:
-            changed = False
-            for i, p in enumerate(parent):
-                if p in keep and i not in keep and not stimulus_keys(self.current[i]):
-                    keep.add(i)
-                    changed = True
-        keyless = {i for i, s in enumerate(self.current) if not stimulus_keys(s) and parent[i] is None}
-        for extra in (set(), keyless):
-            chosen = keep | extra
-            candidate = [s for i, s in enumerate(self.current) if i in chosen]
-            if self.accept(candidate):
-                return
+        keyless = {i for i, x in enumerate(self.current) if not stimulus_keys(x) and parent[i] is None}
+        # the keys' neighbours first: a stuck task's story rarely needs its
+        # whole ancestry, and in a long run that ancestry is most of the log
+        for closure in (_neighbours(keys, deps, dependents, 1), _neighbours(keys, deps, dependents, None)):
+            keep = {i for i, x in enumerate(self.current) if stimulus_keys(x) & closure}
+            # what completes a kept stimulus stays with it
+            changed = True
+            while changed:
+                changed = False
+                for i, p in enumerate(parent):
+                    if p in keep and i not in keep and not stimulus_keys(self.current[i]):
+                        keep.add(i)
+                        changed = True
+            for extra in (set(), keyless):
+                chosen = keep | extra
+                if self.accept([x for i, x in enumerate(self.current) if i in chosen]):
+                    return
 
     def delete_chunks(self) -> None:
         """Delete runs of stimuli (with what completes them), growing the run
         while deletions succeed: k neighbours that can all go cost O(log k)
         replays (adaptive deletion)."""
         i = len(self.current) - 1
+        parent = self.causes(self.current)
         while i >= 0:
-            parent = self.causes(self.current)
 
             def without(k: int) -> list[Stimulus] | None:
                 start = i - k + 1
@@ -498,6 +489,7 @@ class Shrinker:
                 else:
                     hi = mid
             self.current = without(lo)  # type: ignore[assignment]
+            parent = self.causes(self.current)
             i = min(i - lo, len(self.current) - 1)
 
     def delete_single(self) -> None:
@@ -658,6 +650,20 @@ class Shrinker:
             self.take(candidate)
             return True
         return False
+
+
+def _neighbours(keys: set, deps: dict, dependents: dict, depth: int | None) -> set:
+    """``keys`` with their dependencies and dependents up to ``depth`` links
+    away (None: all the way)."""
+    out = set(keys)
+    for graph in (deps, dependents):
+        frontier = set(keys)
+        level = 0
+        while frontier and (depth is None or level < depth):
+            level += 1
+            frontier = {n for k in frontier for n in graph.get(k, ()) if n not in out}
+            out |= frontier
+    return out
 
 
 def _rename_fingerprint(fp: Fingerprint, mapping: dict) -> Fingerprint:
@@ -909,7 +915,8 @@ def shrink(
     predicate does not hold on the original log.
 
     >>> import replay
-    >>> shrunk = replay.shrink("cluster-log.jsonl.gz", 1, replay.shrinker.InvalidPredicate())
+    >>> from replay.shrinker import InvalidPredicate
+    >>> shrunk = replay.shrink("cluster-log.jsonl.gz", 1, InvalidPredicate())
     >>> print(shrunk.test_source)
     """
     start = time.perf_counter()
