@@ -9,41 +9,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import replay
 from replay.seek import Seeker
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "cluster-log.jsonl.gz")
-
-
-def fingerprint_ws(ws) -> dict:
-    """Everything observable, in iteration order: order decides later transitions."""
-    keys = lambda tss: [ts.key for ts in tss]  # noqa: E731
-    return {
-        "tasks": [(k, ts.state, ts.previous, ts.next, ts.nbytes) for k, ts in ws.tasks.items()],
-        "ready": keys(ws.ready.sorted()),
-        "constrained": keys(ws.constrained.sorted()),
-        "executing": keys(ws.executing),
-        "long_running": keys(ws.long_running),
-        "waiting": keys(ws.waiting),
-        "in_flight_tasks": keys(ws.in_flight_tasks),
-        "in_flight_workers": {w: sorted(map(repr, ks)) for w, ks in ws.in_flight_workers.items()},
-        "data_needed": {w: keys(h.sorted()) for w, h in ws.data_needed.items() if h},
-        "busy_workers": sorted(ws.busy_workers),
-        "missing": keys(ws.missing_dep_flight),
-        "has_what": {w: list(ks) for w, ks in ws.has_what.items() if ks},
-        "resources": (dict(ws.total_resources), dict(ws.available_resources)),
-        "running": ws.running,
-        "nbytes": ws.nbytes,
-        "transition_counter": ws.transition_counter,
-    }
-
-
-def fingerprint(replayer) -> dict:
-    return fingerprint_ws(replayer.ws)
+def of_state(replayer, fn):
+    """A view for :meth:`Seeker.view`: ``fn`` of the worker state there."""
+    return fn(replayer.ws)
 
 
 @pytest.fixture(scope="module")
-def history():
-    if not os.path.exists(FIXTURE):
-        pytest.fail(f"missing fixture {FIXTURE}: run examples/record_cluster.py")
-    return max(replay.open(FIXTURE).workers, key=lambda w: w.events)
+def history(fixture_path):
+    return max(replay.open(fixture_path("cluster-log.jsonl.gz")).workers, key=lambda w: w.events)
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +28,21 @@ def seeker(history):
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_seek_equals_linear_replay(history, seeker, data):
+def test_seek_equals_linear_replay(history, seeker, data, fingerprint_ws):
     pos = data.draw(st.integers(0, history.events))
-    assert seeker.view(pos, fingerprint) == fingerprint_ws(history.state_at(pos))
+    assert seeker.view(pos, of_state, fingerprint_ws) == fingerprint_ws(history.state_at(pos))
 
 
-def test_seek_by_stimulus_id_is_after_its_last_step(history, seeker):
+def test_seek_by_stimulus_id_is_after_its_last_step(history, seeker, fingerprint_ws):
     step = history.events // 2
     call = next(history.calls(step, step))
     sid = call.events[step - call.first].stimulus_id
     last = history.position(sid)
     assert last >= step
-    assert seeker.view(sid, fingerprint) == seeker.view(last, fingerprint)
+    assert seeker.view(sid, of_state, fingerprint_ws) == seeker.view(last, of_state, fingerprint_ws)
 
 
-def test_backward_then_forward_in_process(history):
+def test_backward_then_forward_in_process(history, fingerprint_ws):
     late = fingerprint_ws(history.state_at(history.events))
     early = fingerprint_ws(history.state_at(3))
     assert early != late
