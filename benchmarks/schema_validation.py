@@ -11,7 +11,6 @@ from _common import simulated_log
 
 import orjson  # noqa: E402
 
-from replay.logfile import iter_lines  # noqa: E402
 from schemas.records import RECORD  # noqa: E402
 
 

@@ -18,7 +18,6 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 
-from distributed import worker_state_machine as wsm
 
 from replay.errors import LogError
 from replay.reader import RecordedCall

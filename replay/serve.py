@@ -15,7 +15,6 @@ import socket
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import orjson
 

@@ -19,7 +19,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from distributed import worker_state_machine as wsm

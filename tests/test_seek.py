@@ -1,7 +1,6 @@
 """Seeking must land on exactly the state a linear replay from step 1 reaches."""
 from __future__ import annotations
 
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

@@ -125,7 +125,7 @@ def test_faults_take_the_state_machine_where_they_should(faulty_log):
                 assert ev.worker not in ws.busy_workers
                 seen["busy-until-retry"] += 1
             for peer in busy_since:
-                assert peer in ws.busy_workers, (peer, steps[0]["seq"])
+                assert peer in ws.busy_workers, (peer, call.first)
 
             if cls == "GatherDepSuccessEvent":
                 for key in in_flight[ev.worker] - ev.data.keys():
