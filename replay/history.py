@@ -83,10 +83,12 @@ class WorkerHistory:
             raise NotFound(f"no step of {self.address} has stimulus id {pos!r}")
         return step
 
-    def calls(self, start: int = 1, stop: int | None = None, *, records: bool = False) -> Iterator[RecordedCall]:
+    def calls(
+        self, start: int = 1, stop: int | None = None, *, records: bool = False, instructions: bool = True
+    ) -> Iterator[RecordedCall]:
         """The recorded ``handle_stimulus`` calls from step ``start`` to ``stop``
         (see :func:`replay.reader.read_calls`)."""
-        return read_calls(self.log, self.wlog, start, stop, records=records)
+        return read_calls(self.log, self.wlog, start, stop, records=records, instructions=instructions)
 
     def replayer(self, **kwargs: Any) -> Replayer:
         return Replayer(self.header, **kwargs)
@@ -95,7 +97,7 @@ class WorkerHistory:
         """Replay forward from ``replayer``'s step to ``stop``."""
         if replayer.seq >= stop:
             return replayer
-        return replayer.run(self.calls(replayer.seq + 1, stop), progress)
+        return replayer.run(self.calls(replayer.seq + 1, stop, instructions=False), progress)
 
     def view(self, pos: Position, fn: Callable[..., Any], *args: Any, progress: Progress | None = None) -> Any:
         """``fn(replayer, *args)`` on the state at ``pos``; the state stays ours.

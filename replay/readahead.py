@@ -45,8 +45,10 @@ _LEN = struct.Struct("<Q")
 Packed = tuple
 
 
-def pack(call: RecordedCall) -> Packed:
-    """A call as plain values ``marshal`` carries."""
+def pack(call: RecordedCall, instructions: bool = True) -> Packed:
+    """A call as plain values ``marshal`` carries; without its recorded
+    instructions unless asked (only verifying needs them, and they are the
+    bulk of what would cross)."""
     events = []
     for ev in call.events:
         name = type(ev).__name__
@@ -54,7 +56,8 @@ def pack(call: RecordedCall) -> Packed:
         for i, encode, _ in LATE_FIELDS[name]:
             args[i] = encode(args[i])
         events.append((name, tuple(args)))
-    return (call.first, call.lines, call.handled, call.resources, events, call.instructions, call.error)
+    kept = call.instructions if instructions else None
+    return (call.first, call.lines, call.handled, call.resources, events, kept, call.error)
 
 
 def unpack(packed: Packed) -> RecordedCall:
@@ -75,7 +78,8 @@ def unpack(packed: Packed) -> RecordedCall:
 
 
 def dumps(call: RecordedCall) -> bytes:
-    return marshal.dumps(pack(call))
+    """A call for a spool that only replays: without its recorded instructions."""
+    return marshal.dumps(pack(call, instructions=False))
 
 
 def loads(blob: bytes) -> RecordedCall:
@@ -83,7 +87,7 @@ def loads(blob: bytes) -> RecordedCall:
     return unpack(marshal.loads(blob))
 
 
-def _reader(produce: Callable[[], Iterator[RecordedCall]], fd: int) -> None:
+def _reader(produce: Callable[[], Iterator[RecordedCall]], fd: int, instructions: bool) -> None:
     # everything inherited stays put: the collector need not walk it again
     gc.freeze()
     batch: list = []
@@ -97,7 +101,7 @@ def _reader(produce: Callable[[], Iterator[RecordedCall]], fd: int) -> None:
 
     try:
         for call in produce():
-            batch.append(pack(call))
+            batch.append(pack(call, instructions))
             if len(batch) >= BATCH:
                 send(("calls", batch))
                 batch = []
@@ -120,8 +124,11 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_ahead(produce: Callable[[], Iterator[RecordedCall]]) -> Iterator[RecordedCall]:
-    """The calls ``produce()`` yields, produced in a forked child beside us.
+def read_ahead(
+    produce: Callable[[], Iterator[RecordedCall]], *, instructions: bool = True
+) -> Iterator[RecordedCall]:
+    """The calls ``produce()`` yields, produced in a forked child beside us;
+    their recorded instructions cross only with ``instructions``.
 
     A :class:`~replay.errors.LogError` in the child is raised here, where the
     caller reads; any other failure of the child ends its stream early and is
@@ -133,7 +140,7 @@ def read_ahead(produce: Callable[[], Iterator[RecordedCall]]) -> Iterator[Record
         os.close(r)
         code = 1
         try:
-            _reader(produce, w)
+            _reader(produce, w, instructions)
             code = 0
         finally:
             os._exit(code)

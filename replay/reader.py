@@ -81,18 +81,22 @@ def read_calls(
     stop: int | None = None,
     *,
     records: bool = False,
+    instructions: bool = True,
 ) -> Iterator[RecordedCall]:
     """The calls of ``worker`` whose first step lies in ``start..stop``.
 
     With ``records`` each call keeps the step records it was read from (the
     views show them). Without, a stretch of at least :data:`READ_AHEAD_FROM`
-    steps is read and decoded in a second process while the caller replays.
+    steps is read and decoded in a second process while the caller replays;
+    ``instructions=False`` leaves the recorded instructions out of what
+    crosses (``call.instructions`` is then None), which replaying without
+    comparing does not need.
     """
     stop = worker.events if stop is None else stop
     if not records and stop - start + 1 >= READ_AHEAD_FROM and (os.cpu_count() or 1) > 1:
         from replay.readahead import read_ahead
 
-        return read_ahead(lambda: _read(log, worker, start, stop, False))
+        return read_ahead(lambda: _read(log, worker, start, stop, False), instructions=instructions)
     return _read(log, worker, start, stop, records)
 
 

@@ -102,7 +102,7 @@ class Seeker:
         replayer = self.history.replayer()
         self._snapshot(replayer)
         next_snap = self.every
-        calls = map(self.spool.append, self.history.calls())
+        calls = map(self.spool.append, self.history.calls(instructions=False))
         for _ in replayer.feed(calls, progress):
             if replayer.seq >= next_snap:
                 self._snapshot(replayer)
