@@ -104,26 +104,26 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> dict:
     since, sid = tracker.transition.get(key, (0, ""))
     detail: dict[str, Any] = {}
     state = ts.state
+    kind = category(ws, ts)  # which branch below holds
 
     if state in FINAL_STATES:
         reason = f"{state}: final state"
     elif state == "waiting":
         deps = [d for d in ts.dependencies if d.state != "memory"]
-        erred = [d for d in deps if d.state == "error"]
         detail["waiting_on"] = [
             {"key": ek(d.key), "state": d.state, "who_has": _holders(d),
              "since_step": tracker.transition.get(d.key, (0, ""))[0]}
             for d in sorted(deps, key=lambda d: str(d.key))
         ]
-        if erred:
-            d = erred[0]
+        if kind == "waiting: erred dependency":
+            d = next(d for d in deps if d.state == "error")
             at = tracker.transition.get(d.key, (0, ""))[0]
             reason = (
                 f"waiting on {d.key!r}, which erred at step {at}: nothing will "
                 "ever release or reschedule it (dask #6705)"
             )
             detail["erred_dependency"] = ek(d.key)
-        elif deps:
+        elif kind == "waiting: dependencies":
             parts = [f"{d.key!r} ({_where(ws, d)})" for d in deps]
             noun = "dependency" if len(deps) == 1 else "dependencies"
             reason = f"waiting on {len(deps)} {noun}: " + ", ".join(parts)
@@ -131,13 +131,12 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> dict:
             reason = "waiting with every dependency in memory"
     elif state == "fetch":
         holders = _holders(ts)
-        blocked = [w for w in holders if w in ws.busy_workers or w in ws.in_flight_workers]
         detail["who_has"] = holders
         detail["busy"] = sorted(set(holders) & ws.busy_workers)
         detail["in_flight"] = sorted(set(holders) & set(ws.in_flight_workers))
-        if not ws.running:
+        if kind == "fetch: paused":
             reason = f"fetch: the worker is paused{_since(tracker.paused)}, no transfers start"
-        elif holders and len(blocked) == len(holders):
+        elif kind == "fetch: holders busy":
             reason = "fetch: every holder is busy or already in flight: " + ", ".join(holders)
         else:
             reason = (
@@ -162,17 +161,17 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> dict:
         }
         detail["needs"] = {r: n for r, n in need.items()}
         detail["available"] = {r: ws.available_resources.get(r, 0) for r in need}
-        if short:
+        if kind == "constrained: resources":
             parts = [f"{r}={_fmt(n)} while only {_fmt(a)} of {_fmt(t)} is free" for r, (n, a, t) in short.items()]
             reason = "constrained: needs " + "; ".join(parts)
             if any(n > t for n, _, t in short.values()):
                 reason += " (more than the worker has: it can never run)"
-        elif not ws.running:
+        elif kind == "constrained: paused":
             reason = f"constrained while the worker is paused{_since(tracker.paused)}"
         else:
             reason = f"constrained: all {ws.nthreads} threads busy"
     elif state == "ready":
-        if not ws.running:
+        if kind == "ready: paused":
             detail["paused_step"] = tracker.paused
             reason = f"ready while the worker is paused{_since(tracker.paused)}"
         else:
@@ -191,7 +190,7 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> dict:
     else:
         reason = f"{state}: waiting for a new stimulus"
 
-    out = {"key": ek(key), "state": state, "category": category(ws, ts), "reason": reason,
+    out = {"key": ek(key), "state": state, "category": kind, "reason": reason,
            "since_step": since, "stimulus_id": sid}
     if detail:
         out["detail"] = detail

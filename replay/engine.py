@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -77,9 +77,13 @@ class Applied:
     instructions: list[wsm.Instruction]
     #: the exception it raised, where the recorded call raised too
     exception: Optional[BaseException] = None
-    #: ``ws.log`` entries the call appended, uncapped (with ``tap_log``);
-    #: valid until the next call is applied
-    log: list[tuple] = field(default_factory=list)
+    #: ``ws.log`` entries the call appended, uncapped (with ``tap_log``;
+    #: empty without); valid until the next call is applied
+    log: Sequence[tuple] = ()
+
+
+#: the log of an untapped call: nothing to hand out
+_UNTAPPED: tuple = ()
 
 
 class Replayer:
@@ -165,14 +169,12 @@ class Replayer:
         tap = self._tap
         if tap is not None:
             tap.clear()
-        log = tap if tap is not None else []
+        log = tap if tap is not None else _UNTAPPED
         self.seq = call.last
         self.stimulus_id = call.stimulus_id
         try:
-            if self._offline:
-                with offline_addresses():
-                    return Applied(call, self.ws.handle_stimulus(*call.events), None, log)
-            return Applied(call, self.ws.handle_stimulus(*call.events), None, log)
+            with offline_addresses() if self._offline else contextlib.nullcontext():
+                return Applied(call, self.ws.handle_stimulus(*call.events), None, log)
         except Exception as e:
             if call.error is None:
                 raise ReplayError(
