@@ -16,7 +16,6 @@ import dataclasses
 import itertools
 import os
 import time
-import traceback
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from replay.errors import BadInput, ReplayError
 from replay.history import WorkerHistory
 from replay.reader import RecordedCall
 from replay.testcase import Expr, Invalid, InState, Narrative, Outcome, Raises, Resources, Stuck
-from replay.testcase import pytest_source
+from replay.testcase import pytest_source, raised_at
 from schemas.codec import decode_float, decode_resources, encode_resources
 from schemas.convert import encode_event, encode_instruction
 
@@ -174,15 +173,6 @@ class StatePredicate(Predicate):
         return InState(self.key, self.state)
 
 
-def _raised_where(e: BaseException) -> tuple[str, int, str, str]:
-    """File name, line, function and source line of the innermost frame."""
-    tb = traceback.extract_tb(e.__traceback__)
-    if not tb:
-        return "", 0, "", ""
-    f = tb[-1]
-    return os.path.basename(f.filename), f.lineno or 0, f.name, (f.line or "").strip()
-
-
 def exception_fingerprint(e: BaseException) -> tuple:
     """The same failure, whatever the run: dask's transition errors by key and
     states, anything else by where it was raised."""
@@ -191,7 +181,7 @@ def exception_fingerprint(e: BaseException) -> tuple:
         return (name, e.key, e.start, e.finish)
     if isinstance(e, wsm.InvalidTaskState):
         return (name, e.key, e.state)
-    return (name, _raised_where(e)[2])
+    return (name, raised_at(e)[2])
 
 
 @dataclass
@@ -208,9 +198,6 @@ class RaisesPredicate(Predicate):
             return None
         return ("raises", *exception_fingerprint(e))
 
-    def keys(self) -> set:
-        return set()
-
     def outcome(self, run: Run) -> Outcome:
         e = run.exception
         assert e is not None
@@ -218,7 +205,15 @@ class RaisesPredicate(Predicate):
             return Raises(type(e).__name__, key=e.key, start=e.start, finish=e.finish)
         if isinstance(e, wsm.InvalidTaskState):
             return Raises(type(e).__name__, key=e.key, start=e.state)
-        return Raises(type(e).__name__, function=_raised_where(e)[2])
+        return Raises(type(e).__name__, function=raised_at(e)[2])
+
+
+def _failed_assert(e: BaseException | None) -> AssertionError | None:
+    """The ``assert`` that failed behind ``e``: ``e`` itself, or the one dask's
+    ``InvalidTaskState`` wraps (``validate_task`` re-raises every check so)."""
+    while isinstance(e, wsm.InvalidTaskState):
+        e = e.__cause__
+    return e if isinstance(e, AssertionError) else None
 
 
 @dataclass
@@ -237,10 +232,13 @@ class InvalidPredicate(Predicate):
                 run.ws.validate_state()
                 return None
             except Exception as broken:  # whatever validation raises, the state is broken
-                e = broken
-        elif not isinstance(e, AssertionError):
-            return None  # another failure, not a broken invariant
-        file, line, _, source = _raised_where(e)
+                e = _failed_assert(broken) or broken
+        else:
+            # with validate=True the state machine checks tasks as it goes
+            e = _failed_assert(e)
+            if e is None:
+                return None  # another failure, not a broken invariant
+        file, line, _, source = raised_at(e)
         return ("invalid", type(e).__name__, file, line, source)
 
     def keys(self) -> set:

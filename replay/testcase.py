@@ -1124,14 +1124,23 @@ def _comment(text: str, indent: int) -> list[str]:
 _BROKEN = (AssertionError, wsm.InvalidTaskState, LookupError, AttributeError, TypeError)
 
 
+def raised_at(e: BaseException) -> tuple[str, int, str, str]:
+    """File name, line, function and source line of the innermost frame ``e``
+    was raised in (all empty if it carries no traceback)."""
+    tb = traceback.extract_tb(e.__traceback__)
+    if not tb:
+        return "", 0, "", ""
+    f = tb[-1]
+    return os.path.basename(f.filename), f.lineno or 0, f.name, (f.line or "").strip()
+
+
 def _sites(e: BaseException) -> list[tuple[str, int, str]]:
     """(file, line, source) where ``e`` was raised, then where its cause was."""
-    out = []
-    for x in (e, e.__cause__):
-        tb = traceback.extract_tb(x.__traceback__) if x is not None else None
-        if tb:
-            out.append((os.path.basename(tb[-1].filename), tb[-1].lineno or 0, tb[-1].line or ""))
-    return out
+    return [
+        (file, line, source)
+        for file, line, _, source in (raised_at(x) for x in (e, e.__cause__) if x is not None)
+        if line
+    ]
 
 
 def _check_raises(o: Raises, e: BaseException) -> None:

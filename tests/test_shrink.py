@@ -267,3 +267,21 @@ def test_python_api_takes_a_path_and_a_worker(fixture_path):
     assert isinstance(shrunk.outcome, s.Invalid) and shrunk.outcome.file == "worker_state_machine.py"
     assert [r["kind"] for r in shrunk.records] == ["header", "step", "step", "end"]
     assert "def test_repro(" in shrunk.test_source
+
+
+def test_invalid_fingerprint_is_the_assert_behind_dasks_wrapper(fixture_path):
+    # validate_task re-raises every failed check as InvalidTaskState: the
+    # fingerprint must name the assert itself, or every invariant would look alike
+    try:
+        try:
+            assert 1 == 2, "the invariant"  # noqa: PLR0133
+        except AssertionError as inner:
+            raise wsm.InvalidTaskState(key="x", state="waiting", story=[]) from inner
+    except wsm.InvalidTaskState as e:
+        wrapped = e
+    ws = wsm.WorkerState(address="127.0.0.1:1")
+    fp = s.InvalidPredicate().observe(s.Run(ws, wrapped, 0, []))
+    assert fp[:3] == ("invalid", "AssertionError", "test_shrink.py")
+    assert fp[4] == 'assert 1 == 2, "the invariant"  # noqa: PLR0133'
+    # a crash that is not a broken invariant is not this predicate's bug
+    assert s.InvalidPredicate().observe(s.Run(ws, KeyError("x"), 0, [])) is None
