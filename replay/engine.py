@@ -146,7 +146,10 @@ class Replayer:
         if tap_log:
             self._tap = []
             self.ws.log = _TapDeque(self._tap, maxlen=self.ws.log.maxlen)
-        self._offline = header["worker"].startswith("inproc://")
+        #: ``handle_stimulus``, with offline addresses for an inproc recording
+        self._handle = self.ws.handle_stimulus
+        if header["worker"].startswith("inproc://"):
+            self._handle = self._handle_offline
         self.deterministic = bool(header.get("deterministic")) and is_deterministic()
 
     def set_resources(self, total: dict[str, float], available: dict[str, float]) -> None:
@@ -170,11 +173,11 @@ class Replayer:
         if tap is not None:
             tap.clear()
         log = tap if tap is not None else _UNTAPPED
-        self.seq = call.last
-        self.stimulus_id = call.stimulus_id
+        events = call.events
+        self.seq = call.first + len(events) - 1
+        self.stimulus_id = events[-1].stimulus_id
         try:
-            with offline_addresses() if self._offline else contextlib.nullcontext():
-                return Applied(call, self.ws.handle_stimulus(*call.events), None, log)
+            return Applied(call, self._handle(*events), None, log)
         except Exception as e:
             if call.error is None:
                 raise ReplayError(
@@ -184,6 +187,10 @@ class Replayer:
                     "the state went wrong"
                 ) from e
             return Applied(call, [], e, log)
+
+    def _handle_offline(self, *events: wsm.StateMachineEvent) -> list[wsm.Instruction]:
+        with offline_addresses():
+            return self.ws.handle_stimulus(*events)
 
     def feed(self, calls: Iterable[RecordedCall], progress: Progress | None = None) -> Iterator[Applied]:
         """Apply ``calls`` in order, yielding what each did: the one replay loop."""
