@@ -21,11 +21,20 @@ from collections.abc import Callable, Iterator
 
 from replay.errors import LogError
 from replay.reader import RecordedCall
-from schemas.convert import DROPPED, EVENT_CLASSES, EVENT_FIELDS, EXCEPTION, SIZES, TRACEBACK, TYPE, RUN_SPEC
+from schemas.convert import (
+    DROPPED,
+    EVENT_CLASSES,
+    EVENT_FIELDS,
+    EXCEPTION,
+    SIZES,
+    STAND_IN_RUN_SPEC,
+    TRACEBACK,
+    TYPE,
+)
 
 #: fields whose decoded value is an object marshal cannot carry: they cross
 #: the pipe as their JSON and are decoded on arrival
-_LATE = {DROPPED, SIZES, EXCEPTION, TRACEBACK, TYPE}
+_LATE = {DROPPED, SIZES, EXCEPTION, TRACEBACK, TYPE, STAND_IN_RUN_SPEC}
 #: every event class's fields in ``__init__`` order: events cross as tuples
 FIELD_ORDER = {
     name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in EVENT_CLASSES.items()
@@ -70,10 +79,7 @@ def unpack(packed: Packed) -> RecordedCall:
             args = list(args)
             for i, _, decode in late:
                 args[i] = decode(args[i])
-        ev = classes[name](*args)
-        if name == "ComputeTaskEvent":
-            ev.run_spec = RUN_SPEC
-        events.append(ev)
+        events.append(classes[name](*args))
     return RecordedCall(events, first, lines, handled, resources, instructions, error)
 
 

@@ -758,10 +758,7 @@ def map_stimulus(
             changes[f] = {k(d): v for d, v in getattr(s, f).items()}
     if "keys" in names:
         changes["keys"] = type(s.keys)(k(d) for d in s.keys)
-    out = dataclasses.replace(s, **changes)
-    if isinstance(s, wsm.ComputeTaskEvent):
-        out.run_spec = s.run_spec
-    return out
+    return dataclasses.replace(s, **changes)
 
 
 def _or(v: Any, default: Any) -> Any:
@@ -814,11 +811,7 @@ def _default_timings(s: Stimulus) -> Stimulus:
     return s
 
 
-def _replace(s: Any, **changes: Any) -> Any:
-    out = dataclasses.replace(s, **changes)
-    if isinstance(s, wsm.ComputeTaskEvent):
-        out.run_spec = s.run_spec
-    return out
+_replace = dataclasses.replace
 
 
 # --- from a log to a reproducer ------------------------------------------------------

@@ -179,7 +179,13 @@ VALUE = Field(encode_value, decode_value)
 EXCEPTION = Field(_exc_encode, _exc_decode)
 TRACEBACK = Field(_tb_encode, _tb_decode)
 TYPE = Field(_type_encode, lambda x: None)  # the type object cannot come back
-DROPPED = Field(lambda x: None, lambda x: None)  # run_spec, computed values
+DROPPED = Field(lambda x: None, lambda x: None)  # computed values, types
+
+#: A replayed ``ComputeTaskEvent`` gets this stand-in for its ``run_spec``
+#: (code, never recorded): with ``validate=True`` the state machine asserts
+#: that an executing task has one, and only that.
+RUN_SPEC = wsm.ComputeTaskEvent.dummy_runspec("dask-replay-run-spec")
+STAND_IN_RUN_SPEC = Field(lambda x: None, lambda x: RUN_SPEC)
 
 _GATHER_DONE = {"worker": STR, "total_nbytes": INT}
 _ERROR = {
@@ -206,7 +212,7 @@ EVENT_FIELDS: dict[str, dict[str, Field]] = {
         "who_has": WHO_HAS,
         "nbytes": NBYTES_MAP,
         "priority": PRIORITY,
-        "run_spec": DROPPED,
+        "run_spec": STAND_IN_RUN_SPEC,
         "resource_restrictions": RESOURCES,
         "actor": BOOL,
         "annotations": VALUE,
@@ -343,12 +349,6 @@ def _decoders(table: dict[str, dict[str, Field]], classes: dict[str, type]) -> d
 _EVENT_DECODERS = _decoders(EVENT_FIELDS, EVENT_CLASSES)
 _INSTRUCTION_DECODERS = _decoders(INSTRUCTION_FIELDS, INSTRUCTION_CLASSES)
 
-#: A replayed ``ComputeTaskEvent`` gets this stand-in for its ``run_spec``
-#: (code, never recorded): with ``validate=True`` the state machine asserts
-#: that an executing task has one, and only that.
-RUN_SPEC = wsm.ComputeTaskEvent.dummy_runspec("dask-replay-run-spec")
-
-
 def encode_event(ev: wsm.StateMachineEvent) -> dict:
     """A live event as a JSON-ready dict; call it before the event is handled."""
     return _encode(ev, EVENT_FIELDS)
@@ -360,10 +360,7 @@ def decode_event(d: dict) -> wsm.StateMachineEvent:
         decode = _EVENT_DECODERS[d["cls"]]
     except (KeyError, TypeError):
         raise UnknownClass(f"unknown event class {d.get('cls')!r}") from None
-    ev = decode(d)
-    if type(ev) is wsm.ComputeTaskEvent:
-        ev.run_spec = RUN_SPEC
-    return ev
+    return decode(d)
 
 
 def encode_instruction(inst: wsm.Instruction) -> dict:
