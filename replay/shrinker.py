@@ -29,6 +29,7 @@ from replay.engine import Replayer
 from replay.errors import BadInput, ReplayError
 from replay.history import WorkerHistory
 from replay.reader import RecordedCall
+from replay.requests import OpenRequests
 from replay.testcase import Expr, Invalid, InState, Narrative, Outcome, Raises, Resources, Stuck
 from replay.testcase import pytest_source, raised_at
 from schemas.codec import decode_float, decode_resources, encode_resources
@@ -383,28 +384,12 @@ class Shrinker:
         """For each stimulus, the one whose call issued what it completes."""
         run = self.run(stimuli)
         parent: list[int | None] = [None] * len(stimuli)
-        executing: dict = {}
-        gathers: dict = defaultdict(list)
-        retries: dict = defaultdict(list)
-        for i, s in enumerate(stimuli):
-            if isinstance(s, (wsm.ExecuteSuccessEvent, wsm.ExecuteFailureEvent, wsm.RescheduleEvent)):
-                parent[i] = executing.pop(s.key, None)
-            elif isinstance(s, wsm.SecedeEvent):
-                parent[i] = executing.get(s.key)
-            elif isinstance(s, wsm.GatherDepDoneEvent):
-                # a worker has at most one transfer in flight from each peer
-                pending = gathers.get(s.worker)
-                parent[i] = pending.pop(0) if pending else None
-            elif isinstance(s, wsm.RetryBusyWorkerEvent):
-                pending = retries.get(s.worker)
-                parent[i] = pending.pop(0) if pending else None
+        requests: OpenRequests[int] = OpenRequests()
+        for i, x in enumerate(stimuli):
+            if type(x) is not Resources:
+                parent[i] = requests.answered(x)
             for inst in run.instructions[i] if i < len(run.instructions) else ():
-                if isinstance(inst, wsm.Execute):
-                    executing[inst.key] = i
-                elif isinstance(inst, wsm.GatherDep):
-                    gathers[inst.worker].append(i)
-                elif isinstance(inst, wsm.RetryBusyWorkerLater):
-                    retries[inst.worker].append(i)
+                requests.issued(inst, i)
         return parent
 
     def _with_descendants(self, parent: list[int | None], drop: Iterable[int]) -> set[int]:

@@ -17,6 +17,7 @@ from distributed._stories import worker_story
 
 from replay.engine import Applied, Replayer
 from replay.reader import Progress
+from replay.requests import OpenRequests
 from schemas.codec import CodecError, decode_collection, decode_key, encode_float, encode_key
 from schemas.convert import encode_instruction
 
@@ -268,36 +269,18 @@ def instruction_keys(inst: wsm.Instruction) -> set:
     return set() if key is None else {key}
 
 
-class _Gathers:
-    """Open GatherDep instructions, so that a GatherDep*Event, which names only
-    the peer, can be tied to the keys it was about."""
-
-    def __init__(self) -> None:
-        self.open: dict[tuple[str, int], list[set]] = {}
-
-    def issued(self, instructions: list) -> None:
-        for i in instructions:
-            if isinstance(i, wsm.GatherDep):
-                self.open.setdefault((i.worker, i.total_nbytes), []).append(set(i.to_gather))
-
-    def done(self, ev: dict) -> set:
-        if not ev["cls"].startswith("GatherDep"):
-            return set()
-        pending = self.open.get((ev.get("worker"), ev.get("total_nbytes")))
-        return pending.pop(0) if pending else set()
-
-
 def key_story(walked: Iterable[tuple[Applied, Any]], key: Any, *more: Any) -> list[dict]:
     """Every event, transition, log entry and instruction naming ``key`` (or any
     of ``more``), uncapped."""
     story: list[dict] = []
-    gathers = _Gathers()
+    # a GatherDep*Event names only the peer: it is about the keys its gather asked for
+    gathers: OpenRequests[set] = OpenRequests()
     target = {key, *more}
     for applied, _ in walked:
         call = applied.call
-        for s in call.records:
+        for s, event in zip(call.records, call.events):
             ev = s["event"]
-            names = event_keys(ev) | gathers.done(ev)
+            names = event_keys(ev) | (gathers.answered(event) or set())
             if not target.isdisjoint(names):
                 story.append({"step": s["seq"], "stimulus_id": ev["stimulus_id"], "kind": "event", "event": ev})
         for entry in worker_story(target, applied.log):
@@ -308,7 +291,8 @@ def key_story(walked: Iterable[tuple[Applied, Any]], key: Any, *more: Any) -> li
             if not target.isdisjoint(instruction_keys(inst)):
                 story.append({"step": call.step_of(inst.stimulus_id), "stimulus_id": inst.stimulus_id,
                               "kind": "instruction", "instruction": encode_instruction(inst)})
-        gathers.issued(applied.instructions)
+        for inst in applied.instructions:
+            gathers.issued(inst, set(inst.to_gather) if isinstance(inst, wsm.GatherDep) else set())
     return story
 
 
