@@ -66,6 +66,8 @@ class Divergence:
     actual: Any
     key: Any = None
     story: list = field(default_factory=list)
+    #: what replay raised (kinds "error" and "invariant"), for where it failed
+    exception: Optional[BaseException] = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -80,6 +82,39 @@ class Applied:
     #: ``ws.log`` entries the call appended, uncapped (with ``tap_log``;
     #: empty without); valid until the next call is applied
     log: Sequence[tuple] = ()
+    #: of a batch, where each event's instructions and log entries end:
+    #: ``(len(instructions), len(log))`` after each event; None for one event
+    ends: Optional[list[tuple[int, int]]] = None
+
+    def steps(self) -> Iterator[StepDone]:
+        """Each event of the call with the instructions and log entries it
+        caused, in the order the state machine handled them."""
+        call = self.call
+        records = call.records
+        if self.ends is None:
+            yield StepDone(call.first, call.events[0], records[0] if records else None,
+                           self.instructions, self.log)
+            return
+        i0 = l0 = 0
+        for n, (i1, l1) in enumerate(self.ends):
+            yield StepDone(call.first + n, call.events[n], records[n] if records else None,
+                           self.instructions[i0:i1], self.log[l0:l1])
+            i0, l0 = i1, l1
+        for n in range(len(self.ends), len(call.events)):
+            # the call raised before handling these: they did nothing
+            yield StepDone(call.first + n, call.events[n], records[n] if records else None, [], ())
+
+
+@dataclass(slots=True)
+class StepDone:
+    """One step of an :class:`Applied` call: an event and what it caused."""
+
+    step: int
+    event: wsm.StateMachineEvent
+    #: the step record as read (with ``records=True``)
+    record: Optional[dict]
+    instructions: list[wsm.Instruction]
+    log: Sequence[tuple]
 
 
 #: the log of an untapped call: nothing to hand out
@@ -139,9 +174,11 @@ class Replayer:
                 transfer_incoming_bytes_limit=decode_float(s["transfer_incoming_bytes_limit"]),
                 transfer_message_bytes_limit=decode_float(s["transfer_message_bytes_limit"]),
             )
-        #: the last step applied, and its stimulus id ("" for the empty state)
+        #: the last step applied, its stimulus id ("" for the empty state) and
+        #: when the recorded worker handled it (None for the empty state)
         self.seq = 0
         self.stimulus_id = ""
+        self.handled: float | None = None
         self._tap: list[tuple] | None = None
         if tap_log:
             self._tap = []
@@ -176,17 +213,40 @@ class Replayer:
         events = call.events
         self.seq = call.first + len(events) - 1
         self.stimulus_id = events[-1].stimulus_id
+        self.handled = call.handled
+        if len(events) > 1:
+            return self._apply_batch(call, log)
         try:
-            return Applied(call, self._handle(*events), None, log)
+            return Applied(call, self._handle(events[0]), None, log)
         except Exception as e:
-            if call.error is None:
-                raise ReplayError(
-                    f"step {call.last} ({call.stimulus_id}) of {self.header['worker']}: the "
-                    f"state machine raised {type(e).__name__}: {_first_line(e)} where the "
-                    "recorded worker did not; run `replay verify --validate` to find where "
-                    "the state went wrong"
-                ) from e
-            return Applied(call, [], e, log)
+            return self._raised(call, e, log)
+
+    def _apply_batch(self, call: RecordedCall, log: Sequence[tuple]) -> Applied:
+        # handle_stimulus(a, b) is handle_stimulus(a) then handle_stimulus(b),
+        # their instructions concatenated: one event at a time gives every
+        # step of a batch its own transitions and instructions
+        instructions: list[wsm.Instruction] = []
+        ends: list[tuple[int, int]] = []
+        try:
+            for event in call.events:
+                instructions += self._handle(event)
+                ends.append((len(instructions), len(log)))
+        except Exception as e:
+            applied = self._raised(call, e, log)
+            applied.ends = ends
+            return applied
+        return Applied(call, instructions, None, log, ends)
+
+    def _raised(self, call: RecordedCall, e: Exception, log: Sequence[tuple]) -> Applied:
+        if call.error is None:
+            raise ReplayError(
+                f"step {call.last} ({call.stimulus_id}) of {self.header['worker']}: the "
+                f"state machine raised {type(e).__name__}: {_first_line(e)} where the "
+                "recorded worker did not; run `replay verify --validate` to find where "
+                "the state went wrong"
+            ) from e
+        # a call that raises returns nothing, as in the recorded worker
+        return Applied(call, [], e, log)
 
     def _handle_offline(self, *events: wsm.StateMachineEvent) -> list[wsm.Instruction]:
         with offline_addresses():
@@ -214,7 +274,7 @@ class Replayer:
         except ReplayError as crash:
             e = crash.__cause__
             key, story = _key_story(self.ws, e)
-            return Divergence(seq, sid, "error", None, _describe(e, key), key, story)
+            return Divergence(seq, sid, "error", None, _describe(e, key), key, story, e)
         if applied.exception is not None:
             return None  # raised as recorded
         if call.error is not None:
@@ -228,7 +288,7 @@ class Replayer:
                 self.ws.validate_state()
             except Exception as e:  # whatever validation raises, the state is broken
                 key, story = _key_story(self.ws, e)
-                return Divergence(seq, sid, "invariant", None, _describe(e, key), key, story)
+                return Divergence(seq, sid, "invariant", None, _describe(e, key), key, story, e)
         return None
 
 

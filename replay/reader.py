@@ -83,7 +83,13 @@ def read_calls(
     records: bool = False,
     instructions: bool = True,
 ) -> Iterator[RecordedCall]:
-    """The calls of ``worker`` whose first step lies in ``start..stop``.
+    """The calls of ``worker`` holding steps ``start..stop``, and no others.
+
+    A batch that ``start`` or ``stop`` falls inside is cut there, so that a
+    replay can stop between the events of one ``handle_stimulus`` call (the
+    state machine handles them one after another). A cut call carries what
+    the whole call recorded (instructions, error), so only whole calls can be
+    compared with the recording.
 
     With ``records`` each call keeps the step records it was read from (the
     views show them). Without, a stretch of at least :data:`READ_AHEAD_FROM`
@@ -106,11 +112,14 @@ def _read(
     path, header = log.path, worker.header
     resources: list[ResourcesChange] = []
     steps: list[tuple[int, dict]] = []
-    for lineno, rec in log.records(worker, start=start):
+    records = log.records(worker, start=start)
+    for lineno, rec in records:
         if rec["kind"] == "resources":
             resources.append(_resources_change(path, lineno, rec))
             continue
-        if not steps and rec["seq"] > stop:
+        if rec["seq"] > stop:
+            if steps:  # stop falls inside a batch: its head, so every step is a position
+                yield _call(path, header, resources, steps, keep, _call_end(records, rec))
             return
         steps.append((lineno, rec))
         if "instructions" in rec or "error" in rec:
@@ -120,12 +129,28 @@ def _read(
         yield _call(path, header, resources, steps, keep)
 
 
+def _call_end(records: Iterator[tuple[int, dict]], rec: dict) -> dict:
+    """The record that ends the call ``rec`` belongs to: it carries what the call
+    returned or raised (a head that raises must know it was recorded to)."""
+    while "instructions" not in rec and "error" not in rec:
+        nxt = next(records, None)
+        if nxt is None or nxt[1]["kind"] != "step":
+            break
+        rec = nxt[1]
+    return rec
+
+
 def _call(
-    path: str, header: dict, resources: list[ResourcesChange], steps: list[tuple[int, dict]], keep: bool
+    path: str,
+    header: dict,
+    resources: list[ResourcesChange],
+    steps: list[tuple[int, dict]],
+    keep: bool,
+    last: dict | None = None,
 ) -> RecordedCall:
     from replay.log import decode_step
 
-    last = steps[-1][1]
+    last = steps[-1][1] if last is None else last
     return RecordedCall(
         events=[decode_step(path, lineno, rec, header) for lineno, rec in steps],
         first=steps[0][1]["seq"],
