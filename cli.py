@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
 from typing import Any, Optional
 
 import orjson
@@ -20,7 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Record and replay the dask.distributed worker state machine.",
 )
-out = Console(highlight=False, soft_wrap=True)
+#: piped output is plain text, one long line per row, never cut at 80 columns
+out = Console(highlight=False, soft_wrap=True, **({} if sys.stdout.isatty() else {"width": 100_000}))
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -134,27 +134,82 @@ def served(log: str, request: dict) -> Any:
     return reply["ok"]
 
 
-@contextmanager
-def progress_bar(label: str, total: int):
-    """A progress callback for long replays: a bar on stderr, only on a terminal."""
-    if total < 2000 or not err.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class progress_bar:
+    """A progress callback for replays: a bar on stderr once a replay has
+    taken a second, only on a terminal."""
 
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True,
-    ) as bar:
-        task = bar.add_task(render.safe(label).plain, total=total)
-        last = [0]
+    #: seconds before the bar appears: shorter replays show nothing
+    DELAY = 1.0
 
-        def update(step: int) -> None:
-            if step - last[0] >= 500 or step >= total:
-                last[0] = step
-                bar.update(task, completed=step)
+    def __init__(self, label: str, total: int):
+        self.label, self.total = label, total
+        self.bar: Any = None
+        self.task: Any = None
+        self.started = 0.0
+        self.last = 0
 
-        yield update
+    def __enter__(self) -> Any:
+        import time
+
+        if self.total < 1000 or not err.is_terminal:
+            return None
+        self.started = time.monotonic()
+        return self.update
+
+    def update(self, step: int) -> None:
+        if step - self.last < 500 and step < self.total:
+            return
+        self.last = step
+        if self.bar is None:
+            import time
+
+            if time.monotonic() - self.started < self.DELAY:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=err, transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(render.safe(self.label).plain, total=self.total)
+        self.bar.update(self.task, completed=step)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+SVG = typer.Option(None, "--svg", metavar="FILE", help="Also save the answer as an SVG picture.")
+HTML = typer.Option(None, "--html", metavar="FILE", help="Also save the answer as an HTML page.")
+
+
+def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Optional[str] = None) -> None:
+    """Print a view: its JSON with ``--json``, else itself; and its picture."""
+    if json:
+        emit_json(view.to_json())
+    else:
+        out.print(view)
+    if svg or html:
+        import io
+
+        # a terminal-like console of its own, so that piped output stays plain
+        rec = Console(record=True, width=120, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", highlight=False)
+        rec.print(view)
+        try:
+            if svg:
+                rec.save_svg(svg, title="dask-replay", clear=False)
+            if html:
+                rec.save_html(html, clear=False)
+        except OSError as e:
+            raise BadInput(f"{e.filename}: cannot write: {e.strerror}") from None
+
+
+def parse_keys(texts: list[str]) -> list[Any]:
+    from schemas.codec import parse_key
+
+    return [parse_key(t) for t in texts]
 
 
 @app.command()
@@ -162,19 +217,15 @@ def load(
     log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
     json: bool = JSON,
 ) -> None:
-    """Replay every worker to its end: events, final task states, stuck tasks."""
-    from replay.diagnosis import load_report
+    """Replay every worker to its end: running or paused, what is stuck and why, the events."""
+    from replay.summary import LoadSummary, load_worker
 
     history = open_history(log)
-    workers = []
+    summary_ = LoadSummary(history.path)
     for wh in history.workers:
         with progress_bar(f"replaying {wh.address}", wh.events) as cb:
-            workers.append(load_report(wh, progress=cb))
-    data = {"path": history.path, "workers": workers}
-    if json:
-        emit_json(data)
-    else:
-        out.print(render.load_summary(data))
+            summary_.workers.append(load_worker(wh, progress=cb))
+    emit(summary_, json=json)
 
 
 @app.command()
@@ -182,47 +233,73 @@ def state(
     log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
     at: Optional[str] = typer.Option(None, "--at", help="Step number or stimulus id (default: the end)."),
     worker: Optional[str] = WORKER,
+    states: list[str] = typer.Option([], "--state", help="Only tasks in this state (repeatable)."),
+    keys: list[str] = typer.Option([], "--key", help="Only this task, with its detail (repeatable)."),
+    detail: bool = typer.Option(False, "--detail", help="Per task: who_has, dependencies, priority, nbytes…"),
     json: bool = JSON,
+    svg: Optional[str] = SVG,
+    html: Optional[str] = HTML,
 ) -> None:
-    """The worker's state at a step: tasks, queues, peers, resources."""
-    from replay.views import state_of
+    """The worker's state at a step: tasks by state, queues, transfers, counters."""
+    from replay.views import StateView, state_of
+    from schemas.codec import encode_key
 
-    view = served(log, {"op": "state", "worker": worker, "at": at})
-    if view is None:
+    wanted = parse_keys(keys)
+    served_view = served(log, {"op": "state", "worker": worker, "at": at, "states": states,
+                               "keys": [encode_key(k) for k in wanted], "detail": detail})
+    if served_view is not None:
+        view = StateView.from_json(served_view)
+    else:
         wh = open_history(log).worker(worker)
         step = wh.position(at)
         with progress_bar(f"replaying {wh.address}", step) as cb:
-            view = wh.view(step, state_of, progress=cb)
-    if json:
-        emit_json(view)
-    else:
-        out.print(render.state_view(view))
+            view = wh.view(step, state_of, states, wanted, detail, progress=cb)
+    emit(view, json=json, svg=svg, html=html)
 
 
 @app.command()
 def diff(
     log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
-    from_: str = typer.Option(..., "--from", help="Step number or stimulus id."),
-    to: str = typer.Option(..., "--to", help="Step number or stimulus id."),
+    span: str = typer.Argument(..., metavar="FROM..TO",
+                               help="Two positions (steps or stimulus ids), e.g. 371..400."),
     worker: Optional[str] = WORKER,
     json: bool = JSON,
 ) -> None:
-    """What changed in the worker between two steps."""
-    from replay.views import diff_view, state_of
+    """The steps between two positions, then what they changed in the worker."""
+    from replay.views import DiffView, StateView, steps_between
 
-    view = served(log, {"op": "diff", "worker": worker, "from": from_, "to": to})
-    if view is None:
+    from_, sep, to = span.partition("..")
+    if not sep or not from_ or not to:
+        raise BadInput(f"expected FROM..TO, e.g. 371..400, got {span!r}")
+    reply = served(log, {"op": "diff", "worker": worker, "from": from_, "to": to})
+    if reply is not None:
+        from schemas.convert import decode_event
+        from replay.views import StepBrief
+
+        view = DiffView(
+            StateView.from_json(reply["before"]), StateView.from_json(reply["after"]),
+            [StepBrief(s["step"], s["handled"], s["stimulus_id"], decode_event(s["event"])) for s in reply["steps"]],
+            reply["steps_total"],
+        )
+    else:
         wh = open_history(log).worker(worker)
+        first, last = wh.position(from_), wh.position(to)
+        if first > last:
+            raise BadInput(f"{from_}..{to}: step {first} comes after step {last}")
         views = {}
         # the earlier position first: one forward replay serves both
-        for step in sorted({wh.position(from_), wh.position(to)}):
+        for step in (first, last):
             with progress_bar(f"replaying {wh.address}", step) as cb:
-                views[step] = wh.view(step, state_of, progress=cb)
-        view = diff_view(views[wh.position(from_)], views[wh.position(to)])
-    if json:
-        emit_json(view)
-    else:
-        out.print(render.diff_view(view))
+                views[step] = wh.view(step, state_of_all, progress=cb)
+        steps, total = steps_between(wh.calls(first + 1, last, instructions=False))
+        view = DiffView(views[first], views[last], steps, total)
+    emit(view, json=json)
+
+
+def state_of_all(replayer: Any) -> Any:
+    from replay.views import StateView
+
+    return StateView.of(replayer)
 
 
 @app.command()
@@ -233,11 +310,14 @@ def story(
     at: Optional[str] = typer.Option(None, "--at", help="Stop at this step or stimulus id."),
     worker: Optional[str] = WORKER,
     json: bool = JSON,
+    svg: Optional[str] = SVG,
+    html: Optional[str] = HTML,
 ) -> None:
-    """Every event, transition and instruction about a key, or of a stimulus id."""
+    """Every event, transition and instruction about a key, or of a stimulus id,
+    with the recorded time of each."""
     from replay.errors import NotFound
-    from replay.views import key_story, stimulus_story, walk
-    from schemas.codec import encode_key, parse_key
+    from replay.story import key_story, stimulus_story
+    from replay.views import walk
 
     wh = open_history(log).worker(worker)
     stop = wh.position(at)
@@ -247,24 +327,16 @@ def story(
             sid_step = wh.position(key_or_stimulus)
         except NotFound:
             pass
-    if sid_step is not None:
-        stop = min(stop, sid_step)
-        with progress_bar(f"replaying {wh.address}", stop) as cb:
-            steps = stimulus_story(walk(wh, stop, progress=cb), key_or_stimulus)
-        if json:
-            emit_json({"worker": wh.address, "stimulus_id": key_or_stimulus, "steps": steps})
-        else:
-            out.print(render.stimulus_story(key_or_stimulus, steps))
-        return
-    key = parse_key(key_or_stimulus)
     with progress_bar(f"replaying {wh.address}", stop) as cb:
-        entries = key_story(walk(wh, stop, progress=cb), key)
-    if not entries:
-        raise BadInput(f"{log}: neither a stimulus id nor a key that {wh.address} ever saw: {key_or_stimulus!r}")
-    if json:
-        emit_json({"worker": wh.address, "key": encode_key(key), "story": entries})
-    else:
-        out.print(render.key_story(encode_key(key), entries))
+        if sid_step is not None:
+            view = stimulus_story(walk(wh, min(stop, sid_step), progress=cb), wh.address, key_or_stimulus)
+        else:
+            key = parse_keys([key_or_stimulus])[0]
+            try:
+                view = key_story(walk(wh, stop, progress=cb), wh.address, key)
+            except NotFound as e:
+                raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
+    emit(view, json=json, svg=svg, html=html)
 
 
 @app.command()
@@ -272,24 +344,25 @@ def why(
     log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
     key: Optional[str] = typer.Argument(None, help="Only this key, e.g. x or \"('x-1', 0)\"."),
     at: Optional[str] = typer.Option(None, "--at", help="Step number or stimulus id (default: the end)."),
-    worker: Optional[str] = WORKER,
+    worker: Optional[str] = typer.Option(None, "--worker", "-w",
+                                         help="Worker: address, unique part of one, or index (default: every worker)."),
     json: bool = JSON,
+    svg: Optional[str] = SVG,
+    html: Optional[str] = HTML,
 ) -> None:
-    """Why tasks are not finished: what each waits for, and since which step."""
-    from replay.diagnosis import diagnose, why as explain
-    from schemas.codec import parse_key
+    """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
+    from replay.diagnosis import ClusterWhy, diagnose, why_view
 
-    wh = open_history(log).worker(worker)
-    step = wh.position(at)
-    with progress_bar(f"replaying {wh.address}", step) as cb:
-        r, tracker = diagnose(wh, step, progress=cb)
-    tasks = explain(r.ws, tracker, None if key is None else parse_key(key))
-    data = {"worker": wh.address, "step": step, "stimulus_id": r.stimulus_id, "tasks": tasks}
-    if json:
-        emit_json(data)
-    else:
-        title = render.Text.assemble(render.safe(wh.address), f" at step {step}")
-        out.print(render.why_table(tasks, title))
+    history = open_history(log)
+    chosen = history.workers if worker is None else [history.worker(worker)]
+    wanted = None if key is None else parse_keys([key])[0]
+    views = []
+    for wh in chosen:
+        step = wh.position(at)
+        with progress_bar(f"replaying {wh.address}", step) as cb:
+            r, tracker = diagnose(wh, step, progress=cb)
+        views.append(why_view(r, tracker, wanted))
+    emit(ClusterWhy(views), json=json, svg=svg, html=html)
 
 
 @app.command()
@@ -300,27 +373,16 @@ def verify(
     json: bool = JSON,
 ) -> None:
     """Replay and compare with the recording; exit 1 at the first divergence."""
-    from replay.views import divergence_view
+    from replay.summary import VerifyResult, verify_worker
 
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
-    results = []
+    result = VerifyResult([])
     for wh in chosen:
         with progress_bar(f"verifying {wh.address}", wh.events) as cb:
-            d, r = wh.verify(validate=validate, progress=cb)
-        results.append({
-            "address": wh.address,
-            "steps": r.seq,
-            "faithful": d is None,
-            "warnings": list(r.warnings),
-            "divergence": None if d is None else divergence_view(wh, d, r),
-        })
-    data = {"faithful": all(w["faithful"] for w in results), "workers": results}
-    if json:
-        emit_json(data)
-    else:
-        out.print(render.verify_result(data))
-    if not data["faithful"]:
+            result.workers.append(verify_worker(wh, validate=validate, progress=cb))
+    emit(result, json=json)
+    if not result.faithful:
         raise typer.Exit(1)
 
 

@@ -1,55 +1,74 @@
 """Why a task is stuck: for every task not in a final state, what it waits for.
 
-A :class:`Tracker` follows a tapped replay (:func:`replay.views.walk`) and
-remembers, per key, the step of its last transition, of the last GatherDep
-and Execute that named it, and when the worker paused. :func:`why` then reads
-the real ``WorkerState`` at that point and explains each unfinished task.
+A :class:`Tracker` follows a tapped replay (:func:`replay.views.walk`) step by
+step and remembers, per key, when it last *changed* state (a ``flight →
+fetch → flight`` within one step is no change), the last ``GatherDep`` and
+``Execute`` that named it, and when the worker paused. :func:`why` then reads
+the real ``WorkerState`` at that step and explains each unfinished task in
+terms of what is known *there*: a gather issued at step 371 is "not completed
+by step 400", never "never completed", since it may complete at step 416.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from distributed import worker_state_machine as wsm
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.text import Text
 
-from replay.engine import Applied
+from replay import render
+from replay.engine import Applied, Replayer
 from replay.errors import NotFound
-from replay.views import FINAL_STATES, ek, is_transition
+from replay.literal import jsonable, key_text, literal, sort_key
+from replay.views import FINAL_STATES, Key, Moment, elapsed, is_transition
 
 
 class Tracker:
-    """Steps that explain the current state of each key."""
+    """Moments that explain the current state of each key."""
 
-    def __init__(self) -> None:
-        #: key -> (step, stimulus id) of its last transition
-        self.transition: dict[Any, tuple[int, str]] = {}
-        #: key -> (step, peer) of the last GatherDep that asked for it
-        self.gather: dict[Any, tuple[int, str]] = {}
-        #: key -> step of the last Execute
-        self.execute: dict[Any, int] = {}
-        #: step of the PauseEvent still in force
-        self.paused: int | None = None
+    def __init__(self, end: Optional[int] = None) -> None:
+        #: the worker's last step, if known: at it, a wait lasts "to the end of the log"
+        self.end = end
+        #: key -> (moment, stimulus id) of the step that last changed its state
+        self.changed: dict[Key, tuple[Moment, str]] = {}
+        #: key -> (moment, peer) of the last GatherDep that asked for it
+        self.gather: dict[Key, tuple[Moment, str]] = {}
+        #: key -> moment of the last Execute
+        self.execute: dict[Key, Moment] = {}
+        #: the PauseEvent still in force
+        self.paused: Optional[Moment] = None
+        #: the last step fed
+        self.now: Moment = Moment(0, None)
 
     def feed(self, applied: Applied) -> None:
-        call = applied.call
-        for i, ev in enumerate(call.events):
+        handled = applied.call.handled
+        for s in applied.steps():
+            at = Moment(s.step, handled)
+            self.now = at
+            ev = s.event
             if isinstance(ev, wsm.PauseEvent):
-                self.paused = call.first + i
+                self.paused = at
             elif isinstance(ev, wsm.UnpauseEvent):
                 self.paused = None
-        for entry in applied.log:
-            if is_transition(entry):
-                sid = entry[5]
-                self.transition[entry[0]] = (call.step_of(sid), sid)
-        for inst in applied.instructions:
-            if isinstance(inst, wsm.GatherDep):
-                step = call.step_of(inst.stimulus_id)
-                for key in inst.to_gather:
-                    self.gather[key] = (step, inst.worker)
-            elif isinstance(inst, wsm.Execute):
-                self.execute[inst.key] = call.step_of(inst.stimulus_id)
+            before: dict[Key, str] = {}
+            after: dict[Key, str] = {}
+            for entry in s.log:
+                if is_transition(entry):
+                    before.setdefault(entry[0], entry[1])
+                    after[entry[0]] = entry[3]
+            for key, state in after.items():
+                if before[key] != state:
+                    self.changed[key] = (at, ev.stimulus_id)
+            for inst in s.instructions:
+                if isinstance(inst, wsm.GatherDep):
+                    for key in inst.to_gather:
+                        self.gather[key] = (at, inst.worker)
+                elif isinstance(inst, wsm.Execute):
+                    self.execute[inst.key] = at
 
-    def follow(self, walked: Iterable[tuple[Applied, Any]]) -> wsm.WorkerState | None:
+    def follow(self, walked: Iterable[tuple[Applied, Any]]) -> Optional[wsm.WorkerState]:
         """Consume a walk; return the state it ends at."""
         ws = None
         for applied, r in walked:
@@ -90,142 +109,264 @@ def category(ws: wsm.WorkerState, ts: wsm.TaskState) -> str:
     return state
 
 
+@dataclass(slots=True)
+class Verdict:
+    """Why one task is where it is, at one step."""
+
+    key: Key
+    state: str
+    #: the kind of wait (:func:`category`)
+    category: str
+    #: one sentence, for people
+    reason: str
+    #: when the task last changed state, and the stimulus that changed it
+    since: Moment
+    stimulus_id: str
+    #: the facts the reason rests on: peers, dependencies, steps
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = {"key": jsonable(self.key), "state": self.state, "category": self.category,
+               "reason": self.reason, "since_step": self.since.step, "since_time": self.since.time,
+               "stimulus_id": self.stimulus_id}
+        if self.detail:
+            out["detail"] = jsonable(self.detail)
+        return out
+
+
+# --- explaining one task ----------------------------------------------------
+
+#: what a cancelled or resumed task still waits for, by its previous state
+_UNDERWAY = {"executing": "its execution", "long-running": "its seceded execution", "flight": "its transfer"}
+
+
 def _holders(ts: wsm.TaskState) -> list[str]:
     return sorted(ts.who_has)
 
 
-def _fmt(value: float) -> str:
-    return f"{value:g}"
+def _peers(peers: list[str]) -> str:
+    if len(peers) == 1:
+        return peers[0]
+    return ", ".join(peers[:-1]) + " and " + peers[-1]
 
 
-def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> dict:
-    """Why ``ts`` cannot progress, with the step that put it where it is."""
-    key = ts.key
-    since, sid = tracker.transition.get(key, (0, ""))
+def _when(m: Optional[Moment], now: Moment) -> str:
+    if m is None or m.step == 0:
+        return ""
+    ago = elapsed(m, now)
+    return f"step {m.step}" + (f", {ago} earlier" if ago and m.step != now.step else "")
+
+
+def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict:
+    """Why ``ts`` cannot progress, as known at the tracker's step."""
+    key, state, now = ts.key, ts.state, tracker.now
+    since, sid = tracker.changed.get(key, (Moment(0, None), ""))
     detail: dict[str, Any] = {}
-    state = ts.state
     kind = category(ws, ts)  # which branch below holds
+    by = "the end of the log" if now.step and now.step == tracker.end else f"step {now.step}"
 
     if state in FINAL_STATES:
-        reason = f"{state}: final state"
+        reason = f"{state}: a final state"
     elif state == "waiting":
-        deps = [d for d in ts.dependencies if d.state != "memory"]
-        detail["waiting_on"] = [
-            {"key": ek(d.key), "state": d.state, "who_has": _holders(d),
-             "since_step": tracker.transition.get(d.key, (0, ""))[0]}
-            for d in sorted(deps, key=lambda d: str(d.key))
-        ]
+        deps = sorted((d for d in ts.dependencies if d.state != "memory"), key=lambda d: sort_key(d.key))
+        detail["waiting_for"] = {d.key: d.state for d in deps}
         if kind == "waiting: erred dependency":
             d = next(d for d in deps if d.state == "error")
-            at = tracker.transition.get(d.key, (0, ""))[0]
+            at = tracker.changed.get(d.key, (None, ""))[0]
+            detail["erred_dependency"] = d.key
             reason = (
-                f"waiting on {d.key!r}, which erred at step {at}: nothing will "
-                "ever release or reschedule it (dask #6705)"
+                f"waiting for {key_text(d.key)}, which erred"
+                + (f" at {_when(at, now)}" if at else "")
+                + ": nothing releases or reschedules a task whose dependency erred (dask #6705)"
             )
-            detail["erred_dependency"] = ek(d.key)
         elif kind == "waiting: dependencies":
-            parts = [f"{d.key!r} ({_where(ws, d)})" for d in deps]
             noun = "dependency" if len(deps) == 1 else "dependencies"
-            reason = f"waiting on {len(deps)} {noun}: " + ", ".join(parts)
+            reason = f"waiting for {len(deps)} {noun}: " + "; ".join(
+                f"{key_text(d.key)} {_where(ws, d, tracker)}" for d in deps[:5]
+            ) + (f"; … {len(deps) - 5} more" if len(deps) > 5 else "")
         else:
-            reason = "waiting with every dependency in memory"
+            reason = "waiting although every dependency is in memory: nothing recommended it ready"
     elif state == "fetch":
         holders = _holders(ts)
-        detail["who_has"] = holders
-        detail["busy"] = sorted(set(holders) & ws.busy_workers)
-        detail["in_flight"] = sorted(set(holders) & set(ws.in_flight_workers))
+        busy = [w for w in holders if w in ws.busy_workers]
+        flying = [w for w in holders if w in ws.in_flight_workers and w not in ws.busy_workers]
+        detail.update(who_has=holders, busy=busy, in_flight=flying)
         if kind == "fetch: paused":
-            reason = f"fetch: the worker is paused{_since(tracker.paused)}, no transfers start"
+            reason = f"fetch: the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}), and a paused worker starts no transfers"
         elif kind == "fetch: holders busy":
-            reason = "fetch: every holder is busy or already in flight: " + ", ".join(holders)
+            parts = []
+            if busy:
+                parts.append(f"{_peers(busy)} answered busy" if len(busy) > 1 else f"{busy[0]} answered busy")
+            if flying:
+                parts.append(f"a transfer from {_peers(flying)} is already under way")
+            every = "its only holder" if len(holders) == 1 else ("both holders" if len(holders) == 2 else f"all {len(holders)} holders")
+            reason = f"fetch: {every} can't send now: " + "; ".join(parts)
+        elif not holders:
+            reason = "fetch: no holder known"
         else:
             reason = (
-                "fetch: queued for a transfer from " + ", ".join(holders)
-                + f" ({ws.transfer_incoming_count}/{ws.transfer_incoming_count_limit} "
-                "incoming transfers)"
+                f"fetch: queued for a transfer from {_peers(holders)}; "
+                f"{ws.transfer_incoming_count} of {ws.transfer_incoming_count_limit} incoming transfers "
+                f"under way, {ws.transfer_incoming_bytes:,} bytes"
             )
     elif state == "flight":
-        step, peer = tracker.gather.get(key, (since, ts.coming_from or "?"))
-        detail["gather_step"] = step
-        detail["coming_from"] = ts.coming_from
-        reason = f"flight from {ts.coming_from}: gather issued at step {step} never completed"
+        gathered, peer = tracker.gather.get(key, (since, ts.coming_from or "?"))
+        detail.update(gather_step=gathered.step, coming_from=ts.coming_from)
+        took = elapsed(gathered, now)
+        reason = (
+            f"in flight from {ts.coming_from}: gather issued at step {gathered.step}, "
+            f"not completed by {by}" + (f" ({took})" if took else "")
+        )
     elif state == "missing":
         detail["who_has"] = _holders(ts)
-        reason = "missing: no worker is known to hold it; waiting for the scheduler to name one"
+        reason = "missing: no worker is known to hold it; the worker asks the scheduler who has it"
     elif state == "constrained":
         need = ts.resource_restrictions or {}
-        short = {
-            r: (n, ws.available_resources.get(r, 0), ws.total_resources.get(r, 0))
-            for r, n in need.items()
-            if ws.available_resources.get(r, 0) < n
-        }
-        detail["needs"] = {r: n for r, n in need.items()}
-        detail["available"] = {r: ws.available_resources.get(r, 0) for r in need}
+        detail.update(needs=dict(need), available={r: ws.available_resources.get(r, 0) for r in need})
         if kind == "constrained: resources":
-            parts = [f"{r}={_fmt(n)} while only {_fmt(a)} of {_fmt(t)} is free" for r, (n, a, t) in short.items()]
-            reason = "constrained: needs " + "; ".join(parts)
-            if any(n > t for n, _, t in short.values()):
-                reason += " (more than the worker has: it can never run)"
+            short = [
+                (r, n, ws.available_resources.get(r, 0), ws.total_resources.get(r, 0))
+                for r, n in need.items() if ws.available_resources.get(r, 0) < n
+            ]
+            reason = "constrained: needs " + "; ".join(
+                f"{literal(r)}: {n:g}, and only {a:g} of {t:g} is free" for r, n, a, t in short
+            )
+            if any(n > t for _, n, _, t in short):
+                reason += " (more than the worker has: it can never run here)"
         elif kind == "constrained: paused":
-            reason = f"constrained while the worker is paused{_since(tracker.paused)}"
+            reason = f"constrained, and the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}): a paused worker starts no tasks"
         else:
-            reason = f"constrained: all {ws.nthreads} threads busy"
+            reason = f"constrained: all {ws.nthreads} threads busy ({_running(ws)})"
     elif state == "ready":
         if kind == "ready: paused":
-            detail["paused_step"] = tracker.paused
-            reason = f"ready while the worker is paused{_since(tracker.paused)}"
+            detail["paused_step"] = tracker.paused.step if tracker.paused else None
+            reason = f"ready, and the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}): a paused worker starts no tasks"
         else:
-            reason = f"ready: all {ws.nthreads} threads busy ({len(ws.executing)} executing)"
+            reason = f"ready: all {ws.nthreads} threads busy ({_running(ws)})"
     elif state in ("executing", "long-running"):
-        step = tracker.execute.get(key, since)
-        detail["execute_step"] = step
+        started = tracker.execute.get(key, since)
+        detail["execute_step"] = started.step
         what = "executing" if state == "executing" else "long-running (seceded)"
-        reason = f"{what} since step {step}: no completion since"
+        took = elapsed(started, now)
+        reason = f"{what} since step {started.step}; not finished by {by}" + (f" ({took})" if took else "")
     elif state in ("cancelled", "resumed"):
-        detail["previous"] = ts.previous
-        detail["next"] = ts.next
-        reason = f"{state} while {ts.previous}: waits for the {ts.previous} to finish"
-        if state == "resumed":
-            reason += f", then goes to {ts.next}"
+        detail.update(previous=ts.previous, next=ts.next)
+        underway = _UNDERWAY.get(ts.previous or "", f"the {ts.previous}")
+        if state == "cancelled":
+            reason = (f"cancelled while {ts.previous}: the scheduler released it; the worker forgets "
+                      f"it once {underway} ends")
+        else:
+            reason = (f"resumed while {ts.previous}: the scheduler wants it again; it goes to "
+                      f"{ts.next} once {underway} ends")
     else:
-        reason = f"{state}: waiting for a new stimulus"
-
-    out = {"key": ek(key), "state": state, "category": kind, "reason": reason,
-           "since_step": since, "stimulus_id": sid}
-    if detail:
-        out["detail"] = detail
-    return out
+        reason = f"{state}: waits for a new stimulus"
+    return Verdict(key, state, kind, reason, since, sid, detail)
 
 
-def _since(step: int | None) -> str:
-    return f" (since step {step})" if step else ""
+def _running(ws: wsm.WorkerState) -> str:
+    keys = sorted((ts.key for ts in ws.executing), key=sort_key)
+    shown = ", ".join(key_text(k) for k in keys[:3])
+    return f"executing {shown}" + (f" and {len(keys) - 3} more" if len(keys) > 3 else "") if keys else "none executing"
 
 
-def _where(ws: wsm.WorkerState, d: wsm.TaskState) -> str:
+def _where(ws: wsm.WorkerState, d: wsm.TaskState, tracker: Tracker) -> str:
     if d.state in ("fetch", "missing"):
-        holders = ", ".join(_holders(d)) or "no holder"
-        return f"{d.state} from {holders}"
+        return f"({d.state} from {_peers(_holders(d)) if d.who_has else 'no holder'})"
     if d.state == "flight":
-        return f"in flight from {d.coming_from}"
-    return d.state
+        return f"(in flight from {d.coming_from})"
+    return f"({d.state})"
 
 
-def why(ws: wsm.WorkerState, tracker: Tracker, key: Any = None) -> list[dict]:
+# --- the view -----------------------------------------------------------------
+
+
+@dataclass
+class WhyView:
+    """Why a worker's unfinished tasks are not finished, at one step."""
+
+    worker: str
+    step: int
+    stimulus_id: str
+    handled: Optional[float]
+    running: bool
+    #: the PauseEvent in force, if paused
+    paused_since: Optional[Moment]
+    tasks: list[Verdict]
+    #: the key asked about, if one was
+    key: Any = None
+
+    def to_json(self) -> dict:
+        return {"worker": self.worker, "step": self.step, "stimulus_id": self.stimulus_id,
+                "handled": self.handled, "running": self.running,
+                "paused_since": None if self.paused_since is None else self.paused_since.to_json(),
+                "tasks": [v.to_json() for v in self.tasks]}
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.tasks:
+            yield Text.assemble(render.safe(self.worker), f" at step {self.step}: ", ("no task is stuck", "green"),
+                                "" if self.running else " (paused)")
+            return
+        yield render.position(self.worker, self.step, self.stimulus_id, self.handled)
+        if not self.running:
+            when = f" since step {self.paused_since.step}" if self.paused_since else ""
+            yield Text(f"the worker is paused{when}", style="yellow")
+        yield verdicts_table(console, self.tasks, Moment(self.step, self.handled))
+
+
+def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment) -> Any:
+    """Key, state, since when (in steps and recorded time) and why."""
+    t = render.table(console, "key", "state", "since", "reason")
+    for v in verdicts:
+        ago = elapsed(v.since, now) if v.since.step != now.step else ""
+        since = f"step {v.since.step}" + (f" ({ago} earlier)" if ago and v.since.step else "")
+        reason = Text.assemble(render.safe(v.reason))
+        facts = _detail_text(v.detail)
+        if facts:
+            reason.append("\n" + facts, style="dim")
+        t.add_row(render.value(v.key, None), render.safe(v.state), since, reason)
+    return t
+
+
+def _detail_text(detail: dict) -> str:
+    return "; ".join(f"{k.replace('_', ' ')}: {literal(v, 160)}" for k, v in detail.items()
+                     if v not in (None, [], {}))
+
+
+@dataclass
+class ClusterWhy:
+    """:class:`WhyView` of every worker of a log."""
+
+    workers: list[WhyView]
+
+    def to_json(self) -> dict:
+        if len(self.workers) == 1:
+            return self.workers[0].to_json()
+        return {"workers": [w.to_json() for w in self.workers]}
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for w in self.workers:
+            yield w
+
+
+def why(ws: wsm.WorkerState, tracker: Tracker, key: Any = None) -> list[Verdict]:
     """Every task not in a final state, or just ``key`` (whatever its state)."""
     if key is not None:
         ts = ws.tasks.get(key)
         if ts is None:
-            raise NotFound(f"{key!r} is not known to {ws.address} at this step (never seen or forgotten)")
+            raise NotFound(f"{key_text(key)} is not known to {ws.address} at step {tracker.now.step} "
+                           "(never seen, or forgotten)")
         return [explain(ws, ts, tracker)]
-    return [explain(ws, ts, tracker) for ts in ws.tasks.values() if ts.state not in FINAL_STATES]
+    unfinished = [ts for ts in ws.tasks.values() if ts.state not in FINAL_STATES]
+    unfinished.sort(key=lambda ts: sort_key(ts.key))
+    return [explain(ws, ts, tracker) for ts in unfinished]
 
 
-def diagnose(history: Any, stop: int | None = None, *, progress: Any = None) -> tuple[Any, Tracker]:
+def diagnose(history: Any, stop: int | None = None, *, progress: Any = None) -> tuple[Replayer, Tracker]:
     """Replay ``history`` (a WorkerHistory) to ``stop`` with a tracker; returns the
     :class:`~replay.engine.Replayer` there and the tracker."""
     from replay.views import walk
 
-    tracker = Tracker()
+    tracker = Tracker(history.events)
     r = None
     for applied, r in walk(history, stop, progress=progress):
         tracker.feed(applied)
@@ -234,25 +375,7 @@ def diagnose(history: Any, stop: int | None = None, *, progress: Any = None) -> 
     return r, tracker
 
 
-def load_report(history: Any, *, progress: Any = None) -> dict:
-    """A worker's log facts, final task states and stuck tasks (``replay load``)."""
-    r, tracker = diagnose(history, progress=progress)
+def why_view(r: Replayer, tracker: Tracker, key: Any = None) -> WhyView:
     ws = r.ws
-    wlog = history.wlog
-    states: dict[str, int] = {}
-    for ts in ws.tasks.values():
-        states[ts.state] = states.get(ts.state, 0) + 1
-    return {
-        "address": history.address,
-        "events": history.events,
-        "event_counts": dict(sorted(wlog.event_counts.items())),
-        "first_handled": wlog.first_handled,
-        "last_handled": wlog.last_handled,
-        "duration": (wlog.last_handled - wlog.first_handled) if wlog.events else 0.0,
-        "deterministic": bool(history.header.get("deterministic")),
-        "ended": wlog.ended,
-        "task_states": dict(sorted(states.items())),
-        "running": ws.running,
-        "stuck": why(ws, tracker),
-        "warnings": list(r.warnings),
-    }
+    return WhyView(ws.address, r.seq, r.stimulus_id, r.handled, ws.running,
+                   tracker.paused if not ws.running else None, why(ws, tracker, key), key)

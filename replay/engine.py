@@ -7,6 +7,8 @@ files, choosing workers and printing happen elsewhere.
 from __future__ import annotations
 
 import contextlib
+import os
+import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -360,3 +362,21 @@ def _broken_task(ws: wsm.WorkerState) -> Any:
         except Exception:
             return key
     return None
+
+
+def raised_at(e: BaseException) -> tuple[str, int, str, str]:
+    """File name, line, function and source line of the innermost frame ``e``
+    was raised in (all empty if it carries no traceback)."""
+    tb = traceback.extract_tb(e.__traceback__)
+    if not tb:
+        return "", 0, "", ""
+    f = tb[-1]
+    return os.path.basename(f.filename), f.lineno or 0, f.name, (f.line or "").strip()
+
+
+def failed_assert(e: BaseException | None) -> AssertionError | None:
+    """The ``assert`` that failed behind ``e``: ``e`` itself, or the one dask's
+    ``InvalidTaskState`` wraps (``validate_task`` re-raises every check so)."""
+    while isinstance(e, wsm.InvalidTaskState):
+        e = e.__cause__
+    return e if isinstance(e, AssertionError) else None

@@ -66,6 +66,17 @@ class RecordedCall:
     def stimulus_id(self) -> str:
         return self.events[-1].stimulus_id
 
+    def head(self, stop: int) -> RecordedCall:
+        """The call cut after step ``stop`` (itself if it ends there or before);
+        it keeps the recorded error, since the state machine may raise in the head."""
+        if stop >= self.last:
+            return self
+        n = stop - self.first + 1
+        return RecordedCall(
+            self.events[:n], self.first, self.lines[:n], self.handled, self.resources,
+            None, self.error, None if self.records is None else self.records[:n],
+        )
+
     def step_of(self, stimulus_id: str) -> int:
         """The step of this call that carries ``stimulus_id`` (the last if several)."""
         for i in range(len(self.events) - 1, -1, -1):

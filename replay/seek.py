@@ -60,16 +60,20 @@ class _Spool:
         A snapshot was forked before the spool was complete, so it is told
         where to read rather than reading this index itself.
         """
+        if stop <= after:
+            return []
         i = bisect.bisect_right(self.last_seq, after)
-        j = bisect.bisect_right(self.last_seq, stop)
+        # and the batch ``stop`` falls inside, which the reader cuts at ``stop``
+        j = bisect.bisect_left(self.last_seq, stop) + 1
+        j = min(j, len(self.last_seq))
         o = self.offsets
         return [(o[k], o[k + 1] - o[k]) for k in range(i, j)]
 
 
-def _spooled(fd: int, extents: list[tuple[int, int]]):
+def _spooled(fd: int, extents: list[tuple[int, int]], stop: int):
     # our own spool, written by this process's parent from decoded calls
     for offset, size in extents:
-        yield loads(os.pread(fd, size, offset))
+        yield loads(os.pread(fd, size, offset)).head(stop)
 
 
 class Seeker:
@@ -132,7 +136,7 @@ class Seeker:
         stop = self.history.position(pos)
         i = bisect.bisect_right([s for s, _, _ in self.snapshots], stop) - 1
         at, conn, _ = self.snapshots[i]
-        conn.send((self.spool.extents(at, stop), fn, args))
+        conn.send((self.spool.extents(at, stop), stop, fn, args))
         outcome, result = conn.recv()
         if outcome == "bad input":
             raise BadInput(result)
@@ -167,8 +171,8 @@ def _serve(conn: Connection, replayer: Replayer, fd: int) -> None:
         pid = os.fork()
         if pid == 0:  # a throw-away copy does the work
             try:
-                extents, fn, args = msg
-                replayer.run(_spooled(fd, extents))
+                extents, stop, fn, args = msg
+                replayer.run(_spooled(fd, extents, stop))
                 result = ("ok", fn(replayer, *args))
             except BadInput as e:
                 result = ("bad input", str(e))

@@ -22,7 +22,9 @@ from replay.errors import BadInput
 from replay.history import ClusterHistory, WorkerHistory
 from replay.reader import Progress
 from replay.seek import Seeker
-from replay.views import diff_view, state_of
+from replay.views import state_of, steps_between
+from schemas.codec import decode_key
+from schemas.convert import encode_event
 
 #: longest request a client may send
 MAX_REQUEST = 1 << 16
@@ -58,11 +60,22 @@ class Server:
             w = self.history.worker(request.get("worker"))
             op = request.get("op")
             if op == "state":
-                return {"ok": w.view(request.get("at"), state_of)}
+                keys = [decode_key(k) for k in request.get("keys") or ()]
+                view = w.view(request.get("at"), state_of, request.get("states") or (), keys,
+                              bool(request.get("detail")))
+                return {"ok": view.to_json()}
             if op == "diff":
-                a = w.view(request.get("from"), state_of)
-                b = w.view(request.get("to"), state_of)
-                return {"ok": diff_view(a, b)}
+                first, last = w.position(request.get("from")), w.position(request.get("to"))
+                if first > last:
+                    return {"error": f"step {first} comes after step {last}"}
+                steps, total = steps_between(w.calls(first + 1, last, instructions=False))
+                return {"ok": {
+                    "before": w.view(first, state_of).to_json(),
+                    "after": w.view(last, state_of).to_json(),
+                    "steps": [{"step": s.step, "handled": s.handled, "stimulus_id": s.stimulus_id,
+                               "event": encode_event(s.event)} for s in steps],
+                    "steps_total": total,
+                }}
             return {"error": f"unknown request {op!r}"}
         except BadInput as e:
             return {"error": str(e)}

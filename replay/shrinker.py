@@ -31,7 +31,8 @@ from replay.history import WorkerHistory
 from replay.reader import RecordedCall
 from replay.requests import OpenRequests
 from replay.testcase import Expr, Invalid, InState, Narrative, Outcome, Raises, Resources, Stuck
-from replay.testcase import pytest_source, raised_at
+from replay.engine import failed_assert, raised_at
+from replay.testcase import pytest_source
 from schemas.codec import decode_float, decode_resources, encode_resources
 from schemas.convert import encode_event, encode_instruction
 
@@ -149,7 +150,7 @@ class StuckPredicate(Predicate):
 
     def outcome(self, run: Run) -> Outcome:
         ts = run.ws.tasks[self.key]
-        return Stuck(self.key, ts.state, explain(run.ws, ts, run.tracker or Tracker())["reason"])
+        return Stuck(self.key, ts.state, explain(run.ws, ts, run.tracker or Tracker()).reason)
 
 
 @dataclass
@@ -209,14 +210,6 @@ class RaisesPredicate(Predicate):
         return Raises(type(e).__name__, function=raised_at(e)[2])
 
 
-def _failed_assert(e: BaseException | None) -> AssertionError | None:
-    """The ``assert`` that failed behind ``e``: ``e`` itself, or the one dask's
-    ``InvalidTaskState`` wraps (``validate_task`` re-raises every check so)."""
-    while isinstance(e, wsm.InvalidTaskState):
-        e = e.__cause__
-    return e if isinstance(e, AssertionError) else None
-
-
 @dataclass
 class InvalidPredicate(Predicate):
     """``WorkerState.validate_state()`` fails at the same ``assert``."""
@@ -233,10 +226,10 @@ class InvalidPredicate(Predicate):
                 run.ws.validate_state()
                 return None
             except Exception as broken:  # whatever validation raises, the state is broken
-                e = _failed_assert(broken) or broken
+                e = failed_assert(broken) or broken
         else:
             # with validate=True the state machine checks tasks as it goes
-            e = _failed_assert(e)
+            e = failed_assert(e)
             if e is None:
                 return None  # another failure, not a broken invariant
         file, line, _, source = raised_at(e)

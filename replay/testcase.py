@@ -32,6 +32,7 @@ from dask.sizeof import sizeof
 from dask.utils import parse_bytes
 from distributed import worker_state_machine as wsm
 
+from replay.engine import raised_at
 from schemas.convert import UNREPRODUCIBLE, SizedValue
 
 WIDTH = 88
@@ -1122,16 +1123,6 @@ def _comment(text: str, indent: int) -> list[str]:
 #: InvalidTaskState that ``validate_task`` wraps them in, or a lookup that
 #: fails on inconsistent collections
 _BROKEN = (AssertionError, wsm.InvalidTaskState, LookupError, AttributeError, TypeError)
-
-
-def raised_at(e: BaseException) -> tuple[str, int, str, str]:
-    """File name, line, function and source line of the innermost frame ``e``
-    was raised in (all empty if it carries no traceback)."""
-    tb = traceback.extract_tb(e.__traceback__)
-    if not tb:
-        return "", 0, "", ""
-    f = tb[-1]
-    return os.path.basename(f.filename), f.lineno or 0, f.name, (f.line or "").strip()
 
 
 def _sites(e: BaseException) -> list[tuple[str, int, str]]:

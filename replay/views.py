@@ -1,87 +1,66 @@
-"""Views of a replayed worker as plain data: state, diff, story.
+"""The worker's state at a step, and what changed between two steps.
 
-Every view is a JSON-ready dict; keys are encoded with
-:func:`schemas.codec.encode_key` (tuple keys become arrays). Nothing here
-prints or opens files: :func:`walk` replays a worker's recorded calls, with
-their step records, through a tapped :class:`~replay.engine.Replayer`, and the
-renderers in :mod:`replay.render` turn the dicts into text.
+A view is a small dataclass built from a replayed ``WorkerState``: plain data
+holding dask values (real keys, tuples, sets). ``to_json()`` gives the
+``--json`` form (keys as arrays, see :func:`replay.literal.jsonable`);
+rendering on a terminal is the view's own ``__rich_console__``. Nothing here
+opens files or prints: :func:`walk` replays a worker's recorded calls, with
+their step records, through a tapped :class:`~replay.engine.Replayer`.
 """
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from distributed import worker_state_machine as wsm
-from distributed._stories import worker_story
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.text import Text
 
+from replay import render
 from replay.engine import Applied, Replayer
-from replay.reader import Progress
-from replay.requests import OpenRequests
-from schemas.codec import CodecError, decode_collection, decode_key, encode_float, encode_key
-from schemas.convert import encode_instruction
+from replay.literal import jsonable, literal, sort_key
+from replay.reader import Progress, RecordedCall
+from schemas.codec import decode_key
+
+#: what views call a task key: any dask key (str, int, float or tuple)
+Key = Any
 
 #: states a task can stay in forever without anything being wrong
 FINAL_STATES = frozenset({"memory", "error", "released", "forgotten"})
 
-
-# --- keys -------------------------------------------------------------------
-
-
-def ek(key: Any) -> Any:
-    return encode_key(key)
-
-
-def _sort_key(key: Any) -> tuple:
-    # keys of one worker mix str, int and tuples: order by type name, then text
-    return (type(key).__name__, str(key))
+#: the order views list states in: what is still to happen first, in the
+#: order a task moves through them, then the final states
+STATE_ORDER = (
+    "executing", "long-running", "cancelled", "resumed", "flight", "fetch", "missing",
+    "ready", "constrained", "waiting", "memory", "error", "released", "forgotten",
+)
 
 
-def _keys(tasks: Iterable[wsm.TaskState]) -> list:
-    return [ek(k) for k in sorted((ts.key for ts in tasks), key=_sort_key)]
+def _state_rank(state: str) -> int:
+    try:
+        return STATE_ORDER.index(state)
+    except ValueError:  # a state this list does not know: with the unfinished ones
+        return STATE_ORDER.index("waiting")
 
 
-def loggable(x: Any) -> Any:
-    """A ``ws.log`` entry item as JSON: tuple keys as arrays, containers as arrays."""
-    if x is None or isinstance(x, (bool, str, int)):
-        return x
-    if isinstance(x, float):
-        return encode_float(x)
-    if isinstance(x, wsm.TaskState):
-        return ek(x.key)
-    if isinstance(x, tuple):
-        try:
-            return encode_key(x)
-        except CodecError:
-            return [loggable(v) for v in x]
-    if isinstance(x, (list, set, frozenset)):
-        items = [loggable(v) for v in x]
-        return items if isinstance(x, list) else sorted(items, key=repr)
-    if isinstance(x, dict):
-        return [[loggable(k), loggable(v)] for k, v in x.items()]
-    return repr(x)
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A step of a worker and when the recorded worker handled it."""
+
+    step: int
+    #: the recorded ``handled`` time; None for step 0, the empty state
+    time: Optional[float]
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "time": self.time}
 
 
-def log_entry(entry: tuple) -> dict:
-    """One ``ws.log`` entry; transitions get named fields."""
-    if is_transition(entry):
-        key, start, finish, final, recs, sid, t = entry
-        return {
-            "kind": "transition",
-            "key": ek(key),
-            "start": start,
-            "finish": finish,
-            "final": final,
-            "recommendations": loggable(recs),
-            "stimulus_id": sid,
-            "time": encode_float(t),
-        }
-    return {"kind": "log", "entry": [loggable(v) for v in entry]}
-
-
-def is_transition(entry: tuple) -> bool:
-    # (key, start, finish, final state, recommendations, stimulus_id, time)
-    return len(entry) == 7 and isinstance(entry[4], dict)
+def elapsed(since: Optional[Moment], now: Optional[Moment]) -> str:
+    """``12.3 s`` of recorded time between two moments ('' if unknown)."""
+    if since is None or now is None or since.time is None or now.time is None:
+        return ""
+    return f"{now.time - since.time:.1f} s"
 
 
 # --- replaying with the worker's log tapped --------------------------------
@@ -96,8 +75,9 @@ def walk(
     """Replay a worker from its empty state to step ``stop``, one call at a time.
 
     Yields what each call did (with its step records and its uncapped
-    ``ws.log`` entries) and the replayer after it; ``applied.log`` is only
-    valid until the next item is requested.
+    ``ws.log`` entries; :meth:`Applied.steps` splits it by event) and the
+    replayer after it; ``applied.log`` is only valid until the next item is
+    requested. A batch that ``stop`` falls inside is replayed up to ``stop``.
     """
     r = history.replayer(tap_log=True)
     if stop is None:
@@ -108,255 +88,468 @@ def walk(
         yield applied, r
 
 
+def is_transition(entry: tuple) -> bool:
+    """A ``ws.log`` transition: (key, start, finish, final, recommendations,
+    stimulus_id, time)."""
+    return len(entry) == 7 and isinstance(entry[4], dict)
+
+
 # --- state --------------------------------------------------------------------
 
 
-def task_entry(ts: wsm.TaskState) -> dict:
-    d: dict[str, Any] = {"key": ek(ts.key), "state": ts.state}
-    if ts.state in ("cancelled", "resumed"):
-        d["previous"] = ts.previous
-        d["next"] = ts.next
-    return d
+@dataclass(slots=True)
+class TaskRow:
+    """One task as the state view shows it."""
+
+    key: Key
+    state: str
+    #: of a cancelled or resumed task: what it was doing, and where it goes next
+    previous: Optional[str] = None
+    next: Optional[str] = None
+    #: with ``detail``: who_has, dependencies, priority, nbytes, restrictions…
+    detail: Optional[dict[str, Any]] = None
+
+    @classmethod
+    def of(cls, ts: wsm.TaskState, detail: bool = False) -> TaskRow:
+        row = cls(ts.key, ts.state)
+        if ts.state in ("cancelled", "resumed"):
+            row.previous, row.next = ts.previous, ts.next
+        if detail:
+            d: dict[str, Any] = {
+                "priority": ts.priority,
+                "nbytes": ts.nbytes,
+                "who_has": sorted(ts.who_has),
+                "dependencies": sorted((t.key for t in ts.dependencies), key=sort_key),
+                "waiting_for_data": sorted((t.key for t in ts.waiting_for_data), key=sort_key),
+                "dependents": len(ts.dependents),
+                "resource_restrictions": ts.resource_restrictions or None,
+                "coming_from": ts.coming_from,
+                "run_id": ts.run_id,
+                "exception_text": ts.exception_text or None,
+            }
+            row.detail = {k: v for k, v in d.items() if v not in (None, [], "")}
+        return row
+
+    def to_json(self) -> dict:
+        d: dict[str, Any] = {"key": jsonable(self.key), "state": self.state}
+        if self.previous is not None or self.next is not None:
+            d["previous"], d["next"] = self.previous, self.next
+        if self.detail is not None:
+            d["detail"] = jsonable(self.detail)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> TaskRow:
+        return cls(decode_key(d["key"]), d["state"], d.get("previous"), d.get("next"), d.get("detail"))
+
+    def state_text(self) -> str:
+        if self.previous is None:
+            return self.state
+        return f"{self.state} (was {self.previous}, next {self.next})"
 
 
-def _resources(d: dict) -> dict:
-    return {k: encode_float(float(v)) for k, v in sorted(d.items())}
+@dataclass(slots=True)
+class Counters:
+    """The worker's own counters and limits."""
+
+    nthreads: int
+    executing: int
+    long_running: int
+    transfers: int
+    transfers_limit: int
+    transfer_bytes: int
+    transfer_bytes_limit: Optional[float]
+    #: bytes in memory (``ws.nbytes``)
+    nbytes: int
+    total_resources: dict[str, float]
+    available_resources: dict[str, float]
+
+    @classmethod
+    def of(cls, ws: wsm.WorkerState) -> Counters:
+        limit = ws.transfer_incoming_bytes_limit
+        return cls(
+            nthreads=ws.nthreads,
+            executing=len(ws.executing),
+            long_running=len(ws.long_running),
+            transfers=ws.transfer_incoming_count,
+            transfers_limit=ws.transfer_incoming_count_limit,
+            transfer_bytes=ws.transfer_incoming_bytes,
+            transfer_bytes_limit=None if limit in (None, float("inf")) else limit,
+            nbytes=ws.nbytes,
+            total_resources=dict(sorted(ws.total_resources.items())),
+            available_resources=dict(sorted(ws.available_resources.items())),
+        )
+
+    def to_json(self) -> dict:
+        return jsonable({f: getattr(self, f) for f in self.__slots__})
+
+    def __rich__(self) -> Text:
+        limit = "no limit" if self.transfer_bytes_limit is None else f"{self.transfer_bytes_limit:,.0f}"
+        text = (
+            f"threads: {self.executing} of {self.nthreads} busy"
+            + (f", {self.long_running} seceded" if self.long_running else "")
+            + f"; transfers in: {self.transfers} of {self.transfers_limit},"
+            f" {self.transfer_bytes:,} bytes of {limit}; memory: {self.nbytes:,} bytes"
+        )
+        if self.total_resources:
+            res = ", ".join(
+                f"{literal(r)}: {self.available_resources.get(r, 0):g} of {n:g} free"
+                for r, n in self.total_resources.items()
+            )
+            text += f"; resources {res}"
+        return Text(text)
 
 
-def state_view(ws: wsm.WorkerState, *, step: int, stimulus_id: str) -> dict:
+#: the state view's collections of keys, in the order they are shown
+_QUEUES = ("executing", "long_running", "ready", "constrained", "missing")
+
+
+@dataclass
+class StateView:
     """Everything a debugger asks of a worker at one step."""
-    by_state: dict[str, int] = {}
-    for ts in ws.tasks.values():
-        by_state[ts.state] = by_state.get(ts.state, 0) + 1
-    return {
-        "worker": ws.address,
-        "step": step,
-        "stimulus_id": stimulus_id,
-        "status": "running" if ws.running else "paused",
-        "running": ws.running,
-        "nthreads": ws.nthreads,
-        "nbytes": ws.nbytes,
-        "task_states": dict(sorted(by_state.items())),
-        "tasks": [task_entry(ts) for ts in ws.tasks.values()],
-        "ready": [ek(ts.key) for ts in ws.ready.sorted()],
-        "constrained": [ek(ts.key) for ts in ws.constrained.sorted()],
-        # validate=True can leave empty entries behind: not a peer we need
-        "data_needed": {
-            w: [ek(ts.key) for ts in tss.sorted()]
-            for w, tss in sorted(ws.data_needed.items())
-            if tss
-        },
-        "in_flight_workers": {
-            w: [ek(k) for k in sorted(keys, key=_sort_key)]
-            for w, keys in sorted(ws.in_flight_workers.items())
-        },
-        "busy_workers": sorted(ws.busy_workers),
-        "executing": _keys(ws.executing),
-        "long_running": _keys(ws.long_running),
-        "missing": _keys(ws.missing_dep_flight),
-        "resources": {
-            "total": _resources(ws.total_resources),
-            "available": _resources(ws.available_resources),
-        },
-    }
+
+    worker: str
+    step: int
+    stimulus_id: str
+    #: recorded time of the step (None at step 0)
+    handled: Optional[float]
+    running: bool
+    counters: Counters
+    #: every task, unfinished states first (see :data:`STATE_ORDER`), or the
+    #: ones the filters chose
+    tasks: list[TaskRow]
+    #: task count per state, of every task, whatever the filters
+    task_states: dict[str, int]
+    #: key lists of the worker's queues, in the state machine's order
+    queues: dict[str, list[Key]]
+    #: peer -> keys queued for a transfer from it
+    data_needed: dict[str, list[Key]]
+    #: peer -> keys being transferred from it
+    in_flight_workers: dict[str, list[Key]]
+    busy_workers: list[str]
+    #: what chose the tasks, e.g. ``{"state": ["flight"]}``
+    filters: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        replayer: Replayer,
+        *,
+        states: Iterable[str] = (),
+        keys: Iterable[Key] = (),
+        detail: bool = False,
+    ) -> StateView:
+        ws = replayer.ws
+        states, keys = set(states), list(keys)
+        counts: dict[str, int] = {}
+        for ts in ws.tasks.values():
+            counts[ts.state] = counts.get(ts.state, 0) + 1
+        chosen = [
+            ts for ts in ws.tasks.values()
+            if (not states or ts.state in states) and (not keys or ts.key in keys)
+        ]
+        chosen.sort(key=lambda ts: (_state_rank(ts.state), sort_key(ts.key)))
+        filters: dict[str, Any] = {}
+        if states:
+            filters["state"] = sorted(states)
+        if keys:
+            filters["key"] = keys
+        return cls(
+            worker=ws.address,
+            step=replayer.seq,
+            stimulus_id=replayer.stimulus_id,
+            handled=replayer.handled,
+            running=ws.running,
+            counters=Counters.of(ws),
+            tasks=[TaskRow.of(ts, detail or bool(keys)) for ts in chosen],
+            task_states=dict(sorted(counts.items(), key=lambda kv: _state_rank(kv[0]))),
+            queues={
+                "executing": sorted((ts.key for ts in ws.executing), key=sort_key),
+                "long_running": sorted((ts.key for ts in ws.long_running), key=sort_key),
+                "ready": [ts.key for ts in ws.ready.sorted()],
+                "constrained": [ts.key for ts in ws.constrained.sorted()],
+                "missing": sorted((ts.key for ts in ws.missing_dep_flight), key=sort_key),
+            },
+            # validate=True can leave empty entries behind: not a peer we need
+            data_needed={w: [ts.key for ts in tss.sorted()] for w, tss in sorted(ws.data_needed.items()) if tss},
+            in_flight_workers={
+                w: sorted(keys, key=sort_key) for w, keys in sorted(ws.in_flight_workers.items())
+            },
+            busy_workers=sorted(ws.busy_workers),
+            filters=filters,
+        )
+
+    @property
+    def status(self) -> str:
+        return "running" if self.running else "paused"
+
+    def to_json(self) -> dict:
+        c = self.counters
+        return {
+            "worker": self.worker,
+            "step": self.step,
+            "stimulus_id": self.stimulus_id,
+            "handled": self.handled,
+            "status": self.status,
+            "running": self.running,
+            "nthreads": c.nthreads,
+            "nbytes": c.nbytes,
+            "task_states": self.task_states,
+            "tasks": [t.to_json() for t in self.tasks],
+            **{name: jsonable(keys) for name, keys in self.queues.items()},
+            "data_needed": {w: jsonable(k) for w, k in self.data_needed.items()},
+            "in_flight_workers": {w: jsonable(k) for w, k in self.in_flight_workers.items()},
+            "busy_workers": self.busy_workers,
+            "resources": {
+                "total": jsonable(c.total_resources),
+                "available": jsonable(c.available_resources),
+            },
+            "counters": c.to_json(),
+            "filters": jsonable(self.filters),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> StateView:
+        """The view a ``replay serve`` sent back."""
+
+        def keys(xs: list) -> list:
+            return [decode_key(x) for x in xs]
+
+        c = d["counters"]
+        return cls(
+            worker=d["worker"], step=d["step"], stimulus_id=d["stimulus_id"], handled=d["handled"],
+            running=d["running"],
+            counters=Counters(**{**c, "total_resources": d["resources"]["total"],
+                                 "available_resources": d["resources"]["available"]}),
+            tasks=[TaskRow.from_json(t) for t in d["tasks"]],
+            task_states=d["task_states"],
+            queues={name: keys(d[name]) for name in _QUEUES},
+            data_needed={w: keys(k) for w, k in d["data_needed"].items()},
+            in_flight_workers={w: keys(k) for w, k in d["in_flight_workers"].items()},
+            busy_workers=d["busy_workers"],
+            filters=d.get("filters", {}),
+        )
+
+    # --- rendering ------------------------------------------------------
+
+    def heading(self) -> Text:
+        return render.position(self.worker, self.step, self.stimulus_id, self.handled)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.heading()
+        yield Text.assemble(
+            (self.status, "bold" if self.running else "bold yellow"), "; ", self.counters.__rich__()
+        )
+        yield Text("tasks: " + (", ".join(f"{s} {n}" for s, n in self.task_states.items()) or "none"))
+        if self.filters:
+            yield Text("showing " + ", ".join(f"{k} {literal(v)}" for k, v in self.filters.items()))
+        yield from self._task_groups(console)
+        for name, keys in self.queues.items():
+            if keys:
+                yield render.keys_line(name.replace("_", "-"), keys)
+        for title, peers in (("queued for transfer from", self.data_needed),
+                             ("in flight from", self.in_flight_workers)):
+            for peer, keys in peers.items():
+                yield render.keys_line(f"{title} {peer}", keys)
+        if self.busy_workers:
+            yield Text.assemble(("busy peers: ", "bold"), render.safe(", ".join(self.busy_workers)))
+
+    def _task_groups(self, console: Console) -> RenderResult:
+        detailed = any(t.detail for t in self.tasks)
+        groups: dict[str, list[TaskRow]] = {}
+        for t in self.tasks:
+            groups.setdefault(t.state, []).append(t)
+        for state, rows in groups.items():
+            if state in FINAL_STATES and not detailed:
+                # the many finished tasks: one line per state
+                yield render.keys_line(state, [t.key for t in rows])
+                continue
+            table = render.table(console, "key", "state", *(["detail"] if detailed else []),
+                                 title=f"{state} ({len(rows)})")
+            for t in rows:
+                cells = [render.value(t.key, None), render.safe(t.state_text())]
+                if detailed:
+                    cells.append(render.safe(", ".join(
+                        f"{k}={literal(v, 120)}" for k, v in (t.detail or {}).items())))
+                table.add_row(*cells)
+            yield table
 
 
-def state_of(replayer: Replayer) -> dict:
-    """:func:`state_view` of where a replay stands (usable through a Seeker)."""
-    return state_view(replayer.ws, step=replayer.seq, stimulus_id=replayer.stimulus_id)
+def state_of(replayer: Replayer, states: Iterable[str] = (), keys: Iterable[Key] = (),
+             detail: bool = False) -> StateView:
+    """:meth:`StateView.of`, as a function of where a replay stands (what a
+    :class:`~replay.seek.Seeker` calls)."""
+    return StateView.of(replayer, states=states, keys=keys, detail=detail)
 
 
 # --- diff ---------------------------------------------------------------------
 
-_KEY_LISTS = ("ready", "constrained", "executing", "long_running", "missing")
-_PEER_MAPS = ("data_needed", "in_flight_workers")
+
+@dataclass(slots=True)
+class StepBrief:
+    """One recorded step, shortly: its class, stimulus id and what it is about."""
+
+    step: int
+    handled: float
+    stimulus_id: str
+    event: wsm.StateMachineEvent
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "handled": self.handled, "stimulus_id": self.stimulus_id,
+                "cls": type(self.event).__name__, "text": render.event_text(self.event)}
 
 
-def _added_removed(a: list, b: list) -> dict:
-    sa = {_hashable(x) for x in a}
-    sb = {_hashable(x) for x in b}
-    out = {}
-    added = [x for x in b if _hashable(x) not in sa]
-    removed = [x for x in a if _hashable(x) not in sb]
-    if added:
-        out["added"] = added
-    if removed:
-        out["removed"] = removed
-    return out
+#: how many of the steps between two positions a diff keeps
+DIFF_STEPS = 1000
 
 
-def _hashable(x: Any) -> Any:
-    if isinstance(x, list):
-        return tuple(_hashable(v) for v in x)
-    if isinstance(x, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in x.items()))
-    return x
+def steps_between(calls: Iterable[RecordedCall], limit: int = DIFF_STEPS) -> tuple[list[StepBrief], int]:
+    """The first ``limit`` steps of ``calls``, and how many there are in all."""
+    kept: list[StepBrief] = []
+    total = 0
+    for call in calls:
+        for i, ev in enumerate(call.events):
+            total += 1
+            if len(kept) < limit:
+                kept.append(StepBrief(call.first + i, call.handled, ev.stimulus_id, ev))
+    return kept, total
 
 
-def diff_view(a: dict, b: dict) -> dict:
-    """What changed from state view ``a`` to state view ``b``."""
-    ta = {_hashable(t["key"]): t for t in a["tasks"]}
-    tb = {_hashable(t["key"]): t for t in b["tasks"]}
-    changed = []
-    for k, t in tb.items():
-        old = ta.get(k)
-        if old is not None and old != t:
-            c = {"key": t["key"], "from": old["state"], "to": t["state"]}
-            for f in ("previous", "next"):
-                if f in old or f in t:
-                    c[f] = [old.get(f), t.get(f)]
-            changed.append(c)
-    collections: dict[str, Any] = {}
-    for name in _KEY_LISTS + ("busy_workers",):
-        d = _added_removed(a[name], b[name])
-        if d:
-            collections[name] = d
-    for name in _PEER_MAPS:
-        peers = {}
-        for w in sorted(set(a[name]) | set(b[name])):
-            d = _added_removed(a[name].get(w, []), b[name].get(w, []))
-            if d:
-                peers[w] = d
-        if peers:
-            collections[name] = peers
-    resources = {}
-    for part in ("total", "available"):
-        ra, rb = a["resources"][part], b["resources"][part]
-        ch = {r: [ra.get(r), rb.get(r)] for r in sorted(set(ra) | set(rb)) if ra.get(r) != rb.get(r)}
-        if ch:
-            resources[part] = ch
-    out: dict[str, Any] = {
-        "worker": b["worker"],
-        "from": {"step": a["step"], "stimulus_id": a["stimulus_id"]},
-        "to": {"step": b["step"], "stimulus_id": b["stimulus_id"]},
-        "tasks": {
-            "added": [t for k, t in tb.items() if k not in ta],
-            "removed": [t for k, t in ta.items() if k not in tb],
-            "changed": changed,
-        },
-        "collections": collections,
-        "resources": resources,
-    }
-    for f in ("running", "nbytes"):
-        if a[f] != b[f]:
-            out[f] = [a[f], b[f]]
-    return out
+@dataclass
+class TaskChange:
+    key: Key
+    before: Optional[TaskRow]
+    after: Optional[TaskRow]
+
+    def to_json(self) -> dict:
+        return {"key": jsonable(self.key),
+                "from": None if self.before is None else self.before.state_text(),
+                "to": None if self.after is None else self.after.state_text()}
 
 
-# --- story --------------------------------------------------------------------
+@dataclass
+class DiffView:
+    """What changed in a worker from one step to a later one, and the steps between."""
 
+    before: StateView
+    after: StateView
+    #: the steps after ``before`` up to ``after`` (the first :data:`DIFF_STEPS`)
+    steps: list[StepBrief]
+    steps_total: int
 
-def event_keys(ev: dict) -> set:
-    """Every key an encoded event names (decoded, hashable)."""
-    keys: set = set()
-    if "key" in ev:
-        keys.add(decode_key(ev["key"]))
-    for f in ("who_has", "nbytes", "data"):
-        pairs = ev.get(f)
-        if isinstance(pairs, list):
-            keys.update(decode_key(p[0]) for p in pairs)
-    if "keys" in ev:
-        keys.update(decode_collection(ev["keys"]))
-    return keys
+    @property
+    def tasks(self) -> list[TaskChange]:
+        a = {t.key: t for t in self.before.tasks}
+        b = {t.key: t for t in self.after.tasks}
+        out = []
+        for key in sorted(a.keys() | b.keys(), key=sort_key):
+            ta, tb = a.get(key), b.get(key)
+            if ta is None or tb is None or (ta.state, ta.previous, ta.next) != (tb.state, tb.previous, tb.next):
+                out.append(TaskChange(key, ta, tb))
+        return out
 
+    @property
+    def collections(self) -> dict[str, Any]:
+        """Keys added to and removed from each queue: ``{name: {"added": keys,
+        "removed": keys}}``, and per peer for the peer maps ``{name: {peer: …}}``."""
+        out: dict[str, Any] = {}
+        a, b = self.before, self.after
 
-def instruction_keys(inst: wsm.Instruction) -> set:
-    if isinstance(inst, wsm.GatherDep):
-        return set(inst.to_gather)
-    if isinstance(inst, (wsm.AddKeysMsg, wsm.RequestRefreshWhoHasMsg)):
-        return set(inst.keys)
-    key = getattr(inst, "key", None)
-    return set() if key is None else {key}
+        def change(xs: list, ys: list) -> dict[str, list]:
+            sx, sy = set(xs), set(ys)
+            ch = {"added": [y for y in ys if y not in sx], "removed": [x for x in xs if x not in sy]}
+            return {k: v for k, v in ch.items() if v}
 
+        for name in _QUEUES:
+            if ch := change(a.queues[name], b.queues[name]):
+                out[name] = ch
+        if ch := change(a.busy_workers, b.busy_workers):
+            out["busy_workers"] = ch
+        for name in ("data_needed", "in_flight_workers"):
+            pa, pb = getattr(a, name), getattr(b, name)
+            peers = {}
+            for peer in sorted(pa.keys() | pb.keys()):
+                if ch := change(pa.get(peer, []), pb.get(peer, [])):
+                    peers[peer] = ch
+            if peers:
+                out[name] = peers
+        return out
 
-def key_story(walked: Iterable[tuple[Applied, Any]], key: Any, *more: Any) -> list[dict]:
-    """Every event, transition, log entry and instruction naming ``key`` (or any
-    of ``more``), uncapped."""
-    story: list[dict] = []
-    # a GatherDep*Event names only the peer: it is about the keys its gather asked for
-    gathers: OpenRequests[set] = OpenRequests()
-    target = {key, *more}
-    for applied, _ in walked:
-        call = applied.call
-        for s, event in zip(call.records, call.events):
-            ev = s["event"]
-            names = event_keys(ev) | (gathers.answered(event) or set())
-            if not target.isdisjoint(names):
-                story.append({"step": s["seq"], "stimulus_id": ev["stimulus_id"], "kind": "event", "event": ev})
-        for entry in worker_story(target, applied.log):
-            d = log_entry(entry)
-            story.append({"step": call.step_of(entry[-2]) if isinstance(entry[-2], str) else call.last,
-                          "stimulus_id": entry[-2] if isinstance(entry[-2], str) else "", **d})
-        for inst in applied.instructions:
-            if not target.isdisjoint(instruction_keys(inst)):
-                story.append({"step": call.step_of(inst.stimulus_id), "stimulus_id": inst.stimulus_id,
-                              "kind": "instruction", "instruction": encode_instruction(inst)})
-        for inst in applied.instructions:
-            gathers.issued(inst, set(inst.to_gather) if isinstance(inst, wsm.GatherDep) else set())
-    return story
+    def to_json(self) -> dict:
+        a, b = self.before, self.after
+        changes = self.tasks
+        out: dict[str, Any] = {
+            "worker": b.worker,
+            "from": {"step": a.step, "stimulus_id": a.stimulus_id, "handled": a.handled},
+            "to": {"step": b.step, "stimulus_id": b.stimulus_id, "handled": b.handled},
+            "steps": [s.to_json() for s in self.steps],
+            "steps_total": self.steps_total,
+            "tasks": {
+                "added": [c.after.to_json() for c in changes if c.before is None],
+                "removed": [c.before.to_json() for c in changes if c.after is None],
+                "changed": [c.to_json() for c in changes if c.before is not None and c.after is not None],
+            },
+            "collections": jsonable(self.collections),
+            "resources": {},
+        }
+        for part in ("total_resources", "available_resources"):
+            ra, rb = getattr(a.counters, part), getattr(b.counters, part)
+            ch = {r: [ra.get(r), rb.get(r)] for r in sorted(ra.keys() | rb.keys()) if ra.get(r) != rb.get(r)}
+            if ch:
+                out["resources"][part.split("_")[0]] = ch
+        if a.running != b.running:
+            out["running"] = [a.running, b.running]
+        if a.counters.nbytes != b.counters.nbytes:
+            out["nbytes"] = [a.counters.nbytes, b.counters.nbytes]
+        return out
 
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        a, b = self.before, self.after
+        yield Text.assemble(
+            ("worker ", "bold"), render.safe(b.worker), f"  step {a.step} → {b.step}",
+            f" ({elapsed(Moment(a.step, a.handled), Moment(b.step, b.handled))})" if a.handled and b.handled else "",
+        )
+        n = self.steps_total
+        yield Text(f"{n} step{'' if n == 1 else 's'} between:", style="bold")
+        yield from self._steps()
+        data = self.to_json()
+        changes = self.tasks
+        if changes:
+            yield Text("what changed:", style="bold")
+        for c in changes:
+            if c.before is None:
+                yield Text.assemble(("+ ", "green"), render.value(c.key, None), " ", render.safe(c.after.state_text()))
+            elif c.after is None:
+                yield Text.assemble(("- ", "red"), render.value(c.key, None), " ", render.safe(c.before.state_text()))
+            else:
+                yield Text.assemble(("~ ", "yellow"), render.value(c.key, None), " ",
+                                    render.safe(c.before.state_text()), " → ", render.safe(c.after.state_text()))
+        for name, ch in self.collections.items():
+            per_peer = ch if name in ("data_needed", "in_flight_workers") else {"": ch}
+            for peer, c in per_peer.items():
+                label = f"{name.replace('_', '-')} {peer}".rstrip()
+                if c.get("added"):
+                    yield render.keys_line(f"{label} +", c["added"])
+                if c.get("removed"):
+                    yield render.keys_line(f"{label} -", c["removed"])
+        for part, ch in data["resources"].items():
+            for r, (x, y) in ch.items():
+                yield Text.assemble(f"resources {part} ", render.safe(r), f": {x} → {y}")
+        for f in ("running", "nbytes"):
+            if f in data:
+                yield Text(f"{f}: {data[f][0]} → {data[f][1]}")
+        if not (changes or self.collections or data["resources"] or "running" in data or "nbytes" in data):
+            yield Text("no change")
 
-def stimulus_story(walked: Iterable[tuple[Applied, Any]], stimulus_id: str) -> list[dict]:
-    """Every step carrying ``stimulus_id``, with its transitions and instructions."""
-    out: list[dict] = []
-    for applied, _ in walked:
-        seqs = [s for s in applied.call.records if s["event"]["stimulus_id"] == stimulus_id]
-        if not seqs:
-            continue
-        entries = worker_story({stimulus_id}, applied.log)
-        insts = [i for i in applied.instructions if i.stimulus_id == stimulus_id]
-        error = None if applied.exception is None else repr(applied.exception)
-        for n, s in enumerate(seqs):
-            last = n == len(seqs) - 1
-            out.append(
-                {
-                    "step": s["seq"],
-                    "stimulus_id": stimulus_id,
-                    "handled": s["handled"],
-                    "event": s["event"],
-                    # a batch's transitions and instructions belong to the call
-                    "log": [log_entry(e) for e in entries] if last else [],
-                    "instructions": [encode_instruction(i) for i in insts] if last else [],
-                    "error": error if last else None,
-                }
-            )
-    return out
-
-
-# --- verify -------------------------------------------------------------------
-
-
-def instructions_diff(expected: list, actual: list) -> dict:
-    """Recorded vs replayed instructions of one step, as added/missing entries."""
-    e = [_hashable(x) for x in expected]
-    a = [_hashable(x) for x in actual]
-    return {
-        "missing": [x for x, h in zip(expected, e) if h not in a],
-        "unexpected": [x for x, h in zip(actual, a) if h not in e],
-        # same instructions in another order
-        "reordered": e != a and Counter(e) == Counter(a),
-    }
-
-
-def divergence_view(history: Any, d: Any, replayer: Replayer | None = None) -> dict:
-    """A :class:`~replay.engine.Divergence` as data, with the uncapped story of
-    the broken key and its dependents (found in ``replayer``'s state) up to
-    the step where replay departed."""
-    out: dict[str, Any] = {
-        "step": d.seq,
-        "stimulus_id": d.stimulus_id,
-        "kind": d.kind,
-        "expected": d.expected,
-        "actual": d.actual,
-        "key": None if d.key is None else ek(d.key),
-        "story": [],
-    }
-    if d.kind == "instructions":
-        out["diff"] = instructions_diff(d.expected, d.actual)
-    if d.key is not None:
-        # a step that raised in replay only cannot be replayed again: stop before it
-        stop = d.seq - 1 if d.kind == "error" else d.seq
-        ts = replayer.ws.tasks.get(d.key) if replayer is not None else None
-        dependents = [dep.key for dep in ts.dependents] if ts is not None else []
-        out["story"] = key_story(walk(history, stop), d.key, *dependents)
-    return out
+    def _steps(self) -> RenderResult:
+        shown = self.steps
+        # many steps: the first and last few, the rest counted
+        head, tail = (shown, []) if self.steps_total <= 20 else (shown[:8], shown[-8:] if len(shown) == self.steps_total else [])
+        for s in head:
+            yield render.step_line(s.step, s.stimulus_id, s.event)
+        if tail or self.steps_total > len(head):
+            cut = self.steps_total - len(head) - len(tail)
+            if cut:
+                yield Text(f"  … {cut} more step{'' if cut == 1 else 's'}", style="dim")
+        for s in tail:
+            yield render.step_line(s.step, s.stimulus_id, s.event)

@@ -352,8 +352,7 @@ COMMANDS = log_commands()
 #: a value for each required parameter of a log command besides its log, by
 #: name; ``{events}`` is the number of steps in the log, ``{tmp}`` a scratch folder
 REQUIRED = {
-    "from_": "0",
-    "to": "{events}",  # the last step: the diff replays the whole log
+    "span": "0..{events}",  # to the last step: the diff replays the whole log
     "key_or_stimulus": "x",  # the one task of the corpus
     "output": "{tmp}/merged.jsonl",
 }

@@ -13,7 +13,7 @@ import pytest
 
 import replay
 from replay import serve
-from replay.views import diff_view, state_of
+from replay.views import DiffView, state_of, steps_between
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "cluster-log.jsonl.gz")
 
@@ -49,14 +49,15 @@ def cli(*args: str, serve: str = "required") -> subprocess.CompletedProcess:
 def test_served_state_and_diff_equal_a_fresh_replay(served_log):
     w = max(replay.open(served_log).workers, key=lambda w: w.events)
     a, b = w.events // 3, 2 * w.events // 3
-    expected_state = orjson.loads(orjson.dumps(w.view(b, state_of)))
-    expected_diff = orjson.loads(orjson.dumps(diff_view(w.view(a, state_of), w.view(b, state_of))))
+    expected_state = w.view(b, state_of).to_json()
+    steps, total = steps_between(w.calls(a + 1, b, instructions=False))
+    expected_diff = DiffView(w.view(a, state_of), w.view(b, state_of), steps, total).to_json()
 
     out = cli("state", served_log, "-w", w.address, "--at", str(b), "--json")
     assert out.returncode == 0, out.stderr
     assert orjson.loads(out.stdout) == expected_state
 
-    out = cli("diff", served_log, "-w", w.address, "--from", str(a), "--to", str(b), "--json")
+    out = cli("diff", served_log, f"{a}..{b}", "-w", w.address, "--json")
     assert out.returncode == 0, out.stderr
     assert orjson.loads(out.stdout) == expected_diff
 

@@ -1,0 +1,150 @@
+"""dask values as dask prints them: the one formatter for keys and event fields.
+
+Every view shows keys, peers and event fields as Python literals, the way a
+dask maintainer reads them in ``ws.story()`` or a test: tuples as tuples,
+sets as sets, ``who_has={('x', 0): ('tcp://…',)}``. Never the log codec's
+tags. A long value is cut at a token boundary (a whole element, never half a
+key) and says how much was cut: ``['a', 'b', … 98 more]``.
+
+Strings go through ``repr``, which escapes control characters, so a hostile
+key prints as its literal and cannot move the cursor or inject markup.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+#: how long a value may get before it is cut, unless the caller says otherwise
+LIMIT = 200
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self, left: int):
+        self.left = left
+
+
+def literal(value: Any, limit: int | None = LIMIT) -> str:
+    """``value`` as a Python literal, at most about ``limit`` characters."""
+    out: list[str] = []
+    _write(value, out, _Budget(limit if limit is not None else 1 << 62))
+    return "".join(out)
+
+
+def key_text(key: Any) -> str:
+    """A task key as ``repr`` shows it in dask: ``'x'``, ``5``, ``('x', 0)``; never cut."""
+    return literal(key, None)
+
+
+def _write(value: Any, out: list[str], budget: _Budget) -> None:
+    if isinstance(value, (tuple, list, set, frozenset, dict)):
+        _container(value, out, budget)
+        return
+    if hasattr(value, "key") and type(value).__name__ == "TaskState":
+        _write(value.key, out, budget)
+        return
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        _dataclass(value, out, budget)
+        return
+    text = repr(value)
+    if len(text) > budget.left and isinstance(value, (str, bytes)) and budget.left > 12:
+        keep = budget.left - 10
+        text = f"{text[:keep]}…(+{len(text) - keep})"
+    out.append(text)
+    budget.left -= len(text)
+
+
+def _container(value: Any, out: list[str], budget: _Budget) -> None:
+    if isinstance(value, dict):
+        items: list = list(value.items())
+        opening, closing = "{", "}"
+    elif isinstance(value, (set, frozenset)):
+        if not value:
+            text = "set()" if isinstance(value, set) else "frozenset()"
+            out.append(text)
+            budget.left -= len(text)
+            return
+        # sets print in hash order: sorted, the same in every process
+        items = sorted(value, key=_order)
+        opening, closing = "{", "}"
+    elif isinstance(value, tuple):
+        items = list(value)
+        opening, closing = "(", ",)" if len(value) == 1 else ")"
+    else:
+        items = list(value)
+        opening, closing = "[", "]"
+    out.append(opening)
+    budget.left -= len(opening) + len(closing)
+    for i, item in enumerate(items):
+        if i:
+            out.append(", ")
+            budget.left -= 2
+        if budget.left <= 0:
+            out.append(f"… {len(items) - i} more")
+            break
+        if isinstance(value, dict):
+            _write(item[0], out, budget)
+            out.append(": ")
+            budget.left -= 2
+            _write(item[1], out, budget)
+        else:
+            _write(item, out, budget)
+    out.append(closing)
+
+
+def _dataclass(value: Any, out: list[str], budget: _Budget) -> None:
+    name = type(value).__name__
+    out.append(name + "(")
+    budget.left -= len(name) + 2
+    first = True
+    for f in dataclasses.fields(value):
+        if not f.repr:
+            continue
+        if not first:
+            out.append(", ")
+            budget.left -= 2
+        first = False
+        if budget.left <= 0:
+            out.append("…")
+            break
+        out.append(f.name + "=")
+        budget.left -= len(f.name) + 1
+        _write(getattr(value, f.name), out, budget)
+    out.append(")")
+
+
+def _order(x: Any) -> tuple:
+    # keys of one worker mix str, int and tuples: by type name, then value
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return ("number", x, "")
+    if isinstance(x, tuple):
+        return ("tuple", 0, tuple(_order(v) for v in x))
+    return (type(x).__name__, 0, repr(x))
+
+
+def sort_key(key: Any) -> tuple:
+    """The order views list keys in: stable across processes and types."""
+    return _order(key)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON-ready data: tuples (keys too) as arrays, sets as
+    sorted arrays, dicts with other than string keys as ``[key, value]``
+    pairs, a task as its key. What the codec does to events, for the values
+    views hold; non-finite floats become strings, as the codec spells them."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+    if isinstance(value, (tuple, list)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [jsonable(v) for v in sorted(value, key=_order)]
+    if isinstance(value, dict):
+        if all(type(k) is str for k in value):
+            return {k: jsonable(v) for k, v in value.items()}
+        return [[jsonable(k), jsonable(v)] for k, v in value.items()]
+    if hasattr(value, "key") and type(value).__name__ == "TaskState":
+        return jsonable(value.key)
+    return repr(value)

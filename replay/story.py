@@ -1,0 +1,291 @@
+"""Stories: every event, transition and instruction about a key or a stimulus id.
+
+dask's ``WorkerState.story`` reads the worker's capped ``ws.log`` and stamps
+each entry with the wall clock of whoever ran the state machine. A story here
+is built from a tapped replay, so it is uncapped, and each line carries what
+dask cannot give: the step, the *recorded* time the worker handled it, the
+worker, and the event itself. Lines of one step come in the order the state
+machine produced them: the event, the transitions (with the recommendations
+that explain a cascade) and log entries it caused, then its instructions.
+
+A key matches exactly: ``5`` is not ``('x', 5)``. dask's ``worker_story``
+counts a key found inside any tuple of a log entry, which makes every tuple
+key holding ``5`` part of the story of ``5``; here a tuple that is itself a
+key of the worker is a key, not a collection of keys.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from distributed import worker_state_machine as wsm
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.text import Text
+
+from replay import render
+from replay.engine import Applied, StepDone
+from replay.errors import NotFound
+from replay.literal import jsonable, key_text, literal, sort_key
+from replay.requests import OpenRequests
+from replay.views import Key, is_transition
+from schemas.convert import encode_event, encode_instruction
+
+#: what a story line is: an event, a transition, another ``ws.log`` entry,
+#: an instruction, or the exception a call raised
+KINDS = ("event", "transition", "log", "instruction", "raised")
+
+
+@dataclass(slots=True)
+class StoryLine:
+    """One line of a story."""
+
+    step: int
+    #: when the recorded worker handled the step
+    handled: float
+    worker: str
+    stimulus_id: str
+    kind: str
+    #: the dask object: an event, a ``ws.log`` tuple, an instruction, an exception
+    item: Any
+
+    def to_json(self, start: Optional[float] = None) -> dict:
+        d: dict[str, Any] = {
+            "step": self.step, "handled": self.handled, "worker": self.worker,
+            "stimulus_id": self.stimulus_id, "kind": self.kind,
+        }
+        if start is not None:
+            d["elapsed"] = round(self.handled - start, 6)
+        item = self.item
+        if self.kind == "event":
+            d["event"] = encode_event(item)
+        elif self.kind == "transition":
+            key, start_, finish, final, recs, _, _ = item
+            d["transition"] = {
+                "key": jsonable(key), "start": start_, "finish": finish, "final": final,
+                "recommendations": jsonable(recs),
+            }
+        elif self.kind == "log":
+            # the entry without its stimulus id and replay-time clock
+            d["entry"] = jsonable(list(item[:-2]))
+        elif self.kind == "instruction":
+            d["instruction"] = encode_instruction(item)
+        else:
+            d["raised"] = f"{type(item).__name__}: {item}"
+        d["text"] = self.text()
+        return d
+
+    def text(self) -> str:
+        item = self.item
+        if self.kind in ("event", "instruction"):
+            return render.event_text(item)
+        if self.kind == "transition":
+            key, start, finish, final, recs, _, _ = item
+            text = f"{key_text(key)}: {start} → {finish}"
+            if final != finish:
+                text += f" (ends {final})"
+            if recs:
+                text += f"  recommends {literal(recs)}"
+            return text
+        if self.kind == "log":
+            return literal(item[:-2])
+        return f"raised {type(item).__name__}: {item}"
+
+
+_STYLE = {"event": "cyan", "transition": "magenta", "log": "dim", "instruction": "green", "raised": "red"}
+
+
+@dataclass
+class Story:
+    """Every line about what was asked, in order."""
+
+    #: what the story is of, in words
+    about: str
+    lines: list[StoryLine] = field(default_factory=list)
+    #: recorded time of the worker's first event: elapsed times count from it
+    start: Optional[float] = None
+    #: the keys it is the story of, or the stimulus id
+    keys: Optional[list] = None
+    stimulus_id: Optional[str] = None
+
+    @property
+    def workers(self) -> list[str]:
+        return sorted({line.worker for line in self.lines})
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"about": self.about}
+        if self.keys is not None:
+            out["keys"] = jsonable(self.keys)
+            if len(self.keys) == 1:
+                out["key"] = jsonable(self.keys[0])
+        if self.stimulus_id is not None:
+            out["stimulus_id"] = self.stimulus_id
+        out.update(start=self.start, workers=self.workers,
+                   story=[line.to_json(self.start) for line in self.lines])
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        cluster = len(self.workers) > 1
+        t = render.table(console, "step", "time", *(["worker"] if cluster else []), "stimulus", "what",
+                         title=Text.assemble("story of ", render.safe(self.about)))
+        for line in self.lines:
+            since = "" if self.start is None else f"+{line.handled - self.start:.3f}s"
+            cells = [str(line.step), since]
+            if cluster:
+                cells.append(render.safe(line.worker))
+            what = Text.assemble((line.kind + " ", _STYLE[line.kind]), render.safe(line.text()))
+            cells += [render.safe(line.stimulus_id), what]
+            t.add_row(*cells)
+        yield t
+        if self.start is not None:
+            yield Text(f"time: recorded, since the worker's first event at {render.clock(self.start)} UTC",
+                       style="dim")
+
+
+# --- matching -----------------------------------------------------------------
+
+
+def event_keys(ev: wsm.StateMachineEvent) -> set:
+    """Every key an event names."""
+    keys: set = set()
+    key = getattr(ev, "key", None)
+    if key is not None:
+        keys.add(key)
+    for name in ("who_has", "nbytes", "data"):
+        d = getattr(ev, name, None)
+        if isinstance(d, dict):
+            keys.update(d)
+    for k in getattr(ev, "keys", None) or ():
+        keys.add(k)
+    return keys
+
+
+def instruction_keys(inst: wsm.Instruction) -> set:
+    if isinstance(inst, wsm.GatherDep):
+        return set(inst.to_gather)
+    if isinstance(inst, (wsm.AddKeysMsg, wsm.RequestRefreshWhoHasMsg)):
+        return set(inst.keys)
+    key = getattr(inst, "key", None)
+    return set() if key is None else {key}
+
+
+def _names(item: Any, target: set, known: set) -> bool:
+    try:
+        if item in target:
+            return True
+        if isinstance(item, tuple) and item in known:
+            return False  # another task's key, not a collection of keys
+    except TypeError:  # unhashable: a list or a set of keys
+        pass
+    if isinstance(item, (tuple, list, set, frozenset)):
+        try:
+            return any(x in target for x in item)
+        except TypeError:
+            return False
+    return False
+
+
+def entry_names(entry: tuple, target: set, known: set) -> bool:
+    """Does a ``ws.log`` entry name a key of ``target``? As dask's
+    ``worker_story`` decides, except that a tuple key is not searched inside."""
+    return any(_names(item, target, known) for item in entry)
+
+
+# --- building -----------------------------------------------------------------
+
+
+class KeyStoryBuilder:
+    """Follows a tapped replay and keeps the lines about some keys."""
+
+    def __init__(self, worker: str, keys: Iterable[Key]):
+        self.worker = worker
+        self.target = set(keys)
+        self.lines: list[StoryLine] = []
+        #: every key the worker was told about: tells a tuple key from a
+        #: tuple of keys, and suggests a key to who asked for an unknown one
+        self.known: set = set()
+        # a GatherDep*Event names only the peer: it is about the keys its gather asked for
+        self._gathers: OpenRequests[set] = OpenRequests()
+        self.start: Optional[float] = None
+
+    def feed(self, applied: Applied) -> None:
+        handled = applied.call.handled
+        if self.start is None:
+            self.start = handled
+        for s in applied.steps():
+            self._step(s, handled)
+        if applied.exception is not None and self._about(applied.call.events[-1]):
+            last = applied.call.last
+            self.lines.append(StoryLine(last, handled, self.worker, applied.call.stimulus_id,
+                                        "raised", applied.exception))
+
+    def _about(self, event: Any) -> bool:
+        return not self.target.isdisjoint(event_keys(event))
+
+    def _step(self, s: StepDone, handled: float) -> None:
+        ev, target, lines = s.event, self.target, self.lines
+        named = event_keys(ev)
+        self.known |= named
+        answered = self._gathers.answered(ev) or set()
+        sid = ev.stimulus_id
+        if not target.isdisjoint(named) or not target.isdisjoint(answered):
+            lines.append(StoryLine(s.step, handled, self.worker, sid, "event", ev))
+        for entry in s.log:
+            if entry_names(entry, target, self.known):
+                kind = "transition" if is_transition(entry) else "log"
+                lines.append(StoryLine(s.step, handled, self.worker, sid, kind, entry))
+        for inst in s.instructions:
+            if not target.isdisjoint(instruction_keys(inst)):
+                lines.append(StoryLine(s.step, handled, self.worker, sid, "instruction", inst))
+            self._gathers.issued(inst, set(inst.to_gather) if isinstance(inst, wsm.GatherDep) else set())
+
+    def story(self) -> Story:
+        if not self.lines:
+            raise NotFound(no_such_key(self.target, self.known, self.worker))
+        about = ", ".join(sorted(key_text(k) for k in self.target))
+        return Story(about, self.lines, self.start, keys=sorted(self.target, key=sort_key))
+
+
+def no_such_key(target: set, known: set, worker: str) -> str:
+    """'no such key' with the keys that look most like it."""
+    wanted = ", ".join(sorted(key_text(k) for k in target))
+    spelled = {key_text(k): k for k in known}
+    close: list[str] = []
+    for k in target:
+        close += difflib.get_close_matches(key_text(k), list(spelled), n=5, cutoff=0.5)
+    hint = f"; closest: {', '.join(dict.fromkeys(close))}" if close else ""
+    return f"no such key on {worker}: {wanted}{hint}"
+
+
+def key_story(walked: Iterable[tuple[Applied, Any]], worker: str, *keys: Key) -> Story:
+    """The uncapped story of ``keys`` over a walk (:func:`replay.views.walk`);
+    :class:`~replay.errors.NotFound` with the closest keys when none matched."""
+    b = KeyStoryBuilder(worker, keys)
+    for applied, _ in walked:
+        b.feed(applied)
+    return b.story()
+
+
+def stimulus_story(walked: Iterable[tuple[Applied, Any]], worker: str, stimulus_id: str) -> Story:
+    """Every step carrying ``stimulus_id``, each with what it caused."""
+    lines: list[StoryLine] = []
+    start = None
+    for applied, _ in walked:
+        handled = applied.call.handled
+        if start is None:
+            start = handled
+        for s in applied.steps():
+            if s.event.stimulus_id != stimulus_id:
+                continue
+            lines.append(StoryLine(s.step, handled, worker, stimulus_id, "event", s.event))
+            for entry in s.log:
+                kind = "transition" if is_transition(entry) else "log"
+                lines.append(StoryLine(s.step, handled, worker, stimulus_id, kind, entry))
+            for inst in s.instructions:
+                lines.append(StoryLine(s.step, handled, worker, stimulus_id, "instruction", inst))
+        if applied.exception is not None and applied.call.stimulus_id == stimulus_id:
+            lines.append(StoryLine(applied.call.last, handled, worker, stimulus_id, "raised", applied.exception))
+    if not lines:
+        raise NotFound(f"no step of {worker} has stimulus id {stimulus_id!r}")
+    return Story(f"stimulus {stimulus_id}", lines, start, stimulus_id=stimulus_id)

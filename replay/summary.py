@@ -1,0 +1,338 @@
+"""Whole-log answers: what ``replay load`` and ``replay verify`` report per worker.
+
+``load`` leads with what matters to someone chasing a hang: per worker,
+running or paused (and since when), the tasks not in a final state and why,
+an invariant break or crash met by replay; only then the event mix.
+``verify`` names the first step whose replay departs from the recording and,
+for a broken invariant, the ``assert`` that failed: file, line, source text.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.text import Text
+
+from replay import render
+from replay.diagnosis import Tracker, Verdict, verdicts_table, why
+from replay.engine import Divergence, Replayer, failed_assert, raised_at
+from replay.errors import ReplayError
+from replay.literal import jsonable, literal
+from replay.story import Story, key_story
+from replay.views import Moment, walk
+
+
+@dataclass(slots=True)
+class Failure:
+    """Where the state machine failed: the ``assert`` (or ``raise``) and its text."""
+
+    exception: str
+    file: str
+    line: int
+    function: str
+    source: str
+    #: the task the failure is about, if known
+    key: Any = None
+
+    @classmethod
+    def of(cls, e: BaseException, key: Any = None) -> Failure:
+        inner = failed_assert(e) or e
+        file, line, function, source = raised_at(inner)
+        text = f"{type(inner).__name__}" + (f": {inner}" if not isinstance(inner, AssertionError) and str(inner) else "")
+        return cls(text, file, line, function, source, key if key is not None else getattr(e, "key", None))
+
+    def to_json(self) -> dict:
+        return {"exception": self.exception, "file": self.file, "line": self.line,
+                "function": self.function, "source": self.source, "key": jsonable(self.key)}
+
+    def __rich__(self) -> Text:
+        return Text.assemble(
+            render.safe(f"{self.file}:{self.line}" if self.file else "(no traceback)"),
+            f" in {self.function}: " if self.function else ": ",
+            (render.safe(self.source or self.exception).plain, "bold"),
+            *((" (about ", render.value(self.key, None), ")") if self.key is not None else ()),
+        )
+
+
+# --- load ---------------------------------------------------------------------
+
+
+@dataclass
+class WorkerSummary:
+    """One worker of a log, replayed to its end."""
+
+    address: str
+    events: int
+    event_counts: dict[str, int]
+    first_handled: Optional[float]
+    last_handled: Optional[float]
+    deterministic: bool
+    ended: bool
+    task_states: dict[str, int]
+    running: bool
+    paused_since: Optional[Moment]
+    #: every task not in a final state, with why
+    stuck: list[Verdict]
+    warnings: list[str]
+    #: replay raised where the recording did not (then the rest reflects that step)
+    crash: Optional[str] = None
+    #: ``validate_state()`` of the final state failed here
+    invariant: Optional[Failure] = None
+    #: the step replay reached
+    step: int = 0
+
+    @property
+    def duration(self) -> float:
+        if self.first_handled is None or self.last_handled is None:
+            return 0.0
+        return self.last_handled - self.first_handled
+
+    def to_json(self) -> dict:
+        return {
+            "address": self.address, "events": self.events, "event_counts": self.event_counts,
+            "first_handled": self.first_handled, "last_handled": self.last_handled,
+            "duration": self.duration, "deterministic": self.deterministic, "ended": self.ended,
+            "task_states": self.task_states, "running": self.running,
+            "status": "running" if self.running else "paused",
+            "paused_since": None if self.paused_since is None else self.paused_since.to_json(),
+            "unfinished": len(self.stuck),
+            "stuck": [v.to_json() for v in self.stuck], "warnings": self.warnings,
+            "crash": self.crash, "invariant": None if self.invariant is None else self.invariant.to_json(),
+            "step": self.step,
+        }
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        status = Text("running", style="green") if self.running else Text.assemble(
+            ("paused", "bold yellow"),
+            f" since step {self.paused_since.step}" if self.paused_since else "",
+        )
+        yield Text.assemble(
+            ("worker ", "bold"), render.safe(self.address), ": ", status,
+            f"; {len(self.stuck)} task{'' if len(self.stuck) == 1 else 's'} not finished"
+            if self.stuck else "; no task is stuck",
+            f"; {self.events} event{'' if self.events == 1 else 's'} over {self.duration:.3f} s",
+            "" if self.deterministic else "; NOT deterministic",
+        )
+        if self.crash:
+            yield Text.assemble(("  replay crashed: ", "bold red"), render.safe(self.crash))
+        if self.invariant is not None:
+            yield Text.assemble(("  invariant broken at the end: ", "bold red"), self.invariant.__rich__())
+        if self.stuck:
+            yield verdicts_table(console, self.stuck, Moment(self.step, self.last_handled))
+        yield Text("  tasks: " + (", ".join(f"{s} {n}" for s, n in self.task_states.items()) or "none"))
+        yield Text("  events: " + ", ".join(f"{render.safe(c).plain} {n}" for c, n in self.event_counts.items()),
+                   style="dim")
+        for w in self.warnings:
+            yield Text.assemble(("  warning: ", "yellow"), render.safe(w))
+
+
+@dataclass
+class LoadSummary:
+    path: str
+    workers: list[WorkerSummary] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "workers": [w.to_json() for w in self.workers]}
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.workers
+
+
+def load_worker(history: Any, *, progress: Any = None) -> WorkerSummary:
+    """Replay one worker to its end (``replay load``)."""
+    from replay.views import _state_rank
+
+    wlog = history.wlog
+    tracker = Tracker(history.events)
+    r: Replayer | None = None
+    crash = None
+    try:
+        for applied, r in walk(history, progress=progress):
+            tracker.feed(applied)
+    except ReplayError as e:  # a finding about the log, reported with the state before it
+        crash = str(e)
+    if r is None:
+        r = history.replayer()
+    ws = r.ws
+    invariant = None
+    if crash is None:
+        try:
+            ws.validate_state()
+        except Exception as e:  # whatever validation raises, the state is broken
+            invariant = Failure.of(e)
+    states: dict[str, int] = {}
+    for ts in ws.tasks.values():
+        states[ts.state] = states.get(ts.state, 0) + 1
+    return WorkerSummary(
+        address=history.address,
+        events=history.events,
+        event_counts=dict(sorted(wlog.event_counts.items())),
+        first_handled=wlog.first_handled,
+        last_handled=wlog.last_handled,
+        deterministic=bool(history.header.get("deterministic")),
+        ended=wlog.ended,
+        task_states=dict(sorted(states.items(), key=lambda kv: _state_rank(kv[0]))),
+        running=ws.running,
+        paused_since=tracker.paused if not ws.running else None,
+        stuck=why(ws, tracker),
+        warnings=list(r.warnings),
+        crash=crash,
+        invariant=invariant,
+        step=tracker.now.step,
+    )
+
+
+# --- verify -------------------------------------------------------------------
+
+
+@dataclass
+class DivergenceView:
+    """The first step whose replay departs from the recording."""
+
+    step: int
+    stimulus_id: str
+    #: "instructions", "error" or "invariant" (see :class:`~replay.engine.Divergence`)
+    kind: str
+    expected: Any
+    actual: Any
+    key: Any
+    #: where replay failed (kinds "error" and "invariant")
+    failure: Optional[Failure]
+    #: the uncapped story of the key and its dependents up to the step
+    story: Optional[Story]
+    #: why, when it is known: a behaviour change between versions, state
+    #: changed outside ``handle_stimulus``
+    cause: Optional[str] = None
+
+    @classmethod
+    def of(cls, history: Any, d: Divergence, replayer: Replayer | None = None) -> DivergenceView:
+        story = None
+        if d.key is not None:
+            # a step that raised in replay only cannot be replayed again: stop before it
+            stop = d.seq - 1 if d.kind == "error" else d.seq
+            ts = replayer.ws.tasks.get(d.key) if replayer is not None else None
+            dependents = [dep.key for dep in ts.dependents] if ts is not None else []
+            try:
+                story = key_story(walk(history, stop), history.address, d.key, *dependents)
+            except LookupError:  # the key appears in no step before: no story to tell
+                story = None
+        failure = None if d.exception is None else Failure.of(d.exception, d.key)
+        return cls(d.seq, d.stimulus_id, d.kind, d.expected, d.actual, d.key, failure, story,
+                   getattr(d, "cause", None))
+
+    def instructions_diff(self) -> dict:
+        e = [_hashable(x) for x in self.expected or ()]
+        a = [_hashable(x) for x in self.actual or ()]
+        return {
+            "missing": [x for x, h in zip(self.expected or (), e) if h not in a],
+            "unexpected": [x for x, h in zip(self.actual or (), a) if h not in e],
+            # same instructions in another order
+            "reordered": e != a and sorted(map(repr, e)) == sorted(map(repr, a)),
+        }
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {
+            "step": self.step, "stimulus_id": self.stimulus_id, "kind": self.kind,
+            "key": jsonable(self.key), "cause": self.cause,
+            "failure": None if self.failure is None else self.failure.to_json(),
+            "story": [] if self.story is None else self.story.to_json()["story"],
+        }
+        if self.kind == "instructions":
+            out["expected"], out["actual"] = self.expected, self.actual
+            out["diff"] = self.instructions_diff()
+        elif self.kind == "error":
+            out["expected"], out["actual"] = self.expected, self.actual
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.cause:
+            yield Text.assemble("  ", (render.safe(self.cause).plain, "bold"))
+        if self.kind == "instructions":
+            diff = self.instructions_diff()
+            for x in diff["missing"]:
+                yield Text.assemble(("  - recorded ", "red"), render.safe(_instruction_text(x)))
+            for x in diff["unexpected"]:
+                yield Text.assemble(("  + replayed ", "green"), render.safe(_instruction_text(x)))
+            if diff["reordered"]:
+                yield Text("  the same instructions, in another order")
+        elif self.kind == "invariant":
+            yield Text.assemble("  validate_state() fails: ", self.failure.__rich__() if self.failure else "")
+        elif self.expected is not None:
+            yield Text.assemble("  the recorded worker raised ", render.safe(self.expected),
+                                "; replay did not")
+        else:
+            yield Text.assemble("  replay raised ", render.safe(self.actual or ""),
+                                "; the recorded worker did not")
+            if self.failure is not None:
+                yield Text.assemble("  at ", self.failure.__rich__())
+        if self.story is not None:
+            yield self.story
+
+
+def _instruction_text(d: dict) -> str:
+    cls = d.get("cls", "?")
+    return cls + " " + " ".join(f"{k}={literal(v, 120)}" for k, v in d.items() if k not in ("cls", "stimulus_id"))
+
+
+def _hashable(x: Any) -> Any:
+    if isinstance(x, list):
+        return tuple(_hashable(v) for v in x)
+    if isinstance(x, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in x.items()))
+    return x
+
+
+@dataclass
+class WorkerVerify:
+    address: str
+    steps: int
+    warnings: list[str]
+    divergence: Optional[DivergenceView]
+
+    @property
+    def faithful(self) -> bool:
+        return self.divergence is None
+
+    def to_json(self) -> dict:
+        return {"address": self.address, "steps": self.steps, "faithful": self.faithful,
+                "warnings": self.warnings,
+                "divergence": None if self.divergence is None else self.divergence.to_json()}
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        d = self.divergence
+        if d is None:
+            n = self.steps
+            yield Text.assemble(("faithful ", "green"), render.safe(self.address),
+                                f": {n} step{'' if n == 1 else 's'} replayed, every instruction as recorded")
+            return
+        what = {"instructions": "instructions differ", "error": "replay and recording disagree on an exception",
+                "invariant": "an invariant breaks"}.get(d.kind, d.kind)
+        yield Text.assemble(
+            ("diverges ", "bold red"), render.safe(self.address), f" at step {d.step} (stimulus ",
+            render.safe(d.stimulus_id), f"): {what}",
+            *((" about ", render.value(d.key, None)) if d.key is not None else ()),
+        )
+        yield d
+
+
+@dataclass
+class VerifyResult:
+    workers: list[WorkerVerify]
+
+    @property
+    def faithful(self) -> bool:
+        return all(w.faithful for w in self.workers)
+
+    def to_json(self) -> dict:
+        return {"faithful": self.faithful, "workers": [w.to_json() for w in self.workers]}
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.workers
+
+
+def verify_worker(history: Any, *, validate: bool = False, progress: Any = None) -> WorkerVerify:
+    d, r = history.verify(validate=validate, progress=progress)
+    return WorkerVerify(history.address, r.seq, list(r.warnings),
+                        None if d is None else DivergenceView.of(history, d, r))
+
