@@ -1,4 +1,5 @@
-"""State, diff and story views, on hand-made logs and on a real cluster recording."""
+"""State, diff and story views, on logs recorded in the tests and on a real
+cluster recording. Expected values follow from what the state machine must do."""
 from __future__ import annotations
 
 import dask.config
@@ -7,25 +8,23 @@ import pytest
 from distributed import worker_state_machine as wsm
 
 import replay
-from replay.views import diff_view, key_story, state_view, stimulus_story, walk
-from schemas.codec import encode_key
+from replay.errors import NotFound
+from replay.literal import literal
+from replay.story import key_story, stimulus_story
+from replay.views import DiffView, StateView, state_of, steps_between, walk
 
 ComputeTask = wsm.ComputeTaskEvent.dummy
 PEER = "tcp://127.0.0.1:1235"
 OTHER = "tcp://127.0.0.1:1236"
 
 
-def stimulus_at(wh, step: int) -> str:
-    """The stimulus id of a step, read from the log ('' for the empty state)."""
-    for call in wh.calls(step, step) if step else ():
-        if call.first <= step <= call.last:
-            return call.events[step - call.first].stimulus_id
-    return ""
+def view_at(wh, pos, **kwargs) -> StateView:
+    return wh.view(pos, state_of, kwargs.get("states", ()), kwargs.get("keys", ()), kwargs.get("detail", False))
 
 
-def view_at(wh, pos) -> dict:
-    step = wh.position(pos)
-    return state_view(wh.state_at(step), step=step, stimulus_id=stimulus_at(wh, step))
+def diff(wh, a: int, b: int) -> DiffView:
+    steps, total = steps_between(wh.calls(a + 1, b, instructions=False))
+    return DiffView(view_at(wh, a), view_at(wh, b), steps, total)
 
 
 @pytest.fixture
@@ -47,46 +46,69 @@ def busy_log(tmp_path, record_log):
 def test_state_collections(busy_log):
     wh = replay.open(busy_log).worker()
     v = view_at(wh, None)
-    assert v["step"] == 7 and v["stimulus_id"] == "busy"
-    assert orjson.loads(orjson.dumps(v)) == v  # JSON-ready as it is
-    states = {orjson.dumps(t["key"]): t["state"] for t in v["tasks"]}
-    assert states[orjson.dumps(["run", 0])] == "executing"
-    assert v["executing"] == [["run", 0]]
-    assert v["ready"] == [["r", 1], ["r", 2]]
-    assert v["constrained"] == ["needs-R"]
-    assert v["resources"] == {"total": {"R": 1.0}, "available": {"R": 1.0}}
-    assert v["status"] == "running" and v["running"] is True
+    assert v.step == 7 and v.stimulus_id == "busy"
+    states = {t.key: t.state for t in v.tasks}
+    assert states[("run", 0)] == "executing"
+    assert v.queues["executing"] == [("run", 0)]
+    assert v.queues["ready"] == [("r", 1), ("r", 2)]
+    assert v.queues["constrained"] == ["needs-R"]
+    assert v.running and v.status == "running"
     # x1 went to the only free connection; x2 waits, OTHER answered busy
-    assert v["in_flight_workers"] == {PEER: ["x1"]}
-    assert v["busy_workers"] == [OTHER]
-    assert v["data_needed"] == {PEER: ["x2"], OTHER: ["x2"]}
-    assert v["task_states"]["fetch"] == 1 and v["task_states"]["flight"] == 1
-    assert v["missing"] == [] and v["nbytes"] == 0
+    assert v.in_flight_workers == {PEER: ["x1"]}
+    assert v.busy_workers == [OTHER]
+    assert v.data_needed == {PEER: ["x2"], OTHER: ["x2"]}
+    c = v.counters
+    assert (c.nthreads, c.executing, c.transfers, c.transfers_limit) == (1, 1, 1, 1)
+    assert c.total_resources == {"R": 1.0} and c.available_resources == {"R": 1.0}
+    assert v.task_states["fetch"] == 1 and v.task_states["flight"] == 1
+
+    j = v.to_json()
+    assert orjson.loads(orjson.dumps(j)) == j  # JSON-ready as it is
+    assert j["executing"] == [["run", 0]] and j["ready"] == [["r", 1], ["r", 2]]
+    assert j["resources"] == {"total": {"R": 1.0}, "available": {"R": 1.0}}
+    assert StateView.from_json(j).to_json() == j
+
+
+def test_state_lists_unfinished_tasks_first_and_filters(busy_log):
+    wh = replay.open(busy_log).worker()
+    v = view_at(wh, None)
+    order = [t.state for t in v.tasks]
+    # executing before anything queued, and the queued ones before what waits on them
+    assert order.index("executing") < order.index("flight") < order.index("fetch") < order.index("ready")
+    assert order.index("ready") < order.index("constrained") < order.index("waiting")
+    only = view_at(wh, None, states=["ready"])
+    assert [t.key for t in only.tasks] == [("r", 1), ("r", 2)]
+    assert only.task_states == v.task_states  # counts of the whole worker
+    (d2,) = view_at(wh, None, keys=["d2"]).tasks
+    assert d2.detail["dependencies"] == ["x2"] and d2.detail["waiting_for_data"] == ["x2"]
+    (x2,) = view_at(wh, None, keys=["x2"]).tasks
+    assert x2.detail["who_has"] == [PEER, OTHER]
 
 
 def test_state_at_stimulus_id_and_step_zero(busy_log):
     wh = replay.open(busy_log).worker()
     v = view_at(wh, "c-r2")
-    assert v["step"] == 2 and [t["state"] for t in v["tasks"]] == ["executing", "ready"]
+    assert v.step == 2 and [t.state for t in v.tasks] == ["executing", "ready"]
     empty = view_at(wh, 0)
-    assert empty["tasks"] == [] and empty["stimulus_id"] == ""
+    assert empty.tasks == [] and empty.stimulus_id == "" and empty.handled is None
 
 
 def test_diff(busy_log):
     wh = replay.open(busy_log).worker()
-    d = diff_view(view_at(wh, 4), view_at(wh, 7))
-    assert (d["from"]["step"], d["to"]["step"]) == (4, 7)
-    assert {orjson.dumps(t["key"]) for t in d["tasks"]["added"]} == {
-        orjson.dumps(k) for k in ("d1", "x1", "d2", "x2")
-    }
-    assert d["tasks"]["removed"] == [] and d["tasks"]["changed"] == []
-    assert d["collections"]["busy_workers"] == {"added": [OTHER]}
-    assert d["collections"]["in_flight_workers"] == {PEER: {"added": ["x1"]}}
-    assert "ready" not in d["collections"] and d["resources"] == {}
+    d = diff(wh, 4, 7)
+    j = d.to_json()
+    assert (j["from"]["step"], j["to"]["step"]) == (4, 7)
+    # the steps between, in order
+    assert [s.step for s in d.steps] == [5, 6, 7] and d.steps_total == 3
+    assert [s.stimulus_id for s in d.steps] == ["c-d1", "c-d2", "busy"]
+    assert {c.key for c in d.tasks if c.before is None} == {"d1", "x1", "d2", "x2"}
+    assert all(c.before is None for c in d.tasks)
+    assert d.collections["busy_workers"] == {"added": [OTHER]}
+    assert d.collections["in_flight_workers"] == {PEER: {"added": ["x1"]}}
+    assert "ready" not in d.collections and j["resources"] == {}
     # nothing changes between a position and itself
-    same = diff_view(view_at(wh, 5), view_at(wh, 5))
-    assert same["tasks"] == {"added": [], "removed": [], "changed": []}
-    assert same["collections"] == {} and same["resources"] == {}
+    same = diff(wh, 5, 5)
+    assert same.tasks == [] and same.collections == {} and same.steps_total == 0
 
 
 def test_diff_cancelled(tmp_path, record_log):
@@ -96,13 +118,12 @@ def test_diff_cancelled(tmp_path, record_log):
         ComputeTask("x", stimulus_id="c-x-again"),
     ])
     wh = replay.open(path).worker()
-    d = diff_view(view_at(wh, 1), view_at(wh, 2))
-    assert d["tasks"]["changed"] == [
-        {"key": "x", "from": "executing", "to": "cancelled", "previous": [None, "executing"], "next": [None, None]}
-    ]
-    assert "executing" not in d["collections"]  # still running on its thread
-    d = diff_view(view_at(wh, 2), view_at(wh, 3))
-    assert d["tasks"]["changed"][0]["to"] == "executing"
+    d = diff(wh, 1, 2)
+    (c,) = d.tasks
+    assert (c.before.state, c.after.state, c.after.previous) == ("executing", "cancelled", "executing")
+    assert "executing" not in d.collections  # still running on its thread
+    (c,) = diff(wh, 2, 3).tasks
+    assert c.after.state == "executing"
 
 
 def test_diff_resumed(tmp_path, record_log):
@@ -113,10 +134,9 @@ def test_diff_resumed(tmp_path, record_log):
         ComputeTask("x", stimulus_id="c-x"),
     ])
     wh = replay.open(path).worker()
-    d = diff_view(view_at(wh, 2), view_at(wh, 3))
-    assert d["tasks"]["changed"] == [
-        {"key": "x", "from": "cancelled", "to": "resumed", "previous": ["flight", "flight"], "next": [None, "waiting"]}
-    ]
+    (c,) = diff(wh, 2, 3).tasks
+    assert (c.before.state, c.before.previous) == ("cancelled", "flight")
+    assert (c.after.state, c.after.previous, c.after.next) == ("resumed", "flight", "waiting")
 
 
 def test_story_is_not_capped(tmp_path, record_log):
@@ -130,17 +150,35 @@ def test_story_is_not_capped(tmp_path, record_log):
     with dask.config.set({"distributed.admin.low-level-log-length": 5}):
         path = record_log(tmp_path / "capped.jsonl", events)
     wh = replay.open(path).worker()
-    story = key_story(walk(wh), "x")
+    story = key_story(walk(wh), wh.address, "x")
     assert len(wh.state_at().log) == 5
-    events_in_story = [e for e in story if e["kind"] == "event"]
-    assert [e["step"] for e in events_in_story] == list(range(1, 14))
-    transitions = [e for e in story if e["kind"] == "transition"]
+    assert [line.step for line in story.lines if line.kind == "event"] == list(range(1, 14))
+    transitions = [line.item for line in story.lines if line.kind == "transition"]
     assert len(transitions) > 5
-    assert transitions[0]["start"] == "released" and transitions[0]["finish"] == "waiting"
-    assert [e["step"] for e in story] == sorted(e["step"] for e in story)
-    assert [e for e in story if e["kind"] == "instruction"][0]["instruction"] == {
-        "cls": "Execute", "stimulus_id": "c-x", "key": "x"
-    }
+    assert transitions[0][1:3] == ("released", "waiting")
+    assert [line.step for line in story.lines] == sorted(line.step for line in story.lines)
+    first = next(line for line in story.lines if line.kind == "instruction")
+    assert first.item == wsm.Execute(key="x", stimulus_id="c-x")
+
+
+def test_story_carries_recorded_times(tmp_path, record_log):
+    clock = iter([1000.0, 1000.0, 1012.5, 1012.5, 1030.0, 1030.0, 1031.0]).__next__
+    path = record_log(tmp_path / "t.jsonl", [
+        ComputeTask("x", stimulus_id="c-x"),
+        wsm.ExecuteSuccessEvent.dummy("x", run_id=0, stimulus_id="done-x"),
+    ], clock=clock)
+    wh = replay.open(path).worker()
+    recorded = {rec["seq"]: rec["handled"] for call in wh.calls(records=True) for rec in call.records}
+    story = key_story(walk(wh), wh.address, "x")
+    for line in story.lines:
+        assert line.handled == recorded[line.step]
+    j = story.to_json()
+    assert j["start"] == recorded[1]
+    for entry in j["story"]:
+        assert entry["handled"] == recorded[entry["step"]]
+        assert entry["elapsed"] == pytest.approx(recorded[entry["step"]] - recorded[1])
+        # a transition is timed by the recording, not by the replay's clock
+        assert "time" not in entry.get("transition", {})
 
 
 def test_story_ties_gather_results_to_keys(tmp_path, record_log):
@@ -149,57 +187,134 @@ def test_story_ties_gather_results_to_keys(tmp_path, record_log):
         wsm.GatherDepNetworkFailureEvent(worker=PEER, total_nbytes=1, stimulus_id="net"),
     ])
     wh = replay.open(path).worker()
-    story = key_story(walk(wh), ("x", 0))
-    kinds = [(e["step"], e["kind"]) for e in story]
+    story = key_story(walk(wh), wh.address, ("x", 0))
+    kinds = [(line.step, line.kind) for line in story.lines]
     # the failure event names only the peer; the story still has it
     assert (2, "event") in kinds and (1, "instruction") in kinds
-    assert any(e["kind"] == "transition" and e["key"] == ["x", 0] and e["finish"] == "missing"
-               for e in story)
+    assert any(line.kind == "transition" and line.item[0] == ("x", 0) and line.item[2] == "missing"
+               for line in story.lines)
+
+
+def test_key_matching_is_exact(tmp_path, record_log):
+    # dask's worker_story finds 5 inside every tuple key holding 5; a key is a key
+    path = record_log(tmp_path / "exact.jsonl", [
+        ComputeTask(("x", 5), stimulus_id="c-x5"),
+        ComputeTask(5, stimulus_id="c-5"),
+        ComputeTask(("y", 5), stimulus_id="c-y5"),
+    ], nthreads=3)
+    wh = replay.open(path).worker()
+    story = key_story(walk(wh), wh.address, 5)
+    assert {line.stimulus_id for line in story.lines} == {"c-5"}
+    with pytest.raises(NotFound, match=r"no such key.*closest: \('x', 5\)"):
+        key_story(walk(wh), wh.address, ("x", 6))
 
 
 def test_stimulus_story(busy_log):
     wh = replay.open(busy_log).worker()
-    (s,) = stimulus_story(walk(wh), "c-d1")
-    assert s["step"] == 5 and s["event"]["key"] == "d1"
-    assert [i["cls"] for i in s["instructions"]] == ["GatherDep"]
-    assert {(t["key"], t["finish"]) for t in s["log"] if t["kind"] == "transition"} >= {
+    story = stimulus_story(walk(wh), wh.address, "c-d1")
+    assert {line.step for line in story.lines} == {5}
+    assert story.lines[0].kind == "event" and story.lines[0].item.key == "d1"
+    assert [type(line.item).__name__ for line in story.lines if line.kind == "instruction"] == ["GatherDep"]
+    assert {(line.item[0], line.item[2]) for line in story.lines if line.kind == "transition"} >= {
         ("d1", "waiting"), ("x1", "fetch"), ("x1", "flight")
     }
+    with pytest.raises(NotFound):
+        stimulus_story(walk(wh), wh.address, "no-such-stimulus")
+
+
+# --- a batch: several events in one handle_stimulus call ---------------------
+
+BATCH = [
+    ComputeTask("a", stimulus_id="c-a"),
+    # one call: b arrives, a finishes, c arrives
+    lambda ws: [
+        ComputeTask("b", stimulus_id="c-b"),
+        wsm.ExecuteSuccessEvent.dummy("a", run_id=0, stimulus_id="done-a"),
+        ComputeTask("c", stimulus_id="c-c"),
+    ],
+    wsm.FreeKeysEvent(keys=["a"], stimulus_id="free-a"),
+]
+
+
+def one_by_one(upto: int) -> wsm.WorkerState:
+    """A fresh worker fed the batch's events one call each, up to step ``upto``."""
+    events = [BATCH[0], *BATCH[1](None), BATCH[2]]
+    ws = wsm.WorkerState(nthreads=1, address="tcp://127.0.0.1:1234", validate=True)
+    for ev in events[:upto]:
+        ws.handle_stimulus(ev)
+    return ws
+
+
+def test_every_step_of_a_batch_is_a_position(tmp_path, record_log):
+    wh = replay.open(record_log(tmp_path / "batch.jsonl", BATCH, validate=True)).worker()
+    assert wh.events == 5
+    for step in range(6):
+        v = view_at(wh, step)
+        assert v.step == step
+        assert {t.key: t.state for t in v.tasks} == {k: ts.state for k, ts in one_by_one(step).tasks.items()}
+    assert view_at(wh, 3).stimulus_id == "done-a"
+    # replayed one event at a time, the batch still returns what the recorded call did
+    d, _ = wh.verify()
+    assert d is None
+
+
+def test_story_of_a_batch_keeps_each_event_with_what_it_caused(tmp_path, record_log):
+    wh = replay.open(record_log(tmp_path / "batch.jsonl", BATCH)).worker()
+    story = key_story(walk(wh), wh.address, "b")
+    lines = [(line.step, line.kind) for line in story.lines]
+    # b's event at step 2, its transitions, then the Execute that step 3 issued
+    # once a's thread was free: each at its own step, in order
+    assert lines[0] == (2, "event")
+    assert [s for s, k in lines] == sorted(s for s, k in lines)
+    (execute,) = [line for line in story.lines if line.kind == "instruction"]
+    assert execute.step == 3 and execute.item == wsm.Execute(key="b", stimulus_id="done-a")
+
+
+# --- real recordings ----------------------------------------------------------
 
 
 def test_real_recording_diff_adds_up(fixture_path):
     wh = replay.open(fixture_path("cluster-log.jsonl.gz")).worker(0)
-    a, b = view_at(wh, 200), view_at(wh, 400)
-    d = diff_view(a, b)
-    key = lambda t: orjson.dumps(t["key"])  # noqa: E731
-    after = {key(t): t["state"] for t in a["tasks"]}
-    for t in d["tasks"]["removed"]:
-        del after[key(t)]
-    for t in d["tasks"]["added"]:
-        after[key(t)] = t["state"]
-    for t in d["tasks"]["changed"]:
-        assert after[key(t)] == t["from"]
-        after[key(t)] = t["to"]
-    assert after == {key(t): t["state"] for t in b["tasks"]}
-    assert d["tasks"]["added"] or d["tasks"]["changed"] or d["tasks"]["removed"]
+    d = diff(wh, 200, 400)
+    after = {t.key: t.state_text() for t in d.before.tasks}
+    for c in d.tasks:
+        if c.after is None:
+            del after[c.key]
+        else:
+            assert after.get(c.key) == (None if c.before is None else c.before.state_text())
+            after[c.key] = c.after.state_text()
+    assert after == {t.key: t.state_text() for t in d.after.tasks}
+    assert d.tasks and d.steps_total == 200 and d.steps[0].step == 201
 
 
 def test_real_recording_story_matches_the_workers_own(fixture_path):
-    # early on, the worker's capped log still holds everything: the regenerated
-    # story must then be exactly WorkerState.story (times aside)
+    # early on, the worker's capped log still holds everything: the story must
+    # then be exactly WorkerState.story, with recorded times instead of replay's
     wh = replay.open(fixture_path("cluster-log.jsonl.gz")).worker(0)
     step = 150
     ws = wh.state_at(step)
     assert len(ws.log) < ws.log.maxlen
-    tasks = list(ws.tasks.values())[:5]
-    assert tasks, f"no task at step {step} to compare stories of"
+    recorded = {rec["seq"]: rec["handled"] for call in wh.calls(1, step, records=True) for rec in call.records}
+    tasks = [ts for ts in ws.tasks.values() if isinstance(ts.key, str)][:5]
+    assert tasks, f"no task with a string key at step {step} to compare stories of"
     for ts in tasks:
-        ours = [e for e in key_story(walk(wh, step), ts.key) if e["kind"] in ("transition", "log")]
+        story = key_story(walk(wh, step), wh.address, ts.key)
+        ours = [line for line in story.lines if line.kind in ("transition", "log")]
         theirs = ws.story(ts.key)
         assert len(ours) == len(theirs) > 0
-        for mine, entry in zip(ours, theirs):
-            if mine["kind"] == "transition":
-                assert mine["key"] == encode_key(entry[0])
-                assert (mine["start"], mine["finish"], mine["final"], mine["stimulus_id"]) == entry[1:4] + (entry[5],)
-            else:
-                assert len(mine["entry"]) == len(entry)
+        for line, entry in zip(ours, theirs):
+            assert line.item[:-1] == entry[:-1]  # all but the replay's clock
+            assert line.handled == recorded[line.step]
+
+
+def test_literal_shows_dask_values_as_dask_prints_them():
+    assert literal({("tree", 2, 30): ("tcp://a:1",)}) == "{('tree', 2, 30): ('tcp://a:1',)}"
+    assert literal({"b", "a"}) == "{'a', 'b'}"
+    # cut at a whole element, with a count of what was cut
+    text = literal(list(range(1000)), 40)
+    assert text.startswith("[0, 1, 2,") and text.endswith("more]")
+    shown = text[1:-1].split(", ")[:-1]
+    assert [int(x) for x in shown] == list(range(len(shown)))
+    assert text.endswith(f"… {1000 - len(shown)} more]")
+    # a hostile key stays a literal: no escape sequence reaches the terminal
+    assert literal("\x1b[2J") == repr("\x1b[2J")
