@@ -188,8 +188,14 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
     """Print a view: its JSON with ``--json``, else itself; and its picture."""
     if json:
         emit_json(view.to_json())
-    else:
+    elif out.is_terminal:
         out.print(view)
+    else:
+        # plain text: without the padding of table cells to the widest row
+        with out.capture() as captured:
+            out.print(view)
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+        sys.stdout.flush()
     if svg or html:
         import io
 

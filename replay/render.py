@@ -10,6 +10,7 @@ a box border cannot cut.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 from typing import Any, Optional
@@ -88,10 +89,13 @@ def keys_line(label: str, keys: list, shown: int = 20) -> Text:
 def fields_text(obj: Any, limit: int = 120) -> str:
     """``field=value …`` of an event or instruction, bulky fields left out."""
     parts = []
-    for name in getattr(obj, "__dataclass_fields__", ()):
+    for f in dataclasses.fields(obj) if dataclasses.is_dataclass(obj) else ():
+        name = f.name
         if name in _QUIET_FIELDS:
             continue
         v = getattr(obj, name)
+        if isinstance(v, bytes):  # a pickled type: its name is in another field
+            continue
         if v is None or (isinstance(v, (list, tuple, set, frozenset, dict)) and not v):
             continue
         parts.append(f"{name}={literal(v, limit)}")

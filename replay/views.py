@@ -60,7 +60,8 @@ def elapsed(since: Optional[Moment], now: Optional[Moment]) -> str:
     """``12.3 s`` of recorded time between two moments ('' if unknown)."""
     if since is None or now is None or since.time is None or now.time is None:
         return ""
-    return f"{now.time - since.time:.1f} s"
+    seconds = now.time - since.time
+    return f"{seconds * 1000:.0f} ms" if abs(seconds) < 1 else f"{seconds:.1f} s"
 
 
 # --- replaying with the worker's log tapped --------------------------------

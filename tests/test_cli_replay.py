@@ -197,3 +197,85 @@ def test_text_output_is_safe_from_hostile_keys(tmp_path, cli_run, record_log):
         assert code == 0, err
         assert "\x1b" not in out and "\x07" not in out
         assert "[bold]x[/bold]" in out  # shown literally, not as markup
+
+
+def test_why_answers_for_every_worker(logs, cli_run, run_json):
+    data = run_json("why", logs["cluster"])
+    by_worker = {w["worker"]: w for w in data["workers"]}
+    assert set(by_worker) == {ADDRESS, SECOND}
+    assert [t["key"] for t in by_worker[ADDRESS]["tasks"]] == [["y", 0]]
+    assert [(t["key"], t["state"]) for t in by_worker[SECOND]["tasks"]] == [("b", "executing")]
+    code, out, _ = cli_run(["why", logs["cluster"]])
+    assert code == 0 and ADDRESS in out and SECOND in out
+
+
+def test_state_filters_and_detail(logs, run_json, cli_run):
+    v = run_json("state", logs["cluster"], "-w", SECOND, "--state", "memory")
+    assert [t["key"] for t in v["tasks"]] == ["a"] and v["task_states"] == {"executing": 1, "memory": 1}
+    v = run_json("state", logs["stuck"], "--key", "('x', 0)")
+    (x,) = v["tasks"]
+    assert x["key"] == ["x", 0] and x["detail"]["who_has"] == [PEER]
+    assert v["counters"]["nthreads"] == 1
+    code, out, _ = cli_run(["state", logs["stuck"], "--detail"])
+    assert code == 0 and f"who_has=['{PEER}']" in out
+
+
+def test_diff_lists_the_steps_between(logs, run_json, cli_run):
+    d = run_json("diff", logs["stuck"], "0..2")
+    assert [s["step"] for s in d["steps"]] == [1, 2] and d["steps_total"] == 2
+    assert [s["cls"] for s in d["steps"]] == ["ComputeTaskEvent", "GatherDepFailureEvent"]
+    code, out, _ = cli_run(["diff", logs["stuck"], "0..2"])
+    assert code == 0 and "2 steps between" in out and "GatherDepFailureEvent" in out
+    code, _, err = cli_run(["diff", logs["stuck"], "2..1"])
+    assert code == 2 and "comes after" in err
+
+
+def test_load_says_paused_and_since_when(tmp_path, run_json, cli_run, record_log):
+    path = record_log(tmp_path / "paused.jsonl", [
+        ComputeTask("x", stimulus_id="compute-x"),
+        wsm.PauseEvent(stimulus_id="pause"),
+        ComputeTask("y", stimulus_id="compute-y"),
+    ])
+    (w,) = run_json("load", path)["workers"]
+    assert w["status"] == "paused" and w["paused_since"]["step"] == 2
+    assert [(t["key"], t["category"]) for t in w["stuck"]] == [("x", "executing"), ("y", "ready: paused")]
+    code, out, _ = cli_run(["load", path])
+    assert code == 0 and "paused since step 2" in out.splitlines()[0]
+
+
+def test_pictures_and_plain_text(logs, tmp_path, cli_run):
+    svg, html = tmp_path / "why.svg", tmp_path / "why.html"
+    code, out, err = cli_run(["why", logs["stuck"], "--svg", svg, "--html", html])
+    assert code == 0, err
+    assert svg.read_text().lstrip().startswith("<svg") and "erred" in svg.read_text()
+    assert "<html" in html.read_text() and "erred" in html.read_text()
+    # piped, the answer is plain text: no colours and no box to cut mid-line
+    assert "\x1b" not in out and not set("─│┃━") & set(out)
+    assert all(line == line.rstrip() for line in out.splitlines())
+    code, _, err = cli_run(["why", logs["stuck"], "--svg", tmp_path / "no" / "such" / "dir.svg"])
+    assert code == 2 and "cannot write" in err
+
+
+def test_no_color_on_a_terminal(logs):
+    # a real terminal: rich draws boxes, NO_COLOR keeps colours out
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child runs the command on the terminal
+        os.environ["NO_COLOR"] = "1"
+        os.environ["COLUMNS"] = "100"
+        os.execv(REPLAY, [REPLAY, "why", logs["stuck"]])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode()
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "erred" in text
+    assert "\x1b[3" not in text and "\x1b[9" not in text  # no foreground colour codes
