@@ -358,16 +358,31 @@ def why(
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
     from replay.diagnosis import ClusterWhy, diagnose, why_view
+    from replay.errors import NotFound
 
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     wanted = None if key is None else parse_keys([key])[0]
     views = []
+    missed: list[NotFound] = []
     for wh in chosen:
-        step = wh.position(at)
+        try:
+            step = wh.position(at)
+        except NotFound as e:  # a stimulus id of another worker: answer for those that have it
+            if worker is not None:
+                raise
+            missed.append(e)
+            continue
         with progress_bar(f"replaying {wh.address}", step) as cb:
             r, tracker = diagnose(wh, step, progress=cb)
-        views.append(why_view(r, tracker, wanted))
+        try:
+            views.append(why_view(r, tracker, wanted))
+        except NotFound as e:  # the key lives on other workers
+            if worker is not None:
+                raise
+            missed.append(e)
+    if not views:
+        raise NotFound("; ".join(dict.fromkeys(str(e) for e in missed)))
     emit(ClusterWhy(views), json=json, svg=svg, html=html)
 
 
