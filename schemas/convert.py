@@ -1,7 +1,9 @@
 """Exact conversion between real ``distributed`` objects and log dictionaries.
 
 Each event and instruction class gets a table of its fields and the codec of
-each field. Encoding is what the recorder does on a live worker; decoding is
+each field: the log format, the same for every supported release. Where the
+installed release's classes differ from it, :data:`ERA` (from
+:mod:`schemas.versions`) says how, and the encoders and decoders below follow. Encoding is what the recorder does on a live worker; decoding is
 what replay feeds to a fresh ``WorkerState``. Fields whose values are not
 data (``run_spec``, computed values, exceptions, types) are reduced on purpose
 to what replay needs: data values become their sizes, exceptions their text,
@@ -17,6 +19,7 @@ from distributed.protocol.serialize import Serialize
 from distributed.sizeof import safe_sizeof
 from distributed import worker_state_machine as wsm
 
+from schemas.versions import VERSIONED, installed_era
 from schemas.codec import (
     CodecError,
     decode_collection,
@@ -184,7 +187,12 @@ DROPPED = Field(lambda x: None, lambda x: None)  # computed values, types
 #: A replayed ``ComputeTaskEvent`` gets this stand-in for its ``run_spec``
 #: (code, never recorded): with ``validate=True`` the state machine asserts
 #: that an executing task has one, and only that.
-RUN_SPEC = wsm.ComputeTaskEvent.dummy_runspec("dask-replay-run-spec")
+ERA = installed_era()
+RUN_SPEC = (
+    wsm.ComputeTaskEvent.dummy_runspec("dask-replay-run-spec")
+    if ERA.runspec_takes_key
+    else wsm.ComputeTaskEvent.dummy_runspec()
+)
 STAND_IN_RUN_SPEC = Field(lambda x: None, lambda x: RUN_SPEC)
 
 _GATHER_DONE = {"worker": STR, "total_nbytes": INT}
@@ -195,7 +203,8 @@ _ERROR = {
     "traceback_text": STR,
 }
 
-#: Field codecs of every concrete StateMachineEvent class (distributed 2026.8)
+#: Field codecs of every concrete StateMachineEvent class: the log format, which
+#: is distributed 2026.8's classes (schemas.versions says how others differ)
 EVENT_FIELDS: dict[str, dict[str, Field]] = {
     "PauseEvent": {},
     "UnpauseEvent": {},
@@ -269,7 +278,7 @@ INSTRUCTION_FIELDS: dict[str, dict[str, Field]] = {
     },
     "ReleaseWorkerDataMsg": {"key": KEY},
     "RescheduleMsg": {"key": KEY},
-    "LongRunningMsg": {"key": KEY, "run_id": INT, "compute_duration": OPT_FLOAT},
+    "LongRunningMsg": {"key": KEY, "run_id": OPT_INT, "compute_duration": OPT_FLOAT},
     "AddKeysMsg": {"keys": KEYS},
     "RequestRefreshWhoHasMsg": {"keys": KEYS},
     "StealResponseMsg": {"key": KEY, "state": OPT_STR},
@@ -299,8 +308,10 @@ def _encode(obj: Any, table: dict[str, dict[str, Field]]) -> dict:
     except KeyError:
         raise UnknownClass(f"unknown class {name!r}") from None
     out = {"cls": name, "stimulus_id": obj.stimulus_id}
+    absent = ERA.log_only.get(name, ())
     for field, codec in fields.items():
-        out[field] = codec.encode(getattr(obj, field))
+        # a field this release's class lacks is written as null (schemas.versions)
+        out[field] = None if field in absent else codec.encode(getattr(obj, field))
     return out
 
 
@@ -311,10 +322,13 @@ def _decode_slowly(d: dict, table: dict[str, dict[str, Field]], classes: dict[st
         fields = table[name]
     except (KeyError, TypeError):
         raise UnknownClass(f"unknown class {name!r}") from None
-    kwargs = {"stimulus_id": _str(d.get("stimulus_id"))}
+    kwargs = {"stimulus_id": _str(d.get("stimulus_id")), **ERA.class_only.get(name, {})}
+    absent = ERA.log_only.get(name, ())
     for field, codec in fields.items():
         try:
-            kwargs[field] = codec.decode(d[field])
+            value = d[field]
+            if field not in absent:
+                kwargs[field] = codec.decode(value)
         except KeyError:
             raise CodecError(f"{name}: missing field {field!r}") from None
         except (CodecError, TypeError, ValueError, RecursionError) as e:
@@ -331,12 +345,16 @@ def _decoders(table: dict[str, dict[str, Field]], classes: dict[str, type]) -> d
 
     def make(name: str):
         cls = classes[name]
-        fields = tuple((f, c.decode) for f, c in table[name].items())
+        absent = ERA.log_only.get(name, ())
+        fields = tuple((f, c.decode) for f, c in table[name].items() if f not in absent)
+        extra = dict(ERA.class_only.get(name, {}))
 
         def decode(d: dict):
             try:
                 kwargs = {f: dec(d[f]) for f, dec in fields}
                 kwargs["stimulus_id"] = _str(d["stimulus_id"])
+                if extra:
+                    kwargs.update(extra)
                 return cls(**kwargs)
             except (KeyError, TypeError, ValueError, RecursionError):  # CodecError too
                 return _decode_slowly(d, table, classes)
@@ -379,12 +397,20 @@ def decode_instruction(d: dict) -> wsm.Instruction:
     return inst
 
 
+#: what :func:`comparable` leaves out: fields a replay cannot reproduce, and
+#: fields some supported release lacks (a log of one release replays under another)
+_UNCOMPARED: dict[str, frozenset[str]] = {
+    name: UNREPRODUCIBLE.get(name, frozenset()) | VERSIONED.get(name, frozenset())
+    for name in INSTRUCTION_FIELDS
+}
+
+
 def comparable(d: dict) -> dict:
     """The part of an encoded instruction a faithful replay must reproduce.
 
     Sets (``GatherDep.to_gather``) compare regardless of iteration order.
     """
-    skip = UNREPRODUCIBLE.get(d.get("cls"), ())  # type: ignore[arg-type]
+    skip = _UNCOMPARED.get(d.get("cls"), ())  # type: ignore[arg-type]
     out = {k: v for k, v in d.items() if k not in skip}
     tg = out.get("to_gather")
     if isinstance(tg, dict) and "set" in tg:

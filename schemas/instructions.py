@@ -64,7 +64,8 @@ class RescheduleMsg(Instruction):
 class LongRunningMsg(Instruction):
     cls: Literal["LongRunningMsg"]
     key: EncodedKey
-    run_id: StrictInt
+    #: null when recorded with distributed before 2025.2.0, which did not send it
+    run_id: Optional[StrictInt]
     compute_duration: Optional[Number]
 
 

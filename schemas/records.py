@@ -20,7 +20,7 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeA
 from schemas.codec import FORMAT, VERSION
 from schemas.events import AnyEvent
 from schemas.instructions import AnyInstruction
-from schemas.types import Model, Number, Resources
+from schemas.types import DistributedRelease, Model, Number, Resources
 
 __all__ = ["FORMAT", "VERSION", "RECORD", "Header", "Step", "ResourcesChange", "End", "StateInputs"]
 
@@ -57,7 +57,8 @@ class Header(Model):
     version: StrictInt
     worker: StrictStr
     dask: StrictStr
-    distributed: StrictStr
+    #: a release from schemas.versions.OLDEST to NEWEST: others are refused
+    distributed: DistributedRelease
     python: StrictStr
     pid: NonNegative
     #: wall-clock time the recorder attached

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
+
+from schemas.versions import unsupported_message
 
 
 class Model(BaseModel):
@@ -64,3 +67,15 @@ KeySizes = list[tuple[EncodedKey, Annotated[StrictInt, Field(ge=0)]]]
 Value = Any
 
 Resources = dict[StrictStr, Number]
+
+
+def _readable_release(version: str) -> str:
+    message = unsupported_message(version)
+    if message is not None:
+        # a custom error keeps the message one line, without pydantic's prefix
+        raise PydanticCustomError("unsupported_release", message)
+    return version
+
+
+#: the ``distributed`` version of a header: one whose logs this installation reads
+DistributedRelease = Annotated[StrictStr, AfterValidator(_readable_release)]

