@@ -279,13 +279,11 @@ def diff(
         raise BadInput(f"expected FROM..TO, e.g. 371..400, got {span!r}")
     reply = served(log, {"op": "diff", "worker": worker, "from": from_, "to": to})
     if reply is not None:
-        from schemas.convert import decode_event
         from replay.views import StepBrief
 
         view = DiffView(
             StateView.from_json(reply["before"]), StateView.from_json(reply["after"]),
-            [StepBrief(s["step"], s["handled"], s["stimulus_id"], decode_event(s["event"])) for s in reply["steps"]],
-            reply["steps_total"],
+            [StepBrief(**s) for s in reply["steps"]], reply["steps_total"],
         )
     else:
         wh = open_history(log).worker(worker)

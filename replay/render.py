@@ -107,9 +107,11 @@ def event_text(obj: Any) -> str:
     return f"{type(obj).__name__} {fields_text(obj)}".rstrip()
 
 
-def step_line(step: int, stimulus_id: str, event: Any) -> Text:
-    return Text.assemble(f"  {step:>6}  ", (type(event).__name__, "cyan"), " ",
-                         safe(fields_text(event)), "  ", (safe(stimulus_id).plain, "dim"))
+def step_line(brief: Any) -> Text:
+    """A :class:`~replay.views.StepBrief` in one line."""
+    fields = brief.text[len(brief.cls):]
+    return Text.assemble(f"  {brief.step:>6}  ", (brief.cls, "cyan"), safe(fields), "  ",
+                         (safe(brief.stimulus_id).plain, "dim"))
 
 
 def check_summary(data: dict) -> Group:

@@ -24,7 +24,6 @@ from replay.reader import Progress
 from replay.seek import Seeker
 from replay.views import state_of, steps_between
 from schemas.codec import decode_key
-from schemas.convert import encode_event
 
 #: longest request a client may send
 MAX_REQUEST = 1 << 16
@@ -72,8 +71,7 @@ class Server:
                 return {"ok": {
                     "before": w.view(first, state_of).to_json(),
                     "after": w.view(last, state_of).to_json(),
-                    "steps": [{"step": s.step, "handled": s.handled, "stimulus_id": s.stimulus_id,
-                               "event": encode_event(s.event)} for s in steps],
+                    "steps": [s.to_json() for s in steps],
                     "steps_total": total,
                 }}
             return {"error": f"unknown request {op!r}"}

@@ -47,8 +47,17 @@ class StoryLine:
     worker: str
     stimulus_id: str
     kind: str
-    #: the dask object: an event, a ``ws.log`` tuple, an instruction, an exception
-    item: Any
+    #: the line in words (:func:`line_text`)
+    text: str
+    #: the line as JSON-ready data (:func:`line_data`): the event or instruction
+    #: as the log encodes it, a transition's fields, a log entry
+    data: dict
+    #: the dask object, when the line comes from a replay (None from an index)
+    item: Any = None
+
+    @classmethod
+    def of(cls, step: int, handled: float, worker: str, stimulus_id: str, kind: str, item: Any) -> StoryLine:
+        return cls(step, handled, worker, stimulus_id, kind, line_text(kind, item), line_data(kind, item), item)
 
     def to_json(self, start: Optional[float] = None) -> dict:
         d: dict[str, Any] = {
@@ -57,40 +66,42 @@ class StoryLine:
         }
         if start is not None:
             d["elapsed"] = round(self.handled - start, 6)
-        item = self.item
-        if self.kind == "event":
-            d["event"] = encode_event(item)
-        elif self.kind == "transition":
-            key, start_, finish, final, recs, _, _ = item
-            d["transition"] = {
-                "key": jsonable(key), "start": start_, "finish": finish, "final": final,
-                "recommendations": jsonable(recs),
-            }
-        elif self.kind == "log":
-            # the entry without its stimulus id and replay-time clock
-            d["entry"] = jsonable(list(item[:-2]))
-        elif self.kind == "instruction":
-            d["instruction"] = encode_instruction(item)
-        else:
-            d["raised"] = f"{type(item).__name__}: {item}"
-        d["text"] = self.text()
+        d.update(self.data)
+        d["text"] = self.text
         return d
 
-    def text(self) -> str:
-        item = self.item
-        if self.kind in ("event", "instruction"):
-            return render.event_text(item)
-        if self.kind == "transition":
-            key, start, finish, final, recs, _, _ = item
-            text = f"{key_text(key)}: {start} → {finish}"
-            if final != finish:
-                text += f" (ends {final})"
-            if recs:
-                text += f"  recommends {literal(recs)}"
-            return text
-        if self.kind == "log":
-            return literal(item[:-2])
-        return f"raised {type(item).__name__}: {item}"
+
+def line_data(kind: str, item: Any) -> dict:
+    """A story line's payload as JSON-ready data."""
+    if kind == "event":
+        return {"event": encode_event(item)}
+    if kind == "transition":
+        key, start, finish, final, recs, _, _ = item
+        return {"transition": {"key": jsonable(key), "start": start, "finish": finish, "final": final,
+                               "recommendations": jsonable(recs)}}
+    if kind == "log":
+        # the entry without its stimulus id and the replaying process's clock
+        return {"entry": jsonable(list(item[:-2]))}
+    if kind == "instruction":
+        return {"instruction": encode_instruction(item)}
+    return {"raised": f"{type(item).__name__}: {item}"}
+
+
+def line_text(kind: str, item: Any) -> str:
+    """A story line in words: dask values as literals."""
+    if kind in ("event", "instruction"):
+        return render.event_text(item)
+    if kind == "transition":
+        key, start, finish, final, recs, _, _ = item
+        text = f"{key_text(key)}: {start} → {finish}"
+        if final != finish:
+            text += f" (ends {final})"
+        if recs:
+            text += f"  recommends {literal(recs)}"
+        return text
+    if kind == "log":
+        return literal(item[:-2])
+    return f"raised {type(item).__name__}: {item}"
 
 
 _STYLE = {"event": "cyan", "transition": "magenta", "log": "dim", "instruction": "green", "raised": "red"}
@@ -134,7 +145,7 @@ class Story:
             cells = [str(line.step), since]
             if cluster:
                 cells.append(render.safe(line.worker))
-            what = Text.assemble((line.kind + " ", _STYLE[line.kind]), render.safe(line.text()))
+            what = Text.assemble((line.kind + " ", _STYLE[line.kind]), render.safe(line.text))
             cells += [render.safe(line.stimulus_id), what]
             t.add_row(*cells)
         yield t
@@ -170,26 +181,26 @@ def instruction_keys(inst: wsm.Instruction) -> set:
     return set() if key is None else {key}
 
 
-def _names(item: Any, target: set, known: set) -> bool:
-    try:
-        if item in target:
-            return True
-        if isinstance(item, tuple) and item in known:
-            return False  # another task's key, not a collection of keys
-    except TypeError:  # unhashable: a list or a set of keys
-        pass
-    if isinstance(item, (tuple, list, set, frozenset)):
+def entry_keys(entry: tuple, known: set) -> list:
+    """The keys a ``ws.log`` entry names, as dask's ``worker_story`` finds them
+    (an item, or an element of a collection item), except that a tuple which
+    is itself a known key is a key, not a collection of keys."""
+    out = []
+    for item in entry[:-2]:  # the stimulus id and the clock are not keys
         try:
-            return any(x in target for x in item)
-        except TypeError:
-            return False
-    return False
-
-
-def entry_names(entry: tuple, target: set, known: set) -> bool:
-    """Does a ``ws.log`` entry name a key of ``target``? As dask's
-    ``worker_story`` decides, except that a tuple key is not searched inside."""
-    return any(_names(item, target, known) for item in entry)
+            if item in known:
+                out.append(item)
+                continue
+        except TypeError:  # unhashable: a list or a set of keys
+            pass
+        if isinstance(item, (tuple, list, set, frozenset)):
+            for x in item:
+                try:
+                    if x in known:
+                        out.append(x)
+                except TypeError:
+                    pass
+    return out
 
 
 # --- building -----------------------------------------------------------------
@@ -217,8 +228,8 @@ class KeyStoryBuilder:
             self._step(s, handled)
         if applied.exception is not None and self._about(applied.call.events[-1]):
             last = applied.call.last
-            self.lines.append(StoryLine(last, handled, self.worker, applied.call.stimulus_id,
-                                        "raised", applied.exception))
+            self.lines.append(StoryLine.of(last, handled, self.worker, applied.call.stimulus_id,
+                                           "raised", applied.exception))
 
     def _about(self, event: Any) -> bool:
         return not self.target.isdisjoint(event_keys(event))
@@ -230,14 +241,14 @@ class KeyStoryBuilder:
         answered = self._gathers.answered(ev) or set()
         sid = ev.stimulus_id
         if not target.isdisjoint(named) or not target.isdisjoint(answered):
-            lines.append(StoryLine(s.step, handled, self.worker, sid, "event", ev))
+            lines.append(StoryLine.of(s.step, handled, self.worker, sid, "event", ev))
         for entry in s.log:
-            if entry_names(entry, target, self.known):
+            if not target.isdisjoint(entry_keys(entry, self.known)):
                 kind = "transition" if is_transition(entry) else "log"
-                lines.append(StoryLine(s.step, handled, self.worker, sid, kind, entry))
+                lines.append(StoryLine.of(s.step, handled, self.worker, sid, kind, entry))
         for inst in s.instructions:
             if not target.isdisjoint(instruction_keys(inst)):
-                lines.append(StoryLine(s.step, handled, self.worker, sid, "instruction", inst))
+                lines.append(StoryLine.of(s.step, handled, self.worker, sid, "instruction", inst))
             self._gathers.issued(inst, set(inst.to_gather) if isinstance(inst, wsm.GatherDep) else set())
 
     def story(self) -> Story:
@@ -278,14 +289,14 @@ def stimulus_story(walked: Iterable[tuple[Applied, Any]], worker: str, stimulus_
         for s in applied.steps():
             if s.event.stimulus_id != stimulus_id:
                 continue
-            lines.append(StoryLine(s.step, handled, worker, stimulus_id, "event", s.event))
+            lines.append(StoryLine.of(s.step, handled, worker, stimulus_id, "event", s.event))
             for entry in s.log:
                 kind = "transition" if is_transition(entry) else "log"
-                lines.append(StoryLine(s.step, handled, worker, stimulus_id, kind, entry))
+                lines.append(StoryLine.of(s.step, handled, worker, stimulus_id, kind, entry))
             for inst in s.instructions:
-                lines.append(StoryLine(s.step, handled, worker, stimulus_id, "instruction", inst))
+                lines.append(StoryLine.of(s.step, handled, worker, stimulus_id, "instruction", inst))
         if applied.exception is not None and applied.call.stimulus_id == stimulus_id:
-            lines.append(StoryLine(applied.call.last, handled, worker, stimulus_id, "raised", applied.exception))
+            lines.append(StoryLine.of(applied.call.last, handled, worker, stimulus_id, "raised", applied.exception))
     if not lines:
         raise NotFound(f"no step of {worker} has stimulus id {stimulus_id!r}")
     return Story(f"stimulus {stimulus_id}", lines, start, stimulus_id=stimulus_id)

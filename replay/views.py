@@ -121,8 +121,6 @@ class TaskRow:
                 "nbytes": ts.nbytes,
                 "who_has": sorted(ts.who_has),
                 "dependencies": sorted((t.key for t in ts.dependencies), key=sort_key),
-                "waiting_for_data": sorted((t.key for t in ts.waiting_for_data), key=sort_key),
-                "dependents": len(ts.dependents),
                 "resource_restrictions": ts.resource_restrictions or None,
                 "coming_from": ts.coming_from,
                 "run_id": ts.run_id,
@@ -388,16 +386,22 @@ def state_of(replayer: Replayer, states: Iterable[str] = (), keys: Iterable[Key]
 
 @dataclass(slots=True)
 class StepBrief:
-    """One recorded step, shortly: its class, stimulus id and what it is about."""
+    """One recorded step, shortly: its event class and fields in words."""
 
     step: int
     handled: float
     stimulus_id: str
-    event: wsm.StateMachineEvent
+    cls: str
+    #: the event in one line (:func:`replay.render.event_text`)
+    text: str
+
+    @classmethod
+    def of(cls, step: int, handled: float, event: Any) -> StepBrief:
+        return cls(step, handled, event.stimulus_id, type(event).__name__, render.event_text(event))
 
     def to_json(self) -> dict:
         return {"step": self.step, "handled": self.handled, "stimulus_id": self.stimulus_id,
-                "cls": type(self.event).__name__, "text": render.event_text(self.event)}
+                "cls": self.cls, "text": self.text}
 
 
 #: how many of the steps between two positions a diff keeps
@@ -412,7 +416,7 @@ def steps_between(calls: Iterable[RecordedCall], limit: int = DIFF_STEPS) -> tup
         for i, ev in enumerate(call.events):
             total += 1
             if len(kept) < limit:
-                kept.append(StepBrief(call.first + i, call.handled, ev.stimulus_id, ev))
+                kept.append(StepBrief.of(call.first + i, call.handled, ev))
     return kept, total
 
 
@@ -547,10 +551,10 @@ class DiffView:
         # many steps: the first and last few, the rest counted
         head, tail = (shown, []) if self.steps_total <= 20 else (shown[:8], shown[-8:] if len(shown) == self.steps_total else [])
         for s in head:
-            yield render.step_line(s.step, s.stimulus_id, s.event)
+            yield render.step_line(s)
         if tail or self.steps_total > len(head):
             cut = self.steps_total - len(head) - len(tail)
             if cut:
                 yield Text(f"  … {cut} more step{'' if cut == 1 else 's'}", style="dim")
         for s in tail:
-            yield render.step_line(s.step, s.stimulus_id, s.event)
+            yield render.step_line(s)

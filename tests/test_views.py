@@ -80,7 +80,7 @@ def test_state_lists_unfinished_tasks_first_and_filters(busy_log):
     assert [t.key for t in only.tasks] == [("r", 1), ("r", 2)]
     assert only.task_states == v.task_states  # counts of the whole worker
     (d2,) = view_at(wh, None, keys=["d2"]).tasks
-    assert d2.detail["dependencies"] == ["x2"] and d2.detail["waiting_for_data"] == ["x2"]
+    assert d2.detail["dependencies"] == ["x2"]
     (x2,) = view_at(wh, None, keys=["x2"]).tasks
     assert x2.detail["who_has"] == [PEER, OTHER]
 
