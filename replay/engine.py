@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import dask.config
+import distributed
 from dask.sizeof import sizeof as dask_sizeof
 from distributed import worker_state_machine as wsm
 from distributed.comm import get_address_host as _get_address_host
@@ -22,7 +23,7 @@ from distributed.comm import get_address_host as _get_address_host
 from replay.determinism import is_deterministic, prepare_replay
 from replay.errors import ReplayError
 from replay.reader import Progress, RecordedCall
-from schemas.codec import decode_float, decode_resources
+from schemas.codec import decode_float, decode_resources, decode_settings
 from schemas.convert import SizedValue, comparable, encode_instruction
 
 
@@ -70,6 +71,11 @@ class Divergence:
     story: list = field(default_factory=list)
     #: what replay raised (kinds "error" and "invariant"), for where it failed
     exception: Optional[BaseException] = field(default=None, repr=False, compare=False)
+    #: why the replay may differ without the log being wrong: "state changed
+    #: outside handle_stimulus before step N", or "behaviour change between
+    #: distributed A and B" (recorded with A, replayed under B); None: the
+    #: replay should have matched
+    cause: Optional[str] = None
 
 
 @dataclass(slots=True)
@@ -176,6 +182,14 @@ class Replayer:
                 transfer_incoming_bytes_limit=decode_float(s["transfer_incoming_bytes_limit"]),
                 transfer_message_bytes_limit=decode_float(s["transfer_message_bytes_limit"]),
             )
+        #: an explicit ``validate`` outlasts the recorded one's later changes
+        self._validate = validate
+        threshold = s.get("transfer_incoming_bytes_throttle_threshold")
+        if threshold is not None:  # older logs: the constructor's default
+            self.set_settings(decode_settings({"transfer_incoming_bytes_throttle_threshold": threshold}))
+        #: the first step before which the recording noted task state changed
+        #: outside ``handle_stimulus`` (a test assigning it): replay cannot follow
+        self.outside_before: int | None = None
         #: the last step applied, its stimulus id ("" for the empty state) and
         #: when the recorded worker handled it (None for the empty state)
         self.seq = 0
@@ -199,6 +213,23 @@ class Replayer:
         ws.available_resources.clear()
         ws.available_resources.update(available)
 
+    def set_settings(self, settings: dict[str, Any]) -> None:
+        """Recorded ``WorkerState`` attributes assigned between two stimuli."""
+        for name, value in settings.items():
+            if name == "validate" and self._validate is not None:
+                continue
+            setattr(self.ws, name, value)
+
+    def cause(self) -> str | None:
+        """Why a divergence found now need not mean a wrong log (see
+        :attr:`Divergence.cause`)."""
+        if self.outside_before is not None:
+            return f"state changed outside handle_stimulus before step {self.outside_before}"
+        recorded = self.header.get("distributed")
+        if recorded != distributed.__version__:
+            return f"behaviour change between distributed {recorded} and {distributed.__version__}"
+        return None
+
     def apply(self, call: RecordedCall) -> Applied:
         """Replay one recorded call: its resource changes, then its events.
 
@@ -206,8 +237,13 @@ class Replayer:
         raised too. A crash the recording did not have is a
         :class:`~replay.errors.ReplayError` whose ``__cause__`` is the crash.
         """
-        for total, available in call.resources:
-            self.set_resources(total, available)
+        for change in call.resources:
+            self.set_resources(change[0], change[1])
+            if len(change) > 2:  # (total, available, settings, outside)
+                if change[2]:
+                    self.set_settings(change[2])
+                if change[3] and self.outside_before is None:
+                    self.outside_before = call.first
         tap = self._tap
         if tap is not None:
             tap.clear()
@@ -246,6 +282,8 @@ class Replayer:
                 f"state machine raised {type(e).__name__}: {_first_line(e)} where the "
                 "recorded worker did not; run `replay verify --validate` to find where "
                 "the state went wrong"
+                + (f" (state changed outside handle_stimulus before step {self.outside_before})"
+                   if self.outside_before is not None else "")
             ) from e
         # a call that raises returns nothing, as in the recorded worker
         return Applied(call, [], e, log)
@@ -270,6 +308,12 @@ class Replayer:
 
     def verify(self, call: RecordedCall) -> Divergence | None:
         """Replay one recorded call and compare it with what the worker did."""
+        d = self._verify(call)
+        if d is not None:
+            d.cause = self.cause()
+        return d
+
+    def _verify(self, call: RecordedCall) -> Divergence | None:
         seq, sid = call.last, call.stimulus_id
         try:
             applied = self.apply(call)

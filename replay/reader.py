@@ -3,8 +3,8 @@
 This is the unit every replay consumes. The recorder writes one step record
 per stimulus; the stimuli of one call (a batch) are consecutive steps, and the
 last of them carries what the call returned or raised. ``resources`` records
-(``Worker.set_resources``, which bypasses ``handle_stimulus``) apply before the
-call that follows them.
+(``Worker.set_resources`` and settings assigned, which bypass
+``handle_stimulus``) apply before the call that follows them.
 
 :func:`read_calls` groups the records into :class:`RecordedCall` objects and
 decodes their events into real dask events; a record that does not decode is a
@@ -21,13 +21,16 @@ from typing import TYPE_CHECKING, Optional
 from distributed import worker_state_machine as wsm
 
 from replay.errors import LogError
-from schemas.codec import CodecError, decode_resources
+from schemas.codec import CodecError, decode_resources, decode_settings
 
 if TYPE_CHECKING:
     from replay.log import ClusterLog, WorkerLog
 
-#: a ``Worker.set_resources`` change: (total, available)
-ResourcesChange = tuple[dict[str, float], dict[str, float]]
+#: what changed outside ``handle_stimulus`` before a call: (total resources,
+#: available resources), followed, when the record has them, by the settings
+#: assigned (or None) and notes of task state changed outside it (or None);
+#: plain values, for the read-ahead pipe
+ResourcesChange = tuple
 #: called with the last step replayed, for progress bars
 Progress = Callable[[int], None]
 
@@ -47,7 +50,7 @@ class RecordedCall:
     lines: list[int]
     #: when the worker handled the call (its events share this time)
     handled: float
-    #: ``Worker.set_resources`` changes, in order, applied just before the call
+    #: ``Worker.set_resources`` changes and settings, in order, applied just before the call
     resources: list[ResourcesChange]
     #: the instructions the recorded call returned, encoded; None if it raised
     #: or the worker died while handling it
@@ -176,6 +179,13 @@ def _call(
 
 def _resources_change(path: str, lineno: int, rec: dict) -> ResourcesChange:
     try:
-        return decode_resources(rec.get("total")), decode_resources(rec.get("available"))
+        settings = rec.get("settings")
+        outside = rec.get("outside")
+        if outside is not None and (type(outside) is not list or not all(type(o) is str for o in outside)):
+            raise CodecError("outside must be a list of strings")
+        resources = decode_resources(rec.get("total")), decode_resources(rec.get("available"))
+        if settings is None and outside is None:
+            return resources
+        return (*resources, None if settings is None else decode_settings(settings), outside)
     except CodecError as e:
         raise LogError(path, lineno, f"resources: {e}") from None

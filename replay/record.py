@@ -25,6 +25,7 @@ the replay engine.
 """
 from __future__ import annotations
 
+import copyreg
 import logging
 import os
 import re
@@ -40,7 +41,7 @@ from distributed import worker_state_machine as wsm
 
 from replay.determinism import hash_seed, make_deterministic
 from replay.logfile import LogWriter
-from schemas.codec import FORMAT, VERSION, encode_float, encode_resources
+from schemas.codec import FORMAT, SETTINGS, VERSION, encode_float, encode_resources, encode_setting
 from schemas.convert import encode_event, encode_instruction
 
 logger = logging.getLogger("replay.record")
@@ -129,7 +130,34 @@ def state_inputs(ws: wsm.WorkerState) -> dict:
         "transfer_message_bytes_limit": encode_float(float(ws.transfer_message_bytes_limit)),
         "default_data_size": int(wsm._default_data_size()),
         "log_length": ws.log.maxlen,
+        # not a constructor argument: set after construction
+        "transfer_incoming_bytes_throttle_threshold": encode_setting(
+            ws.transfer_incoming_bytes_throttle_threshold
+        ),
     }
+
+
+def _task_states(ws: wsm.WorkerState) -> tuple[dict, set]:
+    return {k: ts.state for k, ts in ws.tasks.items()}, set(ws.data)
+
+
+def _outside_changes(before: tuple[dict, set], after: tuple[dict, set], limit: int = 5) -> list[str]:
+    """What changed in task states and data between two calls, at most ``limit`` lines."""
+    (states0, data0), (states1, data1) = before, after
+    out = []
+    for k in states0.keys() | states1.keys():
+        a, b = states0.get(k), states1.get(k)
+        if a != b:
+            out.append(f"task {_short_key(k)}: {a or 'absent'} -> {b or 'absent'}")
+    for k in data0 ^ data1:
+        out.append(f"data {_short_key(k)}: {'removed' if k in data0 else 'added'}")
+    out.sort()
+    return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def _short_key(k: Any) -> str:
+    text = repr(k)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 class Session:
@@ -145,6 +173,7 @@ class Session:
         writer: Any = None,
         clock: Any = time.time,
         pid: int | None = None,
+        watch_tasks: bool = False,
     ):
         """Start recording ``ws``.
 
@@ -152,6 +181,10 @@ class Session:
         with ``write(record: dict)``) when several workers share one log, as
         in a simulated cluster. ``clock`` and ``pid`` exist so that a
         simulation can write the same bytes for the same seed.
+        ``watch_tasks`` compares every task's state and the data keys before
+        each stimulus with what the previous one left, and notes changes made
+        outside ``handle_stimulus`` (costs a pass over the tasks per stimulus:
+        meant for test suites, where tests assign task state directly).
         """
         self.ws = ws
         self.directory = directory
@@ -163,9 +196,15 @@ class Session:
         self.writer = writer
         self._owns_writer = writer is None
         self.active = True
-        self._resources = dict(ws.total_resources)
-        self._available = dict(ws.available_resources)
-        self.inputs = state_inputs(ws)
+        self.watch_tasks = watch_tasks
+        #: what the previous call left: settings, resources, task states; set
+        #: with the header, which is written at the first stimulus, since a
+        #: worker or test may assign settings between construction and then
+        self._settings: tuple = ()
+        self._resources: dict = {}
+        self._available: dict = {}
+        self._tasks: tuple[dict, set] | None = None
+        self.inputs: dict | None = None
         self.initial_tasks = len(ws.tasks)
         # anything handled before now is lost, and replay would start wrong
         self.from_empty = not ws.tasks and not ws.stimulus_log and ws.running
@@ -208,10 +247,27 @@ class Session:
                 return session.handle(self, base, stims)
             return base.handle_stimulus(self, *stims)
 
+        def __reduce_ex__(self: wsm.WorkerState, protocol: Any) -> Any:
+            # pickle and copy as the class recorded: this one is made here and
+            # cannot be found by name, and a copy must not write to this log
+            rv = base.__reduce_ex__(self, protocol)
+            if isinstance(rv, tuple) and len(rv) > 1 and rv[1] and rv[1][0] is type(self):
+                if rv[0] is copyreg.__newobj__ and len(rv[1]) == 1:
+                    # pickle insists that __newobj__ builds type(self)
+                    rv = (copyreg._reconstructor, (base, object, None), *rv[2:])
+                else:
+                    rv = (rv[0], (base, *rv[1][1:]), *rv[2:])
+            return rv
+
         ws.__class__ = type(
             f"Recording{base.__name__}",
             (base,),
-            {"__slots__": (), "handle_stimulus": handle_stimulus, "__module__": __name__},
+            {
+                "__slots__": (),
+                "handle_stimulus": handle_stimulus,
+                "__reduce_ex__": __reduce_ex__,
+                "__module__": __name__,
+            },
         )
 
     # --- the hot path ---------------------------------------------------
@@ -221,8 +277,7 @@ class Session:
             handled = self.clock()
             if self.seq == 0 and not self._header_written:
                 self._write_header()
-            if ws.total_resources != self._resources or ws.available_resources != self._available:
-                self._write_resources(ws)
+            self._write_changes(ws)
             # encode before handling: handlers may consume what events carry
             encoded = [encode_event(s) for s in stims]
         except Exception as e:
@@ -233,9 +288,22 @@ class Session:
             instructions = base.handle_stimulus(ws, *stims)
         except BaseException as e:
             self._guard(self._write_steps, encoded, handled, None, repr(e))
+            self._guard(self._remember, ws)
             raise
         self._guard(self._write_steps, encoded, handled, instructions, None)
+        self._guard(self._remember, ws)
         return instructions
+
+    def _remember(self, ws: wsm.WorkerState) -> None:
+        """What this call left, to tell later changes made outside
+        ``handle_stimulus`` from the state machine's own."""
+        self._settings = tuple(getattr(ws, n) for n in SETTINGS)
+        if ws.total_resources != self._resources:
+            self._resources = dict(ws.total_resources)
+        if ws.available_resources != self._available:
+            self._available = dict(ws.available_resources)
+        if self.watch_tasks:
+            self._tasks = _task_states(ws)
 
     def _write_steps(
         self, encoded: list[dict], handled: float, instructions: list | None, error: str | None
@@ -288,6 +356,15 @@ class Session:
             self._open()
         assert self.writer is not None
         self._header_written = True
+        ws = self.ws
+        self.inputs = state_inputs(ws)
+        # as a WorkerState built from the header starts: what a replay has
+        # before step 1, so that a difference becomes a record
+        self._settings = tuple(getattr(ws, n) for n in SETTINGS)
+        self._resources = dict(ws.total_resources)
+        self._available = dict(ws.total_resources)
+        if self.watch_tasks:
+            self._tasks = ({}, set())
         self.writer.write(
             {
                 "kind": "header",
@@ -307,20 +384,40 @@ class Session:
             }
         )
 
-    def _write_resources(self, ws: wsm.WorkerState) -> None:
-        # Worker.set_resources writes these directly, outside handle_stimulus
-        self._resources = dict(ws.total_resources)
-        self._available = dict(ws.available_resources)
-        assert self.writer is not None
-        self.writer.write(
-            {
-                "kind": "resources",
-                "worker": self.address,
-                "seq": self.seq + 1,
-                "total": encode_resources(self._resources),
-                "available": encode_resources(self._available),
-            }
+    def _write_changes(self, ws: wsm.WorkerState) -> None:
+        """One ``resources`` record if anything a replay needs changed since
+        the previous call, outside ``handle_stimulus``: ``Worker.set_resources``,
+        a setting assigned (``settings``), or, watched, task state
+        (``outside``, which replay cannot reproduce)."""
+        settings = tuple(getattr(ws, n) for n in SETTINGS)
+        changed_settings = settings != self._settings
+        changed_resources = (
+            ws.total_resources != self._resources or ws.available_resources != self._available
         )
+        outside: list[str] = []
+        if self.watch_tasks and self._tasks is not None:
+            now = _task_states(ws)
+            if now != self._tasks:
+                outside = _outside_changes(self._tasks, now)
+        if not (changed_settings or changed_resources or outside):
+            return
+        rec: dict[str, Any] = {
+            "kind": "resources",
+            "worker": self.address,
+            "seq": self.seq + 1,
+            "total": encode_resources(ws.total_resources),
+            "available": encode_resources(ws.available_resources),
+        }
+        if changed_settings:
+            rec["settings"] = {
+                name: encode_setting(new)
+                for name, old, new in zip(SETTINGS, self._settings, settings)
+                if old != new
+            }
+        if outside:
+            rec["outside"] = outside
+        assert self.writer is not None
+        self.writer.write(rec)
 
     def close(self, reason: str) -> None:
         if self.active and self._header_written:

@@ -69,6 +69,46 @@ def decode_resources(obj: Any) -> dict[str, float]:
     return out
 
 
+#: ``WorkerState`` attributes that tests and workers assign between stimuli
+#: (``Worker.__init__`` after building its state, ``freeze_data_fetching``,
+#: tests tuning limits); the recorder writes them when they change
+SETTINGS = (
+    "nthreads",
+    "transfer_incoming_count_limit",
+    "transfer_incoming_bytes_limit",
+    "transfer_incoming_bytes_throttle_threshold",
+    "transfer_message_bytes_limit",
+    "validate",
+)
+_INT_SETTINGS = ("nthreads", "transfer_incoming_count_limit")
+
+
+def encode_setting(value: Any) -> Any:
+    # bool and int stay as they are; inf and nan need the float tag
+    return encode_float(value) if type(value) is float else value
+
+
+def decode_settings(obj: Any) -> dict[str, Any]:
+    """Changed settings, as the attributes to assign."""
+    if type(obj) is not dict:
+        raise CodecError(f"settings must be an object, got {obj!r}")
+    out: dict[str, Any] = {}
+    for name, v in obj.items():
+        if name not in SETTINGS:
+            raise CodecError(f"unknown setting {name!r}")
+        if name == "validate":
+            if type(v) is not bool:
+                raise CodecError(f"validate must be true or false, got {v!r}")
+            out[name] = v
+        elif type(v) is int:
+            out[name] = v
+        elif name in _INT_SETTINGS:
+            raise CodecError(f"{name} must be an integer, got {v!r}")
+        else:
+            out[name] = decode_float(v)
+    return out
+
+
 # Keys ---------------------------------------------------------------------
 
 

@@ -7,8 +7,9 @@ workers may be interleaved (a cluster log), each worker's records in order:
   ``WorkerState`` construction input, and whether replay can be exact.
 - ``step``: one stimulus handled by the worker, numbered from 1 per worker,
   with the instructions it produced (or the error it raised).
-- ``resources``: ``Worker.set_resources`` changed the resources, which it does
-  outside ``handle_stimulus``; applies before step ``seq``.
+- ``resources``: something changed outside ``handle_stimulus`` since the
+  previous step: ``Worker.set_resources``, a setting assigned (``settings``),
+  or task state (``outside``, noted only); applies before step ``seq``.
 - ``end``: the recorder stopped cleanly after step ``seq``.
 """
 from __future__ import annotations
@@ -49,6 +50,8 @@ class StateInputs(Model):
     default_data_size: NonNegative
     #: ``distributed.admin.low-level-log-length``; null for unbounded
     log_length: Optional[NonNegative]
+    #: set by ``WorkerState`` after construction; absent: its default
+    transfer_incoming_bytes_throttle_threshold: Optional[Number] = None
 
 
 class Header(Model):
@@ -92,6 +95,18 @@ class Step(Model):
     extras: Optional[dict[StrictStr, Any]] = None
 
 
+class Settings(Model):
+    """``WorkerState`` attributes assigned between two stimuli: the new values
+    of those that changed."""
+
+    nthreads: Optional[NonNegative] = None
+    transfer_incoming_count_limit: Optional[NonNegative] = None
+    transfer_incoming_bytes_limit: Optional[Number] = None
+    transfer_incoming_bytes_throttle_threshold: Optional[Number] = None
+    transfer_message_bytes_limit: Optional[Number] = None
+    validate_: Optional[StrictBool] = Field(default=None, alias="validate")
+
+
 class ResourcesChange(Model):
     kind: Literal["resources"]
     worker: StrictStr
@@ -99,6 +114,10 @@ class ResourcesChange(Model):
     seq: Seq
     total: Resources
     available: Resources
+    settings: Optional[Settings] = None
+    #: task states or data changed outside ``handle_stimulus`` (a test
+    #: assigning them): what changed, which a replay cannot reproduce
+    outside: Optional[list[StrictStr]] = None
 
 
 class End(Model):
