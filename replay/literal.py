@@ -37,7 +37,16 @@ def key_text(key: Any) -> str:
     return literal(key, None)
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _write(value: Any, out: list[str], budget: _Budget) -> None:
+    if type(value) in _PLAIN and (type(value) is not str or len(value) < budget.left):
+        # the common case, first: most of what views print are short keys and numbers
+        text = repr(value)
+        out.append(text)
+        budget.left -= len(text)
+        return
     if isinstance(value, (tuple, list, set, frozenset, dict)):
         _container(value, out, budget)
         return

@@ -235,25 +235,7 @@ class ClusterLog:
 
     def worker(self, which: str | int | None = None) -> WorkerLog:
         """A worker by index, full address or unique part of one."""
-        if which is None or which == "":
-            if len(self.workers) == 1:
-                return self.workers[0]
-            raise NotFound(
-                f"the log has {len(self.workers)} workers; choose one with --worker: "
-                + ", ".join(w.address for w in self.workers)
-            )
-        text = str(which)
-        if text.isdigit() and int(text) < len(self.workers):
-            return self.workers[int(text)]
-        exact = [w for w in self.workers if w.address == text]
-        if exact:
-            return exact[0]
-        part = [w for w in self.workers if text in w.address]
-        if len(part) == 1:
-            return part[0]
-        if not part:
-            raise NotFound(f"no worker matches {text!r}")
-        raise NotFound(f"{text!r} matches several workers: " + ", ".join(w.address for w in part))
+        return self.workers[choose_worker([w.address for w in self.workers], which)]
 
     # --- streaming one worker's records --------------------------------
 
@@ -271,6 +253,28 @@ class ClusterLog:
                     raise LogError(self.path, lineno, "seq: missing or not an integer")
                 if seq >= start:
                     yield lineno, rec
+
+
+def choose_worker(addresses: list[str], which: str | int | None = None) -> int:
+    """The index of a worker by index, full address or unique part of one;
+    None chooses the only worker."""
+    if which is None or which == "":
+        if len(addresses) == 1:
+            return 0
+        raise NotFound(
+            f"the log has {len(addresses)} workers; choose one with --worker: " + ", ".join(addresses)
+        )
+    text = str(which)
+    if text.isdigit() and int(text) < len(addresses):
+        return int(text)
+    if text in addresses:
+        return addresses.index(text)
+    part = [i for i, a in enumerate(addresses) if text in a]
+    if len(part) == 1:
+        return part[0]
+    if not part:
+        raise NotFound(f"no worker matches {text!r}")
+    raise NotFound(f"{text!r} matches several workers: " + ", ".join(addresses[i] for i in part))
 
 
 def _check_header(path: str, lineno: int, rec: dict, warn: Callable[[str], None]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import re
 from typing import Any, Optional
 
@@ -89,10 +90,7 @@ def keys_line(label: str, keys: list, shown: int = 20) -> Text:
 def fields_text(obj: Any, limit: int = 120) -> str:
     """``field=value …`` of an event or instruction, bulky fields left out."""
     parts = []
-    for f in dataclasses.fields(obj) if dataclasses.is_dataclass(obj) else ():
-        name = f.name
-        if name in _QUIET_FIELDS:
-            continue
+    for name in _shown_fields(type(obj)):
         v = getattr(obj, name)
         if isinstance(v, bytes):  # a pickled type: its name is in another field
             continue
@@ -100,6 +98,13 @@ def fields_text(obj: Any, limit: int = 120) -> str:
             continue
         parts.append(f"{name}={literal(v, limit)}")
     return " ".join(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _shown_fields(cls: type) -> tuple[str, ...]:
+    if not dataclasses.is_dataclass(cls):
+        return ()
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _QUIET_FIELDS)
 
 
 def event_text(obj: Any) -> str:

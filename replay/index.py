@@ -1,0 +1,736 @@
+"""An index of a log's replay: one exact linear replay, written down, that
+answers every view at any step without replaying again.
+
+Every view (state, diff, story, why, load) is a function of what one linear
+replay observes. :func:`build` runs that replay once per worker (the same
+tapped :func:`~replay.views.walk` the views use) and writes to SQLite, beside
+the log or in a cache folder:
+
+- ``steps``: per step, its recorded time, stimulus id and event in words;
+- ``blocks``: per run of :data:`BLOCK` steps, every story line of each step
+  (its event, the transitions and log entries it caused, its instructions)
+  with its text, payload and the keys it names, zlib-compressed;
+- ``postings``: key -> the steps whose lines name it, for stories;
+- ``tasks``: a task's row (state, previous, next, priority, who_has, …)
+  whenever it changed, and ``keyframes`` of every row each
+  :data:`KEYFRAME` steps, so that the tasks at any step are a keyframe plus a
+  bounded number of changes;
+- ``workers_at``: the worker's counters (running, transfers, memory,
+  resources, busy peers) whenever they changed;
+- ``requests``: the GatherDep and Execute instructions, per key, for ``why``.
+
+A query rebuilds a read-only stand-in of the ``WorkerState`` at the step
+(:class:`FrozenWorker`) and hands it to the same view code a replay feeds:
+:meth:`StateView.of <replay.views.StateView.of>`, :func:`~replay.diagnosis.explain`.
+So an index answer and a replay answer cannot drift apart by construction,
+and a property test compares them anyway. The query path imports neither
+``distributed`` nor the pydantic schemas, and never re-executes the
+interpreter: a fresh ``replay state`` on an indexed log is imports plus a few
+SQLite reads.
+
+The index holds JSON and text only; nothing in it can execute. It is keyed by
+the log's size, modification time and a hash of its head: a log that changed
+is indexed anew.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import orjson
+
+from replay.errors import NotFound
+from replay.literal import key_text, sort_key
+from schemas.codec import decode_key, encode_key
+
+#: the index layout; an index of another version is rebuilt
+VERSION = 1
+#: steps per compressed block of story lines
+BLOCK = 64
+#: steps between two keyframes of the task table
+KEYFRAME = 2000
+#: bytes of the log's head that identify it, with its size and mtime
+HEAD = 1 << 16
+
+_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+CREATE TABLE workers (wid INTEGER PRIMARY KEY, address TEXT, events INTEGER, info TEXT);
+CREATE TABLE steps (wid INTEGER, step INTEGER, handled REAL, stimulus_id TEXT, cls TEXT, text TEXT,
+                    PRIMARY KEY (wid, step)) WITHOUT ROWID;
+CREATE TABLE blocks (wid INTEGER, first INTEGER, data BLOB, PRIMARY KEY (wid, first)) WITHOUT ROWID;
+CREATE TABLE postings (wid INTEGER, key TEXT, step INTEGER, PRIMARY KEY (wid, key, step)) WITHOUT ROWID;
+CREATE TABLE tasks (wid INTEGER, step INTEGER, key TEXT, changed INTEGER, row TEXT,
+                    PRIMARY KEY (wid, step, key)) WITHOUT ROWID;
+CREATE TABLE keyframes (wid INTEGER, step INTEGER, data BLOB, PRIMARY KEY (wid, step)) WITHOUT ROWID;
+CREATE TABLE workers_at (wid INTEGER, step INTEGER, data TEXT, PRIMARY KEY (wid, step)) WITHOUT ROWID;
+CREATE TABLE requests (wid INTEGER, key TEXT, step INTEGER, kind TEXT, peer TEXT,
+                       PRIMARY KEY (wid, key, kind, step)) WITHOUT ROWID;
+"""
+# built after the bulk insert: cheaper than keeping them up to date
+_INDEXES = """
+CREATE INDEX steps_by_stimulus ON steps (wid, stimulus_id, step);
+CREATE INDEX steps_by_cls ON steps (wid, cls, step);
+CREATE INDEX tasks_by_key ON tasks (wid, key, step);
+"""
+
+
+def _ktext(key: Any) -> str:
+    """A key as the index spells it: its codec encoding as JSON text."""
+    return orjson.dumps(encode_key(key)).decode()
+
+
+def _kparse(text: str) -> Any:
+    return decode_key(orjson.loads(text))
+
+
+# --- where the index lives ------------------------------------------------------
+
+
+def identity(path: str) -> dict:
+    """What a log's index is keyed by: size, modification time, hash of the head."""
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        head = hashlib.sha256(f.read(HEAD)).hexdigest()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": head, "version": VERSION}
+
+
+def index_path(log: str) -> str:
+    """Beside the log, or in the cache folder when the log's folder is not writable."""
+    folder = os.path.dirname(os.path.abspath(log))
+    if os.access(folder, os.W_OK):
+        return os.path.abspath(log) + ".replay-index"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    name = hashlib.sha256(os.path.abspath(log).encode()).hexdigest()[:32]
+    return os.path.join(cache, "dask-replay", name + ".replay-index")
+
+
+# --- a read-only WorkerState at one step -------------------------------------------
+
+#: the fields of a task row, in order
+ROW = ("state", "previous", "next", "priority", "nbytes", "who_has", "coming_from",
+       "dependencies", "resource_restrictions", "run_id", "exception_text", "order")
+
+
+def task_row(ts: Any, order: int) -> list:
+    """What the views read of a ``TaskState``, as JSON-ready data."""
+    return [
+        ts.state, ts.previous, ts.next,
+        None if ts.priority is None else list(ts.priority),
+        ts.nbytes, sorted(ts.who_has), ts.coming_from,
+        sorted((encode_key(d.key) for d in ts.dependencies), key=orjson.dumps),
+        ts.resource_restrictions or None, ts.run_id, ts.exception_text or None, order,
+    ]
+
+
+class FrozenTask:
+    """A ``TaskState`` as the index recorded it: the attributes views read."""
+
+    __slots__ = ("key", "state", "previous", "next", "priority", "nbytes", "who_has", "coming_from",
+                 "dependency_keys", "resource_restrictions", "run_id", "exception_text", "order",
+                 "_worker")
+
+    def __init__(self, key: Any, row: list, worker: FrozenWorker):
+        self.key = key
+        (self.state, self.previous, self.next, priority, self.nbytes, who_has, self.coming_from,
+         deps, self.resource_restrictions, self.run_id, self.exception_text, self.order) = row
+        self.priority = None if priority is None else _tuple(priority)
+        self.who_has = set(who_has)
+        self.dependency_keys = [decode_key(d) for d in deps]
+        self._worker = worker
+
+    @property
+    def dependencies(self) -> list[FrozenTask]:
+        tasks = self._worker.tasks
+        return [tasks[k] for k in self.dependency_keys if k in tasks]
+
+
+def _tuple(x: Any) -> Any:
+    return tuple(_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+class _Queue:
+    """A HeapSet's order: by priority, ties by the order tasks entered it."""
+
+    def __init__(self, tasks: list[FrozenTask]):
+        self.tasks = tasks
+
+    def sorted(self) -> list[FrozenTask]:
+        return sorted(self.tasks, key=lambda ts: (ts.priority, ts.order))
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks)
+
+
+class FrozenWorker:
+    """A ``WorkerState`` at one step, rebuilt from the index: what the views
+    read, derived the way the state machine keeps it (``ready`` holds the
+    tasks in state ready, ``executing`` the executing ones and the cancelled
+    or resumed ones still executing, …)."""
+
+    def __init__(self, address: str, rows: dict[Any, list], counters: dict):
+        self.address = address
+        self.tasks: dict[Any, FrozenTask] = {}
+        for key, row in rows.items():
+            self.tasks[key] = FrozenTask(key, row, self)
+        c = counters
+        self.running = c["running"]
+        self.nthreads = c["nthreads"]
+        self.transfer_incoming_count = c["transfers"]
+        self.transfer_incoming_count_limit = c["transfers_limit"]
+        self.transfer_incoming_bytes = c["transfer_bytes"]
+        limit = c["transfer_bytes_limit"]
+        self.transfer_incoming_bytes_limit = float("inf") if limit is None else limit
+        self.nbytes = c["nbytes"]
+        self.total_resources = dict(c["total_resources"])
+        self.available_resources = dict(c["available_resources"])
+        self.busy_workers = set(c["busy_workers"])
+        by_state: dict[str, list[FrozenTask]] = {}
+        for ts in self.tasks.values():
+            by_state.setdefault(ts.state, []).append(ts)
+        doing = [ts for ts in self.tasks.values() if ts.state in ("cancelled", "resumed")]
+        self.executing = set(by_state.get("executing", [])) | {ts for ts in doing if ts.previous == "executing"}
+        self.long_running = set(by_state.get("long-running", [])) | {
+            ts for ts in doing if ts.previous == "long-running"}
+        self.ready = _Queue(by_state.get("ready", []))
+        self.constrained = _Queue(by_state.get("constrained", []))
+        self.missing_dep_flight = set(by_state.get("missing", []))
+        self.in_flight_workers: dict[str, set] = {}
+        for ts in by_state.get("flight", []) + [ts for ts in doing if ts.previous == "flight"]:
+            self.in_flight_workers.setdefault(ts.coming_from, set()).add(ts.key)
+        needed: dict[str, list[FrozenTask]] = {}
+        for ts in by_state.get("fetch", []):
+            for w in ts.who_has:
+                needed.setdefault(w, []).append(ts)
+        self.data_needed = {w: _Queue(tss) for w, tss in needed.items()}
+
+
+@dataclass
+class FrozenReplayer:
+    """Where a replay would stand: the worker at a step, as views take it."""
+
+    ws: FrozenWorker
+    seq: int
+    stimulus_id: str
+    handled: Optional[float]
+
+
+# --- writing ----------------------------------------------------------------------
+
+
+def counters_row(ws: Any) -> dict:
+    limit = ws.transfer_incoming_bytes_limit
+    return {
+        "running": ws.running, "nthreads": ws.nthreads,
+        "transfers": ws.transfer_incoming_count, "transfers_limit": ws.transfer_incoming_count_limit,
+        "transfer_bytes": ws.transfer_incoming_bytes,
+        "transfer_bytes_limit": None if limit in (None, float("inf")) else limit,
+        "nbytes": ws.nbytes,
+        "total_resources": sorted(ws.total_resources.items()),
+        "available_resources": sorted(ws.available_resources.items()),
+        "busy_workers": sorted(ws.busy_workers),
+    }
+
+
+class _Writer:
+    """Follows one worker's tapped replay and writes what each step observed."""
+
+    def __init__(self, db: sqlite3.Connection, wid: int, address: str):
+        from replay.diagnosis import Tracker
+        from replay.requests import OpenRequests
+
+        self.db, self.wid, self.address = db, wid, address
+        self.tracker = Tracker()
+        self.gathers: OpenRequests[list] = OpenRequests()
+        self.known: set = set()
+        #: key -> the row last written
+        self.rows: dict[Any, str] = {}
+        self.order = 0
+        self.orders: dict[Any, int] = {}
+        self.counters: dict = {}
+        self.block: list = []
+        self.block_first = 1
+        self.steps: list[tuple] = []
+        self.postings: list[tuple] = []
+        self.tasks: list[tuple] = []
+        self.requests: list[tuple] = []
+        self.workers_at: list[tuple] = []
+
+    def feed(self, applied: Any, ws: Any) -> None:
+        from distributed import worker_state_machine as wsm
+
+        from replay.render import event_text
+        from replay.story import entry_keys, event_keys, instruction_keys, line_data, line_text
+        from replay.views import is_transition
+
+        call = applied.call
+        handled = call.handled
+        self.tracker.feed(applied)
+        wid = self.wid
+        for s in applied.steps():  # one: build() feeds a batch one event at a time
+            ev = s.event
+            sid = ev.stimulus_id
+            named = event_keys(ev)
+            self.known |= named
+            answered = self.gathers.answered(ev) or []
+            text = event_text(ev)
+            self.steps.append((wid, s.step, handled, sid, type(ev).__name__, text))
+            lines = [["event", text, {"event": s.record["event"]},
+                      [encode_key(k) for k in (named | set(answered))]]]
+            touched = set(named) | set(answered)
+            first: dict = {}
+            final: dict = {}
+            for entry in s.log:
+                kind = "transition" if is_transition(entry) else "log"
+                if kind == "transition":
+                    first.setdefault(entry[0], entry[1])
+                    final[entry[0]] = entry[3]
+                keys = entry_keys(entry, self.known)
+                touched.update(keys)
+                lines.append([kind, line_text(kind, entry), line_data(kind, entry), [encode_key(k) for k in keys]])
+            for inst in s.instructions:
+                keys = instruction_keys(inst)
+                touched |= keys
+                lines.append(["instruction", line_text("instruction", inst), line_data("instruction", inst),
+                              [encode_key(k) for k in keys]])
+                self.gathers.issued(inst, list(inst.to_gather) if isinstance(inst, wsm.GatherDep) else [])
+                if isinstance(inst, wsm.GatherDep):
+                    for k in inst.to_gather:
+                        self.requests.append((wid, _ktext(k), s.step, "gather", inst.worker))
+                elif isinstance(inst, wsm.Execute):
+                    self.requests.append((wid, _ktext(inst.key), s.step, "execute", None))
+            if applied.exception is not None:
+                lines.append(["raised", line_text("raised", applied.exception),
+                              line_data("raised", applied.exception), [encode_key(k) for k in named]])
+            if isinstance(ev, (wsm.GatherDepNetworkFailureEvent, wsm.RemoveWorkerEvent)):
+                touched |= set(ws.tasks) | set(self.rows)  # a peer left every who_has
+            self._block(s.step, lines)
+            for k in {_ktext(decode_key(k)) for line in lines for k in line[3]}:
+                self.postings.append((wid, k, s.step))
+            # as the Tracker decides: a task changed if the step left it elsewhere
+            moved = {k for k, state in final.items() if first[k] != state}
+            self._tasks(s.step, touched, ws, moved)
+            self._counters(s.step, ws)
+        if len(self.steps) >= 10_000:
+            self.flush()
+
+    def _block(self, step: int, lines: list) -> None:
+        self.block.append(lines)
+        if len(self.block) == BLOCK:
+            self._write_block()
+
+    def _write_block(self) -> None:
+        if self.block:
+            self.db.execute("INSERT INTO blocks VALUES (?, ?, ?)",
+                            (self.wid, self.block_first, zlib.compress(orjson.dumps(self.block), 6)))
+            self.block_first += len(self.block)
+            self.block = []
+
+    def _tasks(self, step: int, touched: set, ws: Any, moved_keys: set) -> None:
+        for key in touched:
+            ts = ws.tasks.get(key)
+            was = self.rows.get(key)
+            moved = key in moved_keys
+            if ts is None:
+                if was is not None:
+                    del self.rows[key]
+                    self.orders.pop(key, None)
+                    self.tasks.append((self.wid, step, _ktext(key), int(moved), None))
+                continue
+            old_state = orjson.loads(was)[0] if was is not None else None
+            if old_state != ts.state:
+                self.order += 1
+                self.orders[key] = self.order
+            row = orjson.dumps(task_row(ts, self.orders.get(key, 0))).decode()
+            if row != was:
+                self.rows[key] = row
+                self.tasks.append((self.wid, step, _ktext(key), int(moved), row))
+            elif moved:
+                self.tasks.append((self.wid, step, _ktext(key), 1, row))
+        if step % KEYFRAME == 0:
+            frame = {k: orjson.loads(v) for k, v in self.rows.items()}
+            self.db.execute("INSERT INTO keyframes VALUES (?, ?, ?)", (
+                self.wid, step,
+                zlib.compress(orjson.dumps([[encode_key(k), v] for k, v in frame.items()]), 6)))
+
+    def _counters(self, step: int, ws: Any) -> None:
+        c = counters_row(ws)
+        if c != self.counters:
+            changed = {k: v for k, v in c.items() if self.counters.get(k) != v}
+            self.workers_at.append((self.wid, step, orjson.dumps(changed).decode()))
+            self.counters = c
+
+    def flush(self) -> None:
+        db = self.db
+        db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?)", self.steps)
+        db.executemany("INSERT OR IGNORE INTO postings VALUES (?, ?, ?)", self.postings)
+        db.executemany("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?)", self.tasks)
+        db.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?)", self.requests)
+        db.executemany("INSERT INTO workers_at VALUES (?, ?, ?)", self.workers_at)
+        self.steps, self.postings, self.tasks, self.requests, self.workers_at = [], [], [], [], []
+
+    def close(self) -> None:
+        self._write_block()
+        self.flush()
+
+
+def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> str:
+    """Replay every worker of ``history`` once and write its index; returns its path.
+
+    ``progress(worker, step)`` is told how far each worker got.
+    """
+    from replay.errors import ReplayError
+    from replay.summary import Failure
+
+    path = path or index_path(history.path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    db = sqlite3.connect(tmp)
+    try:
+        db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+        for wid, wh in enumerate(history.workers):
+            w = _Writer(db, wid, wh.address)
+            crash = invariant = None
+            cb = None if progress is None else (lambda step, a=wh.address: progress(a, step))
+            r = wh.replayer(tap_log=True)
+            try:
+                for call in wh.calls(records=True):
+                    for one in _one_by_one(call):
+                        w.feed(r.apply(one), r.ws)
+                    if cb is not None:
+                        cb(r.seq)
+            except ReplayError as e:  # a finding about the log: the index ends where replay did
+                crash = str(e)
+            w.close()
+            ws = r.ws
+            if crash is None:
+                try:
+                    ws.validate_state()
+                except Exception as e:  # whatever validation raises, the state is broken
+                    invariant = Failure.of(e).to_json()
+            wlog = wh.wlog
+            info = {
+                "header": wh.header, "event_counts": dict(sorted(wlog.event_counts.items())),
+                "first_handled": wlog.first_handled, "last_handled": wlog.last_handled,
+                "ended": wlog.ended, "warnings": list(r.warnings),
+                "crash": crash, "invariant": invariant, "reached": w.tracker.now.step,
+            }
+            db.execute("INSERT INTO workers VALUES (?, ?, ?, ?)",
+                       (wid, wh.address, wh.events, orjson.dumps(info).decode()))
+        db.executescript(_INDEXES)
+        ident = identity(history.log.source) if history.path != "<stdin>" else {}
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, orjson.dumps(v).decode()) for k, v in ident.items()])
+        db.commit()
+    finally:
+        db.close()
+    os.replace(tmp, path)
+    return path
+
+
+def _one_by_one(call: Any) -> Iterator[Any]:
+    """A batch as one call per event, so that the state after each is seen.
+
+    Exact: the state machine handles a batch's events one after another. Each
+    part keeps the recorded error (the state machine may raise in any of
+    them); the last keeps the recorded instructions of the whole call.
+    """
+    n = len(call.events)
+    if n == 1:
+        yield call
+        return
+    from replay.reader import RecordedCall
+
+    for i in range(n):
+        yield RecordedCall(
+            call.events[i:i + 1], call.first + i, call.lines[i:i + 1], call.handled,
+            call.resources if i == 0 else [], call.instructions if i == n - 1 else None, call.error,
+            None if call.records is None else call.records[i:i + 1],
+        )
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+class Index:
+    """An index that is current for its log."""
+
+    def __init__(self, log: str, path: str):
+        self.log = log
+        self.path = path
+        # read-only: a query never changes the index
+        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self.workers = [
+            IndexedWorker(self, wid, address, events, orjson.loads(info))
+            for wid, address, events, info in self.db.execute(
+                "SELECT wid, address, events, info FROM workers ORDER BY wid")
+        ]
+
+    @classmethod
+    def open(cls, log: str) -> Optional[Index]:
+        """The index of ``log`` if there is one and it is current, else None."""
+        if log == "-":
+            return None
+        path = index_path(log)
+        if not os.path.exists(path):
+            return None
+        try:
+            want = identity(log)
+        except OSError:
+            return None
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                have = {k: orjson.loads(v) for k, v in db.execute("SELECT name, value FROM meta")}
+            finally:
+                db.close()
+        except sqlite3.DatabaseError:  # not an index, or torn: build it anew
+            return None
+        if have != want:
+            return None
+        return cls(log, path)
+
+    def worker(self, which: Any = None) -> IndexedWorker:
+        from replay.log import choose_worker
+
+        return self.workers[choose_worker([w.address for w in self.workers], which)]
+
+
+class IndexedWorker:
+    """One worker's views, read from the index."""
+
+    def __init__(self, index: Index, wid: int, address: str, events: int, info: dict):
+        self.index, self.wid, self.address, self.events, self.info = index, wid, address, events, info
+        self.db = index.db
+
+    # --- positions ----------------------------------------------------
+
+    def position(self, pos: Any) -> int:
+        if pos is None:
+            return self.events
+        if isinstance(pos, int) or (isinstance(pos, str) and pos.isdigit()):
+            step = int(pos)
+            if not 0 <= step <= self.events:
+                raise NotFound(f"step {step} is out of range: {self.address} has steps 1..{self.events}")
+            return step
+        row = self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND stimulus_id = ?",
+                              (self.wid, pos)).fetchone()
+        if row[0] is None:
+            raise NotFound(f"no step of {self.address} has stimulus id {pos!r}")
+        return row[0]
+
+    def _step_row(self, step: int) -> tuple[str, Optional[float]]:
+        if step == 0:
+            return "", None
+        sid, handled = self.db.execute("SELECT stimulus_id, handled FROM steps WHERE wid = ? AND step = ?",
+                                       (self.wid, step)).fetchone()
+        return sid, handled
+
+    # --- the worker at a step -------------------------------------------
+
+    def frozen(self, step: int) -> FrozenReplayer:
+        """The stand-in ``WorkerState`` at ``step``."""
+        db, wid = self.db, self.wid
+        rows: dict[Any, list] = {}
+        frame = db.execute("SELECT step, data FROM keyframes WHERE wid = ? AND step <= ? ORDER BY step DESC LIMIT 1",
+                           (wid, step)).fetchone()
+        since = 0
+        if frame is not None:
+            since = frame[0]
+            for k, row in orjson.loads(zlib.decompress(frame[1])):
+                rows[decode_key(k)] = row
+        for key, row in db.execute(
+            "SELECT key, row FROM tasks WHERE wid = ? AND step > ? AND step <= ? ORDER BY step",
+            (wid, since, step),
+        ):
+            k = _kparse(key)
+            if row is None:
+                rows.pop(k, None)
+            else:
+                rows[k] = orjson.loads(row)
+        counters = dict(self.info["header"]["state"] and _initial_counters(self.info["header"]))
+        for (data,) in db.execute("SELECT data FROM workers_at WHERE wid = ? AND step <= ? ORDER BY step",
+                                  (wid, step)):
+            counters.update(orjson.loads(data))
+        sid, handled = self._step_row(step)
+        return FrozenReplayer(FrozenWorker(self.address, rows, counters), step, sid, handled)
+
+    def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
+        from replay.views import StateView
+
+        return StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+
+    def diff(self, first: int, last: int) -> Any:
+        from replay.views import DIFF_STEPS, DiffView, StepBrief
+
+        rows = self.db.execute(
+            "SELECT step, handled, stimulus_id, cls, text FROM steps WHERE wid = ? AND step > ? AND step <= ?"
+            " ORDER BY step LIMIT ?", (self.wid, first, last, DIFF_STEPS)).fetchall()
+        return DiffView(self.state(first), self.state(last), [StepBrief(*r) for r in rows], last - first)
+
+    # --- stories -----------------------------------------------------------
+
+    def _lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:
+        """The story lines of ``steps`` (ascending), read block by block."""
+        block: Optional[list] = None
+        first = -1
+        for step in steps:
+            want = (step - 1) // BLOCK * BLOCK + 1
+            if want != first:
+                (data,) = self.db.execute("SELECT data FROM blocks WHERE wid = ? AND first = ?",
+                                          (self.wid, want)).fetchone()
+                block, first = orjson.loads(zlib.decompress(data)), want
+            yield step, block[step - first]
+
+    def _handled(self, steps: list[int]) -> dict[int, tuple[float, str]]:
+        if not steps:
+            return {}
+        out = {}
+        for i in range(0, len(steps), 900):
+            chunk = steps[i:i + 900]
+            q = ",".join("?" * len(chunk))
+            for step, handled, sid in self.db.execute(
+                f"SELECT step, handled, stimulus_id FROM steps WHERE wid = ? AND step IN ({q})", (self.wid, *chunk)
+            ):
+                out[step] = (handled, sid)
+        return out
+
+    def _start(self) -> Optional[float]:
+        return self.info["first_handled"]
+
+    def key_story(self, stop: int, *keys: Any) -> Any:
+        from replay.story import Story, StoryLine, no_such_key
+
+        texts = [_ktext(k) for k in keys]
+        q = ",".join("?" * len(texts))
+        steps = [s for (s,) in self.db.execute(
+            f"SELECT DISTINCT step FROM postings WHERE wid = ? AND key IN ({q}) AND step <= ? ORDER BY step",
+            (self.wid, *texts, stop))]
+        wanted = {orjson.dumps(encode_key(k)) for k in keys}
+        times = self._handled(steps)
+        lines = []
+        for step, step_lines in self._lines(steps):
+            handled, sid = times[step]
+            for kind, text, data, named in step_lines:
+                if any(orjson.dumps(k) in wanted for k in named):
+                    lines.append(StoryLine(step, handled, self.address, sid, kind, text, data))
+        if not lines:
+            known = {_kparse(k) for (k,) in self.db.execute(
+                "SELECT DISTINCT key FROM postings WHERE wid = ?", (self.wid,))}
+            raise NotFound(no_such_key(set(keys), known, self.address))
+        about = ", ".join(sorted(key_text(k) for k in keys))
+        return Story(about, lines, self._start(), keys=sorted(keys, key=sort_key))
+
+    def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
+        from replay.story import Story, StoryLine
+
+        rows = self.db.execute("SELECT step, handled FROM steps WHERE wid = ? AND stimulus_id = ? AND step <= ?"
+                               " ORDER BY step", (self.wid, stimulus_id, stop)).fetchall()
+        if not rows:
+            raise NotFound(f"no step of {self.address} has stimulus id {stimulus_id!r}")
+        times = dict(rows)
+        lines = [
+            StoryLine(step, times[step], self.address, stimulus_id, kind, text, data)
+            for step, step_lines in self._lines([s for s, _ in rows])
+            for kind, text, data, _ in step_lines
+        ]
+        return Story(f"stimulus {stimulus_id}", lines, self._start(), stimulus_id=stimulus_id)
+
+    # --- why -------------------------------------------------------------
+
+    def tracker(self, step: int) -> Any:
+        return IndexTracker(self, step)
+
+    def why(self, step: int, key: Any = None) -> Any:
+        from replay.diagnosis import why_view
+
+        r = self.frozen(step)
+        return why_view(r, self.tracker(step), key)
+
+    def summary(self) -> Any:
+        from replay.diagnosis import why
+        from replay.summary import Failure, WorkerSummary
+        from replay.views import _state_rank
+
+        info = self.info
+        step = info["reached"]
+        r = self.frozen(step)
+        tracker = self.tracker(step)
+        states: dict[str, int] = {}
+        for ts in r.ws.tasks.values():
+            states[ts.state] = states.get(ts.state, 0) + 1
+        inv = info["invariant"]
+        return WorkerSummary(
+            address=self.address, events=self.events, event_counts=info["event_counts"],
+            first_handled=info["first_handled"], last_handled=info["last_handled"],
+            deterministic=bool(info["header"].get("deterministic")), ended=info["ended"],
+            task_states=dict(sorted(states.items(), key=lambda kv: _state_rank(kv[0]))),
+            running=r.ws.running, paused_since=tracker.paused if not r.ws.running else None,
+            stuck=why(r.ws, tracker), warnings=info["warnings"], crash=info["crash"],
+            invariant=None if inv is None else Failure(**{**inv, "key": None if inv["key"] is None
+                                                           else decode_key(inv["key"])}),
+            step=step,
+        )
+
+
+def _initial_counters(header: dict) -> dict:
+    from schemas.codec import decode_float, decode_resources
+
+    s = header["state"]
+    resources = sorted(decode_resources(s["resources"]).items())
+    limit = decode_float(s["transfer_incoming_bytes_limit"])
+    return {
+        "running": True, "nthreads": s["nthreads"], "transfers": 0,
+        "transfers_limit": s["transfer_incoming_count_limit"], "transfer_bytes": 0,
+        "transfer_bytes_limit": None if limit in (None, float("inf")) else limit, "nbytes": 0,
+        "total_resources": resources, "available_resources": resources, "busy_workers": [],
+    }
+
+
+class _Moments:
+    """``tracker.changed`` and friends, answered by queries up to a step."""
+
+    def __init__(self, worker: IndexedWorker, step: int, what: str):
+        self.w, self.step, self.what = worker, step, what
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        from replay.views import Moment
+
+        w, k = self.w, _ktext(key)
+        if self.what == "changed":
+            row = w.db.execute(
+                "SELECT t.step, s.handled, s.stimulus_id FROM tasks t JOIN steps s ON s.wid = t.wid AND s.step = t.step"
+                " WHERE t.wid = ? AND t.key = ? AND t.step <= ? AND t.changed = 1 ORDER BY t.step DESC LIMIT 1",
+                (w.wid, k, self.step)).fetchone()
+            return default if row is None else (Moment(row[0], row[1]), row[2])
+        row = w.db.execute(
+            "SELECT r.step, s.handled, r.peer FROM requests r JOIN steps s ON s.wid = r.wid AND s.step = r.step"
+            " WHERE r.wid = ? AND r.key = ? AND r.kind = ? AND r.step <= ? ORDER BY r.step DESC LIMIT 1",
+            (w.wid, k, self.what, self.step)).fetchone()
+        if row is None:
+            return default
+        return (Moment(row[0], row[1]), row[2]) if self.what == "gather" else Moment(row[0], row[1])
+
+
+class IndexTracker:
+    """A :class:`~replay.diagnosis.Tracker` at a step, read from the index."""
+
+    def __init__(self, worker: IndexedWorker, step: int):
+        from replay.views import Moment
+
+        self.end = worker.events
+        self.changed = _Moments(worker, step, "changed")
+        self.gather = _Moments(worker, step, "gather")
+        self.execute = _Moments(worker, step, "execute")
+        _, handled = worker._step_row(step)
+        self.now = Moment(step, handled)
+        row = worker.db.execute(
+            "SELECT step, handled, cls FROM steps WHERE wid = ? AND step <= ? AND cls IN ('PauseEvent', 'UnpauseEvent')"
+            " ORDER BY step DESC LIMIT 1", (worker.wid, step)).fetchone()
+        self.paused = Moment(row[0], row[1]) if row is not None and row[2] == "PauseEvent" else None
