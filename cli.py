@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from typing import Any, Optional
 
 import orjson
@@ -11,7 +12,6 @@ from rich.console import Console
 
 from replay import render
 from replay.errors import BadInput
-from replay.log import ClusterLog, summary
 
 app = typer.Typer(
     add_completion=False,
@@ -29,7 +29,9 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def open_log(path: str, *, validate: bool = False) -> ClusterLog:
+def open_log(path: str, *, validate: bool = False) -> Any:
+    from replay.log import ClusterLog
+
     log = ClusterLog.open(path, validate=validate)
     for w in log.warnings:
         err.print(render.safe(f"warning: {w}"))
@@ -50,6 +52,8 @@ def check(
     json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Validate every line of LOGS and summarise each worker."""
+    from replay.log import summary
+
     results = [summary(open_log(path, validate=True)) for path in logs]
     if json:
         emit_json(results[0] if len(results) == 1 else {"logs": results})
@@ -110,28 +114,48 @@ def open_history(path: str) -> Any:
     return history
 
 
-#: ``REPLAY_SERVE=required`` makes state and diff fail unless a running
-#: ``replay serve`` answers; ``off`` never asks one; unset, one is asked if running
-SERVE_ENV = "REPLAY_SERVE"
+#: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
+#: index answers (no replay at all); unset, the index answers, built on first use
+INDEX_ENV = "REPLAY_INDEX"
 
 
-def served(log: str, request: dict) -> Any:
-    """The answer of a running ``replay serve`` for this log, or None."""
-    mode = os.environ.get(SERVE_ENV, "auto")
+def indexed(log: str) -> Any:
+    """The current index of ``log``, built now if missing or stale; None when
+    the log cannot have one (standard input) or indexing is off."""
+    mode = os.environ.get(INDEX_ENV, "auto")
     if log == "-" or mode == "off":
         return None
-    from replay import serve
+    from replay.index import Index, build
 
-    reply = serve.ask(log, request)
-    if reply is None:
-        if mode == "required":
-            raise BadInput(f"{log}: no `replay serve` answers for this log ({SERVE_ENV}=required)")
+    index = Index.open(log)
+    if index is not None:
+        return index
+    if mode == "required":
+        raise BadInput(f"{log}: no current index ({INDEX_ENV}=required); `replay index` builds one")
+    history = open_history(log)
+    try:
+        with index_progress(history) as cb:
+            build(history, progress=cb)
+    except OSError as e:  # nowhere to write it: answer by replaying
+        err.print(render.safe(f"warning: {log}: cannot write its index ({e.strerror or e}); replaying"))
         return None
-    if "bug" in reply:
-        raise RuntimeError(f"replay serve failed:\n{reply['bug']}")
-    if "error" in reply:
-        raise BadInput(str(reply["error"]))
-    return reply["ok"]
+    return Index.open(log)
+
+
+@contextmanager
+def index_progress(history: Any):
+    total = sum(w.events for w in history.workers)
+    done: dict[str, int] = {}
+    with progress_bar(f"indexing {history.path}", total) as cb:
+        if cb is None:
+            yield None
+            return
+
+        def update(worker: str, step: int) -> None:
+            done[worker] = step
+            cb(sum(done.values()))
+
+        yield update
 
 
 class progress_bar:
@@ -226,6 +250,10 @@ def load(
     """Replay every worker to its end: running or paused, what is stuck and why, the events."""
     from replay.summary import LoadSummary, load_worker
 
+    index = indexed(log)
+    if index is not None:
+        emit(LoadSummary(log, [w.summary() for w in index.workers]), json=json)
+        return
     history = open_history(log)
     summary_ = LoadSummary(history.path)
     for wh in history.workers:
@@ -247,14 +275,13 @@ def state(
     html: Optional[str] = HTML,
 ) -> None:
     """The worker's state at a step: tasks by state, queues, transfers, counters."""
-    from replay.views import StateView, state_of
-    from schemas.codec import encode_key
+    from replay.views import state_of
 
     wanted = parse_keys(keys)
-    served_view = served(log, {"op": "state", "worker": worker, "at": at, "states": states,
-                               "keys": [encode_key(k) for k in wanted], "detail": detail})
-    if served_view is not None:
-        view = StateView.from_json(served_view)
+    index = indexed(log)
+    if index is not None:
+        iw = index.worker(worker)
+        view = iw.state(iw.position(at), states, wanted, detail)
     else:
         wh = open_history(log).worker(worker)
         step = wh.position(at)
@@ -272,19 +299,18 @@ def diff(
     json: bool = JSON,
 ) -> None:
     """The steps between two positions, then what they changed in the worker."""
-    from replay.views import DiffView, StateView, steps_between
+    from replay.views import DiffView, steps_between
 
     from_, sep, to = span.partition("..")
     if not sep or not from_ or not to:
         raise BadInput(f"expected FROM..TO, e.g. 371..400, got {span!r}")
-    reply = served(log, {"op": "diff", "worker": worker, "from": from_, "to": to})
-    if reply is not None:
-        from replay.views import StepBrief
-
-        view = DiffView(
-            StateView.from_json(reply["before"]), StateView.from_json(reply["after"]),
-            [StepBrief(**s) for s in reply["steps"]], reply["steps_total"],
-        )
+    index = indexed(log)
+    if index is not None:
+        iw = index.worker(worker)
+        first, last = iw.position(from_), iw.position(to)
+        if first > last:
+            raise BadInput(f"{from_}..{to}: step {first} comes after step {last}")
+        view = iw.diff(first, last)
     else:
         wh = open_history(log).worker(worker)
         first, last = wh.position(from_), wh.position(to)
@@ -323,7 +349,8 @@ def story(
     from replay.story import key_story, stimulus_story
     from replay.views import walk
 
-    wh = open_history(log).worker(worker)
+    index = indexed(log)
+    wh = index.worker(worker) if index is not None else open_history(log).worker(worker)
     stop = wh.position(at)
     sid_step = None
     if not key_or_stimulus.isdigit():
@@ -331,6 +358,16 @@ def story(
             sid_step = wh.position(key_or_stimulus)
         except NotFound:
             pass
+    if index is not None:
+        try:
+            view = (wh.stimulus_story(min(stop, sid_step), key_or_stimulus) if sid_step is not None
+                    else wh.key_story(stop, parse_keys([key_or_stimulus])[0]))
+        except NotFound as e:
+            if sid_step is not None:
+                raise
+            raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
+        emit(view, json=json, svg=svg, html=html)
+        return
     with progress_bar(f"replaying {wh.address}", stop) as cb:
         if sid_step is not None:
             view = stimulus_story(walk(wh, min(stop, sid_step), progress=cb), wh.address, key_or_stimulus)
@@ -358,8 +395,9 @@ def why(
     from replay.diagnosis import ClusterWhy, diagnose, why_view
     from replay.errors import NotFound
 
-    history = open_history(log)
-    chosen = history.workers if worker is None else [history.worker(worker)]
+    index = indexed(log)
+    source = index if index is not None else open_history(log)
+    chosen = source.workers if worker is None else [source.worker(worker)]
     wanted = None if key is None else parse_keys([key])[0]
     views = []
     missed: list[NotFound] = []
@@ -371,9 +409,12 @@ def why(
                 raise
             missed.append(e)
             continue
-        with progress_bar(f"replaying {wh.address}", step) as cb:
-            r, tracker = diagnose(wh, step, progress=cb)
         try:
+            if index is not None:
+                views.append(wh.why(step, wanted))
+                continue
+            with progress_bar(f"replaying {wh.address}", step) as cb:
+                r, tracker = diagnose(wh, step, progress=cb)
             views.append(why_view(r, tracker, wanted))
         except NotFound as e:  # the key lives on other workers
             if worker is not None:
@@ -382,6 +423,26 @@ def why(
     if not views:
         raise NotFound("; ".join(dict.fromkeys(str(e) for e in missed)))
     emit(ClusterWhy(views), json=json, svg=svg, html=html)
+
+
+@app.command()
+def index(
+    log: str = typer.Argument(..., help="Log file."),
+) -> None:
+    """Replay LOG once and write its index: later load, state, diff, story and
+    why answer from it without replaying."""
+    from replay.index import build, index_path
+
+    if log == "-":
+        raise BadInput("index needs a file: standard input cannot be read again")
+    history = open_history(log)
+    try:
+        with index_progress(history) as cb:
+            path = build(history, progress=cb)
+    except OSError as e:
+        raise BadInput(f"{index_path(log)}: cannot write: {e.strerror or e}") from None
+    err.print(render.safe(f"{log}: indexed {sum(w.events for w in history.workers)} steps into {path} "
+                          f"({os.path.getsize(path):,} bytes)"))
 
 
 @app.command()
@@ -561,31 +622,6 @@ def simulate(
             f"{output}: {counts['events']} events of {len(counts['workers'])} workers, "
             f"{counts['bytes']} bytes, {elapsed:.1f} s ({counts['events'] / elapsed:.0f} events/s)"
         ))
-
-
-@app.command()
-def serve(
-    log: str = typer.Argument(..., help="Log file."),
-) -> None:
-    """Keep LOG's replays warm: later state and diff commands on it answer at once."""
-    from replay import serve as server
-
-    if log == "-":
-        raise BadInput("serve needs a file: standard input cannot be read again")
-    history = open_history(log)
-    s = server.Server(history)
-    for w in history.workers:
-        with progress_bar(f"replaying {w.address}", w.events) as cb:
-            s.prepare(w, cb)
-    path = server.socket_path(log)
-    try:
-        s.serve(path, ready=lambda: err.print(render.safe(
-            f"serving {log} ({sum(w.events for w in history.workers)} steps, "
-            f"{len(history.workers)} worker(s)); state and diff on it are answered "
-            "from here. Ctrl-C stops."
-        )))
-    except KeyboardInterrupt:
-        pass
 
 
 def main() -> None:

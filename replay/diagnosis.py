@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from distributed import worker_state_machine as wsm
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay import render
-from replay.engine import Applied, Replayer
 from replay.errors import NotFound
 from replay.literal import jsonable, key_text, literal, sort_key
 from replay.views import FINAL_STATES, Key, Moment, elapsed, is_transition
+
+if TYPE_CHECKING:  # an index answers why without the state machine
+    from distributed import worker_state_machine as wsm
+
+    from replay.engine import Applied, Replayer
 
 
 class Tracker:
@@ -43,6 +46,8 @@ class Tracker:
         self.now: Moment = Moment(0, None)
 
     def feed(self, applied: Applied) -> None:
+        from distributed import worker_state_machine as wsm
+
         handled = applied.call.handled
         for s in applied.steps():
             at = Moment(s.step, handled)

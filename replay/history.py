@@ -18,7 +18,6 @@ from typing import Any
 from distributed import worker_state_machine as wsm
 
 from replay.engine import Divergence, Replayer
-from replay.errors import NotFound
 from replay.log import ClusterLog, WorkerLog
 from replay.reader import Progress, RecordedCall, read_calls
 
@@ -71,17 +70,9 @@ class WorkerHistory:
 
     def position(self, pos: Position) -> int:
         """The step a position names; ``None`` is the last step."""
-        if pos is None:
-            return self.events
-        if isinstance(pos, int) or (isinstance(pos, str) and pos.isdigit()):
-            step = int(pos)
-            if not 0 <= step <= self.events:
-                raise NotFound(f"step {step} is out of range: {self.address} has steps 1..{self.events}")
-            return step
-        step = self.log.last_step_of(self.wlog, pos)
-        if step is None:
-            raise NotFound(f"no step of {self.address} has stimulus id {pos!r}")
-        return step
+        from replay.positions import step_of
+
+        return step_of(pos, self.address, self.events, lambda sid: self.log.last_step_of(self.wlog, sid))
 
     def calls(
         self, start: int = 1, stop: int | None = None, *, records: bool = False, instructions: bool = True

@@ -497,7 +497,7 @@ class Index:
         return cls(log, path)
 
     def worker(self, which: Any = None) -> IndexedWorker:
-        from replay.log import choose_worker
+        from replay.positions import choose_worker
 
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
@@ -512,18 +512,13 @@ class IndexedWorker:
     # --- positions ----------------------------------------------------
 
     def position(self, pos: Any) -> int:
-        if pos is None:
-            return self.events
-        if isinstance(pos, int) or (isinstance(pos, str) and pos.isdigit()):
-            step = int(pos)
-            if not 0 <= step <= self.events:
-                raise NotFound(f"step {step} is out of range: {self.address} has steps 1..{self.events}")
-            return step
-        row = self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND stimulus_id = ?",
-                              (self.wid, pos)).fetchone()
-        if row[0] is None:
-            raise NotFound(f"no step of {self.address} has stimulus id {pos!r}")
-        return row[0]
+        from replay.positions import step_of
+
+        return step_of(pos, self.address, self.events, self._last_step_of)
+
+    def _last_step_of(self, stimulus_id: str) -> Optional[int]:
+        return self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND stimulus_id = ?",
+                               (self.wid, stimulus_id)).fetchone()[0]
 
     def _step_row(self, step: int) -> tuple[str, Optional[float]]:
         if step == 0:

@@ -18,8 +18,9 @@ import distributed
 from pydantic import ValidationError
 
 from replay.determinism import valid_seed
-from replay.errors import LogError, NotFound
+from replay.errors import LogError
 from replay.logfile import iter_lines, spool_stdin
+from replay.positions import choose_worker
 from schemas.codec import FORMAT, VERSION, CodecError
 from schemas.convert import EVENT_FIELDS, decode_event
 from schemas.records import RECORD, Header
@@ -253,28 +254,6 @@ class ClusterLog:
                     raise LogError(self.path, lineno, "seq: missing or not an integer")
                 if seq >= start:
                     yield lineno, rec
-
-
-def choose_worker(addresses: list[str], which: str | int | None = None) -> int:
-    """The index of a worker by index, full address or unique part of one;
-    None chooses the only worker."""
-    if which is None or which == "":
-        if len(addresses) == 1:
-            return 0
-        raise NotFound(
-            f"the log has {len(addresses)} workers; choose one with --worker: " + ", ".join(addresses)
-        )
-    text = str(which)
-    if text.isdigit() and int(text) < len(addresses):
-        return int(text)
-    if text in addresses:
-        return addresses.index(text)
-    part = [i for i, a in enumerate(addresses) if text in a]
-    if len(part) == 1:
-        return part[0]
-    if not part:
-        raise NotFound(f"no worker matches {text!r}")
-    raise NotFound(f"{text!r} matches several workers: " + ", ".join(addresses[i] for i in part))
 
 
 def _check_header(path: str, lineno: int, rec: dict, warn: Callable[[str], None]) -> None:

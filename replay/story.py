@@ -18,19 +18,20 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from distributed import worker_state_machine as wsm
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay import render
-from replay.engine import Applied, StepDone
 from replay.errors import NotFound
 from replay.literal import jsonable, key_text, literal, sort_key
-from replay.requests import OpenRequests
 from replay.views import Key, is_transition
-from schemas.convert import encode_event, encode_instruction
+
+if TYPE_CHECKING:  # an index tells stories without the state machine
+    from distributed import worker_state_machine as wsm
+
+    from replay.engine import Applied, StepDone
 
 #: what a story line is: an event, a transition, another ``ws.log`` entry,
 #: an instruction, or the exception a call raised
@@ -73,6 +74,8 @@ class StoryLine:
 
 def line_data(kind: str, item: Any) -> dict:
     """A story line's payload as JSON-ready data."""
+    from schemas.convert import encode_event, encode_instruction
+
     if kind == "event":
         return {"event": encode_event(item)}
     if kind == "transition":
@@ -173,6 +176,8 @@ def event_keys(ev: wsm.StateMachineEvent) -> set:
 
 
 def instruction_keys(inst: wsm.Instruction) -> set:
+    from distributed import worker_state_machine as wsm
+
     if isinstance(inst, wsm.GatherDep):
         return set(inst.to_gather)
     if isinstance(inst, (wsm.AddKeysMsg, wsm.RequestRefreshWhoHasMsg)):
@@ -216,6 +221,8 @@ class KeyStoryBuilder:
         #: every key the worker was told about: tells a tuple key from a
         #: tuple of keys, and suggests a key to who asked for an unknown one
         self.known: set = set()
+        from replay.requests import OpenRequests
+
         # a GatherDep*Event names only the peer: it is about the keys its gather asked for
         self._gathers: OpenRequests[set] = OpenRequests()
         self.start: Optional[float] = None
@@ -235,6 +242,8 @@ class KeyStoryBuilder:
         return not self.target.isdisjoint(event_keys(event))
 
     def _step(self, s: StepDone, handled: float) -> None:
+        from distributed import worker_state_machine as wsm
+
         ev, target, lines = s.event, self.target, self.lines
         named = event_keys(ev)
         self.known |= named

@@ -9,18 +9,20 @@ for a broken invariant, the ``assert`` that failed: file, line, source text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay import render
 from replay.diagnosis import Tracker, Verdict, verdicts_table, why
-from replay.engine import Divergence, Replayer, failed_assert, raised_at
 from replay.errors import ReplayError
 from replay.literal import jsonable, literal
 from replay.story import Story, key_story
 from replay.views import Moment, walk
+
+if TYPE_CHECKING:  # an index answers load without the state machine
+    from replay.engine import Divergence, Replayer
 
 
 @dataclass(slots=True)
@@ -37,6 +39,8 @@ class Failure:
 
     @classmethod
     def of(cls, e: BaseException, key: Any = None) -> Failure:
+        from replay.engine import failed_assert, raised_at
+
         inner = failed_assert(e) or e
         file, line, function, source = raised_at(inner)
         text = f"{type(inner).__name__}" + (f": {inner}" if not isinstance(inner, AssertionError) and str(inner) else "")

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from distributed import worker_state_machine as wsm
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay import render
-from replay.engine import Applied, Replayer
 from replay.literal import jsonable, literal, sort_key
-from replay.reader import Progress, RecordedCall
-from schemas.codec import decode_key
+
+if TYPE_CHECKING:  # views also answer from an index, which needs no state machine
+    from distributed import worker_state_machine as wsm
+
+    from replay.engine import Applied, Replayer
+    from replay.reader import Progress, RecordedCall
 
 #: what views call a task key: any dask key (str, int, float or tuple)
 Key = Any
@@ -136,10 +138,6 @@ class TaskRow:
         if self.detail is not None:
             d["detail"] = jsonable(self.detail)
         return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> TaskRow:
-        return cls(decode_key(d["key"]), d["state"], d.get("previous"), d.get("next"), d.get("detail"))
 
     def state_text(self) -> str:
         if self.previous is None:
@@ -306,28 +304,6 @@ class StateView:
             "counters": c.to_json(),
             "filters": jsonable(self.filters),
         }
-
-    @classmethod
-    def from_json(cls, d: dict) -> StateView:
-        """The view a ``replay serve`` sent back."""
-
-        def keys(xs: list) -> list:
-            return [decode_key(x) for x in xs]
-
-        c = d["counters"]
-        return cls(
-            worker=d["worker"], step=d["step"], stimulus_id=d["stimulus_id"], handled=d["handled"],
-            running=d["running"],
-            counters=Counters(**{**c, "total_resources": d["resources"]["total"],
-                                 "available_resources": d["resources"]["available"]}),
-            tasks=[TaskRow.from_json(t) for t in d["tasks"]],
-            task_states=d["task_states"],
-            queues={name: keys(d[name]) for name in _QUEUES},
-            data_needed={w: keys(k) for w, k in d["data_needed"].items()},
-            in_flight_workers={w: keys(k) for w, k in d["in_flight_workers"].items()},
-            busy_workers=d["busy_workers"],
-            filters=d.get("filters", {}),
-        )
 
     # --- rendering ------------------------------------------------------
 

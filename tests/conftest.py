@@ -63,7 +63,7 @@ SHIPPED = ("cluster-log.jsonl.gz", "stuck-6705.jsonl", "stuck-constrained.jsonl"
 
 def shipped_names() -> list[str]:
     """Every fixture log: the ones listed above, and any other in ``fixtures/``."""
-    found = {p.name for p in FIXTURES.glob("*.jsonl*")}
+    found = {p.name for pattern in ("*.jsonl", "*.jsonl.gz") for p in FIXTURES.glob(pattern)}
     return sorted(found | set(SHIPPED))
 
 
