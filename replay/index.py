@@ -113,17 +113,17 @@ def index_path(log: str) -> str:
 
 #: the fields of a task row, in order
 ROW = ("state", "previous", "next", "priority", "nbytes", "who_has", "coming_from",
-       "dependencies", "resource_restrictions", "run_id", "exception_text", "order")
+       "dependencies", "resource_restrictions", "run_id", "exception_text")
 
 
-def task_row(ts: Any, order: int) -> list:
+def task_row(ts: Any) -> list:
     """What the views read of a ``TaskState``, as JSON-ready data."""
     return [
         ts.state, ts.previous, ts.next,
         None if ts.priority is None else list(ts.priority),
         ts.nbytes, sorted(ts.who_has), ts.coming_from,
         sorted((encode_key(d.key) for d in ts.dependencies), key=orjson.dumps),
-        ts.resource_restrictions or None, ts.run_id, ts.exception_text or None, order,
+        ts.resource_restrictions or None, ts.run_id, ts.exception_text or None,
     ]
 
 
@@ -131,13 +131,13 @@ class FrozenTask:
     """A ``TaskState`` as the index recorded it: the attributes views read."""
 
     __slots__ = ("key", "state", "previous", "next", "priority", "nbytes", "who_has", "coming_from",
-                 "dependency_keys", "resource_restrictions", "run_id", "exception_text", "order",
+                 "dependency_keys", "resource_restrictions", "run_id", "exception_text",
                  "_worker")
 
     def __init__(self, key: Any, row: list, worker: FrozenWorker):
         self.key = key
         (self.state, self.previous, self.next, priority, self.nbytes, who_has, self.coming_from,
-         deps, self.resource_restrictions, self.run_id, self.exception_text, self.order) = row
+         deps, self.resource_restrictions, self.run_id, self.exception_text) = row
         self.priority = None if priority is None else _tuple(priority)
         self.who_has = set(who_has)
         self.dependency_keys = [decode_key(d) for d in deps]
@@ -154,13 +154,13 @@ def _tuple(x: Any) -> Any:
 
 
 class _Queue:
-    """A HeapSet's order: by priority, ties by the order tasks entered it."""
+    """A HeapSet's members (views order them themselves)."""
 
     def __init__(self, tasks: list[FrozenTask]):
         self.tasks = tasks
 
-    def sorted(self) -> list[FrozenTask]:
-        return sorted(self.tasks, key=lambda ts: (ts.priority, ts.order))
+    def __iter__(self) -> Iterator[FrozenTask]:
+        return iter(self.tasks)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -252,8 +252,6 @@ class _Writer:
         self.known: set = set()
         #: key -> the row last written
         self.rows: dict[Any, str] = {}
-        self.order = 0
-        self.orders: dict[Any, int] = {}
         self.counters: dict = {}
         self.block: list = []
         self.block_first = 1
@@ -341,14 +339,9 @@ class _Writer:
             if ts is None:
                 if was is not None:
                     del self.rows[key]
-                    self.orders.pop(key, None)
                     self.tasks.append((self.wid, step, _ktext(key), int(moved), None))
                 continue
-            old_state = orjson.loads(was)[0] if was is not None else None
-            if old_state != ts.state:
-                self.order += 1
-                self.orders[key] = self.order
-            row = orjson.dumps(task_row(ts, self.orders.get(key, 0))).decode()
+            row = orjson.dumps(task_row(ts)).decode()
             if row != was:
                 self.rows[key] = row
                 self.tasks.append((self.wid, step, _ktext(key), int(moved), row))

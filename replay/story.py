@@ -57,8 +57,12 @@ class StoryLine:
     item: Any = None
 
     @classmethod
-    def of(cls, step: int, handled: float, worker: str, stimulus_id: str, kind: str, item: Any) -> StoryLine:
-        return cls(step, handled, worker, stimulus_id, kind, line_text(kind, item), line_data(kind, item), item)
+    def of(cls, step: int, handled: float, worker: str, stimulus_id: str, kind: str, item: Any,
+           record: Optional[dict] = None) -> StoryLine:
+        """The line of ``item``; an event's payload is its ``record`` as the log
+        holds it when given (decoding drops what replay cannot rebuild)."""
+        data = {"event": record["event"]} if record is not None else line_data(kind, item)
+        return cls(step, handled, worker, stimulus_id, kind, line_text(kind, item), data, item)
 
     def to_json(self, start: Optional[float] = None) -> dict:
         d: dict[str, Any] = {
@@ -250,7 +254,7 @@ class KeyStoryBuilder:
         answered = self._gathers.answered(ev) or set()
         sid = ev.stimulus_id
         if not target.isdisjoint(named) or not target.isdisjoint(answered):
-            lines.append(StoryLine.of(s.step, handled, self.worker, sid, "event", ev))
+            lines.append(StoryLine.of(s.step, handled, self.worker, sid, "event", ev, s.record))
         for entry in s.log:
             if not target.isdisjoint(entry_keys(entry, self.known)):
                 kind = "transition" if is_transition(entry) else "log"
@@ -298,7 +302,7 @@ def stimulus_story(walked: Iterable[tuple[Applied, Any]], worker: str, stimulus_
         for s in applied.steps():
             if s.event.stimulus_id != stimulus_id:
                 continue
-            lines.append(StoryLine.of(s.step, handled, worker, stimulus_id, "event", s.event))
+            lines.append(StoryLine.of(s.step, handled, worker, stimulus_id, "event", s.event, s.record))
             for entry in s.log:
                 kind = "transition" if is_transition(entry) else "log"
                 lines.append(StoryLine.of(s.step, handled, worker, stimulus_id, kind, entry))

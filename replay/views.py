@@ -217,7 +217,7 @@ class StateView:
     tasks: list[TaskRow]
     #: task count per state, of every task, whatever the filters
     task_states: dict[str, int]
-    #: key lists of the worker's queues, in the state machine's order
+    #: key lists of the worker's queues; ready and constrained by priority
     queues: dict[str, list[Key]]
     #: peer -> keys queued for a transfer from it
     data_needed: dict[str, list[Key]]
@@ -263,12 +263,12 @@ class StateView:
             queues={
                 "executing": sorted((ts.key for ts in ws.executing), key=sort_key),
                 "long_running": sorted((ts.key for ts in ws.long_running), key=sort_key),
-                "ready": [ts.key for ts in ws.ready.sorted()],
-                "constrained": [ts.key for ts in ws.constrained.sorted()],
+                "ready": _by_priority(ws.ready),
+                "constrained": _by_priority(ws.constrained),
                 "missing": sorted((ts.key for ts in ws.missing_dep_flight), key=sort_key),
             },
             # validate=True can leave empty entries behind: not a peer we need
-            data_needed={w: [ts.key for ts in tss.sorted()] for w, tss in sorted(ws.data_needed.items()) if tss},
+            data_needed={w: _by_priority(tss) for w, tss in sorted(ws.data_needed.items()) if tss},
             in_flight_workers={
                 w: sorted(keys, key=sort_key) for w, keys in sorted(ws.in_flight_workers.items())
             },
@@ -348,6 +348,12 @@ class StateView:
                         f"{k}={literal(v, 120)}" for k, v in (t.detail or {}).items())))
                 table.add_row(*cells)
             yield table
+
+
+def _by_priority(tasks: Iterable[Any]) -> list[Key]:
+    # the state machine's heaps break ties of priority by insertion; a view
+    # breaks them by key, so that it reads the same however it was built
+    return [ts.key for ts in sorted(tasks, key=lambda ts: (ts.priority, sort_key(ts.key)))]
 
 
 def state_of(replayer: Replayer, states: Iterable[str] = (), keys: Iterable[Key] = (),

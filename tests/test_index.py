@@ -1,0 +1,165 @@
+"""The index answers every view as a fresh replay does, at any step.
+
+Each view is computed twice: from a replay (the views' own code fed a real
+``WorkerState``) and from the index (the same code fed the index's stand-in),
+and the JSON forms must be equal. Steps are drawn at random by hypothesis, on
+the shipped fixtures and on simulated logs with faults.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import replay
+from replay.diagnosis import diagnose, why_view
+from replay.errors import NotFound
+from replay.index import Index, build, index_path
+from replay.story import key_story, stimulus_story
+from replay.summary import load_worker
+from replay.views import DiffView, state_of, steps_between, walk
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def indexed_copy(src: str, tmp_path) -> tuple[object, Index]:
+    """A copy of a log, its history, and its index."""
+    log = str(tmp_path / os.path.basename(src))
+    shutil.copy(src, log)
+    history = replay.open(log)
+    build(history)
+    index = Index.open(log)
+    assert index is not None
+    return history, index
+
+
+def same_views(wh, iw, step: int) -> None:
+    """Every view of ``wh`` at ``step``: replayed, and read from the index."""
+    assert iw.state(step, detail=True).to_json() == wh.view(step, state_of, (), (), True).to_json()
+    r, tracker = diagnose(wh, step)
+    assert iw.why(step).to_json() == why_view(r, tracker).to_json()
+    first = step // 2
+    steps, total = steps_between(wh.calls(first + 1, step, instructions=False))
+    replayed = DiffView(wh.view(first, state_of), wh.view(step, state_of), steps, total)
+    assert iw.diff(first, step).to_json() == replayed.to_json()
+    # the story of a task the worker holds, and of the step's stimulus
+    ws = r.ws
+    if ws.tasks:
+        key = sorted(ws.tasks, key=repr)[step % len(ws.tasks)]
+        assert iw.key_story(step, key).to_json() == key_story(walk(wh, step), wh.address, key).to_json()
+    if step:
+        sid = iw.frozen(step).stimulus_id
+        assert iw.stimulus_story(step, sid).to_json() == stimulus_story(walk(wh, step), wh.address, sid).to_json()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, fixture_path):
+    return indexed_copy(fixture_path("cluster-log.jsonl.gz"), tmp_path_factory.mktemp("cluster"))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_index_equals_replay_on_a_real_cluster(cluster, data):
+    history, index = cluster
+    n = data.draw(st.integers(0, len(history.workers) - 1))
+    wh, iw = history.workers[n], index.workers[n]
+    same_views(wh, iw, data.draw(st.integers(0, wh.events)))
+
+
+def test_index_equals_replay_on_every_fixture(shipped_fixture, tmp_path):
+    history, index = indexed_copy(shipped_fixture, tmp_path)
+    for wh, iw in zip(history.workers, index.workers):
+        for step in sorted({0, 1, wh.events // 2, wh.events}):
+            same_views(wh, iw, step)
+        assert iw.summary().to_json() == load_worker(wh).to_json()
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """A simulated two-worker cluster with every kind of fault, as `replay simulate` writes it."""
+    log = str(tmp_path_factory.mktemp("sim") / "sim.jsonl")
+    subprocess.run([sys.executable, "-m", "cli", "simulate", "-o", log, "--events", "3000", "--seed", "7"],
+                   cwd=ROOT, check=True, capture_output=True)
+    history = replay.open(log)
+    build(history)
+    return history, Index.open(log)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_index_equals_replay_on_a_simulated_log_with_faults(simulated, data):
+    history, index = simulated
+    n = data.draw(st.integers(0, len(history.workers) - 1))
+    wh, iw = history.workers[n], index.workers[n]
+    same_views(wh, iw, data.draw(st.integers(0, wh.events)))
+
+
+def test_batch_steps_from_the_index(tmp_path, record_log):
+    from distributed import worker_state_machine as wsm
+
+    path = record_log(tmp_path / "batch.jsonl", [
+        wsm.ComputeTaskEvent.dummy("a", stimulus_id="c-a"),
+        lambda ws: [
+            wsm.ComputeTaskEvent.dummy("b", stimulus_id="c-b"),
+            wsm.ExecuteSuccessEvent.dummy("a", run_id=0, stimulus_id="done-a"),
+        ],
+    ])
+    history = replay.open(path)
+    build(history)
+    iw = Index.open(path).worker()
+    # between the events of one call: a is still executing, b is ready
+    assert {t.key: t.state for t in iw.state(2).tasks} == {"a": "executing", "b": "ready"}
+    assert {t.key: t.state for t in iw.state(3).tasks} == {"a": "memory", "b": "executing"}
+    for step in range(4):
+        same_views(history.worker(), iw, step)
+
+
+def test_a_changed_log_is_indexed_anew(tmp_path, record_log, cli_run):
+    from distributed import worker_state_machine as wsm
+
+    path = record_log(tmp_path / "x.jsonl", [wsm.ComputeTaskEvent.dummy("x", stimulus_id="c-x")])
+    # the first read command builds the index; with it, no replay is needed
+    assert cli_run(["why", path])[0] == 0
+    assert os.path.exists(index_path(path))
+    os.environ["REPLAY_INDEX"] = "required"
+    try:
+        code, out, err = cli_run(["state", path, "--json"])
+        assert code == 0, err and orjson.loads(out)["tasks"] == [{"key": "x", "state": "executing"}]
+        # the log changed: its old index must not answer
+        os.utime(path, ns=(1, 1))
+        code, _, err = cli_run(["state", path])
+        assert code == 2 and "no current index" in err
+    finally:
+        del os.environ["REPLAY_INDEX"]
+    assert cli_run(["state", path])[0] == 0  # indexed anew
+    assert Index.open(path) is not None
+
+
+def test_unknown_key_and_stimulus_from_the_index(cluster):
+    _, index = cluster
+    iw = index.workers[0]
+    with pytest.raises(NotFound, match=r"no such key.*closest: \('tree'"):
+        iw.key_story(iw.events, ("tree", 99, 99))
+    with pytest.raises(NotFound, match="no step of"):
+        iw.stimulus_story(iw.events, "no-such-stimulus")
+
+
+def test_the_query_path_imports_no_state_machine(cluster):
+    # an answer from the index needs neither distributed nor the pydantic models
+    _, index = cluster
+    code = (
+        "import sys, cli; from replay.index import Index; "
+        f"ix = Index.open({index.log!r}); w = ix.workers[0]; "
+        "w.state(w.events // 2, detail=True); w.why(w.events); w.key_story(w.events, ('tree', 1, 61)); "
+        "w.diff(1, w.events); [x.summary() for x in ix.workers]; "
+        "print(sorted(m for m in ('distributed', 'dask', 'pydantic') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
