@@ -1,6 +1,6 @@
 """Record every ``WorkerState`` a pytest session creates: ``pytest --replay-record DIR``.
 
-Installed as a pytest plugin (entry point ``dask_replay``) and inert unless
+Registered by the pytest entry point (``replay_pytest``) only when
 ``--replay-record`` is given. Then every ``WorkerState`` built in the test
 process -- the bare ones of unit tests and those of in-process workers
 (``gen_cluster``, ``LocalCluster(processes=False)``) -- is recorded from its
@@ -29,31 +29,6 @@ import pytest
 #: stash keys of an item: its log folder, and whether a phase failed
 _DIR = pytest.StashKey[str]()
 _FAILED = pytest.StashKey[bool]()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("dask-replay", "record dask worker state machines")
-    group.addoption(
-        "--replay-record",
-        metavar="DIR",
-        default=None,
-        help="record every WorkerState a test creates, one log per worker under DIR/<test id>/",
-    )
-    group.addoption(
-        "--replay-keep",
-        choices=("failed", "all"),
-        default="failed",
-        help="keep the logs of failed tests only (default), or of all tests",
-    )
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    directory = config.getoption("--replay-record")
-    if directory:
-        config.pluginmanager.register(
-            StateRecorder(os.path.abspath(directory), config.getoption("--replay-keep")),
-            "dask-replay-recorder",
-        )
 
 
 def log_dir_name(nodeid: str) -> str:
