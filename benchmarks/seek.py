@@ -67,58 +67,15 @@ def measure_warm(path: str, seeks: int = 50, seed: int = 0, max_snapshots: int =
     }
 
 
-def _cli_state(path: str, address: str, pos: int) -> float:
-    t = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "cli", "state", path, "--worker", address, "--at", str(pos), "--json"],
-        cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - t
-
-
-def measure_cold(path: str, seeks: int = 5, seed: int = 0, alone: int = 1) -> dict:
-    """A fresh ``replay state`` process: against ``replay serve``, and replaying alone."""
-    from replay import serve
-
-    w = max(replay.open(path).workers, key=lambda w: w.events)
-    rng = random.Random(seed)
-    solo = [_cli_state(path, w.address, rng.randint(w.events // 2, w.events)) for _ in range(alone)]
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", path], cwd=ROOT,
-                              stderr=subprocess.DEVNULL)
-    try:
-        sock = serve.socket_path(path)
-        t = time.perf_counter()
-        while not os.path.exists(sock):
-            if server.poll() is not None:
-                raise RuntimeError("replay serve ended early")
-            time.sleep(0.1)
-        warmup = time.perf_counter() - t
-        served = [_cli_state(path, w.address, rng.randint(0, w.events)) for _ in range(seeks)]
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait()
-    return {
-        "alone_s": statistics.median(solo) if solo else float("nan"),
-        "served_s": statistics.median(served),
-        "serve_warmup_s": warmup,
-    }
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("log", nargs="?")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--seeks", type=int, default=50)
     ap.add_argument("--max-snapshots", type=int, default=128)
-    ap.add_argument("--cold", type=int, default=5, help="cold CLI seeks to time (0: skip)")
     a = ap.parse_args()
     path = a.log or simulated_log(a.events)
     m = measure_warm(path, a.seeks, max_snapshots=a.max_snapshots)
     print(f"{m['events']} events: first pass {m['prepare_s']:.1f} s, {m['snapshots']} snapshots "
           f"(one every {m['every']} steps) holding {m['snapshots_mb']:.0f} MB")
     print(f"warm seek: median {m['median_ms']:.1f} ms, p95 {m['p95_ms']:.1f} ms  (target <= 50 ms)")
-    if a.cold:
-        c = measure_cold(path, a.cold)
-        print(f"cold CLI seek with `replay serve` running: median {c['served_s']:.2f} s  (target <= 2 s)"
-              f"; the server's first pass took {c['serve_warmup_s']:.1f} s")
-        print(f"cold CLI seek replaying alone: {c['alone_s']:.1f} s")

@@ -6,7 +6,7 @@ replay observes. :func:`build` runs that replay once per worker (the same
 tapped :func:`~replay.views.walk` the views use) and writes to SQLite, beside
 the log or in a cache folder:
 
-- ``steps``: per step, its recorded time, stimulus id and event in words;
+- ``steps``: per step, its recorded time, stimulus id and event class;
 - ``blocks``: per run of :data:`BLOCK` steps, every story line of each step
   (its event, the transitions and log entries it caused, its instructions)
   with its text, payload and the keys it names, zlib-compressed;
@@ -60,7 +60,7 @@ HEAD = 1 << 16
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE workers (wid INTEGER PRIMARY KEY, address TEXT, events INTEGER, info TEXT);
-CREATE TABLE steps (wid INTEGER, step INTEGER, handled REAL, stimulus_id TEXT, cls TEXT, text TEXT,
+CREATE TABLE steps (wid INTEGER, step INTEGER, handled REAL, stimulus_id TEXT, cls TEXT,
                     PRIMARY KEY (wid, step)) WITHOUT ROWID;
 CREATE TABLE blocks (wid INTEGER, first INTEGER, data BLOB, PRIMARY KEY (wid, first)) WITHOUT ROWID;
 CREATE TABLE postings (wid INTEGER, key TEXT, step INTEGER, PRIMARY KEY (wid, key, step)) WITHOUT ROWID;
@@ -279,7 +279,7 @@ class _Writer:
             self.known |= named
             answered = self.gathers.answered(ev) or []
             text = event_text(ev)
-            self.steps.append((wid, s.step, handled, sid, type(ev).__name__, text))
+            self.steps.append((wid, s.step, handled, sid, type(ev).__name__))
             lines = [["event", text, {"event": s.record["event"]},
                       [encode_key(k) for k in (named | set(answered))]]]
             touched = set(named) | set(answered)
@@ -316,6 +316,8 @@ class _Writer:
             moved = {k for k, state in final.items() if first[k] != state}
             self._tasks(s.step, touched, ws, moved)
             self._counters(s.step, ws)
+            if s.step % KEYFRAME == 0:
+                self._keyframe(s.step)
         if len(self.steps) >= 10_000:
             self.flush()
 
@@ -347,11 +349,13 @@ class _Writer:
                 self.tasks.append((self.wid, step, _ktext(key), int(moved), row))
             elif moved:
                 self.tasks.append((self.wid, step, _ktext(key), 1, row))
-        if step % KEYFRAME == 0:
-            frame = {k: orjson.loads(v) for k, v in self.rows.items()}
-            self.db.execute("INSERT INTO keyframes VALUES (?, ?, ?)", (
-                self.wid, step,
-                zlib.compress(orjson.dumps([[encode_key(k), v] for k, v in frame.items()]), 6)))
+    def _keyframe(self, step: int) -> None:
+        frame = {
+            "tasks": [[encode_key(k), orjson.loads(v)] for k, v in self.rows.items()],
+            "counters": self.counters,
+        }
+        self.db.execute("INSERT INTO keyframes VALUES (?, ?, ?)",
+                        (self.wid, step, zlib.compress(orjson.dumps(frame), 6)))
 
     def _counters(self, step: int, ws: Any) -> None:
         c = counters_row(ws)
@@ -362,7 +366,7 @@ class _Writer:
 
     def flush(self) -> None:
         db = self.db
-        db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?)", self.steps)
+        db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?)", self.steps)
         db.executemany("INSERT OR IGNORE INTO postings VALUES (?, ?, ?)", self.postings)
         db.executemany("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?)", self.tasks)
         db.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?)", self.requests)
@@ -529,10 +533,13 @@ class IndexedWorker:
         frame = db.execute("SELECT step, data FROM keyframes WHERE wid = ? AND step <= ? ORDER BY step DESC LIMIT 1",
                            (wid, step)).fetchone()
         since = 0
+        counters = _initial_counters(self.info["header"])
         if frame is not None:
             since = frame[0]
-            for k, row in orjson.loads(zlib.decompress(frame[1])):
+            data = orjson.loads(zlib.decompress(frame[1]))
+            for k, row in data["tasks"]:
                 rows[decode_key(k)] = row
+            counters.update(data["counters"])
         for key, row in db.execute(
             "SELECT key, row FROM tasks WHERE wid = ? AND step > ? AND step <= ? ORDER BY step",
             (wid, since, step),
@@ -542,9 +549,10 @@ class IndexedWorker:
                 rows.pop(k, None)
             else:
                 rows[k] = orjson.loads(row)
-        counters = dict(self.info["header"]["state"] and _initial_counters(self.info["header"]))
-        for (data,) in db.execute("SELECT data FROM workers_at WHERE wid = ? AND step <= ? ORDER BY step",
-                                  (wid, step)):
+        for (data,) in db.execute(
+            "SELECT data FROM workers_at WHERE wid = ? AND step > ? AND step <= ? ORDER BY step",
+            (wid, since, step),
+        ):
             counters.update(orjson.loads(data))
         sid, handled = self._step_row(step)
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), step, sid, handled)
@@ -558,9 +566,12 @@ class IndexedWorker:
         from replay.views import DIFF_STEPS, DiffView, StepBrief
 
         rows = self.db.execute(
-            "SELECT step, handled, stimulus_id, cls, text FROM steps WHERE wid = ? AND step > ? AND step <= ?"
+            "SELECT step, handled, stimulus_id, cls FROM steps WHERE wid = ? AND step > ? AND step <= ?"
             " ORDER BY step LIMIT ?", (self.wid, first, last, DIFF_STEPS)).fetchall()
-        return DiffView(self.state(first), self.state(last), [StepBrief(*r) for r in rows], last - first)
+        # a step's first story line is its event, in words
+        texts = {step: lines[0][1] for step, lines in self._lines([r[0] for r in rows])}
+        briefs = [StepBrief(step, handled, sid, cls, texts[step]) for step, handled, sid, cls in rows]
+        return DiffView(self.state(first), self.state(last), briefs, last - first)
 
     # --- stories -----------------------------------------------------------
 
