@@ -35,6 +35,7 @@ is indexed anew.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import sqlite3
 import zlib
@@ -48,8 +49,9 @@ from replay.errors import NotFound
 from replay.literal import key_text, sort_key
 from schemas.codec import decode_key, encode_key
 
-#: the index layout; an index of another version is rebuilt
-VERSION = 1
+#: the index layout; an index of another layout is rebuilt (bump it with
+#: every change to what is written)
+VERSION = 2
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -92,11 +94,14 @@ def _kparse(text: str) -> Any:
 
 
 def identity(path: str) -> dict:
-    """What a log's index is keyed by: size, modification time, hash of the head."""
+    """What a log's index is keyed by: size, modification time, hash of the
+    head, the index layout and the installed ``distributed``."""
     st = os.stat(path)
     with open(path, "rb") as f:
         head = hashlib.sha256(f.read(HEAD)).hexdigest()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": head, "version": VERSION}
+    # the replay that wrote it ran this dask: under another, it might differ
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": head, "version": VERSION,
+            "distributed": importlib.metadata.version("distributed")}
 
 
 def index_path(log: str) -> str:
