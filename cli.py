@@ -344,40 +344,49 @@ def story(
     html: Optional[str] = HTML,
 ) -> None:
     """Every event, transition and instruction about a key, or of a stimulus id,
-    with the recorded time of each."""
+    with the recorded time of each; across every worker of a cluster log unless
+    --worker chooses one."""
     from replay.errors import NotFound
-    from replay.story import key_story, stimulus_story
+    from replay.story import Story, key_story, stimulus_story
     from replay.views import walk
 
     index = indexed(log)
-    wh = index.worker(worker) if index is not None else open_history(log).worker(worker)
-    stop = wh.position(at)
-    sid_step = None
-    if not key_or_stimulus.isdigit():
-        try:
-            sid_step = wh.position(key_or_stimulus)
-        except NotFound:
-            pass
-    if index is not None:
-        try:
-            view = (wh.stimulus_story(min(stop, sid_step), key_or_stimulus) if sid_step is not None
-                    else wh.key_story(stop, parse_keys([key_or_stimulus])[0]))
-        except NotFound as e:
-            if sid_step is not None:
-                raise
-            raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
-        emit(view, json=json, svg=svg, html=html)
-        return
-    with progress_bar(f"replaying {wh.address}", stop) as cb:
-        if sid_step is not None:
-            view = stimulus_story(walk(wh, min(stop, sid_step), progress=cb), wh.address, key_or_stimulus)
-        else:
-            key = parse_keys([key_or_stimulus])[0]
+    source = index if index is not None else open_history(log)
+    chosen = source.workers if worker is None else [source.worker(worker)]
+
+    def one(wh: Any) -> Any:
+        stop = wh.position(at)
+        sid_step = None
+        if not key_or_stimulus.isdigit():
             try:
-                view = key_story(walk(wh, stop, progress=cb), wh.address, key)
-            except NotFound as e:
-                raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
-    emit(view, json=json, svg=svg, html=html)
+                sid_step = wh.position(key_or_stimulus)
+            except NotFound:
+                pass
+        if sid_step is not None:
+            if index is not None:
+                return wh.stimulus_story(min(stop, sid_step), key_or_stimulus)
+            with progress_bar(f"replaying {wh.address}", stop) as cb:
+                return stimulus_story(walk(wh, min(stop, sid_step), progress=cb), wh.address, key_or_stimulus)
+        key = parse_keys([key_or_stimulus])[0]
+        try:
+            if index is not None:
+                return wh.key_story(stop, key)
+            with progress_bar(f"replaying {wh.address}", stop) as cb:
+                return key_story(walk(wh, stop, progress=cb), wh.address, key)
+        except NotFound as e:
+            raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
+
+    stories, missed = [], []
+    for wh in chosen:
+        try:
+            stories.append(one(wh))
+        except NotFound as e:  # about other workers only
+            if worker is not None or len(chosen) == 1:
+                raise
+            missed.append(str(e))
+    if not stories:
+        raise NotFound("; ".join(dict.fromkeys(missed)))
+    emit(stories[0] if len(stories) == 1 else Story.merge(stories), json=json, svg=svg, html=html)
 
 
 @app.command()

@@ -131,6 +131,27 @@ class Story:
     def workers(self) -> list[str]:
         return sorted({line.worker for line in self.lines})
 
+    @classmethod
+    def merge(cls, stories: list[Story]) -> Story:
+        """One timeline of several workers' stories of the same thing.
+
+        Ordered by recorded time, lines sharing a stimulus id kept together
+        (the scheduler sends one id to every worker it concerns), and one
+        worker's lines in the order of its steps. Each worker's time is its
+        own host's clock.
+        """
+        lines = [line for story in stories for line in story.lines]
+        first_seen: dict[str, float] = {}
+        for line in sorted(lines, key=lambda ln: ln.handled):
+            first_seen.setdefault(line.stimulus_id, line.handled)
+        position = {id(line): i for i, line in enumerate(lines)}
+        lines.sort(key=lambda ln: (first_seen[ln.stimulus_id], ln.stimulus_id, ln.worker, ln.step,
+                                   position[id(ln)]))
+        starts = [s.start for s in stories if s.start is not None]
+        first = stories[0]
+        return cls(first.about, lines, min(starts) if starts else None, keys=first.keys,
+                   stimulus_id=first.stimulus_id)
+
     def to_json(self) -> dict:
         out: dict[str, Any] = {"about": self.about}
         if self.keys is not None:
@@ -156,7 +177,10 @@ class Story:
             cells += [render.safe(line.stimulus_id), what]
             t.add_row(*cells)
         yield t
-        if self.start is not None:
+        if cluster:
+            yield Text("time: recorded by each worker's own clock, since the first event of any; the "
+                       "clocks of different hosts may differ", style="dim")
+        elif self.start is not None:
             yield Text(f"time: recorded, since the worker's first event at {render.clock(self.start)} UTC",
                        style="dim")
 

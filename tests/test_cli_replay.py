@@ -279,3 +279,24 @@ def test_no_color_on_a_terminal(logs):
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "erred" in text
     assert "\x1b[3" not in text and "\x1b[9" not in text  # no foreground colour codes
+
+
+def test_story_across_the_workers_of_a_cluster(fixture_path, run_json):
+    # a key computed on one worker and fetched by another: one timeline
+    s = run_json("story", fixture_path("cluster-log.jsonl.gz"), "('tree', 2, 30)")
+    lines = s["story"]
+    assert len(s["workers"]) >= 2
+    (computed,) = {e["worker"] for e in lines if e.get("instruction", {}).get("cls") == "TaskFinishedMsg"}
+    gathers = [e for e in lines if e.get("instruction", {}).get("cls") == "GatherDep"]
+    assert gathers and all(g["worker"] != computed and g["instruction"]["worker"] == computed for g in gathers)
+    # the fetching worker gets it after the computing one finished it (same host: one clock)
+    finished = min(e["handled"] for e in lines if e.get("instruction", {}).get("cls") == "TaskFinishedMsg")
+    assert all(g["handled"] >= finished for g in gathers)
+    # one worker's lines in step order; a stimulus id shared by workers is told in one place
+    for w in s["workers"]:
+        steps = [e["step"] for e in lines if e["worker"] == w]
+        assert steps == sorted(steps)
+    sids = [e["stimulus_id"] for e in lines]
+    for sid in set(sids):
+        at = [i for i, x in enumerate(sids) if x == sid]
+        assert at == list(range(at[0], at[-1] + 1)), sid
