@@ -242,20 +242,44 @@ def parse_keys(texts: list[str]) -> list[Any]:
     return [parse_key(t) for t in texts]
 
 
+JOBS = typer.Option(None, "--jobs", "-j", min=1, help="Replay the workers in N local processes.")
+SCHEDULER = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                         help="Replay each worker as a task on this dask cluster (the log's path must be "
+                              "readable there).")
+
+
+def side_by_side(jobs: Optional[int], scheduler: Optional[str]) -> bool:
+    if jobs is not None and scheduler is not None:
+        raise BadInput("give --jobs or --scheduler, not both")
+    return bool(scheduler) or (jobs or 1) > 1
+
+
 @app.command()
 def load(
     log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    jobs: Optional[int] = JOBS,
+    scheduler: Optional[str] = SCHEDULER,
     json: bool = JSON,
 ) -> None:
     """Replay every worker to its end: running or paused, what is stuck and why, the events."""
     from replay.summary import LoadSummary, load_worker
 
-    index = indexed(log)
+    parallel = side_by_side(jobs, scheduler)
+    index = None if parallel else indexed(log)
     if index is not None:
         emit(LoadSummary(log, [w.summary() for w in index.workers]), json=json)
         return
     history = open_history(log)
     summary_ = LoadSummary(history.path)
+    if parallel:
+        from replay.parallel import load_one, map_workers
+
+        if log == "-":
+            raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
+        summary_.workers = map_workers(load_one, log, [w.address for w in history.workers],
+                                       jobs=jobs, scheduler=scheduler)
+        emit(summary_, json=json)
+        return
     for wh in history.workers:
         with progress_bar(f"replaying {wh.address}", wh.events) as cb:
             summary_.workers.append(load_worker(wh, progress=cb))
@@ -459,6 +483,8 @@ def verify(
     log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
     validate: bool = typer.Option(False, "--validate", help="Also check the state machine's invariants after every step."),
     worker: Optional[str] = WORKER,
+    jobs: Optional[int] = JOBS,
+    scheduler: Optional[str] = SCHEDULER,
     json: bool = JSON,
 ) -> None:
     """Replay and compare with the recording; exit 1 at the first divergence."""
@@ -467,6 +493,15 @@ def verify(
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
+    if side_by_side(jobs, scheduler):
+        from replay import parallel
+
+        if log == "-":
+            raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
+        fn = parallel.verify_one_validating if validate else parallel.verify_one
+        chosen = []  # every worker replayed side by side instead
+        result.workers = parallel.map_workers(fn, log, [w.address for w in (
+            history.workers if worker is None else [history.worker(worker)])], jobs=jobs, scheduler=scheduler)
     for wh in chosen:
         with progress_bar(f"verifying {wh.address}", wh.events) as cb:
             result.workers.append(verify_worker(wh, validate=validate, progress=cb))

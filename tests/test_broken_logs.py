@@ -548,12 +548,15 @@ def test_hostile_error_message_is_one_inert_line(tmp_path, cli_run, corpus):
 # --- nothing from a log is executed -----------------------------------------
 
 
-#: the one deserialiser allowed: values this project's own forked reader
+#: the deserialisers allowed: values this project's own forked reader
 #: marshals into a pipe it created, or spools to its own temporary file
-#: (marshal builds data, it runs nothing); and the one evaluation: the
-#: expression a user types after ``replay shrink --expr``, never log content
+#: (marshal builds data, it runs nothing), and the result a replay child
+#: process of ``--scheduler`` pickles to its parent's pipe; and the one
+#: evaluation: the expression a user types after ``replay shrink --expr``,
+#: never log content
 ALLOWED = {
     ("readahead.py", "marshal.loads"),
+    ("parallel.py", "pickle.loads"),
     ("shrinker.py", "eval("),
     ("testcase.py", "eval("),
 }
