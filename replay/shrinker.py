@@ -806,8 +806,10 @@ def stimuli_of(history: WorkerHistory) -> tuple[list[Stimulus], list[float]]:
     stimuli: list[Stimulus] = []
     handled: list[float] = []
     for call in history.calls():
-        for total, available in call.resources:
-            stimuli.append(Resources(total, available))
+        for change in call.resources:
+            # settings assigned between stimuli are not part of a reproducer:
+            # a log whose bug needs them may not shrink (NotReproduced says so)
+            stimuli.append(Resources(change[0], change[1]))
             handled.append(call.handled)
         stimuli.extend(call.events)
         handled.extend([call.handled] * len(call.events))

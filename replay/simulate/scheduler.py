@@ -11,6 +11,7 @@ from replay.simulate.dag import MEMORY, PROCESSING, SimTask, TaskGraph
 from replay.simulate.faults import Injector
 from replay.simulate.loop import EventLoop, Stalled
 from replay.simulate.nodes import Cluster, RecordedWorker, VirtualPeer
+from schemas.convert import ERA
 
 #: simulated seconds without a task finishing after which the run is stuck
 STALL_AFTER = 120.0
@@ -108,6 +109,8 @@ class Scheduler:
             annotations={},
             span_id=None,
             stimulus_id=self.loop.stimulus_id("compute-task"),
+            # fields the installed release has and the log format does not
+            **ERA.class_only.get("ComputeTaskEvent", {}),
         )
         cluster.send(node, ev)
         if rng.random() < self.injector.faults.steal:
