@@ -103,6 +103,11 @@ def rows(events: int, quick: bool) -> list[Row]:
         return (f"{m['events_before']} -> {m['events_after']} events, {m['replays']} replays, "
                 f"{m['seconds']:.1f} s, 1-minimal: {m['one_minimal']}"), m["one_minimal"] and m["seconds"] <= 60
 
+    def parallel():
+        m = isolated("parallel", f"measure({50_000 if quick else 200_000})")
+        return (f"--jobs 2: {m['jobs2_speedup']:.2f}x, 2-worker LocalCluster: {m['dask2_speedup']:.2f}x "
+                f"({m['serial_s']:.0f} s serial); results {'equal' if m['same'] else 'DIFFER'}"), m["same"]
+
     n = f"{events // 1000}k" if events < 10**6 else f"{events // 10**6}M"
     return [
         Row(f"replay / bare handle_stimulus, {n} events", "<= 1.10x", replay_ratio),
@@ -116,6 +121,7 @@ def rows(events: int, quick: bool) -> list[Row]:
         Row(f"peak RSS replaying {n} events - final state", "<= 200 MB", memory),
         Row("recorder overhead, real LocalCluster", "<= 1.05x", recorder),
         Row("shrink a stuck 100k-event log to 1-minimal", "<= 60 s", shrink),
+        Row("verify a 4-worker log side by side / serially", "speed-up, equal results", parallel),
     ]
 
 
