@@ -51,7 +51,7 @@ from schemas.codec import decode_key, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 2
+VERSION = 3
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -65,19 +65,20 @@ CREATE TABLE workers (wid INTEGER PRIMARY KEY, address TEXT, events INTEGER, inf
 CREATE TABLE steps (wid INTEGER, step INTEGER, handled REAL, stimulus_id TEXT, cls TEXT,
                     PRIMARY KEY (wid, step)) WITHOUT ROWID;
 CREATE TABLE blocks (wid INTEGER, first INTEGER, data BLOB, PRIMARY KEY (wid, first)) WITHOUT ROWID;
-CREATE TABLE postings (wid INTEGER, key TEXT, step INTEGER, PRIMARY KEY (wid, key, step)) WITHOUT ROWID;
+CREATE TABLE postings (wid INTEGER, key TEXT, step INTEGER);
 CREATE TABLE tasks (wid INTEGER, step INTEGER, key TEXT, changed INTEGER, row TEXT,
                     PRIMARY KEY (wid, step, key)) WITHOUT ROWID;
 CREATE TABLE keyframes (wid INTEGER, step INTEGER, data BLOB, PRIMARY KEY (wid, step)) WITHOUT ROWID;
 CREATE TABLE workers_at (wid INTEGER, step INTEGER, data TEXT, PRIMARY KEY (wid, step)) WITHOUT ROWID;
-CREATE TABLE requests (wid INTEGER, key TEXT, step INTEGER, kind TEXT, peer TEXT,
-                       PRIMARY KEY (wid, key, kind, step)) WITHOUT ROWID;
+CREATE TABLE requests (wid INTEGER, key TEXT, step INTEGER, kind TEXT, peer TEXT);
 """
 # built after the bulk insert: cheaper than keeping them up to date
 _INDEXES = """
 CREATE INDEX steps_by_stimulus ON steps (wid, stimulus_id, step);
 CREATE INDEX steps_by_cls ON steps (wid, cls, step);
 CREATE INDEX tasks_by_key ON tasks (wid, key, step);
+CREATE INDEX postings_by_key ON postings (wid, key, step);
+CREATE INDEX requests_by_key ON requests (wid, key, kind, step);
 """
 
 
@@ -141,17 +142,17 @@ class FrozenTask:
 
     def __init__(self, key: Any, row: list, worker: FrozenWorker):
         self.key = key
-        (self.state, self.previous, self.next, priority, self.nbytes, who_has, self.coming_from,
-         deps, self.resource_restrictions, self.run_id, self.exception_text) = row
-        self.priority = None if priority is None else _tuple(priority)
-        self.who_has = set(who_has)
-        self.dependency_keys = [decode_key(d) for d in deps]
+        (self.state, self.previous, self.next, priority, self.nbytes, self.who_has, self.coming_from,
+         self.dependency_keys, self.resource_restrictions, self.run_id, self.exception_text) = row
+        # a priority is a flat tuple of numbers
+        self.priority = None if priority is None else tuple(priority)
         self._worker = worker
 
     @property
     def dependencies(self) -> list[FrozenTask]:
         tasks = self._worker.tasks
-        return [tasks[k] for k in self.dependency_keys if k in tasks]
+        keys = (decode_key(d) for d in self.dependency_keys)
+        return [tasks[k] for k in keys if k in tasks]
 
 
 def _tuple(x: Any) -> Any:
@@ -291,13 +292,17 @@ class _Writer:
             first: dict = {}
             final: dict = {}
             for entry in s.log:
-                kind = "transition" if is_transition(entry) else "log"
-                if kind == "transition":
-                    first.setdefault(entry[0], entry[1])
-                    final[entry[0]] = entry[3]
                 keys = entry_keys(entry, self.known)
                 touched.update(keys)
-                lines.append([kind, line_text(kind, entry), line_data(kind, entry), [encode_key(k) for k in keys]])
+                if is_transition(entry):
+                    first.setdefault(entry[0], entry[1])
+                    final[entry[0]] = entry[3]
+                    # most lines are transitions: their text is made when read (transition_text)
+                    lines.append(["transition", None, line_data("transition", entry),
+                                  [encode_key(k) for k in keys]])
+                else:
+                    lines.append(["log", line_text("log", entry), line_data("log", entry),
+                                  [encode_key(k) for k in keys]])
             for inst in s.instructions:
                 keys = instruction_keys(inst)
                 touched |= keys
@@ -315,7 +320,7 @@ class _Writer:
             if isinstance(ev, (wsm.GatherDepNetworkFailureEvent, wsm.RemoveWorkerEvent)):
                 touched |= set(ws.tasks) | set(self.rows)  # a peer left every who_has
             self._block(s.step, lines)
-            for k in {_ktext(decode_key(k)) for line in lines for k in line[3]}:
+            for k in {orjson.dumps(k).decode() for line in lines for k in line[3]}:
                 self.postings.append((wid, k, s.step))
             # as the Tracker decides: a task changed if the step left it elsewhere
             moved = {k for k, state in final.items() if first[k] != state}
@@ -372,9 +377,9 @@ class _Writer:
     def flush(self) -> None:
         db = self.db
         db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?)", self.steps)
-        db.executemany("INSERT OR IGNORE INTO postings VALUES (?, ?, ?)", self.postings)
+        db.executemany("INSERT INTO postings VALUES (?, ?, ?)", self.postings)
         db.executemany("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?)", self.tasks)
-        db.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?)", self.requests)
+        db.executemany("INSERT INTO requests VALUES (?, ?, ?, ?, ?)", self.requests)
         db.executemany("INSERT INTO workers_at VALUES (?, ?, ?)", self.workers_at)
         self.steps, self.postings, self.tasks, self.requests, self.workers_at = [], [], [], [], []
 
@@ -396,7 +401,9 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
     tmp = f"{path}.{os.getpid()}.tmp"
     db = sqlite3.connect(tmp)
     try:
-        db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+        # a scratch file until it is complete: no journal, and room to sort indexes
+        db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;"
+                         + _SCHEMA)
         for wid, wh in enumerate(history.workers):
             w = _Writer(db, wid, wh.address)
             crash = invariant = None
@@ -581,7 +588,17 @@ class IndexedWorker:
     # --- stories -----------------------------------------------------------
 
     def _lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:
-        """The story lines of ``steps`` (ascending), read block by block."""
+        """The story lines of ``steps`` (ascending), read block by block, with
+        the text of every line (a transition's is made here)."""
+        from replay.story import transition_text
+
+        for step, lines in self._raw_lines(steps):
+            for line in lines:
+                if line[1] is None:
+                    line[1] = transition_text(line[2]["transition"])
+            yield step, lines
+
+    def _raw_lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:
         block: Optional[list] = None
         first = -1
         for step in steps:

@@ -64,7 +64,23 @@ def _write(value: Any, out: list[str], budget: _Budget) -> None:
     budget.left -= len(text)
 
 
+def _flat(x: Any) -> bool:
+    """A plain value, or a tuple of them (a key): ``repr`` spells it as we do."""
+    t = type(x)
+    return t in _PLAIN or (t is tuple and all(type(y) in _PLAIN or (type(y) is tuple and _flat(y)) for y in x))
+
+
 def _container(value: Any, out: list[str], budget: _Budget) -> None:
+    t = type(value)
+    if (t is tuple or t is list or t is dict) and len(value) < budget.left:
+        # most values are keys, lists of keys and who_has maps: repr, in C,
+        # spells them exactly as below when nothing needs cutting
+        if all(map(_flat, value)) and (t is not dict or all(map(_flat, value.values()))):
+            text = repr(value)
+            if len(text) <= budget.left:
+                out.append(text)
+                budget.left -= len(text)
+                return
     if isinstance(value, dict):
         items: list = list(value.items())
         opening, closing = "{", "}"

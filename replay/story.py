@@ -94,18 +94,32 @@ def line_data(kind: str, item: Any) -> dict:
     return {"raised": f"{type(item).__name__}: {item}"}
 
 
+def transition_text(data: dict) -> str:
+    """:func:`line_text` of a transition from its payload (:func:`line_data`)."""
+    from schemas.codec import decode_key
+
+    recs = data["recommendations"]
+    pairs = recs.items() if isinstance(recs, dict) else recs
+    recs = {decode_key(k): v for k, v in pairs}
+    return _transition_text(decode_key(data["key"]), data["start"], data["finish"], data["final"], recs)
+
+
+def _transition_text(key: Any, start: str, finish: str, final: str, recs: dict) -> str:
+    text = f"{key_text(key)}: {start} → {finish}"
+    if final != finish:
+        text += f" (ends {final})"
+    if recs:
+        text += f"  recommends {literal(recs)}"
+    return text
+
+
 def line_text(kind: str, item: Any) -> str:
     """A story line in words: dask values as literals."""
     if kind in ("event", "instruction"):
         return render.event_text(item)
     if kind == "transition":
         key, start, finish, final, recs, _, _ = item
-        text = f"{key_text(key)}: {start} → {finish}"
-        if final != finish:
-            text += f" (ends {final})"
-        if recs:
-            text += f"  recommends {literal(recs)}"
-        return text
+        return _transition_text(key, start, finish, final, recs)
     if kind == "log":
         return literal(item[:-2])
     return f"raised {type(item).__name__}: {item}"
