@@ -668,6 +668,75 @@ def simulate(
         ))
 
 
+@app.command()
+def step(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    worker: Optional[str] = typer.Option(
+        None, "--worker", "-w",
+        help="Worker: address, unique part of one, or index (default: the first that has --to's "
+        "stimulus id, else the first)."),
+    to: Optional[str] = typer.Option(None, "--to", help="Start at this step or stimulus id (default: step 0)."),
+    breaks: list[str] = typer.Option([], "--break", metavar="SPEC",
+                                     help="Stop where state:KEY=STATE, stimulus:ID, event:CLASS, instruction:CLASS, "
+                                     "raised or invalid (repeatable)."),
+    validate: bool = typer.Option(False, "--validate", help="Check the invariants after every step (for invalid)."),
+    print_: bool = typer.Option(False, "--print", help="Print the screen once as text and exit; with --break, "
+                                "at the first hit after --to (exit 1 if none)."),
+    states: list[str] = typer.Option([], "--state", help="Only tasks in this state (repeatable)."),
+    keys: list[str] = typer.Option([], "--key", help="Only this task (repeatable)."),
+    jump: int = typer.Option(100, "--jump", min=1, help="Steps of a jump ([ and ] in the UI)."),
+    memory: int = typer.Option(2048, "--memory", min=64, metavar="MB", help="Bound on the snapshots' memory."),
+    json: bool = JSON,
+) -> None:
+    """Step through a worker forwards and backwards, with breakpoints: a full-screen UI
+    (? lists the keys), or one screen as text with --print."""
+    from replay.errors import NotFound
+    from replay.step import Stepper
+
+    if not sys.stdout.isatty():  # piped: a full screen has nowhere to go, its text does
+        print_ = True
+    history = open_history(log)
+    if worker is None and to is not None and not to.isdigit():
+        for wh in history.workers:  # the first worker that has the stimulus id
+            try:
+                wh.position(to)
+            except NotFound:
+                continue
+            worker = wh.address
+            break
+    stepper = Stepper(history, worker, validate=validate, budget_mb=memory,
+                      progress=lambda wh: progress_bar(f"replaying {wh.address}", wh.events))
+    try:
+        if not print_:  # the UI moves between workers: every first pass now, not under the screen
+            for i in range(len(history.workers)):
+                stepper.open_worker(i)
+        try:
+            stepper.states, stepper.keys = tuple(states), tuple(parse_keys(keys))
+            for spec in breaks:
+                stepper.add_break(spec)
+            stepper.go(stepper.position(to) if to is not None else 0)
+        except BadInput as e:  # a position or breakpoint this log does not have
+            raise BadInput(f"{log}: {e}") from None
+        hit = None
+        if breaks and print_:
+            hit = stepper.next_hit(True)
+            if hit is not None:
+                stepper.go(hit[0])
+        if not print_:
+            from replay.stepui import StepApp
+
+            StepApp(stepper, jump=jump).run()
+            return
+        view = stepper.view()
+        if breaks and hit is None:
+            view.note = f"no breakpoint hit after step {stepper.pos}"
+        emit(view, json=json)
+        if breaks and hit is None:
+            raise typer.Exit(1)
+    finally:
+        stepper.close()
+
+
 def main() -> None:
     try:
         # without standalone mode, click returns typer.Exit's code instead of raising

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
-from replay.engine import Replayer
+from replay.engine import Applied, Replayer
 from replay.errors import BadInput
 from replay.history import Position, WorkerHistory
 from replay.readahead import dumps, loads
@@ -83,7 +83,17 @@ class Seeker:
     ...     s.view(1200, state_view)      # state_view(replayer) -> plain data
     """
 
-    def __init__(self, history: WorkerHistory, *, every: int = 1000, max_snapshots: int = 128):
+    def __init__(
+        self,
+        history: WorkerHistory,
+        *,
+        every: int = 1000,
+        max_snapshots: int = 128,
+        tap_log: bool = False,
+        observe: Callable[[Applied, Replayer], None] | None = None,
+        follower: Any = None,
+        budget_mb: int | None = None,
+    ):
         # Each snapshot ends up owning its copy of every page the first pass
         # writes after the fork: about the replay's working set, some 17 MB
         # for a worker with ~1,000 live tasks. The cap bounds that memory; a
@@ -94,6 +104,16 @@ class Seeker:
         #: (step, connection to the snapshot process, pid)
         self.snapshots: list[tuple[int, Connection, int]] = []
         self.prepared = False
+        #: replay with ``ws.log`` tapped, so that a view sees what a step caused
+        self.tap_log = tap_log
+        #: called in this process with every call the first pass applies
+        self.observe = observe
+        #: fed (``follower.feed(applied)``) every call of the first pass and of
+        #: every seek, in the process that replays it: its copy in a snapshot
+        #: is exact at the snapshot's step, and a seek brings it to the
+        #: step asked for (a :class:`~replay.diagnosis.Tracker`)
+        self.follower = follower
+        self.budget_mb = budget_mb
 
     def __enter__(self) -> Seeker:
         return self
@@ -103,11 +123,16 @@ class Seeker:
 
     def prepare(self, progress: Progress | None = None) -> None:
         """The first pass: replay every step once, leaving snapshots behind."""
-        replayer = self.history.replayer()
+        replayer = self.history.replayer(tap_log=self.tap_log)
         self._snapshot(replayer)
         next_snap = self.every
         calls = map(self.spool.append, self.history.calls(instructions=False))
-        for _ in replayer.feed(calls, progress):
+        observe, follower = self.observe, self.follower
+        for applied in replayer.feed(calls, progress):
+            if observe is not None:
+                observe(applied, replayer)
+            if follower is not None:
+                follower.feed(applied)
             if replayer.seq >= next_snap:
                 self._snapshot(replayer)
                 next_snap = replayer.seq + self.every
@@ -124,7 +149,7 @@ class Seeker:
             for _, conn, _ in self.snapshots:
                 conn.close()  # so that each snapshot sees EOF when its parent goes
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            _serve(child_end, replayer, self.spool.fd)
+            _serve(child_end, replayer, self.spool.fd, self.follower)
             os._exit(0)
         child_end.close()
         self.snapshots.append((replayer.seq, parent_end, pid))
@@ -133,10 +158,28 @@ class Seeker:
         """``fn(replayer, *args)`` at ``pos``; ``fn`` must be a module-level function."""
         if not self.prepared:
             self.prepare()
-        stop = self.history.position(pos)
-        i = bisect.bisect_right([s for s, _, _ in self.snapshots], stop) - 1
+        return self._ask(self.history.position(pos), False, fn, args)
+
+    def view_step(self, pos: Position, fn: View, *args: Any) -> Any:
+        """``fn(replayer, applied, follower, *args)`` at ``pos``: ``applied``
+        is the :class:`~replay.engine.Applied` call that holds step ``pos``,
+        cut there (its :meth:`~replay.engine.Applied.steps` give the step's
+        event, instructions and log entries; None at step 0), ``follower`` the
+        seeker's follower brought to ``pos``. Needs ``tap_log`` for the log
+        entries."""
+        if not self.prepared:
+            self.prepare()
+        return self._ask(self.history.position(pos), True, fn, args)
+
+    def _ask(self, stop: int, step: bool, fn: View, args: tuple) -> Any:
+        start = stop
+        if step and stop > 0:
+            # from before the call holding ``stop``, so that the seek applies it
+            k = bisect.bisect_left(self.spool.last_seq, stop)
+            start = self.spool.last_seq[k - 1] if k > 0 else 0
+        i = bisect.bisect_right([s for s, _, _ in self.snapshots], start) - 1
         at, conn, _ = self.snapshots[i]
-        conn.send((self.spool.extents(at, stop), stop, fn, args))
+        conn.send((self.spool.extents(at, stop), stop, step, fn, args))
         outcome, result = conn.recv()
         if outcome == "bad input":
             raise BadInput(result)
@@ -160,7 +203,7 @@ class Seeker:
         gc.unfreeze()
 
 
-def _serve(conn: Connection, replayer: Replayer, fd: int) -> None:
+def _serve(conn: Connection, replayer: Replayer, fd: int, follower: Any) -> None:
     while True:
         try:
             msg = conn.recv()
@@ -171,9 +214,15 @@ def _serve(conn: Connection, replayer: Replayer, fd: int) -> None:
         pid = os.fork()
         if pid == 0:  # a throw-away copy does the work
             try:
-                extents, stop, fn, args = msg
-                replayer.run(_spooled(fd, extents, stop))
-                result = ("ok", fn(replayer, *args))
+                extents, stop, step, fn, args = msg
+                applied = None
+                for applied in replayer.feed(_spooled(fd, extents, stop)):
+                    if follower is not None:
+                        follower.feed(applied)
+                if step:
+                    result = ("ok", fn(replayer, applied, follower, *args))
+                else:
+                    result = ("ok", fn(replayer, *args))
             except BadInput as e:
                 result = ("bad input", str(e))
             except BaseException:  # report, never hang the caller

@@ -1,0 +1,172 @@
+"""One step of a worker, as ``replay step`` shows it: the step's event, what
+it caused, and the worker's state after it.
+
+:class:`StepEvent` holds the step's own story lines (the event, the
+transitions with their recommendations and other ``ws.log`` entries it
+caused, its instructions, the exception its call raised); :class:`StepView`
+adds the :class:`~replay.views.StateView` after the step. Both are plain data
+built in whichever process replayed to the step (:func:`step_view` is what a
+:class:`~replay.seek.Seeker` calls), and render themselves like every view.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.text import Text
+
+from replay import render
+from replay.story import StoryLine
+from replay.views import StateView, is_transition
+
+if TYPE_CHECKING:
+    from replay.engine import Applied, Replayer
+
+_STYLE = {"event": "cyan", "transition": "magenta", "log": "dim", "instruction": "green", "raised": "red"}
+_LABEL = {"transition": "  → ", "log": "  · ", "instruction": "  ⇒ ", "raised": "  ! "}
+
+
+@dataclass
+class StepEvent:
+    """What one step was and what it caused, in the state machine's order."""
+
+    step: int
+    #: the event's line, then the transitions, log entries and instructions it caused
+    lines: list[StoryLine] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, applied: Applied, step: int, worker: str) -> Optional[StepEvent]:
+        """The step ``step`` of a call replayed with ``ws.log`` tapped."""
+        handled = applied.call.handled
+        done = next((s for s in applied.steps() if s.step == step), None)
+        if done is None:
+            return None
+        sid = done.event.stimulus_id
+        # the dask objects stay in the process that replayed: a line's text
+        # and payload say everything a screen needs
+        lines = [_plain(StoryLine.of(step, handled, worker, sid, "event", done.event))]
+        for entry in done.log:
+            kind = "transition" if is_transition(entry) else "log"
+            lines.append(_plain(StoryLine.of(step, handled, worker, sid, kind, entry)))
+        for inst in done.instructions:
+            lines.append(_plain(StoryLine.of(step, handled, worker, sid, "instruction", inst)))
+        if applied.exception is not None and step == _raising_step(applied):
+            lines.append(_plain(StoryLine.of(step, handled, worker, sid, "raised", applied.exception)))
+        return cls(step, lines)
+
+    @property
+    def event(self) -> StoryLine:
+        return self.lines[0]
+
+    @property
+    def cls(self) -> str:
+        return self.event.text.split(" ", 1)[0]
+
+    def of_kind(self, kind: str) -> list[StoryLine]:
+        return [line for line in self.lines if line.kind == kind]
+
+    def to_json(self) -> dict:
+        return {
+            "step": self.step,
+            "event": self.event.data["event"],
+            "caused": [{"kind": ln.kind, **ln.data, "text": ln.text} for ln in self.lines[1:]],
+        }
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in self.lines:
+            if line.kind == "event":
+                yield Text.assemble(("event ", "bold"), (line.text.split(" ", 1)[0], "bold cyan"),
+                                    render.safe(line.text[len(line.text.split(" ", 1)[0]):]))
+            else:
+                yield Text.assemble((_LABEL[line.kind], _STYLE[line.kind]), (line.kind + " ", _STYLE[line.kind]),
+                                    render.safe(line.text))
+
+
+def _plain(line: StoryLine) -> StoryLine:
+    return dataclasses.replace(line, item=None)
+
+
+def _raising_step(applied: Applied) -> int:
+    # a batch stops at the event that raised: the events before it each left an end
+    call = applied.call
+    return call.first + (len(applied.ends) if applied.ends is not None else 0)
+
+
+@dataclass
+class StepView:
+    """The screen of ``replay step``: one step and the state after it."""
+
+    worker: str
+    #: the worker's last step, and its first recorded time (elapsed times count from it)
+    events: int
+    start: Optional[float]
+    state: StateView
+    #: the step's event and what it caused (None at step 0, the empty state)
+    event: Optional[StepEvent]
+    #: what stopped here: a breakpoint's description, or None
+    hit: Optional[str] = None
+    #: something the user should know about this position, e.g. "no breakpoint hit"
+    note: Optional[str] = None
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    def to_json(self) -> dict:
+        return {
+            "worker": self.worker,
+            "step": self.step,
+            "events": self.events,
+            "stimulus_id": self.state.stimulus_id,
+            "handled": self.state.handled,
+            "elapsed": None if self.start is None or self.state.handled is None
+            else round(self.state.handled - self.start, 6),
+            "hit": self.hit,
+            "note": self.note,
+            "event": None if self.event is None else self.event.to_json(),
+            "state": self.state.to_json(),
+        }
+
+    def heading(self) -> Text:
+        """``step 12 of 40  worker …  running``, then when and which stimulus."""
+        s = self.state
+        text = Text.assemble((f"step {s.step} of {self.events}", "bold"), "  worker ",
+                             render.safe(self.worker), "  ")
+        text.append(s.status, "bold" if s.running else "bold yellow")
+        text.append("\n")
+        if s.handled is not None:
+            text.append(f"{render.clock(s.handled)} UTC")
+            if self.start is not None:
+                text.append(f" (+{s.handled - self.start:.3f} s)")
+            text.append("  ")
+        text.append_text(Text.assemble(("stimulus ", "bold"), render.safe(s.stimulus_id or "(the empty state)")))
+        return text
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.heading()
+        if self.hit:
+            yield Text.assemble(("breakpoint: ", "bold reverse"), render.safe(self.hit))
+        if self.note:
+            yield Text.assemble(("note: ", "bold"), render.safe(self.note))
+        if self.event is None:
+            yield Text("no event: the state before the first step", style="dim")
+        else:
+            yield self.event
+        yield Text("")
+        # the state view without its heading, which says what the lines above say
+        parts = self.state.__rich_console__(console, options)
+        next(parts, None)
+        yield from parts
+
+
+def step_view(replayer: Replayer, applied: Optional[Applied], follower: Any, events: int,
+              start: Optional[float], states: tuple = (), keys: tuple = ()) -> StepView:
+    """The step view where a seek stands (what :meth:`Seeker.view_step
+    <replay.seek.Seeker.view_step>` calls)."""
+    ws = replayer.ws
+    step = replayer.seq
+    event = None if applied is None or step == 0 else StepEvent.of(applied, step, ws.address)
+    state = StateView.of(replayer, states=states, keys=keys)
+    return StepView(ws.address, events, start, state, event)

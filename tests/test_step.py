@@ -1,0 +1,319 @@
+"""``replay step``: its screen at a step, breakpoints forwards and backwards,
+the UI driven by Textual's pilot and once through a real terminal (tmux).
+
+The fixture ``stuck-flight.jsonl`` has two workers: A (``…:37371``) computes
+``x``; B (``…:43731``) gets ``y = inc(x)`` in its only step, a
+ComputeTaskEvent that makes B fetch ``x`` from A: ``x`` goes released →
+fetch → flight and B issues a GatherDep to A that never completes.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import orjson
+import pytest
+
+import replay
+from replay.step import Stepper
+
+A = "tcp://127.0.0.1:37371"
+B = "tcp://127.0.0.1:43731"
+#: B's only step: y arrives, naming x on A
+COMPUTE_Y = "compute-task-1795694512.1413152"
+REPLAY = os.path.join(os.path.dirname(sys.executable), "replay")
+
+
+@pytest.fixture(scope="module")
+def flight(fixture_path):
+    return fixture_path("stuck-flight.jsonl")
+
+
+# --- --print --------------------------------------------------------------------
+
+
+def test_print_at_stimulus_shows_the_gather_issued(flight, cli_run):
+    # no --worker: the stimulus id is B's, so B is shown
+    code, out, err = cli_run(["step", flight, "--to", COMPUTE_Y, "--print"])
+    assert code == 0, err
+    assert out.startswith(f"step 1 of 1  worker {B}  running")
+    assert "event ComputeTaskEvent key='y'" in out
+    assert "transition 'x': fetch → flight" in out
+    assert f"instruction GatherDep worker='{A}' to_gather={{'x'}}" in out
+    # the state after the step: x in flight from A, y waiting for it
+    assert f"in flight from {A} (1): 'x'" in out
+    assert "'y'  waiting" in out
+
+
+def test_print_json_has_the_step_and_its_state(flight, cli_run):
+    code, out, err = cli_run(["step", flight, "-w", B, "--to", "1", "--print", "--json"])
+    assert code == 0, err
+    data = orjson.loads(out)
+    assert (data["worker"], data["step"], data["events"]) == (B, 1, 1)
+    assert data["event"]["event"]["cls"] == "ComputeTaskEvent"
+    caused = data["event"]["caused"]
+    transitions = [(c["transition"]["key"], c["transition"]["start"], c["transition"]["finish"])
+                   for c in caused if c["kind"] == "transition"]
+    assert transitions == [("y", "released", "waiting"), ("x", "released", "fetch"), ("x", "fetch", "flight")]
+    # the recommendation that explains the cascade: y waiting recommends fetching x
+    assert caused[[c["kind"] for c in caused].index("transition")]["transition"]["recommendations"] == {"x": "fetch"}
+    gathers = [c["instruction"] for c in caused if c["kind"] == "instruction"]
+    assert [g["cls"] for g in gathers] == ["GatherDep"] and gathers[0]["worker"] == A
+    assert {t["key"]: t["state"] for t in data["state"]["tasks"]} == {"x": "flight", "y": "waiting"}
+    assert data["state"]["in_flight_workers"] == {A: ["x"]}
+
+
+@pytest.mark.parametrize("spec, step, hit", [
+    ("state:x=executing", 1, "'x' reaches executing"),
+    ("state:x=memory", 2, "'x' reaches memory"),
+    ("event:ExecuteSuccessEvent", 2, "event ExecuteSuccessEvent"),
+    ("instruction:Execute", 1, "instruction Execute"),
+    ("instruction:TaskFinishedMsg", 2, "instruction TaskFinishedMsg"),
+])
+def test_print_stops_at_the_first_hit(flight, cli_run, spec, step, hit):
+    # on A, compute-task takes x to executing (an Execute), its success to memory
+    code, out, err = cli_run(["step", flight, "-w", A, "--break", spec, "--print", "--json"])
+    assert code == 0, err
+    data = orjson.loads(out)
+    assert (data["step"], data["hit"]) == (step, hit)
+
+
+def test_print_without_a_hit_says_so_and_exits_1(flight, cli_run):
+    # x never goes in flight on A, which computes it
+    code, out, err = cli_run(["step", flight, "-w", A, "--break", "state:x=flight", "--print"])
+    assert code == 1
+    assert "no breakpoint hit after step 0" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--break", "flight"], "breakpoint 'flight': expected"),
+    (["--break", "event:GatherDepSucess"], "no event class 'GatherDepSucess'; closest: GatherDepSuccessEvent"),
+    (["--break", "invalid"], "an invalid breakpoint needs --validate"),
+    (["--to", "no-such-stimulus"], "no step of"),
+])
+def test_bad_input_is_one_line_naming_the_file(flight, cli_run, args, message):
+    code, out, err = cli_run(["step", flight, "-w", A, *args, "--print"])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flight}: ") and message in lines[0], err
+
+
+# --- breakpoints against a linear replay ------------------------------------------
+
+
+def state_of_key(replayer, key):
+    ts = replayer.ws.tasks.get(key)
+    return None if ts is None else ts.state
+
+
+@pytest.fixture(scope="module")
+def cluster(fixture_path):
+    history = replay.open(fixture_path("cluster-log.jsonl.gz"))
+    wh = max(history.workers, key=lambda w: w.events)
+    stepper = Stepper(history, wh.address)
+    yield stepper
+    stepper.close()
+
+
+def test_continue_both_ways_finds_every_step_a_key_reaches_a_state(cluster):
+    s = cluster
+    wh = s.wh
+    # the key whose state changes most often, and its states step by step from a linear replay
+    fresh = replay.open(wh.log.path).worker(wh.address)
+    changes = collections.Counter(s.scan.t_key[i] for i in range(len(s.scan.t_key)))
+    key = s.scan.keys.names[changes.most_common(1)[0][0]]
+    states = [fresh.view(step, state_of_key, key) for step in range(wh.events + 1)]
+    target = "memory" if "memory" in states else next(x for x in states if x)
+    expected = [i for i in range(1, len(states)) if states[i] == target and states[i - 1] != target]
+    assert expected
+    s.breakpoints[:] = []
+    s.add_break(f"state:{key!r}={target}")
+    s.go(0)
+    forwards = []
+    while (hit := s.next_hit(True)) is not None:
+        forwards.append(s.go(hit[0]))
+    assert forwards == expected
+    s.go(s.last)
+    backwards = []
+    while (hit := s.next_hit(False)) is not None:
+        backwards.append(s.go(hit[0]))
+    assert backwards == expected[::-1]
+
+
+def test_event_and_stimulus_breakpoints_match_the_recorded_steps(cluster):
+    s = cluster
+    steps = [(c.first + i, type(ev).__name__, ev.stimulus_id)
+             for c in s.wh.calls(instructions=False) for i, ev in enumerate(c.events)]
+    cls = steps[len(steps) // 2][1]
+    sid = steps[len(steps) // 3][2]
+    for spec, want in ((f"event:{cls}", [n for n, c, _ in steps if c == cls]),
+                       (f"stimulus:{sid}", [n for n, _, i in steps if i == sid])):
+        s.breakpoints[:] = []
+        s.add_break(spec)
+        s.go(0)
+        got = []
+        while (hit := s.next_hit(True)) is not None:
+            got.append(s.go(hit[0]))
+        assert got == want
+        back = []
+        while (hit := s.next_hit(False)) is not None:
+            back.append(s.go(hit[0]))
+        assert back == want[::-1][1:]  # from the last hit, the earlier ones
+
+
+def test_step_view_equals_a_linear_replay_and_switching_keeps_the_time(cluster, fingerprint_ws):
+    s = cluster
+    wh = s.wh
+    fresh = replay.open(wh.log.path).worker(wh.address)
+    for pos in (s.last, 1, s.last // 2, s.last // 2 - 1):
+        s.go(pos)
+        view = s.view()
+        linear = fresh.view(pos, state_of_all_keys)
+        assert {(t.key, t.state) for t in view.state.tasks} == linear
+        assert view.event is not None and view.event.step == pos
+    # another worker, at the same recorded moment: its last step handled by then
+    t = s.scan.handled[s.pos]
+    before = s.index
+    other = s.switch(None)
+    assert s.index != before
+    assert s.scan.handled[other] <= t
+    if other < s.last:
+        assert s.scan.handled[other + 1] > t
+    s.switch(s.history.workers[before].address)
+
+
+def state_of_all_keys(replayer):
+    return {(k, ts.state) for k, ts in replayer.ws.tasks.items()}
+
+
+# --- the UI -------------------------------------------------------------------------
+
+
+def screen_text(app) -> str:
+    """The screen as plain text, as Textual's own screenshot renders it."""
+    from rich.console import Console
+
+    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True,
+                      legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def test_ui_with_the_pilot(flight):
+    from replay.stepui import StepApp
+
+    async def session() -> list[str]:
+        stepper = Stepper(replay.open(flight), B)
+        app = StepApp(stepper)
+        shots = []
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                shots.append(screen_text(app))
+                await pilot.press("g", *COMPUTE_Y, "enter")
+                shots.append(screen_text(app))
+                await pilot.press("p", "b", *"state:x=flight", "enter", "c")
+                shots.append(screen_text(app))
+                await pilot.press("p")
+                shots.append(screen_text(app))
+                await pilot.press("s", "x", "enter")
+                shots.append(screen_text(app))
+                await pilot.press("escape", "n", "tab")
+                shots.append(screen_text(app))
+                await pilot.press("question_mark")
+                shots.append(screen_text(app))
+                await pilot.press("escape", "q")
+        finally:
+            stepper.close()
+        return shots
+
+    start, at_sid, hit, back, story, other, help_ = asyncio.run(session())
+    assert start.startswith(f"step 0 of 1  worker {B}")
+    assert "tasks: none" in start
+    # the stimulus id: B's step 1, after which x is in flight from A
+    assert at_sid.startswith(f"step 1 of 1  worker {B}")
+    assert "instruction GatherDep" in at_sid and "'x'   flight" in at_sid
+    # continue from step 0 stops where x reached flight, saying why
+    assert hit.startswith("step 1 of 1") and "breakpoint: 'x' reaches flight" in hit
+    assert "breakpoints: 'x' reaches flight" in hit
+    # a step back: the empty state, nothing in flight
+    assert back.startswith("step 0 of 1") and "flight" not in back.split("breakpoints:")[0]
+    # x's story: created by y's ComputeTaskEvent, fetched, the GatherDep to A
+    assert "story of 'x'" in story
+    assert "transition 'x': fetch → flight" in story and "instruction GatherDep" in story
+    # A at the time of B's step 1: A had already computed x (its step 2, earlier)
+    assert other.startswith(f"step 2 of 2  worker {A}")
+    assert "memory (1): 'x'" in other
+    for keys, _ in __import__("replay.stepui", fromlist=["HELP"]).HELP:
+        assert keys in help_
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_ui_in_a_real_terminal(flight):
+    """80×24, keys only, NO_COLOR: open B's log, go to the stimulus id, break
+    where x reaches flight, continue, step back, story, switch worker."""
+    name = f"replay-step-{uuid.uuid4().hex[:8]}"
+    env = "NO_COLOR=1 TERM=xterm-256color"
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24",
+                    f"env {env} {REPLAY} step {flight} -w {B}; sleep 30"], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+                              text=True, check=True).stdout
+
+    def until(text: str, timeout: float = 30) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            shot = screen()
+            if text in shot:
+                return shot
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; the screen:\n{screen()}")
+
+    def keys(*k: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", name, *k], check=True)
+
+    try:
+        shot = until("step 0 of 1")
+        assert len(shot.splitlines()) <= 24 and all(len(line) <= 80 for line in shot.splitlines())
+        keys("g")
+        until("go to")
+        keys("-l", COMPUTE_Y)
+        keys("Enter")
+        shot = until("step 1 of 1")
+        assert "instruction GatherDep" in shot
+        keys("p")
+        until("step 0 of 1")
+        keys("b")
+        until("breakpoint:")
+        keys("-l", "state:x=flight")
+        keys("Enter")
+        until("breakpoints: 'x' reaches flight")
+        keys("c")
+        shot = until("breakpoint: 'x' reaches flight")
+        assert "step 1 of 1" in shot and "'x'   flight" in shot
+        keys("p")
+        until("step 0 of 1")
+        keys("s")
+        until("story of key")
+        keys("x", "Enter")
+        shot = until("story of 'x'")
+        assert "fetch → flight" in shot
+        keys("Escape")
+        until("step 0 of 1")
+        keys("n", "Tab")
+        shot = until(f"step 2 of 2  worker {A}")
+        assert "memory (1): 'x'" in shot
+        keys("q")
+        end = time.monotonic() + 10
+        while "n/p step" in screen() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert "n/p step" not in screen()
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
