@@ -10,6 +10,17 @@ look at step ``p``, the nearest snapshot at or before ``p`` forks again; that
 grandchild replays the few steps to ``p``, computes the requested view as
 plain data, sends it back, and exits. The snapshot itself never moves.
 
+Near where the user looks, snapshots are dense (as rr keeps its checkpoints
+near the current time): a seek that replays more than :data:`DENSE_FROM`
+steps leaves a snapshot every :data:`DENSE_EVERY` steps of the last
+:data:`DENSE_WINDOW` before where it lands, so that stepping back or jumping
+back a little afterwards replays a few hundred steps at most. Dense
+snapshots are evicted least recently used first; with ``budget_mb`` the
+first pass thins its sparse snapshots (every other one goes, the spacing
+doubles) whenever they hold more than :data:`SPARSE_SHARE` of the budget,
+and dense ones go while all hold more than the budget, whatever the log's
+length.
+
 The decoded calls are spooled, packed as :mod:`replay.readahead` packs them,
 to a private temporary file during the first pass, so that a grandchild
 reads its few steps with one ``pread`` each instead of parsing the log.
@@ -22,10 +33,12 @@ import bisect
 import gc
 import os
 import signal
+import socket
 import tempfile
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection, Pipe
+from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
 
 from replay.engine import Applied, Replayer
@@ -35,6 +48,18 @@ from replay.readahead import dumps, loads
 from replay.reader import Progress, RecordedCall
 
 View = Callable[..., Any]
+
+#: a seek replaying more steps than this leaves dense snapshots behind
+DENSE_FROM = 400
+#: steps between two dense snapshots, and how far back from a seek they reach
+DENSE_EVERY = 250
+DENSE_WINDOW = 4000
+#: dense snapshots kept at most (least recently used go first)
+MAX_DENSE = 64
+#: of the memory budget, what the first pass's sparse snapshots may hold
+SPARSE_SHARE = 0.6
+#: new snapshots between two measures of their memory
+MEASURE_EVERY = 16
 
 
 class _Spool:
@@ -113,7 +138,14 @@ class Seeker:
         #: is exact at the snapshot's step, and a seek brings it to the
         #: step asked for (a :class:`~replay.diagnosis.Tracker`)
         self.follower = follower
+        #: bound on the memory all snapshots hold (their proportional set sizes), MB
         self.budget_mb = budget_mb
+        #: pid -> when last used, of the dense snapshots
+        self.dense: dict[int, int] = {}
+        self._tick = 0
+        self._unmeasured = 0
+        #: leave dense snapshots where seeks land (off: only the first pass's)
+        self.dense_window = True
 
     def __enter__(self) -> Seeker:
         return self
@@ -135,6 +167,11 @@ class Seeker:
                 follower.feed(applied)
             if replayer.seq >= next_snap:
                 self._snapshot(replayer)
+                self._unmeasured += 1
+                if self.budget_mb is not None and self._unmeasured >= MEASURE_EVERY:
+                    self._unmeasured = 0
+                    while len(self.snapshots) > 2 and self.memory_mb() > SPARSE_SHARE * self.budget_mb:
+                        self._thin()
                 next_snap = replayer.seq + self.every
         self.prepared = True
 
@@ -153,6 +190,46 @@ class Seeker:
             os._exit(0)
         child_end.close()
         self.snapshots.append((replayer.seq, parent_end, pid))
+
+    def _thin(self) -> None:
+        # every other sparse snapshot goes (never step 0's): the spacing doubles
+        for k in range(len(self.snapshots) - 1, 0, -1):
+            if k % 2 == 1:
+                self._drop(k)
+        self.every *= 2
+
+    def _drop(self, k: int) -> None:
+        _, conn, pid = self.snapshots.pop(k)
+        self.dense.pop(pid, None)
+        _stop(conn, pid)
+
+    def memory_mb(self) -> float:
+        """What the snapshots hold: the sum of their proportional set sizes
+        (a page several snapshots share counts once in all), MB."""
+        return sum(_pss_mb(pid) for _, _, pid in self.snapshots)
+
+    def _add_dense(self, step: int, conn: Connection, pid: int) -> None:
+        steps = [s for s, _, _ in self.snapshots]
+        k = bisect.bisect_left(steps, step)
+        if k < len(steps) and steps[k] == step:  # one there already
+            _stop(conn, pid)
+            return
+        self.snapshots.insert(k, (step, conn, pid))
+        self._tick += 1
+        self.dense[pid] = self._tick
+
+    def _evict(self) -> None:
+        while len(self.dense) > MAX_DENSE:
+            self._drop_dense(min(self.dense, key=self.dense.__getitem__))
+        if self.budget_mb is not None and self.dense and self._unmeasured >= MEASURE_EVERY:
+            self._unmeasured = 0
+            while self.dense and self.memory_mb() > self.budget_mb:
+                for _ in range(max(len(self.dense) // 4, 1)):
+                    self._drop_dense(min(self.dense, key=self.dense.__getitem__))
+
+    def _drop_dense(self, pid: int) -> None:
+        k = next(i for i, (_, _, p) in enumerate(self.snapshots) if p == pid)
+        self._drop(k)
 
     def view(self, pos: Position, fn: View, *args: Any) -> Any:
         """``fn(replayer, *args)`` at ``pos``; ``fn`` must be a module-level function."""
@@ -178,9 +255,20 @@ class Seeker:
             k = bisect.bisect_left(self.spool.last_seq, stop)
             start = self.spool.last_seq[k - 1] if k > 0 else 0
         i = bisect.bisect_right([s for s, _, _ in self.snapshots], start) - 1
-        at, conn, _ = self.snapshots[i]
-        conn.send((self.spool.extents(at, stop), stop, step, fn, args))
-        outcome, result = conn.recv()
+        at, conn, pid = self.snapshots[i]
+        if pid in self.dense:
+            self._tick += 1
+            self.dense[pid] = self._tick
+        marks: tuple[int, ...] = ()
+        if self.dense_window and stop - at > DENSE_FROM:
+            marks = tuple(range(max(at + DENSE_EVERY, stop - DENSE_WINDOW), stop, DENSE_EVERY))
+        conn.send((self.spool.extents(at, stop), stop, step, fn, args, marks))
+        outcome, result, left = conn.recv()
+        for dense_step, dense_pid in left:
+            self._add_dense(dense_step, Connection(recv_handle(conn)), dense_pid)
+            self._unmeasured += 1
+        if left:
+            self._evict()
         if outcome == "bad input":
             raise BadInput(result)
         if outcome == "bug":
@@ -189,18 +277,31 @@ class Seeker:
 
     def close(self) -> None:
         for _, conn, pid in self.snapshots:
-            try:
-                conn.send(None)
-                conn.close()
-            except OSError:
-                pass
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+            _stop(conn, pid)
         self.snapshots.clear()
+        self.dense.clear()
         self.spool.file.close()
         gc.unfreeze()
+
+
+def _stop(conn: Connection, pid: int) -> None:
+    try:
+        conn.send(None)
+        conn.close()
+    except OSError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # a dense snapshot is a child of a seek that is gone
+        pass
+
+
+def _pss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+    except OSError:  # gone, or no /proc: nothing to count
+        return 0.0
 
 
 def _serve(conn: Connection, replayer: Replayer, fd: int, follower: Any) -> None:
@@ -213,22 +314,50 @@ def _serve(conn: Connection, replayer: Replayer, fd: int, follower: Any) -> None
             return
         pid = os.fork()
         if pid == 0:  # a throw-away copy does the work
+            left: list[tuple[int, int]] = []
+            ends: list[socket.socket] = []
             try:
-                extents, stop, step, fn, args = msg
+                extents, stop, step, fn, args, marks = msg
                 applied = None
+                m = 0
                 for applied in replayer.feed(_spooled(fd, extents, stop)):
                     if follower is not None:
                         follower.feed(applied)
+                    # a dense snapshot after the first whole call past each mark
+                    if m < len(marks) and marks[m] <= replayer.seq < stop:
+                        while m < len(marks) and marks[m] <= replayer.seq:
+                            m += 1
+                        _leave(conn, replayer, fd, follower, left, ends)
                 if step:
-                    result = ("ok", fn(replayer, applied, follower, *args))
+                    result = ("ok", fn(replayer, applied, follower, *args), left)
                 else:
-                    result = ("ok", fn(replayer, *args))
+                    result = ("ok", fn(replayer, *args), left)
             except BadInput as e:
-                result = ("bad input", str(e))
+                result = ("bad input", str(e), left)
             except BaseException:  # report, never hang the caller
-                result = ("bug", traceback.format_exc())
+                result = ("bug", traceback.format_exc(), left)
             try:
                 conn.send(result)
+                for end in ends:
+                    send_handle(conn, end.fileno(), os.getppid())
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
+
+
+def _leave(conn: Connection, replayer: Replayer, fd: int, follower: Any,
+           left: list[tuple[int, int]], ends: list[socket.socket]) -> None:
+    """Fork a snapshot of this seek where it stands; its end of a new socket
+    goes to the seeker with the answer."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        theirs.close()
+        conn.close()  # the seek's line to the seeker is not the snapshot's
+        for end in ends:
+            end.close()
+        _serve(Connection(ours.detach()), replayer, fd, follower)
+        os._exit(0)
+    ours.close()
+    left.append((replayer.seq, pid))
+    ends.append(theirs)

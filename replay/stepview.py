@@ -19,10 +19,13 @@ from rich.text import Text
 
 from replay import render
 from replay.story import StoryLine
-from replay.views import StateView, is_transition
+from replay.views import FINAL_STATES, STATE_ORDER, StateView, is_transition
 
 if TYPE_CHECKING:
     from replay.engine import Applied, Replayer
+
+#: from how many tasks the step view lists only the unfinished ones, unless filtered
+MANY_TASKS = 500
 
 _STYLE = {"event": "cyan", "transition": "magenta", "log": "dim", "instruction": "green", "raised": "red"}
 _LABEL = {"transition": "  → ", "log": "  · ", "instruction": "  ⇒ ", "raised": "  ! "}
@@ -168,5 +171,13 @@ def step_view(replayer: Replayer, applied: Optional[Applied], follower: Any, eve
     ws = replayer.ws
     step = replayer.seq
     event = None if applied is None or step == 0 else StepEvent.of(applied, step, ws.address)
+    many = not states and not keys and len(ws.tasks) > MANY_TASKS
+    if many:
+        # a row per finished task costs more than the rest of a step (tens of
+        # ms for thousands) and a screen shows twenty of them: their counts
+        # stay in the tasks line, and a state filter lists them
+        states = tuple(s for s in STATE_ORDER if s not in FINAL_STATES)
     state = StateView.of(replayer, states=states, keys=keys)
+    if many:
+        state.filters = {"state": f"unfinished (of {len(ws.tasks)} tasks; f filters by state)"}
     return StepView(ws.address, events, start, state, event)
