@@ -455,7 +455,12 @@ def why(
             missed.append(e)
     if not views:
         raise NotFound("; ".join(dict.fromkeys(str(e) for e in missed)))
-    emit(ClusterWhy(views), json=json, svg=svg, html=html)
+    findings = []
+    if index is not None and len(index.workers) > 1 and wanted is None:
+        from replay.disagreements import find
+
+        findings = find(index, {v.worker: v.step for v in views})
+    emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)
 
 
 @app.command()

@@ -342,13 +342,17 @@ class ClusterWhy:
     """:class:`WhyView` of every worker of a log."""
 
     workers: list[WhyView]
+    #: where the workers disagree about a key (:mod:`replay.disagreements`)
+    disagreements: list = field(default_factory=list)
 
     def to_json(self) -> dict:
-        if len(self.workers) == 1:
+        if len(self.workers) == 1 and not self.disagreements:
             return self.workers[0].to_json()
-        return {"workers": [w.to_json() for w in self.workers]}
+        return {"workers": [w.to_json() for w in self.workers],
+                "disagreements": [d.to_json() for d in self.disagreements]}
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.disagreements
         for w in self.workers:
             yield w
 

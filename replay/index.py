@@ -51,7 +51,7 @@ from schemas.codec import decode_key, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 3
+VERSION = 4
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -76,6 +76,7 @@ CREATE TABLE requests (wid INTEGER, key TEXT, step INTEGER, kind TEXT, peer TEXT
 _INDEXES = """
 CREATE INDEX steps_by_stimulus ON steps (wid, stimulus_id, step);
 CREATE INDEX steps_by_cls ON steps (wid, cls, step);
+CREATE INDEX steps_by_time ON steps (wid, handled);
 CREATE INDEX tasks_by_key ON tasks (wid, key, step);
 CREATE INDEX postings_by_key ON postings (wid, key, step);
 CREATE INDEX requests_by_key ON requests (wid, key, kind, step);
@@ -528,6 +529,22 @@ class IndexedWorker:
     def _last_step_of(self, stimulus_id: str) -> Optional[int]:
         return self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND stimulus_id = ?",
                                (self.wid, stimulus_id)).fetchone()[0]
+
+    def step_at_time(self, t: Optional[float]) -> int:
+        """The last step this worker had handled at recorded time ``t`` (0: none yet)."""
+        if t is None:
+            return 0
+        row = self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND handled <= ?",
+                              (self.wid, t)).fetchone()
+        return row[0] or 0
+
+    def task_at(self, key: Any, step: int) -> Optional[list]:
+        """The row of ``key`` after ``step`` (None if the worker had no such task):
+        every change of a row is in ``tasks``."""
+        row = self.db.execute(
+            "SELECT row FROM tasks WHERE wid = ? AND key = ? AND step <= ? ORDER BY step DESC LIMIT 1",
+            (self.wid, _ktext(key), step)).fetchone()
+        return None if row is None or row[0] is None else orjson.loads(row[0])
 
     def _step_row(self, step: int) -> tuple[str, Optional[float]]:
         if step == 0:

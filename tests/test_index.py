@@ -163,3 +163,58 @@ def test_the_query_path_imports_no_state_machine(cluster):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _two_workers(tmp_path, record_log, clock_a, clock_b):
+    """A computes x and, told to, forgets it (then computes z); B, told that A
+    holds x, fetches it from A. One cluster log of both."""
+    from distributed import worker_state_machine as wsm
+
+    a, b = "tcp://127.0.0.1:1001", "tcp://127.0.0.1:1002"
+    path_a = record_log(tmp_path / "a.jsonl", [
+        wsm.ComputeTaskEvent.dummy("x", stimulus_id="c-x"),
+        wsm.ExecuteSuccessEvent.dummy("x", run_id=0, stimulus_id="done-x"),
+        wsm.FreeKeysEvent(keys=["x"], stimulus_id="free-x"),
+        wsm.ComputeTaskEvent.dummy("z", stimulus_id="c-z"),
+    ], address=a, clock=clock_a)
+    path_b = record_log(tmp_path / "b.jsonl", [
+        wsm.ComputeTaskEvent.dummy("y", who_has={"x": [a]}, stimulus_id="c-y"),
+    ], address=b, clock=clock_b)
+    log = tmp_path / "cluster.jsonl"
+    log.write_bytes(open(path_a, "rb").read() + open(path_b, "rb").read())
+    return log, a, b
+
+
+def test_disagreement_a_peer_that_released_the_key(tmp_path, record_log, cli_run):
+    import itertools
+
+    # A: header 1000, steps at 1005, 1010, 1015 (x forgotten), 1020, end 1025;
+    # B's step at 1018: A is alive, and no longer has x
+    log, a, b = _two_workers(tmp_path, record_log, itertools.count(1000.0, 5.0).__next__,
+                             itertools.count(1017.0).__next__)
+    code, out, err = cli_run(["why", log, "--json"])
+    assert code == 0, err
+    (d,) = orjson.loads(out)["disagreements"]
+    assert (d["kind"], d["worker"], d["key"], d["state"], d["peer"]) == ("not held by the peer", b, "x", "flight", a)
+    assert (d["peer_step"], d["peer_state"]) == (3, None)
+    code, out, _ = cli_run(["why", log])
+    assert "disagreement:" in out and "had no such task" in out
+
+
+def test_disagreement_a_peer_that_left(tmp_path, record_log, cli_run):
+    import itertools
+
+    # A's log ends at 1025, before B's step at 1031
+    log, a, b = _two_workers(tmp_path, record_log, itertools.count(1000.0, 5.0).__next__,
+                             itertools.count(1030.0).__next__)
+    (d,) = orjson.loads(cli_run(["why", log, "--json"])[1])["disagreements"]
+    assert (d["kind"], d["worker"], d["peer"], d["peer_step"]) == ("peer gone", b, a, 4)
+
+
+def test_no_disagreement_while_the_peer_holds_it(tmp_path, record_log, cli_run):
+    import itertools
+
+    # B's step at 1012: A holds x in memory (done at 1010, freed at 1015)
+    log, a, b = _two_workers(tmp_path, record_log, itertools.count(1000.0, 5.0).__next__,
+                             itertools.count(1011.0).__next__)
+    assert orjson.loads(cli_run(["why", log, "--json"])[1])["disagreements"] == []

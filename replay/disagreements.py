@@ -1,0 +1,107 @@
+"""Where the workers of one cluster log disagree about a key.
+
+A hang is rarely one worker's fault. The question dask maintainers keep
+asking of cluster dumps is whether two views agree: a worker fetching a key
+from a peer whose own log shows it released it, or never held it; a worker
+waiting on a peer whose log ended. Each :class:`Finding` names both sides:
+the worker, its step and the task's state there; the peer, the step it had
+reached at the same recorded time and the key's state there.
+
+Recorded times of different hosts come from different clocks: a finding
+between workers on two hosts says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from rich.text import Text
+
+from replay import render
+from replay.literal import jsonable, key_text
+
+#: states in which a peer can send a key
+HOLDS = frozenset({"memory"})
+
+
+@dataclass(slots=True)
+class Finding:
+    """One disagreement between a worker and a peer about a key."""
+
+    #: "not held by the peer" or "peer gone"
+    kind: str
+    worker: str
+    step: int
+    key: Any
+    #: the task's state on ``worker`` (flight or fetch)
+    state: str
+    peer: str
+    #: the peer's last step at the worker's recorded time, and the key's state
+    #: there (None: the peer had no such task, never or no more)
+    peer_step: int
+    peer_state: Optional[str]
+    #: the two workers' clocks are different hosts'
+    other_host: bool
+
+    def text(self) -> str:
+        held = f"was {self.peer_state}" if self.peer_state else "had no such task (never held, or forgotten)"
+        what = "fetches" if self.state == "fetch" else "waits for a transfer of"
+        if self.kind == "peer gone":
+            out = (f"{self.worker} (step {self.step}, {self.state}) {what} {key_text(self.key)} from "
+                   f"{self.peer}, whose log ended at step {self.peer_step}")
+        else:
+            out = (f"{self.worker} (step {self.step}, {self.state}) {what} {key_text(self.key)} from "
+                   f"{self.peer}, where at that time (step {self.peer_step}) it {held}")
+        if self.other_host:
+            out += "; the two hosts' clocks may differ"
+        return out
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "worker": self.worker, "step": self.step, "key": jsonable(self.key),
+                "state": self.state, "peer": self.peer, "peer_step": self.peer_step,
+                "peer_state": self.peer_state, "other_host": self.other_host, "text": self.text()}
+
+    def __rich__(self) -> Text:
+        return Text.assemble(("disagreement: ", "bold red"), render.safe(self.text()))
+
+
+def _host(address: str) -> str:
+    rest = address.split("://", 1)[-1]
+    return rest.rsplit(":", 1)[0]
+
+
+def find(index: Any, at: dict[str, int]) -> list[Finding]:
+    """Disagreements of the workers of an :class:`~replay.index.Index`, each
+    worker at the step ``at`` gives it (by address)."""
+    workers = {w.address: w for w in index.workers}
+    out: list[Finding] = []
+    for address, step in at.items():
+        w = workers[address]
+        if step == 0:
+            continue
+        r = w.frozen(step)
+        now = r.handled
+        for ts in sorted(r.ws.tasks.values(), key=lambda ts: repr(ts.key)):
+            if ts.state == "flight":
+                peers = [ts.coming_from]
+            elif ts.state == "fetch":
+                peers = sorted(ts.who_has)
+            else:
+                continue
+            for peer in peers:
+                p = workers.get(peer)
+                if p is None or p is w:
+                    continue  # a peer this log did not record: nothing to compare with
+                other_host = _host(peer) != _host(address)
+                last = p.info["last_handled"]
+                if p.info["ended"] and last is not None and now is not None and last < now:
+                    out.append(Finding("peer gone", address, step, ts.key, ts.state, peer, p.events, None,
+                                       other_host))
+                    continue
+                peer_step = p.step_at_time(now)
+                row = p.task_at(ts.key, peer_step)
+                state = None if row is None else row[0]
+                if state not in HOLDS:
+                    out.append(Finding("not held by the peer", address, step, ts.key, ts.state, peer,
+                                       peer_step, state, other_host))
+    return out
