@@ -26,6 +26,9 @@ from schemas.convert import EVENT_FIELDS, decode_event
 from schemas.records import RECORD, Header
 
 KINDS = ("header", "step", "resources", "end")
+#: what a cluster dump adds (replay.dump): final states and the scheduler's
+#: view, read by the commands that want them; replay has no use for them
+SIDE_KINDS = ("final", "scheduler")
 
 
 @dataclass
@@ -157,7 +160,11 @@ class ClusterLog:
             self.lines = lineno
             kind = rec.get("kind")
             if kind not in KINDS:
-                raise LogError(path, lineno, f"unknown record kind {_short(kind)}")
+                if kind not in SIDE_KINDS:
+                    raise LogError(path, lineno, f"unknown record kind {_short(kind)}")
+                if validate:
+                    _validate_side(path, lineno, rec)
+                continue
             address = rec.get("worker")
             w = by_address.get(address) if type(address) is str else None
             if validate:
@@ -254,6 +261,15 @@ class ClusterLog:
                     raise LogError(self.path, lineno, "seq: missing or not an integer")
                 if seq >= start:
                     yield lineno, rec
+
+
+def _validate_side(path: str, lineno: int, rec: dict) -> None:
+    try:
+        RECORD.validate_python(rec)
+    except ValidationError as e:
+        raise LogError(path, lineno, pydantic_error(e)) from None
+    except RecursionError:
+        raise LogError(path, lineno, "nested too deeply") from None
 
 
 def _check_header(path: str, lineno: int, rec: dict, warn: Callable[[str], None]) -> None:

@@ -11,6 +11,11 @@ workers may be interleaved (a cluster log), each worker's records in order:
   previous step: ``Worker.set_resources``, a setting assigned (``settings``),
   or task state (``outside``, noted only); applies before step ``seq``.
 - ``end``: the recorder stopped cleanly after step ``seq``.
+
+A log imported from a cluster dump (:mod:`replay.dump`) also has, per worker,
+``final`` records (the worker's task states when dumped) and, once,
+``scheduler`` records (the scheduler's view); readers that do not need them
+skip them. Its headers say whether the history is complete.
 """
 from __future__ import annotations
 
@@ -21,9 +26,12 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeA
 from schemas.codec import FORMAT, VERSION
 from schemas.events import AnyEvent
 from schemas.instructions import AnyInstruction
-from schemas.types import DistributedRelease, Model, Number, Resources
+from schemas.types import DistributedRelease, EncodedKey, Model, Number, Resources, Value
 
-__all__ = ["FORMAT", "VERSION", "RECORD", "Header", "Step", "ResourcesChange", "End", "StateInputs"]
+__all__ = [
+    "FORMAT", "VERSION", "RECORD", "Header", "Step", "ResourcesChange", "End", "StateInputs",
+    "Imported", "FinalState", "SchedulerState",
+]
 
 Seq = Annotated[StrictInt, Field(ge=1)]
 
@@ -54,6 +62,24 @@ class StateInputs(Model):
     transfer_incoming_bytes_throttle_threshold: Optional[Number] = None
 
 
+class Imported(Model):
+    """Where an imported worker log comes from, and what the source lacked."""
+
+    source: Literal["cluster-dump"]
+    #: the dump's file name, without its folder
+    file: StrictStr
+    #: how many events the dump's ``stimulus_log`` held
+    events: NonNegative
+    #: ``distributed.admin.low-level-log-length`` in the dump's config; null: unbounded
+    log_length: Optional[NonNegative]
+    #: the steps carry no instructions (null): a dump keeps events only
+    instructions: Literal[False] = False
+    #: keys whose tuple type the dump had turned into a list or its text
+    keys_repaired: NonNegative = 0
+    #: data sizes the dump lacks, set to the default data size
+    sizes_guessed: NonNegative = 0
+
+
 class Header(Model):
     kind: Literal["header"]
     format: Literal["dask-replay"]
@@ -75,6 +101,13 @@ class Header(Model):
     from_empty: StrictBool
     initial_tasks: NonNegative
     state: StateInputs
+    #: "complete": the steps are every stimulus since the empty state;
+    #: "partial": earlier stimuli are missing (``history_reason`` says why),
+    #: so the log cannot be replayed. Absent: complete, as the recorder writes
+    history: Literal["complete", "partial"] = "complete"
+    history_reason: Optional[StrictStr] = None
+    #: set when the log was converted from another artefact, not recorded
+    imported: Optional[Imported] = None
 
 
 class Step(Model):
@@ -129,7 +162,91 @@ class End(Model):
     reason: StrictStr
 
 
-Record = Annotated[Union[Header, Step, ResourcesChange, End], Field(discriminator="kind")]
+KeyList = list[EncodedKey]
+#: dict[address, keys] as [[address, [key, ...]], ...]
+KeysBy = list[tuple[StrictStr, KeyList]]
+
+
+class FinalTask(Model):
+    """A task of a worker's final state, as the dump held it."""
+
+    key: EncodedKey
+    state: StrictStr
+    previous: Optional[StrictStr] = None
+    next: Optional[StrictStr] = None
+    run_id: Optional[StrictInt] = None
+    nbytes: Optional[NonNegative] = None
+    priority: Optional[list[Value]] = None
+    who_has: list[StrictStr] = []
+    coming_from: Optional[StrictStr] = None
+    dependencies: KeyList = []
+    dependents: KeyList = []
+    waiting_for_data: KeyList = []
+    resource_restrictions: Optional[Resources] = None
+    exception_text: Optional[StrictStr] = None
+
+
+class FinalState(Model):
+    """A worker's state when a cluster dump was taken: what later commands say
+    of the final state without replaying. Long task lists are split over
+    several records (``part`` 0, 1, …); the worker's fields are on part 0."""
+
+    kind: Literal["final"]
+    worker: StrictStr
+    #: the state after this step (0: before every step the log holds)
+    seq: NonNegative
+    part: NonNegative = 0
+    source: Literal["cluster-dump"] = "cluster-dump"
+    status: Optional[StrictStr] = None
+    running: Optional[StrictBool] = None
+    transition_counter: Optional[NonNegative] = None
+    tasks: list[FinalTask] = []
+    #: keys held in memory
+    data: KeyList = []
+    ready: KeyList = []
+    constrained: KeyList = []
+    executing: KeyList = []
+    long_running: KeyList = []
+    in_flight_tasks: KeyList = []
+    missing_dep_flight: KeyList = []
+    data_needed: KeysBy = []
+    in_flight_workers: KeysBy = []
+    has_what: KeysBy = []
+    busy_workers: list[StrictStr] = []
+
+
+class SchedulerTask(Model):
+    key: EncodedKey
+    state: StrictStr
+    processing_on: Optional[StrictStr] = None
+    who_has: list[StrictStr] = []
+    #: -1: unknown to the scheduler
+    nbytes: Optional[StrictInt] = None
+
+
+class SchedulerWorker(Model):
+    address: StrictStr
+    status: Optional[StrictStr] = None
+    nthreads: Optional[NonNegative] = None
+    resources: Resources = {}
+
+
+class SchedulerState(Model):
+    """The scheduler's view in a cluster dump, kept to compare with each
+    worker's; tasks split over records as in :class:`FinalState`."""
+
+    kind: Literal["scheduler"]
+    part: NonNegative = 0
+    source: Literal["cluster-dump"] = "cluster-dump"
+    address: Optional[StrictStr] = None
+    transition_counter: Optional[NonNegative] = None
+    workers: list[SchedulerWorker] = []
+    tasks: list[SchedulerTask] = []
+
+
+Record = Annotated[
+    Union[Header, Step, ResourcesChange, End, FinalState, SchedulerState], Field(discriminator="kind")
+]
 
 RECORD = TypeAdapter(Record)
 
