@@ -62,6 +62,13 @@ def rows(events: int, quick: bool) -> list[Row]:
         return (f"{m['median_ms']:.1f} ms median ({m['snapshots']} snapshots, "
                 f"{m['snapshots_mb'] / 1024:.1f} GB)"), m["median_ms"] <= 50
 
+    def step():
+        m = isolated("step", f"measure({simulated_log(events)!r}, repeats={8 if quick else 20})")
+        met = (m["back1_ms"] <= 50 and m["back1000_ms"] <= 50 and m["jump_ms"] <= 500
+               and m["reverse_100k_ms"] <= 2000 and m["snapshots_mb"] <= m["memory_bound_mb"])
+        return (f"back 1: {m['back1_ms']:.0f} ms, back 1k: {m['back1000_ms']:.0f} ms, jump: {m['jump_ms']:.0f} ms, "
+                f"reverse-continue 100k: {m['reverse_100k_ms']:.0f} ms; snapshots {m['snapshots_mb']:.0f} MB"), met
+
     def index_build():
         m = isolated("index", f"measure_build({simulated_log(events)!r})")
         index_facts.update(m)
@@ -113,6 +120,7 @@ def rows(events: int, quick: bool) -> list[Row]:
         Row(f"replay / bare handle_stimulus, {n} events", "<= 1.10x", replay_ratio),
         Row(f"seek latency, warm process, {n} events", "<= 50 ms", warm_seek),
         Row("seek latency, warm process, 200k events, snapshot every 1k steps", "<= 50 ms", warm_seek_dense),
+        Row(f"replay step medians after the first pass, {n} events", "<= 50/50/500/2000 ms, <= 2 GB", step),
         Row(f"indexing pass / bare handle_stimulus, {n} events", "<= 1.3x", index_build),
         Row(f"index size / log size, {n} events", "<= 0.5x", index_size),
         Row(f"any view from a fresh CLI process via the index, {n} events", "<= 0.5 s", index_cold),
