@@ -74,6 +74,24 @@ def merge(
     err.print(render.safe(f"{output}: {n} records"))
 
 
+@app.command("import-dump")
+def import_dump(
+    dump: str = typer.Argument(..., help="A Client.dump_cluster_state file: .msgpack.gz or .yaml."),
+    output: str = typer.Option(..., "-o", "--output", help="Log to write (.gz compresses)."),
+    json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Convert a cluster dump to a log: each worker's recorded stimuli, its final
+    state and the scheduler's view, tuple keys restored; nothing is unpickled."""
+    from replay.dump import import_dump as convert
+
+    report = convert(dump, output)
+    if json:
+        emit_json(report.to_json())
+        return
+    for line in report.lines():
+        (err if line.startswith("warning:") else out).print(render.safe(line))
+
+
 # --- replaying commands ------------------------------------------------------
 
 WORKER = typer.Option(None, "--worker", "-w", help="Worker: address, unique part of one, or index.")
@@ -109,6 +127,8 @@ def open_history(path: str) -> Any:
     for w in history.warnings:
         err.print(render.safe(f"warning: {w}"))
     for wh in history.workers:
+        if wh.header.get("history") == "partial":
+            continue  # never replayed: what would make a replay depart does not apply
         for w in prepare_replay(wh.header):
             err.print(render.safe(f"warning: {wh.address}: {w}"))
     return history
@@ -133,6 +153,10 @@ def indexed(log: str) -> Any:
     if mode == "required":
         raise BadInput(f"{log}: no current index ({INDEX_ENV}=required); `replay index` builds one")
     history = open_history(log)
+    from replay.partial import PartialLog, is_partial
+
+    if is_partial(history):  # nothing to replay from the empty state: answer without
+        return PartialLog(history)
     try:
         with index_progress(history) as cb:
             build(history, progress=cb)
@@ -456,10 +480,8 @@ def why(
     if not views:
         raise NotFound("; ".join(dict.fromkeys(str(e) for e in missed)))
     findings = []
-    if index is not None and len(index.workers) > 1 and wanted is None:
-        from replay.disagreements import find
-
-        findings = find(index, {v.worker: v.step for v in views})
+    if index is not None and wanted is None:
+        findings = index.disagreements({v.worker: v.step for v in views})
     emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)
 
 
@@ -498,6 +520,18 @@ def verify(
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
+    imported = [wh for wh in chosen if not (wh.header.get("imported") or {}).get("instructions", True)]
+    if imported:
+        from replay.dump import compare_final_state
+        from replay.summary import FinalStateCheck
+
+        for wh in imported:
+            if wh.header.get("history") == "partial":
+                raise BadInput(f"{wh.address}: history partial ({wh.header.get('history_reason')}): "
+                               "nothing to verify from the empty state")
+        addresses = {wh.address for wh in imported}
+        result.workers += [FinalStateCheck(c) for c in compare_final_state(history) if c.worker in addresses]
+        chosen = [wh for wh in chosen if wh.address not in addresses]
     if side_by_side(jobs, scheduler):
         from replay import parallel
 

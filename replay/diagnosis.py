@@ -216,11 +216,13 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             )
     elif state == "flight":
         gathered, peer = tracker.gather.get(key, (since, ts.coming_from or "?"))
-        detail.update(gather_step=gathered.step, coming_from=ts.coming_from)
+        detail.update(gather_step=gathered.step or None, coming_from=ts.coming_from)
         took = elapsed(gathered, now)
+        # step 0: issued before what the log holds (a partial history)
+        issued = f"gather issued at step {gathered.step}, " if gathered.step else ""
         reason = (
-            f"in flight from {ts.coming_from}: gather issued at step {gathered.step}, "
-            f"not completed by {by}" + (f" ({took})" if took else "")
+            f"in flight from {ts.coming_from}: {issued}"
+            f"not completed by {by}" + (f" ({took})" if took and gathered.step else "")
         )
     elif state == "missing":
         detail["who_has"] = _holders(ts)
@@ -250,10 +252,11 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             reason = f"ready: all {ws.nthreads} threads busy ({_running(ws)})"
     elif state in ("executing", "long-running"):
         started = tracker.execute.get(key, since)
-        detail["execute_step"] = started.step
+        detail["execute_step"] = started.step or None
         what = "executing" if state == "executing" else "long-running (seceded)"
         took = elapsed(started, now)
-        reason = f"{what} since step {started.step}; not finished by {by}" + (f" ({took})" if took else "")
+        began = f" since step {started.step}" if started.step else ""  # 0: before the log's history
+        reason = f"{what}{began}; not finished by {by}" + (f" ({took})" if took and started.step else "")
     elif state in ("cancelled", "resumed"):
         detail.update(previous=ts.previous, next=ts.next)
         underway = _UNDERWAY.get(ts.previous or "", f"the {ts.previous}")
@@ -299,14 +302,21 @@ class WhyView:
     tasks: list[Verdict]
     #: the key asked about, if one was
     key: Any = None
+    #: what the answer rests on, when not a replay (a partial history)
+    note: Optional[str] = None
 
     def to_json(self) -> dict:
-        return {"worker": self.worker, "step": self.step, "stimulus_id": self.stimulus_id,
-                "handled": self.handled, "running": self.running,
-                "paused_since": None if self.paused_since is None else self.paused_since.to_json(),
-                "tasks": [v.to_json() for v in self.tasks]}
+        out = {"worker": self.worker, "step": self.step, "stimulus_id": self.stimulus_id,
+               "handled": self.handled, "running": self.running,
+               "paused_since": None if self.paused_since is None else self.paused_since.to_json(),
+               "tasks": [v.to_json() for v in self.tasks]}
+        if self.note:
+            out["note"] = self.note
+        return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.note:
+            yield Text.assemble(("note: ", "yellow"), render.safe(self.note))
         if not self.tasks:
             yield Text.assemble(render.safe(self.worker), f" at step {self.step}: ", ("no task is stuck", "green"),
                                 "" if self.running else " (paused)")
@@ -323,7 +333,8 @@ def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment) -> An
     t = render.table(console, "key", "state", "since", "reason")
     for v in verdicts:
         ago = elapsed(v.since, now) if v.since.step != now.step else ""
-        since = f"step {v.since.step}" + (f" ({ago} earlier)" if ago and v.since.step else "")
+        # step 0: the task got there before the history the log holds
+        since = (f"step {v.since.step}" + (f" ({ago} earlier)" if ago else "")) if v.since.step else "unknown"
         reason = Text.assemble(render.safe(v.reason))
         facts = _detail_text(v.detail)
         if facts:

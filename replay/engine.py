@@ -153,6 +153,11 @@ class Replayer:
         check_invariants: bool = False,
         tap_log: bool = False,
     ):
+        if header.get("history") == "partial":
+            raise ReplayError(
+                f"worker {header.get('worker')}: its history is partial ({header.get('history_reason')}); "
+                "it cannot be replayed from the empty state"
+            )
         if not header.get("from_empty", True):
             raise ReplayError(
                 f"worker {header.get('worker')} was recorded from a state that already "

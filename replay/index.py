@@ -506,6 +506,14 @@ class Index:
             return None
         return cls(log, path)
 
+    def disagreements(self, at: dict[str, int]) -> list:
+        """Where the workers disagree about a key, each at the step ``at`` names."""
+        if len(self.workers) < 2:
+            return []
+        from replay.disagreements import find
+
+        return find(self, at)
+
     def worker(self, which: Any = None) -> IndexedWorker:
         from replay.positions import choose_worker
 

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 
+from replay.log import SIDE_KINDS
 from replay.logfile import LogError, iter_lines, log_files, write_records
 
 Warn = Callable[[str], None]
@@ -51,6 +52,8 @@ def _groups(path: str, index: int, warn: Warn | None) -> Iterator[tuple]:
             key = rec.get("handled")
         elif kind == "end":
             key = rec.get("time")
+        elif kind in SIDE_KINDS:  # a dump's end states: after every step, in order
+            key = math.inf
         else:
             raise LogError(path, lineno, f"unknown record kind {kind!r}")
         if isinstance(key, bool) or not isinstance(key, (int, float)):

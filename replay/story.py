@@ -140,6 +140,8 @@ class Story:
     #: the keys it is the story of, or the stimulus id
     keys: Optional[list] = None
     stimulus_id: Optional[str] = None
+    #: what the story rests on, when not a replay (a partial history)
+    note: Optional[str] = None
 
     @property
     def workers(self) -> list[str]:
@@ -164,7 +166,7 @@ class Story:
         starts = [s.start for s in stories if s.start is not None]
         first = stories[0]
         return cls(first.about, lines, min(starts) if starts else None, keys=first.keys,
-                   stimulus_id=first.stimulus_id)
+                   stimulus_id=first.stimulus_id, note=first.note)
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"about": self.about}
@@ -174,12 +176,16 @@ class Story:
                 out["key"] = jsonable(self.keys[0])
         if self.stimulus_id is not None:
             out["stimulus_id"] = self.stimulus_id
+        if self.note:
+            out["note"] = self.note
         out.update(start=self.start, workers=self.workers,
                    story=[line.to_json(self.start) for line in self.lines])
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         cluster = len(self.workers) > 1
+        if self.note:
+            yield Text.assemble(("note: ", "yellow"), render.safe(self.note))
         t = render.table(console, "step", "time", *(["worker"] if cluster else []), "stimulus", "what",
                          title=Text.assemble("story of ", render.safe(self.about)))
         for line in self.lines:

@@ -321,6 +321,37 @@ class WorkerVerify:
 
 
 @dataclass
+class FinalStateCheck:
+    """``verify`` of an imported log, which holds no instructions to compare:
+    the replayed final state against the dump's (:func:`replay.dump.compare_final_state`)."""
+
+    comparison: Any
+
+    @property
+    def faithful(self) -> bool:
+        return self.comparison.equal
+
+    def to_json(self) -> dict:
+        c = self.comparison
+        return {"address": c.worker, "faithful": c.equal, "compared": "final state",
+                "tasks": c.tasks, "reason": c.reason,
+                "differences": [{"key": jsonable(k), "what": what, "dump": jsonable(d), "replay": jsonable(r)}
+                                for k, what, d, r in c.differences]}
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        c = self.comparison
+        if c.equal:
+            yield Text.assemble(("faithful ", "green"), render.safe(c.worker),
+                                f": replayed, its {c.tasks} tasks end as in the dump (an imported log "
+                                "holds no instructions to compare)")
+            return
+        yield Text.assemble(("differs ", "bold red"), render.safe(c.worker), ": ", render.safe(c.reason))
+        for k, what, d, r in c.differences[:50]:
+            yield Text.assemble("  ", render.value(k, None), f" {what}: dump ", render.safe(literal(d)),
+                                ", replay ", render.safe(literal(r)))
+
+
+@dataclass
 class VerifyResult:
     workers: list[WorkerVerify]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dask
 import msgpack
+import orjson
 import pytest
 from distributed import Client, Event, LocalCluster
 
@@ -342,3 +343,62 @@ def test_import_copies_nothing_it_should_not(short_run, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".import-")]
     shutil.copy(out, tmp_path / "copy.jsonl")
     assert replay.open(str(tmp_path / "copy.jsonl")).workers
+
+
+# --- the commands on an imported log ------------------------------------------------
+
+
+def test_commands_on_a_partial_dump_say_what_they_know(capped_run, tmp_path, cli_run):
+    log = str(tmp_path / "capped.jsonl")
+    code, out, err = cli_run(["import-dump", capped_run["msgpack"], "-o", log])
+    assert code == 0, err and "history partial" in out
+    # load and why read the dump's final state: the blocked task is executing
+    data = orjson.loads(cli_run(["load", log, "--json"])[1])
+    stuck = [(w["address"], t) for w in data["workers"] for t in w["stuck"] if t["key"] == ["stuck", 0]]
+    assert len(stuck) == 1 and stuck[0][1]["state"] == "executing"
+    assert any("history partial" in x for w in data["workers"] for x in w["warnings"])
+    why = orjson.loads(cli_run(["why", log, "--json"])[1])
+    (w,) = [w for w in why["workers"] if w["worker"] == stuck[0][0]]
+    assert "history partial" in w["note"] and any(t["key"] == ["stuck", 0] for t in w["tasks"])
+    # the story of a key: the recorded events that name it, said to be no replay
+    story = orjson.loads(cli_run(["story", log, "('stuck', 0)", "-w", stuck[0][0], "--json"])[1])
+    assert "recorded events only" in story["note"] and {e["kind"] for e in story["story"]} == {"event"}
+    # what needs a replay from the empty state is refused with the reason, exit 2
+    for args in (["diff", log, "1..2", "-w", "0"], ["verify", log], ["state", log, "--at", "1", "-w", "0"]):
+        code, _, err = cli_run(args)
+        assert code == 2 and "history partial" in err and "low-level-log-length=12" in err, err
+
+
+def test_scheduler_and_worker_agree_on_a_consistent_dump(capped_run, tmp_path, cli_run):
+    # taken while the scheduler and workers were in step: no disagreement to report
+    log = str(tmp_path / "capped.jsonl")
+    import_dump(capped_run["msgpack"], log)
+    assert orjson.loads(cli_run(["why", log, "--json"])[1])["disagreements"] == []
+
+
+def test_verify_of_a_complete_import_compares_final_states(short_run, tmp_path, cli_run):
+    log = str(tmp_path / "short.jsonl")
+    assert cli_run(["import-dump", short_run["msgpack"], "-o", log])[0] == 0
+    code, out, err = cli_run(["verify", log, "--json"])
+    assert code == 0, err
+    data = orjson.loads(out)
+    assert data["faithful"] and all(w["compared"] == "final state" and w["tasks"] > 0 for w in data["workers"])
+
+
+def test_scheduler_processing_on_a_worker_that_finished_it(capped_run, tmp_path, cli_run):
+    # the scheduler's view as it is when a task-finished message is lost: the
+    # scheduler still has the task processing on a worker that holds it in memory
+    log = tmp_path / "capped.jsonl"
+    import_dump(capped_run["msgpack"], str(log))
+    lines = [orjson.loads(x) for x in log.read_bytes().splitlines()]
+    holder = next(f["worker"] for f in lines if f["kind"] == "final"
+                  for t in f["tasks"] if t["key"] == ["x", 1] and t["state"] == "memory")
+    for rec in lines:
+        if rec["kind"] == "scheduler":
+            for t in rec["tasks"]:
+                if t["key"] == ["x", 1]:
+                    t.update(state="processing", processing_on=holder, who_has=[])
+    log.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    (d,) = orjson.loads(cli_run(["why", str(log), "--json"])[1])["disagreements"]
+    assert (d["key"], d["worker"], d["state"]) == (["x", 1], holder, "memory")
+    assert d["scheduler"] == f"processing on {holder}"

@@ -1,0 +1,234 @@
+"""Logs whose history is partial: what they tell without a replay.
+
+A log imported from ``Client.dump_cluster_state`` usually holds only the last
+stimuli of each worker (dask caps its stimulus log), so it cannot be replayed
+from the empty state. It still holds the events it kept and, in its
+``final`` records, every task's state when the dump was taken. A
+:class:`PartialLog` answers the read commands from those: ``load``, ``why``
+and ``state`` at the last step read the dump's final state into the same
+stand-in ``WorkerState`` the index uses (:class:`~replay.index.FrozenWorker`)
+and explain it with the same code as a replay; ``story`` lists the recorded
+events that name the key, without transitions. Each answer says that the
+history is partial; what needs a replay (another step, a diff) is refused
+with the reason. The scheduler's view, kept in the ``scheduler`` record, is
+compared with each worker's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from rich.text import Text
+
+from replay import render
+from replay.errors import BadInput, NotFound
+from replay.literal import jsonable, key_text
+from replay.views import Moment
+from schemas.codec import decode_float, decode_resources, encode_key
+
+
+def is_partial(history: Any) -> bool:
+    return any(w.header.get("history") == "partial" for w in history.workers)
+
+
+class _NoHistory:
+    """A :class:`~replay.diagnosis.Tracker` that knows only the end: nothing
+    says when a task got where it is."""
+
+    def __init__(self, now: Moment):
+        self.now = now
+        self.end = now.step
+        self.changed: dict = {}
+        self.gather: dict = {}
+        self.execute: dict = {}
+        self.paused: Optional[Moment] = None
+
+
+class PartialLog:
+    """A log with a partial history, read without replay."""
+
+    def __init__(self, history: Any):
+        from replay.dump import final_states, scheduler_state
+
+        self.history = history
+        finals = final_states(history.log.source)
+        self.workers = [PartialWorker(wh, finals.get(wh.address)) for wh in history.workers]
+        self.scheduler = scheduler_state(history.log.source)
+
+    def worker(self, which: Any = None) -> PartialWorker:
+        from replay.positions import choose_worker
+
+        return self.workers[choose_worker([w.address for w in self.workers], which)]
+
+    def disagreements(self, at: dict[str, int]) -> list:
+        """The scheduler's view against each worker's final state."""
+        if self.scheduler is None:
+            return []
+        finals = {w.address: w.final for w in self.workers if w.final is not None}
+        out = []
+        for key, task in sorted(self.scheduler.tasks.items(), key=lambda kv: repr(kv[0])):
+            on = task.get("processing_on")
+            if task.get("state") == "processing" and on in finals:
+                mine = finals[on].tasks.get(key)
+                if mine is None or mine["state"] in ("memory", "released", "forgotten", "error"):
+                    out.append(SchedulerFinding(key, f"processing on {on}", on,
+                                                None if mine is None else mine["state"]))
+            for holder in task.get("who_has") or ():
+                if holder in finals:
+                    mine = finals[holder].tasks.get(key)
+                    if mine is None or mine["state"] != "memory":
+                        out.append(SchedulerFinding(key, f"who_has lists {holder}", holder,
+                                                    None if mine is None else mine["state"]))
+        return out
+
+
+@dataclass(slots=True)
+class SchedulerFinding:
+    """The scheduler and a worker disagree about a key (from a dump)."""
+
+    key: Any
+    #: what the scheduler says
+    scheduler: str
+    worker: str
+    #: the key's state on the worker (None: the worker has no such task)
+    state: Optional[str]
+
+    def text(self) -> str:
+        mine = f"has it {self.state}" if self.state else "has no such task"
+        return f"scheduler: {key_text(self.key)} {self.scheduler}; that worker {mine}"
+
+    def to_json(self) -> dict:
+        return {"kind": "scheduler and worker", "key": jsonable(self.key), "scheduler": self.scheduler,
+                "worker": self.worker, "state": self.state, "text": self.text()}
+
+    def __rich__(self) -> Text:
+        return Text.assemble(("disagreement: ", "bold red"), render.safe(self.text()))
+
+
+class PartialWorker:
+    """One worker of a :class:`PartialLog`."""
+
+    def __init__(self, wh: Any, final: Any):
+        self.wh = wh
+        self.final = final
+        self.address = wh.address
+        self.events = wh.events
+        header = wh.header
+        self.reason = header.get("history_reason") or "its log does not start from the empty state"
+
+    def position(self, pos: Any) -> int:
+        return self.wh.position(pos)
+
+    def _refuse(self, what: str) -> BadInput:
+        return BadInput(f"{self.address}: history partial ({self.reason}): {what} needs a replay from the "
+                        "empty state; load, why and state show the final state, story the recorded events")
+
+    def _at_end(self, step: int, what: str) -> None:
+        if step != self.events:
+            raise self._refuse(f"{what} at step {step}")
+        if self.final is None:
+            raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
+
+    def frozen(self, step: int) -> Any:
+        from replay.index import FrozenReplayer, FrozenWorker
+
+        self._at_end(step, "a state")
+        f, s = self.final, self.wh.header["state"]
+        rows = {
+            key: [t["state"], t.get("previous"), t.get("next"), t.get("priority"), t.get("nbytes"),
+                  list(t.get("who_has") or ()), t.get("coming_from"),
+                  [encode_key(k) for k in t.get("dependencies") or ()], t.get("resource_restrictions"),
+                  t.get("run_id"), t.get("exception_text")]
+            for key, t in f.tasks.items()
+        }
+        total = sorted(decode_resources(s["resources"]).items())
+        limit = decode_float(s["transfer_incoming_bytes_limit"])
+        counters = {
+            "running": f.running if f.running is not None else True, "nthreads": s["nthreads"],
+            "transfers": len(f.fields.get("in_flight_tasks", [])),
+            "transfers_limit": s["transfer_incoming_count_limit"], "transfer_bytes": 0,
+            "transfer_bytes_limit": None if limit in (None, float("inf")) else limit,
+            "nbytes": sum(t.get("nbytes") or 0 for t in f.tasks.values() if t["state"] == "memory"),
+            # the dump gives the worker's resources, not what its running tasks took
+            "total_resources": total, "available_resources": total,
+            "busy_workers": f.fields.get("busy_workers", []),
+        }
+        last = self.wh.wlog.last_handled
+        sid = ""
+        if self.events:
+            for call in self.wh.calls(self.events, self.events, instructions=False):
+                sid = call.events[-1].stimulus_id
+        return FrozenReplayer(FrozenWorker(self.address, rows, counters), self.events, sid, last)
+
+    def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
+        from replay.views import StateView
+
+        return StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+
+    def diff(self, first: int, last: int) -> Any:
+        raise self._refuse("a diff")
+
+    def why(self, step: int, key: Any = None) -> Any:
+        from replay.diagnosis import why_view
+
+        r = self.frozen(step)
+        view = why_view(r, _NoHistory(Moment(r.seq, r.handled)), key)
+        view.note = f"history partial ({self.reason}): the final state is the dump's; when tasks got there is unknown"
+        return view
+
+    def summary(self) -> Any:
+        from replay.diagnosis import why
+        from replay.summary import WorkerSummary
+        from replay.views import _state_rank
+
+        wlog = self.wh.wlog
+        if self.final is None:
+            raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
+        r = self.frozen(self.events)
+        states: dict[str, int] = {}
+        for ts in r.ws.tasks.values():
+            states[ts.state] = states.get(ts.state, 0) + 1
+        return WorkerSummary(
+            address=self.address, events=self.events, event_counts=dict(sorted(wlog.event_counts.items())),
+            first_handled=wlog.first_handled, last_handled=wlog.last_handled,
+            deterministic=bool(self.wh.header.get("deterministic")), ended=wlog.ended,
+            task_states=dict(sorted(states.items(), key=lambda kv: _state_rank(kv[0]))),
+            running=r.ws.running, paused_since=None,
+            stuck=why(r.ws, _NoHistory(Moment(r.seq, r.handled))),
+            warnings=[f"history partial ({self.reason}): the final state is the dump's, not a replay's"],
+            step=self.events,
+        )
+
+    def key_story(self, stop: int, key: Any) -> Any:
+        from replay.story import Story, StoryLine, event_keys, no_such_key
+
+        lines, known, start = [], set(), None
+        for call in self.wh.calls(1, stop, records=True, instructions=False):
+            start = call.handled if start is None else start
+            for i, ev in enumerate(call.events):
+                named = event_keys(ev)
+                known |= named
+                if key in named:
+                    lines.append(StoryLine.of(call.first + i, call.handled, self.address, ev.stimulus_id,
+                                              "event", ev, call.records[i]))
+        if not lines:
+            raise NotFound(no_such_key({key}, known, self.address))
+        story = Story(key_text(key), lines, start, keys=[key])
+        story.note = f"history partial ({self.reason}): recorded events only, no replay"
+        return story
+
+    def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
+        from replay.story import Story, StoryLine
+
+        lines, start = [], None
+        for call in self.wh.calls(1, stop, records=True, instructions=False):
+            start = call.handled if start is None else start
+            for i, ev in enumerate(call.events):
+                if ev.stimulus_id == stimulus_id:
+                    lines.append(StoryLine.of(call.first + i, call.handled, self.address, stimulus_id,
+                                              "event", ev, call.records[i]))
+        if not lines:
+            raise NotFound(f"no step of {self.address} has stimulus id {stimulus_id!r}")
+        story = Story(f"stimulus {stimulus_id}", lines, start, stimulus_id=stimulus_id)
+        story.note = f"history partial ({self.reason}): recorded events only, no replay"
+        return story
