@@ -301,7 +301,7 @@ def load(
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
         summary_.workers = map_workers(load_one, log, [w.address for w in history.workers],
-                                       jobs=jobs, scheduler=scheduler)
+                                       jobs=jobs, scheduler=scheduler, history=history)
         emit(summary_, json=json)
         return
     for wh in history.workers:
@@ -540,7 +540,8 @@ def verify(
         fn = parallel.verify_one_validating if validate else parallel.verify_one
         chosen = []  # every worker replayed side by side instead
         result.workers = parallel.map_workers(fn, log, [w.address for w in (
-            history.workers if worker is None else [history.worker(worker)])], jobs=jobs, scheduler=scheduler)
+            history.workers if worker is None else [history.worker(worker)])], jobs=jobs, scheduler=scheduler,
+            history=history)
     for wh in chosen:
         with progress_bar(f"verifying {wh.address}", wh.events) as cb:
             result.workers.append(verify_worker(wh, validate=validate, progress=cb))

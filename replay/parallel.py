@@ -25,6 +25,11 @@ from typing import Any, Optional
 from replay.errors import BadInput
 
 
+#: the log a forked child replays from: (path, what :func:`replay.open` read),
+#: so that children do not read the whole log again to find their worker
+_OPENED: Optional[tuple[str, Any]] = None
+
+
 def map_workers(
     fn: Callable[[str, str], Any],
     path: str,
@@ -32,18 +37,26 @@ def map_workers(
     *,
     jobs: Optional[int] = None,
     scheduler: Optional[str] = None,
+    history: Any = None,
 ) -> list[Any]:
-    """``[fn(path, address) for address in addresses]``, side by side."""
+    """``[fn(path, address) for address in addresses]``, side by side;
+    ``history`` is ``path`` opened already, for local processes to share."""
+    global _OPENED
     if scheduler is not None:
         return _on_dask(fn, path, addresses, scheduler)
-    if not jobs or jobs <= 1 or len(addresses) <= 1:
-        return [fn(path, a) for a in addresses]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    _OPENED = None if history is None else (path, history)
+    try:
+        if not jobs or jobs <= 1 or len(addresses) <= 1:
+            return [fn(path, a) for a in addresses]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    # fork: the children get this process's seed and its imported modules
-    with ProcessPoolExecutor(min(jobs, len(addresses)), mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(fn, [path] * len(addresses), addresses))
+        # fork: the children get this process's seed, its modules and the opened log
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(jobs, len(addresses)), mp_context=context) as pool:
+            return list(pool.map(fn, [path] * len(addresses), addresses))
+    finally:
+        _OPENED = None
 
 
 def _on_dask(fn: Callable[[str, str], Any], path: str, addresses: list[str], scheduler: str) -> list[Any]:
@@ -89,6 +102,8 @@ def _fresh(name: str, path: str, address: str, seed: str) -> Any:
 def _history(path: str, address: str) -> Any:
     import replay
 
+    if _OPENED is not None and _OPENED[0] == path:
+        return _OPENED[1].worker(address)
     return replay.open(path).worker(address)
 
 
