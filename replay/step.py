@@ -457,9 +457,15 @@ class Stepper:
         return DiffView(before, now.state, steps, len(steps))
 
     def story(self, key: Any) -> Any:
+        """The story of ``key`` over the whole log: from the log's index when
+        it is current (no replay), else by replaying the worker."""
+        from replay.index import Index
         from replay.story import key_story
         from replay.views import walk
 
+        index = Index.open(self.history.path) if self.history.path != "<stdin>" else None
+        if index is not None:
+            return index.workers[self.index].key_story(self.last, key)
         return key_story(walk(self.wh, self.last), self.wh.address, key)
 
     def close(self) -> None:

@@ -318,3 +318,29 @@ def test_ui_in_a_real_terminal(flight):
         assert "n/p step" not in screen()
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+def test_story_from_the_index_equals_the_replayed_one(fixture_path, tmp_path, monkeypatch):
+    from replay import index as index_module
+    from replay.index import Index, build
+    from replay.story import key_story
+    from replay.views import walk
+
+    log = str(tmp_path / "cluster.jsonl.gz")
+    shutil.copy(fixture_path("cluster-log.jsonl.gz"), log)
+    history = replay.open(log)
+    wh = history.workers[1]
+    s = Stepper(history, wh.address)
+    try:
+        key = ("tree", 2, 30)
+        replayed = s.story(key).to_json()  # no index yet: a replay
+        build(history)
+        opened = []
+        real_open = Index.open
+        monkeypatch.setattr(index_module.Index, "open", classmethod(
+            lambda cls, path: opened.append(path) or real_open.__func__(cls, path)))
+        from_index = s.story(key).to_json()
+        assert opened == [log] and real_open(log) is not None  # a current index answered
+        assert from_index == replayed == key_story(walk(wh), wh.address, key).to_json()
+    finally:
+        s.close()
