@@ -118,7 +118,7 @@ def index_path(log: str) -> str:
 
 # --- a read-only WorkerState at one step -------------------------------------------
 
-#: the fields of a task row, in order
+#: the fields of a task row, in order (:func:`task_row`, :class:`FrozenTask`)
 ROW = ("state", "previous", "next", "priority", "nbytes", "who_has", "coming_from",
        "dependencies", "resource_restrictions", "run_id", "exception_text")
 
@@ -154,10 +154,6 @@ class FrozenTask:
         tasks = self._worker.tasks
         keys = (decode_key(d) for d in self.dependency_keys)
         return [tasks[k] for k in keys if k in tasks]
-
-
-def _tuple(x: Any) -> Any:
-    return tuple(_tuple(v) for v in x) if isinstance(x, list) else x
 
 
 class _Queue:
