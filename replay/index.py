@@ -630,6 +630,10 @@ class IndexedWorker:
                 block, first = orjson.loads(zlib.decompress(data)), want
             yield step, block[step - first]
 
+    def lines_of(self, step: int) -> list:
+        """The story lines of one step: ``[kind, text, payload, keys]`` each."""
+        return next(self._lines([step]))[1]
+
     def _handled(self, steps: list[int]) -> dict[int, tuple[float, str]]:
         if not steps:
             return {}

@@ -248,6 +248,22 @@ class Seeker:
             self.prepare()
         return self._ask(self.history.position(pos), True, fn, args)
 
+    def distance(self, pos: Position) -> int:
+        """How many steps a seek to ``pos`` (a step view's) would replay."""
+        if not self.prepared:
+            self.prepare()
+        stop = self.history.position(pos)
+        start = self._start(stop, True)
+        i = bisect.bisect_right([s for s, _, _ in self.snapshots], start) - 1
+        return stop - self.snapshots[i][0]
+
+    def _start(self, stop: int, step: bool) -> int:
+        start = stop
+        if step and stop > 0:
+            k = bisect.bisect_left(self.spool.last_seq, stop)
+            start = self.spool.last_seq[k - 1] if k > 0 else 0
+        return start
+
     def _ask(self, stop: int, step: bool, fn: View, args: tuple) -> Any:
         start = stop
         if step and stop > 0:

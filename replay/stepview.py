@@ -171,6 +171,24 @@ def step_view(replayer: Replayer, applied: Optional[Applied], follower: Any, eve
     ws = replayer.ws
     step = replayer.seq
     event = None if applied is None or step == 0 else StepEvent.of(applied, step, ws.address)
+    return _with_state(replayer, event, events, start, states, keys)
+
+
+def indexed_step_view(worker: Any, step: int, events: int, start: Optional[float],
+                      states: tuple = (), keys: tuple = ()) -> StepView:
+    """The step view read from a log's index (an :class:`~replay.index.IndexedWorker`):
+    no replay, whatever the distance to a snapshot."""
+    r = worker.frozen(step)
+    event = None
+    if step > 0:
+        event = StepEvent(step, [StoryLine(step, r.handled, worker.address, r.stimulus_id, kind, text, data)
+                                 for kind, text, data, _ in worker.lines_of(step)])
+    return _with_state(r, event, events, start, states, keys)
+
+
+def _with_state(replayer: Any, event: Optional[StepEvent], events: int, start: Optional[float],
+                states: tuple, keys: tuple) -> StepView:
+    ws = replayer.ws
     many = not states and not keys and len(ws.tasks) > MANY_TASKS
     if many:
         # a row per finished task costs more than the rest of a step (tens of

@@ -344,3 +344,30 @@ def test_story_from_the_index_equals_the_replayed_one(fixture_path, tmp_path, mo
         assert from_index == replayed == key_story(walk(wh), wh.address, key).to_json()
     finally:
         s.close()
+
+
+def test_far_views_from_the_index_equal_the_replayed_ones(fixture_path, tmp_path, monkeypatch):
+    from replay import step as step_module
+    from replay.index import build
+
+    log = str(tmp_path / "cluster.jsonl.gz")
+    shutil.copy(fixture_path("cluster-log.jsonl.gz"), log)
+    history = replay.open(log)
+    build(history)
+    wh = max(history.workers, key=lambda w: w.events)
+    s = Stepper(history, wh.address)
+    try:
+        for pos in (0, 1, 417, 892, wh.events):
+            s.go(pos)
+            monkeypatch.setattr(step_module, "FAR", 10**9)  # a seek replays
+            assert not s.far()
+            replayed, why_replayed = s.view(), s.why()
+            monkeypatch.setattr(step_module, "FAR", -1)  # the index answers
+            assert s.far()
+            indexed, why_indexed = s.view(), s.why()
+            assert indexed.state.to_json() == replayed.state.to_json()
+            lines = lambda v: None if v.event is None else [(x.kind, x.text) for x in v.event.lines]  # noqa: E731
+            assert lines(indexed) == lines(replayed)
+            assert why_indexed.to_json() == why_replayed.to_json()
+    finally:
+        s.close()
