@@ -522,6 +522,8 @@ class IndexedWorker:
     def __init__(self, index: Index, wid: int, address: str, events: int, info: dict):
         self.index, self.wid, self.address, self.events, self.info = index, wid, address, events, info
         self.db = index.db
+        #: keyframe step -> (rows, counters), the last few decoded
+        self._frames: dict[int, tuple[dict, dict]] = {}
 
     # --- positions ----------------------------------------------------
 
@@ -559,20 +561,34 @@ class IndexedWorker:
 
     # --- the worker at a step -------------------------------------------
 
+    def _keyframe(self, step: int) -> tuple[int, dict, dict]:
+        """The last keyframe at or before ``step``: its step, rows and counters,
+        decoded once and kept (a stepper asks near the same place again)."""
+        row = self.db.execute("SELECT max(step) FROM keyframes WHERE wid = ? AND step <= ?",
+                              (self.wid, step)).fetchone()
+        since = row[0] or 0
+        cached = self._frames.get(since)
+        if cached is None:
+            rows: dict[Any, list] = {}
+            counters = _initial_counters(self.info["header"])
+            if since:
+                (blob,) = self.db.execute("SELECT data FROM keyframes WHERE wid = ? AND step = ?",
+                                          (self.wid, since)).fetchone()
+                data = orjson.loads(zlib.decompress(blob))
+                rows = {decode_key(k): r for k, r in data["tasks"]}
+                counters.update(data["counters"])
+            cached = self._frames[since] = (rows, counters)
+            while len(self._frames) > 4:
+                del self._frames[next(iter(self._frames))]
+        return since, cached[0], cached[1]
+
     def frozen(self, step: int) -> FrozenReplayer:
         """The stand-in ``WorkerState`` at ``step``."""
         db, wid = self.db, self.wid
-        rows: dict[Any, list] = {}
-        frame = db.execute("SELECT step, data FROM keyframes WHERE wid = ? AND step <= ? ORDER BY step DESC LIMIT 1",
-                           (wid, step)).fetchone()
-        since = 0
-        counters = _initial_counters(self.info["header"])
-        if frame is not None:
-            since = frame[0]
-            data = orjson.loads(zlib.decompress(frame[1]))
-            for k, row in data["tasks"]:
-                rows[decode_key(k)] = row
-            counters.update(data["counters"])
+        since, frame_rows, frame_counters = self._keyframe(step)
+        # copies: the cached keyframe stays as it was (rows themselves are never changed)
+        rows = dict(frame_rows)
+        counters = dict(frame_counters)
         for key, row in db.execute(
             "SELECT key, row FROM tasks WHERE wid = ? AND step > ? AND step <= ? ORDER BY step",
             (wid, since, step),
