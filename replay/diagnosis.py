@@ -20,7 +20,7 @@ from rich.text import Text
 from replay import render
 from replay.errors import NotFound
 from replay.literal import jsonable, key_text, literal, sort_key
-from replay.views import FINAL_STATES, Key, Moment, elapsed, is_transition
+from replay.views import FINAL_STATES, Key, Moment, changed_states, elapsed
 
 if TYPE_CHECKING:  # an index answers why without the state machine
     from distributed import worker_state_machine as wsm
@@ -57,15 +57,8 @@ class Tracker:
                 self.paused = at
             elif isinstance(ev, wsm.UnpauseEvent):
                 self.paused = None
-            before: dict[Key, str] = {}
-            after: dict[Key, str] = {}
-            for entry in s.log:
-                if is_transition(entry):
-                    before.setdefault(entry[0], entry[1])
-                    after[entry[0]] = entry[3]
-            for key, state in after.items():
-                if before[key] != state:
-                    self.changed[key] = (at, ev.stimulus_id)
+            for key in changed_states(s.log):
+                self.changed[key] = (at, ev.stimulus_id)
             for inst in s.instructions:
                 if isinstance(inst, wsm.GatherDep):
                     for key in inst.to_gather:

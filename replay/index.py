@@ -269,7 +269,7 @@ class _Writer:
 
         from replay.render import event_text
         from replay.story import entry_keys, event_keys, instruction_keys, line_data, line_text
-        from replay.views import is_transition
+        from replay.views import changed_states, is_transition
 
         call = applied.call
         handled = call.handled
@@ -286,14 +286,10 @@ class _Writer:
             lines = [["event", text, {"event": s.record["event"]},
                       [encode_key(k) for k in (named | set(answered))]]]
             touched = set(named) | set(answered)
-            first: dict = {}
-            final: dict = {}
             for entry in s.log:
                 keys = entry_keys(entry, self.known)
                 touched.update(keys)
                 if is_transition(entry):
-                    first.setdefault(entry[0], entry[1])
-                    final[entry[0]] = entry[3]
                     # most lines are transitions: their text is made when read (transition_text)
                     lines.append(["transition", None, line_data("transition", entry),
                                   [encode_key(k) for k in keys]])
@@ -320,8 +316,7 @@ class _Writer:
             for k in {orjson.dumps(k).decode() for line in lines for k in line[3]}:
                 self.postings.append((wid, k, s.step))
             # as the Tracker decides: a task changed if the step left it elsewhere
-            moved = {k for k, state in final.items() if first[k] != state}
-            self._tasks(s.step, touched, ws, moved)
+            self._tasks(s.step, touched, ws, changed_states(s.log).keys())
             self._counters(s.step, ws)
             if s.step % KEYFRAME == 0:
                 self._keyframe(s.step)
@@ -340,7 +335,7 @@ class _Writer:
             self.block_first += len(self.block)
             self.block = []
 
-    def _tasks(self, step: int, touched: set, ws: Any, moved_keys: set) -> None:
+    def _tasks(self, step: int, touched: set, ws: Any, moved_keys: Any) -> None:
         for key in touched:
             ts = ws.tasks.get(key)
             was = self.rows.get(key)

@@ -21,7 +21,7 @@ from replay.diagnosis import Tracker, why_view
 from replay.errors import BadInput, NotFound
 from replay.literal import key_text
 from replay.stepview import StepView, step_view
-from replay.views import StateView, is_transition
+from replay.views import StateView, changed_states
 
 
 class Column:
@@ -149,18 +149,10 @@ class Scan:
                     col = self.issued[i] = Column("l")
                 if not len(col) or col[len(col) - 1] != step:
                     col.append(step)
-            if s.log:
-                before: dict = {}
-                after: dict = {}
-                for entry in s.log:
-                    if is_transition(entry):
-                        before.setdefault(entry[0], entry[1])
-                        after[entry[0]] = entry[3]
-                for key, state in after.items():
-                    if before[key] != state:
-                        self.t_step.append(step)
-                        self.t_key.append(self.keys.id(key))
-                        self.t_state.append(self.states.id(state))
+            for key, state in changed_states(s.log).items():
+                self.t_step.append(step)
+                self.t_key.append(self.keys.id(key))
+                self.t_state.append(self.states.id(state))
         if applied.exception is not None:
             self.raised.append(applied.call.first + (len(applied.ends) if applied.ends is not None else 0))
         if self.validate:

@@ -97,6 +97,18 @@ def is_transition(entry: tuple) -> bool:
     return len(entry) == 7 and isinstance(entry[4], dict)
 
 
+def changed_states(log: Iterable[tuple]) -> dict[Key, str]:
+    """The tasks one step's ``ws.log`` entries left in another state, and that
+    state: a ``flight → fetch → flight`` within the step is no change."""
+    before: dict[Key, str] = {}
+    after: dict[Key, str] = {}
+    for entry in log:
+        if is_transition(entry):
+            before.setdefault(entry[0], entry[1])
+            after[entry[0]] = entry[3]
+    return {key: state for key, state in after.items() if before[key] != state}
+
+
 # --- state --------------------------------------------------------------------
 
 
