@@ -1195,18 +1195,11 @@ def scheduler_state(path: str) -> SchedulerView | None:
 
 
 def _side_records(path: str, kind: str) -> Iterator[tuple[int, dict]]:
-    from replay.errors import LogError
-    from replay.log import pydantic_error
-    from schemas.records import RECORD
+    from replay.log import validate_record
 
     for lineno, rec in iter_lines(path):
         if rec.get("kind") == kind:
-            try:
-                RECORD.validate_python(rec)
-            except ValidationError as e:
-                raise LogError(path, lineno, pydantic_error(e)) from None
-            except RecursionError:
-                raise LogError(path, lineno, "nested too deeply") from None
+            validate_record(path, lineno, rec)
             yield lineno, rec
 
 

@@ -163,18 +163,12 @@ class ClusterLog:
                 if kind not in SIDE_KINDS:
                     raise LogError(path, lineno, f"unknown record kind {_short(kind)}")
                 if validate:
-                    _validate_side(path, lineno, rec)
+                    validate_record(path, lineno, rec)
                 continue
             address = rec.get("worker")
             w = by_address.get(address) if type(address) is str else None
             if validate:
-                try:
-                    RECORD.validate_python(rec)
-                except ValidationError as e:
-                    hint = _version_hint(w.header) if w is not None else ""
-                    raise LogError(path, lineno, pydantic_error(e) + hint) from None
-                except RecursionError:
-                    raise LogError(path, lineno, "nested too deeply") from None
+                validate_record(path, lineno, rec, _version_hint(w.header) if w is not None else "")
             if type(address) is not str:
                 raise LogError(path, lineno, "worker: missing or not a string")
             if kind == "header":
@@ -263,11 +257,13 @@ class ClusterLog:
                     yield lineno, rec
 
 
-def _validate_side(path: str, lineno: int, rec: dict) -> None:
+def validate_record(path: str, lineno: int, rec: dict, hint: str = "") -> None:
+    """``rec`` against the schema of a log line, or a :class:`LogError` naming
+    its line (``hint`` follows a schema error: which dask wrote the log)."""
     try:
         RECORD.validate_python(rec)
     except ValidationError as e:
-        raise LogError(path, lineno, pydantic_error(e)) from None
+        raise LogError(path, lineno, pydantic_error(e) + hint) from None
     except RecursionError:
         raise LogError(path, lineno, "nested too deeply") from None
 
