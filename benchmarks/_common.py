@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -30,3 +31,23 @@ def simulated_log(events: int, seed: int = 1) -> str:
         )
         os.replace(path + ".tmp", path)
     return path
+
+
+def decoded(worker) -> list:
+    """A worker's calls decoded once: (resources changes, events) each.
+    Handlers only read events, so one decoded copy serves every round."""
+    return [(call.resources, call.events) for call in worker.calls()]
+
+
+def bare_seconds(worker, calls: list | None = None) -> float:
+    """``handle_stimulus`` alone on a fresh ``WorkerState``, fed ``calls``
+    (:func:`decoded`) in a tight loop: what a replay's overhead is measured against."""
+    calls = decoded(worker) if calls is None else calls
+    r = worker.replayer()
+    ws = r.ws
+    t = time.perf_counter()
+    for res, events in calls:
+        for change in res:
+            r.set_resources(change[0], change[1])
+        ws.handle_stimulus(*events)
+    return time.perf_counter() - t

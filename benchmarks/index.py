@@ -19,23 +19,11 @@ import subprocess
 import sys
 import time
 
-from _common import ROOT, ensure_seed, simulated_log
+from _common import ROOT, bare_seconds, ensure_seed, simulated_log
 
 ensure_seed()
 
 import replay  # noqa: E402
-
-
-def _bare_seconds(w) -> float:
-    decoded = [(call.resources, call.events) for call in w.calls()]
-    r = w.replayer()
-    ws = r.ws
-    t = time.perf_counter()
-    for res, events in decoded:
-        for total, available in res:
-            r.set_resources(total, available)
-        ws.handle_stimulus(*events)
-    return time.perf_counter() - t
 
 
 def _peak_rss_mb(code: str) -> float:
@@ -53,7 +41,7 @@ def measure_build(path: str) -> dict:
     from replay.index import build
 
     history = replay.open(path)
-    bare = sum(_bare_seconds(w) for w in history.workers)
+    bare = sum(bare_seconds(w) for w in history.workers)
     t = time.perf_counter()
     out = build(history)
     seconds = time.perf_counter() - t

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import ensure_seed, simulated_log
+from _common import bare_seconds, decoded, ensure_seed, simulated_log
 
 ensure_seed()
 
@@ -20,20 +20,10 @@ import replay  # noqa: E402
 
 def measure(path: str, repeats: int = 3) -> dict:
     w = max(replay.open(path).workers, key=lambda w: w.events)
-    # handlers only read events, so one decoded copy serves every round
-    decoded = [(call.resources, call.events) for call in w.calls()]
+    calls = decoded(w)
     bare, full = [], []
     for _ in range(repeats):
-        r = w.replayer()
-        ws = r.ws
-        t = time.perf_counter()
-        for res, events in decoded:
-            for total, available in res:
-                r.set_resources(total, available)
-            ws.handle_stimulus(*events)
-        bare.append(time.perf_counter() - t)
-        del r
-
+        bare.append(bare_seconds(w, calls))
         t = time.perf_counter()
         w.advance(w.replayer(), w.events)
         full.append(time.perf_counter() - t)

@@ -9,16 +9,12 @@ steps. Cold: ``replay state LOG --at POS --json`` started afresh.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import resource
-import signal
 import statistics
-import subprocess
-import sys
 import time
 
-from _common import ROOT, ensure_seed, simulated_log
+from _common import ensure_seed, simulated_log
 
 ensure_seed()
 
