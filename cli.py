@@ -380,6 +380,28 @@ def state_of_all(replayer: Any) -> Any:
     return StateView.of(replayer)
 
 
+def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
+    """``answer(worker)`` for every worker that has what was asked.
+
+    A stimulus id, a step or a key often belongs to some workers of a cluster
+    log only: their answers are the answer. Nothing found anywhere, or on the
+    one worker the user chose, is the one-line error, naming every worker.
+    """
+    from replay.errors import NotFound
+
+    answers, missed = [], []
+    for w in workers:
+        try:
+            answers.append(answer(w))
+        except NotFound as e:
+            if chosen_by_user or len(workers) == 1:
+                raise
+            missed.append(str(e))
+    if not answers:
+        raise NotFound("; ".join(dict.fromkeys(missed)))
+    return answers
+
+
 @app.command()
 def story(
     log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
@@ -424,16 +446,7 @@ def story(
         except NotFound as e:
             raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
 
-    stories, missed = [], []
-    for wh in chosen:
-        try:
-            stories.append(one(wh))
-        except NotFound as e:  # about other workers only
-            if worker is not None or len(chosen) == 1:
-                raise
-            missed.append(str(e))
-    if not stories:
-        raise NotFound("; ".join(dict.fromkeys(missed)))
+    stories = each_worker(chosen, one, chosen_by_user=worker is not None)
     emit(stories[0] if len(stories) == 1 else Story.merge(stories), json=json, svg=svg, html=html)
 
 
@@ -450,35 +463,20 @@ def why(
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
     from replay.diagnosis import ClusterWhy, diagnose, why_view
-    from replay.errors import NotFound
 
     index = indexed(log)
     source = index if index is not None else open_history(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
     wanted = None if key is None else parse_keys([key])[0]
-    views = []
-    missed: list[NotFound] = []
-    for wh in chosen:
-        try:
-            step = wh.position(at)
-        except NotFound as e:  # a stimulus id of another worker: answer for those that have it
-            if worker is not None:
-                raise
-            missed.append(e)
-            continue
-        try:
-            if index is not None:
-                views.append(wh.why(step, wanted))
-                continue
-            with progress_bar(f"replaying {wh.address}", step) as cb:
-                r, tracker = diagnose(wh, step, progress=cb)
-            views.append(why_view(r, tracker, wanted))
-        except NotFound as e:  # the key lives on other workers
-            if worker is not None:
-                raise
-            missed.append(e)
-    if not views:
-        raise NotFound("; ".join(dict.fromkeys(str(e) for e in missed)))
+    def one(wh: Any) -> Any:
+        step = wh.position(at)
+        if index is not None:
+            return wh.why(step, wanted)
+        with progress_bar(f"replaying {wh.address}", step) as cb:
+            r, tracker = diagnose(wh, step, progress=cb)
+        return why_view(r, tracker, wanted)
+
+    views = each_worker(chosen, one, chosen_by_user=worker is not None)
     findings = []
     if index is not None and wanted is None:
         findings = index.disagreements({v.worker: v.step for v in views})
