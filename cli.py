@@ -518,18 +518,6 @@ def verify(
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
-    imported = [wh for wh in chosen if not (wh.header.get("imported") or {}).get("instructions", True)]
-    if imported:
-        from replay.dump import compare_final_state
-        from replay.summary import FinalStateCheck
-
-        for wh in imported:
-            if wh.header.get("history") == "partial":
-                raise BadInput(f"{wh.address}: history partial ({wh.header.get('history_reason')}): "
-                               "nothing to verify from the empty state")
-        addresses = {wh.address for wh in imported}
-        result.workers += [FinalStateCheck(c) for c in compare_final_state(history) if c.worker in addresses]
-        chosen = [wh for wh in chosen if wh.address not in addresses]
     if side_by_side(jobs, scheduler):
         from replay import parallel
 

@@ -1234,31 +1234,33 @@ def compare_final_state(log: Any) -> list[FinalComparison]:
     import replay
 
     history = replay.open(log) if isinstance(log, (str, os.PathLike)) else log
-    finals = final_states(history.path if not isinstance(log, (str, os.PathLike)) else os.fspath(log))
-    out = []
-    for w in history.workers:
-        header = w.header
-        final = finals.get(w.address)
-        if header.get("history", "complete") != "complete":
-            out.append(FinalComparison(w.address, False, f"history partial: {header.get('history_reason')}"))
+    finals = final_states(history.log.source)
+    return [compare_worker(w, finals.get(w.address)) for w in history.workers]
+
+
+def compare_worker(w: Any, final: FinalWorkerState | None = None) -> FinalComparison:
+    """:func:`compare_final_state` of one worker (a ``WorkerHistory``);
+    ``final`` is its final state, read from the log when not given."""
+    header = w.header
+    if header.get("history", "complete") != "complete":
+        return FinalComparison(w.address, False, f"history partial: {header.get('history_reason')}")
+    if final is None:
+        final = final_states(w.log.source).get(w.address)
+    if final is None:
+        return FinalComparison(w.address, False, "the log holds no final state to compare with")
+    ws = w.state_at(final.seq)
+    diffs: list[tuple[Any, str, Any, Any]] = []
+    for key in sorted(final.tasks.keys() | ws.tasks.keys(), key=repr):
+        dumped = final.tasks.get(key)
+        ts = ws.tasks.get(key)
+        if dumped is None or ts is None:
+            diffs.append((key, "present", dumped is not None, ts is not None))
             continue
-        if final is None:
-            out.append(FinalComparison(w.address, False, "the log holds no final state to compare with"))
-            continue
-        ws = w.state_at(final.seq)
-        diffs: list[tuple[Any, str, Any, Any]] = []
-        for key in sorted(final.tasks.keys() | ws.tasks.keys(), key=repr):
-            dumped = final.tasks.get(key)
-            ts = ws.tasks.get(key)
-            if dumped is None or ts is None:
-                diffs.append((key, "present", dumped is not None, ts is not None))
-                continue
-            if dumped["state"] != ts.state:
-                diffs.append((key, "state", dumped["state"], ts.state))
-            elif ts.state == "memory" and dumped.get("nbytes") is not None and dumped["nbytes"] != ts.nbytes:
-                diffs.append((key, "nbytes", dumped["nbytes"], ts.nbytes))
-        out.append(FinalComparison(w.address, True, "replayed from the empty state", len(final.tasks), diffs))
-    return out
+        if dumped["state"] != ts.state:
+            diffs.append((key, "state", dumped["state"], ts.state))
+        elif ts.state == "memory" and dumped.get("nbytes") is not None and dumped["nbytes"] != ts.nbytes:
+            diffs.append((key, "nbytes", dumped["nbytes"], ts.nbytes))
+    return FinalComparison(w.address, True, "replayed from the empty state", len(final.tasks), diffs)
 
 
 __all__ = [

@@ -155,7 +155,7 @@ class Replayer:
     ):
         if header.get("history") == "partial":
             raise ReplayError(
-                f"worker {header.get('worker')}: its history is partial ({header.get('history_reason')}); "
+                f"worker {header.get('worker')}: history partial ({header.get('history_reason')}): "
                 "it cannot be replayed from the empty state"
             )
         if not header.get("from_empty", True):

@@ -119,7 +119,7 @@ def verify_one(path: str, address: str, validate: bool = False) -> Any:
     from replay.summary import verify_worker
 
     result = verify_worker(_history(path, address), validate=validate)
-    d = result.divergence
+    d = getattr(result, "divergence", None)  # a final-state check has none
     if d is not None and d.story is not None:
         for line in d.story.lines:
             line.item = None  # text and payload are kept; exceptions need not pickle
