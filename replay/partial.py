@@ -199,8 +199,10 @@ class PartialWorker:
             step=self.events,
         )
 
-    def key_story(self, stop: int, key: Any) -> Any:
-        from replay.story import Story, StoryLine, event_keys, no_such_key
+    def _event_lines(self, stop: int, wanted: Any) -> tuple[list, set, Optional[float]]:
+        """The recorded events up to ``stop`` that ``wanted(event, keys it
+        names)`` accepts, as story lines; every key named; the first time."""
+        from replay.story import StoryLine, event_keys
 
         lines, known, start = [], set(), None
         for call in self.wh.calls(1, stop, records=True, instructions=False):
@@ -208,27 +210,25 @@ class PartialWorker:
             for i, ev in enumerate(call.events):
                 named = event_keys(ev)
                 known |= named
-                if key in named:
+                if wanted(ev, named):
                     lines.append(StoryLine.of(call.first + i, call.handled, self.address, ev.stimulus_id,
                                               "event", ev, call.records[i]))
+        return lines, known, start
+
+    def key_story(self, stop: int, key: Any) -> Any:
+        from replay.story import Story, no_such_key
+
+        lines, known, start = self._event_lines(stop, lambda ev, named: key in named)
         if not lines:
             raise NotFound(no_such_key({key}, known, self.address))
-        story = Story(key_text(key), lines, start, keys=[key])
-        story.note = f"history partial ({self.reason}): recorded events only, no replay"
-        return story
+        return Story(key_text(key), lines, start, keys=[key],
+                     note=f"history partial ({self.reason}): recorded events only, no replay")
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-        from replay.story import Story, StoryLine
+        from replay.story import Story
 
-        lines, start = [], None
-        for call in self.wh.calls(1, stop, records=True, instructions=False):
-            start = call.handled if start is None else start
-            for i, ev in enumerate(call.events):
-                if ev.stimulus_id == stimulus_id:
-                    lines.append(StoryLine.of(call.first + i, call.handled, self.address, stimulus_id,
-                                              "event", ev, call.records[i]))
+        lines, _, start = self._event_lines(stop, lambda ev, named: ev.stimulus_id == stimulus_id)
         if not lines:
             raise NotFound(f"no step of {self.address} has stimulus id {stimulus_id!r}")
-        story = Story(f"stimulus {stimulus_id}", lines, start, stimulus_id=stimulus_id)
-        story.note = f"history partial ({self.reason}): recorded events only, no replay"
-        return story
+        return Story(f"stimulus {stimulus_id}", lines, start, stimulus_id=stimulus_id,
+                     note=f"history partial ({self.reason}): recorded events only, no replay")
