@@ -51,7 +51,7 @@ from schemas.codec import decode_key, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 4
+VERSION = 5
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -228,18 +228,20 @@ class FrozenReplayer:
 # --- writing ----------------------------------------------------------------------
 
 
+#: the state view's counters the index keeps (the two others it derives from the tasks)
+_COUNTED = ("nthreads", "transfers", "transfers_limit", "transfer_bytes", "transfer_bytes_limit", "nbytes",
+            "total_resources", "available_resources")
+
+
 def counters_row(ws: Any) -> dict:
-    limit = ws.transfer_incoming_bytes_limit
-    return {
-        "running": ws.running, "nthreads": ws.nthreads,
-        "transfers": ws.transfer_incoming_count, "transfers_limit": ws.transfer_incoming_count_limit,
-        "transfer_bytes": ws.transfer_incoming_bytes,
-        "transfer_bytes_limit": None if limit in (None, float("inf")) else limit,
-        "nbytes": ws.nbytes,
-        "total_resources": sorted(ws.total_resources.items()),
-        "available_resources": sorted(ws.available_resources.items()),
-        "busy_workers": sorted(ws.busy_workers),
-    }
+    """What the index keeps of the worker besides its tasks: the view's
+    :class:`~replay.views.Counters`, whether it runs, its busy peers."""
+    from replay.views import Counters
+
+    c = Counters.of(ws)
+    row = {f: getattr(c, f) for f in _COUNTED}
+    row.update(running=ws.running, busy_workers=sorted(ws.busy_workers))
+    return row
 
 
 class _Writer:
@@ -740,7 +742,7 @@ def _initial_counters(header: dict) -> dict:
     from schemas.codec import decode_float, decode_resources
 
     s = header["state"]
-    resources = sorted(decode_resources(s["resources"]).items())
+    resources = dict(sorted(decode_resources(s["resources"]).items()))
     limit = decode_float(s["transfer_incoming_bytes_limit"])
     return {
         "running": True, "nthreads": s["nthreads"], "transfers": 0,
