@@ -63,13 +63,17 @@ def cluster(tmp_path_factory, fixture_path):
     return indexed_copy(fixture_path("cluster-log.jsonl.gz"), tmp_path_factory.mktemp("cluster"))
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_index_equals_replay_on_a_real_cluster(cluster, data):
-    history, index = cluster
+def same_views_somewhere(data, history, index) -> None:
+    """:func:`same_views` at a worker and step hypothesis draws."""
     n = data.draw(st.integers(0, len(history.workers) - 1))
     wh, iw = history.workers[n], index.workers[n]
     same_views(wh, iw, data.draw(st.integers(0, wh.events)))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_index_equals_replay_on_a_real_cluster(cluster, data):
+    same_views_somewhere(data, *cluster)
 
 
 def test_index_equals_replay_on_every_fixture(shipped_fixture, tmp_path):
@@ -94,10 +98,7 @@ def simulated(tmp_path_factory):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_index_equals_replay_on_a_simulated_log_with_faults(simulated, data):
-    history, index = simulated
-    n = data.draw(st.integers(0, len(history.workers) - 1))
-    wh, iw = history.workers[n], index.workers[n]
-    same_views(wh, iw, data.draw(st.integers(0, wh.events)))
+    same_views_somewhere(data, *simulated)
 
 
 def test_batch_steps_from_the_index(tmp_path, record_log):
