@@ -347,7 +347,7 @@ def diff(
     json: bool = JSON,
 ) -> None:
     """The steps between two positions, then what they changed in the worker."""
-    from replay.views import DiffView, steps_between
+    from replay.views import DiffView, state_of, steps_between
 
     from_, sep, to = span.partition("..")
     if not sep or not from_ or not to:
@@ -368,16 +368,10 @@ def diff(
         # the earlier position first: one forward replay serves both
         for step in (first, last):
             with progress_bar(f"replaying {wh.address}", step) as cb:
-                views[step] = wh.view(step, state_of_all, progress=cb)
+                views[step] = wh.view(step, state_of, progress=cb)
         steps, total = steps_between(wh.calls(first + 1, last, instructions=False))
         view = DiffView(views[first], views[last], steps, total)
     emit(view, json=json)
-
-
-def state_of_all(replayer: Any) -> Any:
-    from replay.views import StateView
-
-    return StateView.of(replayer)
 
 
 def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
