@@ -91,7 +91,7 @@ _STDLIB = os.path.dirname(os.__file__)
 
 
 def _generated(code: CodeType) -> bool:
-    # dataclasses write __init__, __repr__, __eq__… with exec(), and wrap
+    # dataclasses write __init__, __repr__, __eq__… from source text, and wrap
     # __repr__ in a function of their own: neither is the module's code
     return code.co_filename.startswith("<") or code.co_filename.startswith(_STDLIB)
 
