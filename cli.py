@@ -763,7 +763,7 @@ def step(
     worker: Optional[str] = typer.Option(
         None, "--worker", "-w",
         help="Worker: address, unique part of one, or index (default: the first that has --to's "
-        "stimulus id, else the first)."),
+        "stimulus id, else the first that ends with a task not finished, else the first)."),
     to: Optional[str] = typer.Option(None, "--to", help="Start at this step or stimulus id (default: step 0)."),
     breaks: list[str] = typer.Option([], "--break", metavar="SPEC",
                                      help="Stop where state:KEY=STATE, stimulus:ID, event:CLASS, instruction:CLASS, "
