@@ -81,13 +81,6 @@ app = typer.Typer(
     help="Record and replay the dask.distributed worker state machine.",
 )
 
-
-@app.callback()
-def _options(
-    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
-                                      help="Print the version of dask-replay and of distributed, and exit."),
-) -> None:
-    """Record and replay the dask.distributed worker state machine."""
 #: piped output is plain text, one long line per row, never cut at 80 columns
 out = Console(highlight=False, soft_wrap=True, **({} if sys.stdout.isatty() else {"width": 100_000}))
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -833,6 +826,8 @@ def _options(
         help="Import MODULE before anything replays: a patched or fixed state machine (repeatable; "
         "also after the command, or REPLAY_IMPORT=m1,m2).",
     ),
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                      help="Print the version of dask-replay and of distributed, and exit."),
 ) -> None:
     # main() has taken every --import already, wherever it stood: see replay.imports
     pass

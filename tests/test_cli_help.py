@@ -21,6 +21,7 @@ TYPED = re.compile(r"<(bool|str|int|float|list|text)[^>]*>|list\[|int range|x>=|
 def test_every_command_is_listed(cli_run):
     code, out, err = cli_run(["-h"], columns=200)
     assert code == 0, err
+    assert not TYPED.search(out) and re.search(r"--version\s+Print", out), out
     for name in COMMANDS:
         assert re.search(rf"^\W*{re.escape(name)}\s", out, re.MULTILINE), name
 
