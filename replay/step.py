@@ -503,6 +503,8 @@ class Stepper:
             v = indexed_step_view(self.indexed(), self.pos, wh.events, start, self.states, self.keys)
         else:
             v = self.seeker.view_step(self.pos, step_view, wh.events, start, self.states, self.keys)
+        if self.time is not None and (v.state.handled is None or v.state.handled < self.time):
+            v.moment = self.time
         hits = self.hits_here()
         if hits:
             v.hit = "; ".join(str(bp) for bp in hits)

@@ -119,6 +119,9 @@ class StepView:
     hit: Optional[str] = None
     #: something the user should know about this position, e.g. "no breakpoint hit"
     note: Optional[str] = None
+    #: the recorded time the user stands at, when later than this step's
+    #: (another worker shown at that moment: its last step by then)
+    moment: Optional[float] = None
 
     @property
     def step(self) -> int:
@@ -159,6 +162,9 @@ class StepView:
     def head(self) -> list[Text]:
         """The heading, then what stopped here and what to know about it."""
         lines = [self.heading()]
+        if self.moment is not None:
+            lines.append(Text(f"as of {render.clock(self.moment)} UTC: " + (
+                "this worker's last step by then" if self.step else "before this worker's first step"), style="dim"))
         if self.hit:
             lines.append(Text.assemble(("breakpoint: ", "bold reverse"), render.safe(self.hit)))
         if self.note:

@@ -234,7 +234,8 @@ def test_tab_keeps_the_recorded_time(cluster):
     recorded = [[(c.first + i, c.handled) for c in wh.calls(instructions=False) for i in range(len(c.events))]
                 for wh in history.workers]
     start = s.index
-    for pos in (1, s.last // 3, s.last // 2 + 1, s.last):
+    positions = (1, s.last // 3, s.last // 2 + 1, s.last)
+    for pos in positions:
         s.go(pos)
         moment = recorded[start][pos - 1][1]
         assert s.time == moment
@@ -245,6 +246,9 @@ def test_tab_keeps_the_recorded_time(cluster):
             assert s.pos == (by_then[-1] if by_then else 0)
             if s.index == start:
                 assert s.pos == pos
+            elif pos in positions[:3:2]:  # the heading says which moment it shows
+                shown = dict(recorded[s.index]).get(s.pos)
+                assert s.view().moment == (moment if shown is None or shown < moment else None)
         assert s.index == start and s.pos == pos
 
 
