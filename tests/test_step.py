@@ -399,7 +399,9 @@ def test_ui_fits_80x24(cluster):
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("g", *str(step), "enter")
             shots.append(screen_text(app))
-            await pilot.press("enter")  # the first task, in full
+            await pilot.press("k")
+            shots.append(screen_text(app))
+            await pilot.press("k", "enter")  # the first task, in full
             shots.append(screen_text(app))
             await pilot.press("slash", "enter", "slash", *"tree", "enter")
             shots.append(screen_text(app))
@@ -412,13 +414,15 @@ def test_ui_fits_80x24(cluster):
             await pilot.press("q")
         return shots
 
-    crowded, detail, picker, picked, unknown, found = asyncio.run(session())
-    for shot in (crowded, detail, picked, unknown, found):
+    crowded, full, detail, picker, picked, unknown, found = asyncio.run(session())
+    for shot in (crowded, full, detail, picked, unknown, found):
         lines = shot.splitlines()
         assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
         assert lines[-1].rstrip().endswith("? help  q quit")
     assert crowded.startswith(f"step {step} of {s.wh.events}")
     assert "\nevent " in crowded and task_rows_shown(crowded, rows), crowded
+    assert rows[0][0] != key_text(first)  # the fixture's first row is a key that shortens
+    assert task_rows_shown(full, [(key_text(first), rows[0][1])]) and "keys in full" in full
     assert f"finding {key_text(first)}" in detail and f"\nkey {key_text(first)}  {rows[0][1]}" in detail
     assert task_rows_shown(detail, rows[:1])
     assert f"{len(tree)} keys contain 'tree'" in picker and key_text(tree[1]) in picker
