@@ -8,17 +8,79 @@ from typing import Any, Optional
 
 import orjson
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 
 from replay import render
 from replay.errors import BadInput
 
+class _Commands(TyperGroup):
+    """``replay``'s commands, with help a person reads.
+
+    typer names each option's value by its Python type (``--json <bool>``,
+    ``<list[str]>``, ``<int range> [x>=1]``): here a value is named by its
+    metavar (``--at POS``; by default the option's own name, ``--worker
+    WORKER``), a flag by nothing, and a bound is said in words at the end of
+    the option's help. The values are checked as declared, bounds included.
+    """
+
+    def get_params(self, ctx: Any) -> list:
+        return [_named(p) for p in super().get_params(ctx)]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            for p in [*command.params, command.get_help_option(ctx)]:
+                if p is not None:
+                    _named(p)
+        return command
+
+
+#: what an option's value is, where its name does not say it
+_VALUES = {"--at": "POS", "--to": "POS", "--output": "FILE", "--pytest": "FILE", "--jump": "N", "--jobs": "N"}
+
+
+def _named(p: Any) -> Any:
+    """``p`` shown by name, never by type (what :class:`_Commands` promises)."""
+    if getattr(p, "is_flag", False):
+        p.metavar = ""
+    elif p.param_type_name == "argument":
+        p.metavar = p.metavar or p.name.upper()
+        # typer has no setting for an argument's type column: an argument says
+        # what it is in its name and help
+        p.display_type_rich = lambda ctx: None
+    elif p.metavar is None:
+        long = max(p.opts, key=len)
+        p.metavar = _VALUES.get(long) or long.lstrip("-").upper().replace("-", "_")
+    low, high = getattr(p, "min", None), getattr(p, "max", None)
+    if low is not None or high is not None:
+        bound = f"{low} to {high}" if low is not None and high is not None else \
+            f"at least {low}" if low is not None else f"at most {high}"
+        p.help = f"{(p.help or '').rstrip('.')} ({bound})."
+        # the bound lives in the value's type; these two only print it
+        p.min = p.max = None
+    return p
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        out.print(f"dask-replay {version('dask-replay')} (distributed {version('distributed')})")
+        raise typer.Exit()
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # docstrings wrap at 110 columns: markdown joins their lines into sentences
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Record and replay the dask.distributed worker state machine.",
 )
+
 #: piped output is plain text, one long line per row, never cut at 80 columns
 out = Console(highlight=False, soft_wrap=True, **({} if sys.stdout.isatty() else {"width": 100_000}))
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -625,7 +687,7 @@ def step(
     worker: Optional[str] = typer.Option(
         None, "--worker", "-w",
         help="Worker: address, unique part of one, or index (default: the first that has --to's "
-        "stimulus id, else the first)."),
+        "stimulus id, else the first that ends with a task not finished, else the first)."),
     to: Optional[str] = typer.Option(None, "--to", help="Start at this step or stimulus id (default: step 0)."),
     breaks: list[str] = typer.Option([], "--break", metavar="SPEC",
                                      help="Stop where state:KEY=STATE, stimulus:ID, event:CLASS, instruction:CLASS, "
@@ -695,6 +757,8 @@ def _options(
         help="Import MODULE before anything replays: a patched or fixed state machine (repeatable; "
         "also after the command, or REPLAY_IMPORT=m1,m2).",
     ),
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                      help="Print the version of dask-replay and of distributed, and exit."),
 ) -> None:
     # main() has taken every --import already, wherever it stood: see replay.imports
     pass
