@@ -104,7 +104,7 @@ class Source(Protocol):
 class ReplayedWorker:
     """One worker, answered by replaying it."""
 
-    def __init__(self, history: Any, progress: ProgressFactory):
+    def __init__(self, history: Any, progress: ProgressFactory = no_progress):
         self.history = history
         self.address: str = history.address
         self.events: int = history.events
