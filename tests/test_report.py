@@ -14,11 +14,12 @@ peer). What is not finished is what ``replay why`` answers when replaying
 from __future__ import annotations
 
 import gzip
+import html
 import os
 import re
 import shutil
 import subprocess
-import tempfile
+
 
 import orjson
 import pytest
@@ -181,7 +182,7 @@ def test_bad_input_is_one_line(cli_run, tmp_path, fixture_path):
 
 #: an attribute that makes a browser fetch something
 EXTERNAL = re.compile(rb"""(?:src|href|action|poster|data|srcset)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
-SCRIPT = re.compile(rb"<script\b[^>]*>(.*?)</script>", re.S | re.I)
+SCRIPT = re.compile(rb"(<script\b[^>]*>)(.*?)(</script>)", re.S | re.I)
 URL = re.compile(rb"https?://[^\s\"'`)<>]+")
 
 
@@ -196,9 +197,9 @@ def test_page_needs_no_network(cli_run, shipped_fixture, copied, tmp_path):
     from bokeh.resources import INLINE
 
     page = _page(cli_run, copied(shipped_fixture), str(tmp_path / "r.html"))
-    scripts = SCRIPT.findall(page)
+    scripts = [body for _, body, _ in SCRIPT.findall(page)]
     assert scripts and any(b"Bokeh" in s for s in scripts)
-    markup = SCRIPT.sub(b"<script></script>", page)
+    markup = SCRIPT.sub(rb"\1\3", page)  # the tags stay, with their attributes
     # nothing outside the scripts fetches: no <script src>, <link href>, <img src>, CSS url() or @import
     assert not EXTERNAL.findall(markup), EXTERNAL.findall(markup)[:5]
     assert not re.search(rb"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=", markup, re.I)
@@ -207,3 +208,73 @@ def test_page_needs_no_network(cli_run, shipped_fixture, copied, tmp_path):
     # optional MathJax-from-CDN, used only for TeX labels this page never draws)
     library = set(URL.findall("".join(INLINE.js_raw + INLINE.css_raw).encode()))
     assert set(URL.findall(b"".join(scripts))) <= library
+
+
+# --- in a real browser, offline -------------------------------------------------------
+
+
+def _chromium() -> str:
+    """Debian's chromium, installed as ``.ci/run`` installs it when missing."""
+    found = shutil.which("chromium")
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        done = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, text=True,
+                              timeout=900)
+        found = shutil.which("chromium")
+        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    else:
+        why = "not root, or no apt-get"
+    if found is None:
+        pytest.skip(f"chromium is not installed and `apt-get install -y chromium` cannot install it here ({why})")
+    return found
+
+
+def _offline() -> list[str]:
+    """A prefix that runs a command with no network at all, where the kernel lets us."""
+    try:
+        if subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10).returncode == 0:
+            return ["unshare", "-n"]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return []  # the browser's own switches below still resolve and proxy nothing
+
+
+def _browse(page: str, *args: str, folder: str) -> str:
+    command = [*_offline(), _chromium(), "--headless", "--disable-gpu", "--no-first-run",
+               f"--user-data-dir={folder}/profile", "--host-resolver-rules=MAP * ~NOTFOUND",
+               "--proxy-server=127.0.0.1:9", "--virtual-time-budget=10000", "--hide-scrollbars",
+               *(["--no-sandbox"] if os.geteuid() == 0 else []), *args, "file://" + os.path.abspath(page)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("name", ["stuck-flight.jsonl", "cluster-log.jsonl.gz"])
+def test_page_in_headless_chromium(cli_run, copied, fixture_path, tmp_path, name):
+    from PIL import Image
+
+    from replay.report_page import COLOURS
+
+    log = copied(fixture_path(name))
+    out = str(tmp_path / "r.html")
+    _page(cli_run, log, out)
+    report, _ = _report(log)
+    dom = _browse(out, "--dump-dom", folder=str(tmp_path))
+    # Bokeh's scripts ran and drew one stream per worker
+    assert dom.count('class="bk-Figure"') == len(report.workers)
+    for w in report.workers:
+        assert f'<h2 class="worker">{w.address}</h2>' in dom
+        for u in w.unfinished:
+            assert f'<td class="why">{html.escape(u.reason, quote=False)}</td>' in dom
+    # nothing the scripts added fetches from outside
+    assert not EXTERNAL.findall(SCRIPT.sub(rb"\1\3", dom.encode()))
+    if name.startswith("stuck"):
+        assert any(u.key == "x" for w in report.workers for u in w.unfinished)
+
+    shot = str(tmp_path / "r.png")
+    _browse(out, f"--screenshot={shot}", "--window-size=1400,1000", folder=str(tmp_path))
+    pixels = Image.open(shot).convert("RGB")
+    colours = pixels.getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50, "a blank or text-only page"
+    # the canvas holds executions drawn in their colour, not only the HTML around them
+    blue = tuple(int(COLOURS[("execute", "success")][i:i + 2], 16) for i in (1, 3, 5))
+    assert dict((c, n) for n, c in colours).get(blue, 0) > 100
