@@ -103,7 +103,9 @@ def _header(report: Report) -> str:
         f"<code>Execute</code> that started it to its <code>Execute*Event</code>, a transfer from its "
         f"<code>GatherDep</code> to its <code>GatherDep*Event</code>. Bars shorter than one pixel column "
         f"({_esc(_duration(report.bucket))} of recorded time, {report.width} columns) are drawn as one "
-        f"bar per column, with their count on hover. The headline and the unfinished tasks were "
+        f"bar per column, with their count on hover. An execution takes the lowest row free when it "
+        f"starts: a worker uses more rows than threads while seceded or cancelled executions still run. "
+        f"The headline and the unfinished tasks were "
         f"answered by the log's {_esc(report.source)} source.</p>\n"
         + _legend()
     )
