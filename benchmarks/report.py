@@ -6,13 +6,15 @@ the time headless Chromium takes to draw it, each beside what it compares to.
 - the page's bytes, and how many bars were drawn one by one or counted per
   pixel column;
 - headless Chromium, offline, loading the page until every worker's stream is
-  drawn, minus the same browser loading a page of no worker (its start-up).
+  drawn, minus the same browser loading the same page with nothing on its streams.
 
     python benchmarks/report.py [LOG] [--events N]
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -26,7 +28,7 @@ ensure_seed()
 
 import replay  # noqa: E402
 from replay.index import build as build_index  # noqa: E402
-from replay.report import Report, build  # noqa: E402
+from replay.report import build  # noqa: E402
 from replay.report_page import page  # noqa: E402
 from replay.source import open_source  # noqa: E402
 
@@ -63,8 +65,11 @@ def measure(log: str, repeats: int = 3) -> dict:
             with open(full, "w") as f:
                 f.write(html)
             with open(empty, "w") as f:
-                f.write(page(Report(report.path, report.source, report.origin, report.span, report.bucket,
-                                    report.width)))
+                # the same workers and axes with nothing to draw on them
+                bare_report = copy.copy(report)
+                bare_report.workers = [dataclasses.replace(w, bars=[], buckets=[], unfinished=[])
+                                       for w in report.workers]
+                f.write(page(bare_report))
             drawn, bare = [], []
             for _ in range(repeats):  # side by side, alternating
                 s, dom = _browse_seconds(full, os.path.join(tmp, "profile"))
