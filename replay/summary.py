@@ -208,6 +208,8 @@ class DivergenceView:
     #: why, when it is known: a behaviour change between versions, state
     #: changed outside ``handle_stimulus``
     cause: Optional[str] = None
+    #: the cause, or what was compared and that no cause is known
+    explanation: str = ""
 
     @classmethod
     def of(cls, history: Any, d: Divergence, replayer: Replayer | None = None) -> DivergenceView:
@@ -223,7 +225,7 @@ class DivergenceView:
                 story = None
         failure = None if d.exception is None else Failure.of(d.exception, d.key)
         return cls(d.seq, d.stimulus_id, d.kind, d.expected, d.actual, d.key, failure, story,
-                   getattr(d, "cause", None))
+                   d.cause, d.explanation())
 
     def instructions_diff(self) -> dict:
         e = [_hashable(x) for x in self.expected or ()]
@@ -238,7 +240,7 @@ class DivergenceView:
     def to_json(self) -> dict:
         out: dict[str, Any] = {
             "step": self.step, "stimulus_id": self.stimulus_id, "kind": self.kind,
-            "key": jsonable(self.key), "cause": self.cause,
+            "key": jsonable(self.key), "cause": self.cause, "explanation": self.explanation,
             "failure": None if self.failure is None else self.failure.to_json(),
             "story": [] if self.story is None else self.story.to_json()["story"],
         }
@@ -250,8 +252,8 @@ class DivergenceView:
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        if self.cause:
-            yield Text.assemble("  ", (render.safe(self.cause).plain, "bold"))
+        if self.explanation:
+            yield Text.assemble("  ", (render.safe(self.explanation).plain, "bold" if self.cause else ""))
         if self.kind == "instructions":
             diff = self.instructions_diff()
             for x in diff["missing"]:
