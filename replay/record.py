@@ -208,7 +208,7 @@ class OutsideWatch:
     compared only when their number changed.
     """
 
-    __slots__ = ("ws", "tasks", "data", "data_type", "data_len")
+    __slots__ = ("ws", "tasks", "data", "data_type", "data_len", "extra", "missing", "assigned")
 
     def __init__(self, ws: wsm.WorkerState):
         if not _watches:
@@ -220,6 +220,12 @@ class OutsideWatch:
         self.data = ws.data
         self.data_type = type(ws.data)
         self.data_len = 0
+        #: data keys found written, or removed, outside: named once
+        self.extra: set = set()
+        self.missing: set = set()
+        #: keys of tasks whose state was assigned outside: named as that,
+        #: never again as a data key that disagrees with their state
+        self.assigned: set = set()
 
     def close(self) -> None:
         if self in _watches:
@@ -240,7 +246,7 @@ class OutsideWatch:
         ws = self.ws
         out = []
         if _assigned_outside:
-            out += self._states()
+            out += self._states(self.assigned)
         if len(ws.tasks) != self.tasks:
             out.append(f"tasks: {self.tasks} -> {len(ws.tasks)}")
         if ws.data is not self.data:
@@ -249,30 +255,36 @@ class OutsideWatch:
                 what = f"{self.data_type.__name__} -> {what}"
             out.append(f"data replaced ({what}), holding {len(ws.data)} keys")
         elif len(ws.data) != self.data_len:
-            out += self._data_keys()
+            out += self._data_keys(self.assigned)
         out.sort()
         return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
 
-    def _states(self) -> list[str]:
+    def _states(self, assigned: set) -> list[str]:
         tasks = self.ws.tasks
         out = []
         for ts, old in list(_assigned_outside.items()):
             if tasks.get(ts.key) is ts:
                 del _assigned_outside[ts]
+                assigned.add(ts.key)
                 if old != ts.state:
                     out.append(f"task {_short_key(ts.key)}: {old or 'absent'} -> {ts.state}")
             elif not any(w.ws.tasks.get(ts.key) is ts for w in _watches):
                 del _assigned_outside[ts]  # of no watched worker
         return out
 
-    def _data_keys(self) -> list[str]:
-        # the state machine keeps ws.data to the tasks in memory (actors aside)
+    def _data_keys(self, assigned: set) -> list[str]:
+        # the state machine keeps ws.data to the tasks in memory (actors
+        # aside): any other difference was made outside; each is named once,
+        # and a task whose state was assigned is named as that
         ws = self.ws
         tasks, actors = ws.tasks, ws.actors
-        out = [f"data {_short_key(k)}: added" for k in ws.data
-               if k not in actors and getattr(tasks.get(k), "state", None) != "memory"]
-        out += [f"data {_short_key(k)}: removed" for k, ts in tasks.items()
-                if ts.state == "memory" and k not in actors and k not in ws.data]
+        extra = {k for k in ws.data
+                 if k not in actors and getattr(tasks.get(k), "state", None) != "memory"}
+        missing = {k for k, ts in tasks.items()
+                   if ts.state == "memory" and k not in actors and k not in ws.data}
+        out = [f"data {_short_key(k)}: added" for k in extra - self.extra - assigned]
+        out += [f"data {_short_key(k)}: removed" for k in missing - self.missing - assigned]
+        self.extra, self.missing = extra, missing
         return out or [f"data: {self.data_len} -> {len(ws.data)} keys"]
 
 
