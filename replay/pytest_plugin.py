@@ -23,7 +23,8 @@ What the plugin changes in the test process while it is registered: it
 wraps ``WorkerState.__init__`` (to attach a recorder) and ``Worker.close``
 (to close that worker's log), and, as :mod:`replay.record` documents, the
 recorded instances' class, ``TaskState.__hash__`` and, while a test's states
-are watched for changes made outside ``handle_stimulus``, ``TaskState.state``.
+are watched for changes made outside ``handle_stimulus``,
+``TaskState.__setattr__``.
 """
 from __future__ import annotations
 

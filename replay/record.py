@@ -22,8 +22,8 @@ What recording changes in a worker process, and nothing else:
   :mod:`replay.determinism`);
 - only while a session watches for changes made outside ``handle_stimulus``
   (``watch_tasks``, used by ``pytest --replay-record``, never by the worker
-  plugin or the preload): ``TaskState.state`` becomes a property that notes
-  assignments made between recorded calls (:class:`OutsideWatch`).
+  plugin or the preload): ``TaskState.__setattr__``, which then notes a
+  state assigned between recorded calls (:class:`OutsideWatch`).
 
 It imports only the encoding half of :mod:`schemas` (no pydantic) and none of
 the replay engine.
@@ -152,45 +152,42 @@ _calls_running = 0
 #: tasks whose state was assigned outside a recorded call, with the state
 #: each had before the first such assignment (None: it had none yet)
 _assigned_outside: dict[wsm.TaskState, Any] = {}
-#: the watches that read :data:`_assigned_outside`; the property is installed
+#: the watches that read :data:`_assigned_outside`; the hook is installed
 #: while there is one
 _watches: list[OutsideWatch] = []
-#: ``TaskState.state`` as dask defines it, while the property stands in for it
-_state_attribute: Any = None
+#: while the hook is installed: (the ``__setattr__`` ``TaskState`` itself
+#: defined, or None), to put back
+_own_setattr: tuple | None = None
 
 
-def _install_state_property() -> None:
-    """``TaskState.state`` as a property that notes assignments made while no
-    recorded call runs. Reads cost one property call (a few per cent of
-    ``handle_stimulus``: ``benchmarks/outside_check.py``)."""
-    global _state_attribute
-    attribute = wsm.TaskState.__dict__.get("state")
-    if hasattr(attribute, "__set__"):  # a slot (dataclass(slots=True), 2024.2 on)
-        get, put = attribute.__get__, attribute.__set__
-    else:  # a plain dataclass: the value lives in the instance's __dict__
-        def get(ts: Any) -> Any:
-            return ts.__dict__["state"]
+def _install_state_hook() -> None:
+    """``TaskState.__setattr__`` that notes a state assigned while no recorded
+    call runs. Reading an attribute stays dask's own (the state machine reads
+    ``ts.state`` six times as often as it assigns it); every assignment costs
+    one Python call: a few per cent of ``handle_stimulus``
+    (``benchmarks/outside_check.py``)."""
+    global _own_setattr
+    cls = wsm.TaskState
+    real = cls.__setattr__
 
-        def put(ts: Any, value: Any) -> None:
-            ts.__dict__["state"] = value
+    def __setattr__(ts: Any, name: str, value: Any) -> None:
+        if name == "state" and not _calls_running and ts not in _assigned_outside:
+            _assigned_outside[ts] = getattr(ts, "state", None)  # None: being constructed
+        real(ts, name, value)
 
-    def set_state(ts: Any, value: Any) -> None:
-        if not _calls_running and ts not in _assigned_outside:
-            try:
-                _assigned_outside[ts] = get(ts)
-            except (AttributeError, KeyError):  # being constructed
-                _assigned_outside[ts] = None
-        put(ts, value)
-
-    _state_attribute = attribute
-    wsm.TaskState.state = property(get, set_state)  # type: ignore[assignment]
+    _own_setattr = (cls.__dict__.get("__setattr__"),)
+    cls.__setattr__ = __setattr__  # type: ignore[method-assign,assignment]
 
 
-def _remove_state_property() -> None:
-    global _state_attribute
-    if _state_attribute is not None:
-        wsm.TaskState.state = _state_attribute  # type: ignore[assignment]
-    _state_attribute = None
+def _remove_state_hook() -> None:
+    global _own_setattr
+    if _own_setattr is not None:
+        (own,) = _own_setattr
+        if own is None:
+            del wsm.TaskState.__setattr__
+        else:
+            wsm.TaskState.__setattr__ = own  # type: ignore[method-assign]
+    _own_setattr = None
     _assigned_outside.clear()
 
 
@@ -203,16 +200,17 @@ class OutsideWatch:
     removed, and ``ws.data`` replaced (another object or type), since
     :meth:`remember`; it never reports what the state machine itself did in
     a recorded call. It watches what changed instead of scanning the worker:
-    task states through the ``TaskState.state`` property (installed while a
+    task states through a ``TaskState.__setattr__`` hook (installed while a
     watch exists), the rest by identity and counts; the data keys are
-    compared only when their number changed.
+    compared only when their number changed. Not seen: a data key removed
+    and another added between the same two calls.
     """
 
     __slots__ = ("ws", "tasks", "data", "data_type", "data_len", "extra", "missing", "assigned")
 
     def __init__(self, ws: wsm.WorkerState):
         if not _watches:
-            _install_state_property()
+            _install_state_hook()
         _watches.append(self)
         self.ws = ws
         #: as a WorkerState built from the header starts: no task, no data
@@ -231,7 +229,7 @@ class OutsideWatch:
         if self in _watches:
             _watches.remove(self)
             if not _watches:
-                _remove_state_property()
+                _remove_state_hook()
 
     def remember(self) -> None:
         """What a recorded call left."""
@@ -244,6 +242,9 @@ class OutsideWatch:
     def changes(self, limit: int = 5) -> list[str]:
         """What changed since :meth:`remember`, at most ``limit`` lines."""
         ws = self.ws
+        if not (_assigned_outside or len(ws.tasks) != self.tasks or ws.data is not self.data
+                or len(ws.data) != self.data_len):
+            return []
         out = []
         if _assigned_outside:
             out += self._states(self.assigned)
