@@ -85,7 +85,7 @@ def test_a_worker_fed_before_it_has_an_address_keeps_its_name(tmp_path, cli_run)
     assert named["seq"] == 3  # before the first stimulus after start
     assert recs[-1]["kind"] == "end" and recs[-1]["address"] == address
 
-    ClusterLog.open(path, validate=True)
+    assert ClusterLog.open(path, validate=True).workers[0].later_address == address
     for command in ("check", "load", "verify"):
         code, out, err = cli_run([command, path])
         assert code == 0, (command, out, err)
