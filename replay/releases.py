@@ -291,17 +291,26 @@ def pytest_outcome(report: Path, code: Optional[int], output: str) -> tuple[str,
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     count = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "errors", "failures", "skipped")}
     first = next((c for s in suites for tc in s.iter("testcase") for c in tc if c.tag in ("failure", "error")), None)
-    note = "" if first is None else _last_line((first.get("message") or first.text or "").splitlines()[0]
-                                               if (first.get("message") or first.text) else "")
+    note = "" if first is None else _first_error(first)
+    if count["tests"] == 0 and not count["errors"]:
+        return "error", "no tests collected"
     if count["errors"] or code not in (0, 1):
         return "error", note or f"pytest exit code {code}"
     if count["failures"]:
         return "fail", note
-    if count["tests"] == 0:
-        return "error", "no tests collected"
     if count["skipped"] == count["tests"]:
         return "all skipped", ""
     return "pass", ""
+
+
+def _first_error(element: ET.Element) -> str:
+    """The first ``E`` line of a failure's report (what pytest shows first),
+    else its message's first line."""
+    for line in (element.text or "").splitlines():
+        if line.startswith("E "):
+            return line[1:].strip()[:300]
+    message = (element.get("message") or "").strip().splitlines()
+    return message[0][:300] if message else ""
 
 
 class ReleaseRunner:
@@ -350,7 +359,8 @@ class ReleaseRunner:
                 report = Path(tmp) / "report.xml"
                 cmd = [venv.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini),
                        "--rootdir", tmp, f"--junitxml={report}", str(test)]
-                code, output = _run(cmd, self.timeout, _clean_env(), tmp)
+                # only pytest's own plugins: what else is installed is not the reproducer's
+                code, output = _run(cmd, self.timeout, _clean_env(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1"), tmp)
                 return pytest_outcome(report, code, output)
             cmd = [venv.python, "-m", "replay.releases", "probe", str(self.repro.path)]
             if self.repro.expr is not None:
