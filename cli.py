@@ -623,7 +623,7 @@ def shrink(
 
 @app.command()
 def bisect(
-    repro: str = typer.Argument(..., help="A pytest file, or a log written by `replay shrink -o`."),
+    log: str = typer.Argument(..., metavar="REPRO", help="A pytest file, or a log written by `replay shrink -o`."),
     good: str = typer.Option(..., "--good", help="A release where the reproducer gives the good outcome."),
     bad: str = typer.Option(..., "--bad", help="A release where it gives the bad one."),
     package: str = typer.Option("distributed", "--package", help="Whose releases to list: distributed or dask."),
@@ -640,8 +640,9 @@ def bisect(
 
     if package not in ("distributed", "dask"):
         raise BadInput(f"--package: distributed or dask, not {package!r}")
+    repro = r.load_repro(log, expr, warn=lambda w: err.print(render.safe(f"warning: {w}")))
     runner = r.ReleaseRunner(
-        r.load_repro(repro, expr), package, timeout=timeout, jobs=jobs,
+        repro, package, timeout=timeout, jobs=jobs,
         progress=(lambda m: err.print(render.safe(m))) if err.is_terminal else None,
     )
     found = b.search(r.available(package), good, bad, runner, jobs=jobs, keep_going=keep_going)

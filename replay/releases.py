@@ -115,29 +115,34 @@ class Repro:
         return None
 
 
-def load_repro(path: str, expr: Optional[str] = None) -> Repro:
+def load_repro(path: str, expr: Optional[str] = None, *, warn: Progress | None = None) -> Repro:
     """A pytest file (``.py``), or a log written by ``replay shrink -o``, whose
-    header names its predicate."""
+    header names its predicate; ``warn`` hears what reading the log found
+    wrong but could read past (a torn last line)."""
+    if path == "-":
+        raise BadInput("REPRO is read once per release: give a file, not standard input")
     p = Path(path)
-    if not p.is_file():
-        raise BadInput(f"{path}: no such file")
     if p.suffix == ".py":
+        if not p.is_file():
+            raise BadInput("cannot open: No such file or directory", path)
         if expr is not None:
             raise BadInput("--expr is for a log shrunk with --expr, not for a test file")
         return Repro(p.resolve())
     from replay.log import ClusterLog
 
-    log = ClusterLog.open(str(p))
+    log = ClusterLog.open(str(p), validate=True)  # a shrunk log is short: every line is checked here
+    for w in log.warnings if warn else ():
+        warn(w)
     shrunk = [w for w in log.workers if w.header.get("shrunk")]
     if len(log.workers) != 1 or not shrunk:
-        raise BadInput(f"{path}: not a pytest file (.py) or a log written by `replay shrink -o` "
-                       "(one worker, its predicate in the header)")
+        raise BadInput("not a pytest file (.py) or a log written by `replay shrink -o` "
+                       "(one worker, its predicate in the header)", path)
     header = shrunk[0].header
     if header["shrunk"]["predicate"] == "expr" and expr is None:
-        raise BadInput(f"{path}: shrunk with --expr {header['shrunk']['expr']!r}; an expression "
-                       "is never evaluated from a log: give it again with --expr")
+        raise BadInput(f"shrunk with --expr {header['shrunk']['expr']!r}; an expression "
+                       "is never evaluated from a log: give it again with --expr", path)
     if header["shrunk"]["predicate"] != "expr" and expr is not None:
-        raise BadInput(f"{path}: shrunk with {header['shrunk']['text']!r}, not an --expr")
+        raise BadInput(f"shrunk with {header['shrunk']['text']!r}, not an --expr", path)
     return Repro(p.resolve(), header, expr)
 
 

@@ -320,7 +320,7 @@ def test_an_expression_is_never_taken_from_the_log(tmp_path, record_log, cli_run
 
 def test_what_bisect_cannot_use_is_one_line_exit_2(tmp_path, cli_run, fixture_path):
     code, _, err = cli_run(["bisect", tmp_path / "nope.py", "--good", "2025.2.0", "--bad", "2025.1.0"])
-    assert (code, err) == (2, f"error: {tmp_path / 'nope.py'}: no such file\n")
+    assert (code, err) == (2, f"error: {tmp_path / 'nope.py'}: cannot open: No such file or directory\n")
     code, _, err = cli_run(["bisect", fixture_path("stuck-6705.jsonl"), "--good", "2025.2.0", "--bad", "2025.1.0"])
     assert code == 2 and "not a pytest file (.py) or a log written by `replay shrink -o`" in err
     code, _, err = cli_run(["bisect", fixture_path("stuck-6705.jsonl"), "--good", "1", "--bad", "2",
