@@ -20,6 +20,7 @@ header holds when the log is replayed under the release (``holds`` or
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -189,9 +190,12 @@ class Venv:
     def ensure(self, *, project: bool, progress: Progress | None = None) -> float:
         """Make the venv unless it is ready; returns the seconds spent (0: reused).
         Raises :class:`Unusable` when the release cannot be installed or imported."""
+        if project and not (SOURCE / "pyproject.toml").is_file():
+            raise BadInput("replaying a log under other releases needs dask-replay's source "
+                           f"checkout; {SOURCE} is not one")
         with _locked(self.root.with_name(self.root.name + ".lock")):
             info = self.ready()
-            if info is not None and (not project or info.get("project") == str(SOURCE)):
+            if info is not None and (not project or info.get("project") == _source_id()):
                 return 0.0
             start = time.perf_counter()
             if info is None:
@@ -203,14 +207,11 @@ class Venv:
                 info = {"python": sys.version.split()[0], "project": None,
                         "versions": self._import_check(), "uv": bool(shutil.which("uv"))}
             if project:
-                if not (SOURCE / "pyproject.toml").is_file():
-                    raise BadInput("replaying a log under other releases needs dask-replay's source "
-                                   f"checkout; {SOURCE} is not one")
                 if progress:
                     progress(f"installing dask-replay into the venv of {self.version}")
                 # the pins again, so that the resolver keeps the release
                 self._install(["-e", str(SOURCE), f"distributed=={self.version}", f"dask=={self.version}"])
-                info["project"] = str(SOURCE)
+                info["project"] = _source_id()
             (self.root / READY).write_bytes(orjson.dumps(info))
             return time.perf_counter() - start
 
@@ -252,6 +253,13 @@ class Venv:
         if proc.returncode != 0:
             raise Unusable(f"{what} failed: {_last_line(proc.stderr or proc.stdout)}")
         return proc.stdout
+
+
+def _source_id() -> str:
+    """The checkout and its declared dependencies: an editable install follows
+    the code, not a dependency added since."""
+    pyproject = (SOURCE / "pyproject.toml").read_bytes()
+    return f"{SOURCE} {hashlib.sha256(pyproject).hexdigest()[:16]}"
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
