@@ -183,7 +183,7 @@ def search(
         t = b.trials[end]
         if t.skipped:
             raise BadInput(f"{option} {end} cannot be used: {t.note}")
-    older = b.trials[order[0]].outcome
+    older, good_outcome = b.trials[order[0]].outcome, b.trials[good].outcome
     if keep_going:
         rest = order[1:-1]
         for i in range(0, len(rest), max(jobs, 1)):
@@ -192,7 +192,9 @@ def search(
         return b  # both ends agree: nothing to look for (the table says what the middle gave)
 
     def like_older(i: int) -> bool:
-        return b.trials[order[i]].outcome == older
+        # good is the one outcome --good gives; any other is bad
+        is_good = b.trials[order[i]].outcome == good_outcome
+        return is_good if b.kind == "regression" else not is_good
 
     lo, hi = 0, len(order) - 1
     while True:

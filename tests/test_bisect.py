@@ -132,6 +132,11 @@ def test_an_outcome_other_than_the_good_one_counts_as_bad():
     b = search(RELEASES, good=RELEASES[0], bad=RELEASES[-1],
                run=TableRunner({v: {"fail": "pass", "pass": "fail"}.get(o, o) for v, o in outcomes.items()}))
     assert (b.kind, b.first, b.last) == ("regression", "2025.3.0", "2025.2.0")
+    # and in a fix, an error after the bad releases is not the fix yet
+    outcomes = flips_at("2025.4.0")
+    outcomes.update({"2025.3.0": "error", "2025.3.1": "error"})
+    b = search(RELEASES, good=RELEASES[-1], bad=RELEASES[0], run=TableRunner(outcomes))
+    assert (b.kind, b.first, b.last) == ("fix", "2025.4.0", "2025.3.1")
 
 
 def test_keep_going_runs_everything_and_answers_the_last_change():
