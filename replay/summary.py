@@ -19,7 +19,7 @@ from replay.diagnosis import Tracker, Verdict, verdicts_table, why
 from replay.errors import NotFound, ReplayError
 from replay.literal import jsonable, literal
 from replay.story import Story, key_story
-from replay.views import Moment, RaisedStep, walk
+from replay.views import Departure, Moment, RaisedStep, departure, walk
 
 if TYPE_CHECKING:  # an index answers load without the state machine
     from replay.engine import Divergence, Replayer
@@ -87,6 +87,9 @@ class WorkerSummary:
     step: int = 0
     #: the steps at which the state machine raised, as the recorded worker did
     raised: list[RaisedStep] = field(default_factory=list)
+    #: where the replay first departed from the recording (then what follows
+    #: is the replay's, not the worker's): its step and what differed
+    departed: Departure = None
 
     @property
     def duration(self) -> float:
@@ -106,6 +109,7 @@ class WorkerSummary:
             "stuck": [v.to_json() for v in self.stuck], "warnings": self.warnings,
             "crash": self.crash, "invariant": None if self.invariant is None else self.invariant.to_json(),
             "step": self.step, "raised": [r.to_json() for r in self.raised],
+            "departed": None if self.departed is None else {"step": self.departed[0], "text": self.departed[1]},
         }
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -125,6 +129,10 @@ class WorkerSummary:
                                 f" at step {self.events}: the worker was killed, or the recorder stopped")
         for r in self.raised:
             yield Text.assemble("  ", r.__rich__())
+        if self.departed is not None:
+            yield Text.assemble(("  replay departs from the recording", "bold red"),
+                                render.safe(f" at step {self.departed[0]}: {self.departed[1]}; later steps are "
+                                            "the replay's, not the worker's"))
         if self.crash:
             yield Text.assemble(("  replay crashed: ", "bold red"), render.safe(self.crash))
         if self.invariant is not None:
@@ -192,6 +200,7 @@ def load_worker(history: Any, *, progress: Any = None) -> WorkerSummary:
         invariant=invariant,
         step=tracker.now.step,
         raised=tracker.raised,
+        departed=departure(r.departed),
     )
 
 
