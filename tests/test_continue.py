@@ -1,0 +1,204 @@
+"""Continuing a worker from a step: the verdict on real recorded logs.
+
+Expected values come from dask's semantics: a dependency in flight finishes
+once its peer answers (one transfer answer, one execution), an erred
+dependency is never released (dask #6705), a peer that never answers or is
+always busy leaves the transfer unfinished.
+"""
+from __future__ import annotations
+
+import pytest
+from distributed import worker_state_machine as wsm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import replay
+from replay.continuation import continue_worker
+from replay.logfile import LineWriter
+from replay.simulate import Faults, simulate
+
+FLIGHT_STUCK = "43731"  # the worker of stuck-flight.jsonl whose gather was never answered
+FLIGHT_PEER = "tcp://127.0.0.1:37371"
+ERRED_STUCK = "44313"  # the worker of stuck-6705.jsonl whose dependency erred
+
+
+def classes(steps: list[dict]) -> list[str]:
+    return [s["event"]["cls"] for s in steps]
+
+
+def test_a_gather_never_answered_finishes_when_the_peer_answers(fixture_path):
+    w = replay.open(fixture_path("stuck-flight.jsonl")).worker(FLIGHT_STUCK)
+    c = w.continue_from()
+    assert c.finished and c.exit_code == 0 and not c.state_machine_stuck
+    assert c.at == w.events and c.at_end
+    # x arrives, then y (which waited on it) runs and finishes
+    assert classes(c.steps) == ["GatherDepSuccessEvent", "ExecuteSuccessEvent"]
+    assert c.events == 2
+    assert [s["seq"] for s in c.steps] == [w.events + 1, w.events + 2]
+    assert all(s["simulated"] is True for s in c.steps)
+    assert c.gather is not None and c.gather.instruction.worker == FLIGHT_PEER and c.gather.step == 1
+    assert c.headline().startswith("every task finished 2 events later with every peer answering")
+    assert f"{FLIGHT_PEER} never answered the gather issued at step 1" in c.headline()
+
+
+def test_the_continued_state_is_a_real_worker_state(fixture_path):
+    w = replay.open(fixture_path("stuck-flight.jsonl")).worker(FLIGHT_STUCK)
+    c = w.continue_from()
+    assert c.stuck is None and c.waiting_at == 2  # x in flight, y waiting
+    # the continued steps replayed by hand on the rebuilt worker reach the same end
+    ws = w.state_at()
+    x = ws.tasks["x"]
+    assert x.state == "flight"
+    ws.handle_stimulus(wsm.GatherDepSuccessEvent(worker=FLIGHT_PEER, total_nbytes=x.get_nbytes(),
+                                                 data={"x": 1}, stimulus_id="s1"))
+    assert ws.tasks["y"].state == "executing"
+
+
+def test_an_erred_dependency_stays_stuck_with_every_peer_answering(fixture_path):
+    w = replay.open(fixture_path("stuck-6705.jsonl")).worker(ERRED_STUCK)
+    c = w.continue_from()
+    assert not c.finished and c.exit_code == 1
+    assert c.state_machine_stuck and not c.normal_wait
+    assert c.key == "y" and c.stuck.state == "waiting"
+    assert c.stuck.category == "waiting: erred dependency"
+    assert c.stuck.detail["erred_dependency"] == "x"
+    assert c.outstanding == [] and c.events == 0 and c.stopped == "idle"
+    assert "the state machine does not move on from here" in c.headline()
+    assert c.headline().startswith("'y' is still waiting with every peer answering")
+
+
+def test_a_silent_or_busy_peer_leaves_the_transfer_unfinished(fixture_path):
+    w = replay.open(fixture_path("stuck-flight.jsonl")).worker(FLIGHT_STUCK)
+    silent = w.continue_from(peers="silent")
+    assert not silent.finished and silent.stopped == "idle" and silent.events == 0
+    assert silent.key == "x" and silent.stuck.state == "flight"
+    assert silent.normal_wait and not silent.state_machine_stuck
+
+    busy = w.continue_from(peers="busy", events=40)
+    assert not busy.finished and busy.stopped == "budget" and busy.events == 40
+    # busy; ask the scheduler who else holds x (only the busy peer); retry later,
+    # gather again: nothing else ever happens
+    assert set(classes(busy.steps)) == {"GatherDepBusyEvent", "RefreshWhoHasEvent", "RetryBusyWorkerEvent"}
+    assert busy.key == "x" and busy.normal_wait
+    assert "after 40 events" in busy.headline()
+
+
+def test_a_worker_with_nothing_waiting_has_nothing_to_continue(fixture_path):
+    w = replay.open(fixture_path("stuck-flight.jsonl")).worker("37371")
+    c = w.continue_from()
+    assert c.finished and c.waiting_at == 0 and c.events == 0
+    assert c.headline() == f"no task was waiting at step {w.events}: nothing to continue"
+
+
+def test_continuing_from_an_earlier_step(fixture_path):
+    w = replay.open(fixture_path("stuck-6705.jsonl")).worker(ERRED_STUCK)
+    # after step 1 the gather of x is under way: answered, y runs and finishes
+    c = w.continue_from(1)
+    assert c.at == 1 and not c.at_end
+    assert c.finished, c.headline()
+    assert classes(c.steps) == ["GatherDepSuccessEvent", "ExecuteSuccessEvent"]
+    assert "had not answered by step 1 the gather issued at step 1" in c.headline()
+    # from the empty state nothing waits
+    assert continue_worker(w, 0).waiting_at == 0
+
+
+def test_peers_must_be_known(fixture_path):
+    w = replay.open(fixture_path("stuck-flight.jsonl")).worker(FLIGHT_STUCK)
+    with pytest.raises(ValueError, match="peers must be one of"):
+        w.continue_from(peers="sometimes")
+
+
+# --- a state machine patched to leave a stale in_flight_workers entry -------------
+
+PEER = "tcp://127.0.0.1:9999"
+
+
+def _stale_in_flight(original):
+    """``_gather_dep_done_common`` that forgets to drop the peer from
+    ``in_flight_workers``: the worker thinks a transfer from it is still
+    under way and never asks it again."""
+
+    def patched(self, ev):
+        yield from original(self, ev)
+        self.in_flight_workers[ev.worker] = set()
+
+    return patched
+
+
+def _two_transfers_from_one_peer():
+    return [
+        wsm.ComputeTaskEvent.dummy("y", who_has={"x": [PEER]}, nbytes={"x": 10}, stimulus_id="s1"),
+        lambda ws: [wsm.GatherDepSuccessEvent(worker=PEER, total_nbytes=10, data={"x": 1}, stimulus_id="s2")],
+        wsm.ExecuteSuccessEvent.dummy("y", stimulus_id="s3"),
+        wsm.ComputeTaskEvent.dummy("z", who_has={"w": [PEER]}, nbytes={"w": 10}, stimulus_id="s4"),
+    ]
+
+
+@pytest.fixture
+def stale_log(tmp_path, record_log, monkeypatch):
+    """A log recorded from the patched state machine; the patch is in force
+    while the test runs (the recording's behaviour), and the test may undo it."""
+    monkeypatch.setattr(wsm.WorkerState, "_gather_dep_done_common",
+                        _stale_in_flight(wsm.WorkerState._gather_dep_done_common))
+    return record_log(tmp_path / "stale.jsonl", _two_transfers_from_one_peer())
+
+
+def test_a_stale_bookkeeping_entry_stays_stuck_and_a_fix_finishes(stale_log, monkeypatch):
+    w = replay.open(stale_log).worker()
+    # under the recording's state machine: w waits for a transfer nobody asked for
+    c = w.continue_from()
+    assert not c.finished and c.state_machine_stuck
+    assert c.key == "w" and c.stuck.state == "fetch" and c.stuck.category == "fetch: holders busy"
+    assert c.outstanding == [] and c.events == 0
+
+    monkeypatch.undo()  # the stock state machine: the fix
+    fixed = w.continue_from(until_divergence=True)
+    d = fixed.divergence
+    assert d is not None and d.kind == "instructions"
+    # the first difference: the fixed worker asks the peer for w at step 4
+    assert d.seq == 4 and d.stimulus_id == "s4"
+    assert [i["cls"] for i in d.actual] == ["GatherDep"] and d.expected == []
+    assert fixed.at == 4 and fixed.finished, fixed.headline()
+    assert classes(fixed.steps) == ["GatherDepSuccessEvent", "ExecuteSuccessEvent"]
+
+
+def test_until_divergence_on_a_faithful_log_continues_from_the_end(fixture_path):
+    w = replay.open(fixture_path("stuck-6705.jsonl")).worker(ERRED_STUCK)
+    c = w.continue_from(until_divergence=True)
+    assert c.divergence is None and c.at == w.events and c.key == "y"
+
+
+# --- the property: stock dask always finishes once its surroundings answer --------
+
+
+@pytest.fixture(scope="module")
+def simulated_logs(tmp_path_factory):
+    """Small simulated cluster logs with the default faults, and whether a
+    peer may retire in them."""
+    logs = []
+    for seed, faults in ((1, Faults(retire=0.0)), (2, Faults(retire=0.0)), (3, Faults(retire=0.01))):
+        path = tmp_path_factory.mktemp("sim") / f"sim-{seed}.jsonl"
+        with open(path, "wb") as f:
+            simulate(LineWriter(f), events=1200, seed=seed, workers=2, faults=faults)
+        logs.append((str(path), faults.retire > 0))
+    return logs
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_continuing_a_simulated_log_with_answering_peers_always_finishes(simulated_logs, data):
+    path, retiring = data.draw(st.sampled_from(simulated_logs))
+    log = replay.open(path)
+    w = log.workers[data.draw(st.integers(0, len(log.workers) - 1))]
+    at = data.draw(st.integers(0, w.events))
+    c = w.continue_from(at)
+    assert c.at == at
+    where = f"{path} worker {w.address} at step {at}: {c.headline()}"
+    # stock dask never stops moving on while its surroundings answer
+    assert not c.state_machine_stuck, where
+    if not retiring:
+        assert c.finished and c.stopped == "finished", where
+    else:
+        # a retired peer hands its keys to a new one the worker may not have
+        # heard of yet: only the scheduler knows, not the log
+        assert c.finished or (c.normal_wait and c.stuck.state == "missing"), where
