@@ -477,6 +477,45 @@ def why(
     emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)
 
 
+@app.command("continue")
+def continue_(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    worker: Optional[str] = typer.Option(None, "--worker", "-w",
+                                         help="Worker: address, unique part of one, or index (default: every worker)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Continue from this step or stimulus id (default: the end)."),
+    peers: str = typer.Option("answer", "--peers", help="Peers answer each gather from the keys the log says "
+                              "they hold, answer busy, or stay silent: answer, busy or silent."),
+    events: int = typer.Option(10_000, "--events", min=0, help="Stimuli to hand the worker at most."),
+    output: Optional[str] = typer.Option(None, "-o", "--output",
+                                         help="Write the continued run as a log (recorded steps, then simulated ones)."),
+    json: bool = JSON,
+) -> None:
+    """Continue a worker from a step as a live worker would go on: exit 0 if every
+    task finished, 1 if one still waits (and on what)."""
+    from replay.continuation import PEERS, ContinuedWorkers, continue_worker, write_continued
+
+    if peers not in PEERS:
+        raise BadInput(f"--peers: {peers!r} is not one of {', '.join(PEERS)}")
+    history = open_history(log)
+    chosen = history.workers if worker is None else [history.worker(worker)]
+    runs: list = []
+
+    def one(wh: Any) -> Any:
+        step = wh.position(at)
+        with progress_bar(f"replaying {wh.address}", step) as cb:
+            c = continue_worker(wh, step, peers=peers, events=events, progress=cb)
+        runs.append((wh, c))
+        return c
+
+    view = ContinuedWorkers(each_worker(chosen, one, chosen_by_user=worker is not None))
+    if output is not None:
+        lines = write_continued(output, runs)
+        err.print(render.safe(f"{output}: {lines} lines, {sum(c.events for _, c in runs)} simulated steps"))
+    emit(view, json=json)
+    if view.exit_code:
+        raise typer.Exit(view.exit_code)
+
+
 @app.command()
 def index(
     log: str = typer.Argument(..., help="Log file."),

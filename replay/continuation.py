@@ -20,6 +20,7 @@ answered, the execution that never ended, the pause never lifted.
 """
 from __future__ import annotations
 
+import gzip
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -32,9 +33,10 @@ from rich.text import Text
 from replay import render
 from replay.diagnosis import Tracker, Verdict, explain
 from replay.engine import Applied, Divergence, Replayer, differing_instructions
-from replay.errors import ReplayError
+from replay.errors import BadInput, ReplayError
 from replay.history import WorkerHistory
 from replay.literal import jsonable, key_text, literal
+from replay.logfile import encode_line
 from replay.reader import Progress, RecordedCall
 from replay.shrinker import choose_stuck_key
 from replay.simulate.dag import MEMORY, SimTask, TaskGraph
@@ -207,9 +209,9 @@ class Continuation:
     raised: Optional[str] = None
     #: the continued steps as log records, each with ``"simulated": true``
     steps: list[dict] = field(default_factory=list, repr=False)
-    #: of the call ``at`` ends, when the log's records of it do not say what
-    #: this state machine did (a cut batch, a divergence): ``(first step,
-    #: encoded instructions)``; for writing the continued log
+    #: the call replayed last, ``(first step, encoded instructions)``: what
+    #: the continued log says where the recording's record of step ``at``
+    #: does not (a batch cut at ``at``, a divergence)
     tail: Optional[tuple[int, list[dict]]] = field(default=None, repr=False)
 
     @property
@@ -467,11 +469,7 @@ def _replay_to(
     if divergence is not None:
         divergence.cause = r.cause()
     tail = None
-    if applied is not None and applied.exception is None and (
-        divergence is not None or (applied.call.instructions is None and applied.call.error is None)
-    ):
-        # the log's records of the last call do not say what was done here
-        # (a batch cut at ``stop``, or a divergence): the continued log says it
+    if applied is not None and applied.exception is None:
         tail = (applied.call.first, [encode_instruction(i) for i in applied.instructions])
     return r, tracker, surroundings, divergence, tail
 
@@ -553,20 +551,65 @@ def continued_records(history: WorkerHistory, c: Continuation) -> Iterator[dict]
     header["continued"] = {"from_step": c.at, "peers": c.peers, "events": c.events,
                            "diverged_at": None if c.divergence is None else c.divergence.seq}
     yield header
-    tail_first = c.tail[0] if c.tail is not None else None
     for _, rec in history.log.records(history.wlog):
         if rec["seq"] > c.at:
             break
-        if tail_first is not None and rec["kind"] == "step" and rec["seq"] >= tail_first:
-            # the call the continuation started after, as this state machine handled it
+        if rec["kind"] == "step" and rec["seq"] == c.at and c.tail is not None and (
+            c.divergence is not None or ("instructions" not in rec and "error" not in rec)
+        ):
+            # the call ends here now, as this state machine handled it
+            first, instructions = c.tail
             rec = {k: v for k, v in rec.items() if k not in ("instructions", "batch", "error")}
-            if rec["seq"] == c.at:
-                assert c.tail is not None
-                rec["instructions"] = c.tail[1]
-                if c.at > tail_first:
-                    rec["batch"] = c.at - tail_first + 1
+            rec["instructions"] = instructions
+            if c.at > first:
+                rec["batch"] = c.at - first + 1
         yield rec
     yield from c.steps
     last = c.steps[-1]["handled"] if c.steps else (history.wlog.last_handled or history.header["started"])
     yield {"kind": "end", "worker": history.address, "seq": c.at + len(c.steps), "time": last,
            "reason": "continuation end"}
+
+
+def write_continued(path: str, runs: list[tuple[WorkerHistory, Continuation]]) -> int:
+    """Write continued runs as one log (gzip if ``path`` ends with ``.gz``),
+    each worker's records in order; returns the number of lines."""
+    try:
+        raw = open(path, "wb")
+    except OSError as e:
+        raise BadInput(f"{path}: cannot write: {e.strerror or e}") from None
+    n = 0
+    with raw:
+        stream: Any = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if path.endswith(".gz") else raw
+        with stream:
+            for history, c in runs:
+                for rec in continued_records(history, c):
+                    stream.write(encode_line(rec))
+                    n += 1
+    return n
+
+
+def _rank(c: Continuation) -> tuple[bool, bool, bool]:
+    # the state machine stuck first, then other waits, then finished runs
+    return (not c.state_machine_stuck, c.finished, c.waiting_at == 0)
+
+
+@dataclass
+class ContinuedWorkers:
+    """The continuation of each worker asked for, the one that matters most first."""
+
+    workers: list[Continuation]
+
+    def __post_init__(self) -> None:
+        self.workers.sort(key=_rank)
+
+    @property
+    def exit_code(self) -> int:
+        return max((c.exit_code for c in self.workers), default=0)
+
+    def to_json(self) -> dict:
+        if len(self.workers) == 1:
+            return self.workers[0].to_json()
+        return {"workers": [c.to_json() for c in self.workers]}
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.workers

@@ -7,6 +7,7 @@ always busy leaves the transfer unfinished.
 """
 from __future__ import annotations
 
+import orjson
 import pytest
 from distributed import worker_state_machine as wsm
 from hypothesis import HealthCheck, given, settings
@@ -202,3 +203,83 @@ def test_continuing_a_simulated_log_with_answering_peers_always_finishes(simulat
         # a retired peer hands its keys to a new one the worker may not have
         # heard of yet: only the scheduler knows, not the log
         assert c.finished or (c.normal_wait and c.stuck.state == "missing"), where
+
+
+# --- the command line -----------------------------------------------------------
+
+
+def test_cli_the_flight_fixture_hangs_outside_the_worker(cli_run, fixture_path):
+    code, out, err = cli_run(["continue", fixture_path("stuck-flight.jsonl")])
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("every task finished 2 events later with every peer answering: "
+                            "the hang comes from outside this worker")
+    assert f"({FLIGHT_PEER} never answered the gather issued at step 1)" in first
+
+
+def test_cli_the_6705_fixture_stays_stuck_inside_the_state_machine(cli_run, fixture_path):
+    code, out, err = cli_run(["continue", fixture_path("stuck-6705.jsonl")])
+    assert code == 1, err
+    first = out.splitlines()[0]
+    assert first.startswith("'y' is still waiting with every peer answering: the state machine does not move on")
+    assert "'x', which erred" in first
+
+    code, out, _ = cli_run(["continue", fixture_path("stuck-6705.jsonl"), "-w", ERRED_STUCK, "--json"])
+    assert code == 1
+    answer = orjson.loads(out)
+    assert answer["finished"] is False and answer["state_machine_stuck"] is True
+    assert answer["stuck"]["key"] == "y" and answer["stuck"]["category"] == "waiting: erred dependency"
+
+
+def test_cli_peers_and_bad_input(cli_run, fixture_path):
+    path = fixture_path("stuck-flight.jsonl")
+    code, out, _ = cli_run(["continue", path, "-w", FLIGHT_STUCK, "--peers", "silent"])
+    assert code == 1 and out.startswith("'x' is still flight with no peer answering")
+    code, _, err = cli_run(["continue", path, "--peers", "sometimes"])
+    assert code == 2 and err.startswith("error: --peers: 'sometimes' is not one of answer, busy, silent")
+    code, _, err = cli_run(["continue", path, "-w", FLIGHT_STUCK, "--at", "99"])
+    assert code == 2 and err.startswith("error:")
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
+def test_cli_output_is_a_log_every_command_reads(cli_run, fixture_path, tmp_path, name):
+    out_path = tmp_path / name
+    code, _, err = cli_run(["continue", fixture_path("stuck-flight.jsonl"), "-w", FLIGHT_STUCK, "-o", out_path])
+    assert code == 0, err
+    code, _, err = cli_run(["check", out_path])
+    assert code == 0, err
+    code, out, err = cli_run(["verify", out_path])
+    assert code == 0 and "faithful" in out, err
+    log = replay.open(str(out_path))
+    w = log.worker()
+    assert w.header["continued"] == {"from_step": 1, "peers": "answer", "events": 2, "diverged_at": None}
+    steps = [rec for _, rec in log.log.records(w.wlog) if rec["kind"] == "step"]
+    assert [s.get("simulated", False) for s in steps] == [False, True, True]
+    # the recorded prefix is the recording's, line for line
+    original = replay.open(fixture_path("stuck-flight.jsonl")).worker(FLIGHT_STUCK)
+    assert steps[0] == next(rec for _, rec in original.log.records(original.wlog))
+    ws = w.state_at()
+    assert {k: ts.state for k, ts in ws.tasks.items()} == {"x": "memory", "y": "memory"}
+    code, out, err = cli_run(["why", out_path])
+    assert code == 0 and "no task is stuck" in out, err
+    # continuing the continued log has nothing left to do
+    code, out, _ = cli_run(["continue", out_path])
+    assert code == 0 and out.startswith("no task was waiting at step 3")
+
+
+def test_output_of_a_run_continued_from_inside_a_batch(tmp_path, record_log, cli_run):
+    # one handle_stimulus call with two events: the continuation starts after the first
+    path = record_log(tmp_path / "batch.jsonl", [
+        lambda ws: [wsm.ComputeTaskEvent.dummy("x", stimulus_id="s1"),
+                    wsm.ComputeTaskEvent.dummy("y", stimulus_id="s2")],
+    ], nthreads=2)
+    out_path = tmp_path / "out.jsonl"
+    code, out, err = cli_run(["continue", path, "--at", "1", "-o", out_path])
+    assert code == 0, err + out
+    log = replay.open(str(out_path))
+    w = log.worker()
+    assert w.header["continued"]["from_step"] == 1
+    # x executes and finishes; y was never sent
+    assert w.state_at().tasks["x"].state == "memory" and "y" not in w.state_at().tasks
+    code, out, err = cli_run(["verify", out_path])
+    assert code == 0, out + err
