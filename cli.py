@@ -491,7 +491,10 @@ def continue_(
     json: bool = JSON,
 ) -> None:
     """Continue a worker from a step as a live worker would go on: exit 0 if every
-    task finished, 1 if one still waits (and on what)."""
+    task finished, 1 if one still waits (and on what). With --import and no --at,
+    replay under the patched state machine until its instructions first differ
+    from the recording, and continue from there."""
+    from replay import imports
     from replay.continuation import PEERS, ContinuedWorkers, continue_worker, write_continued
 
     if peers not in PEERS:
@@ -503,7 +506,8 @@ def continue_(
     def one(wh: Any) -> Any:
         step = wh.position(at)
         with progress_bar(f"replaying {wh.address}", step) as cb:
-            c = continue_worker(wh, step, peers=peers, events=events, progress=cb)
+            c = continue_worker(wh, step, peers=peers, events=events, progress=cb,
+                                until_divergence=bool(imports.requested()) and at is None)
         runs.append((wh, c))
         return c
 

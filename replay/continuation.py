@@ -213,6 +213,8 @@ class Continuation:
     #: the continued log says where the recording's record of step ``at``
     #: does not (a batch cut at ``at``, a divergence)
     tail: Optional[tuple[int, list[dict]]] = field(default=None, repr=False)
+    #: the replay stopped at the first divergence, if any (a patched state machine)
+    until_divergence: bool = False
 
     @property
     def key(self) -> Any:
@@ -243,6 +245,10 @@ class Continuation:
 
     def headline(self) -> str:
         """The verdict, in one line."""
+        line = self._verdict()
+        return f"under the patched state machine, {line}" if self.until_divergence else line
+
+    def _verdict(self) -> str:
         if self.raised is not None:
             return (f"the state machine raised {self.raised} {self.events} events later: "
                     "a state machine bug — `replay shrink` it")
@@ -251,6 +257,9 @@ class Continuation:
         if self.finished:
             if not self.waiting_at:
                 return f"no task was waiting at step {self.at}: nothing to continue"
+            if self.divergence is not None:
+                return (f"every task finished {self.events} events after step {self.at}, where the "
+                        f"instructions first differ from the recording, with {answering}")
             return (f"every task finished {self.events} events later with {answering}: "
                     f"the hang comes from outside this worker ({self.cause()})")
         v = self.stuck
@@ -274,6 +283,7 @@ class Continuation:
             "outstanding": [o.to_json() for o in self.outstanding],
             "stuck": None if self.stuck is None else self.stuck.to_json(),
             "resumed": self.resumed, "raised": self.raised,
+            "until_divergence": self.until_divergence,
         }
         if self.divergence is not None:
             d = self.divergence
@@ -285,6 +295,8 @@ class Continuation:
         style = "green" if self.finished else "red" if self.state_machine_stuck else "yellow"
         yield Text(render.safe(self.headline()).plain, style=style)
         d = self.divergence
+        if d is None and self.until_divergence:
+            yield Text("under the patched state machine, every step did what the recording did")
         if d is not None:
             yield Text.assemble(
                 f"under the patched state machine, step {d.seq} ({render.safe(d.stimulus_id).plain}) "
@@ -520,7 +532,7 @@ def continue_worker(
     if divergence is not None and divergence.kind == "error":
         return Continuation(ws.address, at, at == history.events, peers, False, 0, "raised",
                             None, False, outstanding, waiting_at, resumed, divergence,
-                            raised=str(divergence.actual), tail=tail)
+                            raised=str(divergence.actual), tail=tail, until_divergence=True)
     driver = _Driver(r, tracker, surroundings, peers, seed)
     driver.answer_outstanding(outstanding, unpause=not ws.running)
     stopped = driver.drive(events)
@@ -539,7 +551,7 @@ def continue_worker(
         normal = _normal_wait(ws, stuck, surroundings.holders, peers)
     return Continuation(
         ws.address, at, at == history.events, peers, finished, driver.loop.steps, stopped, stuck, normal,
-        outstanding, waiting_at, resumed, divergence, raised, driver.records, tail,
+        outstanding, waiting_at, resumed, divergence, raised, driver.records, tail, until_divergence,
     )
 
 

@@ -7,6 +7,8 @@ always busy leaves the transfer unfinished.
 """
 from __future__ import annotations
 
+import functools
+
 import orjson
 import pytest
 from distributed import worker_state_machine as wsm
@@ -119,6 +121,7 @@ def _stale_in_flight(original):
     ``in_flight_workers``: the worker thinks a transfer from it is still
     under way and never asks it again."""
 
+    @functools.wraps(original)
     def patched(self, ev):
         yield from original(self, ev)
         self.in_flight_workers[ev.worker] = set()
@@ -160,6 +163,8 @@ def test_a_stale_bookkeeping_entry_stays_stuck_and_a_fix_finishes(stale_log, mon
     assert d.seq == 4 and d.stimulus_id == "s4"
     assert [i["cls"] for i in d.actual] == ["GatherDep"] and d.expected == []
     assert fixed.at == 4 and fixed.finished, fixed.headline()
+    assert fixed.headline() == ("under the patched state machine, every task finished 2 events after step 4, "
+                                "where the instructions first differ from the recording, with every peer answering")
     assert classes(fixed.steps) == ["GatherDepSuccessEvent", "ExecuteSuccessEvent"]
 
 
@@ -283,3 +288,33 @@ def test_output_of_a_run_continued_from_inside_a_batch(tmp_path, record_log, cli
     assert w.state_at().tasks["x"].state == "memory" and "y" not in w.state_at().tasks
     code, out, err = cli_run(["verify", out_path])
     assert code == 0, out + err
+
+
+#: a fix, as a module for --import: the stale entry's patch undone
+FIX = """
+import distributed.worker_state_machine as wsm
+
+wsm.WorkerState._gather_dep_done_common = wsm.WorkerState._gather_dep_done_common.__wrapped__
+"""
+
+
+def test_cli_import_a_fix_and_the_run_finishes(stale_log, cli_run, tmp_path, monkeypatch):
+    # what --import leaves in the environment goes when the test ends
+    monkeypatch.setenv("REPLAY_IMPORT", "")
+    monkeypatch.setenv("REPLAY_IMPORT_PATH", "")
+    code, out, _ = cli_run(["continue", stale_log])
+    assert code == 1 and out.startswith("'w' is still fetch with every peer answering: the state machine does not")
+
+    (tmp_path / "unstale_fix.py").write_text(FIX)
+    monkeypatch.chdir(tmp_path)  # --import finds modules from the current directory
+    out_path = tmp_path / "fixed.jsonl"
+    code, out, err = cli_run(["continue", stale_log, "--import", "unstale_fix", "-o", out_path])
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[0].startswith("under the patched state machine, every task finished 2 events after step 4")
+    assert lines[1].startswith("under the patched state machine, step 4 (s4) first differs from the recording")
+    # the continued log says what the fixed worker did at step 4, and replays under the fix
+    log = replay.open(str(out_path))
+    assert log.worker().header["continued"]["diverged_at"] == 4
+    code, out, err = cli_run(["verify", out_path])
+    assert code == 0 and "faithful" in out, out + err
