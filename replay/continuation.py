@@ -264,10 +264,13 @@ class Continuation:
                     f"the hang comes from outside this worker ({self.cause()})")
         v = self.stuck
         assert v is not None
-        what = f"{key_text(v.key)} is still {v.state} with {answering}"
+        state = f"in {v.state}" if v.state in ("flight", "fetch") else v.state
+        what = f"{key_text(v.key)} is still {state} with {answering}"
         if self.stopped == "budget":
             what += f" after {self.events} events"
         if self.normal_wait:
+            if self.peers != "answer":
+                return f"{what}, a wait on its peers: {v.reason}"
             return f"{what}, a wait nothing in the log could end: {v.reason}"
         return (f"{what}: the state machine does not move on from here — `replay shrink` it "
                 f"({v.reason})")

@@ -239,7 +239,7 @@ def test_cli_the_6705_fixture_stays_stuck_inside_the_state_machine(cli_run, fixt
 def test_cli_peers_and_bad_input(cli_run, fixture_path):
     path = fixture_path("stuck-flight.jsonl")
     code, out, _ = cli_run(["continue", path, "-w", FLIGHT_STUCK, "--peers", "silent"])
-    assert code == 1 and out.startswith("'x' is still flight with no peer answering")
+    assert code == 1 and out.startswith("'x' is still in flight with no peer answering, a wait on its peers")
     code, _, err = cli_run(["continue", path, "--peers", "sometimes"])
     assert code == 2 and err.startswith("error: --peers: 'sometimes' is not one of answer, busy, silent")
     code, _, err = cli_run(["continue", path, "-w", FLIGHT_STUCK, "--at", "99"])
@@ -303,7 +303,7 @@ def test_cli_import_a_fix_and_the_run_finishes(stale_log, cli_run, tmp_path, mon
     monkeypatch.setenv("REPLAY_IMPORT", "")
     monkeypatch.setenv("REPLAY_IMPORT_PATH", "")
     code, out, _ = cli_run(["continue", stale_log])
-    assert code == 1 and out.startswith("'w' is still fetch with every peer answering: the state machine does not")
+    assert code == 1 and out.startswith("'w' is still in fetch with every peer answering: the state machine does not")
 
     (tmp_path / "unstale_fix.py").write_text(FIX)
     monkeypatch.chdir(tmp_path)  # --import finds modules from the current directory
