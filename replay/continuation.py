@@ -38,7 +38,6 @@ from replay.history import WorkerHistory
 from replay.literal import jsonable, key_text, literal
 from replay.logfile import encode_line
 from replay.reader import Progress, RecordedCall
-from replay.shrinker import choose_stuck_key
 from replay.simulate.dag import MEMORY, SimTask, TaskGraph
 from replay.simulate.faults import Faults, Injector
 from replay.simulate.loop import EPOCH, EventLoop, Stalled
@@ -546,6 +545,9 @@ def continue_worker(
         raised = driver.records[-1].get("error")
     elif finished:
         stopped = "finished"
+    # the shrinker asks this module whether a wait is normal: imported here, not at the top
+    from replay.shrinker import choose_stuck_key
+
     stuck = None
     normal = False
     key = choose_stuck_key(ws) if left else None
