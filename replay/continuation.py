@@ -36,14 +36,14 @@ from replay.engine import Applied, Divergence, Replayer, differing_instructions
 from replay.errors import BadInput, ReplayError
 from replay.history import WorkerHistory
 from replay.literal import jsonable, key_text, literal
-from replay.logfile import encode_line
+from replay.logfile import encode_line, iter_lines
 from replay.reader import Progress, RecordedCall
 from replay.simulate.dag import MEMORY, SimTask, TaskGraph
 from replay.simulate.faults import Faults, Injector
 from replay.simulate.loop import EPOCH, EventLoop, Stalled
 from replay.simulate.nodes import FIND_MISSING_PERIOD, Cluster, RecordedWorker, VirtualPeer
 from replay.simulate.scheduler import Scheduler
-from replay.views import FINAL_STATES, Key
+from replay.views import FINAL_STATES, Key, Moment
 from schemas.convert import encode_event, encode_instruction
 
 #: how the peers answer a ``GatherDep``: with the keys the log says they
@@ -239,7 +239,7 @@ class Continuation:
         if self.outstanding:
             return self.outstanding[0].describe(self.at, self.at_end)
         if self.resumed:
-            return self.resumed
+            return self.resumed.partition(": continued")[0]
         return "the scheduler had not said who holds the missing keys"
 
     def headline(self) -> str:
@@ -451,6 +451,22 @@ def _normal_wait(ws: wsm.WorkerState, v: Verdict, holders: dict[Key, dict[str, N
     return False
 
 
+#: a pause this close to the recorder's teardown came from the worker closing
+CLOSING_WITHIN = 1.0
+
+
+def _paused_closing(history: WorkerHistory, paused: Optional[Moment]) -> bool:
+    """Whether the worker paused as it closed: the recorder stopped at the
+    worker's teardown (``Worker.close`` pauses the state machine first), and
+    the pause came just before."""
+    if not history.wlog.ended or paused is None or paused.time is None:
+        return False
+    for _, rec in iter_lines(history.log.path, source=history.log.source):
+        if rec.get("kind") == "end" and rec.get("worker") == history.address:
+            return rec.get("reason") == "teardown" and rec["time"] - paused.time < CLOSING_WITHIN
+    return False
+
+
 def _replay_to(
     history: WorkerHistory, stop: int, until_divergence: bool, progress: Progress | None
 ) -> tuple[Replayer, Tracker, Surroundings, Optional[Divergence], Optional[tuple[int, list[dict]]]]:
@@ -526,7 +542,7 @@ def continue_worker(
     resumed = None
     if not ws.running:
         since = f" at step {surroundings.paused}" if surroundings.paused else ""
-        if history.wlog.ended and at == history.events:
+        if at == history.events and _paused_closing(history, tracker.paused):
             resumed = f"the worker paused{since} as it closed (the recorder saw it shut down): continued as running"
         else:
             resumed = f"the worker paused{since} and had not unpaused by step {at}: continued as running"

@@ -318,3 +318,73 @@ def test_cli_import_a_fix_and_the_run_finishes(stale_log, cli_run, tmp_path, mon
     assert log.worker().header["continued"]["diverged_at"] == 4
     code, out, err = cli_run(["verify", out_path])
     assert code == 0 and "faithful" in out, out + err
+
+
+# --- waits the surroundings end, and one they cannot ------------------------------
+
+
+def test_a_missing_key_is_found_through_find_missing(tmp_path, record_log):
+    # the peer answered without x; the scheduler still says the peer has it
+    path = record_log(tmp_path / "missing.jsonl", [
+        wsm.ComputeTaskEvent.dummy("y", who_has={"x": [PEER]}, nbytes={"x": 10}, stimulus_id="s1"),
+        wsm.GatherDepSuccessEvent(worker=PEER, total_nbytes=10, data={}, stimulus_id="s2"),
+    ])
+    w = replay.open(path).worker()
+    assert w.state_at().tasks["x"].state == "missing"
+    c = w.continue_from()
+    assert c.finished and c.outstanding == []
+    # Worker.find_missing asks, the scheduler answers, x is fetched, y runs
+    assert classes(c.steps) == ["FindMissingEvent", "RefreshWhoHasEvent", "GatherDepSuccessEvent",
+                                "ExecuteSuccessEvent"]
+    assert "the scheduler had not said who holds the missing keys" in c.headline()
+
+
+def test_a_key_nobody_holds_is_a_wait_nothing_in_the_log_ends(tmp_path, record_log):
+    path = record_log(tmp_path / "nobody.jsonl", [
+        wsm.ComputeTaskEvent.dummy("y", who_has={"x": []}, nbytes={"x": 10}, stimulus_id="s1"),
+    ])
+    c = replay.open(path).worker().continue_from()
+    assert not c.finished and c.exit_code == 1
+    assert c.key == "x" and c.stuck.state == "missing"
+    assert c.normal_wait and not c.state_machine_stuck
+    # one round of find_missing that changes nothing, then nothing more would come
+    assert classes(c.steps) == ["FindMissingEvent", "RefreshWhoHasEvent"] and c.stopped == "idle"
+    assert "a wait nothing in the log could end" in c.headline()
+
+
+def test_a_paused_worker_is_continued_running(tmp_path, record_log):
+    path = record_log(tmp_path / "paused.jsonl", [
+        wsm.PauseEvent(stimulus_id="s1"),
+        wsm.ComputeTaskEvent.dummy("y", stimulus_id="s2"),
+    ])
+    c = replay.open(path).worker().continue_from()
+    # a paused worker starts no task: unpaused, y runs
+    assert c.finished and classes(c.steps) == ["UnpauseEvent", "ExecuteSuccessEvent"]
+    assert c.resumed == "the worker paused at step 1 and had not unpaused by step 2: continued as running"
+    assert c.headline().endswith("(the worker paused at step 1 and had not unpaused by step 2)")
+
+
+def test_a_worker_paused_as_it_closed(fixture_path):
+    # the recorded cluster's workers pause as they close, just before the recorder stops
+    w = replay.open(fixture_path("cluster-log.jsonl.gz")).worker(0)
+    assert not w.state_at().running
+    c = w.continue_from()
+    assert c.resumed is not None and "as it closed (the recorder saw it shut down)" in c.resumed
+    assert classes(c.steps)[0] == "UnpauseEvent"
+
+
+def test_a_state_machine_that_raises_while_continued(tmp_path, record_log, monkeypatch):
+    path = record_log(tmp_path / "raises.jsonl", [
+        wsm.ComputeTaskEvent.dummy("y", who_has={"x": [PEER]}, nbytes={"x": 10}, stimulus_id="s1"),
+    ])
+
+    def broken(self, ev):
+        raise RuntimeError("boom")
+        yield
+
+    monkeypatch.setattr(wsm.WorkerState, "_gather_dep_done_common", broken)
+    c = replay.open(path).worker().continue_from()
+    assert not c.finished and c.stopped == "raised" and c.state_machine_stuck
+    assert c.raised == "RuntimeError('boom')"
+    assert c.steps[-1]["event"]["cls"] == "GatherDepSuccessEvent" and "error" in c.steps[-1]
+    assert c.headline().startswith("the state machine raised RuntimeError('boom') 1 events later")
