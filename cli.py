@@ -456,19 +456,29 @@ def why(
     html: Optional[str] = HTML,
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
+    from replay.continuation import WHY_MAX_STEPS, short_verdict
     from replay.diagnosis import ClusterWhy, diagnose, why_view
 
     index = indexed(log)
     source = index if index is not None else open_history(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
     wanted = None if key is None else parse_keys([key])[0]
+    histories: list = [source if index is None else None]
+
     def one(wh: Any) -> Any:
         step = wh.position(at)
         if index is not None:
-            return wh.why(step, wanted)
-        with progress_bar(f"replaying {wh.address}", step) as cb:
-            r, tracker = diagnose(wh, step, progress=cb)
-        return why_view(r, tracker, wanted)
+            view = wh.why(step, wanted)
+        else:
+            with progress_bar(f"replaying {wh.address}", step) as cb:
+                r, tracker = diagnose(wh, step, progress=cb)
+            view = why_view(r, tracker, wanted)
+        if view.tasks and wanted is None and wh.events <= WHY_MAX_STEPS:
+            # one line from a short continuation: is the hang inside the worker?
+            if histories[0] is None:
+                histories[0] = open_history(log)
+            view.continued = short_verdict(histories[0].worker(wh.address), step)
+        return view
 
     views = each_worker(chosen, one, chosen_by_user=worker is not None)
     findings = []

@@ -378,7 +378,7 @@ class _Driver(Cluster):
             crash = e.__cause__
             record["error"] = repr(crash)
             self.records.append(record)
-            raise _Raised(f"{type(crash).__name__}: {crash}"[:300]) from crash
+            raise _Raised from crash
         record["instructions"] = [encode_instruction(i) for i in applied.instructions]
         self.records.append(record)
         self.tracker.feed(applied)
@@ -574,6 +574,20 @@ def continue_worker(
         ws.address, at, at == history.events, peers, finished, driver.loop.steps, stopped, stuck, normal,
         outstanding, waiting_at, resumed, divergence, raised, driver.records, tail, until_divergence,
     )
+
+
+#: ``why`` runs a continuation only on logs this short, and this far: cheap
+WHY_MAX_STEPS = 20_000
+WHY_EVENTS = 1_000
+
+
+def short_verdict(history: WorkerHistory, pos: Any = None) -> Optional[str]:
+    """The verdict of a continuation from ``pos`` when it is cheap (a log of
+    at most :data:`WHY_MAX_STEPS` steps, at most :data:`WHY_EVENTS` events
+    driven), for ``why``'s extra line; None otherwise."""
+    if history.events > WHY_MAX_STEPS or history.header.get("history") == "partial":
+        return None
+    return continue_worker(history, pos, events=WHY_EVENTS).headline()
 
 
 def continued_records(history: WorkerHistory, c: Continuation) -> Iterator[dict]:

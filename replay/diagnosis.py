@@ -297,6 +297,9 @@ class WhyView:
     key: Any = None
     #: what the answer rests on, when not a replay (a partial history)
     note: Optional[str] = None
+    #: the verdict of a short continuation from this step (``replay continue``),
+    #: when one was cheap enough to run
+    continued: Optional[str] = None
 
     def to_json(self) -> dict:
         out = {"worker": self.worker, "step": self.step, "stimulus_id": self.stimulus_id,
@@ -305,6 +308,8 @@ class WhyView:
                "tasks": [v.to_json() for v in self.tasks]}
         if self.note:
             out["note"] = self.note
+        if self.continued:
+            out["continued"] = self.continued
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -319,6 +324,8 @@ class WhyView:
             when = f" since step {self.paused_since.step}" if self.paused_since else ""
             yield Text(f"the worker is paused{when}", style="yellow")
         yield verdicts_table(console, self.tasks, Moment(self.step, self.handled))
+        if self.continued:
+            yield Text.assemble(("continued: ", "bold"), render.safe(self.continued))
 
 
 def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment) -> Any:

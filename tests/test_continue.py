@@ -388,3 +388,27 @@ def test_a_state_machine_that_raises_while_continued(tmp_path, record_log, monke
     assert c.raised == "RuntimeError('boom')"
     assert c.steps[-1]["event"]["cls"] == "GatherDepSuccessEvent" and "error" in c.steps[-1]
     assert c.headline().startswith("the state machine raised RuntimeError('boom') 1 events later")
+
+
+@pytest.mark.parametrize("index", ["off", "on"])
+def test_why_adds_the_continuation_verdict(cli_run, fixture_path, tmp_path, monkeypatch, index):
+    path = tmp_path / "stuck-flight.jsonl"
+    path.write_bytes(open(fixture_path("stuck-flight.jsonl"), "rb").read())  # the index goes beside it
+    if index == "off":
+        monkeypatch.setenv("REPLAY_INDEX", "off")
+    else:
+        monkeypatch.delenv("REPLAY_INDEX", raising=False)
+    code, out, err = cli_run(["why", path, "--json"])
+    assert code == 0, err
+    views = {v["worker"]: v for v in orjson.loads(out)["workers"]}
+    stuck = views[f"tcp://127.0.0.1:{FLIGHT_STUCK}"]
+    assert stuck["continued"] == w_flight_verdict(fixture_path)
+    # a worker with nothing stuck has nothing to continue
+    assert "continued" not in views[FLIGHT_PEER]
+    # about one key, why answers only about it
+    code, out, _ = cli_run(["why", path, "x", "-w", FLIGHT_STUCK, "--json"])
+    assert "continued" not in orjson.loads(out)
+
+
+def w_flight_verdict(fixture_path) -> str:
+    return replay.open(fixture_path("stuck-flight.jsonl")).worker(FLIGHT_STUCK).continue_from().headline()
