@@ -68,13 +68,14 @@ class Outstanding:
     def describe(self, at: int, end: bool) -> str:
         """What did not come, as known at step ``at`` (``end``: the log's last)."""
         inst = self.instruction
-        never = "never" if end else f"had not by step {at}"
         if isinstance(inst, wsm.GatherDep):
             verb = "never answered" if end else f"had not answered by step {at}"
             return f"{inst.worker} {verb} the gather issued at step {self.step}"
         if isinstance(inst, wsm.Execute):
-            return f"the execution of {key_text(inst.key)} started at step {self.step} {never} finished"
-        return f"the retry of busy {inst.worker} asked at step {self.step} {never} came"
+            verb = "never finished" if end else f"had not finished by step {at}"
+            return f"the execution of {key_text(inst.key)} started at step {self.step} {verb}"
+        verb = "never came" if end else f"had not come by step {at}"
+        return f"the retry of busy {inst.worker} asked at step {self.step} {verb}"
 
     def to_json(self) -> dict:
         inst = self.instruction
