@@ -429,9 +429,9 @@ def continue_(
     json: bool = JSON,
 ) -> None:
     """Continue a worker from a step as a live worker would go on: exit 0 if every
-    task finished, 1 if one still waits (and on what). With --import and no --at,
-    replay under the patched state machine until its instructions first differ
-    from the recording, and continue from there."""
+    task finished, 1 if one still waits (and on what). Without --at, the replay
+    goes as far as the instructions match the recording (under --import, the
+    patched state machine's) and continues from there."""
     from replay import imports
     from replay.continuation import PEERS, ContinuedWorkers, continue_worker, write_continued
 
@@ -444,8 +444,9 @@ def continue_(
     def one(wh: Any) -> Any:
         step = wh.position(at)
         with progress_bar(f"replaying {wh.address}", step) as cb:
+            # from the end: replay only as far as the instructions match the recording
             c = continue_worker(wh, step, peers=peers, events=events, progress=cb,
-                                until_divergence=bool(imports.requested()) and at is None)
+                                until_divergence=at is None, patched=bool(imports.requested()))
         runs.append((wh, c))
         return c
 

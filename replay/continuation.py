@@ -35,7 +35,7 @@ from replay.diagnosis import Tracker, Verdict, explain
 from replay.engine import Applied, Divergence, Replayer, differing_instructions
 from replay.errors import BadInput, ReplayError
 from replay.history import WorkerHistory
-from replay.literal import jsonable, key_text, literal
+from replay.literal import jsonable, key_text
 from replay.logfile import encode_line, iter_lines
 from replay.reader import Progress, RecordedCall
 from replay.simulate.dag import MEMORY, SimTask, TaskGraph
@@ -43,6 +43,7 @@ from replay.simulate.faults import Faults, Injector
 from replay.simulate.loop import EPOCH, EventLoop, Stalled
 from replay.simulate.nodes import FIND_MISSING_PERIOD, Cluster, RecordedWorker, VirtualPeer
 from replay.simulate.scheduler import Scheduler
+from replay.summary import DivergenceView
 from replay.views import FINAL_STATES, Key, Moment
 from schemas.convert import encode_event, encode_instruction
 
@@ -213,8 +214,10 @@ class Continuation:
     #: the continued log says where the recording's record of step ``at``
     #: does not (a batch cut at ``at``, a divergence)
     tail: Optional[tuple[int, list[dict]]] = field(default=None, repr=False)
-    #: the replay stopped at the first divergence, if any (a patched state machine)
+    #: the replay stopped at the first divergence, if any
     until_divergence: bool = False
+    #: replayed under a patched state machine (``--import``)
+    patched: bool = False
 
     @property
     def key(self) -> Any:
@@ -246,7 +249,7 @@ class Continuation:
     def headline(self) -> str:
         """The verdict, in one line."""
         line = self._verdict()
-        return f"under the patched state machine, {line}" if self.until_divergence else line
+        return f"under the patched state machine, {line}" if self.patched else line
 
     def _verdict(self) -> str:
         if self.raised is not None:
@@ -286,7 +289,7 @@ class Continuation:
             "outstanding": [o.to_json() for o in self.outstanding],
             "stuck": None if self.stuck is None else self.stuck.to_json(),
             "resumed": self.resumed, "raised": self.raised,
-            "until_divergence": self.until_divergence,
+            "until_divergence": self.until_divergence, "patched": self.patched,
         }
         if self.divergence is not None:
             d = self.divergence
@@ -298,14 +301,17 @@ class Continuation:
         style = "green" if self.finished else "red" if self.state_machine_stuck else "yellow"
         yield Text(render.safe(self.headline()).plain, style=style)
         d = self.divergence
-        if d is None and self.until_divergence:
+        if d is None and self.patched:
             yield Text("under the patched state machine, every step did what the recording did")
         if d is not None:
-            yield Text.assemble(
-                f"under the patched state machine, step {d.seq} ({render.safe(d.stimulus_id).plain}) "
-                f"first differs from the recording ({d.kind}): recorded ",
-                render.safe(literal(d.expected, 300)), ", now ", render.safe(literal(d.actual, 300)),
+            where = f"step {d.seq} ({render.safe(d.stimulus_id).plain})"
+            yield Text(
+                f"under the patched state machine, {where} first differs from the recording:" if self.patched
+                else f"the replay departs from the recording at {where}"
+                + (f" ({render.safe(d.cause).plain})" if d.cause else "") + "; continued from there:"
             )
+            # the differing instructions, as verify shows them
+            yield DivergenceView(d.seq, d.stimulus_id, d.kind, d.expected, d.actual, d.key, None, None)
         yield Text(f"{render.safe(self.worker).plain}: continued from step {self.at}, "
                    f"{self.events} events, stopped: {self.stopped}", style="dim")
         if self.resumed:
@@ -518,6 +524,7 @@ def continue_worker(
     peers: str = "answer",
     events: int = DEFAULT_EVENTS,
     until_divergence: bool = False,
+    patched: bool = False,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> Continuation:
@@ -528,7 +535,8 @@ def continue_worker(
     worker. ``until_divergence`` replays the log only until the state
     machine's instructions first differ from the recording (a patched state
     machine: "would my fix have finished this run?"), and continues from
-    there. The same arguments give the same continuation.
+    there. ``patched`` only says so in the verdict (the state machine was
+    patched by ``--import``). The same arguments give the same continuation.
     """
     if peers not in PEERS:
         raise ValueError(f"peers must be one of {', '.join(PEERS)}, not {peers!r}")
@@ -551,7 +559,8 @@ def continue_worker(
     if divergence is not None and divergence.kind == "error":
         return Continuation(ws.address, at, at == history.events, peers, False, 0, "raised",
                             None, False, outstanding, waiting_at, resumed, divergence,
-                            raised=str(divergence.actual), tail=tail, until_divergence=True)
+                            raised=str(divergence.actual), tail=tail, until_divergence=True,
+                            patched=patched)
     driver = _Driver(r, tracker, surroundings, peers, seed)
     driver.answer_outstanding(outstanding, unpause=not ws.running)
     stopped = driver.drive(events)
@@ -573,7 +582,7 @@ def continue_worker(
         normal = _normal_wait(ws, stuck, surroundings.holders, peers)
     return Continuation(
         ws.address, at, at == history.events, peers, finished, driver.loop.steps, stopped, stuck, normal,
-        outstanding, waiting_at, resumed, divergence, raised, driver.records, tail, until_divergence,
+        outstanding, waiting_at, resumed, divergence, raised, driver.records, tail, until_divergence, patched,
     )
 
 

@@ -163,8 +163,10 @@ def test_a_stale_bookkeeping_entry_stays_stuck_and_a_fix_finishes(stale_log, mon
     assert d.seq == 4 and d.stimulus_id == "s4"
     assert [i["cls"] for i in d.actual] == ["GatherDep"] and d.expected == []
     assert fixed.at == 4 and fixed.finished, fixed.headline()
-    assert fixed.headline() == ("under the patched state machine, every task finished 2 events after step 4, "
+    assert fixed.headline() == ("every task finished 2 events after step 4, "
                                 "where the instructions first differ from the recording, with every peer answering")
+    assert continue_worker(w, until_divergence=True, patched=True).headline().startswith(
+        "under the patched state machine, every task finished")
     assert classes(fixed.steps) == ["GatherDepSuccessEvent", "ExecuteSuccessEvent"]
 
 
@@ -312,7 +314,8 @@ def test_cli_import_a_fix_and_the_run_finishes(stale_log, cli_run, tmp_path, mon
     assert code == 0, out + err
     lines = out.splitlines()
     assert lines[0].startswith("under the patched state machine, every task finished 2 events after step 4")
-    assert lines[1].startswith("under the patched state machine, step 4 (s4) first differs from the recording")
+    assert lines[1] == "under the patched state machine, step 4 (s4) first differs from the recording:"
+    assert lines[2].startswith("  + replayed GatherDep worker='tcp://127.0.0.1:9999'")
     # the continued log says what the fixed worker did at step 4, and replays under the fix
     log = replay.open(str(out_path))
     assert log.worker().header["continued"]["diverged_at"] == 4
@@ -412,3 +415,13 @@ def test_why_adds_the_continuation_verdict(cli_run, fixture_path, tmp_path, monk
 
 def w_flight_verdict(fixture_path) -> str:
     return replay.open(fixture_path("stuck-flight.jsonl")).worker(FLIGHT_STUCK).continue_from().headline()
+
+
+def test_cli_a_log_the_stock_state_machine_departs_from(stale_log, cli_run, monkeypatch):
+    monkeypatch.undo()  # recorded under the stale entry, continued by stock dask
+    code, out, err = cli_run(["continue", stale_log])
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[0].startswith("every task finished 2 events after step 4")
+    assert lines[1] == "the replay departs from the recording at step 4 (s4); continued from there:"
+    assert lines[2].startswith("  + replayed GatherDep worker='tcp://127.0.0.1:9999'")
