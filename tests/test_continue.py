@@ -425,3 +425,17 @@ def test_cli_a_log_the_stock_state_machine_departs_from(stale_log, cli_run, monk
     assert lines[0].startswith("every task finished 2 events after step 4")
     assert lines[1] == "the replay departs from the recording at step 4 (s4); continued from there:"
     assert lines[2].startswith("  + replayed GatherDep worker='tcp://127.0.0.1:9999'")
+
+
+def test_cli_the_stepper_and_shrink_read_a_continued_log(cli_run, fixture_path, tmp_path):
+    out_path = tmp_path / "flight.jsonl"
+    code, _, err = cli_run(["continue", fixture_path("stuck-flight.jsonl"), "-w", FLIGHT_STUCK, "-o", out_path])
+    assert code == 0, err
+    # the last step is a simulated one: y finishes
+    code, out, err = cli_run(["step", out_path, "--to", "3", "--print"])
+    assert code == 0 and "step 3 of 3" in out and "ExecuteSuccessEvent key='y'" in out, out + err
+    code, out, err = cli_run(["shrink", out_path, "--state", "y=memory", "--json"])
+    assert code == 0, out + err
+    shrunk = orjson.loads(out)
+    # the recorded step and the two simulated ones are all events the shrinker sees
+    assert shrunk["events_before"] == 3 and 1 <= shrunk["events_after"] <= 3
