@@ -203,8 +203,8 @@ class Continuation:
     waiting_at: int = 0
     #: the worker was paused at ``at`` and is continued running: why
     resumed: Optional[str] = None
-    #: under a patched state machine, the first step whose instructions
-    #: differed from the recording (the continuation starts after it)
+    #: with ``until_divergence``, the first step whose instructions differed
+    #: from the recording (the continuation starts after it)
     divergence: Optional[Divergence] = None
     #: what the state machine raised during the continuation
     raised: Optional[str] = None
