@@ -291,10 +291,10 @@ class Continuation:
             "resumed": self.resumed, "raised": self.raised,
             "until_divergence": self.until_divergence, "patched": self.patched,
         }
-        if self.divergence is not None:
-            d = self.divergence
-            out["divergence"] = {"step": d.seq, "stimulus_id": d.stimulus_id, "kind": d.kind,
-                                 "recorded": jsonable(d.expected), "replayed": jsonable(d.actual)}
+        d = self.divergence
+        out["divergence"] = None if d is None else {
+            "step": d.seq, "stimulus_id": d.stimulus_id, "kind": d.kind,
+            "recorded": jsonable(d.expected), "replayed": jsonable(d.actual)}
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

@@ -8,6 +8,10 @@ always busy leaves the transfer unfinished.
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -439,3 +443,48 @@ def test_cli_the_stepper_and_shrink_read_a_continued_log(cli_run, fixture_path, 
     shrunk = orjson.loads(out)
     # the recorded step and the two simulated ones are all events the shrinker sees
     assert shrunk["events_before"] == 3 and 1 <= shrunk["events_after"] <= 3
+
+
+# --- a real cluster recorded through a patched state machine ------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _replay(*args: str) -> subprocess.CompletedProcess:
+    """``replay ARGS`` in a fresh process, as a user runs it (it re-executes
+    with the log's hash seed and imports --import modules itself)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONHASHSEED", "DASK_REPLAY_SEED_REEXEC", "REPLAY_IMPORT", "REPLAY_IMPORT_PATH")}
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          timeout=120, text=True)
+
+
+@pytest.fixture(scope="module")
+def stale_cluster_log(tmp_path_factory):
+    """Two in-process LocalCluster workers recorded while
+    tests/patched/stale_in_flight.py leaves the stale entry behind."""
+    out = str(tmp_path_factory.mktemp("patched") / "stale-cluster.jsonl")
+    env = dict(os.environ, PYTHONHASHSEED="6640")
+    p = subprocess.run([sys.executable, "tests/patched/record.py", "stale_in_flight", out], cwd=ROOT, env=env,
+                       capture_output=True, timeout=180, text=True)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def test_a_cluster_recorded_through_the_stale_entry_finishes_without_it(stale_cluster_log):
+    # under the bug, as recorded: x2 waits for a transfer the worker thinks is under way
+    stuck = _replay("continue", stale_cluster_log, "--import", "tests.patched.stale_in_flight")
+    assert stuck.returncode == 1, stuck.stdout + stuck.stderr
+    first = stuck.stdout.splitlines()[0]
+    assert first.startswith("under the patched state machine, 'x2' is still in fetch with every peer answering: "
+                            "the state machine does not move on from here")
+    # stock dask (this process): the replay departs where the fixed worker asks
+    # for x2, and the run finishes
+    log = replay.open(stale_cluster_log)
+    fixed = [w.continue_from(until_divergence=True) for w in log.workers]
+    (departed,) = [c for c in fixed if c.divergence is not None]
+    assert all(c.finished for c in fixed), [c.headline() for c in fixed]
+    d = departed.divergence
+    assert d.kind == "instructions" and d.expected == [] and [i["cls"] for i in d.actual] == ["GatherDep"]
+    assert d.actual[0]["to_gather"] == {"set": ["x2"]}
+    assert classes(departed.steps) == ["GatherDepSuccessEvent", "ExecuteSuccessEvent"]
