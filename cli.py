@@ -1,24 +1,103 @@
-"""The ``replay`` command: thin wrappers that read, call the engine, render."""
+"""The ``replay`` command: thin wrappers that read, call the engine, render.
+
+What needs the state machine or the schemas (``distributed``, pydantic) is
+imported inside the command that needs it: an answer from a log's index
+loads neither (``tests/test_index.py`` holds it to that).
+"""
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import sys
+import time
 from contextlib import contextmanager
+from importlib.metadata import version
 from typing import Any, Optional
 
 import orjson
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from replay import render
-from replay.errors import BadInput
+from replay import imports, parallel, render
+from replay.diagnosis import ClusterWhy
+from replay.errors import BadInput, NotFound
+from replay.index import build, index_path
+from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin, write_records
+from replay.parallel import load_one, map_workers
+from replay.source import open_source
+from replay.story import Story
+from replay.summary import LoadSummary, VerifyResult, verify_worker
+from schemas.codec import parse_key
+
+
+class _Commands(TyperGroup):
+    """``replay``'s commands, with help a person reads.
+
+    typer names each option's value by its Python type (``--json <bool>``,
+    ``<list[str]>``, ``<int range> [x>=1]``): here a value is named by its
+    metavar (``--at POS``; by default the option's own name, ``--worker
+    WORKER``), a flag by nothing, and a bound is said in words at the end of
+    the option's help. The values are checked as declared, bounds included.
+    """
+
+    def get_params(self, ctx: Any) -> list:
+        return [_named(p) for p in super().get_params(ctx)]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            for p in [*command.params, command.get_help_option(ctx)]:
+                if p is not None:
+                    _named(p)
+        return command
+
+
+#: what an option's value is, where its name does not say it
+_VALUES = {"--at": "POS", "--to": "POS", "--output": "FILE", "--pytest": "FILE", "--jump": "N", "--jobs": "N"}
+
+
+def _named(p: Any) -> Any:
+    """``p`` shown by name, never by type (what :class:`_Commands` promises)."""
+    if getattr(p, "is_flag", False):
+        p.metavar = ""
+    elif p.param_type_name == "argument":
+        p.metavar = p.metavar or p.name.upper()
+        # typer has no setting for an argument's type column: an argument says
+        # what it is in its name and help
+        p.display_type_rich = lambda ctx: None
+    elif p.metavar is None:
+        long = max(p.opts, key=len)
+        p.metavar = _VALUES.get(long) or long.lstrip("-").upper().replace("-", "_")
+    low, high = getattr(p, "min", None), getattr(p, "max", None)
+    if low is not None or high is not None:
+        bound = f"{low} to {high}" if low is not None and high is not None else \
+            f"at least {low}" if low is not None else f"at most {high}"
+        p.help = f"{(p.help or '').rstrip('.')} ({bound})."
+        # the bound lives in the value's type; these two only print it
+        p.min = p.max = None
+    return p
+
+
+def _version(show: bool) -> None:
+    if show:
+
+        out.print(f"dask-replay {version('dask-replay')} (distributed {version('distributed')})")
+        raise typer.Exit()
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # docstrings wrap at 110 columns: markdown joins their lines into sentences
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Record and replay the dask.distributed worker state machine.",
 )
+
 #: piped output is plain text, one long line per row, never cut at 80 columns
 out = Console(highlight=False, soft_wrap=True, **({} if sys.stdout.isatty() else {"width": 100_000}))
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -106,7 +185,6 @@ def ensure_recorded_seed(path: str) -> None:
     copied to a file first, which the re-executed command reads instead.
     """
     from replay.determinism import reexec_with_seed
-    from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin
 
     source = path
     if path == "-":
@@ -143,7 +221,6 @@ def open_history(path: str, *, quiet: bool = False) -> Any:
 def open_answers(log: str) -> Any:
     """The :class:`~replay.source.Source` that answers for ``log``: its index,
     a replay, or a partial history (the policy is :func:`replay.source.open_source`)."""
-    from replay.source import open_source
 
     source = open_source(log, history=lambda: open_history(log, quiet=True), progress=progress_bar,
                          index_progress=index_progress)
@@ -183,7 +260,6 @@ class progress_bar:
         self.last = 0
 
     def __enter__(self) -> Any:
-        import time
 
         if self.total < 1000 or not err.is_terminal:
             return None
@@ -195,7 +271,6 @@ class progress_bar:
             return
         self.last = step
         if self.bar is None:
-            import time
 
             if time.monotonic() - self.started < self.DELAY:
                 return
@@ -231,7 +306,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
         sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
         sys.stdout.flush()
     if svg or html:
-        import io
 
         # a terminal-like console of its own, so that piped output stays plain
         rec = Console(record=True, width=120, file=io.StringIO(), force_terminal=True,
@@ -247,7 +321,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
 
 
 def parse_keys(texts: list[str]) -> list[Any]:
-    from schemas.codec import parse_key
 
     return [parse_key(t) for t in texts]
 
@@ -272,10 +345,8 @@ def load(
     json: bool = JSON,
 ) -> None:
     """Replay every worker to its end: running or paused, what is stuck and why, the events."""
-    from replay.summary import LoadSummary
 
     if side_by_side(jobs, scheduler):
-        from replay.parallel import load_one, map_workers
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -332,7 +403,6 @@ def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
     log only: their answers are the answer. Nothing found anywhere, or on the
     one worker the user chose, is the one-line error, naming every worker.
     """
-    from replay.errors import NotFound
 
     answers, missed = [], []
     for w in workers:
@@ -361,8 +431,6 @@ def story(
     """Every event, transition and instruction about a key, or of a stimulus id,
     with the recorded time of each; across every worker of a cluster log unless
     --worker chooses one."""
-    from replay.errors import NotFound
-    from replay.story import Story
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -398,8 +466,8 @@ def why(
     html: Optional[str] = HTML,
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
+    # a continuation replays with the state machine: imported only when why runs
     from replay.continuation import WHY_MAX_STEPS, short_verdict
-    from replay.diagnosis import ClusterWhy
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -432,7 +500,7 @@ def continue_(
     task finished, 1 if one still waits (and on what). Without --at, the replay
     goes as far as the instructions match the recording (under --import, the
     patched state machine's) and continues from there."""
-    from replay import imports
+    # a continuation replays with the state machine: imported only when continue runs
     from replay.continuation import PEERS, ContinuedWorkers, continue_worker, write_continued
 
     if peers not in PEERS:
@@ -465,7 +533,6 @@ def index(
 ) -> None:
     """Replay LOG once and write its index: later load, state, diff, story and
     why answer from it without replaying."""
-    from replay.index import build, index_path
 
     if log == "-":
         raise BadInput("index needs a file: standard input cannot be read again")
@@ -489,13 +556,11 @@ def verify(
     json: bool = JSON,
 ) -> None:
     """Replay and compare with the recording; exit 1 at the first divergence."""
-    from replay.summary import VerifyResult, verify_worker
 
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
     if side_by_side(jobs, scheduler):
-        from replay import parallel
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -535,8 +600,6 @@ def shrink(
 ) -> None:
     """Shrink a worker's log to a minimal event sequence that still shows the bug."""
     from replay import shrinker as s
-    from replay.logfile import write_records
-    from schemas.codec import parse_key
 
     chosen = [p for p in (stuck is not None, state is not None, raises is not None, invalid, expr is not None) if p]
     if len(chosen) > 1:
@@ -619,8 +682,6 @@ def simulate(
     json: bool = JSON,
 ) -> None:
     """Write a cluster log of real WorkerStates driven by a simulated scheduler and peers."""
-    import gzip
-    import time
 
     from replay.determinism import NANNY_SEED, hash_seed, reexec_with_seed
 
@@ -676,7 +737,7 @@ def step(
     worker: Optional[str] = typer.Option(
         None, "--worker", "-w",
         help="Worker: address, unique part of one, or index (default: the first that has --to's "
-        "stimulus id, else the first)."),
+        "stimulus id, else the first that ends with a task not finished, else the first)."),
     to: Optional[str] = typer.Option(None, "--to", help="Start at this step or stimulus id (default: step 0)."),
     breaks: list[str] = typer.Option([], "--break", metavar="SPEC",
                                      help="Stop where state:KEY=STATE, stimulus:ID, event:CLASS, instruction:CLASS, "
@@ -692,7 +753,6 @@ def step(
 ) -> None:
     """Step through a worker forwards and backwards, with breakpoints: a full-screen UI
     (? lists the keys), or one screen as text with --print."""
-    from replay.errors import NotFound
     from replay.step import Stepper
 
     if not sys.stdout.isatty():  # piped: a full screen has nowhere to go, its text does
@@ -746,14 +806,14 @@ def _options(
         help="Import MODULE before anything replays: a patched or fixed state machine (repeatable; "
         "also after the command, or REPLAY_IMPORT=m1,m2).",
     ),
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                      help="Print the version of dask-replay and of distributed, and exit."),
 ) -> None:
     # main() has taken every --import already, wherever it stood: see replay.imports
     pass
 
 
 def main() -> None:
-    from replay import imports
-
     try:
         imports.request(imports.take_options(sys.argv))
         imports.apply()

@@ -20,7 +20,6 @@ answered, the execution that never ended, the pause never lifted.
 """
 from __future__ import annotations
 
-import gzip
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ from replay.engine import Applied, Divergence, Replayer, differing_instructions
 from replay.errors import BadInput, ReplayError
 from replay.history import WorkerHistory
 from replay.literal import jsonable, key_text
-from replay.logfile import encode_line, iter_lines
+from replay.logfile import iter_lines, write_records
 from replay.reader import Progress, RecordedCall
 from replay.simulate.dag import MEMORY, SimTask, TaskGraph
 from replay.simulate.faults import Faults, Injector
@@ -630,19 +629,11 @@ def continued_records(history: WorkerHistory, c: Continuation) -> Iterator[dict]
 def write_continued(path: str, runs: list[tuple[WorkerHistory, Continuation]]) -> int:
     """Write continued runs as one log (gzip if ``path`` ends with ``.gz``),
     each worker's records in order; returns the number of lines."""
+    records = (rec for history, c in runs for rec in continued_records(history, c))
     try:
-        raw = open(path, "wb")
+        return write_records(path, records)
     except OSError as e:
         raise BadInput(f"{path}: cannot write: {e.strerror or e}") from None
-    n = 0
-    with raw:
-        stream: Any = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if path.endswith(".gz") else raw
-        with stream:
-            for history, c in runs:
-                for rec in continued_records(history, c):
-                    stream.write(encode_line(rec))
-                    n += 1
-    return n
 
 
 def _rank(c: Continuation) -> tuple[bool, bool, bool]:
