@@ -21,6 +21,7 @@ answered, the execution that never ended, the pause never lifted.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional
@@ -585,18 +586,33 @@ def continue_worker(
     )
 
 
-#: ``why`` runs a continuation only on logs this short, and this far: cheap
+#: ``why`` runs a continuation only on logs this short, this far, and for
+#: this long (seconds of replay): cheap
 WHY_MAX_STEPS = 20_000
 WHY_EVENTS = 1_000
+WHY_SECONDS = 2.0
 
 
-def short_verdict(history: WorkerHistory, pos: Any = None) -> Optional[str]:
+class _TooLong(Exception):
+    """The replay before a short continuation ran out of time."""
+
+
+def short_verdict(history: WorkerHistory, pos: Any = None, seconds: float = WHY_SECONDS) -> Optional[str]:
     """The verdict of a continuation from ``pos`` when it is cheap (a log of
-    at most :data:`WHY_MAX_STEPS` steps, at most :data:`WHY_EVENTS` events
-    driven), for ``why``'s extra line; None otherwise."""
+    at most :data:`WHY_MAX_STEPS` steps, replayed within ``seconds``, at most
+    :data:`WHY_EVENTS` events driven), for ``why``'s extra line; None otherwise."""
     if history.events > WHY_MAX_STEPS or history.header.get("history") == "partial":
         return None
-    return continue_worker(history, pos, events=WHY_EVENTS).headline()
+    deadline = time.monotonic() + seconds
+
+    def in_time(step: int) -> None:
+        if time.monotonic() > deadline:
+            raise _TooLong
+
+    try:
+        return continue_worker(history, pos, events=WHY_EVENTS, progress=in_time).headline()
+    except _TooLong:
+        return None
 
 
 def continued_records(history: WorkerHistory, c: Continuation) -> Iterator[dict]:

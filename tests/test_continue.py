@@ -488,3 +488,13 @@ def test_a_cluster_recorded_through_the_stale_entry_finishes_without_it(stale_cl
     assert d.kind == "instructions" and d.expected == [] and [i["cls"] for i in d.actual] == ["GatherDep"]
     assert d.actual[0]["to_gather"] == {"set": ["x2"]}
     assert classes(departed.steps) == ["GatherDepSuccessEvent", "ExecuteSuccessEvent"]
+
+
+def test_why_leaves_out_a_continuation_that_is_not_cheap(fixture_path):
+    from replay.continuation import short_verdict
+
+    w = replay.open(fixture_path("cluster-log.jsonl.gz")).worker(1)
+    assert w.events > 100
+    # no time at all: the replay stops at its first call, and there is no line
+    assert short_verdict(w, seconds=0.0) is None
+    assert short_verdict(w) == w.continue_from(events=1_000).headline()
