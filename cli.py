@@ -468,6 +468,7 @@ def why(
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
     # a continuation replays with the state machine: imported only when why runs
     from replay.continuation import WHY_MAX_STEPS, short_verdict
+    from replay.history import open as replay_open
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -477,7 +478,8 @@ def why(
     short = [v for v in views if v.tasks and source.worker(v.worker).events <= WHY_MAX_STEPS]
     if wanted is None and short and source.kind != "partial":
         # one line from a short continuation: is the hang inside the worker?
-        history = source.history if source.kind == "replayed" else open_history(log, quiet=True)
+        # not re-executed with the recorded seed for one line: short_verdict checks the replay instead
+        history = source.history if source.kind == "replayed" else replay_open(log, inexact=True)
         for v in short:
             v.continued = short_verdict(history.worker(v.worker), v.step)
     emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)

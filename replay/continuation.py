@@ -600,7 +600,13 @@ class _TooLong(Exception):
 def short_verdict(history: WorkerHistory, pos: Any = None, seconds: float = WHY_SECONDS) -> Optional[str]:
     """The verdict of a continuation from ``pos`` when it is cheap (a log of
     at most :data:`WHY_MAX_STEPS` steps, replayed within ``seconds``, at most
-    :data:`WHY_EVENTS` events driven), for ``why``'s extra line; None otherwise."""
+    :data:`WHY_EVENTS` events driven), for ``why``'s extra line; None otherwise.
+
+    The replay to ``pos`` is checked against the recording as it goes, so
+    that a replay under another hash seed than the recording's (``why`` does
+    not re-execute for this line) answers only when it took the recorded
+    path; None if it departs.
+    """
     if history.events > WHY_MAX_STEPS or history.header.get("history") == "partial":
         return None
     deadline = time.monotonic() + seconds
@@ -610,9 +616,10 @@ def short_verdict(history: WorkerHistory, pos: Any = None, seconds: float = WHY_
             raise _TooLong
 
     try:
-        return continue_worker(history, pos, events=WHY_EVENTS, progress=in_time).headline()
+        c = continue_worker(history, pos, events=WHY_EVENTS, until_divergence=True, progress=in_time)
     except _TooLong:
         return None
+    return None if c.divergence is not None else c.headline()
 
 
 def continued_records(history: WorkerHistory, c: Continuation) -> Iterator[dict]:

@@ -498,3 +498,12 @@ def test_why_leaves_out_a_continuation_that_is_not_cheap(fixture_path):
     # no time at all: the replay stops at its first call, and there is no line
     assert short_verdict(w, seconds=0.0) is None
     assert short_verdict(w) == w.continue_from(events=1_000).headline()
+
+
+def test_why_leaves_out_a_continuation_whose_replay_departs(stale_log, monkeypatch):
+    from replay.continuation import short_verdict
+
+    w = replay.open(stale_log).worker()
+    assert short_verdict(w) == w.continue_from().headline()  # under the recording's state machine
+    monkeypatch.undo()  # stock dask departs at step 4: the line would not be about this log
+    assert short_verdict(w) is None
