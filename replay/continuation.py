@@ -556,7 +556,8 @@ def continue_worker(
         else:
             resumed = f"the worker paused{since} and had not unpaused by step {at}: continued as running"
     tracker.end = None  # past the log: "not completed by step N"
-    if divergence is not None and divergence.kind == "error":
+    if divergence is not None and divergence.exception is not None:
+        # the state machine raised where the recording did not: nothing to continue
         return Continuation(ws.address, at, at == history.events, peers, False, 0, "raised",
                             None, False, outstanding, waiting_at, resumed, divergence,
                             raised=str(divergence.actual), tail=tail, until_divergence=True,
