@@ -627,7 +627,8 @@ def continued_records(history: WorkerHistory, c: Continuation) -> Iterator[dict]
     """The continued run as one worker's log: its header (saying from which
     step it continues), the recorded records up to the step continued from,
     the simulated steps, and an end record. Every read command accepts it."""
-    header = dict(history.header)
+    # what the shrinker kept a log showing is not what this log shows
+    header = {k: v for k, v in history.header.items() if k != "shrunk"}
     header["continued"] = {"from_step": c.at, "peers": c.peers, "events": c.events,
                            "diverged_at": None if c.divergence is None else c.divergence.seq}
     yield header

@@ -30,7 +30,7 @@ from schemas.types import DistributedRelease, EncodedKey, Model, Number, Resourc
 
 __all__ = [
     "FORMAT", "VERSION", "RECORD", "Header", "Step", "ResourcesChange", "End", "StateInputs",
-    "Imported", "Continued", "FinalState", "SchedulerState",
+    "Imported", "Continued", "ShrunkBy", "FinalState", "SchedulerState",
 ]
 
 Seq = Annotated[StrictInt, Field(ge=1)]
@@ -89,9 +89,26 @@ class Continued(Model):
     peers: Literal["answer", "busy", "silent"]
     #: simulated steps
     events: NonNegative
-    #: under a patched state machine, the step whose instructions first
-    #: differed from the recording (the last recorded step kept)
+    #: the step whose instructions first differed from the recording
+    #: (another release, a patch): the last recorded step kept
     diverged_at: Optional[Seq] = None
+
+
+class ShrunkBy(Model):
+    """The predicate ``replay shrink`` kept a shrunk log showing, with the
+    keys as the shrunk log names them: ``replay bisect`` asks it again under
+    other releases."""
+
+    predicate: Literal["stuck", "state", "raises", "invalid", "expr"]
+    #: as given on the command line, keys as the original log named them
+    text: StrictStr
+    #: --stuck KEY, --state KEY=STATE
+    key: Optional[EncodedKey] = None
+    state: Optional[StrictStr] = None
+    #: --raises NAME
+    name: Optional[StrictStr] = None
+    #: --expr: kept to be read, never evaluated from the log
+    expr: Optional[StrictStr] = None
 
 
 class Header(Model):
@@ -124,6 +141,8 @@ class Header(Model):
     imported: Optional[Imported] = None
     #: set when the log continues a recorded one with simulated steps
     continued: Optional[Continued] = None
+    #: set on a log written by ``replay shrink -o``
+    shrunk: Optional[ShrunkBy] = None
 
 
 class Step(Model):
