@@ -37,7 +37,7 @@ from schemas.types import DistributedRelease, EncodedKey, Model, Number, Resourc
 
 __all__ = [
     "FORMAT", "VERSION", "RECORD", "Header", "Step", "StoreFailure", "ResourcesChange", "End",
-    "StateInputs", "Imported", "ShrunkBy", "FinalState", "SchedulerState",
+    "StateInputs", "Imported", "Continued", "ShrunkBy", "FinalState", "SchedulerState",
 ]
 
 Seq = Annotated[StrictInt, Field(ge=1)]
@@ -85,6 +85,20 @@ class Imported(Model):
     keys_repaired: NonNegative = 0
     #: data sizes the dump lacks, set to the default data size
     sizes_guessed: NonNegative = 0
+
+
+class Continued(Model):
+    """The log continues a recorded one (``replay continue -o``): the steps
+    up to ``from_step`` are the recording's, the ones after it simulated."""
+
+    from_step: NonNegative
+    #: how the simulated peers answered: "answer", "busy" or "silent"
+    peers: Literal["answer", "busy", "silent"]
+    #: simulated steps
+    events: NonNegative
+    #: the step whose instructions first differed from the recording
+    #: (another release, a patch): the last recorded step kept
+    diverged_at: Optional[Seq] = None
 
 
 class ShrunkBy(Model):
@@ -136,6 +150,8 @@ class Header(Model):
     history_reason: Optional[StrictStr] = None
     #: set when the log was converted from another artefact, not recorded
     imported: Optional[Imported] = None
+    #: set when the log continues a recorded one with simulated steps
+    continued: Optional[Continued] = None
     #: set on a log written by ``replay shrink -o``
     shrunk: Optional[ShrunkBy] = None
 
@@ -171,6 +187,9 @@ class Step(Model):
     store_failed: Optional[list[StoreFailure]] = None
     #: room for optional per-step data (e.g. a clock tape)
     extras: Optional[dict[StrictStr, Any]] = None
+    #: the step was not recorded: a continuation simulated it (see
+    #: :class:`Continued`)
+    simulated: StrictBool = False
 
 
 class Settings(Model):
