@@ -402,8 +402,9 @@ def test_read_commands_are_found():
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in TRANSFORMS])
 @pytest.mark.parametrize("name", list(CASES))
-def test_command(name, command, tmp_path, cli_run, corpus):
+def test_command(name, command, tmp_path, cli_run, corpus, monkeypatch):
     case = CASES[name]
+    monkeypatch.chdir(tmp_path)  # where a command's default output (report.html) goes
     path, data = build(name, tmp_path, corpus)
     code, out, err = cli_run(argv(command, path, tmp_path, EVENTS[name]), stdin=data)
     assert "Traceback" not in err
