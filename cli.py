@@ -347,7 +347,9 @@ def load(
         emit(LoadSummary(history.path, workers), json=json)
         return
     source = open_answers(log)
-    emit(LoadSummary(source.path, [w.summary() for w in source.workers]), json=json)
+    sched = source.scheduler_log
+    emit(LoadSummary(source.path, [w.summary() for w in source.workers],
+                     None if sched is None else sched.summary()), json=json)
 
 
 @app.command()
@@ -444,8 +446,35 @@ def story(
         except NotFound as e:
             raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
 
-    stories = each_worker(chosen, one, chosen_by_user=worker is not None)
+    sched = source.scheduler_log if worker is None else None
+    try:
+        stories = each_worker(chosen, one, chosen_by_user=worker is not None)
+    except NotFound:
+        if sched is None or not scheduler_story_of(sched, key_or_stimulus):
+            raise
+        stories = []  # a key only the scheduler knew
+    if sched is not None:
+        # cut where the workers' stories stop, when --at stops them
+        until = max((ln.handled for s in stories for ln in s.lines), default=None) if at else None
+        theirs = scheduler_story_of(sched, key_or_stimulus, until)
+        if theirs is not None:
+            stories.append(theirs)
     emit(stories[0] if len(stories) == 1 else Story.merge(stories), json=json, svg=svg, html=html)
+
+
+def scheduler_story_of(sched: Any, key_or_stimulus: str, until: Optional[float] = None) -> Any:
+    """The scheduler's story of a stimulus id or a key, or None if it has no line of it."""
+    from replay.literal import key_text
+    from replay.story import Story
+
+    lines = sched.story_lines(key_or_stimulus, until=until)
+    if lines and all(ln.stimulus_id == key_or_stimulus for ln in lines):
+        return Story(f"stimulus {key_or_stimulus}", lines, lines[0].handled, stimulus_id=key_or_stimulus)
+    key = parse_keys([key_or_stimulus])[0]
+    lines = sched.story_lines(key, until=until)
+    if not lines:
+        return None
+    return Story(key_text(key), lines, lines[0].handled, keys=[key])
 
 
 @app.command()
@@ -468,6 +497,42 @@ def why(
     views = each_worker(chosen, lambda w: w.why(w.position(at), wanted), chosen_by_user=worker is not None)
     findings = source.disagreements({v.worker: v.step for v in views}) if wanted is None else []
     emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)
+
+
+@app.command()
+def disagreements(
+    log: str = typer.Argument(..., help="Log file or recording directory, with the scheduler's log beside it."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="TIME",
+                                     help="Only those standing at this recorded time: seconds since the "
+                                          "epoch, or +S seconds since the recording's first record."),
+    grace: float = typer.Option(1.0, "--grace", min=0.0, metavar="SECONDS",
+                                help="Over the run, leave out those resolved sooner (messages in flight)."),
+    json: bool = JSON,
+) -> None:
+    """Where the scheduler and a worker disagree about a task, over the whole
+    recording (when each began, whether it resolved) or at one time."""
+    from replay.disagreements import over_run
+
+    source = open_answers(log)
+    sched = source.scheduler_log
+    t = None if at is None else parse_time(at, sched, source.workers)
+    emit(over_run(source.path, sched, source.workers, at=t, grace=grace), json=json)
+
+
+def parse_time(text: str, sched: Any, workers: list) -> float:
+    """A recorded time: seconds since the epoch, or ``+S`` since the first record."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"--at: not a time: {text!r} (seconds since the epoch, or +S)") from None
+    if not text.startswith("+"):
+        return value
+    firsts = [t for w in workers for t in w.step_times()[:1] if t is not None]
+    if sched is not None:
+        firsts += [r.time for r in sched.transitions[:1]] + [c.time for c in sched.worker_changes[:1]]
+    if not firsts:
+        raise BadInput("--at +S: the recording has no recorded time to count from")
+    return min(firsts) + value
 
 
 @app.command()

@@ -15,14 +15,12 @@ compared with each worker's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
-from rich.text import Text
-
-from replay import render
+from replay.disagreements import SchedulerFinding
 from replay.errors import BadInput, NotFound
-from replay.literal import jsonable, key_text
+from replay.literal import key_text
+from replay.scheduler_log import attach_scheduler_log
 from replay.views import Moment
 from schemas.codec import decode_float, decode_resources, encode_key
 
@@ -59,6 +57,9 @@ class PartialLog:
         finals = final_states(history.log.source)
         self.workers = [PartialWorker(wh, finals.get(wh.address)) for wh in history.workers]
         self.scheduler = scheduler_state(history.log.source)
+        #: a recorded scheduler's log beside this one: a dump's history is
+        #: partial, so only its final state is compared with it
+        self.scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
 
     def worker(self, which: Any = None) -> PartialWorker:
         from replay.positions import choose_worker
@@ -85,29 +86,6 @@ class PartialLog:
                         out.append(SchedulerFinding(key, f"who_has lists {holder}", holder,
                                                     None if mine is None else mine["state"]))
         return out
-
-
-@dataclass(slots=True)
-class SchedulerFinding:
-    """The scheduler and a worker disagree about a key (from a dump)."""
-
-    key: Any
-    #: what the scheduler says
-    scheduler: str
-    worker: str
-    #: the key's state on the worker (None: the worker has no such task)
-    state: Optional[str]
-
-    def text(self) -> str:
-        mine = f"has it {self.state}" if self.state else "has no such task"
-        return f"scheduler: {key_text(self.key)} {self.scheduler}; that worker {mine}"
-
-    def to_json(self) -> dict:
-        return {"kind": "scheduler and worker", "key": jsonable(self.key), "scheduler": self.scheduler,
-                "worker": self.worker, "state": self.state, "text": self.text()}
-
-    def __rich__(self) -> Text:
-        return Text.assemble(("disagreement: ", "bold red"), render.safe(self.text()))
 
 
 def _containers(fields: dict, tasks: dict) -> dict:
@@ -184,6 +162,9 @@ class PartialWorker:
 
     def step_at_time(self, t: Optional[float]) -> int:
         return self.events  # only the final state is known
+
+    def step_times(self) -> list[Optional[float]]:
+        return [self.last_handled]  # one state, the final one
 
     def raised(self, stop: int) -> list:
         """The recorded steps up to ``stop`` whose call raised (what the dump kept)."""

@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Optional, Protocol
 
 from replay.errors import BadInput
+from replay.scheduler_log import SchedulerLog, attach_scheduler_log
 from replay.views import DiffView, StateView, state_of, steps_between
 
 #: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
@@ -72,6 +73,10 @@ class WorkerAnswers(Protocol):
     def step_at_time(self, t: Optional[float]) -> int:
         """The last step this worker had handled at recorded time ``t``."""
 
+    def step_times(self) -> list[Optional[float]]:
+        """The recorded time of each step, in order (the instants at which
+        the worker's state can change)."""
+
 
 class Source(Protocol):
     """Every read question about a log."""
@@ -83,6 +88,10 @@ class Source(Protocol):
     workers: list[WorkerAnswers]
     #: what reading the log found wrong with it (a torn last line…)
     warnings: list[str]
+
+    #: the scheduler's part: its log, read as recorded, the same object
+    #: whichever kind answers for the workers (None: no scheduler log)
+    scheduler_log: Optional[SchedulerLog]
 
     def worker(self, which: Any = None) -> WorkerAnswers: ...
 
@@ -170,13 +179,18 @@ class ReplayedWorker:
         with self._bar(self.events) as cb:
             return load_worker(self.history, progress=cb)
 
-    def step_at_time(self, t: Optional[float]) -> int:
-        if t is None:
-            return 0
+    def step_times(self) -> list[Optional[float]]:
         if self._times is None:
             self._times = [None]
             for call in self.history.calls(instructions=False):
                 self._times.extend([call.handled] * len(call.events))
+        return self._times[1:]
+
+    def step_at_time(self, t: Optional[float]) -> int:
+        if t is None:
+            return 0
+        self.step_times()
+        assert self._times is not None
         step = 0
         for s, handled in enumerate(self._times):
             if s and handled is not None and handled <= t:
@@ -195,6 +209,7 @@ class ReplayedSource:
         self.path: str = history.path
         self.warnings: list[str] = list(history.warnings)
         self.workers: list[ReplayedWorker] = [ReplayedWorker(w, progress) for w in history.workers]
+        self.scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
 
     def worker(self, which: Any = None) -> ReplayedWorker:
         from replay.positions import choose_worker
@@ -204,7 +219,7 @@ class ReplayedSource:
     def disagreements(self, at: dict[str, int]) -> list:
         from replay.disagreements import find
 
-        return find(self.workers, at)
+        return find(self.workers, at, self.scheduler_log)
 
 
 # --- the policy ------------------------------------------------------------------
