@@ -101,11 +101,29 @@ def open_log(path: str, *, validate: bool = False) -> Any:
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    scheduler: bool = typer.Option(False, "--scheduler", help="The scheduler's log (scheduler.jsonl) instead."),
+) -> None:
     """Print the JSON Schema of one log line."""
+    if scheduler:
+        from schemas.scheduler import scheduler_json_schema
+
+        emit_json(scheduler_json_schema())
+        return
     from schemas.records import record_json_schema
 
     emit_json(record_json_schema())
+
+
+def is_scheduler_log(path: str) -> bool:
+    """Does the log at ``path`` start with a scheduler's header?"""
+    from replay.logfile import iter_lines
+
+    if path == "-":
+        return False
+    for _, rec in iter_lines(path):
+        return rec.get("kind") == "scheduler-header"
+    return False
 
 
 @app.command()
@@ -115,13 +133,28 @@ def check(
 ) -> None:
     """Validate every line of LOGS and summarise each worker."""
     from replay.log import summary
+    from replay.scheduler_log import SchedulerLog
 
-    results = [summary(open_log(path, validate=True)) for path in logs]
+    results = []
+    for path in logs:
+        if is_scheduler_log(path):
+            sched = SchedulerLog.open(path, validate=True)
+            for w in sched.warnings:
+                err.print(render.safe(f"warning: {w}"))
+            results.append({"path": path, "scheduler": sched.summary().to_json()})
+        else:
+            results.append(summary(open_log(path, validate=True)))
     if json:
         emit_json(results[0] if len(results) == 1 else {"logs": results})
         return
     for r in results:
-        out.print(render.check_summary(r))
+        if "scheduler" in r:
+            sched = r["scheduler"]
+            out.print(render.safe(f"{r['path']}: the scheduler's log ({sched['address']}): {sched['transitions']} "
+                                  f"transitions, {len(sched['workers_seen'])} workers seen"
+                                  + ("" if sched["ended"] else "; no end record")))
+        else:
+            out.print(render.check_summary(r))
 
 
 @app.command()

@@ -93,6 +93,8 @@ class SchedulerFinding:
     step: Optional[int] = None
     #: the worker's log had ended by then
     gone: bool = False
+    #: the scheduler's last record by then (its step in the scheduler's log)
+    scheduler_seq: Optional[int] = None
 
     @property
     def what(self) -> tuple:
@@ -100,18 +102,18 @@ class SchedulerFinding:
         return (repr(self.key), self.scheduler, self.worker)
 
     def text(self) -> str:
+        who = "scheduler" if self.scheduler_seq is None else f"scheduler (record {self.scheduler_seq})"
         if self.gone:
-            mine = f"whose log ended at step {self.step}"
-            return f"scheduler: {key_text(self.key)} {self.scheduler}, {mine}"
+            return f"{who}: {key_text(self.key)} {self.scheduler}, whose log ended at step {self.step}"
         mine = f"has it {self.state}" if self.state else "has no such task"
         at = "" if self.step is None else f" (step {self.step})"
-        return f"scheduler: {key_text(self.key)} {self.scheduler}; that worker{at} {mine}"
+        return f"{who}: {key_text(self.key)} {self.scheduler}; that worker{at} {mine}"
 
     def to_json(self) -> dict:
         out = {"kind": "scheduler and worker", "key": jsonable(self.key), "scheduler": self.scheduler,
                "worker": self.worker, "state": self.state, "text": self.text()}
         if self.time is not None:
-            out.update(time=self.time, step=self.step, gone=self.gone)
+            out.update(time=self.time, step=self.step, gone=self.gone, scheduler_seq=self.scheduler_seq)
         return out
 
     def __rich__(self) -> Text:
@@ -163,15 +165,17 @@ def with_scheduler(view: Any, workers: list, at: dict[str, int],
             step, mine = state_on(on)
             last = w.last_handled
             if w.ended and last is not None and view.time is not None and last < view.time:
-                out.append(SchedulerFinding(key, f"processing on {on}", on, None, view.time, w.events, True))
+                out.append(SchedulerFinding(key, f"processing on {on}", on, None, view.time, w.events, True,
+                                            view.seq))
             elif step and mine.get(key) in NOT_PROCESSING:
-                out.append(SchedulerFinding(key, f"processing on {on}", on, mine.get(key), view.time, step))
+                out.append(SchedulerFinding(key, f"processing on {on}", on, mine.get(key), view.time, step,
+                                            scheduler_seq=view.seq))
         for holder in task.who_has:
             if holder in by_address:
                 step, mine = state_on(holder)
                 if step and mine.get(key) not in HOLDS:
                     out.append(SchedulerFinding(key, f"who_has lists {holder}", holder, mine.get(key),
-                                                view.time, step))
+                                                view.time, step, scheduler_seq=view.seq))
     return out
 
 
@@ -221,12 +225,12 @@ class RunDisagreements:
             yield Text("no disagreement between the scheduler and a worker"
                        + (" at that time" if self.at is not None else f" lasting {self.grace:g} s or more"))
         for e in self.episodes:
-            when = f"since {render.clock(e.began)}"
+            when = f"since {render.clock(e.began)} UTC"
             if e.resolved is not None:
                 when += f", resolved after {e.lasted:.3f} s"
             elif self.at is None:
                 when += ", not resolved by the end"
-            yield Text.assemble(("disagreement: ", "bold red"), render.safe(e.finding.text()), f" ({when} UTC)")
+            yield Text.assemble(("disagreement: ", "bold red"), render.safe(e.finding.text()), f" ({when})")
         yield Text(f"compared at {self.instants} recorded instants; times are the recorded clocks of one host",
                    style="dim")
 

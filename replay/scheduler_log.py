@@ -93,6 +93,8 @@ class SchedulerView:
     workers: set[str] = field(default_factory=set)
     #: workers that left, and when
     left: dict[str, float] = field(default_factory=dict)
+    #: the scheduler's last record by then (its step; 0: none)
+    seq: int = 0
 
 
 class SchedulerLog:
@@ -223,6 +225,7 @@ class SchedulerLog:
 
 def apply(view: SchedulerView, rec: TransitionRecord | WorkerChange) -> None:
     """``view`` after one more record."""
+    view.seq = rec.seq
     if isinstance(rec, TransitionRecord):
         _apply_transition(view, rec)
     else:

@@ -245,7 +245,8 @@ class Story:
             t.add_row(*cells)
         yield t
         if cluster:
-            yield Text("time: recorded by each worker's own clock, since the first event of any; the "
+            who = "the scheduler's and each worker's" if SCHEDULER in self.workers else "each worker's"
+            yield Text(f"time: recorded by {who} own clock, since the first event of any; the "
                        "clocks of different hosts may differ", style="dim")
         elif self.start is not None:
             yield Text(f"time: recorded, since the worker's first event at {render.clock(self.start)} UTC",

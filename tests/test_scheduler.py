@@ -231,6 +231,36 @@ def test_load_puts_the_scheduler_first_through_index_and_replay(recording, cli_r
     assert outs[0] == outs[1]
 
 
+def test_story_is_the_same_through_index_and_replay(recording, cli_run, monkeypatch):
+    logdir, *_ = recording
+    outs = {}
+    for mode in ("off", "auto"):
+        monkeypatch.setenv("REPLAY_INDEX", mode)
+        for what in ("total", "victim"):
+            code, out, err = cli_run(["story", os.path.join(logdir, "cluster.jsonl"), what, "--json"])
+            assert code == 0, err
+            outs[mode, what] = out
+    assert outs["off", "total"] == outs["auto", "total"]
+    assert outs["off", "victim"] == outs["auto", "victim"]
+
+
+def test_a_torn_scheduler_log_reads_to_its_last_whole_line(recording, tmp_path, cli_run):
+    logdir, *_ = recording
+    with open(os.path.join(logdir, SCHEDULER_LOG), "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    torn = tmp_path / SCHEDULER_LOG
+    torn.write_bytes(b"".join(lines[:10]) + lines[10][:25])  # killed mid-line
+    log = SchedulerLog.open(str(torn))
+    assert len(log.transitions) + len(log.worker_changes) == 9
+    assert not log.ended and "torn last line" in log.warnings[0]
+    bad = tmp_path / "bad" / SCHEDULER_LOG
+    bad.parent.mkdir()
+    bad.write_bytes(b"".join(lines[:5]) + lines[6] + b"".join(lines[7:]))  # a record lost mid-file
+    code, out, err = cli_run(["check", str(bad)])
+    assert code == 2 and err.count("\n") == 1
+    assert f"{bad}:6: record 6 out of order (expected 5)" in err
+
+
 def test_a_stray_scheduler_log_is_not_taken_for_this_logs(recording, tmp_path, fixture_path):
     logdir, *_ = recording
     import shutil
