@@ -534,7 +534,8 @@ def why(
 
 @app.command()
 def disagreements(
-    log: str = typer.Argument(..., help="Log file or recording directory, with the scheduler's log beside it."),
+    log: str = typer.Argument(..., help="Log file ('-' for stdin), with the scheduler's log (scheduler.jsonl) "
+                                        "beside it."),
     at: Optional[str] = typer.Option(None, "--at", metavar="TIME",
                                      help="Only those standing at this recorded time: seconds since the "
                                           "epoch, or +S seconds since the recording's first record."),
