@@ -1,18 +1,39 @@
-"""The ``replay`` command: thin wrappers that read, call the engine, render."""
+"""The ``replay`` command: thin wrappers that read, call the engine, render.
+
+What needs the state machine or the schemas (``distributed``, pydantic) is
+imported inside the command that needs it: an answer from a log's index
+loads neither (``tests/test_index.py`` holds it to that).
+"""
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import sys
+import time
 from contextlib import contextmanager
+from importlib.metadata import version
 from typing import Any, Optional
 
 import orjson
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
+from typer.core import TyperGroup
 
-from replay import render
-from replay.errors import BadInput
+from replay import imports, parallel, render
+from replay.diagnosis import ClusterWhy
+from replay.disagreements import over_run
+from replay.errors import BadInput, NotFound
+from replay.index import build, index_path
+from replay.literal import key_text
+from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin, write_records
+from replay.parallel import load_one, map_workers
+from replay.scheduler_log import SchedulerLog
+from replay.source import open_source
+from replay.story import Story
+from replay.summary import LoadSummary, VerifyResult, verify_worker
+from schemas.codec import parse_key
+
 
 class _Commands(TyperGroup):
     """``replay``'s commands, with help a person reads.
@@ -64,7 +85,6 @@ def _named(p: Any) -> Any:
 
 def _version(show: bool) -> None:
     if show:
-        from importlib.metadata import version
 
         out.print(f"dask-replay {version('dask-replay')} (distributed {version('distributed')})")
         raise typer.Exit()
@@ -117,8 +137,6 @@ def schema(
 
 def is_scheduler_log(path: str) -> bool:
     """Does the log at ``path`` start with a scheduler's header?"""
-    from replay.logfile import iter_lines
-
     if path == "-":
         return False
     for _, rec in iter_lines(path):
@@ -133,7 +151,6 @@ def check(
 ) -> None:
     """Validate every line of LOGS and summarise each worker."""
     from replay.log import summary
-    from replay.scheduler_log import SchedulerLog
 
     results = []
     for path in logs:
@@ -201,7 +218,6 @@ def ensure_recorded_seed(path: str) -> None:
     copied to a file first, which the re-executed command reads instead.
     """
     from replay.determinism import reexec_with_seed
-    from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin
 
     source = path
     if path == "-":
@@ -238,7 +254,6 @@ def open_history(path: str, *, quiet: bool = False) -> Any:
 def open_answers(log: str) -> Any:
     """The :class:`~replay.source.Source` that answers for ``log``: its index,
     a replay, or a partial history (the policy is :func:`replay.source.open_source`)."""
-    from replay.source import open_source
 
     source = open_source(log, history=lambda: open_history(log, quiet=True), progress=progress_bar,
                          index_progress=index_progress)
@@ -278,7 +293,6 @@ class progress_bar:
         self.last = 0
 
     def __enter__(self) -> Any:
-        import time
 
         if self.total < 1000 or not err.is_terminal:
             return None
@@ -290,7 +304,6 @@ class progress_bar:
             return
         self.last = step
         if self.bar is None:
-            import time
 
             if time.monotonic() - self.started < self.DELAY:
                 return
@@ -326,7 +339,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
         sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
         sys.stdout.flush()
     if svg or html:
-        import io
 
         # a terminal-like console of its own, so that piped output stays plain
         rec = Console(record=True, width=120, file=io.StringIO(), force_terminal=True,
@@ -342,7 +354,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
 
 
 def parse_keys(texts: list[str]) -> list[Any]:
-    from schemas.codec import parse_key
 
     return [parse_key(t) for t in texts]
 
@@ -367,10 +378,8 @@ def load(
     json: bool = JSON,
 ) -> None:
     """Replay every worker to its end: running or paused, what is stuck and why, the events."""
-    from replay.summary import LoadSummary
 
     if side_by_side(jobs, scheduler):
-        from replay.parallel import load_one, map_workers
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -429,7 +438,6 @@ def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
     log only: their answers are the answer. Nothing found anywhere, or on the
     one worker the user chose, is the one-line error, naming every worker.
     """
-    from replay.errors import NotFound
 
     answers, missed = [], []
     for w in workers:
@@ -458,8 +466,6 @@ def story(
     """Every event, transition and instruction about a key, or of a stimulus id,
     with the recorded time of each; across every worker of a cluster log unless
     --worker chooses one."""
-    from replay.errors import NotFound
-    from replay.story import Story
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -497,9 +503,6 @@ def story(
 
 def scheduler_story_of(sched: Any, key_or_stimulus: str, until: Optional[float] = None) -> Any:
     """The scheduler's story of a stimulus id or a key, or None if it has no line of it."""
-    from replay.literal import key_text
-    from replay.story import Story
-
     lines = sched.story_lines(key_or_stimulus, until=until)
     if lines and all(ln.stimulus_id == key_or_stimulus for ln in lines):
         return Story(f"stimulus {key_or_stimulus}", lines, lines[0].handled, stimulus_id=key_or_stimulus)
@@ -522,7 +525,6 @@ def why(
     html: Optional[str] = HTML,
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
-    from replay.diagnosis import ClusterWhy
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -545,8 +547,6 @@ def disagreements(
 ) -> None:
     """Where the scheduler and a worker disagree about a task, over the whole
     recording (when each began, whether it resolved) or at one time."""
-    from replay.disagreements import over_run
-
     source = open_answers(log)
     sched = source.scheduler_log
     t = None if at is None else parse_time(at, sched, source.workers)
@@ -575,7 +575,6 @@ def index(
 ) -> None:
     """Replay LOG once and write its index: later load, state, diff, story and
     why answer from it without replaying."""
-    from replay.index import build, index_path
 
     if log == "-":
         raise BadInput("index needs a file: standard input cannot be read again")
@@ -599,13 +598,11 @@ def verify(
     json: bool = JSON,
 ) -> None:
     """Replay and compare with the recording; exit 1 at the first divergence."""
-    from replay.summary import VerifyResult, verify_worker
 
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
     if side_by_side(jobs, scheduler):
-        from replay import parallel
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -645,8 +642,6 @@ def shrink(
 ) -> None:
     """Shrink a worker's log to a minimal event sequence that still shows the bug."""
     from replay import shrinker as s
-    from replay.logfile import write_records
-    from schemas.codec import parse_key
 
     chosen = [p for p in (stuck is not None, state is not None, raises is not None, invalid, expr is not None) if p]
     if len(chosen) > 1:
@@ -729,8 +724,6 @@ def simulate(
     json: bool = JSON,
 ) -> None:
     """Write a cluster log of real WorkerStates driven by a simulated scheduler and peers."""
-    import gzip
-    import time
 
     from replay.determinism import NANNY_SEED, hash_seed, reexec_with_seed
 
@@ -802,7 +795,6 @@ def step(
 ) -> None:
     """Step through a worker forwards and backwards, with breakpoints: a full-screen UI
     (? lists the keys), or one screen as text with --print."""
-    from replay.errors import NotFound
     from replay.step import Stepper
 
     if not sys.stdout.isatty():  # piped: a full screen has nowhere to go, its text does
@@ -864,8 +856,6 @@ def _options(
 
 
 def main() -> None:
-    from replay import imports
-
     try:
         imports.request(imports.take_options(sys.argv))
         imports.apply()

@@ -28,6 +28,7 @@ from rich.text import Text
 
 from replay import render
 from replay.literal import jsonable, key_text
+from replay.scheduler_log import SchedulerView, apply
 
 #: states in which a peer can send a key
 HOLDS = frozenset({"memory"})
@@ -244,8 +245,6 @@ def over_run(path: str, scheduler: Any, workers: list, *, at: Optional[float] = 
     if scheduler is None:
         return RunDisagreements(path, at=at, grace=grace,
                                 note="no scheduler log beside this log: nothing to compare with")
-    from replay.scheduler_log import SchedulerView, apply  # only with a scheduler's log
-
     instants = sorted(set(_instants(scheduler, workers)))
     if at is not None:
         instants = [t for t in instants if t < at] + [at]

@@ -17,7 +17,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from pydantic import ValidationError
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
@@ -260,6 +259,9 @@ def _apply_change(view: SchedulerView, c: WorkerChange) -> None:
 
 
 def _validate(path: str, lineno: int, rec: dict) -> None:
+    # pydantic only for `check`: the index's query path reads this log too
+    from pydantic import ValidationError
+
     from replay.log import pydantic_error
     from schemas.scheduler import SCHEDULER_RECORD
 
