@@ -232,8 +232,8 @@ class RunDisagreements:
             elif self.at is None:
                 when += ", not resolved by the end"
             yield Text.assemble(("disagreement: ", "bold red"), render.safe(e.finding.text()), f" ({when})")
-        yield Text(f"compared at {self.instants} recorded instants; times are the recorded clocks of one host",
-                   style="dim")
+        yield Text(f"compared at {self.instants} recorded instants, as each side recorded them; the clocks "
+                   "of different hosts may differ", style="dim")
 
 
 def over_run(path: str, scheduler: Any, workers: list, *, at: Optional[float] = None,
