@@ -624,7 +624,7 @@ def _one_by_one(call: Any) -> Iterator[Any]:
             call.resources if i == 0 else [], call.instructions if i == n - 1 else None, call.error,
             None if call.records is None else call.records[i:i + 1],
             # which event stored the failing value is not recorded: each may
-            store_failed=call.store_failed,
+            store_failed=call.store_failed, cut=i < n - 1,
         )
 
 

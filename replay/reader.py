@@ -64,6 +64,9 @@ class RecordedCall:
     records: Optional[list[dict]] = None
     #: each store into the worker's data that raised during the call, in order
     store_failed: Optional[list[StoreFailure]] = None
+    #: the head of a recorded call (:meth:`head`, or one event of a batch):
+    #: what the whole call returned or raised says nothing about the head alone
+    cut: bool = False
 
     @property
     def last(self) -> int:
@@ -83,7 +86,7 @@ class RecordedCall:
         return RecordedCall(
             self.events[:n], self.first, self.lines[:n], self.handled, self.resources,
             None, self.error, None if self.records is None else self.records[:n],
-            self.store_failed,
+            self.store_failed, cut=True,
         )
 
     def step_of(self, stimulus_id: str) -> int:
@@ -182,6 +185,7 @@ def _call(
         error=last.get("error"),
         records=[rec for _, rec in steps] if keep else None,
         store_failed=None if failed is None else _store_failed(path, steps[-1][0], failed),
+        cut=last is not steps[-1][1],
     )
 
 
