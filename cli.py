@@ -1,24 +1,103 @@
-"""The ``replay`` command: thin wrappers that read, call the engine, render."""
+"""The ``replay`` command: thin wrappers that read, call the engine, render.
+
+What needs the state machine or the schemas (``distributed``, pydantic) is
+imported inside the command that needs it: an answer from a log's index
+loads neither (``tests/test_index.py`` holds it to that).
+"""
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import sys
+import time
 from contextlib import contextmanager
+from importlib.metadata import version
 from typing import Any, Optional
 
 import orjson
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from replay import render
-from replay.errors import BadInput
+from replay import imports, parallel, render
+from replay.diagnosis import ClusterWhy
+from replay.errors import BadInput, NotFound
+from replay.index import build, index_path
+from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin, write_records
+from replay.parallel import load_one, map_workers
+from replay.source import open_source
+from replay.story import Story
+from replay.summary import LoadSummary, VerifyResult, verify_worker
+from schemas.codec import parse_key
+
+
+class _Commands(TyperGroup):
+    """``replay``'s commands, with help a person reads.
+
+    typer names each option's value by its Python type (``--json <bool>``,
+    ``<list[str]>``, ``<int range> [x>=1]``): here a value is named by its
+    metavar (``--at POS``; by default the option's own name, ``--worker
+    WORKER``), a flag by nothing, and a bound is said in words at the end of
+    the option's help. The values are checked as declared, bounds included.
+    """
+
+    def get_params(self, ctx: Any) -> list:
+        return [_named(p) for p in super().get_params(ctx)]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            for p in [*command.params, command.get_help_option(ctx)]:
+                if p is not None:
+                    _named(p)
+        return command
+
+
+#: what an option's value is, where its name does not say it
+_VALUES = {"--at": "POS", "--to": "POS", "--output": "FILE", "--pytest": "FILE", "--jump": "N", "--jobs": "N"}
+
+
+def _named(p: Any) -> Any:
+    """``p`` shown by name, never by type (what :class:`_Commands` promises)."""
+    if getattr(p, "is_flag", False):
+        p.metavar = ""
+    elif p.param_type_name == "argument":
+        p.metavar = p.metavar or p.name.upper()
+        # typer has no setting for an argument's type column: an argument says
+        # what it is in its name and help
+        p.display_type_rich = lambda ctx: None
+    elif p.metavar is None:
+        long = max(p.opts, key=len)
+        p.metavar = _VALUES.get(long) or long.lstrip("-").upper().replace("-", "_")
+    low, high = getattr(p, "min", None), getattr(p, "max", None)
+    if low is not None or high is not None:
+        bound = f"{low} to {high}" if low is not None and high is not None else \
+            f"at least {low}" if low is not None else f"at most {high}"
+        p.help = f"{(p.help or '').rstrip('.')} ({bound})."
+        # the bound lives in the value's type; these two only print it
+        p.min = p.max = None
+    return p
+
+
+def _version(show: bool) -> None:
+    if show:
+
+        out.print(f"dask-replay {version('dask-replay')} (distributed {version('distributed')})")
+        raise typer.Exit()
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # docstrings wrap at 110 columns: markdown joins their lines into sentences
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Record and replay the dask.distributed worker state machine.",
 )
+
 #: piped output is plain text, one long line per row, never cut at 80 columns
 out = Console(highlight=False, soft_wrap=True, **({} if sys.stdout.isatty() else {"width": 100_000}))
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -102,15 +181,16 @@ def ensure_recorded_seed(path: str) -> None:
     """Re-execute this command with the ``PYTHONHASHSEED`` the log was recorded with.
 
     String hashing orders the state machine's sets; replay is exact only with
-    the worker's seed (see :mod:`replay.determinism`). Standard input cannot
-    be read twice, so a log read from it is replayed with the seed we have.
+    the worker's seed (see :mod:`replay.determinism`). Standard input is
+    copied to a file first, which the re-executed command reads instead.
     """
     from replay.determinism import reexec_with_seed
-    from replay.logfile import iter_lines
 
+    source = path
     if path == "-":
-        return
-    for _, rec in iter_lines(path):
+        source = spool_stdin()
+        os.environ[STDIN_COPY_ENV] = source  # for the re-executed command, or this one's reader
+    for _, rec in iter_lines(path, source=source):
         if rec.get("kind") == "header":
             if rec.get("deterministic"):
                 # a seed Python refuses is reported when the log is opened
@@ -118,14 +198,18 @@ def ensure_recorded_seed(path: str) -> None:
             return
 
 
-def open_history(path: str) -> Any:
+def open_history(path: str, *, quiet: bool = False) -> Any:
+    """Read a log to replay it, re-executed with its recorded hash seed;
+    ``quiet`` leaves the log's warnings to the caller."""
     import replay
     from replay.determinism import prepare_replay
 
     ensure_recorded_seed(path)
-    history = replay.open(path)  # reads '-' into a temporary copy, named <stdin>
-    for w in history.warnings:
-        err.print(render.safe(f"warning: {w}"))
+    # the command line accepts an inexact replay, and says so (verify exits 1)
+    history = replay.open(path, inexact=True)  # reads '-' from its spooled copy, named <stdin>
+    if not quiet:
+        for w in history.warnings:
+            err.print(render.safe(f"warning: {w}"))
     for wh in history.workers:
         if wh.header.get("history") == "partial":
             continue  # never replayed: what would make a replay depart does not apply
@@ -134,36 +218,15 @@ def open_history(path: str) -> Any:
     return history
 
 
-#: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
-#: index answers (no replay at all); unset, the index answers, built on first use
-INDEX_ENV = "REPLAY_INDEX"
+def open_answers(log: str) -> Any:
+    """The :class:`~replay.source.Source` that answers for ``log``: its index,
+    a replay, or a partial history (the policy is :func:`replay.source.open_source`)."""
 
-
-def indexed(log: str) -> Any:
-    """The current index of ``log``, built now if missing or stale; None when
-    the log cannot have one (standard input) or indexing is off."""
-    mode = os.environ.get(INDEX_ENV, "auto")
-    if log == "-" or mode == "off":
-        return None
-    from replay.index import Index, build
-
-    index = Index.open(log)
-    if index is not None:
-        return index
-    if mode == "required":
-        raise BadInput(f"{log}: no current index ({INDEX_ENV}=required); `replay index` builds one")
-    history = open_history(log)
-    from replay.partial import PartialLog, is_partial
-
-    if is_partial(history):  # nothing to replay from the empty state: answer without
-        return PartialLog(history)
-    try:
-        with index_progress(history) as cb:
-            build(history, progress=cb)
-    except OSError as e:  # nowhere to write it: answer by replaying
-        err.print(render.safe(f"warning: {log}: cannot write its index ({e.strerror or e}); replaying"))
-        return None
-    return Index.open(log)
+    source = open_source(log, history=lambda: open_history(log, quiet=True), progress=progress_bar,
+                         index_progress=index_progress)
+    for w in source.warnings:
+        err.print(render.safe(f"warning: {w}"))
+    return source
 
 
 @contextmanager
@@ -197,7 +260,6 @@ class progress_bar:
         self.last = 0
 
     def __enter__(self) -> Any:
-        import time
 
         if self.total < 1000 or not err.is_terminal:
             return None
@@ -209,7 +271,6 @@ class progress_bar:
             return
         self.last = step
         if self.bar is None:
-            import time
 
             if time.monotonic() - self.started < self.DELAY:
                 return
@@ -245,7 +306,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
         sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
         sys.stdout.flush()
     if svg or html:
-        import io
 
         # a terminal-like console of its own, so that piped output stays plain
         rec = Console(record=True, width=120, file=io.StringIO(), force_terminal=True,
@@ -261,7 +321,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
 
 
 def parse_keys(texts: list[str]) -> list[Any]:
-    from schemas.codec import parse_key
 
     return [parse_key(t) for t in texts]
 
@@ -286,28 +345,18 @@ def load(
     json: bool = JSON,
 ) -> None:
     """Replay every worker to its end: running or paused, what is stuck and why, the events."""
-    from replay.summary import LoadSummary, load_worker
 
-    parallel = side_by_side(jobs, scheduler)
-    index = None if parallel else indexed(log)
-    if index is not None:
-        emit(LoadSummary(log, [w.summary() for w in index.workers]), json=json)
-        return
-    history = open_history(log)
-    summary_ = LoadSummary(history.path)
-    if parallel:
-        from replay.parallel import load_one, map_workers
+    if side_by_side(jobs, scheduler):
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
-        summary_.workers = map_workers(load_one, log, [w.address for w in history.workers],
-                                       jobs=jobs, scheduler=scheduler, history=history)
-        emit(summary_, json=json)
+        history = open_history(log)
+        workers = map_workers(load_one, log, [w.address for w in history.workers],
+                              jobs=jobs, scheduler=scheduler, history=history)
+        emit(LoadSummary(history.path, workers), json=json)
         return
-    for wh in history.workers:
-        with progress_bar(f"replaying {wh.address}", wh.events) as cb:
-            summary_.workers.append(load_worker(wh, progress=cb))
-    emit(summary_, json=json)
+    source = open_answers(log)
+    emit(LoadSummary(source.path, [w.summary() for w in source.workers]), json=json)
 
 
 @app.command()
@@ -323,19 +372,9 @@ def state(
     html: Optional[str] = HTML,
 ) -> None:
     """The worker's state at a step: tasks by state, queues, transfers, counters."""
-    from replay.views import state_of
-
     wanted = parse_keys(keys)
-    index = indexed(log)
-    if index is not None:
-        iw = index.worker(worker)
-        view = iw.state(iw.position(at), states, wanted, detail)
-    else:
-        wh = open_history(log).worker(worker)
-        step = wh.position(at)
-        with progress_bar(f"replaying {wh.address}", step) as cb:
-            view = wh.view(step, state_of, states, wanted, detail, progress=cb)
-    emit(view, json=json, svg=svg, html=html)
+    w = open_answers(log).worker(worker)
+    emit(w.state(w.position(at), states, wanted, detail), json=json, svg=svg, html=html)
 
 
 @app.command()
@@ -347,31 +386,14 @@ def diff(
     json: bool = JSON,
 ) -> None:
     """The steps between two positions, then what they changed in the worker."""
-    from replay.views import DiffView, state_of, steps_between
-
     from_, sep, to = span.partition("..")
     if not sep or not from_ or not to:
         raise BadInput(f"expected FROM..TO, e.g. 371..400, got {span!r}")
-    index = indexed(log)
-    if index is not None:
-        iw = index.worker(worker)
-        first, last = iw.position(from_), iw.position(to)
-        if first > last:
-            raise BadInput(f"{from_}..{to}: step {first} comes after step {last}")
-        view = iw.diff(first, last)
-    else:
-        wh = open_history(log).worker(worker)
-        first, last = wh.position(from_), wh.position(to)
-        if first > last:
-            raise BadInput(f"{from_}..{to}: step {first} comes after step {last}")
-        views = {}
-        # the earlier position first: one forward replay serves both
-        for step in (first, last):
-            with progress_bar(f"replaying {wh.address}", step) as cb:
-                views[step] = wh.view(step, state_of, progress=cb)
-        steps, total = steps_between(wh.calls(first + 1, last, instructions=False))
-        view = DiffView(views[first], views[last], steps, total)
-    emit(view, json=json)
+    w = open_answers(log).worker(worker)
+    first, last = w.position(from_), w.position(to)
+    if first > last:
+        raise BadInput(f"{from_}..{to}: step {first} comes after step {last}")
+    emit(w.diff(first, last), json=json)
 
 
 def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
@@ -381,7 +403,6 @@ def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
     log only: their answers are the answer. Nothing found anywhere, or on the
     one worker the user chose, is the one-line error, naming every worker.
     """
-    from replay.errors import NotFound
 
     answers, missed = [], []
     for w in workers:
@@ -410,33 +431,22 @@ def story(
     """Every event, transition and instruction about a key, or of a stimulus id,
     with the recorded time of each; across every worker of a cluster log unless
     --worker chooses one."""
-    from replay.errors import NotFound
-    from replay.story import Story, key_story, stimulus_story
-    from replay.views import walk
 
-    index = indexed(log)
-    source = index if index is not None else open_history(log)
+    source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
 
-    def one(wh: Any) -> Any:
-        stop = wh.position(at)
-        sid_step = None
+    def one(w: Any) -> Any:
+        stop = w.position(at)
         if not key_or_stimulus.isdigit():
             try:
-                sid_step = wh.position(key_or_stimulus)
+                sid_step = w.position(key_or_stimulus)
             except NotFound:
                 pass
-        if sid_step is not None:
-            if index is not None:
-                return wh.stimulus_story(min(stop, sid_step), key_or_stimulus)
-            with progress_bar(f"replaying {wh.address}", stop) as cb:
-                return stimulus_story(walk(wh, min(stop, sid_step), progress=cb), wh.address, key_or_stimulus)
+            else:
+                return w.stimulus_story(min(stop, sid_step), key_or_stimulus)
         key = parse_keys([key_or_stimulus])[0]
         try:
-            if index is not None:
-                return wh.key_story(stop, key)
-            with progress_bar(f"replaying {wh.address}", stop) as cb:
-                return key_story(walk(wh, stop, progress=cb), wh.address, key)
+            return w.key_story(stop, key)
         except NotFound as e:
             raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
 
@@ -456,24 +466,12 @@ def why(
     html: Optional[str] = HTML,
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
-    from replay.diagnosis import ClusterWhy, diagnose, why_view
 
-    index = indexed(log)
-    source = index if index is not None else open_history(log)
+    source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
     wanted = None if key is None else parse_keys([key])[0]
-    def one(wh: Any) -> Any:
-        step = wh.position(at)
-        if index is not None:
-            return wh.why(step, wanted)
-        with progress_bar(f"replaying {wh.address}", step) as cb:
-            r, tracker = diagnose(wh, step, progress=cb)
-        return why_view(r, tracker, wanted)
-
-    views = each_worker(chosen, one, chosen_by_user=worker is not None)
-    findings = []
-    if index is not None and wanted is None:
-        findings = index.disagreements({v.worker: v.step for v in views})
+    views = each_worker(chosen, lambda w: w.why(w.position(at), wanted), chosen_by_user=worker is not None)
+    findings = source.disagreements({v.worker: v.step for v in views}) if wanted is None else []
     emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)
 
 
@@ -483,7 +481,6 @@ def index(
 ) -> None:
     """Replay LOG once and write its index: later load, state, diff, story and
     why answer from it without replaying."""
-    from replay.index import build, index_path
 
     if log == "-":
         raise BadInput("index needs a file: standard input cannot be read again")
@@ -507,13 +504,11 @@ def verify(
     json: bool = JSON,
 ) -> None:
     """Replay and compare with the recording; exit 1 at the first divergence."""
-    from replay.summary import VerifyResult, verify_worker
 
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
     if side_by_side(jobs, scheduler):
-        from replay import parallel
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -553,8 +548,6 @@ def shrink(
 ) -> None:
     """Shrink a worker's log to a minimal event sequence that still shows the bug."""
     from replay import shrinker as s
-    from replay.logfile import write_records
-    from schemas.codec import parse_key
 
     chosen = [p for p in (stuck is not None, state is not None, raises is not None, invalid, expr is not None) if p]
     if len(chosen) > 1:
@@ -637,8 +630,6 @@ def simulate(
     json: bool = JSON,
 ) -> None:
     """Write a cluster log of real WorkerStates driven by a simulated scheduler and peers."""
-    import gzip
-    import time
 
     from replay.determinism import NANNY_SEED, hash_seed, reexec_with_seed
 
@@ -694,7 +685,7 @@ def step(
     worker: Optional[str] = typer.Option(
         None, "--worker", "-w",
         help="Worker: address, unique part of one, or index (default: the first that has --to's "
-        "stimulus id, else the first)."),
+        "stimulus id, else the first that ends with a task not finished, else the first)."),
     to: Optional[str] = typer.Option(None, "--to", help="Start at this step or stimulus id (default: step 0)."),
     breaks: list[str] = typer.Option([], "--break", metavar="SPEC",
                                      help="Stop where state:KEY=STATE, stimulus:ID, event:CLASS, instruction:CLASS, "
@@ -710,7 +701,6 @@ def step(
 ) -> None:
     """Step through a worker forwards and backwards, with breakpoints: a full-screen UI
     (? lists the keys), or one screen as text with --print."""
-    from replay.errors import NotFound
     from replay.step import Stepper
 
     if not sys.stdout.isatty():  # piped: a full screen has nowhere to go, its text does
@@ -757,8 +747,24 @@ def step(
         stepper.close()
 
 
+@app.callback()
+def _options(
+    imports: list[str] = typer.Option(
+        [], "--import", metavar="MODULE",
+        help="Import MODULE before anything replays: a patched or fixed state machine (repeatable; "
+        "also after the command, or REPLAY_IMPORT=m1,m2).",
+    ),
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                      help="Print the version of dask-replay and of distributed, and exit."),
+) -> None:
+    # main() has taken every --import already, wherever it stood: see replay.imports
+    pass
+
+
 def main() -> None:
     try:
+        imports.request(imports.take_options(sys.argv))
+        imports.apply()
         # without standalone mode, click returns typer.Exit's code instead of raising
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:

@@ -18,12 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import orjson
 from rich.text import Text
 
 from replay import render
+from replay.diagnosis import why, why_view
 from replay.errors import BadInput, NotFound
+from replay.index import FrozenReplayer, FrozenWorker
 from replay.literal import jsonable, key_text
-from replay.views import Moment
+from replay.positions import choose_worker
+from replay.story import Story, StoryLine, event_keys, no_such_key
+from replay.summary import WorkerSummary
+from replay.views import Moment, RaisedStep, StateView, _state_rank
 from schemas.codec import decode_float, decode_resources, encode_key
 
 
@@ -35,8 +41,9 @@ class _NoHistory:
     """A :class:`~replay.diagnosis.Tracker` that knows only the end: nothing
     says when a task got where it is."""
 
-    def __init__(self, now: Moment):
+    def __init__(self, now: Moment, raised: Optional[list] = None):
         self.now = now
+        self.raised = raised or []
         self.end = now.step
         self.changed: dict = {}
         self.gather: dict = {}
@@ -45,18 +52,22 @@ class _NoHistory:
 
 
 class PartialLog:
-    """A log with a partial history, read without replay."""
+    """A log with a partial history, read without replay: a :class:`~replay.source.Source`."""
+
+    kind = "partial"
 
     def __init__(self, history: Any):
+        # the dump's reader needs the schemas: not on the index's query path
         from replay.dump import final_states, scheduler_state
 
         self.history = history
+        self.path: str = history.path
+        self.warnings: list[str] = list(history.warnings)
         finals = final_states(history.log.source)
         self.workers = [PartialWorker(wh, finals.get(wh.address)) for wh in history.workers]
         self.scheduler = scheduler_state(history.log.source)
 
     def worker(self, which: Any = None) -> PartialWorker:
-        from replay.positions import choose_worker
 
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
@@ -105,6 +116,54 @@ class SchedulerFinding:
         return Text.assemble(("disagreement: ", "bold red"), render.safe(self.text()))
 
 
+def _containers(fields: dict, tasks: dict) -> dict:
+    """The worker's containers as the dump recorded them (the real worker's,
+    as :class:`replay.index.Containers` has them); one the dump left out is
+    read from the tasks' states instead."""
+    def keys(ks: Any) -> frozenset:
+        return frozenset(orjson.dumps(encode_key(k)).decode() for k in ks)
+
+    def pairs(by_peer: dict) -> frozenset:
+        return frozenset(orjson.dumps([w, encode_key(k)]).decode() for w, ks in by_peer.items() for k in ks)
+
+    def entries(by_peer: dict) -> frozenset:  # in_flight_workers: each peer is an entry
+        return pairs(by_peer) | {orjson.dumps([w]).decode() for w in by_peer}
+
+    def in_state(*states: str) -> list:
+        return [k for k, t in tasks.items() if t["state"] in states]
+
+    def field(name: str, state: str) -> frozenset:
+        return keys(fields[name] if name in fields else in_state(state))
+
+    out = {
+        "busy_workers": sorted(fields.get("busy_workers", [])),
+        "executing": field("executing", "executing"),
+        "long_running": field("long_running", "long-running"),
+        "ready": field("ready", "ready"),
+        "constrained": field("constrained", "constrained"),
+        "missing": field("missing_dep_flight", "missing"),
+        "strays": {},
+    }
+    if "in_flight_workers" in fields:
+        out["in_flight_workers"] = entries(fields["in_flight_workers"])
+    else:
+        flying: dict = {}
+        for k, t in tasks.items():
+            if t["state"] == "flight":
+                flying.setdefault(t.get("coming_from"), []).append(k)
+        out["in_flight_workers"] = entries(flying)
+    if "data_needed" in fields:
+        out["data_needed"] = pairs(fields["data_needed"])
+    else:
+        needed: dict = {}
+        for k, t in tasks.items():
+            if t["state"] == "fetch":
+                for w in t.get("who_has") or ():
+                    needed.setdefault(w, []).append(k)
+        out["data_needed"] = pairs(needed)
+    return out
+
+
 class PartialWorker:
     """One worker of a :class:`PartialLog`."""
 
@@ -119,6 +178,28 @@ class PartialWorker:
     def position(self, pos: Any) -> int:
         return self.wh.position(pos)
 
+    @property
+    def ended(self) -> bool:
+        return self.wh.wlog.ended
+
+    @property
+    def last_handled(self) -> Optional[float]:
+        return self.wh.wlog.last_handled
+
+    def step_at_time(self, t: Optional[float]) -> int:
+        return self.events  # only the final state is known
+
+    def raised(self, stop: int) -> list:
+        """The recorded steps up to ``stop`` whose call raised (what the dump kept)."""
+
+        out = []
+        for call in self.wh.calls(1, stop, instructions=False):
+            if call.error is not None:
+                ev = call.events[-1]
+                out.append(RaisedStep(call.last, call.handled, ev.stimulus_id, call.error,
+                                      getattr(ev, "key", None)))
+        return out
+
     def _refuse(self, what: str) -> BadInput:
         return BadInput(f"{self.address}: history partial ({self.reason}): {what} needs a replay from the "
                         "empty state; load, why and state show the final state, story the recorded events")
@@ -130,7 +211,6 @@ class PartialWorker:
             raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
 
     def frozen(self, step: int) -> Any:
-        from replay.index import FrozenReplayer, FrozenWorker
 
         self._at_end(step, "a state")
         f, s = self.final, self.wh.header["state"]
@@ -151,7 +231,7 @@ class PartialWorker:
             "nbytes": sum(t.get("nbytes") or 0 for t in f.tasks.values() if t["state"] == "memory"),
             # the dump gives the worker's resources, not what its running tasks took
             "total_resources": total, "available_resources": total,
-            "busy_workers": f.fields.get("busy_workers", []),
+            **_containers(f.fields, f.tasks),
         }
         last = self.wh.wlog.last_handled
         sid = ""
@@ -161,25 +241,22 @@ class PartialWorker:
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), self.events, sid, last)
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
-        from replay.views import StateView
 
-        return StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+        view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+        view.raised = self.raised(step)
+        return view
 
     def diff(self, first: int, last: int) -> Any:
         raise self._refuse("a diff")
 
     def why(self, step: int, key: Any = None) -> Any:
-        from replay.diagnosis import why_view
 
         r = self.frozen(step)
-        view = why_view(r, _NoHistory(Moment(r.seq, r.handled)), key)
+        view = why_view(r, _NoHistory(Moment(r.seq, r.handled), self.raised(step)), key)
         view.note = f"history partial ({self.reason}): the final state is the dump's; when tasks got there is unknown"
         return view
 
     def summary(self) -> Any:
-        from replay.diagnosis import why
-        from replay.summary import WorkerSummary
-        from replay.views import _state_rank
 
         wlog = self.wh.wlog
         if self.final is None:
@@ -196,13 +273,12 @@ class PartialWorker:
             running=r.ws.running, paused_since=None,
             stuck=why(r.ws, _NoHistory(Moment(r.seq, r.handled))),
             warnings=[f"history partial ({self.reason}): the final state is the dump's, not a replay's"],
-            step=self.events,
+            step=self.events, raised=self.raised(self.events),
         )
 
     def _event_lines(self, stop: int, wanted: Any) -> tuple[list, set, Optional[float]]:
         """The recorded events up to ``stop`` that ``wanted(event, keys it
         names)`` accepts, as story lines; every key named; the first time."""
-        from replay.story import StoryLine, event_keys
 
         lines, known, start = [], set(), None
         for call in self.wh.calls(1, stop, records=True, instructions=False):
@@ -216,7 +292,6 @@ class PartialWorker:
         return lines, known, start
 
     def key_story(self, stop: int, key: Any) -> Any:
-        from replay.story import Story, no_such_key
 
         lines, known, start = self._event_lines(stop, lambda ev, named: key in named)
         if not lines:
@@ -225,7 +300,6 @@ class PartialWorker:
                      note=f"history partial ({self.reason}): recorded events only, no replay")
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-        from replay.story import Story
 
         lines, _, start = self._event_lines(stop, lambda ev, named: ev.stimulus_id == stimulus_id)
         if not lines:
