@@ -260,7 +260,6 @@ class progress_bar:
         self.last = 0
 
     def __enter__(self) -> Any:
-
         if self.total < 1000 or not err.is_terminal:
             return None
         self.started = time.monotonic()
@@ -321,7 +320,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
 
 
 def parse_keys(texts: list[str]) -> list[Any]:
-
     return [parse_key(t) for t in texts]
 
 

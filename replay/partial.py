@@ -68,7 +68,6 @@ class PartialLog:
         self.scheduler = scheduler_state(history.log.source)
 
     def worker(self, which: Any = None) -> PartialWorker:
-
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
     def disagreements(self, at: dict[str, int]) -> list:
@@ -211,7 +210,6 @@ class PartialWorker:
             raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
 
     def frozen(self, step: int) -> Any:
-
         self._at_end(step, "a state")
         f, s = self.final, self.wh.header["state"]
         rows = {
@@ -241,7 +239,6 @@ class PartialWorker:
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), self.events, sid, last)
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
-
         view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
         view.raised = self.raised(step)
         return view
@@ -250,14 +247,12 @@ class PartialWorker:
         raise self._refuse("a diff")
 
     def why(self, step: int, key: Any = None) -> Any:
-
         r = self.frozen(step)
         view = why_view(r, _NoHistory(Moment(r.seq, r.handled), self.raised(step)), key)
         view.note = f"history partial ({self.reason}): the final state is the dump's; when tasks got there is unknown"
         return view
 
     def summary(self) -> Any:
-
         wlog = self.wh.wlog
         if self.final is None:
             raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
@@ -292,7 +287,6 @@ class PartialWorker:
         return lines, known, start
 
     def key_story(self, stop: int, key: Any) -> Any:
-
         lines, known, start = self._event_lines(stop, lambda ev, named: key in named)
         if not lines:
             raise NotFound(no_such_key({key}, known, self.address))
@@ -300,7 +294,6 @@ class PartialWorker:
                      note=f"history partial ({self.reason}): recorded events only, no replay")
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-
         lines, _, start = self._event_lines(stop, lambda ev, named: ev.stimulus_id == stimulus_id)
         if not lines:
             raise NotFound(f"no step of {self.address} has stimulus id {stimulus_id!r}")
