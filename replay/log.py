@@ -57,6 +57,9 @@ class WorkerLog:
     lines: array = field(default_factory=lambda: array("L"))
     offsets: array = field(default_factory=lambda: array("Q"))
     seqs: array = field(default_factory=lambda: array("L"))
+    #: the address a worker named before it had one (``pid-N``) got later,
+    #: from its ``resources`` or ``end`` records
+    later_address: str | None = None
 
     @property
     def deterministic(self) -> bool:
@@ -230,10 +233,14 @@ class ClusterLog:
                 w.lines.append(lineno)
                 w.offsets.append(offset)
                 w.seqs.append(seq)
+                if type(rec.get("address")) is str:
+                    w.later_address = rec["address"]
             else:  # end
                 if seq != w.events:
                     raise LogError(path, lineno, f"end at step {_short(seq)} of {address}, which has {w.events} steps")
                 w.ended = True
+                if type(rec.get("address")) is str:
+                    w.later_address = rec["address"]
         if not self.workers:
             raise LogError(path, None, "no worker header: not a dask-replay log, or empty")
 
@@ -325,6 +332,7 @@ def summary(log: ClusterLog) -> dict[str, Any]:
         "workers": [
             {
                 "address": w.address,
+                "later_address": w.later_address,
                 "dask": w.header.get("dask"),
                 "distributed": w.header.get("distributed"),
                 "deterministic": w.deterministic,
