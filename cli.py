@@ -22,10 +22,13 @@ from typer.core import TyperGroup
 
 from replay import imports, parallel, render
 from replay.diagnosis import ClusterWhy
+from replay.disagreements import over_run
 from replay.errors import BadInput, NotFound
 from replay.index import build, index_path
+from replay.literal import key_text
 from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin, write_records
 from replay.parallel import load_one, map_workers
+from replay.scheduler_log import SchedulerLog
 from replay.source import open_source
 from replay.story import Story
 from replay.summary import LoadSummary, VerifyResult, verify_worker
@@ -118,11 +121,27 @@ def open_log(path: str, *, validate: bool = False) -> Any:
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    scheduler: bool = typer.Option(False, "--scheduler", help="The scheduler's log (scheduler.jsonl) instead."),
+) -> None:
     """Print the JSON Schema of one log line."""
+    if scheduler:
+        from schemas.scheduler import scheduler_json_schema
+
+        emit_json(scheduler_json_schema())
+        return
     from schemas.records import record_json_schema
 
     emit_json(record_json_schema())
+
+
+def is_scheduler_log(path: str) -> bool:
+    """Does the log at ``path`` start with a scheduler's header?"""
+    if path == "-":
+        return False
+    for _, rec in iter_lines(path):
+        return rec.get("kind") == "scheduler-header"
+    return False
 
 
 @app.command()
@@ -133,12 +152,26 @@ def check(
     """Validate every line of LOGS and summarise each worker."""
     from replay.log import summary
 
-    results = [summary(open_log(path, validate=True)) for path in logs]
+    results = []
+    for path in logs:
+        if is_scheduler_log(path):
+            sched = SchedulerLog.open(path, validate=True)
+            for w in sched.warnings:
+                err.print(render.safe(f"warning: {w}"))
+            results.append({"path": path, "scheduler": sched.summary().to_json()})
+        else:
+            results.append(summary(open_log(path, validate=True)))
     if json:
         emit_json(results[0] if len(results) == 1 else {"logs": results})
         return
     for r in results:
-        out.print(render.check_summary(r))
+        if "scheduler" in r:
+            sched = r["scheduler"]
+            out.print(render.safe(f"{r['path']}: the scheduler's log ({sched['address']}): {sched['transitions']} "
+                                  f"transitions, {len(sched['workers_seen'])} workers seen"
+                                  + ("" if sched["ended"] else "; no end record")))
+        else:
+            out.print(render.check_summary(r))
 
 
 @app.command()
@@ -354,7 +387,9 @@ def load(
         emit(LoadSummary(history.path, workers), json=json)
         return
     source = open_answers(log)
-    emit(LoadSummary(source.path, [w.summary() for w in source.workers]), json=json)
+    sched = source.scheduler_log
+    emit(LoadSummary(source.path, [w.summary() for w in source.workers],
+                     None if sched is None else sched.summary()), json=json)
 
 
 @app.command()
@@ -448,8 +483,32 @@ def story(
         except NotFound as e:
             raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
 
-    stories = each_worker(chosen, one, chosen_by_user=worker is not None)
+    sched = source.scheduler_log if worker is None else None
+    try:
+        stories = each_worker(chosen, one, chosen_by_user=worker is not None)
+    except NotFound:
+        if sched is None or not scheduler_story_of(sched, key_or_stimulus):
+            raise
+        stories = []  # a key only the scheduler knew
+    if sched is not None:
+        # cut where the workers' stories stop, when --at stops them
+        until = max((ln.handled for s in stories for ln in s.lines), default=None) if at else None
+        theirs = scheduler_story_of(sched, key_or_stimulus, until)
+        if theirs is not None:
+            stories.append(theirs)
     emit(stories[0] if len(stories) == 1 else Story.merge(stories), json=json, svg=svg, html=html)
+
+
+def scheduler_story_of(sched: Any, key_or_stimulus: str, until: Optional[float] = None) -> Any:
+    """The scheduler's story of a stimulus id or a key, or None if it has no line of it."""
+    lines = sched.story_lines(key_or_stimulus, until=until)
+    if lines and all(ln.stimulus_id == key_or_stimulus for ln in lines):
+        return Story(f"stimulus {key_or_stimulus}", lines, lines[0].handled, stimulus_id=key_or_stimulus)
+    key = parse_keys([key_or_stimulus])[0]
+    lines = sched.story_lines(key, until=until)
+    if not lines:
+        return None
+    return Story(key_text(key), lines, lines[0].handled, keys=[key])
 
 
 @app.command()
@@ -530,6 +589,81 @@ def continue_(
     emit(view, json=json)
     if view.exit_code:
         raise typer.Exit(view.exit_code)
+
+
+@app.command()
+def report(
+    log: str = typer.Argument(..., help="Log file, a directory of worker logs, or '-' for stdin."),
+    output: str = typer.Option("report.html", "--output", "-o", help="The HTML page to write."),
+    workers: list[str] = typer.Option([], "--worker", "-w",
+                                      help="Only this worker: address, unique part of one, or index (repeatable)."),
+    json: bool = typer.Option(False, "--json", help="Print the data the page draws as one JSON object instead."),
+) -> None:
+    """One self-contained HTML page of the run: each worker's task stream over
+    recorded time, what is not finished at the end and why, load's headline."""
+    import shlex
+    import tempfile
+
+    from replay.merge import merge as merge_logs
+    from replay.report import build  # pairs requests and answers: needs the state machine
+    from replay.report_page import page  # Bokeh, only to draw
+
+    with tempfile.TemporaryDirectory(prefix="replay-report-") as tmp:
+        path = log
+        if log != "-" and os.path.isdir(log):  # a recorder's directory: one cluster log, as `merge` writes
+            path = os.path.join(tmp, "cluster.jsonl")
+            merge_logs([log], path, warn=lambda w: err.print(render.safe(f"warning: {w}")))
+        history = open_history(path)
+        data = build(history, open_source(path, history=lambda: history, progress=progress_bar,
+                                          index_progress=index_progress), workers)
+        if path != log:  # the page's commands name the cluster log `merge` writes
+            data.path, data.merged = "cluster.jsonl", shlex.join(["replay", "merge", log, "-o", "cluster.jsonl"])
+    if json:
+        emit_json(data.to_json())
+        return
+    text = page(data)
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise BadInput(f"{output}: cannot write: {e.strerror}") from None
+    err.print(render.safe(f"{output}: {len(data.workers)} worker{'s' if len(data.workers) != 1 else ''}, "
+                          f"{len(text.encode()):,} bytes"))
+
+
+@app.command()
+def disagreements(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin), with the scheduler's log (scheduler.jsonl) "
+                                        "beside it."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="TIME",
+                                     help="Only those standing at this recorded time: seconds since the "
+                                          "epoch, or +S seconds since the recording's first record."),
+    grace: float = typer.Option(1.0, "--grace", min=0.0, metavar="SECONDS",
+                                help="Over the run, leave out those resolved sooner (messages in flight)."),
+    json: bool = JSON,
+) -> None:
+    """Where the scheduler and a worker disagree about a task, over the whole
+    recording (when each began, whether it resolved) or at one time."""
+    source = open_answers(log)
+    sched = source.scheduler_log
+    t = None if at is None else parse_time(at, sched, source.workers)
+    emit(over_run(source.path, sched, source.workers, at=t, grace=grace), json=json)
+
+
+def parse_time(text: str, sched: Any, workers: list) -> float:
+    """A recorded time: seconds since the epoch, or ``+S`` since the first record."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"--at: not a time: {text!r} (seconds since the epoch, or +S)") from None
+    if not text.startswith("+"):
+        return value
+    firsts = [t for w in workers for t in w.step_times()[:1] if t is not None]
+    if sched is not None:
+        firsts += [r.time for r in sched.transitions[:1]] + [c.time for c in sched.worker_changes[:1]]
+    if not firsts:
+        raise BadInput("--at +S: the recording has no recorded time to count from")
+    return min(firsts) + value
 
 
 @app.command()

@@ -108,6 +108,11 @@ def rows(events: int, quick: bool) -> list[Row]:
         m = isolated("record_overhead", f"measure(repeats={3 if quick else 5})")
         return f"{m['ratio']:.3f}x (median of {len(m['ratios'])} pairs)", m["ratio"] <= 1.05
 
+    def scheduler_recorder():
+        m = isolated("scheduler_overhead", f"measure(repeats={3 if quick else 5})")
+        return (f"{m['ratio']:.3f}x (median of {len(m['ratios'])} pairs); hooks {m['hook_us']:.0f} µs per "
+                f"transition, {m['hook_share'] * 100:.1f}% of wall time"), m["ratio"] <= 1.05
+
     def outside_check():
         m = isolated("outside_check", f"measure(rounds={5 if quick else 9})")
         return (f"{m['watch_ratio']:.3f}x (hook {m['hook_ratio']:.3f}x + calls {m['calls_ratio']:.3f}x; "
@@ -125,6 +130,14 @@ def rows(events: int, quick: bool) -> list[Row]:
                 f"({m['serial_s']:.0f} s serial); results {'equal' if m['same'] else 'DIFFER'}"), m["same"]
 
     n = f"{events // 1000}k" if events < 10**6 else f"{events // 10**6}M"
+    def report():
+        m = isolated("report", f"measure({simulated_log(events)!r}, repeats={1 if quick else 3})")
+        render = m.get("render_s")
+        figure = (f"{m['page_bytes'] / 1e6:.1f} MB, render {'n/a (no chromium)' if render is None else f'{render:.2f} s'}; "
+                  f"data {m['ratio']:.2f}x a bare replay ({m['bars']} bars, {m['counted']} in "
+                  f"{m['columns']} columns of {m['bucket_ms']:.1f} ms)")
+        return figure, m["page_bytes"] <= 20e6 and render is not None and render <= 3
+
     return [
         Row(f"replay / bare handle_stimulus, {n} events", "<= 1.10x", replay_ratio),
         Row(f"seek latency, warm process, {n} events", "<= 50 ms", warm_seek),
@@ -137,9 +150,11 @@ def rows(events: int, quick: bool) -> list[Row]:
         Row("replay check / raw orjson.loads", "<= 1.5x", schema),
         Row(f"peak RSS replaying {n} events - final state", "<= 200 MB", memory),
         Row("recorder overhead, real LocalCluster", "<= 1.05x", recorder),
+        Row("scheduler recorder overhead, real LocalCluster", "<= 1.05x", scheduler_recorder),
         Row("outside-change check / handle_stimulus, recorded stress run", "<= 0.10x", outside_check),
         Row("shrink a stuck 100k-event log to 1-minimal", "<= 60 s", shrink),
         Row("verify a 4-worker log side by side / serially", "speed-up, equal results", parallel),
+        Row(f"replay report of {n} events: page size, render in headless Chromium", "<= 20 MB, <= 3 s", report),
     ]
 
 

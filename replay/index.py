@@ -53,6 +53,7 @@ from replay.errors import NotFound, ReplayError
 from replay.literal import key_text, sort_key
 from replay.positions import choose_worker, step_of
 from replay.render import event_text
+from replay.scheduler_log import attach_scheduler_log
 from replay.story import (
     Story,
     StoryLine,
@@ -678,9 +679,16 @@ class Index:
         return cls(log, path)
 
     def disagreements(self, at: dict[str, int]) -> list:
-        """Where the workers disagree about a key, each at the step ``at`` names."""
+        """Where the workers (and the scheduler, with its log) disagree about
+        a key, each worker at the step ``at`` names."""
+        return find(self.workers, at, self.scheduler_log)
 
-        return find(self.workers, at)
+    @property
+    def scheduler_log(self) -> Any:
+        """The scheduler's log beside this one (read as recorded, never indexed)."""
+        if not hasattr(self, "_scheduler_log"):
+            self._scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
+        return self._scheduler_log
 
     def worker(self, which: Any = None) -> IndexedWorker:
         return self.workers[choose_worker([w.address for w in self.workers], which)]
@@ -717,6 +725,11 @@ class IndexedWorker:
     def _last_step_of(self, stimulus_id: str) -> Optional[int]:
         return self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND stimulus_id = ?",
                                (self.wid, stimulus_id)).fetchone()[0]
+
+    def step_times(self) -> list[Optional[float]]:
+        """The recorded time of every step, in order."""
+        return [t for (t,) in self.db.execute("SELECT handled FROM steps WHERE wid = ? ORDER BY step",
+                                              (self.wid,))]
 
     def step_at_time(self, t: Optional[float]) -> int:
         """The last step this worker had handled at recorded time ``t`` (0: none yet)."""

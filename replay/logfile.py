@@ -8,6 +8,7 @@ import gzip
 import io
 import os
 import queue
+import re
 import shutil
 import sys
 import tempfile
@@ -297,10 +298,16 @@ def write_records(path: str, records: Iterator[dict], *, compress: bool | None =
     return n
 
 
+#: the scheduler's logs in a recording directory (:mod:`replay.scheduler_recorder`):
+#: ``scheduler.jsonl``, or ``scheduler-N.jsonl`` for a second scheduler
+SCHEDULER_LOG_NAME = re.compile(r"scheduler(-[0-9]+)?\.jsonl(\.gz)?")
+
+
 def log_files(directory: str) -> list[str]:
-    """The worker logs a :class:`~replay.Recorder` wrote to ``directory``."""
+    """The worker logs a :class:`~replay.Recorder` wrote to ``directory``
+    (not the scheduler's, which is no worker's)."""
     return sorted(
         os.path.join(directory, name)
         for name in os.listdir(directory)
-        if name.endswith((".jsonl", ".jsonl.gz"))
+        if name.endswith((".jsonl", ".jsonl.gz")) and not SCHEDULER_LOG_NAME.fullmatch(name)
     )

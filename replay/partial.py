@@ -15,18 +15,17 @@ compared with each worker's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import orjson
-from rich.text import Text
 
-from replay import render
 from replay.diagnosis import why, why_view
+from replay.disagreements import SchedulerFinding
 from replay.errors import BadInput, NotFound
 from replay.index import FrozenReplayer, FrozenWorker
-from replay.literal import jsonable, key_text
+from replay.literal import key_text
 from replay.positions import choose_worker
+from replay.scheduler_log import attach_scheduler_log
 from replay.story import Story, StoryLine, event_keys, no_such_key
 from replay.summary import WorkerSummary
 from replay.views import Moment, RaisedStep, StateView, _state_rank
@@ -66,6 +65,9 @@ class PartialLog:
         finals = final_states(history.log.source)
         self.workers = [PartialWorker(wh, finals.get(wh.address)) for wh in history.workers]
         self.scheduler = scheduler_state(history.log.source)
+        #: a recorded scheduler's log beside this one: a dump's history is
+        #: partial, so only its final state is compared with it
+        self.scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
 
     def worker(self, which: Any = None) -> PartialWorker:
         return self.workers[choose_worker([w.address for w in self.workers], which)]
@@ -90,29 +92,6 @@ class PartialLog:
                         out.append(SchedulerFinding(key, f"who_has lists {holder}", holder,
                                                     None if mine is None else mine["state"]))
         return out
-
-
-@dataclass(slots=True)
-class SchedulerFinding:
-    """The scheduler and a worker disagree about a key (from a dump)."""
-
-    key: Any
-    #: what the scheduler says
-    scheduler: str
-    worker: str
-    #: the key's state on the worker (None: the worker has no such task)
-    state: Optional[str]
-
-    def text(self) -> str:
-        mine = f"has it {self.state}" if self.state else "has no such task"
-        return f"scheduler: {key_text(self.key)} {self.scheduler}; that worker {mine}"
-
-    def to_json(self) -> dict:
-        return {"kind": "scheduler and worker", "key": jsonable(self.key), "scheduler": self.scheduler,
-                "worker": self.worker, "state": self.state, "text": self.text()}
-
-    def __rich__(self) -> Text:
-        return Text.assemble(("disagreement: ", "bold red"), render.safe(self.text()))
 
 
 def _containers(fields: dict, tasks: dict) -> dict:
@@ -187,6 +166,9 @@ class PartialWorker:
 
     def step_at_time(self, t: Optional[float]) -> int:
         return self.events  # only the final state is known
+
+    def step_times(self) -> list[Optional[float]]:
+        return [self.last_handled]  # one state, the final one
 
     def raised(self, stop: int) -> list:
         """The recorded steps up to ``stop`` whose call raised (what the dump kept)."""

@@ -30,6 +30,7 @@ from replay.errors import BadInput, ReplayError
 from replay.index import Index, build
 from replay.partial import PartialLog, is_partial
 from replay.positions import choose_worker
+from replay.scheduler_log import SchedulerLog, attach_scheduler_log
 from replay.story import key_story, stimulus_story
 from replay.summary import load_worker
 from replay.views import (
@@ -90,6 +91,10 @@ class WorkerAnswers(Protocol):
     def step_at_time(self, t: Optional[float]) -> int:
         """The last step this worker had handled at recorded time ``t``."""
 
+    def step_times(self) -> list[Optional[float]]:
+        """The recorded time of each step, in order (the instants at which
+        the worker's state can change)."""
+
 
 class Source(Protocol):
     """Every read question about a log."""
@@ -101,6 +106,10 @@ class Source(Protocol):
     workers: list[WorkerAnswers]
     #: what reading the log found wrong with it (a torn last line…)
     warnings: list[str]
+
+    #: the scheduler's part: its log, read as recorded, the same object
+    #: whichever kind answers for the workers (None: no scheduler log)
+    scheduler_log: Optional[SchedulerLog]
 
     def worker(self, which: Any = None) -> WorkerAnswers: ...
 
@@ -210,13 +219,18 @@ class ReplayedWorker:
         with self._bar(self.events) as cb:
             return load_worker(self.history, progress=cb)
 
-    def step_at_time(self, t: Optional[float]) -> int:
-        if t is None:
-            return 0
+    def step_times(self) -> list[Optional[float]]:
         if self._times is None:
             self._times = [None]
             for call in self.history.calls(instructions=False):
                 self._times.extend([call.handled] * len(call.events))
+        return self._times[1:]
+
+    def step_at_time(self, t: Optional[float]) -> int:
+        if t is None:
+            return 0
+        self.step_times()
+        assert self._times is not None
         step = 0
         for s, handled in enumerate(self._times):
             if s and handled is not None and handled <= t:
@@ -235,12 +249,13 @@ class ReplayedSource:
         self.path: str = history.path
         self.warnings: list[str] = list(history.warnings)
         self.workers: list[ReplayedWorker] = [ReplayedWorker(w, progress) for w in history.workers]
+        self.scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
 
     def worker(self, which: Any = None) -> ReplayedWorker:
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
     def disagreements(self, at: dict[str, int]) -> list:
-        return find(self.workers, at)
+        return find(self.workers, at, self.scheduler_log)
 
 
 # --- the policy ------------------------------------------------------------------

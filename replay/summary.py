@@ -150,11 +150,19 @@ class WorkerSummary:
 class LoadSummary:
     path: str
     workers: list[WorkerSummary] = field(default_factory=list)
+    #: the scheduler's summary (:class:`~replay.scheduler_log.SchedulerSummary`),
+    #: when its log is beside this one: shown first
+    scheduler: Any = None
 
     def to_json(self) -> dict:
-        return {"path": self.path, "workers": [w.to_json() for w in self.workers]}
+        out = {"path": self.path, "workers": [w.to_json() for w in self.workers]}
+        if self.scheduler is not None:
+            out = {"path": self.path, "scheduler": self.scheduler.to_json(), "workers": out["workers"]}
+        return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.scheduler is not None:
+            yield self.scheduler
         yield from self.workers
 
 
