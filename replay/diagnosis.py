@@ -10,6 +10,7 @@ by step 400", never "never completed", since it may complete at step 416.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -19,7 +20,7 @@ from rich.text import Text
 
 from replay import render
 from replay.errors import NotFound
-from replay.literal import jsonable, key_text, literal, sort_key
+from replay.literal import jsonable, key_text, literal, short_key, sort_key
 from replay.views import FINAL_STATES, Gather, Key, Moment, RaisedStep, changed_states, elapsed
 
 if TYPE_CHECKING:  # an index answers why without the state machine
@@ -144,6 +145,16 @@ class Verdict:
     stimulus_id: str
     #: the facts the reason rests on: peers, dependencies, steps
     detail: dict[str, Any] = field(default_factory=dict)
+    #: the keys ``reason`` names, spelled there by :func:`key_text`
+    named: tuple = ()
+
+    def short_reason(self) -> str:
+        """``reason`` with its keys shortened as dask's dashboard names tasks
+        (:func:`~replay.literal.short_key`)."""
+        text = self.reason
+        for k in self.named:
+            text = text.replace(key_text(k), short_key(k))
+        return text
 
     def to_json(self) -> dict:
         out = {"key": jsonable(self.key), "state": self.state, "category": self.category,
@@ -182,6 +193,7 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
     key, state, now = ts.key, ts.state, tracker.now
     since, sid = tracker.changed.get(key, (Moment(0, None), ""))
     detail: dict[str, Any] = {}
+    named: list = []
     kind = category(ws, ts)  # which branch below holds
     by = "the end of the log" if now.step and now.step == tracker.end else f"step {now.step}"
 
@@ -194,6 +206,7 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             d = next(d for d in deps if d.state == "error")
             at = tracker.changed.get(d.key, (None, ""))[0]
             detail["erred_dependency"] = d.key
+            named.append(d.key)
             reason = (
                 f"waiting for {key_text(d.key)}, which erred"
                 + (f" at {_when(at, now)}" if at else "")
@@ -201,6 +214,7 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             )
         elif kind == "waiting: dependencies":
             noun = "dependency" if len(deps) == 1 else "dependencies"
+            named += [d.key for d in deps[:5]]
             reason = f"waiting for {len(deps)} {noun}: " + "; ".join(
                 f"{key_text(d.key)} {_where(ws, d, tracker)}" for d in deps[:5]
             ) + (f"; … {len(deps) - 5} more" if len(deps) > 5 else "")
@@ -259,12 +273,14 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             reason = f"constrained, and the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}): a paused worker starts no tasks"
         else:
             reason = f"constrained: all {ws.nthreads} threads busy ({_running(ws)})"
+            named += _running_keys(ws)
     elif state == "ready":
         if kind == "ready: paused":
             detail["paused_step"] = tracker.paused.step if tracker.paused else None
             reason = f"ready, and the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}): a paused worker starts no tasks"
         else:
             reason = f"ready: all {ws.nthreads} threads busy ({_running(ws)})"
+            named += _running_keys(ws)
     elif state in ("executing", "long-running"):
         started = tracker.execute.get(key, since)
         detail["execute_step"] = started.step or None
@@ -283,7 +299,12 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
                       f"{ts.next} once {underway} ends")
     else:
         reason = f"{state}: waits for a new stimulus"
-    return Verdict(key, state, kind, reason, since, sid, detail)
+    return Verdict(key, state, kind, reason, since, sid, detail, tuple(named))
+
+
+def _running_keys(ws: wsm.WorkerState) -> list:
+    """The executing keys :func:`_running` names."""
+    return sorted((ts.key for ts in ws.executing), key=sort_key)[:3]
 
 
 def _running(ws: wsm.WorkerState) -> str:
@@ -321,6 +342,8 @@ class WhyView:
     note: Optional[str] = None
     #: the steps up to this one at which the state machine raised
     raised: list[RaisedStep] = field(default_factory=list)
+    #: show keys in full (``--detail``); JSON always has them in full
+    detail: bool = False
 
     def to_json(self) -> dict:
         out = {"worker": self.worker, "step": self.step, "stimulus_id": self.stimulus_id,
@@ -343,22 +366,52 @@ class WhyView:
         if not self.running:
             when = f" since step {self.paused_since.step}" if self.paused_since else ""
             yield Text(f"the worker is paused{when}", style="yellow")
-        yield verdicts_table(console, self.tasks, Moment(self.step, self.handled))
+        yield verdicts_table(console, self.tasks, Moment(self.step, self.handled), detail=self.detail)
 
 
-def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment) -> Any:
-    """Key, state, since when (in steps and recorded time) and why."""
+def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment, *, detail: bool = False,
+                   grouped: bool = False) -> Any:
+    """Key, state, since when (in steps and recorded time) and why.
+
+    Keys are shortened as dask's dashboard names tasks unless ``detail``;
+    ``grouped`` (and not ``detail``) makes one row of the tasks that share a
+    state and a reason: "123 tasks", their names, since the oldest."""
     t = render.table(console, "key", "state", "since", "reason")
-    for v in verdicts:
+    for group in (verdict_groups(verdicts) if grouped and not detail else [[v] for v in verdicts]):
+        v = min(group, key=lambda g: (g.since.step, sort_key(g.key)))  # the oldest: since when
         ago = elapsed(v.since, now) if v.since.step != now.step else ""
         # step 0: the task got there before the history the log holds
         since = (f"step {v.since.step}" + (f" ({ago} earlier)" if ago else "")) if v.since.step else "unknown"
-        reason = Text.assemble(render.safe(v.reason))
-        facts = _detail_text(v.detail)
-        if facts:
-            reason.append("\n" + facts, style="dim")
-        t.add_row(render.value(v.key, None), render.safe(v.state), since, reason)
+        reason = Text.assemble(render.safe(v.reason if detail else v.short_reason()))
+        facts = {_detail_text(g.detail) for g in group}
+        if len(facts) == 1 and facts != {""}:
+            reason.append("\n" + facts.pop(), style="dim")
+        if len(group) == 1:
+            key = render.value(v.key, None) if detail else render.safe(short_key(v.key))
+        else:
+            since = f"{'oldest ' if v.since.step else ''}{since}"
+            key = Text(f"{len(group)} tasks: {task_names(g.key for g in group)}")
+        t.add_row(key, render.safe(v.state), since, reason)
     return t
+
+
+def verdict_groups(verdicts: list[Verdict]) -> list[list[Verdict]]:
+    """The verdicts that share a state and a reason (keys shortened), in order of the first."""
+    groups: dict[tuple[str, str], list[Verdict]] = {}
+    for v in verdicts:
+        groups.setdefault((v.state, v.short_reason()), []).append(v)
+    return list(groups.values())
+
+
+def task_names(keys: Iterable[Any], shown: int = 3) -> str:
+    """How many tasks of each name (``dask.utils.key_split``): ``combine ×40, map ×83``."""
+    from dask.utils import key_split  # ~160 ms to import: only where keys are shortened
+
+    counts = Counter(key_split(k) for k in keys)
+    names = [f"{name} ×{n}" for name, n in counts.most_common(shown)]
+    if len(counts) > shown:
+        names.append(f"{len(counts) - shown} other names")
+    return ", ".join(names)
 
 
 def _detail_text(detail: dict) -> str:
@@ -382,8 +435,7 @@ class ClusterWhy:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield from self.disagreements
-        for w in self.workers:
-            yield w
+        yield from self.workers
 
 
 def why(ws: wsm.WorkerState, tracker: Tracker, key: Any = None) -> list[Verdict]:

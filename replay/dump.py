@@ -41,7 +41,8 @@ import yaml
 from pydantic import ValidationError
 
 from replay.errors import BadInput
-from replay.logfile import GZIP_MAGIC, MAX_LINE, encode_line, iter_lines
+from replay.logfile import GZIP_MAGIC, MAX_LINE, encode_line
+from replay.merge import records_of
 from schemas.codec import (
     FORMAT,
     VERSION,
@@ -1142,7 +1143,7 @@ def _decode_keys(v: list) -> list:
     return [decode_key(k) for k in v]
 
 
-def final_states(path: str) -> dict[str, FinalWorkerState]:
+def final_states(path: Any) -> dict[str, FinalWorkerState]:
     """Each worker's ``final`` records, merged: the state when the dump was
     taken, without replay. Empty for a recorded (not imported) log."""
     out: dict[str, FinalWorkerState] = {}
@@ -1181,7 +1182,7 @@ class SchedulerView:
     tasks: dict[Any, dict]
 
 
-def scheduler_state(path: str) -> SchedulerView | None:
+def scheduler_state(path: Any) -> SchedulerView | None:
     """The ``scheduler`` records of an imported log, merged; None if it has none."""
     view: SchedulerView | None = None
     for _, rec in _side_records(path, "scheduler"):
@@ -1194,12 +1195,13 @@ def scheduler_state(path: str) -> SchedulerView | None:
     return view
 
 
-def _side_records(path: str, kind: str) -> Iterator[tuple[int, dict]]:
+def _side_records(path: Any, kind: str) -> Iterator[tuple[int, dict]]:
+    """``kind`` records of a log (a file, a directory, several files)."""
     from replay.log import validate_record
 
-    for lineno, rec in iter_lines(path):
+    for file, lineno, rec in records_of(path):
         if rec.get("kind") == kind:
-            validate_record(path, lineno, rec)
+            validate_record(file, lineno, rec)
             yield lineno, rec
 
 

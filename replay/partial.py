@@ -241,7 +241,7 @@ class PartialWorker:
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
         from replay.views import StateView
 
-        view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+        view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail, strict=True)
         view.raised = self.raised(step)
         return view
 
@@ -272,6 +272,7 @@ class PartialWorker:
             address=self.address, events=self.events, event_counts=dict(sorted(wlog.event_counts.items())),
             first_handled=wlog.first_handled, last_handled=wlog.last_handled,
             deterministic=bool(self.wh.header.get("deterministic")), ended=wlog.ended,
+            end_reason=wlog.end_reason,
             task_states=dict(sorted(states.items(), key=lambda kv: _state_rank(kv[0]))),
             running=r.ws.running, paused_since=None,
             stuck=why(r.ws, _NoHistory(Moment(r.seq, r.handled))),

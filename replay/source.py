@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Optional, Protocol
 
 from replay.errors import BadInput
+from replay.logfile import LogName, log_name
 from replay.views import DiffView, StateView, state_of, steps_between
 
 #: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
@@ -210,12 +211,15 @@ class ReplayedSource:
 # --- the policy ------------------------------------------------------------------
 
 
-def open_source(path: str, *, history: Any = None, progress: ProgressFactory = no_progress,
+def open_source(path: LogName, *, history: Any = None, progress: ProgressFactory = no_progress,
                 index_progress: Any = None) -> Source:
     """The source that answers for the log at ``path``.
 
     A current index answers; without one, the first question builds it
     (unless ``REPLAY_INDEX=off``; ``REPLAY_INDEX=required`` refuses instead).
+    ``path`` may name a recording directory or several files
+    (:data:`replay.logfile.LogName`): they are one cluster log, merged in
+    memory by recorded time, indexed as ``DIR/.replay-index``.
     A partial history answers from its final state. Standard input and a log
     whose index cannot be written are replayed. ``history`` opens the log
     (:func:`replay.open` and the hash seed's re-execution are the caller's:
@@ -229,7 +233,7 @@ def open_source(path: str, *, history: Any = None, progress: ProgressFactory = n
         if index is not None:
             return index
         if mode == "required":
-            raise BadInput(f"{path}: no current index ({INDEX_ENV}=required); `replay index` builds one")
+            raise BadInput(f"{log_name(path)}: no current index ({INDEX_ENV}=required); `replay index` builds one")
     opened = history()
     from replay.partial import PartialLog, is_partial
 
@@ -245,7 +249,7 @@ def open_source(path: str, *, history: Any = None, progress: ProgressFactory = n
                 build(opened, progress=cb)
     except OSError as e:  # nowhere to write it: answer by replaying
         source = ReplayedSource(opened, progress)
-        source.warnings.append(f"{path}: cannot write its index ({e.strerror or e}); replaying")
+        source.warnings.append(f"{log_name(path)}: cannot write its index ({e.strerror or e}); replaying")
         return source
     index = Index.open(path)
     if index is None:  # the log changed while it was indexed
