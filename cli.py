@@ -473,7 +473,14 @@ def story(
             nor = f"nor is it a stimulus id; closest: {close_ids}" if close_ids else "nor is it a stimulus id"
             raise NotFound(f"{log}: {e} ({nor})") from None
 
-    stories = each_worker(chosen, one, chosen_by_user=worker is not None)
+    try:
+        stories = each_worker(chosen, one, chosen_by_user=worker is not None)
+    except NotFound:
+        held = None if worker is not None else source.scheduler_task(parse_keys([key_or_stimulus])[0])
+        if held is None:
+            raise
+        emit(held, json=json, svg=svg, html=html)  # only the scheduler's view (a dump's) knows it
+        return
     emit(stories[0] if len(stories) == 1 else Story.merge(stories), json=json, svg=svg, html=html)
 
 
@@ -491,11 +498,19 @@ def why(
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
     from replay.diagnosis import ClusterWhy
+    from replay.errors import NotFound
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
     wanted = None if key is None else parse_keys([key])[0]
-    views = each_worker(chosen, lambda w: w.why(w.position(at), wanted), chosen_by_user=worker is not None)
+    try:
+        views = each_worker(chosen, lambda w: w.why(w.position(at), wanted), chosen_by_user=worker is not None)
+    except NotFound:
+        held = None if wanted is None or worker is not None else source.scheduler_task(wanted)
+        if held is None:
+            raise
+        emit(held, json=json, svg=svg, html=html)  # only the scheduler's view (a dump's) knows it
+        return
     findings = source.disagreements({v.worker: v.step for v in views}) if wanted is None else []
     emit(ClusterWhy(_detailed(views, detail), findings), json=json, svg=svg, html=html)
 

@@ -21,6 +21,7 @@ from rich.text import Text
 from replay import render
 from replay.errors import NotFound
 from replay.literal import jsonable, key_text, literal, short_key, sort_key
+from replay.story import no_such_key
 from replay.views import FINAL_STATES, Gather, Key, Moment, RaisedStep, changed_states, elapsed
 
 if TYPE_CHECKING:  # an index answers why without the state machine
@@ -31,6 +32,9 @@ if TYPE_CHECKING:  # an index answers why without the state machine
 
 class Tracker:
     """Moments that explain the current state of each key."""
+
+    #: what durations at the last step run to
+    end_name = "the end of the log"
 
     def __init__(self, end: Optional[int] = None) -> None:
         # only a replay tracks: the index's query path imports no state machine
@@ -195,7 +199,7 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
     detail: dict[str, Any] = {}
     named: list = []
     kind = category(ws, ts)  # which branch below holds
-    by = "the end of the log" if now.step and now.step == tracker.end else f"step {now.step}"
+    by = tracker.end_name if now.step and now.step == tracker.end else f"step {now.step}"
 
     if state in FINAL_STATES:
         reason = f"{state}: a final state"
@@ -247,11 +251,11 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
         gathered, peer = tracker.gather.get(key, (since, ts.coming_from or "?"))
         detail.update(gather_step=gathered.step or None, coming_from=ts.coming_from)
         took = elapsed(gathered, now)
-        # step 0: issued before what the log holds (a partial history)
+        # step 0: issued before what the log holds (a partial history), maybe at a known time
         issued = f"gather issued at step {gathered.step}, " if gathered.step else ""
         reason = (
             f"in flight from {ts.coming_from}: {issued}"
-            f"not completed by {by}" + (f" ({took})" if took and gathered.step else "")
+            f"not completed by {by}" + (f" ({took})" if took and (gathered.step or gathered.time) else "")
         )
     elif state == "missing":
         detail["who_has"] = _holders(ts)
@@ -287,7 +291,8 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
         what = "executing" if state == "executing" else "long-running (seceded)"
         took = elapsed(started, now)
         began = f" since step {started.step}" if started.step else ""  # 0: before the log's history
-        reason = f"{what}{began}; not finished by {by}" + (f" ({took})" if took and started.step else "")
+        reason = f"{what}{began}; not finished by {by}" + (f" ({took})" if took and (started.step or started.time)
+                                                          else "")
     elif state in ("cancelled", "resumed"):
         detail.update(previous=ts.previous, next=ts.next)
         underway = _UNDERWAY.get(ts.previous or "", f"the {ts.previous}")
@@ -380,8 +385,10 @@ def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment, *, de
     for group in (verdict_groups(verdicts) if grouped and not detail else [[v] for v in verdicts]):
         v = min(group, key=lambda g: (g.since.step, sort_key(g.key)))  # the oldest: since when
         ago = elapsed(v.since, now) if v.since.step != now.step else ""
-        # step 0: the task got there before the history the log holds
-        since = (f"step {v.since.step}" + (f" ({ago} earlier)" if ago else "")) if v.since.step else "unknown"
+        # step 0: the task got there before the history the log holds, at a
+        # time the dump's own clock may know
+        since = (f"step {v.since.step}" + (f" ({ago} earlier)" if ago else "")) if v.since.step else \
+            f"{render.clock(v.since.time)} UTC ({ago} earlier)" if ago else "unknown"
         reason = Text.assemble(render.safe(v.reason if detail else v.short_reason()))
         facts = {_detail_text(g.detail) for g in group}
         if len(facts) == 1 and facts != {""}:
@@ -443,8 +450,8 @@ def why(ws: wsm.WorkerState, tracker: Tracker, key: Any = None) -> list[Verdict]
     if key is not None:
         ts = ws.tasks.get(key)
         if ts is None:
-            raise NotFound(f"{key_text(key)} is not known to {ws.address} at step {tracker.now.step} "
-                           "(never seen, or forgotten)")
+            raise NotFound(no_such_key({key}, set(ws.tasks), f"{ws.address} at step {tracker.now.step}")
+                           + " (never seen, or forgotten)")
         return [explain(ws, ts, tracker)]
     unfinished = [ts for ts in ws.tasks.values() if ts.state not in FINAL_STATES]
     unfinished.sort(key=lambda ts: sort_key(ts.key))

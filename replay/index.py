@@ -675,6 +675,13 @@ class Index:
 
         return find(self.workers, at)
 
+    def scheduler_task(self, key: Any) -> Any:
+        """From the log itself: the index does not hold the scheduler's view
+        (asked only of a key no worker has)."""
+        from replay.partial import scheduler_task
+
+        return scheduler_task(self.log, key)
+
     def worker(self, which: Any = None) -> IndexedWorker:
         from replay.positions import choose_worker
 

@@ -91,6 +91,10 @@ class Source(Protocol):
         """Where workers (or the scheduler and a worker) disagree about a
         key, each worker at the step ``at`` gives it."""
 
+    def scheduler_task(self, key: Any) -> Any:
+        """What the scheduler's view (an imported dump's) says of a key no
+        worker has (:class:`replay.partial.SchedulerTaskView`), or None."""
+
 
 # --- replayed ---------------------------------------------------------------------
 
@@ -206,6 +210,11 @@ class ReplayedSource:
         from replay.disagreements import find
 
         return find(self.workers, at)
+
+    def scheduler_task(self, key: Any) -> Any:
+        from replay.partial import scheduler_task
+
+        return scheduler_task(self.history.log.source, key)
 
 
 # --- the policy ------------------------------------------------------------------

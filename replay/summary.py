@@ -92,6 +92,8 @@ class WorkerSummary:
     end_reason: Optional[str] = None
     #: show every task with its key in full (``--detail``), not grouped by reason
     detail: bool = False
+    #: when the state shown was taken, if not at the last step (a dump's time)
+    end_time: Optional[float] = None
 
     @property
     def closed_at(self) -> Optional[int]:
@@ -161,7 +163,8 @@ class WorkerSummary:
         if self.invariant is not None:
             yield Text.assemble(("  invariant broken at the end: ", "bold red"), self.invariant.__rich__())
         if self.stuck:
-            yield verdicts_table(console, self.stuck, Moment(self.step, self.last_handled), detail=self.detail,
+            now = Moment(self.step, self.last_handled if self.end_time is None else self.end_time)
+            yield verdicts_table(console, self.stuck, now, detail=self.detail,
                                  grouped=True)
         yield Text("  tasks: " + (", ".join(f"{s} {n}" for s, n in self.task_states.items()) or "none"))
         yield Text("  events: " + ", ".join(f"{render.safe(c).plain} {n}" for c, n in self.event_counts.items()),

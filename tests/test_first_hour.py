@@ -215,3 +215,59 @@ def test_a_cut_says_how_much_in_words():
 
     assert literal("y" * 100, 40).endswith("… (84 characters cut)")
     assert literal(list(range(1000)), 20).endswith(" more]")
+
+
+# --- imported dumps ----------------------------------------------------------------
+
+
+def _dump_answers(cli_run, monkeypatch, log: str, args: list[str]) -> tuple[int, str]:
+    """One question of an imported log through the default path, a replay's
+    (``REPLAY_INDEX=off``) and standard input: one answer."""
+    with open(log, "rb") as f:
+        data = f.read()
+    got = {}
+    got["default"] = cli_run([args[0], log, *args[1:]])[:2]
+    monkeypatch.setenv("REPLAY_INDEX", "off")
+    got["off"] = cli_run([args[0], log, *args[1:]])[:2]
+    got["stdin"] = tuple(x.replace("<stdin>", log) if isinstance(x, str) else x
+                         for x in cli_run([args[0], "-", *args[1:]], stdin=data)[:2])
+    monkeypatch.delenv("REPLAY_INDEX")
+    assert got["off"] == got["default"] and got["stdin"] == got["default"], args
+    return got["default"]
+
+
+def test_a_dumped_execution_lasts_to_the_dump(fixture_path, cli_run, monkeypatch):
+    from replay.dump import load_dump
+
+    log = fixture_path("cluster-dump.ndjson")
+    dump, _ = load_dump(fixture_path("cluster-dump.msgpack.gz"))
+    # the scheduler's last heartbeat from the worker said how long ('stuck', 0)
+    # had been executing then: by the dump, at least that long
+    (address,) = [a for a, w in dump["scheduler"]["workers"].items() if w["executing"]]
+    (heartbeat,) = dump["scheduler"]["workers"][address]["executing"].values()
+    code, out = _dump_answers(cli_run, monkeypatch, log, ["why", "--json", "-w", address])
+    assert code == 0
+    (stuck,) = orjson.loads(out)["tasks"]
+    assert stuck["key"] == ["stuck", 0] and stuck["state"] == "executing"
+    assert stuck["since_step"] == 0 and stuck["since_time"] is not None
+    took = float(stuck["reason"].rsplit("(", 1)[1].split(" ms)")[0]) / 1000
+    assert heartbeat <= took < heartbeat + 2, stuck["reason"]
+    assert "not finished by the dump" in stuck["reason"]
+    text = _dump_answers(cli_run, monkeypatch, log, ["load"])[1]
+    assert "unknown" not in text.split("('stuck', 0)")[1].splitlines()[0]
+
+
+def test_a_key_only_the_scheduler_knows_is_answered_from_its_view(fixture_path, cli_run, monkeypatch):
+    from replay.dump import load_dump
+
+    log = fixture_path("cluster-dump.ndjson")
+    dump, _ = load_dump(fixture_path("cluster-dump.msgpack.gz"))
+    state = dump["scheduler"]["tasks"]["['after', 0]"]["state"]
+    assert not any("['after', 0]" in w["tasks"] for w in dump["workers"].values())
+    for command in ("why", "story"):
+        code, out = _dump_answers(cli_run, monkeypatch, log, [command, "('after', 0)", "--json"])
+        assert code == 0
+        answer = orjson.loads(out)
+        assert answer["key"] == ["after", 0] and answer["scheduler"]["state"] == state
+    # a key nobody knows is still an error
+    assert _dump_answers(cli_run, monkeypatch, log, ["why", "('after', 7)"])[0] == 2
