@@ -162,6 +162,9 @@ LOG = typer.Argument(..., help="Log file ('-' for stdin), or a recording directo
 #: several files are one cluster log too, where LOG is the only argument
 LOGS = typer.Argument(..., metavar="LOG...", help="Log file ('-' for stdin), a recording directory, "
                                                   "or several worker logs read as one.")
+#: the same, for a command that reads its log more than once
+FILES = typer.Argument(..., metavar="LOG...", help="Log file, a recording directory, or several worker "
+                                                   "logs read as one.")
 
 
 def one_log(logs: list[str]) -> Any:
@@ -517,7 +520,7 @@ def why(
 
 @app.command()
 def index(
-    logs: list[str] = LOGS,
+    logs: list[str] = FILES,
 ) -> None:
     """Replay LOG once and write its index: later load, state, diff, story and
     why answer from it without replaying."""

@@ -1007,6 +1007,9 @@ class _Moments:
 class IndexTracker:
     """A :class:`~replay.diagnosis.Tracker` at a step, read from the index."""
 
+    #: what durations at the last step run to
+    end_name = "the end of the log"
+
     def __init__(self, worker: IndexedWorker, step: int):
         from replay.views import Moment
 
