@@ -1,18 +1,37 @@
-"""The ``replay`` command: thin wrappers that read, call the engine, render."""
+"""The ``replay`` command: thin wrappers that read, call the engine, render.
+
+What needs the state machine or the schemas (``distributed``, pydantic) is
+imported inside the command that needs it: an answer from a log's index
+loads neither (``tests/test_index.py`` holds it to that).
+"""
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import sys
+import time
 from contextlib import contextmanager
+from importlib.metadata import version
 from typing import Any, Optional
 
 import orjson
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
+from typer.core import TyperGroup
 
-from replay import render
-from replay.errors import BadInput
+from replay import imports, parallel, render
+from replay.diagnosis import ClusterWhy
+from replay.errors import BadInput, NotFound
+from replay.index import build, index_path
+from replay.logfile import STDIN_COPY_ENV, as_log, spool_stdin, write_records
+from replay.merge import records_of
+from replay.parallel import load_one, map_workers
+from replay.source import open_source
+from replay.story import Story
+from replay.summary import LoadSummary, VerifyResult, verify_worker
+from schemas.codec import parse_key
+
 
 class _Commands(TyperGroup):
     """``replay``'s commands, with help a person reads.
@@ -64,7 +83,6 @@ def _named(p: Any) -> Any:
 
 def _version(show: bool) -> None:
     if show:
-        from importlib.metadata import version
 
         out.print(f"dask-replay {version('dask-replay')} (distributed {version('distributed')})")
         raise typer.Exit()
@@ -169,8 +187,6 @@ FILES = typer.Argument(..., metavar="LOG...", help="Log file, a recording direct
 
 def one_log(logs: list[str]) -> Any:
     """The log the command line names (:func:`replay.logfile.as_log`)."""
-    from replay.logfile import as_log
-
     return as_log(logs)
 
 JSON = typer.Option(False, "--json", help="Print one JSON object.")
@@ -184,8 +200,6 @@ def ensure_recorded_seed(path: Any) -> None:
     copied to a file first, which the re-executed command reads instead.
     """
     from replay.determinism import reexec_with_seed
-    from replay.logfile import STDIN_COPY_ENV, spool_stdin
-    from replay.merge import records_of
 
     source = None
     if path == "-":
@@ -222,7 +236,6 @@ def open_history(path: Any, *, quiet: bool = False) -> Any:
 def open_answers(log: Any) -> Any:
     """The :class:`~replay.source.Source` that answers for ``log``: its index,
     a replay, or a partial history (the policy is :func:`replay.source.open_source`)."""
-    from replay.source import open_source
 
     source = open_source(log, history=lambda: open_history(log, quiet=True), progress=progress_bar,
                          index_progress=index_progress)
@@ -262,7 +275,6 @@ class progress_bar:
         self.last = 0
 
     def __enter__(self) -> Any:
-        import time
 
         if self.total < 1000 or not err.is_terminal:
             return None
@@ -274,7 +286,6 @@ class progress_bar:
             return
         self.last = step
         if self.bar is None:
-            import time
 
             if time.monotonic() - self.started < self.DELAY:
                 return
@@ -310,7 +321,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
         sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
         sys.stdout.flush()
     if svg or html:
-        import io
 
         # a terminal-like console of its own, so that piped output stays plain
         rec = Console(record=True, width=120, file=io.StringIO(), force_terminal=True,
@@ -326,7 +336,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
 
 
 def parse_keys(texts: list[str]) -> list[Any]:
-    from schemas.codec import parse_key
 
     return [parse_key(t) for t in texts]
 
@@ -356,10 +365,8 @@ def load(
     """Replay every worker to its end: running, paused or closed, what is stuck and why (tasks
     that wait for the same reason on one row), the events, and the log in one line."""
     log = one_log(logs)
-    from replay.summary import LoadSummary
 
     if side_by_side(jobs, scheduler, log):
-        from replay.parallel import load_one, map_workers
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -424,7 +431,6 @@ def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
     log only: their answers are the answer. Nothing found anywhere, or on the
     one worker the user chose, is the one-line error, naming every worker.
     """
-    from replay.errors import NotFound
 
     answers, missed = [], []
     for w in workers:
@@ -453,8 +459,6 @@ def story(
     """Every event, transition and instruction about a key, or of a stimulus id,
     with the recorded time of each; across every worker of a cluster log unless
     --worker chooses one."""
-    from replay.errors import NotFound
-    from replay.story import Story
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -500,8 +504,6 @@ def why(
     html: Optional[str] = HTML,
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
-    from replay.diagnosis import ClusterWhy
-    from replay.errors import NotFound
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -525,7 +527,6 @@ def index(
     """Replay LOG once and write its index: later load, state, diff, story and
     why answer from it without replaying."""
     log = one_log(logs)
-    from replay.index import build, index_path
 
     if log == "-":
         raise BadInput("index needs a file: standard input cannot be read again")
@@ -550,13 +551,11 @@ def verify(
 ) -> None:
     """Replay and compare with the recording; exit 1 at the first divergence."""
     log = one_log(logs)
-    from replay.summary import VerifyResult, verify_worker
 
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
     if side_by_side(jobs, scheduler, log):
-        from replay import parallel
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -596,8 +595,6 @@ def shrink(
 ) -> None:
     """Shrink a worker's log to a minimal event sequence that still shows the bug."""
     from replay import shrinker as s
-    from replay.logfile import write_records
-    from schemas.codec import parse_key
 
     chosen = [p for p in (stuck is not None, state is not None, raises is not None, invalid, expr is not None) if p]
     if len(chosen) > 1:
@@ -680,8 +677,6 @@ def simulate(
     json: bool = JSON,
 ) -> None:
     """Write a cluster log of real WorkerStates driven by a simulated scheduler and peers."""
-    import gzip
-    import time
 
     from replay.determinism import NANNY_SEED, hash_seed, reexec_with_seed
 
@@ -753,7 +748,6 @@ def step(
 ) -> None:
     """Step through a worker forwards and backwards, with breakpoints: a full-screen UI
     (? lists the keys), or one screen as text with --print."""
-    from replay.errors import NotFound
     from replay.step import Stepper
 
     if not sys.stdout.isatty():  # piped: a full screen has nowhere to go, its text does
@@ -815,8 +809,6 @@ def _options(
 
 
 def main() -> None:
-    from replay import imports
-
     try:
         imports.request(imports.take_options(sys.argv))
         imports.apply()

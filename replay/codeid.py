@@ -96,9 +96,16 @@ def _generated(code: CodeType) -> bool:
     return code.co_filename.startswith("<") or code.co_filename.startswith(_STDLIB)
 
 
-def live_digest(module: Optional[ModuleType] = None) -> str:
-    """The digest of the state machine as this process has it now."""
-    mod = module or sys.modules.get(MODULE) or importlib.import_module(MODULE)
+@functools.lru_cache(maxsize=1)
+def live_digest() -> str:
+    """The digest of the state machine as this process has it.
+
+    Computed once: ``--import`` patches before anything replays or reads an
+    index, and a stepper asks for every view."""
+    return _live_digest(sys.modules.get(MODULE) or importlib.import_module(MODULE))
+
+
+def _live_digest(mod: ModuleType) -> str:
     # the names the source defines, whatever now stands behind them: a patch
     # replaces a method, a function or a whole class under the same name
     defined = _defined_names(mod.__file__)

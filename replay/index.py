@@ -47,10 +47,39 @@ from typing import Any, Optional
 import orjson
 
 from replay import codeid
-from replay.errors import NotFound
+from replay.diagnosis import Tracker, why, why_view
+from replay.disagreements import find
+from replay.errors import NotFound, ReplayError
 from replay.literal import key_text, sort_key
 from replay.logfile import LogName, log_inputs, log_name
-from schemas.codec import decode_key, encode_key
+from replay.positions import choose_worker, step_of
+from replay.render import event_text
+from replay.story import (
+    Story,
+    StoryLine,
+    entry_keys,
+    event_keys,
+    instruction_keys,
+    line_data,
+    line_text,
+    no_such_key,
+    transition_text,
+)
+from replay.summary import Failure, WorkerSummary
+from replay.views import (
+    DIFF_STEPS,
+    Counters,
+    DiffView,
+    Gather,
+    Moment,
+    RaisedStep,
+    StateView,
+    StepBrief,
+    _state_rank,
+    changed_states,
+    is_transition,
+)
+from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
@@ -291,7 +320,6 @@ _COUNTED = ("nthreads", "transfers", "transfers_limit", "transfer_bytes", "trans
 def counters_row(ws: Any) -> dict:
     """What the index keeps of the worker's own counters: the view's
     :class:`~replay.views.Counters`, whether it runs, its busy peers."""
-    from replay.views import Counters
 
     c = Counters.of(ws)
     row = {f: getattr(c, f) for f in _COUNTED}
@@ -377,7 +405,7 @@ class _Writer:
     """Follows one worker's tapped replay and writes what each step observed."""
 
     def __init__(self, db: sqlite3.Connection, wid: int, address: str):
-        from replay.diagnosis import Tracker
+        # writing replays; only reading must stay free of the state machine
         from replay.requests import OpenRequests
 
         self.db, self.wid, self.address = db, wid, address
@@ -403,11 +431,8 @@ class _Writer:
         self.workers_at: list[tuple] = []
 
     def feed(self, applied: Any, ws: Any) -> None:
-        from distributed import worker_state_machine as wsm
+        from distributed import worker_state_machine as wsm  # writing only (see __init__)
 
-        from replay.render import event_text
-        from replay.story import entry_keys, event_keys, instruction_keys, line_data, line_text
-        from replay.views import changed_states, is_transition
 
         call = applied.call
         handled = call.handled
@@ -543,8 +568,6 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
 
     ``progress(worker, step)`` is told how far each worker got.
     """
-    from replay.errors import ReplayError
-    from replay.summary import Failure
 
     path = path or index_path(history.log.source)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -609,7 +632,7 @@ def _one_by_one(call: Any) -> Iterator[Any]:
     if n == 1:
         yield call
         return
-    from replay.reader import RecordedCall
+    from replay.reader import RecordedCall  # writing only: the reader decodes with distributed
 
     for i in range(n):
         yield RecordedCall(
@@ -671,19 +694,17 @@ class Index:
 
     def disagreements(self, at: dict[str, int]) -> list:
         """Where the workers disagree about a key, each at the step ``at`` names."""
-        from replay.disagreements import find
 
         return find(self.workers, at)
 
     def scheduler_task(self, key: Any) -> Any:
         """From the log itself: the index does not hold the scheduler's view
         (asked only of a key no worker has)."""
-        from replay.partial import scheduler_task
+        from replay.partial import scheduler_task  # replay.partial imports this module
 
         return scheduler_task(self.log, key)
 
     def worker(self, which: Any = None) -> IndexedWorker:
-        from replay.positions import choose_worker
 
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
@@ -707,7 +728,6 @@ class IndexedWorker:
 
     def raised(self, step: int) -> list:
         """The steps up to ``step`` at which the state machine raised."""
-        from replay.views import RaisedStep
 
         return [RaisedStep(**{**r, "key": None if r["key"] is None else decode_key(r["key"])})
                 for r in self.info["raised"] if r["step"] <= step]
@@ -715,7 +735,6 @@ class IndexedWorker:
     # --- positions ----------------------------------------------------
 
     def position(self, pos: Any) -> int:
-        from replay.positions import step_of
 
         return step_of(pos, self.address, self.events, self._last_step_of, self._stimulus_ids)
 
@@ -800,7 +819,6 @@ class IndexedWorker:
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), step, sid, handled)
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
-        from replay.views import StateView
 
         view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail, strict=True)
         view.raised = self.raised(step)
@@ -809,7 +827,6 @@ class IndexedWorker:
 
     def open_gathers(self, step: int) -> list:
         """The gathers issued by ``step`` and not answered by it, oldest first."""
-        from replay.views import Gather
 
         rows = self.db.execute(
             "SELECT g.issued, s.handled, g.peer, g.keys FROM gathers g JOIN steps s ON s.wid = g.wid AND s.step = g.issued"
@@ -818,7 +835,6 @@ class IndexedWorker:
                        for issued, handled, peer, keys in rows), key=lambda g: (g.step, g.peer))
 
     def diff(self, first: int, last: int) -> Any:
-        from replay.views import DIFF_STEPS, DiffView, StepBrief
 
         rows = self.db.execute(
             "SELECT step, handled, stimulus_id, cls FROM steps WHERE wid = ? AND step > ? AND step <= ?"
@@ -833,7 +849,6 @@ class IndexedWorker:
     def _lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:
         """The story lines of ``steps`` (ascending), read block by block, with
         the text of every line (a transition's is made here)."""
-        from replay.story import transition_text
 
         for step, lines in self._raw_lines(steps):
             for line in lines:
@@ -873,7 +888,6 @@ class IndexedWorker:
         return self.info["first_handled"]
 
     def key_story(self, stop: int, *keys: Any) -> Any:
-        from replay.story import Story, StoryLine, no_such_key
 
         texts = [_ktext(k) for k in keys]
         q = ",".join("?" * len(texts))
@@ -896,7 +910,6 @@ class IndexedWorker:
         return Story(about, lines, self._start(), keys=sorted(keys, key=sort_key))
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-        from replay.story import Story, StoryLine
 
         rows = self.db.execute("SELECT step, handled FROM steps WHERE wid = ? AND stimulus_id = ? AND step <= ?"
                                " ORDER BY step", (self.wid, stimulus_id, stop)).fetchall()
@@ -916,14 +929,10 @@ class IndexedWorker:
         return IndexTracker(self, step)
 
     def why(self, step: int, key: Any = None) -> Any:
-        from replay.diagnosis import why_view
 
         return why_view(self.frozen(step), self.tracker(step), key)
 
     def summary(self) -> Any:
-        from replay.diagnosis import why
-        from replay.summary import Failure, WorkerSummary
-        from replay.views import _state_rank
 
         info = self.info
         step = info["reached"]
@@ -962,7 +971,6 @@ def apply_change(counters: dict, change: dict) -> None:
 
 
 def _initial_counters(header: dict) -> dict:
-    from schemas.codec import decode_float, decode_resources
 
     s = header["state"]
     resources = dict(sorted(decode_resources(s["resources"]).items()))
@@ -986,7 +994,6 @@ class _Moments:
         self.w, self.step, self.what = worker, step, what
 
     def get(self, key: Any, default: Any = None) -> Any:
-        from replay.views import Moment
 
         w, k = self.w, _ktext(key)
         if self.what == "changed":
@@ -1011,7 +1018,6 @@ class IndexTracker:
     end_name = "the end of the log"
 
     def __init__(self, worker: IndexedWorker, step: int):
-        from replay.views import Moment
 
         self.end = worker.events
         self.changed = _Moments(worker, step, "changed")

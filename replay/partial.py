@@ -18,12 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import orjson
 from rich.text import Text
 
 from replay import render
+from replay.diagnosis import why, why_view
 from replay.errors import BadInput, NotFound
+from replay.index import FrozenReplayer, FrozenWorker
 from replay.literal import jsonable, key_text
-from replay.views import Moment
+from replay.positions import choose_worker
+from replay.story import Story, StoryLine, event_keys, no_such_key
+from replay.summary import WorkerSummary
+from replay.views import Moment, RaisedStep, StateView, _state_rank
 from schemas.codec import decode_float, decode_resources, encode_key
 
 
@@ -71,6 +77,7 @@ class PartialLog:
     kind = "partial"
 
     def __init__(self, history: Any):
+        # the dump's reader needs the schemas: not on the index's query path
         from replay.dump import final_states, scheduler_state
 
         self.history = history
@@ -87,7 +94,6 @@ class PartialLog:
         return SchedulerTaskView(key, self.scheduler.tasks[key])
 
     def worker(self, which: Any = None) -> PartialWorker:
-        from replay.positions import choose_worker
 
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
@@ -175,10 +181,8 @@ def scheduler_task(log: Any, key: Any) -> Optional[SchedulerTaskView]:
 
 def _containers(fields: dict, tasks: dict) -> dict:
     """The worker's containers as the dump recorded them (the real worker's,
-    as :func:`replay.index.containers` has them); one the dump left out is
+    as :class:`replay.index.Containers` has them); one the dump left out is
     read from the tasks' states instead."""
-    import orjson
-
     def keys(ks: Any) -> frozenset:
         return frozenset(orjson.dumps(encode_key(k)).decode() for k in ks)
 
@@ -250,7 +254,6 @@ class PartialWorker:
 
     def raised(self, stop: int) -> list:
         """The recorded steps up to ``stop`` whose call raised (what the dump kept)."""
-        from replay.views import RaisedStep
 
         out = []
         for call in self.wh.calls(1, stop, instructions=False):
@@ -271,7 +274,6 @@ class PartialWorker:
             raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
 
     def frozen(self, step: int) -> Any:
-        from replay.index import FrozenReplayer, FrozenWorker
 
         self._at_end(step, "a state")
         f, s = self.final, self.wh.header["state"]
@@ -302,7 +304,6 @@ class PartialWorker:
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), self.events, sid, last)
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
-        from replay.views import StateView
 
         view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail, strict=True)
         view.raised = self.raised(step)
@@ -312,7 +313,6 @@ class PartialWorker:
         raise self._refuse("a diff")
 
     def why(self, step: int, key: Any = None) -> Any:
-        from replay.diagnosis import why_view
 
         r = self.frozen(step)
         view = why_view(r, _NoHistory(Moment(r.seq, r.handled), self.raised(step), self.final), key)
@@ -321,9 +321,6 @@ class PartialWorker:
         return view
 
     def summary(self) -> Any:
-        from replay.diagnosis import why
-        from replay.summary import WorkerSummary
-        from replay.views import _state_rank
 
         wlog = self.wh.wlog
         if self.final is None:
@@ -347,7 +344,6 @@ class PartialWorker:
     def _event_lines(self, stop: int, wanted: Any) -> tuple[list, set, Optional[float]]:
         """The recorded events up to ``stop`` that ``wanted(event, keys it
         names)`` accepts, as story lines; every key named; the first time."""
-        from replay.story import StoryLine, event_keys
 
         lines, known, start = [], set(), None
         for call in self.wh.calls(1, stop, records=True, instructions=False):
@@ -361,7 +357,6 @@ class PartialWorker:
         return lines, known, start
 
     def key_story(self, stop: int, key: Any) -> Any:
-        from replay.story import Story, no_such_key
 
         lines, known, start = self._event_lines(stop, lambda ev, named: key in named)
         if not lines:
@@ -370,7 +365,6 @@ class PartialWorker:
                      note=f"history partial ({self.reason}): recorded events only, no replay")
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-        from replay.story import Story
 
         lines, _, start = self._event_lines(stop, lambda ev, named: ev.stimulus_id == stimulus_id)
         if not lines:

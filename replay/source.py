@@ -24,9 +24,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Optional, Protocol
 
+from replay.diagnosis import diagnose, why_view
+from replay.disagreements import find
 from replay.errors import BadInput
+from replay.index import Index, build
 from replay.logfile import LogName, log_name
-from replay.views import DiffView, StateView, state_of, steps_between
+from replay.partial import PartialLog, is_partial, scheduler_task
+from replay.positions import choose_worker
+from replay.story import key_story, stimulus_story
+from replay.summary import load_worker
+from replay.views import DiffView, StateView, state_of, steps_between, walk
 
 #: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
 #: index answers (no replay at all); unset, the index answers, built on first use
@@ -102,7 +109,7 @@ class Source(Protocol):
 class ReplayedWorker:
     """One worker, answered by replaying it."""
 
-    def __init__(self, history: Any, progress: ProgressFactory):
+    def __init__(self, history: Any, progress: ProgressFactory = no_progress):
         self.history = history
         self.address: str = history.address
         self.events: int = history.events
@@ -128,7 +135,6 @@ class ReplayedWorker:
 
     def _at(self, step: int) -> tuple[Any, Any]:
         """A replay to ``step`` with its tracker (which alone knows the raised steps)."""
-        from replay.diagnosis import diagnose
 
         if self._last is not None and self._last[0] == step:
             return self._last[1], self._last[2]
@@ -150,27 +156,21 @@ class ReplayedWorker:
         return DiffView(views[first], views[last], steps, total)
 
     def key_story(self, stop: int, key: Any) -> Any:
-        from replay.story import key_story
-        from replay.views import walk
 
         with self._bar(stop) as cb:
             return key_story(walk(self.history, stop, progress=cb), self.address, key)
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-        from replay.story import stimulus_story
-        from replay.views import walk
 
         with self._bar(stop) as cb:
             return stimulus_story(walk(self.history, stop, progress=cb), self.address, stimulus_id)
 
     def why(self, step: int, key: Any = None) -> Any:
-        from replay.diagnosis import why_view
 
         r, tracker = self._at(step)
         return why_view(r, tracker, key)
 
     def summary(self) -> Any:
-        from replay.summary import load_worker
 
         with self._bar(self.events) as cb:
             return load_worker(self.history, progress=cb)
@@ -202,18 +202,14 @@ class ReplayedSource:
         self.workers: list[ReplayedWorker] = [ReplayedWorker(w, progress) for w in history.workers]
 
     def worker(self, which: Any = None) -> ReplayedWorker:
-        from replay.positions import choose_worker
 
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
     def disagreements(self, at: dict[str, int]) -> list:
-        from replay.disagreements import find
 
         return find(self.workers, at)
 
     def scheduler_task(self, key: Any) -> Any:
-        from replay.partial import scheduler_task
-
         return scheduler_task(self.history.log.source, key)
 
 
@@ -234,7 +230,6 @@ def open_source(path: LogName, *, history: Any = None, progress: ProgressFactory
     (:func:`replay.open` and the hash seed's re-execution are the caller's:
     the command line re-executes, the Python API refuses an inexact replay).
     """
-    from replay.index import Index, build
 
     mode = os.environ.get(INDEX_ENV, "auto")
     if path != "-" and mode != "off":
@@ -244,7 +239,6 @@ def open_source(path: LogName, *, history: Any = None, progress: ProgressFactory
         if mode == "required":
             raise BadInput(f"{log_name(path)}: no current index ({INDEX_ENV}=required); `replay index` builds one")
     opened = history()
-    from replay.partial import PartialLog, is_partial
 
     if is_partial(opened):  # nothing to replay from the empty state: answer without
         return PartialLog(opened)

@@ -532,17 +532,18 @@ class Stepper:
             steps.append(StepBrief(now.step, ev.handled, ev.stimulus_id, now.event.cls, ev.text))
         return DiffView(before, now.state, steps, len(steps))
 
-    def story(self, key: Any) -> Any:
-        """The story of ``key`` over the whole log: from the log's index when
-        it is current (no replay), else by replaying the worker."""
-        from replay.index import Index
-        from replay.story import key_story
-        from replay.views import walk
+    def answers(self) -> Any:
+        """The current worker's :class:`~replay.source.WorkerAnswers`: the log's
+        index when it is current, else a replay, as every read command has them."""
+        from replay.source import ReplayedWorker
 
-        index = Index.open(self.history.path) if self.history.path != "<stdin>" else None
-        if index is not None:
-            return index.workers[self.index].key_story(self.last, key)
-        return key_story(walk(self.wh, self.last), self.wh.address, key)
+        if self._index is None:  # none was current: one may have been built since
+            self._index = False
+        return self.indexed() or ReplayedWorker(self.wh)
+
+    def story(self, key: Any) -> Any:
+        """The story of ``key`` over the whole log."""
+        return self.answers().key_story(self.last, key)
 
     def close(self) -> None:
         for s in self.seekers.values():

@@ -162,6 +162,23 @@ def test_reexec_with_recorded_seed(logs):
     assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("replay-stdin-")}
 
 
+def test_standard_input_answers_as_the_file_does(fixture_path):
+    # a real cluster log piped in, under another hash seed than the recording's:
+    # the command re-executes with the recorded one and answers as for the file
+    import gzip
+
+    log = fixture_path("cluster-log.jsonl.gz")
+    data = gzip.decompress(open(log, "rb").read())
+    env = {"PYTHONHASHSEED": "1", "REPLAY_INDEX": "off"}
+    by_file = spawn("load", log, "--json", env=env)
+    assert by_file.returncode == 0, by_file.stderr
+    expected = {**orjson.loads(by_file.stdout), "path": "<stdin>"}
+    for _ in range(2):
+        piped = spawn("load", "-", "--json", env=env, stdin=data)
+        assert piped.returncode == 0 and piped.stderr == b""
+        assert orjson.loads(piped.stdout) == expected
+
+
 def test_log_without_deterministic_mode_is_checked_with_a_warning(tmp_path, cli_run, run_json, record_log):
     path = record_log(tmp_path / "loose.jsonl", [
         ComputeTask("a", stimulus_id="compute-a"),
