@@ -451,7 +451,7 @@ def why(ws: wsm.WorkerState, tracker: Tracker, key: Any = None) -> list[Verdict]
         ts = ws.tasks.get(key)
         if ts is None:
             raise NotFound(no_such_key({key}, set(ws.tasks), f"{ws.address} at step {tracker.now.step}")
-                           + " (never seen, or forgotten)")
+                           + " (not known there: never seen, or forgotten)")
         return [explain(ws, ts, tracker)]
     unfinished = [ts for ts in ws.tasks.values() if ts.state not in FINAL_STATES]
     unfinished.sort(key=lambda ts: sort_key(ts.key))
