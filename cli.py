@@ -275,7 +275,6 @@ class progress_bar:
         self.last = 0
 
     def __enter__(self) -> Any:
-
         if self.total < 1000 or not err.is_terminal:
             return None
         self.started = time.monotonic()
@@ -336,7 +335,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
 
 
 def parse_keys(texts: list[str]) -> list[Any]:
-
     return [parse_key(t) for t in texts]
 
 
@@ -659,6 +657,39 @@ def shrink(
     if output is None and pytest_file is None:
         # our own source: every value from the log in it is a checked literal
         out.print(render.Text(result.test_source), end="")
+
+
+@app.command()
+def bisect(
+    log: str = typer.Argument(..., metavar="REPRO", help="A pytest file, or a log written by `replay shrink -o`."),
+    good: str = typer.Option(..., "--good", help="A release where the reproducer gives the good outcome."),
+    bad: str = typer.Option(..., "--bad", help="A release where it gives the bad one."),
+    package: str = typer.Option("distributed", "--package", help="Whose releases to list: distributed or dask."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Releases installed and run side by side."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Run every release: a full table."),
+    timeout: float = typer.Option(300.0, "--timeout", min=1, help="Seconds one run may take (then: timeout)."),
+    expr: Optional[str] = typer.Option(None, "--expr", help="The expression of a log shrunk with --expr."),
+    json: bool = JSON,
+) -> None:
+    """Find the release where a reproducer's outcome changes: the first good one
+    (a fix: --bad older than --good) or the first bad one (a regression)."""
+    from replay import bisect as b
+    from replay import releases as r
+
+    if package not in ("distributed", "dask"):
+        raise BadInput(f"--package: distributed or dask, not {package!r}")
+    repro = r.load_repro(log, expr, warn=lambda w: err.print(render.safe(f"warning: {w}")))
+    runner = r.ReleaseRunner(
+        repro, package, timeout=timeout, jobs=jobs,
+        progress=(lambda m: err.print(render.safe(m))) if err.is_terminal else None,
+    )
+    found = b.search(r.available(package), good, bad, runner, jobs=jobs, keep_going=keep_going)
+    if json:
+        emit_json(found.to_json())
+    else:
+        out.print(found)
+    if not found.found:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -275,20 +275,21 @@ class Replayer:
                 instructions += self._handle(event)
                 ends.append((len(instructions), len(log)))
         except Exception as e:
-            applied = self._raised(call, e, log)
+            applied = self._raised(call, e, log, call.first + len(ends))
             applied.ends = ends
             return applied
         return Applied(call, instructions, None, log, ends)
 
-    def _raised(self, call: RecordedCall, e: Exception, log: Sequence[tuple]) -> Applied:
+    def _raised(self, call: RecordedCall, e: Exception, log: Sequence[tuple], step: int | None = None) -> Applied:
         if call.error is None:
             raise ReplayError(
-                f"step {call.last} ({call.stimulus_id}) of {self.header['worker']}: the "
+                f"step {call.last if step is None else step} ({call.stimulus_id}) of {self.header['worker']}: the "
                 f"state machine raised {type(e).__name__}: {_first_line(e)} where the "
                 "recorded worker did not; run `replay verify --validate` to find where "
                 "the state went wrong"
                 + (f" (state changed outside handle_stimulus before step {self.outside_before})"
-                   if self.outside_before is not None else "")
+                   if self.outside_before is not None else ""),
+                step=call.first if step is None else step,
             ) from e
         # a call that raises returns nothing, as in the recorded worker
         return Applied(call, [], e, log)

@@ -78,12 +78,13 @@ from replay.views import (
     _state_rank,
     changed_states,
     is_transition,
+    reach,
 )
 from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 12
+VERSION = 13
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -579,7 +580,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                          + _SCHEMA)
         for wid, wh in enumerate(history.workers):
             w = _Writer(db, wid, wh.address)
-            crash = invariant = None
+            crash = crash_step = invariant = None
             cb = None if progress is None else (lambda step, a=wh.address: progress(a, step))
             r = wh.replayer(tap_log=True)
             try:
@@ -589,7 +590,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                     if cb is not None:
                         cb(r.seq)
             except ReplayError as e:  # a finding about the log: the index ends where replay did
-                crash = str(e)
+                crash, crash_step = str(e), e.step
             w.close()
             ws = r.ws
             if crash is None:
@@ -602,7 +603,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                 "header": wh.header, "event_counts": dict(sorted(wlog.event_counts.items())),
                 "first_handled": wlog.first_handled, "last_handled": wlog.last_handled,
                 "ended": wlog.ended, "end_reason": wlog.end_reason, "warnings": list(r.warnings),
-                "crash": crash, "invariant": invariant, "reached": w.tracker.now.step,
+                "crash": crash, "crash_step": crash_step, "invariant": invariant, "reached": w.tracker.now.step,
                 "raised": [{**r.to_json(), "key": None if r.key is None else encode_key(r.key)}
                            for r in w.tracker.raised],
             }
@@ -705,7 +706,6 @@ class Index:
         return scheduler_task(self.log, key)
 
     def worker(self, which: Any = None) -> IndexedWorker:
-
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
 
@@ -735,7 +735,6 @@ class IndexedWorker:
     # --- positions ----------------------------------------------------
 
     def position(self, pos: Any) -> int:
-
         return step_of(pos, self.address, self.events, self._last_step_of, self._stimulus_ids)
 
     def _stimulus_ids(self) -> list[str]:
@@ -818,11 +817,18 @@ class IndexedWorker:
         sid, handled = self._step_row(step)
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), step, sid, handled)
 
-    def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
+    def _reach(self, step: int) -> tuple[int, Optional[str]]:
+        """The step that answers for ``step``: past a crash, the last one
+        replay reached (:func:`~replay.views.reach`, as a replay answers)."""
+        crash = self.info.get("crash")
+        return reach(step, self.events, None if crash is None else (self.info["crash_step"], crash))
 
-        view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail, strict=True)
-        view.raised = self.raised(step)
-        view.gathers = self.open_gathers(step)
+    def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
+        at, note = self._reach(step)
+        view = StateView.of(self.frozen(at), states=states, keys=keys, detail=detail, strict=True)
+        view.raised = self.raised(at)
+        view.gathers = self.open_gathers(at)
+        view.note = note
         return view
 
     def open_gathers(self, step: int) -> list:
@@ -835,14 +841,15 @@ class IndexedWorker:
                        for issued, handled, peer, keys in rows), key=lambda g: (g.step, g.peer))
 
     def diff(self, first: int, last: int) -> Any:
-
+        before, after = self.state(first), self.state(last)
+        last = after.step  # a replay that stopped early: the steps it reached
         rows = self.db.execute(
             "SELECT step, handled, stimulus_id, cls FROM steps WHERE wid = ? AND step > ? AND step <= ?"
             " ORDER BY step LIMIT ?", (self.wid, first, last, DIFF_STEPS)).fetchall()
         # a step's first story line is its event, in words
         texts = {step: lines[0][1] for step, lines in self._lines([r[0] for r in rows])}
         briefs = [StepBrief(step, handled, sid, cls, texts[step]) for step, handled, sid, cls in rows]
-        return DiffView(self.state(first), self.state(last), briefs, last - first)
+        return DiffView(before, after, briefs, last - first)
 
     # --- stories -----------------------------------------------------------
 
@@ -888,7 +895,7 @@ class IndexedWorker:
         return self.info["first_handled"]
 
     def key_story(self, stop: int, *keys: Any) -> Any:
-
+        stop, note = self._reach(stop)
         texts = [_ktext(k) for k in keys]
         q = ",".join("?" * len(texts))
         steps = [s for (s,) in self.db.execute(
@@ -907,10 +914,10 @@ class IndexedWorker:
                 "SELECT DISTINCT key FROM postings WHERE wid = ?", (self.wid,))}
             raise NotFound(no_such_key(set(keys), known, self.address))
         about = ", ".join(sorted(key_text(k) for k in keys))
-        return Story(about, lines, self._start(), keys=sorted(keys, key=sort_key))
+        return Story(about, lines, self._start(), keys=sorted(keys, key=sort_key), note=note)
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-
+        stop, note = self._reach(stop)
         rows = self.db.execute("SELECT step, handled FROM steps WHERE wid = ? AND stimulus_id = ? AND step <= ?"
                                " ORDER BY step", (self.wid, stimulus_id, stop)).fetchall()
         if not rows:
@@ -921,7 +928,7 @@ class IndexedWorker:
             for step, step_lines in self._lines([s for s, _ in rows])
             for kind, text, data, _ in step_lines
         ]
-        return Story(f"stimulus {stimulus_id}", lines, self._start(), stimulus_id=stimulus_id)
+        return Story(f"stimulus {stimulus_id}", lines, self._start(), stimulus_id=stimulus_id, note=note)
 
     # --- why -------------------------------------------------------------
 
@@ -929,11 +936,12 @@ class IndexedWorker:
         return IndexTracker(self, step)
 
     def why(self, step: int, key: Any = None) -> Any:
-
-        return why_view(self.frozen(step), self.tracker(step), key)
+        at, note = self._reach(step)
+        view = why_view(self.frozen(at), self.tracker(at), key)
+        view.note = note
+        return view
 
     def summary(self) -> Any:
-
         info = self.info
         step = info["reached"]
         r = self.frozen(step)
@@ -971,7 +979,6 @@ def apply_change(counters: dict, change: dict) -> None:
 
 
 def _initial_counters(header: dict) -> dict:
-
     s = header["state"]
     resources = dict(sorted(decode_resources(s["resources"]).items()))
     limit = decode_float(s["transfer_incoming_bytes_limit"])
@@ -994,7 +1001,6 @@ class _Moments:
         self.w, self.step, self.what = worker, step, what
 
     def get(self, key: Any, default: Any = None) -> Any:
-
         w, k = self.w, _ktext(key)
         if self.what == "changed":
             row = w.db.execute(
@@ -1018,7 +1024,6 @@ class IndexTracker:
     end_name = "the end of the log"
 
     def __init__(self, worker: IndexedWorker, step: int):
-
         self.end = worker.events
         self.changed = _Moments(worker, step, "changed")
         self.gather = _Moments(worker, step, "gather")

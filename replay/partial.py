@@ -94,7 +94,6 @@ class PartialLog:
         return SchedulerTaskView(key, self.scheduler.tasks[key])
 
     def worker(self, which: Any = None) -> PartialWorker:
-
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
     def disagreements(self, at: dict[str, int]) -> list:
@@ -274,7 +273,6 @@ class PartialWorker:
             raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
 
     def frozen(self, step: int) -> Any:
-
         self._at_end(step, "a state")
         f, s = self.final, self.wh.header["state"]
         rows = {
@@ -304,7 +302,6 @@ class PartialWorker:
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), self.events, sid, last)
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
-
         view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail, strict=True)
         view.raised = self.raised(step)
         return view
@@ -313,7 +310,6 @@ class PartialWorker:
         raise self._refuse("a diff")
 
     def why(self, step: int, key: Any = None) -> Any:
-
         r = self.frozen(step)
         view = why_view(r, _NoHistory(Moment(r.seq, r.handled), self.raised(step), self.final), key)
         view.note = (f"history partial ({self.reason}): the final state is the dump's; since when is the "
@@ -321,7 +317,6 @@ class PartialWorker:
         return view
 
     def summary(self) -> Any:
-
         wlog = self.wh.wlog
         if self.final is None:
             raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
@@ -357,7 +352,6 @@ class PartialWorker:
         return lines, known, start
 
     def key_story(self, stop: int, key: Any) -> Any:
-
         lines, known, start = self._event_lines(stop, lambda ev, named: key in named)
         if not lines:
             raise NotFound(no_such_key({key}, known, self.address))
@@ -365,7 +359,6 @@ class PartialWorker:
                      note=f"history partial ({self.reason}): recorded events only, no replay")
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-
         lines, _, start = self._event_lines(stop, lambda ev, named: ev.stimulus_id == stimulus_id)
         if not lines:
             raise NotFound(f"no step of {self.address} has stimulus id {stimulus_id!r}")

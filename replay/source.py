@@ -26,14 +26,14 @@ from typing import Any, Optional, Protocol
 
 from replay.diagnosis import diagnose, why_view
 from replay.disagreements import find
-from replay.errors import BadInput
+from replay.errors import BadInput, ReplayError
 from replay.index import Index, build
 from replay.logfile import LogName, log_name
 from replay.partial import PartialLog, is_partial, scheduler_task
 from replay.positions import choose_worker
 from replay.story import key_story, stimulus_story
 from replay.summary import load_worker
-from replay.views import DiffView, StateView, state_of, steps_between, walk
+from replay.views import Crash, DiffView, StateView, reach, state_of, steps_between, walk
 
 #: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
 #: index answers (no replay at all); unset, the index answers, built on first use
@@ -118,6 +118,8 @@ class ReplayedWorker:
         self._times: Optional[list[Optional[float]]] = None
         #: the last replay to a step and its tracker: why, then disagreements, ask twice
         self._last: Optional[tuple[int, Any, Any]] = None
+        #: where replay raised as the recording did not, once a replay got there
+        self.crash: Crash = None
 
     @property
     def ended(self) -> bool:
@@ -133,9 +135,25 @@ class ReplayedWorker:
     def _bar(self, stop: int) -> Any:
         return self._progress(f"replaying {self.address}", stop)
 
+    def _replayed(self, step: int, answer: Callable[[int], Any]) -> Any:
+        """``answer(step)``, or past a step where replay raised (and the
+        recording did not), at the last step replay reaches, with a note
+        (:func:`~replay.views.reach`: the index answers so too)."""
+        at, note = reach(step, self.events, self.crash)
+        try:
+            view = answer(at)
+        except ReplayError as e:
+            if e.step is None or self.crash is not None:
+                raise
+            self.crash = (e.step, str(e))
+            at, note = reach(step, self.events, self.crash)
+            view = answer(at)
+        if note:
+            view.note = note
+        return view
+
     def _at(self, step: int) -> tuple[Any, Any]:
         """A replay to ``step`` with its tracker (which alone knows the raised steps)."""
-
         if self._last is not None and self._last[0] == step:
             return self._last[1], self._last[2]
         with self._bar(step) as cb:
@@ -144,34 +162,43 @@ class ReplayedWorker:
         return r, tracker
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> StateView:
-        r, tracker = self._at(step)
-        view = state_of(r, states, keys, detail)
-        view.raised = list(tracker.raised)
-        view.gathers = tracker.open_gathers()
-        return view
+        def answer(at: int) -> StateView:
+            r, tracker = self._at(at)
+            view = state_of(r, states, keys, detail)
+            view.raised = list(tracker.raised)
+            view.gathers = tracker.open_gathers()
+            return view
+
+        return self._replayed(step, answer)
 
     def diff(self, first: int, last: int) -> DiffView:
         views = {step: self.state(step) for step in (first, last)}
-        steps, total = steps_between(self.history.calls(first + 1, last, instructions=False))
+        # a replay that stopped early: the steps it reached
+        steps, total = steps_between(self.history.calls(first + 1, views[last].step, instructions=False))
         return DiffView(views[first], views[last], steps, total)
 
     def key_story(self, stop: int, key: Any) -> Any:
+        def answer(at: int) -> Any:
+            with self._bar(at) as cb:
+                return key_story(walk(self.history, at, progress=cb), self.address, key)
 
-        with self._bar(stop) as cb:
-            return key_story(walk(self.history, stop, progress=cb), self.address, key)
+        return self._replayed(stop, answer)
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
+        def answer(at: int) -> Any:
+            with self._bar(at) as cb:
+                return stimulus_story(walk(self.history, at, progress=cb), self.address, stimulus_id)
 
-        with self._bar(stop) as cb:
-            return stimulus_story(walk(self.history, stop, progress=cb), self.address, stimulus_id)
+        return self._replayed(stop, answer)
 
     def why(self, step: int, key: Any = None) -> Any:
+        def answer(at: int) -> Any:
+            r, tracker = self._at(at)
+            return why_view(r, tracker, key)
 
-        r, tracker = self._at(step)
-        return why_view(r, tracker, key)
+        return self._replayed(step, answer)
 
     def summary(self) -> Any:
-
         with self._bar(self.events) as cb:
             return load_worker(self.history, progress=cb)
 
@@ -202,11 +229,9 @@ class ReplayedSource:
         self.workers: list[ReplayedWorker] = [ReplayedWorker(w, progress) for w in history.workers]
 
     def worker(self, which: Any = None) -> ReplayedWorker:
-
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
     def disagreements(self, at: dict[str, int]) -> list:
-
         return find(self.workers, at)
 
     def scheduler_task(self, key: Any) -> Any:

@@ -18,7 +18,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay import render
-from replay.errors import BadInput, NotFound
+from replay.errors import BadInput, NotFound, ReplayError
 from replay.literal import jsonable, key_text, literal, sort_key
 
 if TYPE_CHECKING:  # views also answer from an index, which needs no state machine
@@ -124,6 +124,23 @@ class Gather:
 
     def text(self) -> str:
         return f"step {self.step}: {self.peer} for " + ", ".join(key_text(k) for k in self.keys)
+
+
+#: where replay stopped because the state machine raised as the recorded
+#: worker did not: that step, and the error's text
+Crash = Optional[tuple[int, str]]
+
+
+def reach(step: int, events: int, crash: Crash) -> tuple[int, Optional[str]]:
+    """The step an answer about ``step`` comes from, and a note when it is not
+    ``step``: past a crash, "the end of the log" is the last step replay
+    reached; any other step past it cannot be answered."""
+    if crash is None or step < crash[0]:
+        return step, None
+    at, text = crash
+    if step == events:
+        return at - 1, f"replay stops at step {at - 1}: {text}"
+    raise ReplayError(f"{text}; replay cannot reach step {step}", step=at)
 
 
 def elapsed(since: Optional[Moment], now: Optional[Moment]) -> str:
@@ -311,6 +328,8 @@ class StateView:
     #: the ``GatherDep`` instructions issued and not yet answered, oldest first
     #: (two for one transfer are a bug ``in_flight_workers`` cannot show)
     gathers: list[Gather] = field(default_factory=list)
+    #: why this is not the step asked for (replay stopped before it)
+    note: Optional[str] = None
 
     @classmethod
     def of(
@@ -400,6 +419,7 @@ class StateView:
             "filters": jsonable(self.filters),
             "raised": [r.to_json() for r in self.raised],
             "gathers": [g.to_json() for g in self.gathers],
+            **({"note": self.note} if self.note else {}),
         }
 
     # --- rendering ------------------------------------------------------
@@ -408,6 +428,8 @@ class StateView:
         return render.position(self.worker, self.step, self.stimulus_id, self.handled)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.note:
+            yield Text.assemble(("note: ", "yellow"), render.safe(self.note))
         yield self.heading()
         yield Text.assemble(
             (self.status, "bold" if self.running else "bold yellow"), "; ", self.counters.__rich__()

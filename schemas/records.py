@@ -30,7 +30,7 @@ from schemas.types import DistributedRelease, EncodedKey, Model, Number, Resourc
 
 __all__ = [
     "FORMAT", "VERSION", "RECORD", "Header", "Step", "ResourcesChange", "End", "StateInputs",
-    "Imported", "FinalState", "SchedulerState",
+    "Imported", "ShrunkBy", "FinalState", "SchedulerState",
 ]
 
 Seq = Annotated[StrictInt, Field(ge=1)]
@@ -80,6 +80,23 @@ class Imported(Model):
     sizes_guessed: NonNegative = 0
 
 
+class ShrunkBy(Model):
+    """The predicate ``replay shrink`` kept a shrunk log showing, with the
+    keys as the shrunk log names them: ``replay bisect`` asks it again under
+    other releases."""
+
+    predicate: Literal["stuck", "state", "raises", "invalid", "expr"]
+    #: as given on the command line, keys as the original log named them
+    text: StrictStr
+    #: --stuck KEY, --state KEY=STATE
+    key: Optional[EncodedKey] = None
+    state: Optional[StrictStr] = None
+    #: --raises NAME
+    name: Optional[StrictStr] = None
+    #: --expr: kept to be read, never evaluated from the log
+    expr: Optional[StrictStr] = None
+
+
 class Header(Model):
     kind: Literal["header"]
     format: Literal["dask-replay"]
@@ -108,6 +125,8 @@ class Header(Model):
     history_reason: Optional[StrictStr] = None
     #: set when the log was converted from another artefact, not recorded
     imported: Optional[Imported] = None
+    #: set on a log written by ``replay shrink -o``
+    shrunk: Optional[ShrunkBy] = None
 
 
 class Step(Model):

@@ -359,6 +359,9 @@ REQUIRED = {
     "span": "0..{events}",  # to the last step: the diff replays the whole log
     "key_or_stimulus": "x",  # the one task of the corpus
     "output": "{tmp}/merged.jsonl",
+    # bisect refuses every log of the corpus before it asks the package index
+    "good": "2025.2.0",
+    "bad": "2025.1.0",
 }
 
 
@@ -436,6 +439,9 @@ def refused_question(command: str, events: int) -> tuple[int, str] | None:
     if command == "story" and events == 0:
         # the story of x, in a log of no step
         return 2, "error: {path}: no such key on {worker}: 'x' (nor is it a stimulus id)"
+    if command == "bisect":
+        # no predicate of `replay shrink` in the corpus's header
+        return 2, "error: {path}: not a pytest file (.py) or a log written by `replay shrink -o`"
     if command == "shrink":
         # the corpus's task ends released: no stuck task to shrink the log down to
         return 1, "{worker}: no task is stuck"

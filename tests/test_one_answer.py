@@ -56,12 +56,26 @@ def logs(tmp_path_factory, fixture_path) -> dict[str, tuple[str, str | None]]:
         _finished(p, f"recording {name}")
         out[name] = (str(folder / f"{name}.jsonl"), f"tests.patched.{name}")
     _finished(simulating, "simulating")
+    # a log that says the raising step did not raise: replay stops there
+    out["replay_crash"] = (_without_errors(out["dup_gather"][0], str(folder / "crash.jsonl")),
+                           "tests.patched.dup_gather")
     for name in STOCK:
         copy = str(folder / name)
         if name != "simulated.jsonl":
             shutil.copy(fixture_path(name), copy)
         out[name] = (copy, None)
     return out
+
+
+def _without_errors(src: str, dst: str) -> str:
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        for line in f:
+            rec = orjson.loads(line)
+            if rec.get("kind") == "step" and "error" in rec:
+                del rec["error"]
+                rec["instructions"] = []
+            out.write(orjson.dumps(rec) + b"\n")
+    return dst
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +86,7 @@ def answers(logs) -> dict[str, dict]:
     return {name: orjson.loads(_finished(p, f"asking {name}")) for name, p in running.items()}
 
 
-@pytest.mark.parametrize("name", PATCHES + STOCK)
+@pytest.mark.parametrize("name", PATCHES + STOCK + ("replay_crash",))
 def test_every_path_gives_the_same_answer(answers, logs, name):
     log = logs[name][0]
     asked = answers[name]["answers"]
@@ -103,6 +117,12 @@ def _json(answers, name, question) -> dict:
     return orjson.loads(answers[name]["answers"][question]["index"]["out"])
 
 
+def _why(answer: dict) -> dict:
+    """One worker's ``why --json``: alone, or with the disagreements found
+    (a peer whose recorder stopped first, say), under ``workers``."""
+    return answer["workers"][0] if "workers" in answer else answer
+
+
 def _worker_with(answers, name, key) -> str:
     """The worker of the patched log whose final state has ``key``."""
     for address, api in answers[name]["api"].items():
@@ -118,7 +138,7 @@ def test_a_stale_in_flight_entry_shows(answers):
     # the state machine holds an entry for a without a transfer: that is the bug
     assert state["in_flight_workers"] == {a: []}
     assert {t["key"]: t["state"] for t in state["tasks"]}["x2"] == "fetch"
-    (x2,) = [v for v in _json(answers, "stale_in_flight", f"why {b}")["tasks"] if v["key"] == "x2"]
+    (x2,) = [v for v in _why(_json(answers, "stale_in_flight", f"why {b}"))["tasks"] if v["key"] == "x2"]
     assert x2["category"] == "fetch: holders busy"
     assert f"a transfer from {a} is already under way" in x2["reason"]
 
@@ -136,7 +156,7 @@ def test_a_duplicated_gather_shows_twice_and_its_raise_is_named(answers):
     (worker,) = [w for w in load["workers"] if w["address"] == b]
     (raised,) = worker["raised"]
     assert raised["exception"].startswith("KeyError") and a in raised["exception"]
-    why = _json(answers, name, f"why {b}")
+    why = _why(_json(answers, name, f"why {b}"))
     assert why["raised"] == [raised]
 
 
@@ -149,6 +169,21 @@ def test_a_raising_transition_is_named(answers):
     assert raised["exception"] == "TypeError: cannot store 'boom-1'" and raised["key"] == "boom-1"
     assert "raised TypeError: cannot store 'boom-1'" in answers[name]["answers"]["load"]["index"]["out"]
     assert _json(answers, name, f"state {a}")["raised"] == [raised]
+
+
+def test_past_a_crash_every_path_answers_at_the_last_step_replay_reaches(answers, logs):
+    name = "replay_crash"
+    b = _worker_with(answers, name, "y")
+    # the step the recording says raised, which this log says did not
+    (n,) = [rec["seq"] for rec in map(orjson.loads, open(logs["dup_gather"][0], "rb"))
+            if rec.get("kind") == "step" and "error" in rec and rec["worker"] == b]
+    load = _json(answers, name, "load --json")
+    (worker,) = [w for w in load["workers"] if w["address"] == b]
+    assert worker["crash"].startswith(f"step {n} ") and worker["step"] == n - 1
+    why = _why(_json(answers, name, f"why {b}"))
+    assert why["step"] == n - 1 and why["note"].startswith(f"replay stops at step {n - 1}: step {n} ")
+    state = _json(answers, name, f"state {b}")
+    assert state["step"] == n - 1 and state["note"] == why["note"]
 
 
 def test_a_stock_and_a_patched_state_machine_never_share_an_index(logs, tmp_path, cli_run):

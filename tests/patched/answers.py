@@ -50,6 +50,16 @@ def run(args: list[str], *, index: str, stdin: bytes | None = None) -> dict:
     return {"code": code, "out": out.buffer.getvalue().decode(), "err": err.buffer.getvalue().decode()}
 
 
+def final_state(w):
+    """The real ``WorkerState`` at the end, or where replay stops short of it."""
+    try:
+        return w.state_at(None)
+    except replay.ReplayError as e:
+        if e.step is None:
+            raise
+        return w.state_at(e.step - 1)
+
+
 def questions(log: str) -> dict[str, list[str]]:
     """Every read command, for every worker, at the end and half-way."""
     history = replay.open(log, inexact=True)
@@ -62,7 +72,7 @@ def questions(log: str) -> dict[str, list[str]]:
             for at in sorted({1, n // 2} & set(range(1, n + 1))):
                 qs[f"{what} {w.address} at {at}"] = [what, "-w", w.address, "--at", str(at), "--json"]
         qs[f"diff {w.address}"] = ["diff", "-w", w.address, f"{n // 2}..{n}", "--json"]
-        ws = w.state_at(None)
+        ws = final_state(w)
         for key in sorted(ws.tasks, key=repr)[:2]:
             qs[f"story {key!r} {w.address}"] = ["story", "-w", w.address, repr(key), "--json"]
     qs["why"] = ["why", "--json"]
@@ -88,7 +98,7 @@ def main() -> None:
     # the Python API: a real WorkerState at the end
     api = {}
     for w in replay.open(log).workers:
-        ws = w.state_at(None)
+        ws = final_state(w)
         api[w.address] = {
             "tasks": {repr(k): ts.state for k, ts in ws.tasks.items()},
             "in_flight_workers": {p: sorted(map(repr, ks)) for p, ks in ws.in_flight_workers.items()},
