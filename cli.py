@@ -502,6 +502,9 @@ def why(
     html: Optional[str] = HTML,
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
+    # a continuation replays with the state machine: imported only when why runs
+    from replay.continuation import WHY_MAX_STEPS, short_verdict
+    from replay.history import open as replay_open
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -515,7 +518,63 @@ def why(
         emit(held, json=json, svg=svg, html=html)  # only the scheduler's view (a dump's) knows it
         return
     findings = source.disagreements({v.worker: v.step for v in views}) if wanted is None else []
+    short = [v for v in views if v.tasks and source.worker(v.worker).events <= WHY_MAX_STEPS]
+    if wanted is None and short and source.kind != "partial":
+        # one line from a short continuation: is the hang inside the worker? It
+        # replays, so with the recorded seed, as a replayed answer is: the same
+        # line whichever source answered the rest
+        if source.kind == "replayed":  # opened under the recorded seed already
+            history = source.history
+        else:
+            ensure_recorded_seed(log)
+            history = replay_open(log, inexact=True)
+        for v in short:
+            v.continued = short_verdict(history.worker(v.worker), v.step)
     emit(ClusterWhy(_detailed(views, detail), findings), json=json, svg=svg, html=html)
+
+
+@app.command("continue")
+def continue_(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    worker: Optional[str] = typer.Option(None, "--worker", "-w",
+                                         help="Worker: address, unique part of one, or index (default: every worker)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Continue from this step or stimulus id (default: the end)."),
+    peers: str = typer.Option("answer", "--peers", help="Peers answer each gather from the keys the log says "
+                              "they hold, answer busy, or stay silent: answer, busy or silent."),
+    events: int = typer.Option(10_000, "--events", min=0, help="Stimuli to hand the worker at most."),
+    output: Optional[str] = typer.Option(None, "-o", "--output",
+                                         help="Write the continued run as a log (recorded steps, then simulated ones)."),
+    json: bool = JSON,
+) -> None:
+    """Continue a worker from a step as a live worker would go on: exit 0 if every
+    task finished, 1 if one still waits (and on what). Without --at, the replay
+    goes as far as the instructions match the recording (under --import, the
+    patched state machine's) and continues from there."""
+    # a continuation replays with the state machine: imported only when continue runs
+    from replay.continuation import PEERS, ContinuedWorkers, continue_worker, write_continued
+
+    if peers not in PEERS:
+        raise BadInput(f"--peers: {peers!r} is not one of {', '.join(PEERS)}")
+    history = open_history(log)
+    chosen = history.workers if worker is None else [history.worker(worker)]
+    runs: list = []
+
+    def one(wh: Any) -> Any:
+        step = wh.position(at)
+        with progress_bar(f"replaying {wh.address}", step) as cb:
+            # from the end: replay only as far as the instructions match the recording
+            c = continue_worker(wh, step, peers=peers, events=events, progress=cb,
+                                until_divergence=at is None, patched=bool(imports.requested()))
+        runs.append((wh, c))
+        return c
+
+    view = ContinuedWorkers(each_worker(chosen, one, chosen_by_user=worker is not None))
+    if output is not None:
+        lines = write_continued(output, runs)
+        err.print(render.safe(f"{output}: {lines} lines, {sum(c.events for _, c in runs)} simulated steps"))
+    emit(view, json=json)
+    if view.exit_code:
+        raise typer.Exit(view.exit_code)
 
 
 @app.command()

@@ -105,6 +105,12 @@ def rows(events: int, quick: bool) -> list[Row]:
         m = isolated("record_overhead", f"measure(repeats={3 if quick else 5})")
         return f"{m['ratio']:.3f}x (median of {len(m['ratios'])} pairs)", m["ratio"] <= 1.05
 
+    def outside_check():
+        m = isolated("outside_check", f"measure(rounds={5 if quick else 9})")
+        return (f"{m['watch_ratio']:.3f}x (hook {m['hook_ratio']:.3f}x + calls {m['calls_ratio']:.3f}x; "
+                f"the full scan it replaced {m['scan_ratio']:.2f}x; {m['bare_us']:.0f} µs/stimulus, "
+                f"{m['mean_tasks']:.0f} tasks held)"), m["watch_ratio"] <= 0.10
+
     def shrink():
         m = isolated("shrink", f"measure({simulated_log(100_000)!r})")
         return (f"{m['events_before']} -> {m['events_after']} events, {m['replays']} replays, "
@@ -128,6 +134,7 @@ def rows(events: int, quick: bool) -> list[Row]:
         Row("schema validation / raw orjson.loads", "<= 1.5x", schema),
         Row(f"peak RSS replaying {n} events - final state", "<= 200 MB", memory),
         Row("recorder overhead, real LocalCluster", "<= 1.05x", recorder),
+        Row("outside-change check / handle_stimulus, recorded stress run", "<= 0.10x", outside_check),
         Row("shrink a stuck 100k-event log to 1-minimal", "<= 60 s", shrink),
         Row("verify a 4-worker log side by side / serially", "speed-up, equal results", parallel),
     ]

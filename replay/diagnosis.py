@@ -347,6 +347,9 @@ class WhyView:
     note: Optional[str] = None
     #: the steps up to this one at which the state machine raised
     raised: list[RaisedStep] = field(default_factory=list)
+    #: the verdict of a short continuation from this step (``replay continue``),
+    #: when one was cheap enough to run
+    continued: Optional[str] = None
     #: show keys in full (``--detail``); JSON always has them in full
     detail: bool = False
 
@@ -357,6 +360,8 @@ class WhyView:
                "tasks": [v.to_json() for v in self.tasks], "raised": [r.to_json() for r in self.raised]}
         if self.note:
             out["note"] = self.note
+        if self.continued:
+            out["continued"] = self.continued
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -372,6 +377,8 @@ class WhyView:
             when = f" since step {self.paused_since.step}" if self.paused_since else ""
             yield Text(f"the worker is paused{when}", style="yellow")
         yield verdicts_table(console, self.tasks, Moment(self.step, self.handled), detail=self.detail)
+        if self.continued:
+            yield Text.assemble(("continued: ", "bold"), render.safe(self.continued))
 
 
 def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment, *, detail: bool = False,

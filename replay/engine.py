@@ -23,7 +23,7 @@ from distributed.comm import get_address_host as _get_address_host
 from replay.determinism import is_deterministic, prepare_replay
 from replay.errors import ReplayError
 from replay.reader import Progress, RecordedCall
-from schemas.codec import decode_float, decode_resources, decode_settings
+from schemas.codec import decode_float, decode_key, decode_resources, decode_settings
 from schemas.convert import SizedValue, comparable, encode_instruction
 
 
@@ -56,6 +56,43 @@ def offline_addresses() -> Iterator[None]:
         wsm.get_address_host = real
 
 
+class StoreRaised(Exception):
+    """What storing a value in the recorded worker's data raised, raised again
+    for the same key by a replay's data (:class:`RecordedData`): its ``repr``
+    is the recorded ``exception_text``, which dask puts in ``TaskErredMsg``."""
+
+    def __str__(self) -> str:
+        # never long: dask would otherwise rebuild it as a "Long error message"
+        return "raised as recorded"
+
+    def __repr__(self) -> str:
+        return self.args[0]
+
+
+class RecordedData(dict):
+    """A replay's ``ws.data``: a dict that raises for a key what storing its
+    value raised in the recorded worker, on the call where it did."""
+
+    __slots__ = ("raising",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: key -> exception, armed for one call
+        self.raising: dict[Any, StoreRaised] = {}
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self.raising and key in self.raising:
+            raise self.raising.pop(key)
+        dict.__setitem__(self, key, value)
+
+
+#: what verify compares, said when a difference has no known cause
+COMPARED = (
+    "every instruction of every step, field by field (threads, result types, "
+    "timings and the traceback of a failed data store are not compared)"
+)
+
+
 @dataclass
 class Divergence:
     """The first step whose replay does not match the recording."""
@@ -76,6 +113,13 @@ class Divergence:
     #: distributed A and B" (recorded with A, replayed under B); None: the
     #: replay should have matched
     cause: Optional[str] = None
+
+    def explanation(self) -> str:
+        """The cause, or what was compared and that no cause is known."""
+        if self.cause:
+            return self.cause
+        return (f"no cause known: verify compared {COMPARED}, and nothing recorded "
+                "(an outside change, another release of distributed) explains the difference")
 
 
 @dataclass(slots=True)
@@ -143,6 +187,11 @@ class Replayer:
     tap_log:
         Hand every ``ws.log`` entry a call appends to :attr:`Applied.log`: the
         worker's own log is capped, stories must not be.
+    follow_recording:
+        Compare each call's instructions with the recorded ones, as
+        :meth:`verify` does, and keep the first difference in
+        :attr:`departed`: views of later steps then come from a replay that
+        departed from the recording there.
     """
 
     def __init__(
@@ -152,6 +201,7 @@ class Replayer:
         validate: bool | None = None,
         check_invariants: bool = False,
         tap_log: bool = False,
+        follow_recording: bool = False,
     ):
         if header.get("history") == "partial":
             raise ReplayError(
@@ -179,7 +229,9 @@ class Replayer:
             wsm._default_data_size()
             self.ws = wsm.WorkerState(
                 nthreads=s["nthreads"],
-                address=header["worker"],
+                # a worker named before it had an address started without one
+                address=header.get("address", header["worker"]),
+                data=RecordedData(),
                 resources=decode_resources(s["resources"]),
                 transfer_incoming_count_limit=s["transfer_incoming_count_limit"],
                 validate=s["validate"] if validate is None else validate,
@@ -209,6 +261,10 @@ class Replayer:
         if header["worker"].startswith("inproc://"):
             self._handle = self._handle_offline
         self.deterministic = bool(header.get("deterministic")) and is_deterministic()
+        self.follow_recording = follow_recording
+        #: with ``follow_recording``: the first step whose replay did not
+        #: match the recording (its cause set as :meth:`verify` sets it)
+        self.departed: Divergence | None = None
 
     def set_resources(self, total: dict[str, float], available: dict[str, float]) -> None:
         """A recorded ``Worker.set_resources`` change, which bypasses ``handle_stimulus``."""
@@ -242,13 +298,48 @@ class Replayer:
         raised too. A crash the recording did not have is a
         :class:`~replay.errors.ReplayError` whose ``__cause__`` is the crash.
         """
+        self._before(call)
+        if not self.follow_recording or self.departed is not None:
+            return self._apply(call)
+        try:
+            applied = self._apply(call)
+        except ReplayError as crash:
+            self.departed = self._crashed(call, crash)
+            self.departed.cause = self.cause()
+            raise
+        d = self._compare(call, applied)
+        if d is not None:
+            d.cause = self.cause()
+            self.departed = d
+        return applied
+
+    def _before(self, call: RecordedCall) -> None:
+        """What the recording says happened before the call, or during it
+        outside the state machine: resource and setting changes, the address
+        assigned, the data stores that raise."""
         for change in call.resources:
             self.set_resources(change[0], change[1])
-            if len(change) > 2:  # (total, available, settings, outside)
+            if len(change) > 2:  # (total, available, settings, outside[, address])
                 if change[2]:
                     self.set_settings(change[2])
                 if change[3] and self.outside_before is None:
                     self.outside_before = call.first
+                if len(change) > 4 and change[4] is not None:
+                    self._set_address(change[4])
+        data = self.ws.data
+        if call.store_failed:
+            data.raising = {key: StoreRaised(text) for key, text, _ in call.store_failed}
+        elif data.raising:  # a recorded failure this replay did not meet
+            data.raising = {}
+
+    def _set_address(self, address: str) -> None:
+        """The address a worker named before it had one got later
+        (``Worker.start_unsafe`` assigns it)."""
+        self.ws.address = address
+        if address.startswith("inproc://"):
+            self._handle = self._handle_offline
+
+    def _apply(self, call: RecordedCall) -> Applied:
         tap = self._tap
         if tap is not None:
             tap.clear()
@@ -314,27 +405,27 @@ class Replayer:
 
     def verify(self, call: RecordedCall) -> Divergence | None:
         """Replay one recorded call and compare it with what the worker did."""
-        d = self._verify(call)
+        self._before(call)
+        try:
+            applied = self._apply(call)
+        except ReplayError as crash:
+            d = self._crashed(call, crash)
+        else:
+            d = self._compare(call, applied)
         if d is not None:
             d.cause = self.cause()
         return d
 
-    def _verify(self, call: RecordedCall) -> Divergence | None:
+    def _crashed(self, call: RecordedCall, crash: ReplayError) -> Divergence:
+        e = crash.__cause__
+        key, story = _key_story(self.ws, e)
+        return Divergence(call.last, call.stimulus_id, "error", None, _describe(e, key), key, story, e)
+
+    def _compare(self, call: RecordedCall, applied: Applied) -> Divergence | None:
         seq, sid = call.last, call.stimulus_id
-        try:
-            applied = self.apply(call)
-        except ReplayError as crash:
-            e = crash.__cause__
-            key, story = _key_story(self.ws, e)
-            return Divergence(seq, sid, "error", None, _describe(e, key), key, story, e)
-        if applied.exception is not None:
-            return None  # raised as recorded
-        if call.error is not None:
-            return Divergence(seq, sid, "error", call.error, None)
-        expected = [comparable(d) for d in call.instructions or ()]
-        actual = [comparable(encode_instruction(i)) for i in applied.instructions]
-        if expected != actual:
-            return Divergence(seq, sid, "instructions", expected, actual)
+        d = differing_instructions(call, applied)
+        if d is not None or applied.exception is not None:
+            return d
         if self.check_invariants:
             try:
                 self.ws.validate_state()
@@ -342,6 +433,35 @@ class Replayer:
                 key, story = _key_story(self.ws, e)
                 return Divergence(seq, sid, "invariant", None, _describe(e, key), key, story, e)
         return None
+
+
+def differing_instructions(call: RecordedCall, applied: Applied) -> Divergence | None:
+    """Whether a replayed call did what the recorded one did: the same
+    instructions, or raised as the recording did (kind "error" if only one
+    of them raised)."""
+    if applied.exception is not None:
+        return None  # raised as recorded
+    seq, sid = call.last, call.stimulus_id
+    if call.error is not None:
+        return Divergence(seq, sid, "error", call.error, None)
+    expected = [comparable(d) for d in call.instructions or ()]
+    actual = [comparable(encode_instruction(i)) for i in applied.instructions]
+    if call.store_failed:
+        # where the recorded data store raised is its own code, which a
+        # replay does not have: that traceback text is not compared
+        keys = {key for key, _, _ in call.store_failed}
+        expected, actual = _drop_store_traceback(expected, keys), _drop_store_traceback(actual, keys)
+    if expected != actual:
+        return Divergence(seq, sid, "instructions", expected, actual)
+    return None
+
+
+def _drop_store_traceback(instructions: list[dict], keys: set) -> list[dict]:
+    return [
+        {k: v for k, v in d.items() if k != "traceback_text"}
+        if d.get("cls") == "TaskErredMsg" and decode_key(d.get("key")) in keys else d
+        for d in instructions
+    ]
 
 
 def _first_line(e: BaseException) -> str:

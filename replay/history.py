@@ -142,6 +142,16 @@ class WorkerHistory:
             cursor = self.replayer()
         return self.advance(cursor, stop, progress).ws
 
+    def continue_from(self, pos: Position = None, peers: str = "answer", **kwargs: Any) -> Any:
+        """Rebuild the worker at ``pos`` and drive it onward as a live worker
+        would go on, its peers answering (or ``"busy"``, ``"silent"``): a
+        :class:`~replay.continuation.Continuation`, the verdict with the
+        continued steps (see :func:`~replay.continuation.continue_worker`)."""
+        # the continuation reaches the simulator and the shrinker, which import this module
+        from replay.continuation import continue_worker
+
+        return continue_worker(self, pos, peers=peers, **kwargs)
+
     def verify(
         self, *, validate: bool = False, progress: Progress | None = None
     ) -> tuple[Divergence | None, Replayer]:

@@ -77,14 +77,17 @@ from replay.views import (
     StepBrief,
     _state_rank,
     changed_states,
+    departed_note,
+    departure,
     is_transition,
+    notes,
     reach,
 )
 from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 13
+VERSION = 14
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -582,7 +585,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
             w = _Writer(db, wid, wh.address)
             crash = crash_step = invariant = None
             cb = None if progress is None else (lambda step, a=wh.address: progress(a, step))
-            r = wh.replayer(tap_log=True)
+            r = wh.replayer(tap_log=True, follow_recording=True)
             try:
                 for call in wh.calls(records=True):
                     for one in _one_by_one(call):
@@ -604,6 +607,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                 "first_handled": wlog.first_handled, "last_handled": wlog.last_handled,
                 "ended": wlog.ended, "end_reason": wlog.end_reason, "warnings": list(r.warnings),
                 "crash": crash, "crash_step": crash_step, "invariant": invariant, "reached": w.tracker.now.step,
+                "departed": departure(r.departed),
                 "raised": [{**r.to_json(), "key": None if r.key is None else encode_key(r.key)}
                            for r in w.tracker.raised],
             }
@@ -640,6 +644,8 @@ def _one_by_one(call: Any) -> Iterator[Any]:
             call.events[i:i + 1], call.first + i, call.lines[i:i + 1], call.handled,
             call.resources if i == 0 else [], call.instructions if i == n - 1 else None, call.error,
             None if call.records is None else call.records[i:i + 1],
+            # which event stored the failing value is not recorded: each may
+            store_failed=call.store_failed,
         )
 
 
@@ -828,8 +834,12 @@ class IndexedWorker:
         view = StateView.of(self.frozen(at), states=states, keys=keys, detail=detail, strict=True)
         view.raised = self.raised(at)
         view.gathers = self.open_gathers(at)
-        view.note = note
+        view.note = notes(note, self._departed(at))
         return view
+
+    def _departed(self, step: int) -> Optional[str]:
+        dep = self.info["departed"]
+        return departed_note(None if dep is None else tuple(dep), step)
 
     def open_gathers(self, step: int) -> list:
         """The gathers issued by ``step`` and not answered by it, oldest first."""
@@ -938,7 +948,7 @@ class IndexedWorker:
     def why(self, step: int, key: Any = None) -> Any:
         at, note = self._reach(step)
         view = why_view(self.frozen(at), self.tracker(at), key)
-        view.note = note
+        view.note = notes(note, self._departed(at))
         return view
 
     def summary(self) -> Any:
@@ -961,6 +971,7 @@ class IndexedWorker:
             invariant=None if inv is None else Failure(**{**inv, "key": None if inv["key"] is None
                                                            else decode_key(inv["key"])}),
             step=step, raised=self.raised(step),
+            departed=None if info["departed"] is None else tuple(info["departed"]),
         )
 
 

@@ -50,6 +50,9 @@ class WorkerLog:
     #: last step carrying each stimulus id; built on first use, since a
     #: million ids cost more memory than the rest of the index
     last_step_of: dict[str, int] | None = None
+    #: the address a worker named before it had one (``pid-N``) got later,
+    #: from its ``resources`` or ``end`` records
+    later_address: str | None = None
 
     @property
     def deterministic(self) -> bool:
@@ -231,12 +234,16 @@ class ClusterLog:
             elif kind == "resources":
                 if seq != w.events + 1:
                     raise LogError(path, lineno, f"resources record for step {_short(seq)} of {address} out of order")
+                if type(rec.get("address")) is str:
+                    w.later_address = rec["address"]
             else:  # end
                 if seq != w.events:
                     raise LogError(path, lineno, f"end at step {_short(seq)} of {address}, which has {w.events} steps")
                 w.ended = True
                 reason = rec.get("reason")
                 w.end_reason = reason if type(reason) is str else None
+                if type(rec.get("address")) is str:
+                    w.later_address = rec["address"]
         if not self.workers:
             raise LogError(self.path, None, "no worker header: not a dask-replay log, or empty")
 
@@ -328,6 +335,7 @@ def summary(log: ClusterLog) -> dict[str, Any]:
         "workers": [
             {
                 "address": w.address,
+                "later_address": w.later_address,
                 "dask": w.header.get("dask"),
                 "distributed": w.header.get("distributed"),
                 "deterministic": w.deterministic,

@@ -33,7 +33,18 @@ from replay.partial import PartialLog, is_partial, scheduler_task
 from replay.positions import choose_worker
 from replay.story import key_story, stimulus_story
 from replay.summary import load_worker
-from replay.views import Crash, DiffView, StateView, reach, state_of, steps_between, walk
+from replay.views import (
+    Crash,
+    DiffView,
+    StateView,
+    departed_note,
+    departure,
+    notes,
+    reach,
+    state_of,
+    steps_between,
+    walk,
+)
 
 #: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
 #: index answers (no replay at all); unset, the index answers, built on first use
@@ -148,8 +159,7 @@ class ReplayedWorker:
             self.crash = (e.step, str(e))
             at, note = reach(step, self.events, self.crash)
             view = answer(at)
-        if note:
-            view.note = note
+        view.note = notes(note, view.note)
         return view
 
     def _at(self, step: int) -> tuple[Any, Any]:
@@ -167,6 +177,7 @@ class ReplayedWorker:
             view = state_of(r, states, keys, detail)
             view.raised = list(tracker.raised)
             view.gathers = tracker.open_gathers()
+            view.note = departed_note(departure(r.departed), at)
             return view
 
         return self._replayed(step, answer)
@@ -194,7 +205,9 @@ class ReplayedWorker:
     def why(self, step: int, key: Any = None) -> Any:
         def answer(at: int) -> Any:
             r, tracker = self._at(at)
-            return why_view(r, tracker, key)
+            view = why_view(r, tracker, key)
+            view.note = departed_note(departure(r.departed), at)
+            return view
 
         return self._replayed(step, answer)
 

@@ -131,6 +131,33 @@ class Gather:
 Crash = Optional[tuple[int, str]]
 
 
+#: where a replay that follows the recording first departed from it: that
+#: step, and what differed and why
+Departure = Optional[tuple[int, str]]
+
+_DEPARTED = {"instructions": "its instructions differ from the recorded ones",
+             "error": "replay and recording disagree on an exception", "invariant": "an invariant breaks"}
+
+
+def departure(d: Any) -> Departure:
+    """The facts of a :class:`~replay.engine.Divergence` a followed replay met."""
+    if d is None:
+        return None
+    return d.seq, f"{_DEPARTED.get(d.kind, d.kind)} ({d.cause or 'no cause known'})"
+
+
+def notes(*texts: Optional[str]) -> Optional[str]:
+    """Notes on one answer, as one line."""
+    return "; ".join(t for t in texts if t) or None
+
+
+def departed_note(dep: Departure, step: int) -> Optional[str]:
+    """What an answer about ``step`` must say of a departure (nothing before it)."""
+    if dep is None or step < dep[0]:
+        return None
+    return f"from step {dep[0]} on, this replay departed from the recording: {dep[1]}"
+
+
 def reach(step: int, events: int, crash: Crash) -> tuple[int, Optional[str]]:
     """The step an answer about ``step`` comes from, and a note when it is not
     ``step``: past a crash, "the end of the log" is the last step replay
@@ -167,7 +194,8 @@ def walk(
     replayer after it; ``applied.log`` is only valid until the next item is
     requested. A batch that ``stop`` falls inside is replayed up to ``stop``.
     """
-    r = history.replayer(tap_log=True)
+    # following the recording: a view past where replay departed from it says so
+    r = history.replayer(tap_log=True, follow_recording=True)
     if stop is None:
         stop = history.events
     if stop <= 0:

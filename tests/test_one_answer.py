@@ -56,6 +56,9 @@ def logs(tmp_path_factory, fixture_path) -> dict[str, tuple[str, str | None]]:
         _finished(p, f"recording {name}")
         out[name] = (str(folder / f"{name}.jsonl"), f"tests.patched.{name}")
     _finished(simulating, "simulating")
+    # the stale entry's log through the stock state machine: replay departs from it
+    # (a copy: each process keeps the index of its own state machine beside its log)
+    out["stale_unpatched"] = (shutil.copy(out["stale_in_flight"][0], str(folder / "stale_unpatched.jsonl")), None)
     # a log that says the raising step did not raise: replay stops there
     out["replay_crash"] = (_without_errors(out["dup_gather"][0], str(folder / "crash.jsonl")),
                            "tests.patched.dup_gather")
@@ -86,7 +89,7 @@ def answers(logs) -> dict[str, dict]:
     return {name: orjson.loads(_finished(p, f"asking {name}")) for name, p in running.items()}
 
 
-@pytest.mark.parametrize("name", PATCHES + STOCK + ("replay_crash",))
+@pytest.mark.parametrize("name", PATCHES + STOCK + ("replay_crash", "stale_unpatched"))
 def test_every_path_gives_the_same_answer(answers, logs, name):
     log = logs[name][0]
     asked = answers[name]["answers"]
@@ -184,6 +187,23 @@ def test_past_a_crash_every_path_answers_at_the_last_step_replay_reaches(answers
     assert why["step"] == n - 1 and why["note"].startswith(f"replay stops at step {n - 1}: step {n} ")
     state = _json(answers, name, f"state {b}")
     assert state["step"] == n - 1 and state["note"] == why["note"]
+
+
+def test_a_replay_that_departs_from_the_recording_says_so_on_every_path(answers):
+    # the stock state machine fetches x2 where the patched worker, believing a
+    # transfer from its holder under way, did not: from that step on, what a
+    # replay shows is not what the worker did
+    name = "stale_unpatched"
+    b = _worker_with(answers, name, "y2")
+    load = _json(answers, name, "load --json")
+    (worker,) = [w for w in load["workers"] if w["address"] == b]
+    step = worker["departed"]["step"]
+    assert worker["departed"]["text"].startswith("its instructions differ from the recorded ones")
+    why = _why(_json(answers, name, f"why {b}"))
+    assert why["note"].startswith(f"from step {step} on, this replay departed from the recording")
+    # through the patch it was recorded with, nothing departs
+    patched = _json(answers, "stale_in_flight", "load --json")
+    assert all(w["departed"] is None for w in patched["workers"])
 
 
 def test_a_stock_and_a_patched_state_machine_never_share_an_index(logs, tmp_path, cli_run):
