@@ -578,6 +578,46 @@ def continue_(
 
 
 @app.command()
+def report(
+    log: str = typer.Argument(..., help="Log file, a directory of worker logs, or '-' for stdin."),
+    output: str = typer.Option("report.html", "--output", "-o", help="The HTML page to write."),
+    workers: list[str] = typer.Option([], "--worker", "-w",
+                                      help="Only this worker: address, unique part of one, or index (repeatable)."),
+    json: bool = typer.Option(False, "--json", help="Print the data the page draws as one JSON object instead."),
+) -> None:
+    """One self-contained HTML page of the run: each worker's task stream over
+    recorded time, what is not finished at the end and why, load's headline."""
+    import shlex
+    import tempfile
+
+    from replay.merge import merge as merge_logs
+    from replay.report import build  # pairs requests and answers: needs the state machine
+    from replay.report_page import page  # Bokeh, only to draw
+
+    with tempfile.TemporaryDirectory(prefix="replay-report-") as tmp:
+        path = log
+        if log != "-" and os.path.isdir(log):  # a recorder's directory: one cluster log, as `merge` writes
+            path = os.path.join(tmp, "cluster.jsonl")
+            merge_logs([log], path, warn=lambda w: err.print(render.safe(f"warning: {w}")))
+        history = open_history(path)
+        data = build(history, open_source(path, history=lambda: history, progress=progress_bar,
+                                          index_progress=index_progress), workers)
+        if path != log:  # the page's commands name the cluster log `merge` writes
+            data.path, data.merged = "cluster.jsonl", shlex.join(["replay", "merge", log, "-o", "cluster.jsonl"])
+    if json:
+        emit_json(data.to_json())
+        return
+    text = page(data)
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise BadInput(f"{output}: cannot write: {e.strerror}") from None
+    err.print(render.safe(f"{output}: {len(data.workers)} worker{'s' if len(data.workers) != 1 else ''}, "
+                          f"{len(text.encode()):,} bytes"))
+
+
+@app.command()
 def index(
     logs: list[str] = FILES,
 ) -> None:

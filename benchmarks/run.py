@@ -122,6 +122,14 @@ def rows(events: int, quick: bool) -> list[Row]:
                 f"({m['serial_s']:.0f} s serial); results {'equal' if m['same'] else 'DIFFER'}"), m["same"]
 
     n = f"{events // 1000}k" if events < 10**6 else f"{events // 10**6}M"
+    def report():
+        m = isolated("report", f"measure({simulated_log(events)!r}, repeats={1 if quick else 3})")
+        render = m.get("render_s")
+        figure = (f"{m['page_bytes'] / 1e6:.1f} MB, render {'n/a (no chromium)' if render is None else f'{render:.2f} s'}; "
+                  f"data {m['ratio']:.2f}x a bare replay ({m['bars']} bars, {m['counted']} in "
+                  f"{m['columns']} columns of {m['bucket_ms']:.1f} ms)")
+        return figure, m["page_bytes"] <= 20e6 and render is not None and render <= 3
+
     return [
         Row(f"replay / bare handle_stimulus, {n} events", "<= 1.10x", replay_ratio),
         Row(f"seek latency, warm process, {n} events", "<= 50 ms", warm_seek),
@@ -137,6 +145,7 @@ def rows(events: int, quick: bool) -> list[Row]:
         Row("outside-change check / handle_stimulus, recorded stress run", "<= 0.10x", outside_check),
         Row("shrink a stuck 100k-event log to 1-minimal", "<= 60 s", shrink),
         Row("verify a 4-worker log side by side / serially", "speed-up, equal results", parallel),
+        Row(f"replay report of {n} events: page size, render in headless Chromium", "<= 20 MB, <= 3 s", report),
     ]
 
 

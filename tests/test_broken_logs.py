@@ -386,6 +386,10 @@ def reads_stdin(command: str) -> bool:
 #: contract of their own (test_merge)
 TRANSFORMS = {"merge"}
 
+#: read commands that take a directory of worker logs too: an empty one is
+#: refused for holding none, not for being a directory
+READS_DIRECTORIES = {"report"}
+
 
 def test_read_commands_are_found():
     assert "check" in COMMANDS
@@ -399,8 +403,9 @@ def test_read_commands_are_found():
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in TRANSFORMS])
 @pytest.mark.parametrize("name", list(CASES))
-def test_command(name, command, tmp_path, cli_run, corpus):
+def test_command(name, command, tmp_path, cli_run, corpus, monkeypatch):
     case = CASES[name]
+    monkeypatch.chdir(tmp_path)  # where a command's default output (report.html) goes
     path, data = build(name, tmp_path, corpus)
     code, out, err = cli_run(argv(command, path, tmp_path, EVENTS[name]), stdin=data)
     assert "Traceback" not in err
@@ -415,7 +420,10 @@ def test_command(name, command, tmp_path, cli_run, corpus):
         assert len(err_lines) == 1, err
         where = shown_as(path) + (f":{case.line}:" if case.line is not None else ":")
         assert err_lines[0].startswith(f"error: {where}"), err
-        assert case.text in err_lines[0]
+        if name == "directory" and command in READS_DIRECTORIES:
+            assert "no .jsonl or .jsonl.gz worker logs in this directory" in err_lines[0], err
+        else:
+            assert case.text in err_lines[0]
     else:
         warnings = [x for x in err_lines if x.startswith("warning:")]
         if case.outcome == "warning":
