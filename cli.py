@@ -26,7 +26,8 @@ from replay.disagreements import over_run
 from replay.errors import BadInput, NotFound
 from replay.index import build, index_path
 from replay.literal import key_text
-from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin, write_records
+from replay.logfile import STDIN_COPY_ENV, as_log, iter_lines, spool_stdin, write_records
+from replay.merge import records_of
 from replay.parallel import load_one, map_workers
 from replay.scheduler_log import SchedulerLog
 from replay.source import open_source
@@ -207,10 +208,24 @@ def import_dump(
 # --- replaying commands ------------------------------------------------------
 
 WORKER = typer.Option(None, "--worker", "-w", help="Worker: address, unique part of one, or index.")
+#: a log: a file, '-', or a recording directory (its worker logs read as one cluster log)
+LOG = typer.Argument(..., help="Log file ('-' for stdin), or a recording directory.")
+#: several files are one cluster log too, where LOG is the only argument
+LOGS = typer.Argument(..., metavar="LOG...", help="Log file ('-' for stdin), a recording directory, "
+                                                  "or several worker logs read as one.")
+#: the same, for a command that reads its log more than once
+FILES = typer.Argument(..., metavar="LOG...", help="Log file, a recording directory, or several worker "
+                                                   "logs read as one.")
+
+
+def one_log(logs: list[str]) -> Any:
+    """The log the command line names (:func:`replay.logfile.as_log`)."""
+    return as_log(logs)
+
 JSON = typer.Option(False, "--json", help="Print one JSON object.")
 
 
-def ensure_recorded_seed(path: str) -> None:
+def ensure_recorded_seed(path: Any) -> None:
     """Re-execute this command with the ``PYTHONHASHSEED`` the log was recorded with.
 
     String hashing orders the state machine's sets; replay is exact only with
@@ -219,11 +234,11 @@ def ensure_recorded_seed(path: str) -> None:
     """
     from replay.determinism import reexec_with_seed
 
-    source = path
+    source = None
     if path == "-":
         source = spool_stdin()
         os.environ[STDIN_COPY_ENV] = source  # for the re-executed command, or this one's reader
-    for _, rec in iter_lines(path, source=source):
+    for _, _, rec in records_of(path, source=source):
         if rec.get("kind") == "header":
             if rec.get("deterministic"):
                 # a seed Python refuses is reported when the log is opened
@@ -231,7 +246,7 @@ def ensure_recorded_seed(path: str) -> None:
             return
 
 
-def open_history(path: str, *, quiet: bool = False) -> Any:
+def open_history(path: Any, *, quiet: bool = False) -> Any:
     """Read a log to replay it, re-executed with its recorded hash seed;
     ``quiet`` leaves the log's warnings to the caller."""
     import replay
@@ -251,7 +266,7 @@ def open_history(path: str, *, quiet: bool = False) -> Any:
     return history
 
 
-def open_answers(log: str) -> Any:
+def open_answers(log: Any) -> Any:
     """The :class:`~replay.source.Source` that answers for ``log``: its index,
     a replay, or a partial history (the policy is :func:`replay.source.open_source`)."""
 
@@ -362,39 +377,51 @@ SCHEDULER = typer.Option(None, "--scheduler", metavar="ADDRESS",
                               "readable there).")
 
 
-def side_by_side(jobs: Optional[int], scheduler: Optional[str]) -> bool:
+def side_by_side(jobs: Optional[int], scheduler: Optional[str], log: Any = None) -> bool:
     if jobs is not None and scheduler is not None:
         raise BadInput("give --jobs or --scheduler, not both")
+    if scheduler and isinstance(log, tuple):
+        raise BadInput("--scheduler reads one path: give the recording's directory, or merge the files")
     return bool(scheduler) or (jobs or 1) > 1
 
 
 @app.command()
 def load(
-    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    logs: list[str] = LOGS,
     jobs: Optional[int] = JOBS,
     scheduler: Optional[str] = SCHEDULER,
+    detail: bool = typer.Option(False, "--detail", help="Every task on its own row, keys in full."),
     json: bool = JSON,
 ) -> None:
-    """Replay every worker to its end: running or paused, what is stuck and why, the events."""
+    """Replay every worker to its end: running, paused or closed, what is stuck and why (tasks
+    that wait for the same reason on one row), the events, and the log in one line."""
+    log = one_log(logs)
 
-    if side_by_side(jobs, scheduler):
+    if side_by_side(jobs, scheduler, log):
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
         history = open_history(log)
         workers = map_workers(load_one, log, [w.address for w in history.workers],
                               jobs=jobs, scheduler=scheduler, history=history)
-        emit(LoadSummary(history.path, workers), json=json)
+        emit(LoadSummary(history.path, _detailed(workers, detail)), json=json)
         return
     source = open_answers(log)
     sched = source.scheduler_log
-    emit(LoadSummary(source.path, [w.summary() for w in source.workers],
+    emit(LoadSummary(source.path, _detailed([w.summary() for w in source.workers], detail),
                      None if sched is None else sched.summary()), json=json)
+
+
+def _detailed(views: list, detail: bool) -> list:
+    """Views that show keys in full (``--detail``), or shortened."""
+    for v in views:
+        v.detail = detail
+    return views
 
 
 @app.command()
 def state(
-    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    logs: list[str] = LOGS,
     at: Optional[str] = typer.Option(None, "--at", help="Step number or stimulus id (default: the end)."),
     worker: Optional[str] = WORKER,
     states: list[str] = typer.Option([], "--state", help="Only tasks in this state (repeatable)."),
@@ -405,6 +432,7 @@ def state(
     html: Optional[str] = HTML,
 ) -> None:
     """The worker's state at a step: tasks by state, queues, transfers, counters."""
+    log = one_log(logs)
     wanted = parse_keys(keys)
     w = open_answers(log).worker(worker)
     emit(w.state(w.position(at), states, wanted, detail), json=json, svg=svg, html=html)
@@ -412,7 +440,7 @@ def state(
 
 @app.command()
 def diff(
-    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    log: str = LOG,
     span: str = typer.Argument(..., metavar="FROM..TO",
                                help="Two positions (steps or stimulus ids), e.g. 371..400."),
     worker: Optional[str] = WORKER,
@@ -452,7 +480,7 @@ def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
 
 @app.command()
 def story(
-    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    log: str = LOG,
     key_or_stimulus: str = typer.Argument(..., metavar="KEY_OR_STIMULUS",
                                           help="A stimulus id, or a key: x, or a tuple like \"('x-1', 0)\"."),
     at: Optional[str] = typer.Option(None, "--at", help="Stop at this step or stimulus id."),
@@ -470,26 +498,33 @@ def story(
 
     def one(w: Any) -> Any:
         stop = w.position(at)
+        close_ids = ""
         if not key_or_stimulus.isdigit():
             try:
                 sid_step = w.position(key_or_stimulus)
-            except NotFound:
-                pass
+            except NotFound as e:
+                close_ids = str(e).partition("; closest: ")[2]
             else:
                 return w.stimulus_story(min(stop, sid_step), key_or_stimulus)
         key = parse_keys([key_or_stimulus])[0]
         try:
             return w.key_story(stop, key)
         except NotFound as e:
-            raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
+            nor = f"nor is it a stimulus id; closest: {close_ids}" if close_ids else "nor is it a stimulus id"
+            raise NotFound(f"{log}: {e} ({nor})") from None
 
     sched = source.scheduler_log if worker is None else None
     try:
         stories = each_worker(chosen, one, chosen_by_user=worker is not None)
     except NotFound:
-        if sched is None or not scheduler_story_of(sched, key_or_stimulus):
-            raise
-        stories = []  # a key only the scheduler knew
+        if sched is not None and scheduler_story_of(sched, key_or_stimulus):
+            stories = []  # a key only the scheduler's recording knew
+        else:
+            held = None if worker is not None else source.scheduler_task(parse_keys([key_or_stimulus])[0])
+            if held is None:
+                raise
+            emit(held, json=json, svg=svg, html=html)  # only the scheduler's view (a dump's) knows it
+            return
     if sched is not None:
         # cut where the workers' stories stop, when --at stops them
         until = max((ln.handled for s in stories for ln in s.lines), default=None) if at else None
@@ -513,11 +548,12 @@ def scheduler_story_of(sched: Any, key_or_stimulus: str, until: Optional[float] 
 
 @app.command()
 def why(
-    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    log: str = LOG,
     key: Optional[str] = typer.Argument(None, help="Only this key, e.g. x or \"('x-1', 0)\"."),
     at: Optional[str] = typer.Option(None, "--at", help="Step number or stimulus id (default: the end)."),
     worker: Optional[str] = typer.Option(None, "--worker", "-w",
                                          help="Worker: address, unique part of one, or index (default: every worker)."),
+    detail: bool = typer.Option(False, "--detail", help="Keys in full."),
     json: bool = JSON,
     svg: Optional[str] = SVG,
     html: Optional[str] = HTML,
@@ -530,7 +566,14 @@ def why(
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
     wanted = None if key is None else parse_keys([key])[0]
-    views = each_worker(chosen, lambda w: w.why(w.position(at), wanted), chosen_by_user=worker is not None)
+    try:
+        views = each_worker(chosen, lambda w: w.why(w.position(at), wanted), chosen_by_user=worker is not None)
+    except NotFound:
+        held = None if wanted is None or worker is not None else source.scheduler_task(wanted)
+        if held is None:
+            raise
+        emit(held, json=json, svg=svg, html=html)  # only the scheduler's view (a dump's) knows it
+        return
     findings = source.disagreements({v.worker: v.step for v in views}) if wanted is None else []
     short = [v for v in views if v.tasks and source.worker(v.worker).events <= WHY_MAX_STEPS]
     if wanted is None and short and source.kind != "partial":
@@ -544,7 +587,7 @@ def why(
             history = replay_open(log, inexact=True)
         for v in short:
             v.continued = short_verdict(history.worker(v.worker), v.step)
-    emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)
+    emit(ClusterWhy(_detailed(views, detail), findings), json=json, svg=svg, html=html)
 
 
 @app.command("continue")
@@ -668,10 +711,11 @@ def parse_time(text: str, sched: Any, workers: list) -> float:
 
 @app.command()
 def index(
-    log: str = typer.Argument(..., help="Log file."),
+    logs: list[str] = FILES,
 ) -> None:
     """Replay LOG once and write its index: later load, state, diff, story and
     why answer from it without replaying."""
+    log = one_log(logs)
 
     if log == "-":
         raise BadInput("index needs a file: standard input cannot be read again")
@@ -681,13 +725,13 @@ def index(
             path = build(history, progress=cb)
     except OSError as e:
         raise BadInput(f"{index_path(log)}: cannot write: {e.strerror or e}") from None
-    err.print(render.safe(f"{log}: indexed {sum(w.events for w in history.workers)} steps into {path} "
+    err.print(render.safe(f"{history.path}: indexed {sum(w.events for w in history.workers)} steps into {path} "
                           f"({os.path.getsize(path):,} bytes)"))
 
 
 @app.command()
 def verify(
-    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    logs: list[str] = LOGS,
     validate: bool = typer.Option(False, "--validate", help="Also check the state machine's invariants after every step."),
     worker: Optional[str] = WORKER,
     jobs: Optional[int] = JOBS,
@@ -695,11 +739,12 @@ def verify(
     json: bool = JSON,
 ) -> None:
     """Replay and compare with the recording; exit 1 at the first divergence."""
+    log = one_log(logs)
 
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
-    if side_by_side(jobs, scheduler):
+    if side_by_side(jobs, scheduler, log):
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -718,7 +763,7 @@ def verify(
 
 @app.command()
 def shrink(
-    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    log: str = LOG,
     worker: Optional[str] = WORKER,
     stuck: Optional[str] = typer.Option(
         None, "--stuck", flag_value="", metavar="[KEY]",
@@ -905,7 +950,7 @@ def simulate(
 
 @app.command()
 def step(
-    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    log: str = LOG,
     worker: Optional[str] = typer.Option(
         None, "--worker", "-w",
         help="Worker: address, unique part of one, or index (default: the first that has --to's "

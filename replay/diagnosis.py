@@ -10,6 +10,7 @@ by step 400", never "never completed", since it may complete at step 416.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -19,7 +20,8 @@ from rich.text import Text
 
 from replay import render
 from replay.errors import NotFound
-from replay.literal import jsonable, key_text, literal, sort_key
+from replay.literal import jsonable, key_text, literal, short_key, sort_key
+from replay.story import no_such_key
 from replay.views import FINAL_STATES, Gather, Key, Moment, RaisedStep, changed_states, elapsed
 
 if TYPE_CHECKING:  # an index answers why without the state machine
@@ -30,6 +32,9 @@ if TYPE_CHECKING:  # an index answers why without the state machine
 
 class Tracker:
     """Moments that explain the current state of each key."""
+
+    #: what durations at the last step run to
+    end_name = "the end of the log"
 
     def __init__(self, end: Optional[int] = None) -> None:
         # only a replay tracks: the index's query path imports no state machine
@@ -144,6 +149,16 @@ class Verdict:
     stimulus_id: str
     #: the facts the reason rests on: peers, dependencies, steps
     detail: dict[str, Any] = field(default_factory=dict)
+    #: the keys ``reason`` names, spelled there by :func:`key_text`
+    named: tuple = ()
+
+    def short_reason(self) -> str:
+        """``reason`` with its keys shortened as dask's dashboard names tasks
+        (:func:`~replay.literal.short_key`)."""
+        text = self.reason
+        for k in self.named:
+            text = text.replace(key_text(k), short_key(k))
+        return text
 
     def to_json(self) -> dict:
         out = {"key": jsonable(self.key), "state": self.state, "category": self.category,
@@ -182,8 +197,9 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
     key, state, now = ts.key, ts.state, tracker.now
     since, sid = tracker.changed.get(key, (Moment(0, None), ""))
     detail: dict[str, Any] = {}
+    named: list = []
     kind = category(ws, ts)  # which branch below holds
-    by = "the end of the log" if now.step and now.step == tracker.end else f"step {now.step}"
+    by = tracker.end_name if now.step and now.step == tracker.end else f"step {now.step}"
 
     if state in FINAL_STATES:
         reason = f"{state}: a final state"
@@ -194,6 +210,7 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             d = next(d for d in deps if d.state == "error")
             at = tracker.changed.get(d.key, (None, ""))[0]
             detail["erred_dependency"] = d.key
+            named.append(d.key)
             reason = (
                 f"waiting for {key_text(d.key)}, which erred"
                 + (f" at {_when(at, now)}" if at else "")
@@ -201,6 +218,7 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             )
         elif kind == "waiting: dependencies":
             noun = "dependency" if len(deps) == 1 else "dependencies"
+            named += [d.key for d in deps[:5]]
             reason = f"waiting for {len(deps)} {noun}: " + "; ".join(
                 f"{key_text(d.key)} {_where(ws, d, tracker)}" for d in deps[:5]
             ) + (f"; … {len(deps) - 5} more" if len(deps) > 5 else "")
@@ -233,11 +251,11 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
         gathered, peer = tracker.gather.get(key, (since, ts.coming_from or "?"))
         detail.update(gather_step=gathered.step or None, coming_from=ts.coming_from)
         took = elapsed(gathered, now)
-        # step 0: issued before what the log holds (a partial history)
+        # step 0: issued before what the log holds (a partial history), maybe at a known time
         issued = f"gather issued at step {gathered.step}, " if gathered.step else ""
         reason = (
             f"in flight from {ts.coming_from}: {issued}"
-            f"not completed by {by}" + (f" ({took})" if took and gathered.step else "")
+            f"not completed by {by}" + (f" ({took})" if took and (gathered.step or gathered.time) else "")
         )
     elif state == "missing":
         detail["who_has"] = _holders(ts)
@@ -259,19 +277,22 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             reason = f"constrained, and the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}): a paused worker starts no tasks"
         else:
             reason = f"constrained: all {ws.nthreads} threads busy ({_running(ws)})"
+            named += _running_keys(ws)
     elif state == "ready":
         if kind == "ready: paused":
             detail["paused_step"] = tracker.paused.step if tracker.paused else None
             reason = f"ready, and the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}): a paused worker starts no tasks"
         else:
             reason = f"ready: all {ws.nthreads} threads busy ({_running(ws)})"
+            named += _running_keys(ws)
     elif state in ("executing", "long-running"):
         started = tracker.execute.get(key, since)
         detail["execute_step"] = started.step or None
         what = "executing" if state == "executing" else "long-running (seceded)"
         took = elapsed(started, now)
         began = f" since step {started.step}" if started.step else ""  # 0: before the log's history
-        reason = f"{what}{began}; not finished by {by}" + (f" ({took})" if took and started.step else "")
+        reason = f"{what}{began}; not finished by {by}" + (f" ({took})" if took and (started.step or started.time)
+                                                          else "")
     elif state in ("cancelled", "resumed"):
         detail.update(previous=ts.previous, next=ts.next)
         underway = _UNDERWAY.get(ts.previous or "", f"the {ts.previous}")
@@ -283,7 +304,12 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
                       f"{ts.next} once {underway} ends")
     else:
         reason = f"{state}: waits for a new stimulus"
-    return Verdict(key, state, kind, reason, since, sid, detail)
+    return Verdict(key, state, kind, reason, since, sid, detail, tuple(named))
+
+
+def _running_keys(ws: wsm.WorkerState) -> list:
+    """The executing keys :func:`_running` names."""
+    return sorted((ts.key for ts in ws.executing), key=sort_key)[:3]
 
 
 def _running(ws: wsm.WorkerState) -> str:
@@ -324,6 +350,8 @@ class WhyView:
     #: the verdict of a short continuation from this step (``replay continue``),
     #: when one was cheap enough to run
     continued: Optional[str] = None
+    #: show keys in full (``--detail``); JSON always has them in full
+    detail: bool = False
 
     def to_json(self) -> dict:
         out = {"worker": self.worker, "step": self.step, "stimulus_id": self.stimulus_id,
@@ -348,24 +376,56 @@ class WhyView:
         if not self.running:
             when = f" since step {self.paused_since.step}" if self.paused_since else ""
             yield Text(f"the worker is paused{when}", style="yellow")
-        yield verdicts_table(console, self.tasks, Moment(self.step, self.handled))
+        yield verdicts_table(console, self.tasks, Moment(self.step, self.handled), detail=self.detail)
         if self.continued:
             yield Text.assemble(("continued: ", "bold"), render.safe(self.continued))
 
 
-def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment) -> Any:
-    """Key, state, since when (in steps and recorded time) and why."""
+def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment, *, detail: bool = False,
+                   grouped: bool = False) -> Any:
+    """Key, state, since when (in steps and recorded time) and why.
+
+    Keys are shortened as dask's dashboard names tasks unless ``detail``;
+    ``grouped`` (and not ``detail``) makes one row of the tasks that share a
+    state and a reason: "123 tasks", their names, since the oldest."""
     t = render.table(console, "key", "state", "since", "reason")
-    for v in verdicts:
+    for group in (verdict_groups(verdicts) if grouped and not detail else [[v] for v in verdicts]):
+        v = min(group, key=lambda g: (g.since.step, sort_key(g.key)))  # the oldest: since when
         ago = elapsed(v.since, now) if v.since.step != now.step else ""
-        # step 0: the task got there before the history the log holds
-        since = (f"step {v.since.step}" + (f" ({ago} earlier)" if ago else "")) if v.since.step else "unknown"
-        reason = Text.assemble(render.safe(v.reason))
-        facts = _detail_text(v.detail)
-        if facts:
-            reason.append("\n" + facts, style="dim")
-        t.add_row(render.value(v.key, None), render.safe(v.state), since, reason)
+        # step 0: the task got there before the history the log holds, at a
+        # time the dump's own clock may know
+        since = (f"step {v.since.step}" + (f" ({ago} earlier)" if ago else "")) if v.since.step else \
+            f"{render.clock(v.since.time)} UTC ({ago} earlier)" if ago else "unknown"
+        reason = Text.assemble(render.safe(v.reason if detail else v.short_reason()))
+        facts = {_detail_text(g.detail) for g in group}
+        if len(facts) == 1 and facts != {""}:
+            reason.append("\n" + facts.pop(), style="dim")
+        if len(group) == 1:
+            key = render.value(v.key, None) if detail else render.safe(short_key(v.key))
+        else:
+            since = f"{'oldest ' if v.since.step else ''}{since}"
+            key = Text(f"{len(group)} tasks: {task_names(g.key for g in group)}")
+        t.add_row(key, render.safe(v.state), since, reason)
     return t
+
+
+def verdict_groups(verdicts: list[Verdict]) -> list[list[Verdict]]:
+    """The verdicts that share a state and a reason (keys shortened), in order of the first."""
+    groups: dict[tuple[str, str], list[Verdict]] = {}
+    for v in verdicts:
+        groups.setdefault((v.state, v.short_reason()), []).append(v)
+    return list(groups.values())
+
+
+def task_names(keys: Iterable[Any], shown: int = 3) -> str:
+    """How many tasks of each name (``dask.utils.key_split``): ``combine ×40, map ×83``."""
+    from dask.utils import key_split  # ~160 ms to import: only where keys are shortened
+
+    counts = Counter(key_split(k) for k in keys)
+    names = [f"{name} ×{n}" for name, n in counts.most_common(shown)]
+    if len(counts) > shown:
+        names.append(f"{len(counts) - shown} other names")
+    return ", ".join(names)
 
 
 def _detail_text(detail: dict) -> str:
@@ -389,8 +449,7 @@ class ClusterWhy:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield from self.disagreements
-        for w in self.workers:
-            yield w
+        yield from self.workers
 
 
 def why(ws: wsm.WorkerState, tracker: Tracker, key: Any = None) -> list[Verdict]:
@@ -398,8 +457,8 @@ def why(ws: wsm.WorkerState, tracker: Tracker, key: Any = None) -> list[Verdict]
     if key is not None:
         ts = ws.tasks.get(key)
         if ts is None:
-            raise NotFound(f"{key_text(key)} is not known to {ws.address} at step {tracker.now.step} "
-                           "(never seen, or forgotten)")
+            raise NotFound(no_such_key({key}, set(ws.tasks), f"{ws.address} at step {tracker.now.step}")
+                           + " (not known there: never seen, or forgotten)")
         return [explain(ws, ts, tracker)]
     unfinished = [ts for ts in ws.tasks.values() if ts.state not in FINAL_STATES]
     unfinished.sort(key=lambda ts: sort_key(ts.key))

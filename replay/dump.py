@@ -41,7 +41,8 @@ import yaml
 from pydantic import ValidationError
 
 from replay.errors import BadInput
-from replay.logfile import GZIP_MAGIC, MAX_LINE, encode_line, iter_lines
+from replay.logfile import GZIP_MAGIC, MAX_LINE, encode_line
+from replay.merge import records_of
 from schemas.codec import (
     FORMAT,
     VERSION,
@@ -817,9 +818,60 @@ def _final_task(keys: Keys, name: Any, t: Any, where: str) -> dict:
     return out
 
 
-def _final_records(keys: Keys, address: str, seq: int, w: dict, where: str) -> list[dict]:
+def _time(x: Any) -> float | None:
+    return float(x) if type(x) in (int, float) and math.isfinite(x) and x > 0 else None
+
+
+def _entered(keys: Keys, log: Any) -> dict[Any, tuple[str, float]]:
+    """Per key, the state its last transition in the worker's transition log
+    (``log``) ended in, and when: ``(key, start, finish, recs, stimulus_id,
+    time)``, or ``(key, start, recommended, final, recs, stimulus_id, time)``."""
+    out: dict[Any, tuple[str, float]] = {}
+    for e in log if type(log) is list else ():
+        if type(e) is not list or len(e) not in (6, 7) or type(e[-3 if len(e) == 6 else -4]) is not dict:
+            continue
+        finish, t = e[2] if len(e) == 6 else e[3], _time(e[-1])
+        if type(finish) is not str or t is None:
+            continue
+        try:
+            out[keys.value(e[0])] = (finish, t)
+        except (CodecError, _Refused, TypeError):  # not a key this dump names: not a task's transition
+            continue
+    return out
+
+
+def _dumped(w: dict, sched_worker: dict | None) -> float | None:
+    """The latest time the dump records for a worker (its transition and
+    stimulus logs, its transfers, the scheduler's last heartbeat from it): when
+    the dump was taken, at the earliest."""
+    times: list[float | None] = []
+    for e in w.get("log") if type(w.get("log")) is list else ():
+        times.append(_time(e[-1]) if type(e) is list and e else None)
+    for ev in w.get("stimulus_log") if type(w.get("stimulus_log")) is list else ():
+        times.append(_time(ev.get("handled")) if isinstance(ev, dict) else None)
+    for f in ("transfer_incoming_log", "transfer_outgoing_log"):
+        for tr in w.get(f) if type(w.get(f)) is list else ():
+            times.append(_time(tr.get("stop")) if isinstance(tr, dict) else None)
+    if isinstance(sched_worker, dict):
+        times.append(_time(sched_worker.get("last_seen")))
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def _final_records(keys: Keys, address: str, seq: int, w: dict, where: str,
+                   sched_worker: dict | None = None) -> list[dict]:
     tasks_obj = _get(w, "tasks", dict, where, {})
     tasks = [_final_task(keys, name, t, f"{where}.tasks.{_short(name, 40)}") for name, t in tasks_obj.items()]
+    # since when each task is in its state, by the dump's own clock: its last
+    # transition there, or (executing) when its execution started
+    entered = _entered(keys, w.get("log"))
+    for task, (name, t) in zip(tasks, tasks_obj.items()):
+        key = decode_key(task["key"])
+        finish, when = entered.get(key, (None, None))
+        if finish == task["state"]:
+            task["since"] = when
+        elif task["state"] in ("executing", "long-running") and _time(t.get("start_time")) is not None:
+            task["since"] = _time(t["start_time"])
     busy = w.get("busy_workers") or []
     if type(busy) is not list or not all(type(a) is str for a in busy):
         raise _Refused(f"{where}.busy_workers: expected addresses")
@@ -831,6 +883,7 @@ def _final_records(keys: Keys, address: str, seq: int, w: dict, where: str) -> l
         "tasks": tasks[:TASKS_PER_RECORD],
         "data": _key_list(keys, w.get("data"), f"{where}.data", as_text=True),
         "busy_workers": busy,
+        "dumped": _dumped(w, sched_worker),
     }
     for f in ("ready", "constrained", "executing", "long_running", "in_flight_tasks", "missing_dep_flight"):
         head[f] = _key_list(keys, w.get(f), f"{where}.{f}")
@@ -998,7 +1051,7 @@ def _worker_records(
         if j > i:
             records[j]["batch"] = j - i + 1
         i = j + 1
-    final = _final_records(keys, address, events, w, where)
+    final = _final_records(keys, address, events, w, where, sched_worker)
     header["imported"] = {
         "source": SOURCE, "file": file, "events": events, "log_length": inputs["log_length"],
         "instructions": False, "keys_repaired": keys.repaired - repaired_before,
@@ -1142,7 +1195,7 @@ def _decode_keys(v: list) -> list:
     return [decode_key(k) for k in v]
 
 
-def final_states(path: str) -> dict[str, FinalWorkerState]:
+def final_states(path: Any) -> dict[str, FinalWorkerState]:
     """Each worker's ``final`` records, merged: the state when the dump was
     taken, without replay. Empty for a recorded (not imported) log."""
     out: dict[str, FinalWorkerState] = {}
@@ -1158,6 +1211,7 @@ def final_states(path: str) -> dict[str, FinalWorkerState]:
                 fields[f] = {a: _decode_keys(ks) for a, ks in rec.get(f, [])}
             fields["busy_workers"] = list(rec.get("busy_workers", []))
             fields["transition_counter"] = rec.get("transition_counter")
+            fields["dumped"] = rec.get("dumped")
             fw = out[address] = FinalWorkerState(
                 address, rec["seq"], rec.get("status"), rec.get("running"), {}, fields
             )
@@ -1181,7 +1235,7 @@ class SchedulerView:
     tasks: dict[Any, dict]
 
 
-def scheduler_state(path: str) -> SchedulerView | None:
+def scheduler_state(path: Any) -> SchedulerView | None:
     """The ``scheduler`` records of an imported log, merged; None if it has none."""
     view: SchedulerView | None = None
     for _, rec in _side_records(path, "scheduler"):
@@ -1194,12 +1248,13 @@ def scheduler_state(path: str) -> SchedulerView | None:
     return view
 
 
-def _side_records(path: str, kind: str) -> Iterator[tuple[int, dict]]:
+def _side_records(path: Any, kind: str) -> Iterator[tuple[int, dict]]:
+    """``kind`` records of a log (a file, a directory, several files)."""
     from replay.log import validate_record
 
-    for lineno, rec in iter_lines(path):
+    for file, lineno, rec in records_of(path):
         if rec.get("kind") == kind:
-            validate_record(path, lineno, rec)
+            validate_record(file, lineno, rec)
             yield lineno, rec
 
 

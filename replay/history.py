@@ -83,7 +83,8 @@ class WorkerHistory:
         """The step a position names; ``None`` is the last step."""
         from replay.positions import step_of
 
-        return step_of(pos, self.address, self.events, lambda sid: self.log.last_step_of(self.wlog, sid))
+        return step_of(pos, self.address, self.events, lambda sid: self.log.last_step_of(self.wlog, sid),
+                       lambda: self.wlog.last_step_of or ())
 
     def calls(
         self, start: int = 1, stop: int | None = None, *, records: bool = False, instructions: bool = True

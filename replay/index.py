@@ -51,6 +51,7 @@ from replay.diagnosis import Tracker, why, why_view
 from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
 from replay.literal import key_text, sort_key
+from replay.logfile import LogName, log_inputs, log_name
 from replay.positions import choose_worker, step_of
 from replay.render import event_text
 from replay.scheduler_log import attach_scheduler_log
@@ -87,7 +88,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 13
+VERSION = 14
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -133,15 +134,22 @@ def _kparse(text: str) -> Any:
 # --- where the index lives ------------------------------------------------------
 
 
-def identity(path: str) -> dict:
-    """What a log's index is keyed by: size, modification time, hash of the
-    head, the index layout and the installed ``distributed``; the state
-    machine's code is checked apart (:func:`code_identity`, :func:`same_code`)."""
+def _file_identity(path: str) -> dict:
     st = os.stat(path)
     with open(path, "rb") as f:
         head = hashlib.sha256(f.read(HEAD)).hexdigest()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": head, "version": VERSION,
-            "distributed": importlib.metadata.version("distributed")}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": head}
+
+
+def identity(log: LogName) -> dict:
+    """What a log's index is keyed by: size, modification time, hash of the
+    head (of each file, for a directory or several files), the index layout
+    and the installed ``distributed``; the state machine's code is checked
+    apart (:func:`code_identity`, :func:`same_code`)."""
+    files = log_inputs(log)
+    ident = (_file_identity(log) if files is None  # type: ignore[arg-type]
+             else {"files": [{"file": os.path.basename(f), **_file_identity(f)} for f in files]})
+    return {**ident, "version": VERSION, "distributed": importlib.metadata.version("distributed")}
 
 
 def code_identity() -> dict:
@@ -166,13 +174,27 @@ def same_code(recorded: dict) -> bool:
     return bool(recorded.get("stock")) and file is not None and recorded.get("file") == codeid.file_hash(file)
 
 
-def index_path(log: str) -> str:
-    """Beside the log, or in the cache folder when the log's folder is not writable."""
-    folder = os.path.dirname(os.path.abspath(log))
-    if os.access(folder, os.W_OK):
-        return os.path.abspath(log) + ".replay-index"
+#: the index of a recording directory, inside it: it moves with the recording
+DIRECTORY_INDEX = ".replay-index"
+
+
+def index_path(log: LogName) -> str:
+    """Beside the log (a directory's inside it, as ``DIR/.replay-index``), or
+    in the cache folder when that folder is not writable. Several files that
+    are not one directory's recording are indexed in the cache folder."""
+    if isinstance(log, tuple):
+        where = None
+        named = "\0".join(os.path.abspath(p) for p in log)
+    elif os.path.isdir(log):
+        where = os.path.join(os.path.abspath(log), DIRECTORY_INDEX)
+        named = where
+    else:
+        where = os.path.abspath(log) + ".replay-index"
+        named = os.path.abspath(log)
+    if where is not None and os.access(os.path.dirname(where), os.W_OK):
+        return where
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    name = hashlib.sha256(os.path.abspath(log).encode()).hexdigest()[:32]
+    name = hashlib.sha256(named.encode()).hexdigest()[:32]
     return os.path.join(cache, "dask-replay", name + ".replay-index")
 
 
@@ -552,7 +574,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
     ``progress(worker, step)`` is told how far each worker got.
     """
 
-    path = path or index_path(history.path)
+    path = path or index_path(history.log.source)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     db = sqlite3.connect(tmp)
@@ -584,7 +606,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
             info = {
                 "header": wh.header, "event_counts": dict(sorted(wlog.event_counts.items())),
                 "first_handled": wlog.first_handled, "last_handled": wlog.last_handled,
-                "ended": wlog.ended, "warnings": list(r.warnings),
+                "ended": wlog.ended, "end_reason": wlog.end_reason, "warnings": list(r.warnings),
                 "crash": crash, "crash_step": crash_step, "invariant": invariant, "reached": w.tracker.now.step,
                 "departed": departure(r.departed),
                 "raised": [{**r.to_json(), "key": None if r.key is None else encode_key(r.key)}
@@ -636,10 +658,10 @@ class Index:
 
     kind = "indexed"
 
-    def __init__(self, log: str, path: str):
+    def __init__(self, log: LogName, path: str):
         self.log = log
         #: the log's name in messages, as every source has it
-        self.path = log
+        self.path = log_name(log)
         #: where the index is
         self.file = path
         # read-only: a query never changes the index
@@ -653,7 +675,7 @@ class Index:
         ]
 
     @classmethod
-    def open(cls, log: str) -> Optional[Index]:
+    def open(cls, log: LogName) -> Optional[Index]:
         """The index of ``log`` if there is one and it is current, else None."""
         if log == "-":
             return None
@@ -690,6 +712,13 @@ class Index:
             self._scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
         return self._scheduler_log
 
+    def scheduler_task(self, key: Any) -> Any:
+        """From the log itself: the index does not hold the scheduler's view
+        (asked only of a key no worker has)."""
+        from replay.partial import scheduler_task  # replay.partial imports this module
+
+        return scheduler_task(self.log, key)
+
     def worker(self, which: Any = None) -> IndexedWorker:
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
@@ -720,7 +749,11 @@ class IndexedWorker:
     # --- positions ----------------------------------------------------
 
     def position(self, pos: Any) -> int:
-        return step_of(pos, self.address, self.events, self._last_step_of)
+        return step_of(pos, self.address, self.events, self._last_step_of, self._stimulus_ids)
+
+    def _stimulus_ids(self) -> list[str]:
+        return [sid for (sid,) in self.db.execute("SELECT DISTINCT stimulus_id FROM steps WHERE wid = ?",
+                                                   (self.wid,))]
 
     def _last_step_of(self, stimulus_id: str) -> Optional[int]:
         return self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND stimulus_id = ?",
@@ -811,7 +844,7 @@ class IndexedWorker:
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
         at, note = self._reach(step)
-        view = StateView.of(self.frozen(at), states=states, keys=keys, detail=detail)
+        view = StateView.of(self.frozen(at), states=states, keys=keys, detail=detail, strict=True)
         view.raised = self.raised(at)
         view.gathers = self.open_gathers(at)
         view.note = notes(note, self._departed(at))
@@ -944,6 +977,7 @@ class IndexedWorker:
             address=self.address, events=self.events, event_counts=info["event_counts"],
             first_handled=info["first_handled"], last_handled=info["last_handled"],
             deterministic=bool(info["header"].get("deterministic")), ended=info["ended"],
+            end_reason=info["end_reason"],
             task_states=dict(sorted(states.items(), key=lambda kv: _state_rank(kv[0]))),
             running=r.ws.running, paused_since=tracker.paused if not r.ws.running else None,
             stuck=why(r.ws, tracker), warnings=info["warnings"], crash=info["crash"],
@@ -1009,6 +1043,9 @@ class _Moments:
 
 class IndexTracker:
     """A :class:`~replay.diagnosis.Tracker` at a step, read from the index."""
+
+    #: what durations at the last step run to
+    end_name = "the end of the log"
 
     def __init__(self, worker: IndexedWorker, step: int):
         self.end = worker.events

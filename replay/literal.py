@@ -4,7 +4,8 @@ Every view shows keys, peers and event fields as Python literals, the way a
 dask maintainer reads them in ``ws.story()`` or a test: tuples as tuples,
 sets as sets, ``who_has={('x', 0): ('tcp://…',)}``. Never the log codec's
 tags. A long value is cut at a token boundary (a whole element, never half a
-key) and says how much was cut: ``['a', 'b', … 98 more]``.
+key) and says how much was cut, in words: ``['a', 'b', … 98 more]``,
+``'random_sample-a3e0… (28 characters cut)'``.
 
 Strings go through ``repr``, which escapes control characters, so a hostile
 key prints as its literal and cannot move the cursor or inject markup.
@@ -79,9 +80,9 @@ def _write(value: Any, out: list[str], budget: _Budget) -> None:
         _dataclass(value, out, budget)
         return
     text = repr(value)
-    if len(text) > budget.left and isinstance(value, (str, bytes)) and budget.left > 12:
-        keep = budget.left - 10
-        text = f"{text[:keep]}…(+{len(text) - keep})"
+    if len(text) > budget.left and isinstance(value, (str, bytes)) and budget.left > 24:
+        keep = budget.left - 22
+        text = f"{text[:keep]}… ({len(text) - keep} characters cut)"
     out.append(text)
     budget.left -= len(text)
 
@@ -128,7 +129,8 @@ def _container(value: Any, out: list[str], budget: _Budget) -> None:
             out.append(", ")
             budget.left -= 2
         if budget.left <= 0:
-            out.append(f"… {len(items) - i} more")
+            n = len(items) - i
+            out.append(f"… {n} more" if i else f"{n} element{'' if n == 1 else 's'} cut")
             break
         if isinstance(value, dict):
             _write(item[0], out, budget)

@@ -21,16 +21,22 @@ from pydantic import ValidationError
 
 from replay.determinism import valid_seed
 from replay.errors import LogError
-from replay.logfile import iter_lines, lines_at, scan_lines, spool_stdin
+from replay.logfile import (
+    KINDS,
+    SIDE_KINDS,
+    LogName,
+    iter_lines,
+    lines_at,
+    log_inputs,
+    log_name,
+    scan_lines,
+    spool_stdin,
+)
+from replay.merge import Located, merged_lines, records_of
 from replay.positions import choose_worker
 from schemas.codec import FORMAT, VERSION, CodecError
 from schemas.convert import EVENT_FIELDS, decode_event
 from schemas.records import RECORD, Header
-
-KINDS = ("header", "step", "resources", "end")
-#: what a cluster dump adds (replay.dump): final states and the scheduler's
-#: view, read by the commands that want them; replay has no use for them
-SIDE_KINDS = ("final", "scheduler")
 
 
 @dataclass
@@ -41,11 +47,16 @@ class WorkerLog:
     index: int
     header: dict
     header_line: int
+    #: the file holding the worker's records (one of a directory's)
+    file: str = ""
     events: int = 0
     event_counts: Counter = field(default_factory=Counter)
     first_handled: float | None = None
     last_handled: float | None = None
     ended: bool = False
+    #: why the recorder stopped, as its ``end`` record says ("teardown": the
+    #: plugin was torn down, by the worker closing or by being unregistered)
+    end_reason: str | None = None
     errors: int = 0
     #: last step carrying each stimulus id; built on first use, since a
     #: million ids cost more memory than the rest of the index
@@ -140,36 +151,61 @@ def decode_step(path: str, lineno: int, rec: dict, header: dict | None = None):
 class ClusterLog:
     """A log file of one or more workers."""
 
-    def __init__(self, path: str, source: str | None = None):
+    def __init__(self, path: str, source: LogName | None = None, files: list[str] | None = None):
         #: the name messages use; ``<stdin>`` for ``-``
         self.path = path
-        #: the file read, a temporary copy of standard input for ``-``
-        self.source = source or path
+        #: what is read: the file, a temporary copy of standard input for
+        #: ``-``, or the directory (or files) of a log of several files
+        self.source: LogName = source or path
+        #: the files of a directory or of several files, read merged by time
+        self.files = files
         self.workers: list[WorkerLog] = []
         self.warnings: list[str] = []
         self.lines = 0
 
     @classmethod
-    def open(cls, path: str, *, validate: bool = False) -> ClusterLog:
-        """Read ``path`` once. ``validate`` checks every line against the schema
-        and decodes every event as the engine will."""
+    def open(cls, path: LogName, *, validate: bool = False) -> ClusterLog:
+        """Read ``path`` once: a file, ``-``, a directory of worker logs or
+        several files (merged in memory by recorded time). ``validate`` checks
+        every line against the schema and decodes every event as the engine will."""
         if path == "-":
             tmp = spool_stdin()
             log = cls("<stdin>", tmp)
             weakref.finalize(log, os.unlink, tmp)
         else:
-            log = cls(path)
+            files = log_inputs(path)
+            log = cls(log_name(path), path, files)
         log._scan(validate)
         return log
+
+    def _lines(self, warn: Callable[[str], None] | None = None) -> Iterator[Located]:
+        """``(file, line, record)`` of every record, a directory's merged by time."""
+        if self.files is None:
+            return records_of(self.path, warn=warn, source=self.source)  # type: ignore[arg-type]
+        return merged_lines(self.files, warn=warn)
+
+    def file_of(self, worker: WorkerLog) -> str:
+        """The name messages about the worker's lines use."""
+        return worker.file if self.files is not None else self.path
 
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
 
+    def _scanned(self) -> Iterator[tuple[str, int, int | None, dict]]:
+        """Every record with its file, line and byte offset: one file is scanned
+        once with the offsets that let a worker's records be read back alone;
+        a directory's files are merged by time (each worker reads its own file)."""
+        if self.files is None:
+            for lineno, offset, rec in scan_lines(self.path, warn=self._warn, source=self.source):
+                yield self.path, lineno, offset, rec
+        else:
+            for path, lineno, rec in self._lines(self._warn):
+                yield path, lineno, None, rec
+
     def _scan(self, validate: bool) -> None:
         by_address: dict[str, WorkerLog] = {}
-        path = self.path
-        for lineno, offset, rec in scan_lines(path, warn=self._warn, source=self.source):
-            self.lines = lineno
+        for path, lineno, offset, rec in self._scanned():
+            self.lines = lineno if self.files is None else self.lines + 1
             kind = rec.get("kind")
             if kind not in KINDS:
                 if kind not in SIDE_KINDS:
@@ -188,7 +224,7 @@ class ClusterLog:
                     raise LogError(path, lineno, f"second header for worker {address}")
                 _check_header(path, lineno, rec, self._warn)
                 w = by_address[address] = WorkerLog(
-                    address, len(self.workers), rec, lineno
+                    address, len(self.workers), rec, lineno, path
                 )
                 self.workers.append(w)
                 continue
@@ -239,16 +275,18 @@ class ClusterLog:
                 if seq != w.events:
                     raise LogError(path, lineno, f"end at step {_short(seq)} of {address}, which has {w.events} steps")
                 w.ended = True
+                reason = rec.get("reason")
+                w.end_reason = reason if type(reason) is str else None
                 if type(rec.get("address")) is str:
                     w.later_address = rec["address"]
         if not self.workers:
-            raise LogError(path, None, "no worker header: not a dask-replay log, or empty")
+            raise LogError(self.path, None, "no worker header: not a dask-replay log, or empty")
 
     def last_step_of(self, worker: WorkerLog, stimulus_id: str) -> int | None:
         """The last step of ``worker`` that carries ``stimulus_id``, if any."""
         if worker.last_step_of is None:
             index: dict[str, dict[str, int]] = {w.address: {} for w in self.workers}
-            for _, rec in iter_lines(self.path, source=self.source):
+            for _, _, rec in self._lines():
                 if rec.get("kind") == "step":
                     index[rec["worker"]][rec["event"]["stimulus_id"]] = rec["seq"]
             for w in self.workers:
@@ -271,14 +309,24 @@ class ClusterLog:
         offsets the scan found them.
         """
         address = worker.address
-        k = bisect_left(worker.seqs, start)
-        seqs = worker.seqs
-        for i, (lineno, rec) in enumerate(
-            lines_at(self.path, worker.lines[k:], worker.offsets[k:], source=self.source), k
-        ):
-            if rec.get("seq") != seqs[i] or rec.get("worker") != address:
-                raise LogError(self.path, lineno, "not the record read before: the log changed since it was read")
-            yield lineno, rec
+        if self.files is None:  # one file: the worker's records where the scan found them
+            k = bisect_left(worker.seqs, start)
+            seqs = worker.seqs
+            for i, (lineno, rec) in enumerate(
+                lines_at(self.path, worker.lines[k:], worker.offsets[k:], source=self.source), k
+            ):
+                if rec.get("seq") != seqs[i] or rec.get("worker") != address:
+                    raise LogError(self.path, lineno, "not the record read before: the log changed since it was read")
+                yield lineno, rec
+            return
+        # a directory's worker has a file of its own: only that one is read
+        for lineno, rec in iter_lines(worker.file, source=worker.file):  # type: ignore[arg-type]
+            if rec.get("worker") == address and rec.get("kind") in ("step", "resources"):
+                seq = rec.get("seq")
+                if type(seq) is not int:  # the file changed since it was indexed
+                    raise LogError(worker.file, lineno, "seq: missing or not an integer")
+                if seq >= start:
+                    yield lineno, rec
 
 
 def validate_record(path: str, lineno: int, rec: dict, hint: str = "") -> None:

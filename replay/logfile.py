@@ -26,6 +26,16 @@ from replay.errors import LogError
 MAX_LINE = 16 * 2**20
 GZIP_MAGIC = b"\x1f\x8b"
 
+#: the records a worker's history is made of
+KINDS = ("header", "step", "resources", "end")
+#: what a cluster dump adds (replay.dump): final states and the scheduler's
+#: view, read by the commands that want them; replay has no use for them
+SIDE_KINDS = ("final", "scheduler")
+
+#: what names a log: a file (``-``: standard input), a directory of worker
+#: logs, or several files (a tuple), the last two read as one cluster log
+LogName = str | tuple[str, ...]
+
 
 def encode_line(record: dict) -> bytes:
     """``record`` as one line of a log: compact JSON and a newline."""
@@ -311,3 +321,42 @@ def log_files(directory: str) -> list[str]:
         for name in os.listdir(directory)
         if name.endswith((".jsonl", ".jsonl.gz")) and not SCHEDULER_LOG_NAME.fullmatch(name)
     )
+
+
+def log_inputs(log: LogName) -> list[str] | None:
+    """The files of a log named by a directory or several files; None for one file."""
+    if isinstance(log, tuple):
+        return list(log)
+    if log != "-" and os.path.isdir(log):
+        found = log_files(log)
+        if not found:
+            raise LogError(log, None, "no .jsonl or .jsonl.gz worker logs in this directory")
+        return found
+    return None
+
+
+def as_log(paths: list[str]) -> LogName:
+    """The log several command-line paths name. Every worker log of one
+    directory is that directory (sharing its index); otherwise the files.
+    A scheduler's log among them (``DIR/*.jsonl``) is no worker's: it is read
+    beside the workers' logs, not as one of them."""
+    if len(paths) > 1:
+        paths = [p for p in paths if not SCHEDULER_LOG_NAME.fullmatch(os.path.basename(p))] or paths
+    if len(paths) == 1:
+        return paths[0]
+    for p in paths:
+        if p == "-":
+            raise LogError(p, None, "standard input is a log of its own; give it alone")
+        if os.path.isdir(p):
+            raise LogError(p, None, "a directory is a log of its own; give it alone")
+    folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    if len(folders) == 1:
+        folder = folders.pop()
+        if sorted(map(os.path.abspath, paths)) == log_files(folder):
+            return os.path.dirname(paths[0]) or "."
+    return tuple(paths)
+
+
+def log_name(log: LogName) -> str:
+    """How messages name a log."""
+    return " ".join(log) if isinstance(log, tuple) else log

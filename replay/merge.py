@@ -15,8 +15,17 @@ import math
 import os
 from collections.abc import Callable, Iterator
 
-from replay.log import SIDE_KINDS
-from replay.logfile import SCHEDULER_LOG_NAME, LogError, iter_lines, log_files, write_records
+from replay.logfile import (
+    SCHEDULER_LOG_NAME,
+    SIDE_KINDS,
+    LogError,
+    LogName,
+    iter_lines,
+    log_files,
+    log_inputs,
+    log_name,
+    write_records,
+)
 
 Warn = Callable[[str], None]
 
@@ -37,16 +46,20 @@ def expand(paths: list[str]) -> list[str]:
     return out
 
 
+#: a record and where it was read: ``(file, line, record)``
+Located = tuple[str, int, dict]
+
+
 def _groups(path: str, index: int, warn: Warn | None) -> Iterator[tuple]:
-    """``(sort key, input index, n, records)``; a resources record waits for its step."""
-    pending: list[dict] = []
+    """``(sort key, input index, n, located records)``; a resources record waits for its step."""
+    pending: list[Located] = []
     n = 0
     for lineno, rec in iter_lines(path, warn=warn):
         kind = rec.get("kind")
         if kind == "header":
             key = -math.inf
         elif kind == "resources":
-            pending.append(rec)
+            pending.append((path, lineno, rec))
             continue
         elif kind == "step":
             key = rec.get("handled")
@@ -59,7 +72,7 @@ def _groups(path: str, index: int, warn: Warn | None) -> Iterator[tuple]:
         if isinstance(key, bool) or not isinstance(key, (int, float)):
             raise LogError(path, lineno, f"{kind}: missing or non-numeric time")
         n += 1
-        yield key, index, n, [*pending, rec]
+        yield key, index, n, [*pending, (path, lineno, rec)]
         pending = []
     if pending:  # a worker stopped between set_resources and its next stimulus
         yield math.inf, index, n + 1, pending
@@ -84,13 +97,33 @@ def _workers(paths: list[str], warn: Warn | None) -> None:
             raise LogError(path, None, "empty log")
 
 
-def merged(paths: list[str], *, warn: Warn | None = None) -> Iterator[dict]:
-    """The records of ``paths`` interleaved by time, one at a time."""
+def merged_lines(paths: list[str], *, warn: Warn | None = None) -> Iterator[Located]:
+    """The records of ``paths`` interleaved by time, each with its file and line."""
     _workers(paths, warn)
     # (key, input index, n) is unique, so the record lists are never compared
     streams = [_groups(p, i, warn) for i, p in enumerate(paths)]
     for _, _, _, records in heapq.merge(*streams):
         yield from records
+
+
+def merged(paths: list[str], *, warn: Warn | None = None) -> Iterator[dict]:
+    """The records of ``paths`` interleaved by time, one at a time."""
+    for _, _, rec in merged_lines(paths, warn=warn):
+        yield rec
+
+
+def records_of(log: LogName, *, warn: Warn | None = None, source: str | None = None) -> Iterator[Located]:
+    """Every record of a log with its file and line: one file as written, a
+    directory or several files merged in memory by recorded time, as
+    ``replay merge`` would write them. ``source`` is the file read for ``log``
+    (standard input's copy)."""
+    files = None if source is not None else log_inputs(log)
+    if files is None:
+        name = log_name(log)
+        for lineno, rec in iter_lines(name, warn=warn, source=source):
+            yield name, lineno, rec
+    else:
+        yield from merged_lines(files, warn=warn)
 
 
 def merge(paths: list[str], out: str, *, warn: Warn | None = None) -> int:
@@ -118,4 +151,4 @@ def merge(paths: list[str], out: str, *, warn: Warn | None = None) -> int:
     return n
 
 
-__all__ = ["expand", "merge", "merged"]
+__all__ = ["expand", "merge", "merged", "merged_lines", "records_of"]

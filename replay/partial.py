@@ -15,15 +15,18 @@ compared with each worker's.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import orjson
+from rich.text import Text
 
+from replay import render
 from replay.diagnosis import why, why_view
 from replay.disagreements import SchedulerFinding
 from replay.errors import BadInput, NotFound
 from replay.index import FrozenReplayer, FrozenWorker
-from replay.literal import key_text
+from replay.literal import jsonable, key_text
 from replay.positions import choose_worker
 from replay.scheduler_log import attach_scheduler_log
 from replay.story import Story, StoryLine, event_keys, no_such_key
@@ -37,10 +40,14 @@ def is_partial(history: Any) -> bool:
 
 
 class _NoHistory:
-    """A :class:`~replay.diagnosis.Tracker` that knows only the end: nothing
-    says when a task got where it is."""
+    """A :class:`~replay.diagnosis.Tracker` that knows only the end: no step
+    says when a task got where it is; the dump's own clock may (``since``:
+    key -> when it entered its state), and the end is when it was dumped."""
 
-    def __init__(self, now: Moment, raised: Optional[list] = None):
+    #: what the durations run to
+    end_name = "the dump"
+
+    def __init__(self, now: Moment, raised: Optional[list] = None, final: Any = None):
         self.now = now
         self.raised = raised or []
         self.end = now.step
@@ -48,6 +55,22 @@ class _NoHistory:
         self.gather: dict = {}
         self.execute: dict = {}
         self.paused: Optional[Moment] = None
+        for key, t in (final.tasks.items() if final is not None else ()):
+            if t.get("since") is None:
+                continue
+            # step 0: before the history the log holds, at a time the dump knows
+            at = Moment(0, t["since"])
+            self.changed[key] = (at, "")
+            if t["state"] in ("executing", "long-running"):
+                self.execute[key] = at
+            elif t["state"] == "flight":
+                self.gather[key] = (at, t.get("coming_from") or "?")
+
+
+def _dumped(final: Any, last_handled: Optional[float]) -> Optional[float]:
+    """When the worker's final state was dumped (at the earliest); its last step's time if unknown."""
+    dumped = None if final is None else final.fields.get("dumped")
+    return dumped if dumped is not None else last_handled
 
 
 class PartialLog:
@@ -68,6 +91,12 @@ class PartialLog:
         #: a recorded scheduler's log beside this one: a dump's history is
         #: partial, so only its final state is compared with it
         self.scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
+
+    def scheduler_task(self, key: Any) -> Optional[SchedulerTaskView]:
+        """A key no worker has, as the scheduler saw it."""
+        if self.scheduler is None or key not in self.scheduler.tasks:
+            return None
+        return SchedulerTaskView(key, self.scheduler.tasks[key])
 
     def worker(self, which: Any = None) -> PartialWorker:
         return self.workers[choose_worker([w.address for w in self.workers], which)]
@@ -92,6 +121,43 @@ class PartialLog:
                         out.append(SchedulerFinding(key, f"who_has lists {holder}", holder,
                                                     None if mine is None else mine["state"]))
         return out
+
+
+@dataclass(slots=True)
+class SchedulerTaskView:
+    """A key no worker has, as the scheduler's view in a cluster dump holds it."""
+
+    key: Any
+    #: the scheduler's fields: state, processing_on, who_has, nbytes
+    task: dict
+
+    def text(self) -> str:
+        t = self.task
+        parts = [t["state"]]
+        if t.get("processing_on"):
+            parts.append(f"processing on {t['processing_on']}")
+        if t.get("who_has"):
+            parts.append("who_has " + ", ".join(t["who_has"]))
+        if t.get("nbytes") not in (None, -1):
+            parts.append(f"{t['nbytes']:,} bytes")
+        return f"{key_text(self.key)}: no worker has it; the scheduler's view when dumped: " + "; ".join(parts)
+
+    def to_json(self) -> dict:
+        return {"key": jsonable(self.key), "scheduler": jsonable({k: v for k, v in self.task.items() if k != "key"}),
+                "text": self.text()}
+
+    def __rich__(self) -> Text:
+        return Text.assemble(("scheduler: ", "bold"), render.safe(self.text()))
+
+
+def scheduler_task(log: Any, key: Any) -> Optional[SchedulerTaskView]:
+    """The scheduler's view of ``key`` in the log read from ``log`` (an imported
+    dump's ``scheduler`` records), or None."""
+    from replay.dump import scheduler_state
+
+    view = scheduler_state(log)
+    task = None if view is None else view.tasks.get(key)
+    return None if task is None else SchedulerTaskView(key, task)
 
 
 def _containers(fields: dict, tasks: dict) -> dict:
@@ -213,7 +279,7 @@ class PartialWorker:
             "total_resources": total, "available_resources": total,
             **_containers(f.fields, f.tasks),
         }
-        last = self.wh.wlog.last_handled
+        last = _dumped(self.final, self.wh.wlog.last_handled)
         sid = ""
         if self.events:
             for call in self.wh.calls(self.events, self.events, instructions=False):
@@ -221,7 +287,7 @@ class PartialWorker:
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), self.events, sid, last)
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
-        view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+        view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail, strict=True)
         view.raised = self.raised(step)
         return view
 
@@ -230,8 +296,9 @@ class PartialWorker:
 
     def why(self, step: int, key: Any = None) -> Any:
         r = self.frozen(step)
-        view = why_view(r, _NoHistory(Moment(r.seq, r.handled), self.raised(step)), key)
-        view.note = f"history partial ({self.reason}): the final state is the dump's; when tasks got there is unknown"
+        view = why_view(r, _NoHistory(Moment(r.seq, r.handled), self.raised(step), self.final), key)
+        view.note = (f"history partial ({self.reason}): the final state is the dump's; since when is the "
+                     "dump's transition log's, to when it was dumped (unknown where it does not say)")
         return view
 
     def summary(self) -> Any:
@@ -246,11 +313,12 @@ class PartialWorker:
             address=self.address, events=self.events, event_counts=dict(sorted(wlog.event_counts.items())),
             first_handled=wlog.first_handled, last_handled=wlog.last_handled,
             deterministic=bool(self.wh.header.get("deterministic")), ended=wlog.ended,
+            end_reason=wlog.end_reason,
             task_states=dict(sorted(states.items(), key=lambda kv: _state_rank(kv[0]))),
             running=r.ws.running, paused_since=None,
-            stuck=why(r.ws, _NoHistory(Moment(r.seq, r.handled))),
+            stuck=why(r.ws, _NoHistory(Moment(r.seq, r.handled), final=self.final)),
             warnings=[f"history partial ({self.reason}): the final state is the dump's, not a replay's"],
-            step=self.events, raised=self.raised(self.events),
+            step=self.events, raised=self.raised(self.events), end_time=r.handled,
         )
 
     def _event_lines(self, stop: int, wanted: Any) -> tuple[list, set, Optional[float]]:

@@ -2,12 +2,13 @@
 
 A position is a step number (1-based per worker, 0 = the empty initial state)
 or a stimulus id, meaning the state after the last step carrying it: stimulus
-ids are not unique. A worker is named by index, full address, or a unique
-part of one.
+ids are not unique. A worker is named by index, full address, a whole port, or a unique
+part of an address (a number is an index or a port, never part of one).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
 from replay.errors import NotFound
@@ -22,20 +23,34 @@ def choose_worker(addresses: list[str], which: str | int | None = None) -> int:
             f"the log has {len(addresses)} workers; choose one with --worker: " + ", ".join(addresses)
         )
     text = str(which)
-    if text.isdigit() and int(text) < len(addresses):
-        return int(text)
     if text in addresses:
         return addresses.index(text)
+    if text.isdigit():
+        # a number is an index, or a whole port: never part of one
+        if int(text) < len(addresses):
+            return int(text)
+        port = [i for i, a in enumerate(addresses) if a.rsplit(":", 1)[-1] == text]
+        if len(port) == 1:
+            return port[0]
+        if not port:
+            raise NotFound(f"no worker {text}: the log has {len(addresses)} worker"
+                           f"{'' if len(addresses) == 1 else 's'} (0..{len(addresses) - 1}), and no port "
+                           f"{text}: " + ", ".join(addresses))
+        raise NotFound(f"port {text} names several workers: " + ", ".join(addresses[i] for i in port))
     part = [i for i, a in enumerate(addresses) if text in a]
     if len(part) == 1:
         return part[0]
     if not part:
-        raise NotFound(f"no worker matches {text!r}")
+        close = difflib.get_close_matches(text, addresses, n=3, cutoff=0.5)
+        raise NotFound(f"no worker matches {text!r}; "
+                       + (f"closest: {', '.join(close)}" if close else "the workers: " + ", ".join(addresses)))
     raise NotFound(f"{text!r} matches several workers: " + ", ".join(addresses[i] for i in part))
 
 
-def step_of(pos: Any, address: str, events: int, last_step_of: Callable[[str], Optional[int]]) -> int:
-    """The step ``pos`` names on a worker with ``events`` steps; None is the last."""
+def step_of(pos: Any, address: str, events: int, last_step_of: Callable[[str], Optional[int]],
+            known: Optional[Callable[[], Iterable[str]]] = None) -> int:
+    """The step ``pos`` names on a worker with ``events`` steps; None is the last.
+    ``known()`` lists the worker's stimulus ids, to name the closest to an unknown one."""
     if pos is None:
         return events
     if isinstance(pos, int) or (isinstance(pos, str) and pos.isdigit()):
@@ -45,5 +60,7 @@ def step_of(pos: Any, address: str, events: int, last_step_of: Callable[[str], O
         return step
     step = last_step_of(pos)
     if step is None:
-        raise NotFound(f"no step of {address} has stimulus id {pos!r}")
+        close = difflib.get_close_matches(str(pos), list(known()), n=3, cutoff=0.6) if known else []
+        raise NotFound(f"no step of {address} has stimulus id {pos!r}"
+                       + (f"; closest: {', '.join(close)}" if close else ""))
     return step

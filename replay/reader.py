@@ -132,7 +132,7 @@ def read_calls(
 def _read(
     log: ClusterLog, worker: WorkerLog, start: int, stop: int, keep: bool
 ) -> Iterator[RecordedCall]:
-    path, header = log.path, worker.header
+    path, header = log.file_of(worker), worker.header
     resources: list[ResourcesChange] = []
     steps: list[tuple[int, dict]] = []
     records = log.records(worker, start=start)

@@ -28,7 +28,8 @@ from replay.diagnosis import diagnose, why_view
 from replay.disagreements import find
 from replay.errors import BadInput, ReplayError
 from replay.index import Index, build
-from replay.partial import PartialLog, is_partial
+from replay.logfile import LogName, log_name
+from replay.partial import PartialLog, is_partial, scheduler_task
 from replay.positions import choose_worker
 from replay.scheduler_log import SchedulerLog, attach_scheduler_log
 from replay.story import key_story, stimulus_story
@@ -116,6 +117,10 @@ class Source(Protocol):
     def disagreements(self, at: dict[str, int]) -> list:
         """Where workers (or the scheduler and a worker) disagree about a
         key, each worker at the step ``at`` gives it."""
+
+    def scheduler_task(self, key: Any) -> Any:
+        """What the scheduler's view (an imported dump's) says of a key no
+        worker has (:class:`replay.partial.SchedulerTaskView`), or None."""
 
 
 # --- replayed ---------------------------------------------------------------------
@@ -257,16 +262,22 @@ class ReplayedSource:
     def disagreements(self, at: dict[str, int]) -> list:
         return find(self.workers, at, self.scheduler_log)
 
+    def scheduler_task(self, key: Any) -> Any:
+        return scheduler_task(self.history.log.source, key)
+
 
 # --- the policy ------------------------------------------------------------------
 
 
-def open_source(path: str, *, history: Any = None, progress: ProgressFactory = no_progress,
+def open_source(path: LogName, *, history: Any = None, progress: ProgressFactory = no_progress,
                 index_progress: Any = None) -> Source:
     """The source that answers for the log at ``path``.
 
     A current index answers; without one, the first question builds it
     (unless ``REPLAY_INDEX=off``; ``REPLAY_INDEX=required`` refuses instead).
+    ``path`` may name a recording directory or several files
+    (:data:`replay.logfile.LogName`): they are one cluster log, merged in
+    memory by recorded time, indexed as ``DIR/.replay-index``.
     A partial history answers from its final state. Standard input and a log
     whose index cannot be written are replayed. ``history`` opens the log
     (:func:`replay.open` and the hash seed's re-execution are the caller's:
@@ -279,7 +290,7 @@ def open_source(path: str, *, history: Any = None, progress: ProgressFactory = n
         if index is not None:
             return index
         if mode == "required":
-            raise BadInput(f"{path}: no current index ({INDEX_ENV}=required); `replay index` builds one")
+            raise BadInput(f"{log_name(path)}: no current index ({INDEX_ENV}=required); `replay index` builds one")
     opened = history()
 
     if is_partial(opened):  # nothing to replay from the empty state: answer without
@@ -294,7 +305,7 @@ def open_source(path: str, *, history: Any = None, progress: ProgressFactory = n
                 build(opened, progress=cb)
     except OSError as e:  # nowhere to write it: answer by replaying
         source = ReplayedSource(opened, progress)
-        source.warnings.append(f"{path}: cannot write its index ({e.strerror or e}); replaying")
+        source.warnings.append(f"{log_name(path)}: cannot write its index ({e.strerror or e}); replaying")
         return source
     index = Index.open(path)
     if index is None:  # the log changed while it was indexed

@@ -8,6 +8,7 @@ for a broken invariant, the ``assert`` that failed: file, line, source text.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -90,6 +91,35 @@ class WorkerSummary:
     #: where the replay first departed from the recording (then what follows
     #: is the replay's, not the worker's): its step and what differed
     departed: Departure = None
+    #: the ``end`` record's reason (None without one)
+    end_reason: Optional[str] = None
+    #: show every task with its key in full (``--detail``), not grouped by reason
+    detail: bool = False
+    #: when the state shown was taken, if not at the last step (a dump's time)
+    end_time: Optional[float] = None
+
+    @property
+    def closed_at(self) -> Optional[int]:
+        """The step at which the worker started closing, if its log shows a clean shutdown.
+
+        ``Worker.close`` sets the status to closing, which hands the state
+        machine a ``PauseEvent``; the worker may handle a few more stimuli
+        (a peer's removal, a find-missing) before the plugins' teardown writes
+        the ``end`` record ("teardown"). So a log that ends paused with that
+        record is a closed worker, closing from its last pause. A recorder
+        unregistered from a worker still running ends running instead; one
+        unregistered while the worker is paused for memory would read as
+        closed too (the end record does not say which teardown it was).
+        """
+        p = self.paused_since
+        if self.ended and self.end_reason == "teardown" and not self.running and p is not None \
+                and self.crash is None:
+            return p.step
+        return None
+
+    @property
+    def status(self) -> str:
+        return "closed" if self.closed_at is not None else "running" if self.running else "paused"
 
     @property
     def duration(self) -> float:
@@ -103,7 +133,7 @@ class WorkerSummary:
             "first_handled": self.first_handled, "last_handled": self.last_handled,
             "duration": self.duration, "deterministic": self.deterministic, "ended": self.ended,
             "task_states": self.task_states, "running": self.running,
-            "status": "running" if self.running else "paused",
+            "status": self.status, "closed_at": self.closed_at, "end_reason": self.end_reason,
             "paused_since": None if self.paused_since is None else self.paused_since.to_json(),
             "unfinished": len(self.stuck),
             "stuck": [v.to_json() for v in self.stuck], "warnings": self.warnings,
@@ -113,7 +143,10 @@ class WorkerSummary:
         }
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        closed = self.closed_at
         status = Text("running", style="green") if self.running else Text.assemble(
+            ("closed", "green"), f" at step {closed} (clean shutdown)"
+        ) if closed is not None else Text.assemble(
             ("paused", "bold yellow"),
             f" since step {self.paused_since.step}" if self.paused_since else "",
         )
@@ -138,7 +171,9 @@ class WorkerSummary:
         if self.invariant is not None:
             yield Text.assemble(("  invariant broken at the end: ", "bold red"), self.invariant.__rich__())
         if self.stuck:
-            yield verdicts_table(console, self.stuck, Moment(self.step, self.last_handled))
+            now = Moment(self.step, self.last_handled if self.end_time is None else self.end_time)
+            yield verdicts_table(console, self.stuck, now, detail=self.detail,
+                                 grouped=True)
         yield Text("  tasks: " + (", ".join(f"{s} {n}" for s, n in self.task_states.items()) or "none"))
         yield Text("  events: " + ", ".join(f"{render.safe(c).plain} {n}" for c, n in self.event_counts.items()),
                    style="dim")
@@ -155,15 +190,34 @@ class LoadSummary:
     scheduler: Any = None
 
     def to_json(self) -> dict:
-        out = {"path": self.path, "workers": [w.to_json() for w in self.workers]}
+        out = {"path": self.path, "workers": [w.to_json() for w in self.workers], "summary": self.summary()}
         if self.scheduler is not None:
-            out = {"path": self.path, "scheduler": self.scheduler.to_json(), "workers": out["workers"]}
+            out = {"path": self.path, "scheduler": self.scheduler.to_json(), **out}
         return out
+
+    def summary(self) -> str:
+        """The log in one line: how its workers ended, what is not finished."""
+        ends = Counter(w.status for w in self.workers)
+        unended = sum(not w.ended for w in self.workers)
+        states = Counter(v.state for w in self.workers for v in w.stuck)
+        raised = sum(len(w.raised) for w in self.workers)
+        n = len(self.workers)
+        parts = [f"{n} worker{'' if n == 1 else 's'}: " + ", ".join(f"{c} {s}" for s, c in ends.most_common())]
+        if unended:
+            parts.append(f"{unended} without an end record")
+        stuck = sum(states.values())
+        parts.append(f"{stuck} task{'' if stuck == 1 else 's'} not finished"
+                     + (" (" + ", ".join(f"{c} {s}" for s, c in states.most_common()) + ")" if stuck else ""))
+        if raised:
+            parts.append(f"{raised} raised step{'' if raised == 1 else 's'}")
+        parts.append(f"{sum(w.events for w in self.workers)} events")
+        return "; ".join(parts)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         if self.scheduler is not None:
             yield self.scheduler
         yield from self.workers
+        yield Text(self.summary(), style="bold")
 
 
 def load_worker(history: Any, *, progress: Any = None) -> WorkerSummary:
@@ -208,6 +262,7 @@ def load_worker(history: Any, *, progress: Any = None) -> WorkerSummary:
         invariant=invariant,
         step=tracker.now.step,
         raised=tracker.raised,
+        end_reason=wlog.end_reason,
         departed=departure(r.departed),
     )
 

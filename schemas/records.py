@@ -253,6 +253,9 @@ class FinalTask(Model):
     waiting_for_data: KeyList = []
     resource_restrictions: Optional[Resources] = None
     exception_text: Optional[StrictStr] = None
+    #: when the task entered its state (the dump's transition log, or an
+    #: execution's start), by the worker's clock; absent when unknown
+    since: Optional[StrictFloat] = None
 
 
 class FinalState(Model):
@@ -282,6 +285,9 @@ class FinalState(Model):
     in_flight_workers: KeysBy = []
     has_what: KeysBy = []
     busy_workers: list[StrictStr] = []
+    #: the latest time the dump records for the worker: when it was taken,
+    #: at the earliest (the end of every duration in the final state)
+    dumped: Optional[StrictFloat] = None
 
 
 class SchedulerTask(Model):

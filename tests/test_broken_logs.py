@@ -247,7 +247,8 @@ CASES: dict[str, Case] = {
                                   text="torn last line"),
     "stdin, gzip": Case(lambda c: gzip.compress(c.valid()), suffix="", stdin=True, outcome="ok"),
     "missing file": Case(text="cannot open"),
-    "directory": Case(text="cannot open"),
+    # a directory is a recording: this one holds no worker log
+    "directory": Case(text="no .jsonl or .jsonl.gz worker logs in this directory"),
 }
 
 #: steps in the log of a case that is read (not refused)
