@@ -573,6 +573,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
 
     ``progress(worker, step)`` is told how far each worker got.
     """
+    from replay.engine import rare_collections  # writing only: the engine is the state machine
 
     path = path or index_path(history.log.source)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -588,11 +589,12 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
             cb = None if progress is None else (lambda step, a=wh.address: progress(a, step))
             r = wh.replayer(tap_log=True, follow_recording=True)
             try:
-                for call in wh.calls(records=True):
-                    for one in _one_by_one(call):
-                        w.feed(r.apply(one), r.ws)
-                    if cb is not None:
-                        cb(r.seq)
+                with rare_collections():  # as every replay collects garbage
+                    for call in wh.calls(records=True):
+                        for one in _one_by_one(call):
+                            w.feed(r.apply(one), r.ws)
+                        if cb is not None:
+                            cb(r.seq)
             except ReplayError as e:  # a finding about the log: the index ends where replay did
                 crash, crash_step = str(e), e.step
             w.close()
