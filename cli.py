@@ -137,8 +137,9 @@ def schema(
 
 
 def is_scheduler_log(path: str) -> bool:
-    """Does the log at ``path`` start with a scheduler's header?"""
-    if path == "-":
+    """Does the log at ``path`` start with a scheduler's header? (A directory
+    is a cluster log, standard input a worker's.)"""
+    if path == "-" or os.path.isdir(path):
         return False
     for _, rec in iter_lines(path):
         return rec.get("kind") == "scheduler-header"

@@ -191,7 +191,7 @@ class ClusterLog:
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
 
-    def _scanned(self) -> Iterator[tuple[str, int, int | None, dict]]:
+    def _scanned(self) -> Iterator[tuple[str, int, int, dict]]:
         """Every record with its file, line and byte offset: one file is scanned
         once with the offsets that let a worker's records be read back alone;
         a directory's files are merged by time (each worker reads its own file)."""
@@ -200,7 +200,7 @@ class ClusterLog:
                 yield self.path, lineno, offset, rec
         else:
             for path, lineno, rec in self._lines(self._warn):
-                yield path, lineno, None, rec
+                yield path, lineno, 0, rec  # no offset: a worker reads its own file again
 
     def _scan(self, validate: bool) -> None:
         by_address: dict[str, WorkerLog] = {}
