@@ -15,6 +15,7 @@ import builtins
 import dataclasses
 import itertools
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -46,6 +47,12 @@ Fingerprint = Optional[Hashable]
 # --- replaying a candidate -------------------------------------------------------
 
 
+#: events that answer an instruction: without the request that asked for
+#: them, they are messages about nothing (dask rejects them, as another bug)
+REPLIES = (wsm.GatherDepDoneEvent, wsm.ExecuteSuccessEvent, wsm.ExecuteFailureEvent,
+           wsm.RescheduleEvent, wsm.RetryBusyWorkerEvent)
+
+
 @dataclass(slots=True)
 class Run:
     """A candidate replayed: where it stopped and what it left."""
@@ -59,44 +66,71 @@ class Run:
     instructions: list[list[wsm.Instruction]]
     #: what ``why`` needs to explain the end state, when asked for
     tracker: Optional[Tracker] = None
+    #: the requests no event has answered yet, each tagged with the index of
+    #: the stimulus that issued it and the keys it concerns
+    open: OpenRequests = dataclasses.field(default_factory=OpenRequests)
+    #: for each stimulus, the index of the one whose call issued what it answers
+    parent: list[Optional[int]] = dataclasses.field(default_factory=list)
+    #: indexes of replies that answer no request of the run
+    unsolicited: list[int] = dataclasses.field(default_factory=list)
+
+
+#: a request's tag in :attr:`Run.open`: (issuing stimulus, keys asked for)
+Tag = tuple[int, frozenset]
+
+
+def _request_keys(inst: wsm.Instruction) -> frozenset:
+    if isinstance(inst, wsm.GatherDep):
+        return frozenset(inst.to_gather)
+    key = getattr(inst, "key", None)
+    return frozenset() if key is None else frozenset([key])
 
 
 def replay_stimuli(
     header: dict,
     stimuli: Sequence[Stimulus],
     *,
-    each: Callable[[int, wsm.WorkerState], bool] | None = None,
+    each: Callable[[int, Run], bool] | None = None,
     track: bool = False,
 ) -> Run:
     """Feed ``stimuli`` one call each to a fresh ``WorkerState`` built from ``header``.
 
-    ``each(i, ws)``, if given, is asked after every stimulus and stops the
-    run by returning true. An exception stops it too, and is kept: for a
-    candidate, a crash is an outcome like any other. With ``track``, a
-    :class:`~replay.diagnosis.Tracker` follows the run, for ``why``'s reasons.
+    ``each(i, run)``, if given, is asked after every stimulus, with the run
+    so far, and stops the run by returning true. An exception stops it too,
+    and is kept: for a candidate, a crash is an outcome like any other. With
+    ``track``, a :class:`~replay.diagnosis.Tracker` follows the run, for
+    ``why``'s reasons.
     """
     r = Replayer(header, tap_log=track)
-    tracker = Tracker() if track else None
-    out: list[list[wsm.Instruction]] = []
+    run = Run(r.ws, None, -1, [], Tracker() if track else None)
+    requests: OpenRequests[Tag] = run.open
     step = 0  # numbered as in the shrunk log: events only
-    i = -1
     for i, s in enumerate(stimuli):
+        run.stopped = i
         if type(s) is Resources:
             r.set_resources(dict(s.total), dict(s.available))
-            out.append([])
+            run.instructions.append([])
+            run.parent.append(None)
         else:
             step += 1
+            answered = requests.answered(s)
+            run.parent.append(None if answered is None else answered[0])
+            if answered is None and isinstance(s, REPLIES):
+                run.unsolicited.append(i)
             call = RecordedCall([s], step, [0], 0.0, [], None, None)
             try:
                 applied = r.apply(call)
             except ReplayError as crash:
-                return Run(r.ws, crash.__cause__, i, out, tracker)
-            out.append(applied.instructions)
-            if tracker is not None:
-                tracker.feed(applied)
-        if each is not None and each(i, r.ws):
+                run.exception = crash.__cause__
+                return run
+            run.instructions.append(applied.instructions)
+            for inst in applied.instructions:
+                requests.issued(inst, (i, _request_keys(inst)))
+            if run.tracker is not None:
+                run.tracker.feed(applied)
+        if each is not None and each(i, run):
             break
-    return Run(r.ws, None, i, out, tracker)
+    return run
 
 
 # --- predicates ---------------------------------------------------------------
@@ -129,7 +163,8 @@ class Predicate:
 
 @dataclass
 class StuckPredicate(Predicate):
-    """``key`` ends in a non-final state, in the same category of wait."""
+    """``key`` ends in a non-final state, in the same category of wait, with
+    the same evidence of that wait (:func:`wait_evidence`)."""
 
     key: Any = None
     text: str = "--stuck"
@@ -140,7 +175,7 @@ class StuckPredicate(Predicate):
         ts = run.ws.tasks.get(self.key)
         if ts is None or ts.state in FINAL_STATES:
             return None
-        return ("stuck", self.key, ts.state, category(run.ws, ts))
+        return ("stuck", self.key, ts.state, category(run.ws, ts), wait_evidence(run, ts))
 
     def keys(self) -> set:
         return {self.key}
@@ -151,6 +186,42 @@ class StuckPredicate(Predicate):
     def outcome(self, run: Run) -> Outcome:
         ts = run.ws.tasks[self.key]
         return Stuck(self.key, ts.state, explain(run.ws, ts, run.tracker or Tracker()).reason)
+
+
+def _asked(run: Run, peer: str, key: Any) -> bool:
+    """Is a ``GatherDep`` for ``key`` to ``peer`` still unanswered in the run?"""
+    return any(key in keys for _, keys in run.open.gathers.get(peer, ()))
+
+
+def wait_evidence(run: Run, ts: wsm.TaskState) -> tuple:
+    """What keeps ``ts`` where it is, named by role rather than by peer or
+    key (so renaming keeps it): whether the worker runs; for a task that
+    needs data, each holder's role (the peer it comes from, busy, marked in
+    flight, with this key, with an unanswered ``GatherDep`` for it: a mark
+    without a request is stale bookkeeping, a request is an ordinary wait);
+    for a waiting task, its dependencies' states other than memory; for a
+    constrained task, the resources short; for an executing one, whether an
+    ``Execute`` for it is unanswered."""
+    ws = run.ws
+    state = ts.previous if ts.state in ("cancelled", "resumed") else ts.state
+    evidence: list = [ws.running]
+    if state in ("fetch", "flight", "missing"):
+        peers = set(ts.who_has)
+        if ts.coming_from:
+            peers.add(ts.coming_from)
+        evidence.append(tuple(sorted({
+            (w == ts.coming_from, w in ws.busy_workers, w in ws.in_flight_workers,
+             ts.key in ws.in_flight_workers.get(w, ()), _asked(run, w, ts.key))
+            for w in peers
+        })))
+    elif state == "waiting":
+        evidence.append(tuple(sorted({d.state for d in ts.dependencies} - {"memory"})))
+    elif state == "constrained":
+        need = ts.resource_restrictions or {}
+        evidence.append(tuple(sorted(str(r) for r, n in need.items() if ws.available_resources.get(r, 0) < n)))
+    elif state in ("executing", "long-running"):
+        evidence.append(ts.key in run.open.executing)
+    return tuple(evidence)
 
 
 @dataclass
@@ -175,20 +246,37 @@ class StatePredicate(Predicate):
         return InState(self.key, self.state)
 
 
+#: what varies between two raises of the same failure in its message:
+#: addresses, quoted names and keys, numbers
+_MESSAGE_VALUES = re.compile(
+    r"""\w+://[^\s'",)\]}]+|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?"""
+)
+
+
+def message_shape(e: BaseException) -> str:
+    """The first line of ``e``'s message with its values blanked: the same
+    for the same failure about other keys, peers or sizes."""
+    lines = str(e).strip().splitlines()
+    return _MESSAGE_VALUES.sub("…", lines[0][:500]) if lines else ""
+
+
 def exception_fingerprint(e: BaseException) -> tuple:
-    """The same failure, whatever the run: dask's transition errors by key and
-    states, anything else by where it was raised."""
-    name = type(e).__name__
+    """The same failure, whatever the run: the exception's class, the file,
+    line and function it was raised in and the shape of its message; dask's
+    transition errors also by key and states."""
+    file, line, function, _ = raised_at(e)
+    where = (type(e).__name__, file, line, function, message_shape(e))
     if isinstance(e, wsm.InvalidTransition):  # and TransitionCounterMaxExceeded
-        return (name, e.key, e.start, e.finish)
+        return (*where, e.key, e.start, e.finish)
     if isinstance(e, wsm.InvalidTaskState):
-        return (name, e.key, e.state)
-    return (name, raised_at(e)[2])
+        return (*where, e.key, e.state)
+    return where
 
 
 @dataclass
 class RaisesPredicate(Predicate):
-    """Replaying raises; ``name`` narrows it to one exception class."""
+    """Replaying raises the same failure (:func:`exception_fingerprint`);
+    ``name`` narrows it to one exception class."""
 
     name: Optional[str] = None
     text: str = "--raises"
@@ -264,7 +352,8 @@ class ExprPredicate(Predicate):
             raise BadInput(f"--expr: not a Python expression: {e.msg}: {self.expr!r}") from None
 
     def value(self, ws: wsm.WorkerState) -> Any:
-        return eval(self._code, {"__builtins__": builtins}, {"ws": ws})  # the user's own text
+        # ws in the globals: a comprehension's own scope sees it there
+        return eval(self._code, {"__builtins__": builtins, "ws": ws})  # the user's own text
 
     def observe(self, run: Run) -> Fingerprint:
         if run.exception is not None:
@@ -336,6 +425,9 @@ class Shrinker:
         self.progress = progress
         #: recorded time of each stimulus, by ``id()`` of the stimuli in ``current``
         self.handled: dict[int, float] = {}
+        #: ``id()`` of the replies in ``current`` that answer no request, as
+        #: they did in the original log: the only ones a candidate may hold
+        self.unsolicited: set[int] = set()
         #: original key -> current name, original peer -> current address
         self.keys: dict = {}
         self.peers: dict = {}
@@ -347,9 +439,17 @@ class Shrinker:
         return replay_stimuli(header or self.header, stimuli)
 
     def shows(self, stimuli: Sequence[Stimulus], *, header: dict | None = None,
-              predicate: Predicate | None = None, target: Fingerprint = None) -> bool:
+              predicate: Predicate | None = None, target: Fingerprint = None,
+              origin: Sequence[Stimulus] | None = None) -> bool:
+        """The one gate: does ``stimuli`` show the target, with no reply whose
+        request is gone? ``origin[i]`` is the stimulus of the current list
+        that ``stimuli[i]`` rewrites (default: ``stimuli`` are current ones)."""
         p = predicate or self.predicate
-        return p.observe(self.run(stimuli, header)) == (target if target is not None else self.target)
+        run = self.run(stimuli, header)
+        origin = stimuli if origin is None else origin
+        if any(id(origin[i]) not in self.unsolicited for i in run.unsolicited):
+            return False
+        return p.observe(run) == (target if target is not None else self.target)
 
     def accept(self, candidate: list[Stimulus]) -> bool:
         if len(candidate) < len(self.current) and self.shows(candidate):
@@ -375,15 +475,8 @@ class Shrinker:
 
     def causes(self, stimuli: Sequence[Stimulus]) -> list[int | None]:
         """For each stimulus, the one whose call issued what it completes."""
-        run = self.run(stimuli)
-        parent: list[int | None] = [None] * len(stimuli)
-        requests: OpenRequests[int] = OpenRequests()
-        for i, x in enumerate(stimuli):
-            if type(x) is not Resources:
-                parent[i] = requests.answered(x)
-            for inst in run.instructions[i] if i < len(run.instructions) else ():
-                requests.issued(inst, i)
-        return parent
+        parent = self.run(stimuli).parent
+        return parent + [None] * (len(stimuli) - len(parent))
 
     def _with_descendants(self, parent: list[int | None], drop: Iterable[int]) -> set[int]:
         children: dict[int, list[int]] = defaultdict(list)
@@ -518,7 +611,7 @@ class Shrinker:
                 asked = [n for w, n in sizes[p] if w == x.worker]
                 if len(asked) == 1 and asked[0] != x.total_nbytes:
                     candidate[i] = _replace(x, total_nbytes=asked[0])
-        if candidate != self.current and self.shows(candidate):
+        if candidate != self.current and self.shows(candidate, origin=self.current):
             self.take(candidate)
 
     def rank_priorities(self) -> None:
@@ -533,7 +626,7 @@ class Shrinker:
         candidate = [fn(s) for s in self.current]
         if candidate == self.current:
             return False
-        if self.shows(candidate, **shown):
+        if self.shows(candidate, origin=self.current, **shown):
             self.take(candidate)
             return True
         return False
@@ -543,6 +636,8 @@ class Shrinker:
         current; each new stimulus keeps the recorded time of the one it replaces."""
         for old, new in zip(self.current, candidate):
             self.handled[id(new)] = self.handled.get(id(old), 0.0)
+            if id(old) in self.unsolicited:
+                self.unsolicited.add(id(new))
         self.current = candidate
 
     def rename_keys(self) -> None:
@@ -596,7 +691,7 @@ class Shrinker:
             mapping[w] = f"{hosts[h]}:{next(port)}"
         header = {**self.header, "worker": mapping[me]}
         candidate = [map_stimulus(s, peer=mapping.get) for s in self.current]
-        if self.shows(candidate, header=header):
+        if self.shows(candidate, header=header, origin=self.current):
             self.take(candidate)
             self.header = header
             self.peers = mapping
@@ -622,7 +717,7 @@ class Shrinker:
 
     def _try_replace(self, i: int, s: Stimulus) -> bool:
         candidate = self.current[:i] + [s] + self.current[i + 1:]
-        if self.shows(candidate):
+        if self.shows(candidate, origin=self.current):
             self.take(candidate)
             return True
         return False
@@ -642,10 +737,19 @@ def _neighbours(keys: set, deps: dict, dependents: dict, depth: int | None) -> s
     return out
 
 
+#: where a fingerprint names a key, by its first item
+_KEY_AT = {"stuck": 1, "state": 1, "raises": 6}
+
+
 def _rename_fingerprint(fp: Fingerprint, mapping: dict) -> Fingerprint:
-    if isinstance(fp, tuple):
-        return tuple(mapping.get(v, v) if _hashable(v) else v for v in fp)
-    return fp
+    """``fp`` with the key it names (if any) renamed; nothing else is a key,
+    even where it looks like one (a line number, a state)."""
+    if not isinstance(fp, tuple) or not fp or fp[0] not in _KEY_AT:
+        return fp
+    i = _KEY_AT[fp[0]]
+    if len(fp) <= i or not _hashable(fp[i]):
+        return fp
+    return (*fp[:i], mapping.get(fp[i], fp[i]), *fp[i + 1:])
 
 
 def _hashable(v: Any) -> bool:
@@ -837,14 +941,15 @@ def choose_stuck_key(ws: wsm.WorkerState) -> Any:
     return min(stuck, key=rank).key
 
 
-def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) -> tuple[int, Fingerprint]:
+def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) -> tuple[int, Fingerprint, list[int]]:
     """The first stimulus after which the original shows the predicate's
-    fingerprint, and that fingerprint; for end-of-log predicates, the
-    fingerprint is the one at the end of the log."""
+    fingerprint, that fingerprint, and the replies up to there that answer
+    no request; for end-of-log predicates, the fingerprint is the one at
+    the end of the log."""
     fps: list[Fingerprint] = []
 
-    def each(i: int, ws: wsm.WorkerState) -> bool:
-        fp = predicate.observe(Run(ws, None, i, []))
+    def each(i: int, run: Run) -> bool:
+        fp = predicate.observe(run)
         fps.append(fp)
         return predicate.first_hit and fp is not None
 
@@ -852,16 +957,26 @@ def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) 
     if run.exception is not None:
         fp = predicate.observe(run)
         if fp is None:
+            held = next((i for i, f in enumerate(fps) if f is not None), None)
+            hint = "" if held is None else (
+                f"; it held after stimulus {held + 1}: cut the log there with --until"
+            )
             raise NotReproduced(
                 f"replaying the log raises {type(run.exception).__name__} at stimulus "
                 f"{run.stopped + 1} ({_first_line(run.exception)}), which is not what "
-                f"{predicate.text} asks for"
+                f"{predicate.text} asks for" + hint
             )
-        return run.stopped, fp
+        return run.stopped, fp, run.unsolicited
     target = fps[-1] if fps else None
     if target is None:
+        if isinstance(predicate, ExprPredicate):
+            try:
+                predicate.value(run.ws)
+            except Exception as e:  # the user's expression, reported as theirs
+                raise BadInput(f"--expr raises {type(e).__name__}: {_first_line(e)}") from None
         raise NotReproduced(f"{predicate.text} does not hold on the original log")
-    return fps.index(target), target
+    cut = fps.index(target)
+    return cut, target, [i for i in run.unsolicited if i <= cut]
 
 
 def _first_line(e: BaseException) -> str:
@@ -908,7 +1023,7 @@ def shrink(
             raise NotReproduced("no task is stuck at the end of the log; say what to look for "
                                 "(--stuck KEY, --state, --raises, --invalid or --expr)")
         predicate = StuckPredicate(key, text=predicate.text if predicate else "--stuck")
-    cut, target = _first_hit(header, stimuli, predicate)
+    cut, target, unsolicited = _first_hit(header, stimuli, predicate)
     replays += 1
     if isinstance(predicate, InvalidPredicate):
         run = replay_stimuli(header, stimuli[: cut + 1])
@@ -916,6 +1031,7 @@ def shrink(
         predicate = dataclasses.replace(predicate, about=frozenset(_invalid_keys(run)))
     s = Shrinker(header, stimuli[: cut + 1], predicate, target, progress=progress)
     s.handled = {id(x): t for x, t in zip(stimuli, handled)}
+    s.unsolicited = {id(stimuli[i]) for i in unsolicited}
     if progress is not None:
         progress(f"cut after stimulus {cut + 1} of {len(stimuli)}")
     s.shrink()
