@@ -757,8 +757,24 @@ def step(
         stepper.close()
 
 
+@app.callback()
+def _options(
+    imports: list[str] = typer.Option(
+        [], "--import", metavar="MODULE",
+        help="Import MODULE before anything replays: a patched or fixed state machine (repeatable; "
+        "also after the command, or REPLAY_IMPORT=m1,m2).",
+    ),
+) -> None:
+    # main() has taken every --import already, wherever it stood: see replay.imports
+    pass
+
+
 def main() -> None:
+    from replay import imports
+
     try:
+        imports.request(imports.take_options(sys.argv))
+        imports.apply()
         # without standalone mode, click returns typer.Exit's code instead of raising
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:

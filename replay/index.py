@@ -38,6 +38,7 @@ import hashlib
 import importlib.metadata
 import os
 import sqlite3
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,13 +46,14 @@ from typing import Any, Optional
 
 import orjson
 
+from replay import codeid
 from replay.errors import NotFound
 from replay.literal import key_text, sort_key
 from schemas.codec import decode_key, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 5
+VERSION = 6
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -97,13 +99,35 @@ def _kparse(text: str) -> Any:
 
 def identity(path: str) -> dict:
     """What a log's index is keyed by: size, modification time, hash of the
-    head, the index layout and the installed ``distributed``."""
+    head, the index layout and the installed ``distributed``; the state
+    machine's code is checked apart (:func:`code_identity`, :func:`same_code`)."""
     st = os.stat(path)
     with open(path, "rb") as f:
         head = hashlib.sha256(f.read(HEAD)).hexdigest()
-    # the replay that wrote it ran this dask: under another, it might differ
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": head, "version": VERSION,
             "distributed": importlib.metadata.version("distributed")}
+
+
+def code_identity() -> dict:
+    """The state machine that replays in this process (the one writing an
+    index): its installed source file, its code as imported, and whether that
+    is the file's code unpatched."""
+    file = codeid.module_file()
+    live = codeid.live_digest()
+    return {"file": codeid.file_hash(file), "digest": live, "stock": live == codeid.file_digest(file)}
+
+
+def same_code(recorded: dict) -> bool:
+    """Would this process replay through the code an index was written by?
+
+    A process that has imported the state machine (a patch, ``--import``)
+    compares the code as imported; one that has not (the query path never
+    imports ``distributed``) trusts a stock index over an unchanged file.
+    """
+    if codeid.MODULE in sys.modules:
+        return recorded.get("digest") == codeid.live_digest()
+    file = codeid.module_file()
+    return bool(recorded.get("stock")) and file is not None and recorded.get("file") == codeid.file_hash(file)
 
 
 def index_path(log: str) -> str:
@@ -429,6 +453,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                        (wid, wh.address, wh.events, orjson.dumps(info).decode()))
         db.executescript(_INDEXES)
         ident = identity(history.log.source) if history.path != "<stdin>" else {}
+        ident["code"] = code_identity()
         db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, orjson.dumps(v).decode()) for k, v in ident.items()])
         db.commit()
     finally:
@@ -495,7 +520,8 @@ class Index:
                 db.close()
         except sqlite3.DatabaseError:  # not an index, or torn: build it anew
             return None
-        if have != want:
+        code = have.pop("code", None)
+        if have != want or code is None or not same_code(code):
             return None
         return cls(log, path)
 

@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Optional
 
+from replay import imports
 from replay.errors import BadInput
 
 
@@ -70,26 +71,29 @@ def _on_dask(fn: Callable[[str, str], Any], path: str, addresses: list[str], sch
         raise BadInput(f"--scheduler {scheduler}: cannot connect: {e}") from None
     n = len(addresses)
     with client:
+        # the modules of --import travel with the task: the worker's environment has none
+        patches = {k: os.environ[k] for k in (imports.ENV, imports.PATH_ENV) if k in os.environ}
         futures = client.map(_fresh, [fn.__name__] * n, [os.path.abspath(path)] * n, addresses,
-                             [hash_seed() or NANNY_SEED] * n, pure=False)
+                             [hash_seed() or NANNY_SEED] * n, [patches] * n, pure=False)
         return client.gather(futures)
 
 
-def _fresh(name: str, path: str, address: str, seed: str) -> Any:
+def _fresh(name: str, path: str, address: str, seed: str, patches: dict[str, str]) -> Any:
     """``name(path, address)`` in a fresh interpreter beside a dask worker.
 
     A dask worker holds ``TaskState`` objects of its own, hashed by identity,
     so its process cannot switch to the key hashing exact replay needs; and
     it runs with its own hash seed. A child interpreter has neither problem.
+    ``patches`` are the variables that name the modules of ``--import``.
     """
     import pickle
     import subprocess
     import sys
 
-    code = ("import pickle, sys; from replay import parallel; "
+    code = ("import pickle, sys; from replay import imports, parallel; imports.apply(); "
             f"sys.stdout.buffer.write(pickle.dumps(parallel.{name}(sys.argv[1], sys.argv[2])))")
     out = subprocess.run([sys.executable, "-c", code, path, address], capture_output=True,
-                         env=dict(os.environ, PYTHONHASHSEED=seed))
+                         env=dict(os.environ, PYTHONHASHSEED=seed, **patches))
     if out.returncode:
         raise RuntimeError(f"replaying {address} of {path} failed:\n{out.stderr.decode(errors='replace')}")
     # written by our own child process just now, never read from a file
