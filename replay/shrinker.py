@@ -384,8 +384,6 @@ class Shrunk:
     outcome: Outcome
     #: the shrunk log's records (header, steps, end), ready to be written
     records: list[dict]
-    #: the reproducer, as pytest source
-    test_source: str
     original_events: int
     passes: int
     replays: int
@@ -393,6 +391,17 @@ class Shrunk:
     #: the fingerprint the shrunk log shows (the original's, renamed)
     fingerprint: Fingerprint
     narrative: Narrative
+    dask_style: bool = False
+    _source: Optional[str] = dataclasses.field(default=None, repr=False)
+
+    @property
+    def test_source(self) -> str:
+        """The reproducer, as pytest source: written (and checked) on first use,
+        so a shrunk log alone needs neither pytest nor the checks."""
+        if self._source is None:
+            self._source = pytest_source(self.inputs, self.stimuli, self.outcome, self.narrative,
+                                         dask_style=self.dask_style)
+        return self._source
 
 
 class Shrinker:
@@ -991,13 +1000,15 @@ def shrink(
     *,
     dask_style: bool = False,
     progress: Callable[[str], None] | None = None,
+    until: str | int | None = None,
 ) -> Shrunk:
     """Shrink one worker of ``log`` to a minimal reproducer of ``predicate``.
 
     ``log`` is a path (``worker`` then chooses the worker, as ``--worker``
     does) or one worker's :class:`~replay.history.WorkerHistory`. Without a
     predicate: ``--stuck``, on the task that best explains the others, if
-    the log ends with tasks stuck. Raises :class:`NotReproduced` when the
+    the log ends with tasks stuck. ``until`` (a step or a stimulus id, as
+    ``--until``) cuts the log there first. Raises :class:`NotReproduced` when the
     predicate does not hold on the original log.
 
     >>> import replay
@@ -1014,6 +1025,8 @@ def shrink(
         history = open_log(log).worker(worker)
     header = history.header
     stimuli, handled = stimuli_of(history)
+    if until is not None:
+        stimuli, handled = _until(stimuli, handled, history.position(until))
     replays = 0
     if predicate is None or (isinstance(predicate, StuckPredicate) and predicate.key is None):
         end = replay_stimuli(header, stimuli)
@@ -1048,21 +1061,33 @@ def shrink(
         distributed=str(header.get("distributed")),
         predicate=predicate.text,
     )
-    source = pytest_source(inputs, s.current, outcome, narrative, dask_style=dask_style)
     return Shrunk(
         stimuli=s.current,
         inputs=inputs,
         header=new_header,
         outcome=outcome,
         records=log_records(new_header, s.current, [s.handled.get(id(x), 0.0) for x in s.current], final),
-        test_source=source,
         original_events=history.events,
         passes=s.passes,
         replays=replays + s.replays + 1,
         seconds=time.perf_counter() - start,
         fingerprint=s.target,
         narrative=narrative,
+        dask_style=dask_style,
     )
+
+
+def _until(stimuli: list[Stimulus], handled: list[float], step: int) -> tuple[list[Stimulus], list[float]]:
+    """The stimuli up to event ``step`` (1-based), with the resource changes before it."""
+    if step == 0:
+        return [], []
+    events = 0
+    for i, x in enumerate(stimuli):
+        if type(x) is not Resources:
+            events += 1
+            if events == step:
+                return stimuli[: i + 1], handled[: i + 1]
+    return stimuli, handled
 
 
 def _invalid_keys(run: Run) -> set:
