@@ -28,6 +28,7 @@ from distributed.comm import get_address_host
 from replay.diagnosis import FINAL_STATES, Tracker, category, explain
 from replay.engine import Replayer
 from replay.errors import BadInput, ReplayError
+from replay.hashcheck import Seen, elsewhere, salted
 from replay.history import WorkerHistory
 from replay.reader import RecordedCall
 from replay.requests import OpenRequests
@@ -351,6 +352,9 @@ class ExprPredicate(Predicate):
         except SyntaxError as e:
             raise BadInput(f"--expr: not a Python expression: {e.msg}: {self.expr!r}") from None
 
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.expr, self.text))  # the compiled code does not pickle
+
     def value(self, ws: wsm.WorkerState) -> Any:
         # ws in the globals: a comprehension's own scope sees it there
         return eval(self._code, {"__builtins__": builtins, "ws": ws})  # the user's own text
@@ -392,6 +396,9 @@ class Shrunk:
     fingerprint: Fingerprint
     narrative: Narrative
     dask_style: bool = False
+    #: what fresh interpreters with stock hashing and random seeds saw
+    #: replaying ``stimuli`` (empty: not checked)
+    seen: list[Seen] = dataclasses.field(default_factory=list)
     _source: Optional[str] = dataclasses.field(default=None, repr=False)
 
     @property
@@ -400,7 +407,8 @@ class Shrunk:
         so a shrunk log alone needs neither pytest nor the checks."""
         if self._source is None:
             self._source = pytest_source(self.inputs, self.stimuli, self.outcome, self.narrative,
-                                         dask_style=self.dask_style)
+                                         dask_style=self.dask_style,
+                                         variants=[x.instructions for x in self.seen])
         return self._source
 
 
@@ -434,6 +442,9 @@ class Shrinker:
         self.progress = progress
         #: recorded time of each stimulus, by ``id()`` of the stimuli in ``current``
         self.handled: dict[int, float] = {}
+        #: hash salts every candidate must also show the bug under
+        #: (:func:`~replay.hashcheck.salted`); empty until hashing proved to matter
+        self.salts: tuple[int, ...] = ()
         #: ``id()`` of the replies in ``current`` that answer no request, as
         #: they did in the original log: the only ones a candidate may hold
         self.unsolicited: set[int] = set()
@@ -451,14 +462,22 @@ class Shrinker:
               predicate: Predicate | None = None, target: Fingerprint = None,
               origin: Sequence[Stimulus] | None = None) -> bool:
         """The one gate: does ``stimuli`` show the target, with no reply whose
-        request is gone? ``origin[i]`` is the stimulus of the current list
-        that ``stimuli[i]`` rewrites (default: ``stimuli`` are current ones)."""
+        request is gone, and (once hashing proved to matter) under every salt?
+        ``origin[i]`` is the stimulus of the current list that ``stimuli[i]``
+        rewrites (default: ``stimuli`` are current ones)."""
         p = predicate or self.predicate
+        want = target if target is not None else self.target
         run = self.run(stimuli, header)
         origin = stimuli if origin is None else origin
         if any(id(origin[i]) not in self.unsolicited for i in run.unsolicited):
             return False
-        return p.observe(run) == (target if target is not None else self.target)
+        if p.observe(run) != want:
+            return False
+        for salt in self.salts:
+            with salted(salt):
+                if p.observe(self.run(stimuli, header)) != want:
+                    return False
+        return True
 
     def accept(self, candidate: list[Stimulus]) -> bool:
         if len(candidate) < len(self.current) and self.shows(candidate):
@@ -929,6 +948,9 @@ def stimuli_of(history: WorkerHistory) -> tuple[list[Stimulus], list[float]]:
     return stimuli, handled
 
 
+#: hash salts of the gate once hashing proved to matter
+_SALTS = (1, 2, 3, 4)
+
 #: stuck categories in the order ``--stuck`` without a key picks its task:
 #: a wait with a cause of its own before one that only waits on another task
 _ROOT_FIRST = ("waiting: erred dependency", "flight", "missing", "fetch", "constrained: resources",
@@ -1001,6 +1023,7 @@ def shrink(
     dask_style: bool = False,
     progress: Callable[[str], None] | None = None,
     until: str | int | None = None,
+    hash_check: bool = True,
 ) -> Shrunk:
     """Shrink one worker of ``log`` to a minimal reproducer of ``predicate``.
 
@@ -1008,7 +1031,10 @@ def shrink(
     does) or one worker's :class:`~replay.history.WorkerHistory`. Without a
     predicate: ``--stuck``, on the task that best explains the others, if
     the log ends with tasks stuck. ``until`` (a step or a stimulus id, as
-    ``--until``) cuts the log there first. Raises :class:`NotReproduced` when the
+    ``--until``) cuts the log there first. With ``hash_check``, the result
+    is replayed in fresh interpreters under dask's own hashing and random
+    seeds; when the bug does not show in all of them, the log is shrunk
+    again with every candidate checked under several hash orders. Raises :class:`NotReproduced` when the
     predicate does not hold on the original log.
 
     >>> import replay
@@ -1042,12 +1068,37 @@ def shrink(
         run = replay_stimuli(header, stimuli[: cut + 1])
         replays += 1
         predicate = dataclasses.replace(predicate, about=frozenset(_invalid_keys(run)))
-    s = Shrinker(header, stimuli[: cut + 1], predicate, target, progress=progress)
-    s.handled = {id(x): t for x, t in zip(stimuli, handled)}
-    s.unsolicited = {id(stimuli[i]) for i in unsolicited}
+
+    def shrinker(salts: tuple[int, ...] = ()) -> Shrinker:
+        s = Shrinker(header, stimuli[: cut + 1], predicate, target, progress=progress)
+        s.handled = {id(x): t for x, t in zip(stimuli, handled)}
+        s.unsolicited = {id(stimuli[i]) for i in unsolicited}
+        s.salts = salts
+        return s
+
+    s = shrinker()
     if progress is not None:
         progress(f"cut after stimulus {cut + 1} of {len(stimuli)}")
     s.shrink()
+    seen: list[Seen] = []
+    if hash_check:
+        seen = elsewhere(s.header, s.current, s.predicate)
+        if any(x.fingerprint != s.target for x in seen):
+            # the bug shows only under some set orders: shrink again, every
+            # candidate checked under several hash salts too
+            if progress is not None:
+                progress("the shrunk log depends on hashing; shrinking again under several hash orders")
+            replays += s.replays
+            s = shrinker(_SALTS)
+            if not s.shows(s.current):
+                raise NotReproduced(f"{predicate.text} holds on the log only in some orders of the state "
+                                    "machine's sets (its hashing): no reproducer holds under every hash seed")
+            s.shrink()
+            seen = elsewhere(s.header, s.current, s.predicate)
+            if any(x.fingerprint != s.target for x in seen):
+                bad = next(x.seed for x in seen if x.fingerprint != s.target)
+                raise NotReproduced(f"the shrunk log shows {predicate.text} only under some hash seeds "
+                                    f"(not with PYTHONHASHSEED={bad} and dask's own TaskState hashing)")
     final = replay_stimuli(s.header, s.current, track=True)
     assert s.predicate.observe(final) == s.target, "the shrunk list must show the bug"
     outcome = s.predicate.outcome(final)
@@ -1074,6 +1125,7 @@ def shrink(
         fingerprint=s.target,
         narrative=narrative,
         dask_style=dask_style,
+        seen=seen,
     )
 
 

@@ -33,6 +33,7 @@ from dask.utils import parse_bytes
 from distributed import worker_state_machine as wsm
 
 from replay.engine import raised_at
+from replay.hashcheck import agreed
 from schemas.convert import UNREPRODUCIBLE, SizedValue
 
 WIDTH = 88
@@ -125,10 +126,14 @@ def pytest_source(
     *,
     dask_style: bool = False,
     name: str = "test_repro",
+    variants: Sequence[list] = (),
 ) -> str:
     """The source of a test module holding one test that replays ``stimuli``.
 
-    ``inputs`` are the recorded ``WorkerState`` construction inputs. With
+    ``inputs`` are the recorded ``WorkerState`` construction inputs.
+    ``variants`` are the instructions per stimulus that other runs of the same
+    events saw (under other hashing, :mod:`replay.hashcheck`): where they
+    differ from this run's, only what all runs agree on is asserted. With
     ``dask_style`` the test takes dask's ``ws`` fixture instead of building its
     own state. Raises ValueError when something cannot be written safely or
     when the events, run here, do not end in ``outcome``; an exception raised
@@ -145,7 +150,9 @@ def pytest_source(
         if not isinstance(s, (wsm.StateMachineEvent, Resources)):
             raise ValueError(f"not a stimulus: {type(s).__name__}")
     expr = _parse_expr(outcome.expr) if isinstance(outcome, Expr) else None
-    return _Writer(inputs, outcome, narrative, dask_style, name, expr).write(stimuli)
+    writer = _Writer(inputs, outcome, narrative, dask_style, name, expr)
+    writer.variants = list(variants)
+    return writer.write(stimuli)
 
 
 #: the inputs that are ``WorkerState`` arguments; the other two are dask config
@@ -515,6 +522,8 @@ class _Writer:
         self.peers: dict[str, str] = {}
         self.uses_pytest = False
         self.uses_dask = False
+        #: other runs' instructions per stimulus (see :func:`pytest_source`)
+        self.variants: list[list] = []
 
     # names ---------------------------------------------------------------
 
@@ -890,7 +899,7 @@ class _Writer:
         for address, var in self.peers.items():
             body += _render(_lit(address), indent, f"{var} = ")
         final = self.final
-        for step in steps:
+        for i, step in enumerate(steps):
             if body and body[-1].strip() and not body[-1].endswith(":"):
                 body.append("")
             body += _comment(step.comment, indent)
@@ -902,11 +911,16 @@ class _Writer:
             if step.error is not None:
                 body += self.raising_call(node, step.error, final, indent)
                 continue
+            call = _Seq("ws.handle_stimulus(", [node], ")")
+            lists = [step.instructions, *(v[i] for v in self.variants if i < len(v))]
+            if any(other != step.instructions for other in lists):
+                body += _render(call, indent, "instructions = ")
+                body += self.unordered(lists, indent)
+                continue
             checks: list = []
             expected = [self.instruction(x, j, checks) for j, x in enumerate(step.instructions)]
             if step.instructions != [n.value for n in expected]:
                 raise ValueError(f"cannot write the instructions of {node.value.stimulus_id!r}")
-            call = _Seq("ws.handle_stimulus(", [node], ")")
             body += _render(call, indent, "instructions = ")
             # several instructions: one a line, as dask's tests list them
             listed = _Seq("[", expected, "]", explode=len(expected) > 1)
@@ -921,6 +935,25 @@ class _Writer:
             body += [" " * (indent + 4) + "finally:"]
             body += [" " * (indent + 8) + "_default_data_size.cache_clear()"]
         return self.assemble(body)
+
+    def unordered(self, lists: list[list], indent: int) -> list[str]:
+        """Assertions on what every run's instructions hold, in any order: the
+        state machine takes them from sets, whose order follows hashing."""
+        common, same = agreed(lists)
+        pad = " " * indent
+        if same:
+            lines = _comment("the order of these instructions follows set iteration, which "
+                             "differs between runs", indent)
+            lines.append(pad + f"assert len(instructions) == {len(common)}")
+        else:
+            lines = _comment("which of these instructions come, besides the ones below, follows "
+                             "set iteration, which differs between runs", indent)
+        for x in common:
+            node = self.instruction(x, 0, [])
+            if not node.value == x:
+                raise ValueError("cannot write an instruction exactly")
+            lines += _render(node, indent, "assert ", " in instructions")
+        return lines
 
     def raising_call(
         self, node: Any, error: BaseException, final: dict, indent: int
