@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import itertools
+import math
 import os
 import re
 import time
@@ -22,6 +23,8 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+import dask.config
+from dask.utils import parse_bytes
 from distributed import worker_state_machine as wsm
 from distributed.comm import get_address_host
 
@@ -35,7 +38,7 @@ from replay.requests import OpenRequests
 from replay.testcase import Expr, Invalid, InState, Narrative, Outcome, Raises, Resources, Stuck
 from replay.engine import failed_assert, raised_at
 from replay.testcase import pytest_source
-from schemas.codec import decode_float, decode_resources, encode_resources
+from schemas.codec import decode_float, decode_resources, encode_float, encode_resources
 from schemas.convert import encode_event, encode_instruction
 
 #: one entry of the list being shrunk: an event fed in its own
@@ -416,12 +419,25 @@ class Shrinker:
     """Shrinks a list of stimuli while the predicate shows the same fingerprint.
 
     The contract every pass keeps: it proposes candidates, and the current
-    list is replaced only by a candidate whose replay from the empty state
-    shows ``target``, the original's fingerprint (under the renaming made so
-    far). So at every moment the current list reproduces the bug, each
-    accepted change makes it shorter or simpler, and the passes run until
-    none of them changes anything: the result is a fixed point, in which
-    removing any single stimulus loses the bug (1-minimal).
+    list (or the worker's construction inputs) is replaced only by a
+    candidate that passes the one gate, :meth:`shows`: its replay from the
+    empty state shows ``target``, the original's fingerprint (under the
+    renaming made so far), it holds no reply whose request was deleted
+    (unless the original log had that unsolicited reply), and, once hashing
+    proved to matter, it shows the target under several hash orders too. So
+    at every moment the current list reproduces the bug, each accepted change
+    makes it shorter or simpler, and the passes run until none of them
+    changes anything: the result is a fixed point, in which removing any
+    single stimulus loses the bug (1-minimal).
+
+    The passes, in order: cut after the first step showing the bug (before
+    the shrinker starts); keep the closure of the bug's keys; then, to a
+    fixed point, delete runs of stimuli, delete single stimuli, simplify
+    inside events (drop a dependency, a key, a holder, a resource
+    restriction) and reset the construction inputs to ``WorkerState()``'s
+    and dask's defaults; then rename keys, peers and stimulus ids and reset
+    fields (annotations, texts, nbytes, timings, run ids, priorities); then
+    the deleting and in-event passes once more, to a fixed point.
 
     Stimuli that belong together are removed together: deleting the stimulus
     whose call issued an ``Execute``, a ``GatherDep`` or a
@@ -442,6 +458,8 @@ class Shrinker:
         self.progress = progress
         #: recorded time of each stimulus, by ``id()`` of the stimuli in ``current``
         self.handled: dict[int, float] = {}
+        #: accepted changes so far: a pass that leaves it alone changed nothing
+        self.changes = 0
         #: hash salts every candidate must also show the bug under
         #: (:func:`~replay.hashcheck.salted`); empty until hashing proved to matter
         self.salts: tuple[int, ...] = ()
@@ -482,6 +500,7 @@ class Shrinker:
     def accept(self, candidate: list[Stimulus]) -> bool:
         if len(candidate) < len(self.current) and self.shows(candidate):
             self.current = candidate
+            self.changes += 1
             return True
         return False
 
@@ -490,16 +509,49 @@ class Shrinker:
     def shrink(self) -> None:
         """Run the passes to a fixed point."""
         self.keep_closure()
+        self.reduce()
+        self.simplify()
+        self.reduce()
+
+    def reduce(self) -> None:
+        """Delete and simplify inside events until nothing changes."""
         changed = True
         while changed:
             self.passes += 1
-            size = len(self.current)
+            before = self.changes
             self.delete_chunks()
             self.delete_single()
-            changed = len(self.current) < size
+            self.shrink_events()
+            self.default_inputs()
+            changed = self.changes != before
             if self.progress is not None:
                 self.progress(f"pass {self.passes}: {len(self.current)} stimuli, {self.replays} replays")
-        self.simplify()
+
+    def shrink_events(self) -> None:
+        """Each event with one part fewer (:func:`smaller_events`), kept when
+        the bug still shows."""
+        i = 0
+        while i < len(self.current):
+            for smaller in smaller_events(self.current[i]):
+                if self._try_replace(i, smaller):
+                    break  # the event changed: its parts are enumerated afresh
+            else:
+                i += 1
+
+    def default_inputs(self) -> None:
+        """The worker's construction inputs reset to what ``WorkerState()``
+        and dask's configuration give, all at once or one at a time."""
+        state = self.header["state"]
+        defaults = {k: v for k, v in _default_state().items() if k in state and state[k] != v}
+        if not defaults:
+            return
+        for change in [defaults, *({k: v} for k, v in defaults.items())] if len(defaults) > 1 else [defaults]:
+            header = {**self.header, "state": {**self.header["state"], **change}}
+            if header["state"] != self.header["state"] and self.shows(self.current, header=header):
+                self.header = header
+                self.changes += 1
+                if change is defaults:
+                    return
 
     def causes(self, stimuli: Sequence[Stimulus]) -> list[int | None]:
         """For each stimulus, the one whose call issued what it completes."""
@@ -586,6 +638,7 @@ class Shrinker:
                 else:
                     hi = mid
             self.current = without(lo)  # type: ignore[assignment]
+            self.changes += 1
             parent = self.causes(self.current)
             i = min(i - lo, len(self.current) - 1)
 
@@ -612,7 +665,6 @@ class Shrinker:
         self.match_total_nbytes()
         if not self.try_map(_no_priorities):
             self.rank_priorities()
-        self.drop_who_has_entries()
 
     def small_run_ids(self) -> None:
         """Run ids 1, 2, 3… in order of first use (a task's events share one)."""
@@ -667,6 +719,7 @@ class Shrinker:
             if id(old) in self.unsolicited:
                 self.unsolicited.add(id(new))
         self.current = candidate
+        self.changes += 1
 
     def rename_keys(self) -> None:
         """``x``, ``y``, ``z``…, tuple keys as short tuples, in order of first use."""
@@ -730,18 +783,6 @@ class Shrinker:
             if type(s) is not Resources and s.stimulus_id not in ids:
                 ids[s.stimulus_id] = f"s{len(ids) + 1}"
         self.try_map(lambda s: map_stimulus(s, sid=ids.get))
-
-    def drop_who_has_entries(self) -> None:
-        """Fewer holders per dependency, then fewer dependencies."""
-        for i in range(len(self.current)):
-            s = self.current[i]
-            if not isinstance(s, wsm.ComputeTaskEvent):
-                continue
-            for dep, holders in list(s.who_has.items()):
-                for w in list(holders)[1:]:
-                    s = self.current[i]
-                    fewer = {**s.who_has, dep: type(holders)(h for h in s.who_has[dep] if h != w)}
-                    self._try_replace(i, dataclasses.replace(s, who_has=fewer))
 
     def _try_replace(self, i: int, s: Stimulus) -> bool:
         candidate = self.current[:i] + [s] + self.current[i + 1:]
@@ -922,6 +963,53 @@ def _default_timings(s: Stimulus) -> Stimulus:
 
 
 _replace = dataclasses.replace
+
+
+def smaller_events(s: Stimulus) -> Iterable[Stimulus]:
+    """``s`` with one part fewer, each way: a dependency (with its nbytes),
+    a holder of a key, a key of a keyed event, a data entry, a resource
+    restriction."""
+    if type(s) is Resources:
+        return
+    names = {f.name for f in dataclasses.fields(s)}
+    if "who_has" in names and isinstance(s.who_has, dict):
+        for dep, holders in s.who_has.items():
+            rest = {k: v for k, v in s.who_has.items() if k != dep}
+            if isinstance(s, wsm.ComputeTaskEvent):
+                yield _replace(s, who_has=rest, nbytes={k: v for k, v in s.nbytes.items() if k != dep})
+            elif rest:
+                yield _replace(s, who_has=rest)
+        for dep, holders in s.who_has.items():
+            for w in list(holders)[1:] if len(holders) > 1 else ():
+                fewer = type(holders)(h for h in holders if h != w)
+                yield _replace(s, who_has={**s.who_has, dep: fewer})
+    if "keys" in names and len(s.keys) > 1:
+        for k in s.keys:
+            yield _replace(s, keys=type(s.keys)(x for x in s.keys if x != k))
+    if "data" in names and isinstance(s.data, dict) and len(s.data) > 1:
+        for k in s.data:
+            yield _replace(s, data={x: v for x, v in s.data.items() if x != k})
+    if isinstance(s, wsm.ComputeTaskEvent) and s.resource_restrictions:
+        for r in s.resource_restrictions:
+            yield _replace(s, resource_restrictions={x: v for x, v in s.resource_restrictions.items() if x != r})
+
+
+def _default_state() -> dict:
+    """A header's ``state`` as ``WorkerState()`` and dask's configuration
+    build it; the resources and the limits the constructor leaves unbounded."""
+    return {
+        "nthreads": 1,
+        "resources": encode_resources({}),
+        "transfer_incoming_count_limit": 9999,
+        "validate": True,
+        "transition_counter_max": False,
+        "transfer_incoming_bytes_limit": encode_float(math.inf),
+        "transfer_message_bytes_limit": encode_float(math.inf),
+        "default_data_size": parse_bytes(dask.config.get(
+            "distributed.scheduler.default-data-size", config=dask.config.merge(*dask.config.defaults))),
+        "log_length": dask.config.get(
+            "distributed.admin.low-level-log-length", config=dask.config.merge(*dask.config.defaults)),
+    }
 
 
 # --- from a log to a reproducer ------------------------------------------------------
