@@ -439,12 +439,12 @@ class Shrinker:
     fields (annotations, texts, nbytes, timings, run ids, priorities); then
     the deleting and in-event passes once more, to a fixed point.
 
-    Stimuli that belong together are removed together: deleting the stimulus
-    whose call issued an ``Execute``, a ``GatherDep`` or a
-    ``RetryBusyWorkerLater`` also deletes the event that completes it
-    (``Execute*Event``, ``SecedeEvent``, ``GatherDep*Event``,
-    ``RetryBusyWorkerEvent``), which would otherwise be a message about
-    nothing, and fail as something else.
+    Stimuli that belong together are removed together: a deletion also
+    deletes every reply it leaves answering no request (``Execute*Event``,
+    ``RescheduleEvent``, ``GatherDep*Event``, ``RetryBusyWorkerEvent``), found
+    by replaying the candidate, so that a reply goes with the call that asked
+    for it, and stays when another call asks in its place (one thread freed
+    by a deleted task runs the next one).
     """
 
     def __init__(self, header: dict, stimuli: list[Stimulus], predicate: Predicate,
@@ -483,12 +483,17 @@ class Shrinker:
         request is gone, and (once hashing proved to matter) under every salt?
         ``origin[i]`` is the stimulus of the current list that ``stimuli[i]``
         rewrites (default: ``stimuli`` are current ones)."""
-        p = predicate or self.predicate
-        want = target if target is not None else self.target
         run = self.run(stimuli, header)
         origin = stimuli if origin is None else origin
         if any(id(origin[i]) not in self.unsolicited for i in run.unsolicited):
             return False
+        return self.holds(run, stimuli, header, predicate, target)
+
+    def holds(self, run: Run, stimuli: Sequence[Stimulus], header: dict | None = None,
+              predicate: Predicate | None = None, target: Fingerprint = None) -> bool:
+        """Does ``run`` (of ``stimuli``) show the target, under every salt too?"""
+        p = predicate or self.predicate
+        want = target if target is not None else self.target
         if p.observe(run) != want:
             return False
         for salt in self.salts:
@@ -497,12 +502,28 @@ class Shrinker:
                     return False
         return True
 
-    def accept(self, candidate: list[Stimulus]) -> bool:
-        if len(candidate) < len(self.current) and self.shows(candidate):
-            self.current = candidate
-            self.changes += 1
-            return True
-        return False
+    def deleted(self, drop: Iterable[int]) -> list[Stimulus] | None:
+        """The current list without ``drop`` and without the replies that then
+        answer nothing (an ``Execute`` or ``GatherDep`` whose call went, or
+        that another deletion moved to another call): returned if it passes
+        the gate, else None."""
+        gone = set(drop)
+        candidate = [x for j, x in enumerate(self.current) if j not in gone]
+        while len(candidate) < len(self.current):
+            run = self.run(candidate)
+            orphans = {i for i in run.unsolicited if id(candidate[i]) not in self.unsolicited}
+            if not orphans:
+                return candidate if self.holds(run, candidate) else None
+            candidate = [x for j, x in enumerate(candidate) if j not in orphans]
+        return None
+
+    def accept(self, candidate: list[Stimulus] | None) -> bool:
+        """Make ``candidate`` (from :meth:`deleted`) current, if there is one."""
+        if candidate is None:
+            return False
+        self.current = candidate
+        self.changes += 1
+        return True
 
     # --- the passes -----------------------------------------------------
 
@@ -558,20 +579,6 @@ class Shrinker:
         parent = self.run(stimuli).parent
         return parent + [None] * (len(stimuli) - len(parent))
 
-    def _with_descendants(self, parent: list[int | None], drop: Iterable[int]) -> set[int]:
-        children: dict[int, list[int]] = defaultdict(list)
-        for i, p in enumerate(parent):
-            if p is not None:
-                children[p].append(i)
-        out: set[int] = set()
-        todo = list(drop)
-        while todo:
-            i = todo.pop()
-            if i not in out:
-                out.add(i)
-                todo.extend(children[i])
-        return out
-
     def keep_closure(self) -> None:
         """Keep only the stimuli about the bug's keys, their dependencies and
         their dependents, and what completes them; drop the rest in one try."""
@@ -602,27 +609,23 @@ class Shrinker:
                         changed = True
             for extra in (set(), keyless):
                 chosen = keep | extra
-                if self.accept([x for i, x in enumerate(self.current) if i in chosen]):
+                if len(chosen) < len(self.current) and self.accept(
+                    self.deleted(i for i in range(len(self.current)) if i not in chosen)
+                ):
                     return
 
     def delete_chunks(self) -> None:
-        """Delete runs of stimuli (with what completes them), growing the run
-        while deletions succeed: k neighbours that can all go cost O(log k)
-        replays (adaptive deletion)."""
+        """Delete runs of stimuli (with the replies left answering nothing),
+        growing the run while deletions succeed: k neighbours that can all go
+        cost O(log k) replays (adaptive deletion)."""
         i = len(self.current) - 1
-        parent = self.causes(self.current)
         while i >= 0:
-
-            def without(k: int) -> list[Stimulus] | None:
-                start = i - k + 1
-                if start < 0:
-                    return None
-                drop = self._with_descendants(parent, range(start, i + 1))
-                return [s for j, s in enumerate(self.current) if j not in drop]
+            found: dict[int, list[Stimulus] | None] = {}
 
             def works(k: int) -> bool:
-                c = without(k)
-                return c is not None and len(c) < len(self.current) and self.shows(c)
+                if k not in found:
+                    found[k] = self.deleted(range(i - k + 1, i + 1)) if i - k + 1 >= 0 else None
+                return found[k] is not None
 
             if not works(1):
                 i -= 1
@@ -637,17 +640,15 @@ class Shrinker:
                     lo = mid
                 else:
                     hi = mid
-            self.current = without(lo)  # type: ignore[assignment]
-            self.changes += 1
-            parent = self.causes(self.current)
+            self.accept(found[lo])
             i = min(i - lo, len(self.current) - 1)
 
     def delete_single(self) -> None:
-        """Try deleting each stimulus on its own, what completes it staying."""
+        """Try deleting each stimulus on its own (with the replies it leaves
+        answering nothing)."""
         i = len(self.current) - 1
         while i >= 0:
-            candidate = self.current[:i] + self.current[i + 1:]
-            self.accept(candidate)
+            self.accept(self.deleted([i]))
             i = min(i - 1, len(self.current) - 1)
 
     # --- simplification -------------------------------------------------
@@ -659,7 +660,7 @@ class Shrinker:
         self.rename_peers()
         self.rename_stimulus_ids()
         for fn in (_no_annotations, _no_span, _no_restrictions, _short_texts, _default_nbytes,
-                   _default_timings):
+                   _default_result_nbytes, _default_timings):
             self.try_map(fn)
         self.small_run_ids()
         self.match_total_nbytes()
@@ -953,6 +954,12 @@ def _no_priorities(s: Stimulus) -> Stimulus:
 def _default_nbytes(s: Stimulus) -> Stimulus:
     if isinstance(s, wsm.ComputeTaskEvent) and s.nbytes != {k: 1 for k in s.who_has}:
         return _replace(s, nbytes={k: 1 for k in s.who_has})
+    return s
+
+
+def _default_result_nbytes(s: Stimulus) -> Stimulus:
+    if isinstance(s, wsm.ExecuteSuccessEvent) and s.nbytes != 1:
+        return _replace(s, nbytes=1)  # ExecuteSuccessEvent.dummy's
     return s
 
 
