@@ -4,10 +4,11 @@ The shrinker replays candidates with ``TaskState`` hashed by key and the
 recorded string hash seed (:mod:`replay.determinism`), so set iteration, and
 with it which task gets a thread or which peer's ``GatherDep`` comes first,
 is the recording's. A reproducer runs in plain pytest: ``TaskState`` hashes
-by ``id()`` and the seed is random. :func:`elsewhere` replays a candidate in
-fresh interpreters, each with stock hashing and a random seed (and the
-``--import`` patches of this command, which travel in the environment), and
-returns what each saw; the test writer asserts only what they all agree on.
+by ``id()`` and the seed is random. :func:`elsewhere` replays a candidate,
+written as an ordinary log, in fresh interpreters, each with stock hashing and
+a random seed (and the ``--import`` patches of this command, which travel in
+the environment), and returns what each saw, as JSON: the test writer asserts
+only what they all agree on.
 
 :func:`salted` is the cheap stand-in used inside the shrinker's gate once a
 candidate proved hash-dependent: tasks hashed by key and a salt, so that
@@ -16,73 +17,100 @@ several salts give several iteration orders in this very process.
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import orjson
 from distributed import worker_state_machine as wsm
 
 from replay.determinism import is_deterministic
+from replay.logfile import write_records
+from schemas.convert import encode_instruction
 
 #: how many fresh interpreters check a candidate
 SEEDS = 3
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists)."""
+    return orjson.loads(orjson.dumps(value, default=repr))
+
+
+def instructions_json(instructions: Sequence[wsm.Instruction]) -> list:
+    return as_json([encode_instruction(x) for x in instructions])
+
+
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """What one fresh interpreter saw replaying a candidate."""
+    """What one fresh interpreter saw replaying a candidate, as JSON."""
 
     seed: str
     #: the predicate's fingerprint at the end (or at the crash)
     fingerprint: Any
-    #: the instructions each stimulus returned, up to where the run stopped
+    #: the encoded instructions each stimulus returned, up to where the run stopped
     instructions: list
 
+    def shows(self, fingerprint: Any) -> bool:
+        return self.fingerprint == as_json(fingerprint)
 
-def elsewhere(header: dict, stimuli: Sequence[Any], predicate: Any, seeds: int = SEEDS,
+
+def elsewhere(records: list[dict], predicate: dict, seeds: int = SEEDS,
               rng: Optional[random.Random] = None) -> list[Seen]:
-    """Replay ``stimuli`` in ``seeds`` fresh interpreters, stock ``TaskState``
-    hashing and a random ``PYTHONHASHSEED`` each; what each saw, in order."""
+    """Replay the one-worker log ``records`` in ``seeds`` fresh interpreters,
+    stock ``TaskState`` hashing and a random ``PYTHONHASHSEED`` each, and
+    observe the predicate ``predicate`` describes; what each saw, in order."""
     rng = rng or random.Random()
     # stock hashing: the child must not switch TaskState to key hashing
-    payload = pickle.dumps(({**header, "deterministic": False}, list(stimuli), predicate))
+    header = {**records[0], "deterministic": False}
     path = os.pathsep.join([_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
-    procs = []
-    for _ in range(seeds):  # side by side: each spends most of its time importing
-        seed = str(rng.randrange(1, 2**32))
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path}
-        procs.append((seed, subprocess.Popen(
-            [sys.executable, "-c", "from replay.hashcheck import child; child()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-        )))
-    out = []
-    for seed, proc in procs:
-        stdout, stderr = proc.communicate(payload, timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the hash check failed (PYTHONHASHSEED={seed}):\n"
-                               + stderr.decode(errors="replace")[-4000:])
-        fingerprint, instructions = pickle.loads(stdout)
-        out.append(Seen(seed, fingerprint, instructions))
+    with tempfile.TemporaryDirectory(prefix="dask-replay-hashcheck-") as folder:
+        log = os.path.join(folder, "candidate.jsonl")
+        write_records(log, iter([header, *records[1:]]))
+        payload = orjson.dumps({"log": log, "predicate": predicate})
+        procs = []
+        for _ in range(seeds):  # side by side: each spends most of its time importing
+            seed = str(rng.randrange(1, 2**32))
+            env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path}
+            procs.append((seed, subprocess.Popen(
+                [sys.executable, "-c", "from replay.hashcheck import child; child()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            )))
+        out = []
+        for seed, proc in procs:
+            stdout, stderr = proc.communicate(payload, timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the hash check failed (PYTHONHASHSEED={seed}):\n"
+                                   + stderr.decode(errors="replace")[-4000:])
+            seen = orjson.loads(stdout)
+            out.append(Seen(seed, seen["fingerprint"], seen["instructions"]))
     return out
 
 
 def child() -> None:
-    """The fresh interpreter's side: read the candidate from stdin, replay it,
-    write (fingerprint, instructions) to stdout."""
+    """The fresh interpreter's side: replay the log stdin names and write
+    what the predicate saw, and every step's instructions, to stdout."""
+    # the shrinker imports this module: import it only here, in the child
+    import replay
     from replay import imports
-    from replay.shrinker import replay_stimuli
+    from replay.shrinker import predicate_from_spec, replay_stimuli, stimuli_of
 
     imports.apply()
-    header, stimuli, predicate = pickle.loads(sys.stdin.buffer.read())
-    run = replay_stimuli(header, stimuli)
+    asked = orjson.loads(sys.stdin.buffer.read())
+    (history,) = replay.open(asked["log"]).workers
+    predicate = predicate_from_spec(asked["predicate"])
+    run = replay_stimuli(history.header, stimuli_of(history)[0])
     assert not is_deterministic(), "the check needs dask's own identity hashing"
-    sys.stdout.buffer.write(pickle.dumps((predicate.observe(run), run.instructions)))
+    sys.stdout.buffer.write(orjson.dumps({
+        "fingerprint": as_json(predicate.observe(run)),
+        "instructions": [instructions_json(x) for x in run.instructions],
+    }))
 
 
 @contextmanager
@@ -101,23 +129,14 @@ def salted(salt: int) -> Iterator[None]:
             wsm.TaskState.__hash__ = before  # type: ignore[method-assign]
 
 
-def agreed(lists: Sequence[list]) -> tuple[list, bool]:
-    """The instructions every run returned, in the first run's order, and
-    whether the runs returned the same ones (in any order)."""
+def agreed(lists: Sequence[list]) -> tuple[list[int], bool]:
+    """Which items of the first list every list holds too (as many times),
+    by index, and whether all lists hold the same items in some order."""
     first = lists[0]
-    common = [x for x in first if all(_count(x, other) >= _count(x, first) for other in lists[1:])]
-    common = _dedupe_counts(common, lists)
-    same = all(len(other) == len(first) for other in lists) and len(common) == len(first)
+    common: list[int] = []
+    for i, x in enumerate(first):
+        taken = sum(1 for j in common if first[j] == x)
+        if all(sum(1 for y in other if y == x) > taken for other in lists[1:]):
+            common.append(i)
+    same = len(common) == len(first) and all(len(other) == len(first) for other in lists)
     return common, same
-
-
-def _count(x: Any, xs: list) -> int:
-    return sum(1 for y in xs if y == x)
-
-
-def _dedupe_counts(common: list, lists: Sequence[list]) -> list:
-    out: list = []
-    for x in common:
-        if _count(x, out) < min(_count(x, xs) for xs in lists):
-            out.append(x)
-    return out

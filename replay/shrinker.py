@@ -38,7 +38,7 @@ from replay.requests import OpenRequests
 from replay.testcase import Expr, Invalid, InState, Narrative, Outcome, Raises, Resources, Stuck
 from replay.engine import failed_assert, raised_at
 from replay.testcase import pytest_source
-from schemas.codec import decode_float, decode_resources, encode_float, encode_resources
+from schemas.codec import decode_float, decode_key, decode_resources, encode_float, encode_key, encode_resources
 from schemas.convert import encode_event, encode_instruction
 
 #: one entry of the list being shrunk: an event fed in its own
@@ -77,10 +77,14 @@ class Run:
     parent: list[Optional[int]] = dataclasses.field(default_factory=list)
     #: indexes of replies that answer no request of the run
     unsolicited: list[int] = dataclasses.field(default_factory=list)
+    #: transfer replies whose ``total_nbytes`` is not what their ``GatherDep``
+    #: asked for (a peer's reply repeats it): index -> the asked size
+    resized: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
-#: a request's tag in :attr:`Run.open`: (issuing stimulus, keys asked for)
-Tag = tuple[int, frozenset]
+#: a request's tag in :attr:`Run.open`: (issuing stimulus, keys asked for,
+#: bytes asked for by a ``GatherDep``)
+Tag = tuple[int, frozenset, Optional[int]]
 
 
 def _request_keys(inst: wsm.Instruction) -> frozenset:
@@ -121,6 +125,8 @@ def replay_stimuli(
             run.parent.append(None if answered is None else answered[0])
             if answered is None and isinstance(s, REPLIES):
                 run.unsolicited.append(i)
+            elif isinstance(s, wsm.GatherDepDoneEvent) and answered[2] != s.total_nbytes:
+                run.resized[i] = answered[2]
             call = RecordedCall([s], step, [0], 0.0, [], None, None)
             try:
                 applied = r.apply(call)
@@ -129,7 +135,7 @@ def replay_stimuli(
                 return run
             run.instructions.append(applied.instructions)
             for inst in applied.instructions:
-                requests.issued(inst, (i, _request_keys(inst)))
+                requests.issued(inst, (i, _request_keys(inst), getattr(inst, "total_nbytes", None)))
             if run.tracker is not None:
                 run.tracker.feed(applied)
         if each is not None and each(i, run):
@@ -164,6 +170,26 @@ class Predicate:
         """What the reproducer asserts at its end."""
         raise NotImplementedError
 
+    def spec(self) -> dict:
+        """This predicate as JSON, for another process (:func:`predicate_from_spec`)."""
+        out: dict[str, Any] = {"cls": type(self).__name__}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            out[f.name] = encode_key(v) if f.name == "key" else (
+                [encode_key(k) for k in v] if f.name == "about" else v)
+        return out
+
+
+def predicate_from_spec(spec: dict) -> Predicate:
+    """The predicate :meth:`Predicate.spec` wrote."""
+    cls = _PREDICATES[spec["cls"]]
+    kwargs = {k: v for k, v in spec.items() if k != "cls"}
+    if "key" in kwargs:
+        kwargs["key"] = decode_key(kwargs["key"]) if kwargs["key"] is not None else None
+    if "about" in kwargs:
+        kwargs["about"] = frozenset(decode_key(k) for k in kwargs["about"])
+    return cls(**kwargs)
+
 
 @dataclass
 class StuckPredicate(Predicate):
@@ -194,7 +220,7 @@ class StuckPredicate(Predicate):
 
 def _asked(run: Run, peer: str, key: Any) -> bool:
     """Is a ``GatherDep`` for ``key`` to ``peer`` still unanswered in the run?"""
-    return any(key in keys for _, keys in run.open.gathers.get(peer, ()))
+    return any(key in tag[1] for tag in run.open.gathers.get(peer, ()))
 
 
 def wait_evidence(run: Run, ts: wsm.TaskState) -> tuple:
@@ -355,9 +381,6 @@ class ExprPredicate(Predicate):
         except SyntaxError as e:
             raise BadInput(f"--expr: not a Python expression: {e.msg}: {self.expr!r}") from None
 
-    def __reduce__(self) -> tuple:
-        return (type(self), (self.expr, self.text))  # the compiled code does not pickle
-
     def value(self, ws: wsm.WorkerState) -> Any:
         # ws in the globals: a comprehension's own scope sees it there
         return eval(self._code, {"__builtins__": builtins, "ws": ws})  # the user's own text
@@ -372,6 +395,11 @@ class ExprPredicate(Predicate):
 
     def outcome(self, run: Run) -> Outcome:
         return Expr(self.expr)
+
+
+#: the predicates, by class name, for :func:`predicate_from_spec`
+_PREDICATES: dict[str, type] = {c.__name__: c for c in (
+    StuckPredicate, StatePredicate, RaisesPredicate, InvalidPredicate, ExprPredicate)}
 
 
 # --- the shrinker ---------------------------------------------------------------
@@ -413,6 +441,10 @@ class Shrunk:
                                          dask_style=self.dask_style,
                                          variants=[x.instructions for x in self.seen])
         return self._source
+
+
+#: rounds of repairs (orphans removed, sizes matched) a deletion may need
+_REPAIRS = 10
 
 
 class Shrinker:
@@ -505,17 +537,26 @@ class Shrinker:
     def deleted(self, drop: Iterable[int]) -> list[Stimulus] | None:
         """The current list without ``drop`` and without the replies that then
         answer nothing (an ``Execute`` or ``GatherDep`` whose call went, or
-        that another deletion moved to another call): returned if it passes
-        the gate, else None."""
+        that another deletion moved to another call), each transfer reply
+        carrying the size its ``GatherDep`` now asks for: returned if it
+        passes the gate, else None."""
         gone = set(drop)
         candidate = [x for j, x in enumerate(self.current) if j not in gone]
-        while len(candidate) < len(self.current):
+        for _ in range(_REPAIRS):
+            if len(candidate) >= len(self.current):
+                return None
             run = self.run(candidate)
             orphans = {i for i in run.unsolicited if id(candidate[i]) not in self.unsolicited}
-            if not orphans:
+            if orphans:
+                candidate = [x for j, x in enumerate(candidate) if j not in orphans]
+            elif run.resized:
+                candidate = list(candidate)
+                for i, size in run.resized.items():
+                    old, candidate[i] = candidate[i], _replace(candidate[i], total_nbytes=size)
+                    self.handled[id(candidate[i])] = self.handled.get(id(old), 0.0)
+            else:
                 return candidate if self.holds(run, candidate) else None
-            candidate = [x for j, x in enumerate(candidate) if j not in orphans]
-        return None
+        return None  # the repairs do not settle
 
     def accept(self, candidate: list[Stimulus] | None) -> bool:
         """Make ``candidate`` (from :meth:`deleted`) current, if there is one."""
@@ -1177,10 +1218,10 @@ def shrink(
     s.shrink()
     seen: list[Seen] = []
     if hash_check:
-        seen = elsewhere(s.header, s.current, s.predicate)
-        if any(x.fingerprint != s.target for x in seen):
+        seen = _elsewhere(s)
+        if not all(x.shows(s.target) for x in seen):
             # the bug shows only under some set orders: shrink again, every
-            # candidate checked under several hash salts too
+            # candidate checked under several hash orders too
             if progress is not None:
                 progress("the shrunk log depends on hashing; shrinking again under several hash orders")
             replays += s.replays
@@ -1189,11 +1230,11 @@ def shrink(
                 raise NotReproduced(f"{predicate.text} holds on the log only in some orders of the state "
                                     "machine's sets (its hashing): no reproducer holds under every hash seed")
             s.shrink()
-            seen = elsewhere(s.header, s.current, s.predicate)
-            if any(x.fingerprint != s.target for x in seen):
-                bad = next(x.seed for x in seen if x.fingerprint != s.target)
+            seen = _elsewhere(s)
+            bad = [x.seed for x in seen if not x.shows(s.target)]
+            if bad:
                 raise NotReproduced(f"the shrunk log shows {predicate.text} only under some hash seeds "
-                                    f"(not with PYTHONHASHSEED={bad} and dask's own TaskState hashing)")
+                                    f"(not with PYTHONHASHSEED={bad[0]} and dask's own TaskState hashing)")
     final = replay_stimuli(s.header, s.current, track=True)
     assert s.predicate.observe(final) == s.target, "the shrunk list must show the bug"
     outcome = s.predicate.outcome(final)
@@ -1222,6 +1263,12 @@ def shrink(
         dask_style=dask_style,
         seen=seen,
     )
+
+
+def _elsewhere(s: Shrinker) -> list[Seen]:
+    """What fresh interpreters with dask's own hashing see replaying ``s``'s list."""
+    run = replay_stimuli(s.header, s.current)
+    return elsewhere(log_records(s.header, s.current, [0.0] * len(s.current), run), s.predicate.spec())
 
 
 def _until(stimuli: list[Stimulus], handled: list[float], step: int) -> tuple[list[Stimulus], list[float]]:

@@ -33,7 +33,7 @@ from dask.utils import parse_bytes
 from distributed import worker_state_machine as wsm
 
 from replay.engine import raised_at
-from replay.hashcheck import agreed
+from replay.hashcheck import agreed, instructions_json
 from schemas.convert import UNREPRODUCIBLE, SizedValue
 
 WIDTH = 88
@@ -132,7 +132,8 @@ def pytest_source(
 
     ``inputs`` are the recorded ``WorkerState`` construction inputs.
     ``variants`` are the instructions per stimulus that other runs of the same
-    events saw (under other hashing, :mod:`replay.hashcheck`): where they
+    events saw (under other hashing, :mod:`replay.hashcheck`), encoded as
+    in a log: where they
     differ from this run's, only what all runs agree on is asserted. With
     ``dask_style`` the test takes dask's ``ws`` fixture instead of building its
     own state. Raises ValueError when something cannot be written safely or
@@ -912,10 +913,10 @@ class _Writer:
                 body += self.raising_call(node, step.error, final, indent)
                 continue
             call = _Seq("ws.handle_stimulus(", [node], ")")
-            lists = [step.instructions, *(v[i] for v in self.variants if i < len(v))]
-            if any(other != step.instructions for other in lists):
+            others = [v[i] for v in self.variants if i < len(v)]
+            if others and any(x != instructions_json(step.instructions) for x in others):
                 body += _render(call, indent, "instructions = ")
-                body += self.unordered(lists, indent)
+                body += self.unordered(step.instructions, others, indent)
                 continue
             checks: list = []
             expected = [self.instruction(x, j, checks) for j, x in enumerate(step.instructions)]
@@ -936,10 +937,11 @@ class _Writer:
             body += [" " * (indent + 8) + "_default_data_size.cache_clear()"]
         return self.assemble(body)
 
-    def unordered(self, lists: list[list], indent: int) -> list[str]:
+    def unordered(self, own: list, others: list[list], indent: int) -> list[str]:
         """Assertions on what every run's instructions hold, in any order: the
-        state machine takes them from sets, whose order follows hashing."""
-        common, same = agreed(lists)
+        state machine takes them from sets, whose order follows hashing.
+        ``others`` are other runs' instructions, encoded as in a log."""
+        common, same = agreed([instructions_json(own), *others])
         pad = " " * indent
         if same:
             lines = _comment("the order of these instructions follows set iteration, which "
@@ -948,9 +950,9 @@ class _Writer:
         else:
             lines = _comment("which of these instructions come, besides the ones below, follows "
                              "set iteration, which differs between runs", indent)
-        for x in common:
-            node = self.instruction(x, 0, [])
-            if not node.value == x:
+        for j in common:
+            node = self.instruction(own[j], j, [])
+            if not node.value == own[j]:
                 raise ValueError("cannot write an instruction exactly")
             lines += _render(node, indent, "assert ", " in instructions")
         return lines
@@ -1361,7 +1363,7 @@ _ALLOWED_ATTR_CALLS = frozenset(
      "_default_data_size.cache_clear"}
 )
 _ALLOWED_METHODS = frozenset({"dummy", "from_exception", "match", "dummy_runspec"})
-_BUILTIN_CALLS = frozenset({"float", "set", "isinstance"})
+_BUILTIN_CALLS = frozenset({"float", "set", "isinstance", "len"})
 
 
 def _dotted(node: ast.AST) -> str | None:
