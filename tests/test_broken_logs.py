@@ -560,7 +560,7 @@ ALLOWED = {
     ("readahead.py", "marshal.loads"),
     ("parallel.py", "pickle.load"),
     ("shrinker.py", "eval("),
-    ("testcase.py", "eval("),
+    ("writer.py", "eval("),  # replay/testcase/: the user's --expr, checked on the written test's run
 }
 
 
