@@ -102,15 +102,17 @@ def ensure_recorded_seed(path: str) -> None:
     """Re-execute this command with the ``PYTHONHASHSEED`` the log was recorded with.
 
     String hashing orders the state machine's sets; replay is exact only with
-    the worker's seed (see :mod:`replay.determinism`). Standard input cannot
-    be read twice, so a log read from it is replayed with the seed we have.
+    the worker's seed (see :mod:`replay.determinism`). Standard input is
+    copied to a file first, which the re-executed command reads instead.
     """
     from replay.determinism import reexec_with_seed
-    from replay.logfile import iter_lines
+    from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin
 
+    source = path
     if path == "-":
-        return
-    for _, rec in iter_lines(path):
+        source = spool_stdin()
+        os.environ[STDIN_COPY_ENV] = source  # for the re-executed command, or this one's reader
+    for _, rec in iter_lines(path, source=source):
         if rec.get("kind") == "header":
             if rec.get("deterministic"):
                 # a seed Python refuses is reported when the log is opened
@@ -118,14 +120,18 @@ def ensure_recorded_seed(path: str) -> None:
             return
 
 
-def open_history(path: str) -> Any:
+def open_history(path: str, *, quiet: bool = False) -> Any:
+    """Read a log to replay it, re-executed with its recorded hash seed;
+    ``quiet`` leaves the log's warnings to the caller."""
     import replay
     from replay.determinism import prepare_replay
 
     ensure_recorded_seed(path)
-    history = replay.open(path)  # reads '-' into a temporary copy, named <stdin>
-    for w in history.warnings:
-        err.print(render.safe(f"warning: {w}"))
+    # the command line accepts an inexact replay, and says so (verify exits 1)
+    history = replay.open(path, inexact=True)  # reads '-' from its spooled copy, named <stdin>
+    if not quiet:
+        for w in history.warnings:
+            err.print(render.safe(f"warning: {w}"))
     for wh in history.workers:
         if wh.header.get("history") == "partial":
             continue  # never replayed: what would make a replay depart does not apply
@@ -134,36 +140,16 @@ def open_history(path: str) -> Any:
     return history
 
 
-#: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
-#: index answers (no replay at all); unset, the index answers, built on first use
-INDEX_ENV = "REPLAY_INDEX"
+def open_answers(log: str) -> Any:
+    """The :class:`~replay.source.Source` that answers for ``log``: its index,
+    a replay, or a partial history (the policy is :func:`replay.source.open_source`)."""
+    from replay.source import open_source
 
-
-def indexed(log: str) -> Any:
-    """The current index of ``log``, built now if missing or stale; None when
-    the log cannot have one (standard input) or indexing is off."""
-    mode = os.environ.get(INDEX_ENV, "auto")
-    if log == "-" or mode == "off":
-        return None
-    from replay.index import Index, build
-
-    index = Index.open(log)
-    if index is not None:
-        return index
-    if mode == "required":
-        raise BadInput(f"{log}: no current index ({INDEX_ENV}=required); `replay index` builds one")
-    history = open_history(log)
-    from replay.partial import PartialLog, is_partial
-
-    if is_partial(history):  # nothing to replay from the empty state: answer without
-        return PartialLog(history)
-    try:
-        with index_progress(history) as cb:
-            build(history, progress=cb)
-    except OSError as e:  # nowhere to write it: answer by replaying
-        err.print(render.safe(f"warning: {log}: cannot write its index ({e.strerror or e}); replaying"))
-        return None
-    return Index.open(log)
+    source = open_source(log, history=lambda: open_history(log, quiet=True), progress=progress_bar,
+                         index_progress=index_progress)
+    for w in source.warnings:
+        err.print(render.safe(f"warning: {w}"))
+    return source
 
 
 @contextmanager
@@ -286,28 +272,20 @@ def load(
     json: bool = JSON,
 ) -> None:
     """Replay every worker to its end: running or paused, what is stuck and why, the events."""
-    from replay.summary import LoadSummary, load_worker
+    from replay.summary import LoadSummary
 
-    parallel = side_by_side(jobs, scheduler)
-    index = None if parallel else indexed(log)
-    if index is not None:
-        emit(LoadSummary(log, [w.summary() for w in index.workers]), json=json)
-        return
-    history = open_history(log)
-    summary_ = LoadSummary(history.path)
-    if parallel:
+    if side_by_side(jobs, scheduler):
         from replay.parallel import load_one, map_workers
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
-        summary_.workers = map_workers(load_one, log, [w.address for w in history.workers],
-                                       jobs=jobs, scheduler=scheduler, history=history)
-        emit(summary_, json=json)
+        history = open_history(log)
+        workers = map_workers(load_one, log, [w.address for w in history.workers],
+                              jobs=jobs, scheduler=scheduler, history=history)
+        emit(LoadSummary(history.path, workers), json=json)
         return
-    for wh in history.workers:
-        with progress_bar(f"replaying {wh.address}", wh.events) as cb:
-            summary_.workers.append(load_worker(wh, progress=cb))
-    emit(summary_, json=json)
+    source = open_answers(log)
+    emit(LoadSummary(source.path, [w.summary() for w in source.workers]), json=json)
 
 
 @app.command()
@@ -323,19 +301,9 @@ def state(
     html: Optional[str] = HTML,
 ) -> None:
     """The worker's state at a step: tasks by state, queues, transfers, counters."""
-    from replay.views import state_of
-
     wanted = parse_keys(keys)
-    index = indexed(log)
-    if index is not None:
-        iw = index.worker(worker)
-        view = iw.state(iw.position(at), states, wanted, detail)
-    else:
-        wh = open_history(log).worker(worker)
-        step = wh.position(at)
-        with progress_bar(f"replaying {wh.address}", step) as cb:
-            view = wh.view(step, state_of, states, wanted, detail, progress=cb)
-    emit(view, json=json, svg=svg, html=html)
+    w = open_answers(log).worker(worker)
+    emit(w.state(w.position(at), states, wanted, detail), json=json, svg=svg, html=html)
 
 
 @app.command()
@@ -347,31 +315,14 @@ def diff(
     json: bool = JSON,
 ) -> None:
     """The steps between two positions, then what they changed in the worker."""
-    from replay.views import DiffView, state_of, steps_between
-
     from_, sep, to = span.partition("..")
     if not sep or not from_ or not to:
         raise BadInput(f"expected FROM..TO, e.g. 371..400, got {span!r}")
-    index = indexed(log)
-    if index is not None:
-        iw = index.worker(worker)
-        first, last = iw.position(from_), iw.position(to)
-        if first > last:
-            raise BadInput(f"{from_}..{to}: step {first} comes after step {last}")
-        view = iw.diff(first, last)
-    else:
-        wh = open_history(log).worker(worker)
-        first, last = wh.position(from_), wh.position(to)
-        if first > last:
-            raise BadInput(f"{from_}..{to}: step {first} comes after step {last}")
-        views = {}
-        # the earlier position first: one forward replay serves both
-        for step in (first, last):
-            with progress_bar(f"replaying {wh.address}", step) as cb:
-                views[step] = wh.view(step, state_of, progress=cb)
-        steps, total = steps_between(wh.calls(first + 1, last, instructions=False))
-        view = DiffView(views[first], views[last], steps, total)
-    emit(view, json=json)
+    w = open_answers(log).worker(worker)
+    first, last = w.position(from_), w.position(to)
+    if first > last:
+        raise BadInput(f"{from_}..{to}: step {first} comes after step {last}")
+    emit(w.diff(first, last), json=json)
 
 
 def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
@@ -411,32 +362,23 @@ def story(
     with the recorded time of each; across every worker of a cluster log unless
     --worker chooses one."""
     from replay.errors import NotFound
-    from replay.story import Story, key_story, stimulus_story
-    from replay.views import walk
+    from replay.story import Story
 
-    index = indexed(log)
-    source = index if index is not None else open_history(log)
+    source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
 
-    def one(wh: Any) -> Any:
-        stop = wh.position(at)
-        sid_step = None
+    def one(w: Any) -> Any:
+        stop = w.position(at)
         if not key_or_stimulus.isdigit():
             try:
-                sid_step = wh.position(key_or_stimulus)
+                sid_step = w.position(key_or_stimulus)
             except NotFound:
                 pass
-        if sid_step is not None:
-            if index is not None:
-                return wh.stimulus_story(min(stop, sid_step), key_or_stimulus)
-            with progress_bar(f"replaying {wh.address}", stop) as cb:
-                return stimulus_story(walk(wh, min(stop, sid_step), progress=cb), wh.address, key_or_stimulus)
+            else:
+                return w.stimulus_story(min(stop, sid_step), key_or_stimulus)
         key = parse_keys([key_or_stimulus])[0]
         try:
-            if index is not None:
-                return wh.key_story(stop, key)
-            with progress_bar(f"replaying {wh.address}", stop) as cb:
-                return key_story(walk(wh, stop, progress=cb), wh.address, key)
+            return w.key_story(stop, key)
         except NotFound as e:
             raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
 
@@ -456,25 +398,65 @@ def why(
     html: Optional[str] = HTML,
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
-    from replay.diagnosis import ClusterWhy, diagnose, why_view
+    from replay.continuation import WHY_MAX_STEPS, short_verdict
+    from replay.diagnosis import ClusterWhy
 
-    index = indexed(log)
-    source = index if index is not None else open_history(log)
+    source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
     wanted = None if key is None else parse_keys([key])[0]
+    views = each_worker(chosen, lambda w: w.why(w.position(at), wanted), chosen_by_user=worker is not None)
+    findings = source.disagreements({v.worker: v.step for v in views}) if wanted is None else []
+    short = [v for v in views if v.tasks and source.worker(v.worker).events <= WHY_MAX_STEPS]
+    if wanted is None and short and source.kind != "partial":
+        # one line from a short continuation: is the hang inside the worker?
+        history = source.history if source.kind == "replayed" else open_history(log, quiet=True)
+        for v in short:
+            v.continued = short_verdict(history.worker(v.worker), v.step)
+    emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)
+
+
+@app.command("continue")
+def continue_(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin)."),
+    worker: Optional[str] = typer.Option(None, "--worker", "-w",
+                                         help="Worker: address, unique part of one, or index (default: every worker)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Continue from this step or stimulus id (default: the end)."),
+    peers: str = typer.Option("answer", "--peers", help="Peers answer each gather from the keys the log says "
+                              "they hold, answer busy, or stay silent: answer, busy or silent."),
+    events: int = typer.Option(10_000, "--events", min=0, help="Stimuli to hand the worker at most."),
+    output: Optional[str] = typer.Option(None, "-o", "--output",
+                                         help="Write the continued run as a log (recorded steps, then simulated ones)."),
+    json: bool = JSON,
+) -> None:
+    """Continue a worker from a step as a live worker would go on: exit 0 if every
+    task finished, 1 if one still waits (and on what). Without --at, the replay
+    goes as far as the instructions match the recording (under --import, the
+    patched state machine's) and continues from there."""
+    from replay import imports
+    from replay.continuation import PEERS, ContinuedWorkers, continue_worker, write_continued
+
+    if peers not in PEERS:
+        raise BadInput(f"--peers: {peers!r} is not one of {', '.join(PEERS)}")
+    history = open_history(log)
+    chosen = history.workers if worker is None else [history.worker(worker)]
+    runs: list = []
+
     def one(wh: Any) -> Any:
         step = wh.position(at)
-        if index is not None:
-            return wh.why(step, wanted)
         with progress_bar(f"replaying {wh.address}", step) as cb:
-            r, tracker = diagnose(wh, step, progress=cb)
-        return why_view(r, tracker, wanted)
+            # from the end: replay only as far as the instructions match the recording
+            c = continue_worker(wh, step, peers=peers, events=events, progress=cb,
+                                until_divergence=at is None, patched=bool(imports.requested()))
+        runs.append((wh, c))
+        return c
 
-    views = each_worker(chosen, one, chosen_by_user=worker is not None)
-    findings = []
-    if index is not None and wanted is None:
-        findings = index.disagreements({v.worker: v.step for v in views})
-    emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)
+    view = ContinuedWorkers(each_worker(chosen, one, chosen_by_user=worker is not None))
+    if output is not None:
+        lines = write_continued(output, runs)
+        err.print(render.safe(f"{output}: {lines} lines, {sum(c.events for _, c in runs)} simulated steps"))
+    emit(view, json=json)
+    if view.exit_code:
+        raise typer.Exit(view.exit_code)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "BadInput", "ClusterHistory", "Divergence", "LogError", "NotFound", "Recorder",
+    "BadInput", "ClusterHistory", "Divergence", "InexactReplay", "LogError", "NotFound", "Recorder",
     "ReplayError", "Replayer", "WorkerHistory", "open", "shrink",
 ]
 
@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:
         from replay import history as module
     elif name in ("Replayer", "Divergence"):
         from replay import engine as module
-    elif name in ("BadInput", "LogError", "NotFound", "ReplayError"):
+    elif name in ("BadInput", "InexactReplay", "LogError", "NotFound", "ReplayError"):
         from replay import errors as module
     elif name == "Recorder":
         from replay import record as module

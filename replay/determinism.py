@@ -90,6 +90,14 @@ def prepare_replay(header: dict) -> list[str]:
     recording: the returned warnings are empty when it will be exact."""
     if not header.get("deterministic"):
         return ["recorded without deterministic mode; replay may depart from the recording"]
+    return inexact_reasons(header)
+
+
+def inexact_reasons(header: dict) -> list[str]:
+    """Why this process cannot replay a deterministic recording exactly (empty:
+    it can); switches it to key hashing first if it still may."""
+    if not header.get("deterministic"):
+        return []
     out = []
     if not make_deterministic():
         out.append("TaskState objects already exist in this process; replay may differ")

@@ -20,7 +20,7 @@ from rich.text import Text
 from replay import render
 from replay.errors import NotFound
 from replay.literal import jsonable, key_text, literal, sort_key
-from replay.views import FINAL_STATES, Key, Moment, changed_states, elapsed
+from replay.views import FINAL_STATES, Gather, Key, Moment, RaisedStep, changed_states, elapsed
 
 if TYPE_CHECKING:  # an index answers why without the state machine
     from distributed import worker_state_machine as wsm
@@ -32,6 +32,9 @@ class Tracker:
     """Moments that explain the current state of each key."""
 
     def __init__(self, end: Optional[int] = None) -> None:
+        # only a replay tracks: the index's query path imports no state machine
+        from replay.requests import OpenRequests
+
         #: the worker's last step, if known: at it, a wait lasts "to the end of the log"
         self.end = end
         #: key -> (moment, stimulus id) of the step that last changed its state
@@ -44,11 +47,20 @@ class Tracker:
         self.paused: Optional[Moment] = None
         #: the last step fed
         self.now: Moment = Moment(0, None)
+        #: the steps at which the state machine raised, as recorded
+        self.raised: list[RaisedStep] = []
+        #: the instructions not answered yet: a gather's tag is its :class:`Gather`
+        self.requests: Any = OpenRequests()
 
     def feed(self, applied: Applied) -> None:
         from distributed import worker_state_machine as wsm
 
         handled = applied.call.handled
+        if applied.exception is not None:
+            call = applied.call
+            # a batch stops at the event that raised: the events before it completed
+            n = 0 if applied.ends is None else len(applied.ends)
+            self.raised.append(RaisedStep.of(call.first + n, handled, call.events[n], applied.exception))
         for s in applied.steps():
             at = Moment(s.step, handled)
             self.now = at
@@ -59,12 +71,22 @@ class Tracker:
                 self.paused = None
             for key in changed_states(s.log):
                 self.changed[key] = (at, ev.stimulus_id)
+            self.requests.answered(ev)
             for inst in s.instructions:
+                gather = None
+                if isinstance(inst, wsm.GatherDep):
+                    gather = Gather(at.step, at.time, inst.worker, tuple(sorted(inst.to_gather, key=sort_key)))
+                self.requests.issued(inst, gather)
                 if isinstance(inst, wsm.GatherDep):
                     for key in inst.to_gather:
                         self.gather[key] = (at, inst.worker)
                 elif isinstance(inst, wsm.Execute):
                     self.execute[inst.key] = at
+
+    def open_gathers(self) -> list[Gather]:
+        """The gathers issued and not answered yet, oldest first."""
+        return sorted((g for pending in self.requests.gathers.values() for g in pending),
+                      key=lambda g: (g.step, g.peer))
 
     def follow(self, walked: Iterable[tuple[Applied, Any]]) -> Optional[wsm.WorkerState]:
         """Consume a walk; return the state it ends at."""
@@ -297,19 +319,27 @@ class WhyView:
     key: Any = None
     #: what the answer rests on, when not a replay (a partial history)
     note: Optional[str] = None
+    #: the steps up to this one at which the state machine raised
+    raised: list[RaisedStep] = field(default_factory=list)
+    #: the verdict of a short continuation from this step (``replay continue``),
+    #: when one was cheap enough to run
+    continued: Optional[str] = None
 
     def to_json(self) -> dict:
         out = {"worker": self.worker, "step": self.step, "stimulus_id": self.stimulus_id,
                "handled": self.handled, "running": self.running,
                "paused_since": None if self.paused_since is None else self.paused_since.to_json(),
-               "tasks": [v.to_json() for v in self.tasks]}
+               "tasks": [v.to_json() for v in self.tasks], "raised": [r.to_json() for r in self.raised]}
         if self.note:
             out["note"] = self.note
+        if self.continued:
+            out["continued"] = self.continued
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         if self.note:
             yield Text.assemble(("note: ", "yellow"), render.safe(self.note))
+        yield from self.raised
         if not self.tasks:
             yield Text.assemble(render.safe(self.worker), f" at step {self.step}: ", ("no task is stuck", "green"),
                                 "" if self.running else " (paused)")
@@ -319,6 +349,8 @@ class WhyView:
             when = f" since step {self.paused_since.step}" if self.paused_since else ""
             yield Text(f"the worker is paused{when}", style="yellow")
         yield verdicts_table(console, self.tasks, Moment(self.step, self.handled))
+        if self.continued:
+            yield Text.assemble(("continued: ", "bold"), render.safe(self.continued))
 
 
 def verdicts_table(console: Console, verdicts: list[Verdict], now: Moment) -> Any:
@@ -391,4 +423,5 @@ def diagnose(history: Any, stop: int | None = None, *, progress: Any = None) -> 
 def why_view(r: Replayer, tracker: Tracker, key: Any = None) -> WhyView:
     ws = r.ws
     return WhyView(ws.address, r.seq, r.stimulus_id, r.handled, ws.running,
-                   tracker.paused if not ws.running else None, why(ws, tracker, key), key)
+                   tracker.paused if not ws.running else None, why(ws, tracker, key), key,
+                   raised=list(tracker.raised))

@@ -70,38 +70,41 @@ def _host(address: str) -> str:
     return rest.rsplit(":", 1)[0]
 
 
-def find(index: Any, at: dict[str, int]) -> list[Finding]:
-    """Disagreements of the workers of an :class:`~replay.index.Index`, each
-    worker at the step ``at`` gives it (by address)."""
-    workers = {w.address: w for w in index.workers}
+def find(workers: list, at: dict[str, int]) -> list[Finding]:
+    """Disagreements of ``workers`` (:class:`~replay.source.WorkerAnswers` of
+    one log, whatever answers them), each worker at the step ``at`` gives it
+    (by address)."""
+    if len(workers) < 2:
+        return []
+    by_address = {w.address: w for w in workers}
+    #: (peer, step) -> key -> state, each peer's state read once per step
+    held: dict[tuple[str, int], dict[Any, str]] = {}
     out: list[Finding] = []
     for address, step in at.items():
-        w = workers[address]
+        w = by_address[address]
         if step == 0:
             continue
-        r = w.frozen(step)
-        now = r.handled
-        for ts in sorted(r.ws.tasks.values(), key=lambda ts: repr(ts.key)):
-            if ts.state == "flight":
-                peers = [ts.coming_from]
-            elif ts.state == "fetch":
-                peers = sorted(ts.who_has)
-            else:
-                continue
+        view = w.state(step, states=("flight", "fetch"), detail=True)
+        now = view.handled
+        for row in sorted(view.tasks, key=lambda row: repr(row.key)):
+            detail = row.detail or {}
+            peers = [detail.get("coming_from")] if row.state == "flight" else list(detail.get("who_has", ()))
             for peer in peers:
-                p = workers.get(peer)
+                p = by_address.get(peer)
                 if p is None or p is w:
                     continue  # a peer this log did not record: nothing to compare with
                 other_host = _host(peer) != _host(address)
-                last = p.info["last_handled"]
-                if p.info["ended"] and last is not None and now is not None and last < now:
-                    out.append(Finding("peer gone", address, step, ts.key, ts.state, peer, p.events, None,
+                last = p.last_handled
+                if p.ended and last is not None and now is not None and last < now:
+                    out.append(Finding("peer gone", address, step, row.key, row.state, peer, p.events, None,
                                        other_host))
                     continue
                 peer_step = p.step_at_time(now)
-                row = p.task_at(ts.key, peer_step)
-                state = None if row is None else row[0]
+                states = held.get((peer, peer_step))
+                if states is None:
+                    states = held[(peer, peer_step)] = {t.key: t.state for t in p.state(peer_step).tasks}
+                state = states.get(row.key)
                 if state not in HOLDS:
-                    out.append(Finding("not held by the peer", address, step, ts.key, ts.state, peer,
+                    out.append(Finding("not held by the peer", address, step, row.key, row.state, peer,
                                        peer_step, state, other_host))
     return out

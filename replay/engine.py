@@ -326,14 +326,9 @@ class Replayer:
             e = crash.__cause__
             key, story = _key_story(self.ws, e)
             return Divergence(seq, sid, "error", None, _describe(e, key), key, story, e)
-        if applied.exception is not None:
-            return None  # raised as recorded
-        if call.error is not None:
-            return Divergence(seq, sid, "error", call.error, None)
-        expected = [comparable(d) for d in call.instructions or ()]
-        actual = [comparable(encode_instruction(i)) for i in applied.instructions]
-        if expected != actual:
-            return Divergence(seq, sid, "instructions", expected, actual)
+        d = differing_instructions(call, applied)
+        if d is not None or applied.exception is not None:
+            return d
         if self.check_invariants:
             try:
                 self.ws.validate_state()
@@ -341,6 +336,22 @@ class Replayer:
                 key, story = _key_story(self.ws, e)
                 return Divergence(seq, sid, "invariant", None, _describe(e, key), key, story, e)
         return None
+
+
+def differing_instructions(call: RecordedCall, applied: Applied) -> Divergence | None:
+    """Whether a replayed call did what the recorded one did: the same
+    instructions, or raised as the recording did (kind "error" if only one
+    of them raised)."""
+    if applied.exception is not None:
+        return None  # raised as recorded
+    seq, sid = call.last, call.stimulus_id
+    if call.error is not None:
+        return Divergence(seq, sid, "error", call.error, None)
+    expected = [comparable(d) for d in call.instructions or ()]
+    actual = [comparable(encode_instruction(i)) for i in applied.instructions]
+    if expected != actual:
+        return Divergence(seq, sid, "instructions", expected, actual)
+    return None
 
 
 def _first_line(e: BaseException) -> str:

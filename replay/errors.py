@@ -39,3 +39,10 @@ class NotFound(BadInput):
 class ReplayError(BadInput):
     """A log cannot be replayed: it does not start from the empty state, or the
     state machine raised where the recorded worker did not."""
+
+
+class InexactReplay(ReplayError):
+    """This process cannot replay a deterministic recording exactly: it hashes
+    strings with another ``PYTHONHASHSEED``, or tasks by identity already.
+    A replay here could take other transitions and report findings that are
+    not in the log."""

@@ -17,22 +17,31 @@ from typing import Any
 
 from distributed import worker_state_machine as wsm
 
+from replay.determinism import inexact_reasons
 from replay.engine import Divergence, Replayer
+from replay.errors import InexactReplay
 from replay.log import ClusterLog, WorkerLog
 from replay.reader import Progress, RecordedCall, read_calls
 
 Position = int | str | None
 
 
-def open(path: str, *, validate: bool = False) -> ClusterHistory:  # noqa: A001
-    """Read a log (one pass) and return its workers' histories."""
-    return ClusterHistory(ClusterLog.open(path, validate=validate))
+def open(path: str, *, validate: bool = False, inexact: bool = False) -> ClusterHistory:  # noqa: A001
+    """Read a log (one pass) and return its workers' histories.
+
+    A deterministic recording replays exactly only in a process hashing
+    strings with the recorded ``PYTHONHASHSEED``; elsewhere a replay can take
+    other transitions and show findings the log does not hold, so replaying
+    raises :class:`~replay.errors.InexactReplay` naming the seed, unless
+    ``inexact`` accepts that.
+    """
+    return ClusterHistory(ClusterLog.open(path, validate=validate), inexact=inexact)
 
 
 class ClusterHistory:
-    def __init__(self, log: ClusterLog):
+    def __init__(self, log: ClusterLog, *, inexact: bool = False):
         self.log = log
-        self.workers = [WorkerHistory(log, w) for w in log.workers]
+        self.workers = [WorkerHistory(log, w, inexact=inexact) for w in log.workers]
 
     @property
     def path(self) -> str:
@@ -49,9 +58,11 @@ class ClusterHistory:
 class WorkerHistory:
     """One worker of a log."""
 
-    def __init__(self, log: ClusterLog, wlog: WorkerLog):
+    def __init__(self, log: ClusterLog, wlog: WorkerLog, *, inexact: bool = False):
         self.log = log
         self.wlog = wlog
+        #: replaying where it cannot be exact is accepted (see :func:`open`)
+        self.inexact = inexact
         self._cursor: Replayer | None = None
         #: a :class:`~replay.seek.Seeker` answers views when attached
         self.seeker: Any = None
@@ -82,6 +93,14 @@ class WorkerHistory:
         return read_calls(self.log, self.wlog, start, stop, records=records, instructions=instructions)
 
     def replayer(self, **kwargs: Any) -> Replayer:
+        if not self.inexact and self.header.get("history") != "partial":
+            reasons = inexact_reasons(self.header)
+            if reasons:
+                raise InexactReplay(
+                    f"{self.address}: {'; '.join(reasons)}. Run Python with "
+                    f"PYTHONHASHSEED={self.header.get('hash_seed')} for an exact replay, or "
+                    "pass inexact=True to replay.open() to accept one that may depart"
+                )
         return Replayer(self.header, **kwargs)
 
     def advance(self, replayer: Replayer, stop: int, progress: Progress | None = None) -> Replayer:
@@ -121,6 +140,16 @@ class WorkerHistory:
         if cursor is None or cursor.seq > stop:
             cursor = self.replayer()
         return self.advance(cursor, stop, progress).ws
+
+    def continue_from(self, pos: Position = None, peers: str = "answer", **kwargs: Any) -> Any:
+        """Rebuild the worker at ``pos`` and drive it onward as a live worker
+        would go on, its peers answering (or ``"busy"``, ``"silent"``): a
+        :class:`~replay.continuation.Continuation`, the verdict with the
+        continued steps (see :func:`~replay.continuation.continue_worker`)."""
+        # the continuation reaches the simulator and the shrinker, which import this module
+        from replay.continuation import continue_worker
+
+        return continue_worker(self, pos, peers=peers, **kwargs)
 
     def verify(
         self, *, validate: bool = False, progress: Progress | None = None

@@ -53,7 +53,7 @@ from schemas.codec import decode_key, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 6
+VERSION = 11
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -73,6 +73,7 @@ CREATE TABLE tasks (wid INTEGER, step INTEGER, key TEXT, changed INTEGER, row TE
 CREATE TABLE keyframes (wid INTEGER, step INTEGER, data BLOB, PRIMARY KEY (wid, step)) WITHOUT ROWID;
 CREATE TABLE workers_at (wid INTEGER, step INTEGER, data TEXT, PRIMARY KEY (wid, step)) WITHOUT ROWID;
 CREATE TABLE requests (wid INTEGER, key TEXT, step INTEGER, kind TEXT, peer TEXT);
+CREATE TABLE gathers (wid INTEGER, issued INTEGER, answered INTEGER, peer TEXT, keys TEXT);
 """
 # built after the bulk insert: cheaper than keeping them up to date
 _INDEXES = """
@@ -82,6 +83,7 @@ CREATE INDEX steps_by_time ON steps (wid, handled);
 CREATE INDEX tasks_by_key ON tasks (wid, key, step);
 CREATE INDEX postings_by_key ON postings (wid, key, step);
 CREATE INDEX requests_by_key ON requests (wid, key, kind, step);
+CREATE INDEX gathers_by_step ON gathers (wid, issued);
 """
 
 
@@ -198,9 +200,8 @@ class _Queue:
 
 class FrozenWorker:
     """A ``WorkerState`` at one step, rebuilt from the index: what the views
-    read, derived the way the state machine keeps it (``ready`` holds the
-    tasks in state ready, ``executing`` the executing ones and the cancelled
-    or resumed ones still executing, …)."""
+    read, every container as the real ``WorkerState`` held it (recorded by
+    :class:`Containers`, never derived from the tasks' states)."""
 
     def __init__(self, address: str, rows: dict[Any, list], counters: dict):
         self.address = address
@@ -219,24 +220,32 @@ class FrozenWorker:
         self.total_resources = dict(c["total_resources"])
         self.available_resources = dict(c["available_resources"])
         self.busy_workers = set(c["busy_workers"])
-        by_state: dict[str, list[FrozenTask]] = {}
-        for ts in self.tasks.values():
-            by_state.setdefault(ts.state, []).append(ts)
-        doing = [ts for ts in self.tasks.values() if ts.state in ("cancelled", "resumed")]
-        self.executing = set(by_state.get("executing", [])) | {ts for ts in doing if ts.previous == "executing"}
-        self.long_running = set(by_state.get("long-running", [])) | {
-            ts for ts in doing if ts.previous == "long-running"}
-        self.ready = _Queue(by_state.get("ready", []))
-        self.constrained = _Queue(by_state.get("constrained", []))
-        self.missing_dep_flight = set(by_state.get("missing", []))
-        self.in_flight_workers: dict[str, set] = {}
-        for ts in by_state.get("flight", []) + [ts for ts in doing if ts.previous == "flight"]:
-            self.in_flight_workers.setdefault(ts.coming_from, set()).add(ts.key)
-        needed: dict[str, list[FrozenTask]] = {}
-        for ts in by_state.get("fetch", []):
-            for w in ts.who_has:
-                needed.setdefault(w, []).append(ts)
-        self.data_needed = {w: _Queue(tss) for w, tss in needed.items()}
+        # the containers as the real WorkerState held them (Containers)
+        strays = c["strays"]
+
+        def task(text: str) -> FrozenTask:
+            key = _kparse(text)
+            if text in strays or key not in self.tasks:
+                state, priority = strays.get(text, ("forgotten", None))
+                return FrozenTask(key, [state, None, None, priority, None, [], None, [], None, None, None], self)
+            return self.tasks[key]
+
+        def per_peer(texts: Any) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {}
+            for text in texts:
+                peer, *k = orjson.loads(text)
+                keys = out.setdefault(peer, [])
+                if k:  # [peer] alone: the entry, whatever it holds
+                    keys.append(orjson.dumps(k[0]).decode())
+            return out
+
+        self.executing = {task(k) for k in c["executing"]}
+        self.long_running = {task(k) for k in c["long_running"]}
+        self.ready = _Queue([task(k) for k in c["ready"]])
+        self.constrained = _Queue([task(k) for k in c["constrained"]])
+        self.missing_dep_flight = {task(k) for k in c["missing"]}
+        self.in_flight_workers = {w: {_kparse(k) for k in ks} for w, ks in per_peer(c["in_flight_workers"]).items()}
+        self.data_needed = {w: _Queue([task(k) for k in ks]) for w, ks in per_peer(c["data_needed"]).items()}
 
 
 @dataclass
@@ -258,7 +267,7 @@ _COUNTED = ("nthreads", "transfers", "transfers_limit", "transfer_bytes", "trans
 
 
 def counters_row(ws: Any) -> dict:
-    """What the index keeps of the worker besides its tasks: the view's
+    """What the index keeps of the worker's own counters: the view's
     :class:`~replay.views.Counters`, whether it runs, its busy peers."""
     from replay.views import Counters
 
@@ -266,6 +275,80 @@ def counters_row(ws: Any) -> dict:
     row = {f: getattr(c, f) for f in _COUNTED}
     row.update(running=ws.running, busy_workers=sorted(ws.busy_workers))
     return row
+
+
+#: containers kept as changes of membership: they can hold thousands of
+#: tasks, of which a step moves a few. Members are JSON texts: a key's
+#: (:func:`_ktext`), or ``[peer, key]``'s for those kept per peer.
+MEMBERS = ("executing", "long_running", "ready", "constrained", "missing")
+PER_PEER = ("in_flight_workers", "data_needed")
+
+
+#: the member that stands for a per-peer entry itself (``[peer]``)
+_PEER = object()
+
+
+def _as_set(container: Any) -> set:
+    # a HeapSet's members are its ``_data`` set: copying a set reuses the
+    # stored hashes, where iterating would call TaskState.__hash__ per member
+    return set(getattr(container, "_data", container))
+
+
+class Containers:
+    """Follows the worker's containers as the state machine holds them, never
+    derived from task states: a bookkeeping bug (a stale ``in_flight_workers``
+    entry, a task queued twice or in no queue) is what the views must show.
+
+    :meth:`changes` compares each container's members with the last step's
+    as sets of the real objects (cheap: a step moves a few of thousands) and
+    returns the members added and removed, as texts. ``strays`` are members
+    whose ``TaskState`` is not the one ``ws.tasks`` holds (a task forgotten
+    but still queued), with their state and priority.
+    """
+
+    def __init__(self) -> None:
+        #: container (a peer's: (name, peer)) -> its members at the last step
+        self.was: dict[Any, set] = {}
+        self.strays: dict[str, list] = {}
+
+    def changes(self, ws: Any) -> dict[str, list[str]]:
+        now: dict[Any, set] = {
+            "executing": _as_set(ws.executing), "long_running": _as_set(ws.long_running),
+            "ready": _as_set(ws.ready), "constrained": _as_set(ws.constrained),
+            "missing": _as_set(ws.missing_dep_flight),
+        }
+        for w, keys in ws.in_flight_workers.items():
+            # the peer itself is a member: an entry without keys still means
+            # "a transfer from w is under way" to the state machine
+            now["in_flight_workers", w] = _as_set(keys) | {_PEER}
+        for w, tss in ws.data_needed.items():
+            if tss:  # validate=True can leave empty entries behind
+                now["data_needed", w] = _as_set(tss)
+        out: dict[str, list[str]] = {}
+        for name in now.keys() | self.was.keys():
+            a, b = self.was.get(name, set()), now.get(name, set())
+            if a == b:
+                continue
+            field, peer = (name, None) if isinstance(name, str) else name
+            for sign, members in (("+", b - a), ("-", a - b)):
+                if members:
+                    out.setdefault(sign + field, []).extend(self._text(ws, field, peer, m, sign) for m in members)
+        self.was = {k: v for k, v in now.items()}
+        return {k: sorted(v) for k, v in out.items()}
+
+    def _text(self, ws: Any, field: str, peer: Optional[str], member: Any, sign: str) -> str:
+        if member is _PEER:
+            return orjson.dumps([peer]).decode()
+        if field == "in_flight_workers":  # keys, not tasks
+            return orjson.dumps([peer, encode_key(member)]).decode()
+        k = encode_key(member.key)
+        if sign == "+":
+            text = orjson.dumps(k).decode()
+            if ws.tasks.get(member.key) is not member:
+                self.strays[text] = [member.state, None if member.priority is None else list(member.priority)]
+            else:
+                self.strays.pop(text, None)
+        return orjson.dumps(k).decode() if peer is None else orjson.dumps([peer, k]).decode()
 
 
 class _Writer:
@@ -277,11 +360,18 @@ class _Writer:
 
         self.db, self.wid, self.address = db, wid, address
         self.tracker = Tracker()
-        self.gathers: OpenRequests[list] = OpenRequests()
+        #: open requests; a gather's tag is its row of ``gathers``:
+        #: [wid, issued, answered (None while open), peer, keys]
+        self.gathers: OpenRequests[Optional[list]] = OpenRequests()
+        self.gather_rows: list[list] = []
         self.known: set = set()
         #: key -> the row last written
         self.rows: dict[Any, str] = {}
         self.counters: dict = {}
+        self.containers = Containers()
+        #: container -> its members now, as texts (for keyframes)
+        self.members: dict[str, set[str]] = {}
+        self.strays: dict[str, list] = {}
         self.block: list = []
         self.block_first = 1
         self.steps: list[tuple] = []
@@ -306,7 +396,11 @@ class _Writer:
             sid = ev.stimulus_id
             named = event_keys(ev)
             self.known |= named
-            answered = self.gathers.answered(ev) or []
+            tag = self.gathers.answered(ev)
+            answered = []
+            if tag is not None:
+                tag[2] = s.step
+                answered = tag[5]
             text = event_text(ev)
             self.steps.append((wid, s.step, handled, sid, type(ev).__name__))
             lines = [["event", text, {"event": s.record["event"]},
@@ -327,7 +421,13 @@ class _Writer:
                 touched |= keys
                 lines.append(["instruction", line_text("instruction", inst), line_data("instruction", inst),
                               [encode_key(k) for k in keys]])
-                self.gathers.issued(inst, list(inst.to_gather) if isinstance(inst, wsm.GatherDep) else [])
+                row = None
+                if isinstance(inst, wsm.GatherDep):
+                    keys = sorted(inst.to_gather, key=sort_key)
+                    row = [wid, s.step, None, inst.worker, orjson.dumps([encode_key(k) for k in keys]).decode(),
+                           keys]
+                    self.gather_rows.append(row)
+                self.gathers.issued(inst, row)
                 if isinstance(inst, wsm.GatherDep):
                     for k in inst.to_gather:
                         self.requests.append((wid, _ktext(k), s.step, "gather", inst.worker))
@@ -380,17 +480,26 @@ class _Writer:
     def _keyframe(self, step: int) -> None:
         frame = {
             "tasks": [[encode_key(k), orjson.loads(v)] for k, v in self.rows.items()],
-            "counters": self.counters,
+            "counters": {**self.counters, "strays": self.strays},
+            "members": {f: sorted(m) for f, m in self.members.items()},
         }
         self.db.execute("INSERT INTO keyframes VALUES (?, ?, ?)",
                         (self.wid, step, zlib.compress(orjson.dumps(frame), 6)))
 
     def _counters(self, step: int, ws: Any) -> None:
         c = counters_row(ws)
-        if c != self.counters:
-            changed = {k: v for k, v in c.items() if self.counters.get(k) != v}
+        changed = {k: v for k, v in c.items() if self.counters.get(k) != v}
+        self.counters = c
+        # "+f" / "-f": the members the step added to and removed from container f
+        for name, texts in self.containers.changes(ws).items():
+            changed[name] = texts
+            members = self.members.setdefault(name[1:], set())
+            (members.update if name[0] == "+" else members.difference_update)(texts)
+        strays = self.containers.strays
+        if strays != self.strays:
+            changed["strays"] = self.strays = dict(strays)
+        if changed:
             self.workers_at.append((self.wid, step, orjson.dumps(changed).decode()))
-            self.counters = c
 
     def flush(self) -> None:
         db = self.db
@@ -404,6 +513,7 @@ class _Writer:
     def close(self) -> None:
         self._write_block()
         self.flush()
+        self.db.executemany("INSERT INTO gathers VALUES (?, ?, ?, ?, ?)", [r[:5] for r in self.gather_rows])
 
 
 def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> str:
@@ -448,12 +558,16 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                 "first_handled": wlog.first_handled, "last_handled": wlog.last_handled,
                 "ended": wlog.ended, "warnings": list(r.warnings),
                 "crash": crash, "invariant": invariant, "reached": w.tracker.now.step,
+                "raised": [{**r.to_json(), "key": None if r.key is None else encode_key(r.key)}
+                           for r in w.tracker.raised],
             }
             db.execute("INSERT INTO workers VALUES (?, ?, ?, ?)",
                        (wid, wh.address, wh.events, orjson.dumps(info).decode()))
         db.executescript(_INDEXES)
         ident = identity(history.log.source) if history.path != "<stdin>" else {}
         ident["code"] = code_identity()
+        # what reading the log found (a torn last line…): said again by every answer
+        ident["warnings"] = list(history.warnings)
         db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, orjson.dumps(v).decode()) for k, v in ident.items()])
         db.commit()
     finally:
@@ -487,13 +601,20 @@ def _one_by_one(call: Any) -> Iterator[Any]:
 
 
 class Index:
-    """An index that is current for its log."""
+    """An index that is current for its log: a :class:`~replay.source.Source`."""
+
+    kind = "indexed"
 
     def __init__(self, log: str, path: str):
         self.log = log
-        self.path = path
+        #: the log's name in messages, as every source has it
+        self.path = log
+        #: where the index is
+        self.file = path
         # read-only: a query never changes the index
         self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'warnings'").fetchone()
+        self.warnings: list[str] = [] if row is None else orjson.loads(row[0])
         self.workers = [
             IndexedWorker(self, wid, address, events, orjson.loads(info))
             for wid, address, events, info in self.db.execute(
@@ -521,17 +642,16 @@ class Index:
         except sqlite3.DatabaseError:  # not an index, or torn: build it anew
             return None
         code = have.pop("code", None)
+        have.pop("warnings", None)
         if have != want or code is None or not same_code(code):
             return None
         return cls(log, path)
 
     def disagreements(self, at: dict[str, int]) -> list:
         """Where the workers disagree about a key, each at the step ``at`` names."""
-        if len(self.workers) < 2:
-            return []
         from replay.disagreements import find
 
-        return find(self, at)
+        return find(self.workers, at)
 
     def worker(self, which: Any = None) -> IndexedWorker:
         from replay.positions import choose_worker
@@ -547,6 +667,21 @@ class IndexedWorker:
         self.db = index.db
         #: keyframe step -> (rows, counters), the last few decoded
         self._frames: dict[int, tuple[dict, dict]] = {}
+
+    @property
+    def ended(self) -> bool:
+        return self.info["ended"]
+
+    @property
+    def last_handled(self) -> Optional[float]:
+        return self.info["last_handled"]
+
+    def raised(self, step: int) -> list:
+        """The steps up to ``step`` at which the state machine raised."""
+        from replay.views import RaisedStep
+
+        return [RaisedStep(**{**r, "key": None if r["key"] is None else decode_key(r["key"])})
+                for r in self.info["raised"] if r["step"] <= step]
 
     # --- positions ----------------------------------------------------
 
@@ -600,6 +735,8 @@ class IndexedWorker:
                 data = orjson.loads(zlib.decompress(blob))
                 rows = {decode_key(k): r for k, r in data["tasks"]}
                 counters.update(data["counters"])
+                for f, members in data["members"].items():
+                    counters[f] = frozenset(members)
             cached = self._frames[since] = (rows, counters)
             while len(self._frames) > 4:
                 del self._frames[next(iter(self._frames))]
@@ -625,14 +762,27 @@ class IndexedWorker:
             "SELECT data FROM workers_at WHERE wid = ? AND step > ? AND step <= ? ORDER BY step",
             (wid, since, step),
         ):
-            counters.update(orjson.loads(data))
+            apply_change(counters, orjson.loads(data))
         sid, handled = self._step_row(step)
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), step, sid, handled)
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
         from replay.views import StateView
 
-        return StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+        view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+        view.raised = self.raised(step)
+        view.gathers = self.open_gathers(step)
+        return view
+
+    def open_gathers(self, step: int) -> list:
+        """The gathers issued by ``step`` and not answered by it, oldest first."""
+        from replay.views import Gather
+
+        rows = self.db.execute(
+            "SELECT g.issued, s.handled, g.peer, g.keys FROM gathers g JOIN steps s ON s.wid = g.wid AND s.step = g.issued"
+            " WHERE g.wid = ? AND g.issued <= ? AND (g.answered IS NULL OR g.answered > ?)", (self.wid, step, step))
+        return sorted((Gather(issued, handled, peer, tuple(decode_key(k) for k in orjson.loads(keys)))
+                       for issued, handled, peer, keys in rows), key=lambda g: (g.step, g.peer))
 
     def diff(self, first: int, last: int) -> Any:
         from replay.views import DIFF_STEPS, DiffView, StepBrief
@@ -735,8 +885,7 @@ class IndexedWorker:
     def why(self, step: int, key: Any = None) -> Any:
         from replay.diagnosis import why_view
 
-        r = self.frozen(step)
-        return why_view(r, self.tracker(step), key)
+        return why_view(self.frozen(step), self.tracker(step), key)
 
     def summary(self) -> Any:
         from replay.diagnosis import why
@@ -760,8 +909,22 @@ class IndexedWorker:
             stuck=why(r.ws, tracker), warnings=info["warnings"], crash=info["crash"],
             invariant=None if inv is None else Failure(**{**inv, "key": None if inv["key"] is None
                                                            else decode_key(inv["key"])}),
-            step=step,
+            step=step, raised=self.raised(step),
         )
+
+
+def apply_change(counters: dict, change: dict) -> None:
+    """One ``workers_at`` row onto the counters after the step before it
+    (containers' member sets are replaced, never changed in place: a cached
+    keyframe shares them)."""
+    for name, value in change.items():
+        op = name[0]
+        if op == "+":
+            counters[name[1:]] = counters[name[1:]] | set(value)
+        elif op == "-":
+            counters[name[1:]] = counters[name[1:]] - set(value)
+        else:
+            counters[name] = value
 
 
 def _initial_counters(header: dict) -> dict:
@@ -774,8 +937,12 @@ def _initial_counters(header: dict) -> dict:
         "running": True, "nthreads": s["nthreads"], "transfers": 0,
         "transfers_limit": s["transfer_incoming_count_limit"], "transfer_bytes": 0,
         "transfer_bytes_limit": None if limit in (None, float("inf")) else limit, "nbytes": 0,
-        "total_resources": resources, "available_resources": resources, "busy_workers": [],
+        "total_resources": resources, "available_resources": resources, **EMPTY_CONTAINERS,
     }
+
+
+#: the containers of a worker that holds no task
+EMPTY_CONTAINERS: dict = {"busy_workers": [], "strays": {}, **{f: frozenset() for f in MEMBERS + PER_PEER}}
 
 
 class _Moments:
@@ -819,3 +986,4 @@ class IndexTracker:
             "SELECT step, handled, cls FROM steps WHERE wid = ? AND step <= ? AND cls IN ('PauseEvent', 'UnpauseEvent')"
             " ORDER BY step DESC LIMIT 1", (worker.wid, step)).fetchone()
         self.paused = Moment(row[0], row[1]) if row is not None and row[2] == "PauseEvent" else None
+        self.raised = worker.raised(step)

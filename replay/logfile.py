@@ -212,11 +212,20 @@ def iter_lines(
             f.close()
 
 
+#: the copy of standard input a process made before it re-executed itself
+#: (with the recorded hash seed): the new process reads the copy, not stdin
+STDIN_COPY_ENV = "REPLAY_STDIN_COPY"
+
+
 def spool_stdin() -> str:
     """Copy standard input to a temporary file: a log is read more than once.
 
+    A copy made before this process was re-executed is taken over instead.
     The caller removes the file.
     """
+    copy = os.environ.pop(STDIN_COPY_ENV, None)
+    if copy and os.path.isfile(copy):
+        return copy
     fd, tmp = tempfile.mkstemp(prefix="replay-stdin-", suffix=".jsonl")
     try:
         with os.fdopen(fd, "wb") as out:

@@ -35,8 +35,9 @@ class _NoHistory:
     """A :class:`~replay.diagnosis.Tracker` that knows only the end: nothing
     says when a task got where it is."""
 
-    def __init__(self, now: Moment):
+    def __init__(self, now: Moment, raised: Optional[list] = None):
         self.now = now
+        self.raised = raised or []
         self.end = now.step
         self.changed: dict = {}
         self.gather: dict = {}
@@ -45,12 +46,16 @@ class _NoHistory:
 
 
 class PartialLog:
-    """A log with a partial history, read without replay."""
+    """A log with a partial history, read without replay: a :class:`~replay.source.Source`."""
+
+    kind = "partial"
 
     def __init__(self, history: Any):
         from replay.dump import final_states, scheduler_state
 
         self.history = history
+        self.path: str = history.path
+        self.warnings: list[str] = list(history.warnings)
         finals = final_states(history.log.source)
         self.workers = [PartialWorker(wh, finals.get(wh.address)) for wh in history.workers]
         self.scheduler = scheduler_state(history.log.source)
@@ -105,6 +110,56 @@ class SchedulerFinding:
         return Text.assemble(("disagreement: ", "bold red"), render.safe(self.text()))
 
 
+def _containers(fields: dict, tasks: dict) -> dict:
+    """The worker's containers as the dump recorded them (the real worker's,
+    as :func:`replay.index.containers` has them); one the dump left out is
+    read from the tasks' states instead."""
+    import orjson
+
+    def keys(ks: Any) -> frozenset:
+        return frozenset(orjson.dumps(encode_key(k)).decode() for k in ks)
+
+    def pairs(by_peer: dict) -> frozenset:
+        return frozenset(orjson.dumps([w, encode_key(k)]).decode() for w, ks in by_peer.items() for k in ks)
+
+    def entries(by_peer: dict) -> frozenset:  # in_flight_workers: each peer is an entry
+        return pairs(by_peer) | {orjson.dumps([w]).decode() for w in by_peer}
+
+    def in_state(*states: str) -> list:
+        return [k for k, t in tasks.items() if t["state"] in states]
+
+    def field(name: str, state: str) -> frozenset:
+        return keys(fields[name] if name in fields else in_state(state))
+
+    out = {
+        "busy_workers": sorted(fields.get("busy_workers", [])),
+        "executing": field("executing", "executing"),
+        "long_running": field("long_running", "long-running"),
+        "ready": field("ready", "ready"),
+        "constrained": field("constrained", "constrained"),
+        "missing": field("missing_dep_flight", "missing"),
+        "strays": {},
+    }
+    if "in_flight_workers" in fields:
+        out["in_flight_workers"] = entries(fields["in_flight_workers"])
+    else:
+        flying: dict = {}
+        for k, t in tasks.items():
+            if t["state"] == "flight":
+                flying.setdefault(t.get("coming_from"), []).append(k)
+        out["in_flight_workers"] = entries(flying)
+    if "data_needed" in fields:
+        out["data_needed"] = pairs(fields["data_needed"])
+    else:
+        needed: dict = {}
+        for k, t in tasks.items():
+            if t["state"] == "fetch":
+                for w in t.get("who_has") or ():
+                    needed.setdefault(w, []).append(k)
+        out["data_needed"] = pairs(needed)
+    return out
+
+
 class PartialWorker:
     """One worker of a :class:`PartialLog`."""
 
@@ -118,6 +173,29 @@ class PartialWorker:
 
     def position(self, pos: Any) -> int:
         return self.wh.position(pos)
+
+    @property
+    def ended(self) -> bool:
+        return self.wh.wlog.ended
+
+    @property
+    def last_handled(self) -> Optional[float]:
+        return self.wh.wlog.last_handled
+
+    def step_at_time(self, t: Optional[float]) -> int:
+        return self.events  # only the final state is known
+
+    def raised(self, stop: int) -> list:
+        """The recorded steps up to ``stop`` whose call raised (what the dump kept)."""
+        from replay.views import RaisedStep
+
+        out = []
+        for call in self.wh.calls(1, stop, instructions=False):
+            if call.error is not None:
+                ev = call.events[-1]
+                out.append(RaisedStep(call.last, call.handled, ev.stimulus_id, call.error,
+                                      getattr(ev, "key", None)))
+        return out
 
     def _refuse(self, what: str) -> BadInput:
         return BadInput(f"{self.address}: history partial ({self.reason}): {what} needs a replay from the "
@@ -151,7 +229,7 @@ class PartialWorker:
             "nbytes": sum(t.get("nbytes") or 0 for t in f.tasks.values() if t["state"] == "memory"),
             # the dump gives the worker's resources, not what its running tasks took
             "total_resources": total, "available_resources": total,
-            "busy_workers": f.fields.get("busy_workers", []),
+            **_containers(f.fields, f.tasks),
         }
         last = self.wh.wlog.last_handled
         sid = ""
@@ -163,7 +241,9 @@ class PartialWorker:
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
         from replay.views import StateView
 
-        return StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+        view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
+        view.raised = self.raised(step)
+        return view
 
     def diff(self, first: int, last: int) -> Any:
         raise self._refuse("a diff")
@@ -172,7 +252,7 @@ class PartialWorker:
         from replay.diagnosis import why_view
 
         r = self.frozen(step)
-        view = why_view(r, _NoHistory(Moment(r.seq, r.handled)), key)
+        view = why_view(r, _NoHistory(Moment(r.seq, r.handled), self.raised(step)), key)
         view.note = f"history partial ({self.reason}): the final state is the dump's; when tasks got there is unknown"
         return view
 
@@ -196,7 +276,7 @@ class PartialWorker:
             running=r.ws.running, paused_since=None,
             stuck=why(r.ws, _NoHistory(Moment(r.seq, r.handled))),
             warnings=[f"history partial ({self.reason}): the final state is the dump's, not a replay's"],
-            step=self.events,
+            step=self.events, raised=self.raised(self.events),
         )
 
     def _event_lines(self, stop: int, wanted: Any) -> tuple[list, set, Optional[float]]:

@@ -16,10 +16,10 @@ from rich.text import Text
 
 from replay import render
 from replay.diagnosis import Tracker, Verdict, verdicts_table, why
-from replay.errors import ReplayError
+from replay.errors import NotFound, ReplayError
 from replay.literal import jsonable, literal
 from replay.story import Story, key_story
-from replay.views import Moment, walk
+from replay.views import Moment, RaisedStep, walk
 
 if TYPE_CHECKING:  # an index answers load without the state machine
     from replay.engine import Divergence, Replayer
@@ -85,6 +85,8 @@ class WorkerSummary:
     invariant: Optional[Failure] = None
     #: the step replay reached
     step: int = 0
+    #: the steps at which the state machine raised, as the recorded worker did
+    raised: list[RaisedStep] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -103,7 +105,7 @@ class WorkerSummary:
             "unfinished": len(self.stuck),
             "stuck": [v.to_json() for v in self.stuck], "warnings": self.warnings,
             "crash": self.crash, "invariant": None if self.invariant is None else self.invariant.to_json(),
-            "step": self.step,
+            "step": self.step, "raised": [r.to_json() for r in self.raised],
         }
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -118,6 +120,11 @@ class WorkerSummary:
             f"; {self.events} event{'' if self.events == 1 else 's'} over {self.duration:.3f} s",
             "" if self.deterministic else "; NOT deterministic",
         )
+        if not self.ended:
+            yield Text.assemble(("  log ends without an end record", "bold yellow"),
+                                f" at step {self.events}: the worker was killed, or the recorder stopped")
+        for r in self.raised:
+            yield Text.assemble("  ", r.__rich__())
         if self.crash:
             yield Text.assemble(("  replay crashed: ", "bold red"), render.safe(self.crash))
         if self.invariant is not None:
@@ -184,6 +191,7 @@ def load_worker(history: Any, *, progress: Any = None) -> WorkerSummary:
         crash=crash,
         invariant=invariant,
         step=tracker.now.step,
+        raised=tracker.raised,
     )
 
 
@@ -219,7 +227,7 @@ class DivergenceView:
             dependents = [dep.key for dep in ts.dependents] if ts is not None else []
             try:
                 story = key_story(walk(history, stop), history.address, d.key, *dependents)
-            except LookupError:  # the key appears in no step before: no story to tell
+            except NotFound:  # the key appears in no step before: no story to tell
                 story = None
         failure = None if d.exception is None else Failure.of(d.exception, d.key)
         return cls(d.seq, d.stimulus_id, d.kind, d.expected, d.actual, d.key, failure, story,
@@ -293,18 +301,27 @@ class WorkerVerify:
     steps: int
     warnings: list[str]
     divergence: Optional[DivergenceView]
+    #: why this replay could not be exact (another hash seed): then a match
+    #: proves nothing, and verify never calls it faithful
+    inexact: list[str] = field(default_factory=list)
 
     @property
     def faithful(self) -> bool:
-        return self.divergence is None
+        return self.divergence is None and not self.inexact
 
     def to_json(self) -> dict:
         return {"address": self.address, "steps": self.steps, "faithful": self.faithful,
-                "warnings": self.warnings,
+                "warnings": self.warnings, "inexact": self.inexact,
                 "divergence": None if self.divergence is None else self.divergence.to_json()}
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         d = self.divergence
+        if d is None and self.inexact:
+            yield Text.assemble(("inexact ", "bold yellow"), render.safe(self.address),
+                                f": {self.steps} steps replayed as recorded, but ",
+                                render.safe("; ".join(self.inexact)),
+                                ": a replay that cannot be exact proves nothing")
+            return
         if d is None:
             n = self.steps
             yield Text.assemble(("faithful ", "green"), render.safe(self.address),
@@ -375,7 +392,9 @@ def verify_worker(history: Any, *, validate: bool = False, progress: Any = None)
         from replay.dump import compare_worker
 
         return FinalStateCheck(compare_worker(history))
+    from replay.determinism import inexact_reasons
+
     d, r = history.verify(validate=validate, progress=progress)
     return WorkerVerify(history.address, r.seq, list(r.warnings),
-                        None if d is None else DivergenceView.of(history, d, r))
+                        None if d is None else DivergenceView.of(history, d, r), inexact_reasons(header))
 

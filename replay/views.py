@@ -17,7 +17,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay import render
-from replay.literal import jsonable, literal, sort_key
+from replay.literal import jsonable, key_text, literal, sort_key
 
 if TYPE_CHECKING:  # views also answer from an index, which needs no state machine
     from distributed import worker_state_machine as wsm
@@ -56,6 +56,57 @@ class Moment:
 
     def to_json(self) -> dict:
         return {"step": self.step, "time": self.time}
+
+
+@dataclass(frozen=True, slots=True)
+class RaisedStep:
+    """A step at which ``handle_stimulus`` raised, in the recorded worker and
+    in replay alike: the state after it is whatever the handler left behind
+    when it stopped half-way."""
+
+    step: int
+    handled: Optional[float]
+    stimulus_id: str
+    #: the exception's class and the first line of its message
+    exception: str
+    #: the task it is about, if known: the exception's ``key``, else the event's
+    key: Any = None
+
+    @classmethod
+    def of(cls, step: int, handled: Optional[float], event: Any, e: BaseException) -> RaisedStep:
+        lines = str(e).strip().splitlines()
+        text = type(e).__name__ + (f": {lines[0][:200]}" if lines else "")
+        key = getattr(e, "key", None)
+        if key is None:
+            key = getattr(event, "key", None)
+        return cls(step, handled, event.stimulus_id, text, key)
+
+    def text(self) -> str:
+        about = f" (about {key_text(self.key)})" if self.key is not None else ""
+        return f"step {self.step} ({self.stimulus_id}) raised {self.exception}{about}, as the recorded worker did"
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "handled": self.handled, "stimulus_id": self.stimulus_id,
+                "exception": self.exception, "key": jsonable(self.key)}
+
+    def __rich__(self) -> Text:
+        return Text.assemble(("raised: ", "bold red"), render.safe(self.text()))
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """A ``GatherDep`` the worker issued and has had no answer to yet."""
+
+    step: int
+    handled: Optional[float]
+    peer: str
+    keys: tuple
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "handled": self.handled, "peer": self.peer, "keys": jsonable(list(self.keys))}
+
+    def text(self) -> str:
+        return f"step {self.step}: {self.peer} for " + ", ".join(key_text(k) for k in self.keys)
 
 
 def elapsed(since: Optional[Moment], now: Optional[Moment]) -> str:
@@ -238,6 +289,11 @@ class StateView:
     busy_workers: list[str]
     #: what chose the tasks, e.g. ``{"state": ["flight"]}``
     filters: dict[str, Any] = field(default_factory=dict)
+    #: the steps up to this one at which the state machine raised
+    raised: list[RaisedStep] = field(default_factory=list)
+    #: the ``GatherDep`` instructions issued and not yet answered, oldest first
+    #: (two for one transfer are a bug ``in_flight_workers`` cannot show)
+    gathers: list[Gather] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -315,6 +371,8 @@ class StateView:
             },
             "counters": c.to_json(),
             "filters": jsonable(self.filters),
+            "raised": [r.to_json() for r in self.raised],
+            "gathers": [g.to_json() for g in self.gathers],
         }
 
     # --- rendering ------------------------------------------------------
@@ -327,6 +385,7 @@ class StateView:
         yield Text.assemble(
             (self.status, "bold" if self.running else "bold yellow"), "; ", self.counters.__rich__()
         )
+        yield from self.raised
         yield Text("tasks: " + (", ".join(f"{s} {n}" for s, n in self.task_states.items()) or "none"))
         if self.filters:
             yield Text("showing " + ", ".join(f"{k} {literal(v)}" for k, v in self.filters.items()))
@@ -338,6 +397,8 @@ class StateView:
                              ("in flight from", self.in_flight_workers)):
             for peer, keys in peers.items():
                 yield render.keys_line(f"{title} {peer}", keys)
+        for g in self.gathers:
+            yield render.keys_line(f"gather of step {g.step} to {g.peer}, not answered", list(g.keys))
         if self.busy_workers:
             yield Text.assemble(("busy peers: ", "bold"), render.safe(", ".join(self.busy_workers)))
 

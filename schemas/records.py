@@ -30,7 +30,7 @@ from schemas.types import DistributedRelease, EncodedKey, Model, Number, Resourc
 
 __all__ = [
     "FORMAT", "VERSION", "RECORD", "Header", "Step", "ResourcesChange", "End", "StateInputs",
-    "Imported", "FinalState", "SchedulerState",
+    "Imported", "Continued", "FinalState", "SchedulerState",
 ]
 
 Seq = Annotated[StrictInt, Field(ge=1)]
@@ -80,6 +80,20 @@ class Imported(Model):
     sizes_guessed: NonNegative = 0
 
 
+class Continued(Model):
+    """The log continues a recorded one (``replay continue -o``): the steps
+    up to ``from_step`` are the recording's, the ones after it simulated."""
+
+    from_step: NonNegative
+    #: how the simulated peers answered: "answer", "busy" or "silent"
+    peers: Literal["answer", "busy", "silent"]
+    #: simulated steps
+    events: NonNegative
+    #: under a patched state machine, the step whose instructions first
+    #: differed from the recording (the last recorded step kept)
+    diverged_at: Optional[Seq] = None
+
+
 class Header(Model):
     kind: Literal["header"]
     format: Literal["dask-replay"]
@@ -108,6 +122,8 @@ class Header(Model):
     history_reason: Optional[StrictStr] = None
     #: set when the log was converted from another artefact, not recorded
     imported: Optional[Imported] = None
+    #: set when the log continues a recorded one with simulated steps
+    continued: Optional[Continued] = None
 
 
 class Step(Model):
@@ -126,6 +142,9 @@ class Step(Model):
     error: Optional[StrictStr] = None
     #: room for optional per-step data (e.g. a clock tape)
     extras: Optional[dict[StrictStr, Any]] = None
+    #: the step was not recorded: a continuation simulated it (see
+    #: :class:`Continued`)
+    simulated: StrictBool = False
 
 
 class Settings(Model):

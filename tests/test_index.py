@@ -18,12 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replay
-from replay.diagnosis import diagnose, why_view
+from replay.diagnosis import diagnose
 from replay.errors import NotFound
 from replay.index import Index, build, index_path
-from replay.story import key_story, stimulus_story
+from replay.source import ReplayedWorker, no_progress
 from replay.summary import load_worker
-from replay.views import DiffView, state_of, steps_between, walk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,22 +39,22 @@ def indexed_copy(src: str, tmp_path) -> tuple[object, Index]:
 
 
 def same_views(wh, iw, step: int) -> None:
-    """Every view of ``wh`` at ``step``: replayed, and read from the index."""
-    assert iw.state(step, detail=True).to_json() == wh.view(step, state_of, (), (), True).to_json()
-    r, tracker = diagnose(wh, step)
-    assert iw.why(step).to_json() == why_view(r, tracker).to_json()
+    """Every view of ``wh`` at ``step``: replayed, and read from the index
+    (both :class:`~replay.source.WorkerAnswers`)."""
+    rw = ReplayedWorker(wh, no_progress)
+    assert iw.state(step, detail=True).to_json() == rw.state(step, detail=True).to_json()
+    assert iw.why(step).to_json() == rw.why(step).to_json()
     first = step // 2
-    steps, total = steps_between(wh.calls(first + 1, step, instructions=False))
-    replayed = DiffView(wh.view(first, state_of), wh.view(step, state_of), steps, total)
-    assert iw.diff(first, step).to_json() == replayed.to_json()
+    assert iw.diff(first, step).to_json() == rw.diff(first, step).to_json()
     # the story of a task the worker holds, and of the step's stimulus
+    r, _ = diagnose(wh, step)
     ws = r.ws
     if ws.tasks:
         key = sorted(ws.tasks, key=repr)[step % len(ws.tasks)]
-        assert iw.key_story(step, key).to_json() == key_story(walk(wh, step), wh.address, key).to_json()
+        assert iw.key_story(step, key).to_json() == rw.key_story(step, key).to_json()
     if step:
         sid = iw.frozen(step).stimulus_id
-        assert iw.stimulus_story(step, sid).to_json() == stimulus_story(walk(wh, step), wh.address, sid).to_json()
+        assert iw.stimulus_story(step, sid).to_json() == rw.stimulus_story(step, sid).to_json()
 
 
 @pytest.fixture(scope="module")
