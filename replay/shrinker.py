@@ -28,6 +28,7 @@ from dask.utils import parse_bytes
 from distributed import worker_state_machine as wsm
 from distributed.comm import get_address_host
 
+from replay.continuation import continue_worker
 from replay.diagnosis import FINAL_STATES, Tracker, category, explain
 from replay.engine import Replayer
 from replay.errors import BadInput, ReplayError
@@ -1067,6 +1068,37 @@ class NotReproduced(Exception):
     """The predicate does not hold on the original log: nothing to shrink."""
 
 
+class NormalWait(NotReproduced):
+    """The log ends in a wait a correct worker is in too: waiting on the
+    outside (a transfer not answered yet, a resource held, a pause), not a bug."""
+
+
+def _refuse_normal_wait(history: WorkerHistory) -> None:
+    """Raise :class:`NormalWait` when a continuation of the worker, its
+    peers answering, finishes or stays in a wait its surroundings explain."""
+    c = continue_worker(history)
+    if c.state_machine_stuck:
+        return
+    lines = [f"not a bug but a normal wait: {c.headline()}"]
+    gather = c.gather
+    if gather is not None:
+        lines.append(_peer_log(history, gather.instruction.worker, gather.instruction.to_gather))
+    lines.append("give a predicate (e.g. --stuck KEY) to shrink it anyway")
+    raise NormalWait("; ".join(x for x in lines if x))
+
+
+def _peer_log(history: WorkerHistory, peer: str, keys: Any) -> str:
+    """What the log of ``peer``, if the log recorded it, says about its answer."""
+    others = {w.address: w for w in history.log.workers if w.address != history.address}
+    wlog = others.get(peer)
+    if wlog is None:
+        return f"the log has no record of {peer}" if others else ""
+    mine = history.wlog.last_handled
+    if wlog.ended and wlog.last_handled is not None and mine is not None and wlog.last_handled < mine:
+        return f"{peer}'s log ends at step {wlog.events}, before this worker's last step: it never answered"
+    return f"{peer}'s log goes on to step {wlog.events}; `replay why` compares what it held"
+
+
 def stimuli_of(history: WorkerHistory) -> tuple[list[Stimulus], list[float]]:
     """Every stimulus of a worker's log in order, one per ``handle_stimulus``
     call (a batch handles its events one after another, exactly so), with
@@ -1197,6 +1229,8 @@ def shrink(
         if key is None:
             raise NotReproduced("no task is stuck at the end of the log; say what to look for "
                                 "(--stuck KEY, --state, --raises, --invalid or --expr)")
+        if predicate is None and until is None:
+            _refuse_normal_wait(history)
         predicate = StuckPredicate(key, text=predicate.text if predicate else "--stuck")
     cut, target, unsolicited = _first_hit(header, stimuli, predicate)
     replays += 1

@@ -188,7 +188,10 @@ def paused_worker_log(tmp_path_factory):
 def test_real_cluster_fault_shrinks_to_pause_and_a_task(paused_worker_log, tmp_path, isolated_pytest):
     (wh,) = replay.open(paused_worker_log).workers
     assert wh.events > 40  # a real workload, not a toy
-    result = s.shrink(wh)
+    # a paused worker waits as a correct one would: without a predicate, no test
+    with pytest.raises(s.NormalWait, match="normal wait"):
+        s.shrink(wh)
+    result = s.shrink(wh, predicate=s.StuckPredicate())
     assert isinstance(result.outcome, s.Stuck) and result.outcome.state == "ready"
     kinds = sorted(type(x).__name__ for x in result.stimuli)
     # a task is ready and the worker is paused: nothing more is needed
@@ -233,6 +236,27 @@ def test_raises_keeps_the_crash_and_drops_the_rest(record_log, tmp_path):
     other = s.RaisesPredicate("KeyError")
     with pytest.raises(s.NotReproduced):
         s.shrink(wh, predicate=other, hash_check=False)
+
+
+@pytest.mark.parametrize("name,worker,waits_on", [
+    ("stuck-flight.jsonl", 1, "never answered the gather issued at step 1"),
+    ("stuck-constrained.jsonl", 0, "the execution of 'hold' started at step 1 never finished"),
+])
+def test_a_normal_wait_is_not_written_as_a_bug(name, worker, waits_on, fixture_path, tmp_path, cli_run):
+    # a fetch not answered yet, a resource held by a running task: a correct
+    # worker waits so too, and the default predicate says so instead of a test
+    log = fixture_path(name)
+    test = tmp_path / "test_repro.py"
+    code, stdout, err = cli_run(["shrink", log, "-w", worker, "--pytest", test])
+    assert code == 1 and not test.exists()
+    assert "not a bug but a normal wait" in err and waits_on in err
+    if name == "stuck-flight.jsonl":  # a cluster log: what the peer's own log shows
+        assert "log ends at step 2, before this worker's last step" in err
+    # an explicit key still shrinks it
+    stuck = {"stuck-flight.jsonl": "x", "stuck-constrained.jsonl": "starved"}[name]
+    code, stdout, err = cli_run(["shrink", log, "-w", worker, "--stuck", stuck, "--pytest", test])
+    assert code == 0, err
+    assert test.exists()
 
 
 def test_predicate_that_does_not_hold_exits_1(fixture_path, cli_run):
