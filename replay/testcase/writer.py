@@ -363,7 +363,19 @@ class _Writer:
             steps = []
             last = len(stimuli) - 1
             for i, stim in enumerate(stimuli):
-                steps.append(self.step(ws, stim, expect_error=i == last))
+                # what the event does, told from the state before it
+                said = "" if isinstance(stim, Resources) else _describe(ws, stim, self.address)
+                try:
+                    steps.append(self.step(ws, stim, expect_error=i == last))
+                except _BROKEN as e:
+                    if not self.dask_style or i == last and self.expected_errors():
+                        raise
+                    # dask's ws fixture validates as it goes: the bug trips an
+                    # assertion at this step, and the test expects it there
+                    steps.append(_Step(said, self.event(stim), error=e))
+                    self.final = {"validation": True, "error": e, "site": _sites(e)[-1],
+                                  "disable_validation": True}
+                    return steps
             self.final = self.conclude(ws, steps)
         return steps
 
@@ -567,6 +579,16 @@ class _Writer:
         cls_name = self.exception_name(cls)
         o = self.outcome
         lines = []
+        if final.get("validation"):
+            lines += _comment(
+                f"with validation on (dask's ws fixture), the bug trips {self.site_text(final)} "
+                "here; once fixed, flip this: make the call without pytest.raises",
+                indent,
+            )
+            lines.append(" " * indent + f"with pytest.raises({self.exception_name(type(error))}){_as(error)}:")
+            lines += _render(_Seq("ws.handle_stimulus(", [node], ")"), indent + 4)
+            lines += self.cause_check(error, indent)
+            return lines
         if isinstance(o, Raises):
             lines += _comment(
                 f"the bug: this raises {_prose(cls.__name__)}; once fixed, flip this: call "
@@ -608,7 +630,7 @@ class _Writer:
     def site_text(self, final: dict) -> str:
         """Where validation fails: the innermost assert, a cause's if there is one."""
         file, line, source = final["site"]
-        assertion = source.strip() or self.outcome.assertion
+        assertion = source.strip() or getattr(self.outcome, "assertion", "")
         return f"{_prose(file)}:{line}" + (f", `{_prose(assertion, 200)}`" if assertion else "")
 
     def ending(self, final: dict, indent: int) -> list[str]:
@@ -616,7 +638,9 @@ class _Writer:
         o = self.outcome
         pad = " " * indent
         lines = [""]
-        if isinstance(o, (Stuck, InState)):
+        if final.get("validation"):
+            lines = []
+        elif isinstance(o, (Stuck, InState)):
             key, state = _lit(o.key), _lit(o.state)
             text = f"the bug: {_kt(o.key)} ends in state {_prose(repr(o.state))}"
             if isinstance(o, Stuck):
