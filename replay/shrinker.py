@@ -81,6 +81,12 @@ class Run:
     #: transfer replies whose ``total_nbytes`` is not what their ``GatherDep``
     #: asked for (a peer's reply repeats it): index -> the asked size
     resized: dict[int, int] = dataclasses.field(default_factory=dict)
+    #: the stimuli fed, in order (with ``repair``, fewer or resized ones)
+    fed: list = dataclasses.field(default_factory=list)
+    #: how many of the given stimuli the run went through
+    consumed: int = 0
+    #: (given, fed instead) for each reply ``repair`` resized
+    replaced: list = dataclasses.field(default_factory=list)
 
 
 #: a request's tag in :attr:`Run.open`: (issuing stimulus, keys asked for,
@@ -101,6 +107,7 @@ def replay_stimuli(
     *,
     each: Callable[[int, Run], bool] | None = None,
     track: bool = False,
+    repair: set[int] | None = None,
 ) -> Run:
     """Feed ``stimuli`` one call each to a fresh ``WorkerState`` built from ``header``.
 
@@ -108,26 +115,41 @@ def replay_stimuli(
     so far, and stops the run by returning true. An exception stops it too,
     and is kept: for a candidate, a crash is an outcome like any other. With
     ``track``, a :class:`~replay.diagnosis.Tracker` follows the run, for
-    ``why``'s reasons.
+    ``why``'s reasons. With ``repair`` (the ``id()`` of replies that may
+    answer nothing), a reply answering no request is left out and a transfer
+    reply takes the size its ``GatherDep`` asked for, as they come: the run is
+    the one of :attr:`Run.fed`, what was fed, and its indexes are ``fed``'s.
     """
     r = Replayer(header, tap_log=track)
     run = Run(r.ws, None, -1, [], Tracker() if track else None)
     requests: OpenRequests[Tag] = run.open
+    fed = run.fed
     step = 0  # numbered as in the shrunk log: events only
-    for i, s in enumerate(stimuli):
-        run.stopped = i
+    for n, s in enumerate(stimuli):
+        run.consumed = n + 1
+        i = len(fed)
         if type(s) is Resources:
+            run.stopped = i
+            fed.append(s)
             r.set_resources(dict(s.total), dict(s.available))
             run.instructions.append([])
             run.parent.append(None)
         else:
-            step += 1
             answered = requests.answered(s)
-            run.parent.append(None if answered is None else answered[0])
             if answered is None and isinstance(s, REPLIES):
+                if repair is not None and id(s) not in repair:
+                    continue  # a message about nothing: it goes
                 run.unsolicited.append(i)
             elif isinstance(s, wsm.GatherDepDoneEvent) and answered[2] != s.total_nbytes:
-                run.resized[i] = answered[2]
+                if repair is not None:
+                    old, s = s, dataclasses.replace(s, total_nbytes=answered[2])
+                    run.replaced.append((old, s))
+                else:
+                    run.resized[i] = answered[2]
+            run.stopped = i
+            fed.append(s)
+            run.parent.append(None if answered is None else answered[0])
+            step += 1
             call = RecordedCall([s], step, [0], 0.0, [], None, None)
             try:
                 applied = r.apply(call)
@@ -444,10 +466,6 @@ class Shrunk:
         return self._source
 
 
-#: rounds of repairs (orphans removed, sizes matched) a deletion may need
-_REPAIRS = 10
-
-
 class Shrinker:
     """Shrinks a list of stimuli while the predicate shows the same fingerprint.
 
@@ -539,25 +557,21 @@ class Shrinker:
         """The current list without ``drop`` and without the replies that then
         answer nothing (an ``Execute`` or ``GatherDep`` whose call went, or
         that another deletion moved to another call), each transfer reply
-        carrying the size its ``GatherDep`` now asks for: returned if it
-        passes the gate, else None."""
+        carrying the size its ``GatherDep`` now asks for (one replay repairs
+        it as it goes): returned if it passes the gate, else None."""
         gone = set(drop)
         candidate = [x for j, x in enumerate(self.current) if j not in gone]
-        for _ in range(_REPAIRS):
-            if len(candidate) >= len(self.current):
-                return None
-            run = self.run(candidate)
-            orphans = {i for i in run.unsolicited if id(candidate[i]) not in self.unsolicited}
-            if orphans:
-                candidate = [x for j, x in enumerate(candidate) if j not in orphans]
-            elif run.resized:
-                candidate = list(candidate)
-                for i, size in run.resized.items():
-                    old, candidate[i] = candidate[i], _replace(candidate[i], total_nbytes=size)
-                    self.handled[id(candidate[i])] = self.handled.get(id(old), 0.0)
-            else:
-                return candidate if self.holds(run, candidate) else None
-        return None  # the repairs do not settle
+        if len(candidate) >= len(self.current):
+            return None
+        self.replays += 1
+        run = replay_stimuli(self.header, candidate, repair=self.unsolicited)
+        # a run stops at a crash: what it did not reach stays as it was
+        repaired = run.fed + candidate[run.consumed:]
+        if len(repaired) >= len(self.current) or not self.holds(run, repaired):
+            return None
+        for old, new in run.replaced:
+            self.handled[id(new)] = self.handled.get(id(old), 0.0)
+        return repaired
 
     def accept(self, candidate: list[Stimulus] | None) -> bool:
         """Make ``candidate`` (from :meth:`deleted`) current, if there is one."""
