@@ -1,24 +1,106 @@
-"""The ``replay`` command: thin wrappers that read, call the engine, render."""
+"""The ``replay`` command: thin wrappers that read, call the engine, render.
+
+What needs the state machine or the schemas (``distributed``, pydantic) is
+imported inside the command that needs it: an answer from a log's index
+loads neither (``tests/test_index.py`` holds it to that).
+"""
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import sys
+import time
 from contextlib import contextmanager
+from importlib.metadata import version
 from typing import Any, Optional
 
 import orjson
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from replay import render
-from replay.errors import BadInput
+from replay import imports, parallel, render
+from replay.diagnosis import ClusterWhy
+from replay.disagreements import over_run
+from replay.errors import BadInput, NotFound
+from replay.index import build, index_path
+from replay.literal import key_text
+from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin, write_records
+from replay.parallel import load_one, map_workers
+from replay.scheduler_log import SchedulerLog
+from replay.source import open_source
+from replay.story import Story
+from replay.summary import LoadSummary, VerifyResult, verify_worker
+from schemas.codec import parse_key
+
+
+class _Commands(TyperGroup):
+    """``replay``'s commands, with help a person reads.
+
+    typer names each option's value by its Python type (``--json <bool>``,
+    ``<list[str]>``, ``<int range> [x>=1]``): here a value is named by its
+    metavar (``--at POS``; by default the option's own name, ``--worker
+    WORKER``), a flag by nothing, and a bound is said in words at the end of
+    the option's help. The values are checked as declared, bounds included.
+    """
+
+    def get_params(self, ctx: Any) -> list:
+        return [_named(p) for p in super().get_params(ctx)]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            for p in [*command.params, command.get_help_option(ctx)]:
+                if p is not None:
+                    _named(p)
+        return command
+
+
+#: what an option's value is, where its name does not say it
+_VALUES = {"--at": "POS", "--to": "POS", "--output": "FILE", "--pytest": "FILE", "--jump": "N", "--jobs": "N"}
+
+
+def _named(p: Any) -> Any:
+    """``p`` shown by name, never by type (what :class:`_Commands` promises)."""
+    if getattr(p, "is_flag", False):
+        p.metavar = ""
+    elif p.param_type_name == "argument":
+        p.metavar = p.metavar or p.name.upper()
+        # typer has no setting for an argument's type column: an argument says
+        # what it is in its name and help
+        p.display_type_rich = lambda ctx: None
+    elif p.metavar is None:
+        long = max(p.opts, key=len)
+        p.metavar = _VALUES.get(long) or long.lstrip("-").upper().replace("-", "_")
+    low, high = getattr(p, "min", None), getattr(p, "max", None)
+    if low is not None or high is not None:
+        bound = f"{low} to {high}" if low is not None and high is not None else \
+            f"at least {low}" if low is not None else f"at most {high}"
+        p.help = f"{(p.help or '').rstrip('.')} ({bound})."
+        # the bound lives in the value's type; these two only print it
+        p.min = p.max = None
+    return p
+
+
+def _version(show: bool) -> None:
+    if show:
+
+        out.print(f"dask-replay {version('dask-replay')} (distributed {version('distributed')})")
+        raise typer.Exit()
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # docstrings wrap at 110 columns: markdown joins their lines into sentences
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Record and replay the dask.distributed worker state machine.",
 )
+
 #: piped output is plain text, one long line per row, never cut at 80 columns
 out = Console(highlight=False, soft_wrap=True, **({} if sys.stdout.isatty() else {"width": 100_000}))
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -39,11 +121,27 @@ def open_log(path: str, *, validate: bool = False) -> Any:
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    scheduler: bool = typer.Option(False, "--scheduler", help="The scheduler's log (scheduler.jsonl) instead."),
+) -> None:
     """Print the JSON Schema of one log line."""
+    if scheduler:
+        from schemas.scheduler import scheduler_json_schema
+
+        emit_json(scheduler_json_schema())
+        return
     from schemas.records import record_json_schema
 
     emit_json(record_json_schema())
+
+
+def is_scheduler_log(path: str) -> bool:
+    """Does the log at ``path`` start with a scheduler's header?"""
+    if path == "-":
+        return False
+    for _, rec in iter_lines(path):
+        return rec.get("kind") == "scheduler-header"
+    return False
 
 
 @app.command()
@@ -54,12 +152,26 @@ def check(
     """Validate every line of LOGS and summarise each worker."""
     from replay.log import summary
 
-    results = [summary(open_log(path, validate=True)) for path in logs]
+    results = []
+    for path in logs:
+        if is_scheduler_log(path):
+            sched = SchedulerLog.open(path, validate=True)
+            for w in sched.warnings:
+                err.print(render.safe(f"warning: {w}"))
+            results.append({"path": path, "scheduler": sched.summary().to_json()})
+        else:
+            results.append(summary(open_log(path, validate=True)))
     if json:
         emit_json(results[0] if len(results) == 1 else {"logs": results})
         return
     for r in results:
-        out.print(render.check_summary(r))
+        if "scheduler" in r:
+            sched = r["scheduler"]
+            out.print(render.safe(f"{r['path']}: the scheduler's log ({sched['address']}): {sched['transitions']} "
+                                  f"transitions, {len(sched['workers_seen'])} workers seen"
+                                  + ("" if sched["ended"] else "; no end record")))
+        else:
+            out.print(render.check_summary(r))
 
 
 @app.command()
@@ -106,7 +218,6 @@ def ensure_recorded_seed(path: str) -> None:
     copied to a file first, which the re-executed command reads instead.
     """
     from replay.determinism import reexec_with_seed
-    from replay.logfile import STDIN_COPY_ENV, iter_lines, spool_stdin
 
     source = path
     if path == "-":
@@ -143,7 +254,6 @@ def open_history(path: str, *, quiet: bool = False) -> Any:
 def open_answers(log: str) -> Any:
     """The :class:`~replay.source.Source` that answers for ``log``: its index,
     a replay, or a partial history (the policy is :func:`replay.source.open_source`)."""
-    from replay.source import open_source
 
     source = open_source(log, history=lambda: open_history(log, quiet=True), progress=progress_bar,
                          index_progress=index_progress)
@@ -183,8 +293,6 @@ class progress_bar:
         self.last = 0
 
     def __enter__(self) -> Any:
-        import time
-
         if self.total < 1000 or not err.is_terminal:
             return None
         self.started = time.monotonic()
@@ -195,7 +303,6 @@ class progress_bar:
             return
         self.last = step
         if self.bar is None:
-            import time
 
             if time.monotonic() - self.started < self.DELAY:
                 return
@@ -231,7 +338,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
         sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
         sys.stdout.flush()
     if svg or html:
-        import io
 
         # a terminal-like console of its own, so that piped output stays plain
         rec = Console(record=True, width=120, file=io.StringIO(), force_terminal=True,
@@ -247,8 +353,6 @@ def emit(view: Any, *, json: bool = False, svg: Optional[str] = None, html: Opti
 
 
 def parse_keys(texts: list[str]) -> list[Any]:
-    from schemas.codec import parse_key
-
     return [parse_key(t) for t in texts]
 
 
@@ -272,10 +376,8 @@ def load(
     json: bool = JSON,
 ) -> None:
     """Replay every worker to its end: running or paused, what is stuck and why, the events."""
-    from replay.summary import LoadSummary
 
     if side_by_side(jobs, scheduler):
-        from replay.parallel import load_one, map_workers
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -285,7 +387,9 @@ def load(
         emit(LoadSummary(history.path, workers), json=json)
         return
     source = open_answers(log)
-    emit(LoadSummary(source.path, [w.summary() for w in source.workers]), json=json)
+    sched = source.scheduler_log
+    emit(LoadSummary(source.path, [w.summary() for w in source.workers],
+                     None if sched is None else sched.summary()), json=json)
 
 
 @app.command()
@@ -332,7 +436,6 @@ def each_worker(workers: list, answer: Any, *, chosen_by_user: bool) -> list:
     log only: their answers are the answer. Nothing found anywhere, or on the
     one worker the user chose, is the one-line error, naming every worker.
     """
-    from replay.errors import NotFound
 
     answers, missed = [], []
     for w in workers:
@@ -361,8 +464,6 @@ def story(
     """Every event, transition and instruction about a key, or of a stimulus id,
     with the recorded time of each; across every worker of a cluster log unless
     --worker chooses one."""
-    from replay.errors import NotFound
-    from replay.story import Story
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -382,8 +483,32 @@ def story(
         except NotFound as e:
             raise NotFound(f"{log}: {e} (nor is it a stimulus id)") from None
 
-    stories = each_worker(chosen, one, chosen_by_user=worker is not None)
+    sched = source.scheduler_log if worker is None else None
+    try:
+        stories = each_worker(chosen, one, chosen_by_user=worker is not None)
+    except NotFound:
+        if sched is None or not scheduler_story_of(sched, key_or_stimulus):
+            raise
+        stories = []  # a key only the scheduler knew
+    if sched is not None:
+        # cut where the workers' stories stop, when --at stops them
+        until = max((ln.handled for s in stories for ln in s.lines), default=None) if at else None
+        theirs = scheduler_story_of(sched, key_or_stimulus, until)
+        if theirs is not None:
+            stories.append(theirs)
     emit(stories[0] if len(stories) == 1 else Story.merge(stories), json=json, svg=svg, html=html)
+
+
+def scheduler_story_of(sched: Any, key_or_stimulus: str, until: Optional[float] = None) -> Any:
+    """The scheduler's story of a stimulus id or a key, or None if it has no line of it."""
+    lines = sched.story_lines(key_or_stimulus, until=until)
+    if lines and all(ln.stimulus_id == key_or_stimulus for ln in lines):
+        return Story(f"stimulus {key_or_stimulus}", lines, lines[0].handled, stimulus_id=key_or_stimulus)
+    key = parse_keys([key_or_stimulus])[0]
+    lines = sched.story_lines(key, until=until)
+    if not lines:
+        return None
+    return Story(key_text(key), lines, lines[0].handled, keys=[key])
 
 
 @app.command()
@@ -398,8 +523,9 @@ def why(
     html: Optional[str] = HTML,
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
+    # a continuation replays with the state machine: imported only when why runs
     from replay.continuation import WHY_MAX_STEPS, short_verdict
-    from replay.diagnosis import ClusterWhy
+    from replay.history import open as replay_open
 
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
@@ -408,8 +534,14 @@ def why(
     findings = source.disagreements({v.worker: v.step for v in views}) if wanted is None else []
     short = [v for v in views if v.tasks and source.worker(v.worker).events <= WHY_MAX_STEPS]
     if wanted is None and short and source.kind != "partial":
-        # one line from a short continuation: is the hang inside the worker?
-        history = source.history if source.kind == "replayed" else open_history(log, quiet=True)
+        # one line from a short continuation: is the hang inside the worker? It
+        # replays, so with the recorded seed, as a replayed answer is: the same
+        # line whichever source answered the rest
+        if source.kind == "replayed":  # opened under the recorded seed already
+            history = source.history
+        else:
+            ensure_recorded_seed(log)
+            history = replay_open(log, inexact=True)
         for v in short:
             v.continued = short_verdict(history.worker(v.worker), v.step)
     emit(ClusterWhy(views, findings), json=json, svg=svg, html=html)
@@ -432,7 +564,7 @@ def continue_(
     task finished, 1 if one still waits (and on what). Without --at, the replay
     goes as far as the instructions match the recording (under --import, the
     patched state machine's) and continues from there."""
-    from replay import imports
+    # a continuation replays with the state machine: imported only when continue runs
     from replay.continuation import PEERS, ContinuedWorkers, continue_worker, write_continued
 
     if peers not in PEERS:
@@ -460,12 +592,86 @@ def continue_(
 
 
 @app.command()
+def report(
+    log: str = typer.Argument(..., help="Log file, a directory of worker logs, or '-' for stdin."),
+    output: str = typer.Option("report.html", "--output", "-o", help="The HTML page to write."),
+    workers: list[str] = typer.Option([], "--worker", "-w",
+                                      help="Only this worker: address, unique part of one, or index (repeatable)."),
+    json: bool = typer.Option(False, "--json", help="Print the data the page draws as one JSON object instead."),
+) -> None:
+    """One self-contained HTML page of the run: each worker's task stream over
+    recorded time, what is not finished at the end and why, load's headline."""
+    import shlex
+    import tempfile
+
+    from replay.merge import merge as merge_logs
+    from replay.report import build  # pairs requests and answers: needs the state machine
+    from replay.report_page import page  # Bokeh, only to draw
+
+    with tempfile.TemporaryDirectory(prefix="replay-report-") as tmp:
+        path = log
+        if log != "-" and os.path.isdir(log):  # a recorder's directory: one cluster log, as `merge` writes
+            path = os.path.join(tmp, "cluster.jsonl")
+            merge_logs([log], path, warn=lambda w: err.print(render.safe(f"warning: {w}")))
+        history = open_history(path)
+        data = build(history, open_source(path, history=lambda: history, progress=progress_bar,
+                                          index_progress=index_progress), workers)
+        if path != log:  # the page's commands name the cluster log `merge` writes
+            data.path, data.merged = "cluster.jsonl", shlex.join(["replay", "merge", log, "-o", "cluster.jsonl"])
+    if json:
+        emit_json(data.to_json())
+        return
+    text = page(data)
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise BadInput(f"{output}: cannot write: {e.strerror}") from None
+    err.print(render.safe(f"{output}: {len(data.workers)} worker{'s' if len(data.workers) != 1 else ''}, "
+                          f"{len(text.encode()):,} bytes"))
+
+
+@app.command()
+def disagreements(
+    log: str = typer.Argument(..., help="Log file ('-' for stdin), with the scheduler's log (scheduler.jsonl) "
+                                        "beside it."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="TIME",
+                                     help="Only those standing at this recorded time: seconds since the "
+                                          "epoch, or +S seconds since the recording's first record."),
+    grace: float = typer.Option(1.0, "--grace", min=0.0, metavar="SECONDS",
+                                help="Over the run, leave out those resolved sooner (messages in flight)."),
+    json: bool = JSON,
+) -> None:
+    """Where the scheduler and a worker disagree about a task, over the whole
+    recording (when each began, whether it resolved) or at one time."""
+    source = open_answers(log)
+    sched = source.scheduler_log
+    t = None if at is None else parse_time(at, sched, source.workers)
+    emit(over_run(source.path, sched, source.workers, at=t, grace=grace), json=json)
+
+
+def parse_time(text: str, sched: Any, workers: list) -> float:
+    """A recorded time: seconds since the epoch, or ``+S`` since the first record."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"--at: not a time: {text!r} (seconds since the epoch, or +S)") from None
+    if not text.startswith("+"):
+        return value
+    firsts = [t for w in workers for t in w.step_times()[:1] if t is not None]
+    if sched is not None:
+        firsts += [r.time for r in sched.transitions[:1]] + [c.time for c in sched.worker_changes[:1]]
+    if not firsts:
+        raise BadInput("--at +S: the recording has no recorded time to count from")
+    return min(firsts) + value
+
+
+@app.command()
 def index(
     log: str = typer.Argument(..., help="Log file."),
 ) -> None:
     """Replay LOG once and write its index: later load, state, diff, story and
     why answer from it without replaying."""
-    from replay.index import build, index_path
 
     if log == "-":
         raise BadInput("index needs a file: standard input cannot be read again")
@@ -489,13 +695,11 @@ def verify(
     json: bool = JSON,
 ) -> None:
     """Replay and compare with the recording; exit 1 at the first divergence."""
-    from replay.summary import VerifyResult, verify_worker
 
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
     if side_by_side(jobs, scheduler):
-        from replay import parallel
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -566,8 +770,6 @@ def shrink(
     import time
 
     from replay import shrinker as s
-    from replay.logfile import write_records
-    from schemas.codec import parse_key
 
     start = time.perf_counter()
     if key is not None and stuck is None:
@@ -645,6 +847,39 @@ def shrink(
 
 
 @app.command()
+def bisect(
+    log: str = typer.Argument(..., metavar="REPRO", help="A pytest file, or a log written by `replay shrink -o`."),
+    good: str = typer.Option(..., "--good", help="A release where the reproducer gives the good outcome."),
+    bad: str = typer.Option(..., "--bad", help="A release where it gives the bad one."),
+    package: str = typer.Option("distributed", "--package", help="Whose releases to list: distributed or dask."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Releases installed and run side by side."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Run every release: a full table."),
+    timeout: float = typer.Option(300.0, "--timeout", min=1, help="Seconds one run may take (then: timeout)."),
+    expr: Optional[str] = typer.Option(None, "--expr", help="The expression of a log shrunk with --expr."),
+    json: bool = JSON,
+) -> None:
+    """Find the release where a reproducer's outcome changes: the first good one
+    (a fix: --bad older than --good) or the first bad one (a regression)."""
+    from replay import bisect as b
+    from replay import releases as r
+
+    if package not in ("distributed", "dask"):
+        raise BadInput(f"--package: distributed or dask, not {package!r}")
+    repro = r.load_repro(log, expr, warn=lambda w: err.print(render.safe(f"warning: {w}")))
+    runner = r.ReleaseRunner(
+        repro, package, timeout=timeout, jobs=jobs,
+        progress=(lambda m: err.print(render.safe(m))) if err.is_terminal else None,
+    )
+    found = b.search(r.available(package), good, bad, runner, jobs=jobs, keep_going=keep_going)
+    if json:
+        emit_json(found.to_json())
+    else:
+        out.print(found)
+    if not found.found:
+        raise typer.Exit(1)
+
+
+@app.command()
 def simulate(
     output: str = typer.Option(..., "--output", "-o", help="Log to write; gzip if it ends with .gz."),
     events: int = typer.Option(100_000, "--events", min=1, help="Stimuli to handle, over all workers."),
@@ -660,8 +895,6 @@ def simulate(
     json: bool = JSON,
 ) -> None:
     """Write a cluster log of real WorkerStates driven by a simulated scheduler and peers."""
-    import gzip
-    import time
 
     from replay.determinism import NANNY_SEED, hash_seed, reexec_with_seed
 
@@ -717,7 +950,7 @@ def step(
     worker: Optional[str] = typer.Option(
         None, "--worker", "-w",
         help="Worker: address, unique part of one, or index (default: the first that has --to's "
-        "stimulus id, else the first)."),
+        "stimulus id, else the first that ends with a task not finished, else the first)."),
     to: Optional[str] = typer.Option(None, "--to", help="Start at this step or stimulus id (default: step 0)."),
     breaks: list[str] = typer.Option([], "--break", metavar="SPEC",
                                      help="Stop where state:KEY=STATE, stimulus:ID, event:CLASS, instruction:CLASS, "
@@ -733,7 +966,6 @@ def step(
 ) -> None:
     """Step through a worker forwards and backwards, with breakpoints: a full-screen UI
     (? lists the keys), or one screen as text with --print."""
-    from replay.errors import NotFound
     from replay.step import Stepper
 
     if not sys.stdout.isatty():  # piped: a full screen has nowhere to go, its text does
@@ -787,14 +1019,14 @@ def _options(
         help="Import MODULE before anything replays: a patched or fixed state machine (repeatable; "
         "also after the command, or REPLAY_IMPORT=m1,m2).",
     ),
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                      help="Print the version of dask-replay and of distributed, and exit."),
 ) -> None:
     # main() has taken every --import already, wherever it stood: see replay.imports
     pass
 
 
 def main() -> None:
-    from replay import imports
-
     try:
         imports.request(imports.take_options(sys.argv))
         imports.apply()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "BadInput", "ClusterHistory", "Divergence", "InexactReplay", "LogError", "NotFound", "Recorder",
+    "BadInput", "ClusterHistory", "ClusterRecorder", "Divergence", "InexactReplay", "LogError", "NotFound", "Recorder",
     "ReplayError", "Replayer", "WorkerHistory", "open", "shrink",
 ]
 
@@ -22,6 +22,8 @@ def __getattr__(name: str) -> Any:
         from replay import errors as module
     elif name == "Recorder":
         from replay import record as module
+    elif name == "ClusterRecorder":
+        from replay import scheduler_recorder as module
     elif name == "shrink":
         from replay import shrinker as module
     else:

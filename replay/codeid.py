@@ -91,14 +91,21 @@ _STDLIB = os.path.dirname(os.__file__)
 
 
 def _generated(code: CodeType) -> bool:
-    # dataclasses write __init__, __repr__, __eq__… with exec(), and wrap
+    # dataclasses write __init__, __repr__, __eq__… from source text, and wrap
     # __repr__ in a function of their own: neither is the module's code
     return code.co_filename.startswith("<") or code.co_filename.startswith(_STDLIB)
 
 
-def live_digest(module: Optional[ModuleType] = None) -> str:
-    """The digest of the state machine as this process has it now."""
-    mod = module or sys.modules.get(MODULE) or importlib.import_module(MODULE)
+@functools.lru_cache(maxsize=1)
+def live_digest() -> str:
+    """The digest of the state machine as this process has it.
+
+    Computed once: ``--import`` patches before anything replays or reads an
+    index, and a stepper asks for every view."""
+    return _live_digest(sys.modules.get(MODULE) or importlib.import_module(MODULE))
+
+
+def _live_digest(mod: ModuleType) -> str:
     # the names the source defines, whatever now stands behind them: a patch
     # replaces a method, a function or a whole class under the same name
     defined = _defined_names(mod.__file__)

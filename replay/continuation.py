@@ -20,8 +20,8 @@ answered, the execution that never ended, the pause never lifted.
 """
 from __future__ import annotations
 
-import gzip
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional
@@ -36,7 +36,7 @@ from replay.engine import Applied, Divergence, Replayer, differing_instructions
 from replay.errors import BadInput, ReplayError
 from replay.history import WorkerHistory
 from replay.literal import jsonable, key_text
-from replay.logfile import encode_line, iter_lines
+from replay.logfile import iter_lines, write_records
 from replay.reader import Progress, RecordedCall
 from replay.simulate.dag import MEMORY, SimTask, TaskGraph
 from replay.simulate.faults import Faults, Injector
@@ -556,7 +556,8 @@ def continue_worker(
         else:
             resumed = f"the worker paused{since} and had not unpaused by step {at}: continued as running"
     tracker.end = None  # past the log: "not completed by step N"
-    if divergence is not None and divergence.kind == "error":
+    if divergence is not None and divergence.exception is not None:
+        # the state machine raised where the recording did not: nothing to continue
         return Continuation(ws.address, at, at == history.events, peers, False, 0, "raised",
                             None, False, outstanding, waiting_at, resumed, divergence,
                             raised=str(divergence.actual), tail=tail, until_divergence=True,
@@ -586,25 +587,48 @@ def continue_worker(
     )
 
 
-#: ``why`` runs a continuation only on logs this short, and this far: cheap
+#: ``why`` runs a continuation only on logs this short, this far, and for
+#: this long (seconds of replay): cheap
 WHY_MAX_STEPS = 20_000
 WHY_EVENTS = 1_000
+WHY_SECONDS = 2.0
 
 
-def short_verdict(history: WorkerHistory, pos: Any = None) -> Optional[str]:
+class _TooLong(Exception):
+    """The replay before a short continuation ran out of time."""
+
+
+def short_verdict(history: WorkerHistory, pos: Any = None, seconds: float = WHY_SECONDS) -> Optional[str]:
     """The verdict of a continuation from ``pos`` when it is cheap (a log of
-    at most :data:`WHY_MAX_STEPS` steps, at most :data:`WHY_EVENTS` events
-    driven), for ``why``'s extra line; None otherwise."""
+    at most :data:`WHY_MAX_STEPS` steps, replayed within ``seconds``, at most
+    :data:`WHY_EVENTS` events driven), for ``why``'s extra line; None otherwise.
+
+    The replay to ``pos`` is checked against the recording as it goes, so
+    that a replay under another hash seed than the recording's (``why`` does
+    not re-execute for this line) answers only when it took the recorded
+    path; None if it departs.
+    """
     if history.events > WHY_MAX_STEPS or history.header.get("history") == "partial":
         return None
-    return continue_worker(history, pos, events=WHY_EVENTS).headline()
+    deadline = time.monotonic() + seconds
+
+    def in_time(step: int) -> None:
+        if time.monotonic() > deadline:
+            raise _TooLong
+
+    try:
+        c = continue_worker(history, pos, events=WHY_EVENTS, until_divergence=True, progress=in_time)
+    except _TooLong:
+        return None
+    return None if c.divergence is not None else c.headline()
 
 
 def continued_records(history: WorkerHistory, c: Continuation) -> Iterator[dict]:
     """The continued run as one worker's log: its header (saying from which
     step it continues), the recorded records up to the step continued from,
     the simulated steps, and an end record. Every read command accepts it."""
-    header = dict(history.header)
+    # what the shrinker kept a log showing is not what this log shows
+    header = {k: v for k, v in history.header.items() if k != "shrunk"}
     header["continued"] = {"from_step": c.at, "peers": c.peers, "events": c.events,
                            "diverged_at": None if c.divergence is None else c.divergence.seq}
     yield header
@@ -630,19 +654,11 @@ def continued_records(history: WorkerHistory, c: Continuation) -> Iterator[dict]
 def write_continued(path: str, runs: list[tuple[WorkerHistory, Continuation]]) -> int:
     """Write continued runs as one log (gzip if ``path`` ends with ``.gz``),
     each worker's records in order; returns the number of lines."""
+    records = (rec for history, c in runs for rec in continued_records(history, c))
     try:
-        raw = open(path, "wb")
+        return write_records(path, records)
     except OSError as e:
         raise BadInput(f"{path}: cannot write: {e.strerror or e}") from None
-    n = 0
-    with raw:
-        stream: Any = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if path.endswith(".gz") else raw
-        with stream:
-            for history, c in runs:
-                for rec in continued_records(history, c):
-                    stream.write(encode_line(rec))
-                    n += 1
-    return n
 
 
 def _rank(c: Continuation) -> tuple[bool, bool, bool]:

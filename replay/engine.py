@@ -7,6 +7,7 @@ files, choosing workers and printing happen elsewhere.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import traceback
 from collections import deque
@@ -23,7 +24,7 @@ from distributed.comm import get_address_host as _get_address_host
 from replay.determinism import is_deterministic, prepare_replay
 from replay.errors import ReplayError
 from replay.reader import Progress, RecordedCall
-from schemas.codec import decode_float, decode_resources, decode_settings
+from schemas.codec import decode_float, decode_key, decode_resources, decode_settings
 from schemas.convert import SizedValue, comparable, encode_instruction
 
 
@@ -56,6 +57,73 @@ def offline_addresses() -> Iterator[None]:
         wsm.get_address_host = real
 
 
+#: the collector's first threshold while replaying. At dask's default (700)
+#: it runs every few events and scans the calls read ahead but not yet
+#: replayed, about a tenth of a replay's time; at this one it runs every few
+#: thousand events and finds them gone
+REPLAY_GEN0 = 50_000
+#: replays running in this process, nested or interleaved (feeds are generators)
+_replays = 0
+#: the thresholds before the first of them, restored after the last
+_thresholds: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextlib.contextmanager
+def rare_collections() -> Iterator[None]:
+    """Collect garbage rarely while replaying: the state machine and the
+    reader make many short-lived objects, and few cycles. A threshold of 0
+    (automatic collection off) is left alone."""
+    global _replays, _thresholds
+    if _replays == 0:
+        _thresholds = gc.get_threshold()
+        if _thresholds[0]:
+            gc.set_threshold(max(_thresholds[0], REPLAY_GEN0), *_thresholds[1:])
+    _replays += 1
+    try:
+        yield
+    finally:
+        _replays -= 1
+        if _replays == 0:
+            gc.set_threshold(*_thresholds)
+
+
+class StoreRaised(Exception):
+    """What storing a value in the recorded worker's data raised, raised again
+    for the same key by a replay's data (:class:`RecordedData`): its ``repr``
+    is the recorded ``exception_text``, which dask puts in ``TaskErredMsg``."""
+
+    def __str__(self) -> str:
+        # never long: dask would otherwise rebuild it as a "Long error message"
+        return "raised as recorded"
+
+    def __repr__(self) -> str:
+        return self.args[0]
+
+
+class RecordedData(dict):
+    """A replay's ``ws.data``: a dict that raises for a key what storing its
+    value raised in the recorded worker, on the call where it did."""
+
+    __slots__ = ("raising",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: key -> exception, armed for one call
+        self.raising: dict[Any, StoreRaised] = {}
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self.raising and key in self.raising:
+            raise self.raising.pop(key)
+        dict.__setitem__(self, key, value)
+
+
+#: what verify compares, said when a difference has no known cause
+COMPARED = (
+    "every instruction of every step, field by field (threads, result types, "
+    "timings and the traceback of a failed data store are not compared)"
+)
+
+
 @dataclass
 class Divergence:
     """The first step whose replay does not match the recording."""
@@ -76,6 +144,13 @@ class Divergence:
     #: distributed A and B" (recorded with A, replayed under B); None: the
     #: replay should have matched
     cause: Optional[str] = None
+
+    def explanation(self) -> str:
+        """The cause, or what was compared and that no cause is known."""
+        if self.cause:
+            return self.cause
+        return (f"no cause known: verify compared {COMPARED}, and nothing recorded "
+                "(an outside change, another release of distributed) explains the difference")
 
 
 @dataclass(slots=True)
@@ -143,6 +218,11 @@ class Replayer:
     tap_log:
         Hand every ``ws.log`` entry a call appends to :attr:`Applied.log`: the
         worker's own log is capped, stories must not be.
+    follow_recording:
+        Compare each call's instructions with the recorded ones, as
+        :meth:`verify` does, and keep the first difference in
+        :attr:`departed`: views of later steps then come from a replay that
+        departed from the recording there.
     """
 
     def __init__(
@@ -152,6 +232,7 @@ class Replayer:
         validate: bool | None = None,
         check_invariants: bool = False,
         tap_log: bool = False,
+        follow_recording: bool = False,
     ):
         if header.get("history") == "partial":
             raise ReplayError(
@@ -179,7 +260,9 @@ class Replayer:
             wsm._default_data_size()
             self.ws = wsm.WorkerState(
                 nthreads=s["nthreads"],
-                address=header["worker"],
+                # a worker named before it had an address started without one
+                address=header.get("address", header["worker"]),
+                data=RecordedData(),
                 resources=decode_resources(s["resources"]),
                 transfer_incoming_count_limit=s["transfer_incoming_count_limit"],
                 validate=s["validate"] if validate is None else validate,
@@ -209,6 +292,10 @@ class Replayer:
         if header["worker"].startswith("inproc://"):
             self._handle = self._handle_offline
         self.deterministic = bool(header.get("deterministic")) and is_deterministic()
+        self.follow_recording = follow_recording
+        #: with ``follow_recording``: the first step whose replay did not
+        #: match the recording (its cause set as :meth:`verify` sets it)
+        self.departed: Divergence | None = None
 
     def set_resources(self, total: dict[str, float], available: dict[str, float]) -> None:
         """A recorded ``Worker.set_resources`` change, which bypasses ``handle_stimulus``."""
@@ -242,13 +329,49 @@ class Replayer:
         raised too. A crash the recording did not have is a
         :class:`~replay.errors.ReplayError` whose ``__cause__`` is the crash.
         """
+        self._before(call)
+        if not self.follow_recording or self.departed is not None or call.cut:
+            # (a cut call: the recorded result is the whole call's, not comparable)
+            return self._apply(call)
+        try:
+            applied = self._apply(call)
+        except ReplayError as crash:
+            self.departed = self._crashed(call, crash)
+            self.departed.cause = self.cause()
+            raise
+        d = self._compare(call, applied)
+        if d is not None:
+            d.cause = self.cause()
+            self.departed = d
+        return applied
+
+    def _before(self, call: RecordedCall) -> None:
+        """What the recording says happened before the call, or during it
+        outside the state machine: resource and setting changes, the address
+        assigned, the data stores that raise."""
         for change in call.resources:
             self.set_resources(change[0], change[1])
-            if len(change) > 2:  # (total, available, settings, outside)
+            if len(change) > 2:  # (total, available, settings, outside[, address])
                 if change[2]:
                     self.set_settings(change[2])
                 if change[3] and self.outside_before is None:
                     self.outside_before = call.first
+                if len(change) > 4 and change[4] is not None:
+                    self._set_address(change[4])
+        data = self.ws.data
+        if call.store_failed:
+            data.raising = {key: StoreRaised(text) for key, text, _ in call.store_failed}
+        elif data.raising:  # a recorded failure this replay did not meet
+            data.raising = {}
+
+    def _set_address(self, address: str) -> None:
+        """The address a worker named before it had one got later
+        (``Worker.start_unsafe`` assigns it)."""
+        self.ws.address = address
+        if address.startswith("inproc://"):
+            self._handle = self._handle_offline
+
+    def _apply(self, call: RecordedCall) -> Applied:
         tap = self._tap
         if tap is not None:
             tap.clear()
@@ -275,20 +398,21 @@ class Replayer:
                 instructions += self._handle(event)
                 ends.append((len(instructions), len(log)))
         except Exception as e:
-            applied = self._raised(call, e, log)
+            applied = self._raised(call, e, log, call.first + len(ends))
             applied.ends = ends
             return applied
         return Applied(call, instructions, None, log, ends)
 
-    def _raised(self, call: RecordedCall, e: Exception, log: Sequence[tuple]) -> Applied:
+    def _raised(self, call: RecordedCall, e: Exception, log: Sequence[tuple], step: int | None = None) -> Applied:
         if call.error is None:
             raise ReplayError(
-                f"step {call.last} ({call.stimulus_id}) of {self.header['worker']}: the "
+                f"step {call.last if step is None else step} ({call.stimulus_id}) of {self.header['worker']}: the "
                 f"state machine raised {type(e).__name__}: {_first_line(e)} where the "
                 "recorded worker did not; run `replay verify --validate` to find where "
                 "the state went wrong"
                 + (f" (state changed outside handle_stimulus before step {self.outside_before})"
-                   if self.outside_before is not None else "")
+                   if self.outside_before is not None else ""),
+                step=call.first if step is None else step,
             ) from e
         # a call that raises returns nothing, as in the recorded worker
         return Applied(call, [], e, log)
@@ -299,11 +423,12 @@ class Replayer:
 
     def feed(self, calls: Iterable[RecordedCall], progress: Progress | None = None) -> Iterator[Applied]:
         """Apply ``calls`` in order, yielding what each did: the one replay loop."""
-        for call in calls:
-            applied = self.apply(call)
-            if progress is not None:
-                progress(self.seq)
-            yield applied
+        with rare_collections():
+            for call in calls:
+                applied = self.apply(call)
+                if progress is not None:
+                    progress(self.seq)
+                yield applied
 
     def run(self, calls: Iterable[RecordedCall], progress: Progress | None = None) -> Replayer:
         """Apply ``calls`` in order; returns this replayer."""
@@ -313,19 +438,24 @@ class Replayer:
 
     def verify(self, call: RecordedCall) -> Divergence | None:
         """Replay one recorded call and compare it with what the worker did."""
-        d = self._verify(call)
+        self._before(call)
+        try:
+            applied = self._apply(call)
+        except ReplayError as crash:
+            d = self._crashed(call, crash)
+        else:
+            d = self._compare(call, applied)
         if d is not None:
             d.cause = self.cause()
         return d
 
-    def _verify(self, call: RecordedCall) -> Divergence | None:
+    def _crashed(self, call: RecordedCall, crash: ReplayError) -> Divergence:
+        e = crash.__cause__
+        key, story = _key_story(self.ws, e)
+        return Divergence(call.last, call.stimulus_id, "error", None, _describe(e, key), key, story, e)
+
+    def _compare(self, call: RecordedCall, applied: Applied) -> Divergence | None:
         seq, sid = call.last, call.stimulus_id
-        try:
-            applied = self.apply(call)
-        except ReplayError as crash:
-            e = crash.__cause__
-            key, story = _key_story(self.ws, e)
-            return Divergence(seq, sid, "error", None, _describe(e, key), key, story, e)
         d = differing_instructions(call, applied)
         if d is not None or applied.exception is not None:
             return d
@@ -349,9 +479,22 @@ def differing_instructions(call: RecordedCall, applied: Applied) -> Divergence |
         return Divergence(seq, sid, "error", call.error, None)
     expected = [comparable(d) for d in call.instructions or ()]
     actual = [comparable(encode_instruction(i)) for i in applied.instructions]
+    if call.store_failed:
+        # where the recorded data store raised is its own code, which a
+        # replay does not have: that traceback text is not compared
+        keys = {key for key, _, _ in call.store_failed}
+        expected, actual = _drop_store_traceback(expected, keys), _drop_store_traceback(actual, keys)
     if expected != actual:
         return Divergence(seq, sid, "instructions", expected, actual)
     return None
+
+
+def _drop_store_traceback(instructions: list[dict], keys: set) -> list[dict]:
+    return [
+        {k: v for k, v in d.items() if k != "traceback_text"}
+        if d.get("cls") == "TaskErredMsg" and decode_key(d.get("key")) in keys else d
+        for d in instructions
+    ]
 
 
 def _first_line(e: BaseException) -> str:

@@ -38,7 +38,13 @@ class NotFound(BadInput):
 
 class ReplayError(BadInput):
     """A log cannot be replayed: it does not start from the empty state, or the
-    state machine raised where the recorded worker did not."""
+    state machine raised where the recorded worker did not (at ``step``)."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None, *,
+                 step: int | None = None):
+        super().__init__(message, path, line)
+        #: the step at which the state machine raised, when that is the reason
+        self.step = step
 
 
 class InexactReplay(ReplayError):

@@ -18,7 +18,7 @@ from typing import Any
 from distributed import worker_state_machine as wsm
 
 from replay.determinism import inexact_reasons
-from replay.engine import Divergence, Replayer
+from replay.engine import Divergence, Replayer, rare_collections
 from replay.errors import InexactReplay
 from replay.log import ClusterLog, WorkerLog
 from replay.reader import Progress, RecordedCall, read_calls
@@ -159,10 +159,11 @@ class WorkerHistory:
         ``validate`` also runs ``validate_state()`` after every step.
         """
         r = self.replayer(validate=True if validate else None, check_invariants=validate)
-        for call in self.calls():
-            d = r.verify(call)
-            if progress is not None:
-                progress(r.seq)
-            if d is not None:
-                return d, r
+        with rare_collections():
+            for call in self.calls():
+                d = r.verify(call)
+                if progress is not None:
+                    progress(r.seq)
+                if d is not None:
+                    return d, r
         return None, r

@@ -47,13 +47,47 @@ from typing import Any, Optional
 import orjson
 
 from replay import codeid
-from replay.errors import NotFound
+from replay.diagnosis import Tracker, why, why_view
+from replay.disagreements import find
+from replay.errors import NotFound, ReplayError
 from replay.literal import key_text, sort_key
-from schemas.codec import decode_key, encode_key
+from replay.positions import choose_worker, step_of
+from replay.render import event_text
+from replay.scheduler_log import attach_scheduler_log
+from replay.story import (
+    Story,
+    StoryLine,
+    entry_keys,
+    event_keys,
+    instruction_keys,
+    line_data,
+    line_text,
+    no_such_key,
+    transition_text,
+)
+from replay.summary import Failure, WorkerSummary
+from replay.views import (
+    DIFF_STEPS,
+    Counters,
+    DiffView,
+    Gather,
+    Moment,
+    RaisedStep,
+    StateView,
+    StepBrief,
+    _state_rank,
+    changed_states,
+    departed_note,
+    departure,
+    is_transition,
+    notes,
+    reach,
+)
+from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 11
+VERSION = 13
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -269,7 +303,6 @@ _COUNTED = ("nthreads", "transfers", "transfers_limit", "transfer_bytes", "trans
 def counters_row(ws: Any) -> dict:
     """What the index keeps of the worker's own counters: the view's
     :class:`~replay.views.Counters`, whether it runs, its busy peers."""
-    from replay.views import Counters
 
     c = Counters.of(ws)
     row = {f: getattr(c, f) for f in _COUNTED}
@@ -355,7 +388,7 @@ class _Writer:
     """Follows one worker's tapped replay and writes what each step observed."""
 
     def __init__(self, db: sqlite3.Connection, wid: int, address: str):
-        from replay.diagnosis import Tracker
+        # writing replays; only reading must stay free of the state machine
         from replay.requests import OpenRequests
 
         self.db, self.wid, self.address = db, wid, address
@@ -381,11 +414,8 @@ class _Writer:
         self.workers_at: list[tuple] = []
 
     def feed(self, applied: Any, ws: Any) -> None:
-        from distributed import worker_state_machine as wsm
+        from distributed import worker_state_machine as wsm  # writing only (see __init__)
 
-        from replay.render import event_text
-        from replay.story import entry_keys, event_keys, instruction_keys, line_data, line_text
-        from replay.views import changed_states, is_transition
 
         call = applied.call
         handled = call.handled
@@ -521,8 +551,6 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
 
     ``progress(worker, step)`` is told how far each worker got.
     """
-    from replay.errors import ReplayError
-    from replay.summary import Failure
 
     path = path or index_path(history.path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -534,9 +562,9 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                          + _SCHEMA)
         for wid, wh in enumerate(history.workers):
             w = _Writer(db, wid, wh.address)
-            crash = invariant = None
+            crash = crash_step = invariant = None
             cb = None if progress is None else (lambda step, a=wh.address: progress(a, step))
-            r = wh.replayer(tap_log=True)
+            r = wh.replayer(tap_log=True, follow_recording=True)
             try:
                 for call in wh.calls(records=True):
                     for one in _one_by_one(call):
@@ -544,7 +572,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                     if cb is not None:
                         cb(r.seq)
             except ReplayError as e:  # a finding about the log: the index ends where replay did
-                crash = str(e)
+                crash, crash_step = str(e), e.step
             w.close()
             ws = r.ws
             if crash is None:
@@ -557,7 +585,8 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                 "header": wh.header, "event_counts": dict(sorted(wlog.event_counts.items())),
                 "first_handled": wlog.first_handled, "last_handled": wlog.last_handled,
                 "ended": wlog.ended, "warnings": list(r.warnings),
-                "crash": crash, "invariant": invariant, "reached": w.tracker.now.step,
+                "crash": crash, "crash_step": crash_step, "invariant": invariant, "reached": w.tracker.now.step,
+                "departed": departure(r.departed),
                 "raised": [{**r.to_json(), "key": None if r.key is None else encode_key(r.key)}
                            for r in w.tracker.raised],
             }
@@ -587,13 +616,15 @@ def _one_by_one(call: Any) -> Iterator[Any]:
     if n == 1:
         yield call
         return
-    from replay.reader import RecordedCall
+    from replay.reader import RecordedCall  # writing only: the reader decodes with distributed
 
     for i in range(n):
         yield RecordedCall(
             call.events[i:i + 1], call.first + i, call.lines[i:i + 1], call.handled,
             call.resources if i == 0 else [], call.instructions if i == n - 1 else None, call.error,
             None if call.records is None else call.records[i:i + 1],
+            # which event stored the failing value is not recorded: each may
+            store_failed=call.store_failed, cut=i < n - 1,
         )
 
 
@@ -648,14 +679,18 @@ class Index:
         return cls(log, path)
 
     def disagreements(self, at: dict[str, int]) -> list:
-        """Where the workers disagree about a key, each at the step ``at`` names."""
-        from replay.disagreements import find
+        """Where the workers (and the scheduler, with its log) disagree about
+        a key, each worker at the step ``at`` names."""
+        return find(self.workers, at, self.scheduler_log)
 
-        return find(self.workers, at)
+    @property
+    def scheduler_log(self) -> Any:
+        """The scheduler's log beside this one (read as recorded, never indexed)."""
+        if not hasattr(self, "_scheduler_log"):
+            self._scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
+        return self._scheduler_log
 
     def worker(self, which: Any = None) -> IndexedWorker:
-        from replay.positions import choose_worker
-
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
 
@@ -678,7 +713,6 @@ class IndexedWorker:
 
     def raised(self, step: int) -> list:
         """The steps up to ``step`` at which the state machine raised."""
-        from replay.views import RaisedStep
 
         return [RaisedStep(**{**r, "key": None if r["key"] is None else decode_key(r["key"])})
                 for r in self.info["raised"] if r["step"] <= step]
@@ -686,13 +720,16 @@ class IndexedWorker:
     # --- positions ----------------------------------------------------
 
     def position(self, pos: Any) -> int:
-        from replay.positions import step_of
-
         return step_of(pos, self.address, self.events, self._last_step_of)
 
     def _last_step_of(self, stimulus_id: str) -> Optional[int]:
         return self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND stimulus_id = ?",
                                (self.wid, stimulus_id)).fetchone()[0]
+
+    def step_times(self) -> list[Optional[float]]:
+        """The recorded time of every step, in order."""
+        return [t for (t,) in self.db.execute("SELECT handled FROM steps WHERE wid = ? ORDER BY step",
+                                              (self.wid,))]
 
     def step_at_time(self, t: Optional[float]) -> int:
         """The last step this worker had handled at recorded time ``t`` (0: none yet)."""
@@ -766,17 +803,26 @@ class IndexedWorker:
         sid, handled = self._step_row(step)
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), step, sid, handled)
 
-    def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
-        from replay.views import StateView
+    def _reach(self, step: int) -> tuple[int, Optional[str]]:
+        """The step that answers for ``step``: past a crash, the last one
+        replay reached (:func:`~replay.views.reach`, as a replay answers)."""
+        crash = self.info.get("crash")
+        return reach(step, self.events, None if crash is None else (self.info["crash_step"], crash))
 
-        view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
-        view.raised = self.raised(step)
-        view.gathers = self.open_gathers(step)
+    def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
+        at, note = self._reach(step)
+        view = StateView.of(self.frozen(at), states=states, keys=keys, detail=detail)
+        view.raised = self.raised(at)
+        view.gathers = self.open_gathers(at)
+        view.note = notes(note, self._departed(at))
         return view
+
+    def _departed(self, step: int) -> Optional[str]:
+        dep = self.info["departed"]
+        return departed_note(None if dep is None else tuple(dep), step)
 
     def open_gathers(self, step: int) -> list:
         """The gathers issued by ``step`` and not answered by it, oldest first."""
-        from replay.views import Gather
 
         rows = self.db.execute(
             "SELECT g.issued, s.handled, g.peer, g.keys FROM gathers g JOIN steps s ON s.wid = g.wid AND s.step = g.issued"
@@ -785,22 +831,21 @@ class IndexedWorker:
                        for issued, handled, peer, keys in rows), key=lambda g: (g.step, g.peer))
 
     def diff(self, first: int, last: int) -> Any:
-        from replay.views import DIFF_STEPS, DiffView, StepBrief
-
+        before, after = self.state(first), self.state(last)
+        last = after.step  # a replay that stopped early: the steps it reached
         rows = self.db.execute(
             "SELECT step, handled, stimulus_id, cls FROM steps WHERE wid = ? AND step > ? AND step <= ?"
             " ORDER BY step LIMIT ?", (self.wid, first, last, DIFF_STEPS)).fetchall()
         # a step's first story line is its event, in words
         texts = {step: lines[0][1] for step, lines in self._lines([r[0] for r in rows])}
         briefs = [StepBrief(step, handled, sid, cls, texts[step]) for step, handled, sid, cls in rows]
-        return DiffView(self.state(first), self.state(last), briefs, last - first)
+        return DiffView(before, after, briefs, last - first)
 
     # --- stories -----------------------------------------------------------
 
     def _lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:
         """The story lines of ``steps`` (ascending), read block by block, with
         the text of every line (a transition's is made here)."""
-        from replay.story import transition_text
 
         for step, lines in self._raw_lines(steps):
             for line in lines:
@@ -840,8 +885,7 @@ class IndexedWorker:
         return self.info["first_handled"]
 
     def key_story(self, stop: int, *keys: Any) -> Any:
-        from replay.story import Story, StoryLine, no_such_key
-
+        stop, note = self._reach(stop)
         texts = [_ktext(k) for k in keys]
         q = ",".join("?" * len(texts))
         steps = [s for (s,) in self.db.execute(
@@ -860,11 +904,10 @@ class IndexedWorker:
                 "SELECT DISTINCT key FROM postings WHERE wid = ?", (self.wid,))}
             raise NotFound(no_such_key(set(keys), known, self.address))
         about = ", ".join(sorted(key_text(k) for k in keys))
-        return Story(about, lines, self._start(), keys=sorted(keys, key=sort_key))
+        return Story(about, lines, self._start(), keys=sorted(keys, key=sort_key), note=note)
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-        from replay.story import Story, StoryLine
-
+        stop, note = self._reach(stop)
         rows = self.db.execute("SELECT step, handled FROM steps WHERE wid = ? AND stimulus_id = ? AND step <= ?"
                                " ORDER BY step", (self.wid, stimulus_id, stop)).fetchall()
         if not rows:
@@ -875,7 +918,7 @@ class IndexedWorker:
             for step, step_lines in self._lines([s for s, _ in rows])
             for kind, text, data, _ in step_lines
         ]
-        return Story(f"stimulus {stimulus_id}", lines, self._start(), stimulus_id=stimulus_id)
+        return Story(f"stimulus {stimulus_id}", lines, self._start(), stimulus_id=stimulus_id, note=note)
 
     # --- why -------------------------------------------------------------
 
@@ -883,15 +926,12 @@ class IndexedWorker:
         return IndexTracker(self, step)
 
     def why(self, step: int, key: Any = None) -> Any:
-        from replay.diagnosis import why_view
-
-        return why_view(self.frozen(step), self.tracker(step), key)
+        at, note = self._reach(step)
+        view = why_view(self.frozen(at), self.tracker(at), key)
+        view.note = notes(note, self._departed(at))
+        return view
 
     def summary(self) -> Any:
-        from replay.diagnosis import why
-        from replay.summary import Failure, WorkerSummary
-        from replay.views import _state_rank
-
         info = self.info
         step = info["reached"]
         r = self.frozen(step)
@@ -910,6 +950,7 @@ class IndexedWorker:
             invariant=None if inv is None else Failure(**{**inv, "key": None if inv["key"] is None
                                                            else decode_key(inv["key"])}),
             step=step, raised=self.raised(step),
+            departed=None if info["departed"] is None else tuple(info["departed"]),
         )
 
 
@@ -928,8 +969,6 @@ def apply_change(counters: dict, change: dict) -> None:
 
 
 def _initial_counters(header: dict) -> dict:
-    from schemas.codec import decode_float, decode_resources
-
     s = header["state"]
     resources = dict(sorted(decode_resources(s["resources"]).items()))
     limit = decode_float(s["transfer_incoming_bytes_limit"])
@@ -952,8 +991,6 @@ class _Moments:
         self.w, self.step, self.what = worker, step, what
 
     def get(self, key: Any, default: Any = None) -> Any:
-        from replay.views import Moment
-
         w, k = self.w, _ktext(key)
         if self.what == "changed":
             row = w.db.execute(
@@ -974,8 +1011,6 @@ class IndexTracker:
     """A :class:`~replay.diagnosis.Tracker` at a step, read from the index."""
 
     def __init__(self, worker: IndexedWorker, step: int):
-        from replay.views import Moment
-
         self.end = worker.events
         self.changed = _Moments(worker, step, "changed")
         self.gather = _Moments(worker, step, "gather")

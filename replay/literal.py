@@ -37,6 +37,28 @@ def key_text(key: Any) -> str:
     return literal(key, None)
 
 
+def short_key(key: Any, token: int = 4) -> str:
+    """A task key as short as dask's dashboard names tasks, still telling
+    graphs apart: the name ``dask.utils.key_split`` finds, the first
+    ``token`` characters of what follows it (the graph's token), every
+    index whole: ``('random_sample-a3e0…', 6, 4)``, ``'int-c0a8…'``;
+    ``'x-1'`` and ``('tree', 2, 30)`` stay as they are. :func:`key_text` is
+    the full key."""
+    name = key[0] if type(key) is tuple and key else key
+    if type(name) is str:
+        # dask.utils costs ~160 ms to import: the index's query path never shortens
+        from dask.utils import key_split
+
+        prefix = key_split(name)
+        if name.startswith(prefix + "-") and len(name) - len(prefix) - 1 > token + 1:
+            name = f"{name[:len(prefix) + 1 + token]}…"
+        elif prefix == "data" and name != "data":  # key_split's name for a bare token
+            name = f"{name[:token]}…"
+    if type(key) is tuple and key:
+        return literal((name, *key[1:]), None)
+    return literal(name, None)
+
+
 _PLAIN = (str, int, float, bool, type(None))
 
 

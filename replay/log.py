@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import weakref
+from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 
 from replay.determinism import valid_seed
 from replay.errors import LogError
-from replay.logfile import iter_lines, spool_stdin
+from replay.logfile import iter_lines, lines_at, scan_lines, spool_stdin
 from replay.positions import choose_worker
 from schemas.codec import FORMAT, VERSION, CodecError
 from schemas.convert import EVENT_FIELDS, decode_event
@@ -48,6 +50,16 @@ class WorkerLog:
     #: last step carrying each stimulus id; built on first use, since a
     #: million ids cost more memory than the rest of the index
     last_step_of: dict[str, int] | None = None
+    #: of each of the worker's step and resources records, in log order: its
+    #: line, where the line starts (a byte offset in the uncompressed log) and
+    #: its ``seq`` (ascending), so that reading one worker of a cluster log
+    #: parses that worker's lines only
+    lines: array = field(default_factory=lambda: array("L"))
+    offsets: array = field(default_factory=lambda: array("Q"))
+    seqs: array = field(default_factory=lambda: array("L"))
+    #: the address a worker named before it had one (``pid-N``) got later,
+    #: from its ``resources`` or ``end`` records
+    later_address: str | None = None
 
     @property
     def deterministic(self) -> bool:
@@ -156,7 +168,7 @@ class ClusterLog:
     def _scan(self, validate: bool) -> None:
         by_address: dict[str, WorkerLog] = {}
         path = self.path
-        for lineno, rec in iter_lines(path, warn=self._warn, source=self.source):
+        for lineno, offset, rec in scan_lines(path, warn=self._warn, source=self.source):
             self.lines = lineno
             kind = rec.get("kind")
             if kind not in KINDS:
@@ -212,13 +224,23 @@ class ClusterLog:
                 w.last_handled = handled
                 if rec.get("error") is not None:
                     w.errors += 1
+                w.lines.append(lineno)
+                w.offsets.append(offset)
+                w.seqs.append(seq)
             elif kind == "resources":
                 if seq != w.events + 1:
                     raise LogError(path, lineno, f"resources record for step {_short(seq)} of {address} out of order")
+                w.lines.append(lineno)
+                w.offsets.append(offset)
+                w.seqs.append(seq)
+                if type(rec.get("address")) is str:
+                    w.later_address = rec["address"]
             else:  # end
                 if seq != w.events:
                     raise LogError(path, lineno, f"end at step {_short(seq)} of {address}, which has {w.events} steps")
                 w.ended = True
+                if type(rec.get("address")) is str:
+                    w.later_address = rec["address"]
         if not self.workers:
             raise LogError(path, None, "no worker header: not a dask-replay log, or empty")
 
@@ -245,16 +267,18 @@ class ClusterLog:
         """``(line, record)`` of the worker's steps and resource changes from step ``start``.
 
         A resources record carries the step it precedes, so it is yielded
-        with the steps from ``start`` on.
+        with the steps from ``start`` on. Only those lines are parsed, at the
+        offsets the scan found them.
         """
         address = worker.address
-        for lineno, rec in iter_lines(self.path, source=self.source):
-            if rec.get("worker") == address and rec.get("kind") in ("step", "resources"):
-                seq = rec.get("seq")
-                if type(seq) is not int:  # the file changed since it was indexed
-                    raise LogError(self.path, lineno, "seq: missing or not an integer")
-                if seq >= start:
-                    yield lineno, rec
+        k = bisect_left(worker.seqs, start)
+        seqs = worker.seqs
+        for i, (lineno, rec) in enumerate(
+            lines_at(self.path, worker.lines[k:], worker.offsets[k:], source=self.source), k
+        ):
+            if rec.get("seq") != seqs[i] or rec.get("worker") != address:
+                raise LogError(self.path, lineno, "not the record read before: the log changed since it was read")
+            yield lineno, rec
 
 
 def validate_record(path: str, lineno: int, rec: dict, hint: str = "") -> None:
@@ -308,6 +332,7 @@ def summary(log: ClusterLog) -> dict[str, Any]:
         "workers": [
             {
                 "address": w.address,
+                "later_address": w.later_address,
                 "dask": w.header.get("dask"),
                 "distributed": w.header.get("distributed"),
                 "deterministic": w.deterministic,

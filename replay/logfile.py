@@ -8,12 +8,13 @@ import gzip
 import io
 import os
 import queue
+import re
 import shutil
 import sys
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 import orjson
@@ -164,8 +165,21 @@ def iter_lines(
     end. Any other bad line is a :class:`LogError`. CRLF line ends (a file
     passed through a Windows tool) are read with a warning.
     """
+    for lineno, _, obj in scan_lines(path, warn=warn, source=source):
+        yield lineno, obj
+
+
+def scan_lines(
+    path: str,
+    *,
+    warn: Callable[[str], None] | None = None,
+    source: str | None = None,
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """:func:`iter_lines` with where each line starts: ``(line number, byte
+    offset in the uncompressed stream, record dict)``, for :func:`lines_at`."""
     f = _open_binary(path if source is None else source)
     lineno = 0
+    offset = 0
     crlf = False
     try:
         while True:
@@ -185,6 +199,7 @@ def iter_lines(
             if not line:
                 return
             lineno += 1
+            start, offset = offset, offset + len(line)
             if len(line) > MAX_LINE:
                 raise LogError(path, lineno, f"line longer than {MAX_LINE} bytes")
             torn = not line.endswith(b"\n")
@@ -206,6 +221,36 @@ def iter_lines(
                 raise LogError(path, lineno, f"invalid JSON: {e}") from None
             if type(obj) is not dict:
                 raise LogError(path, lineno, "a record must be a JSON object")
+            yield lineno, start, obj
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def lines_at(
+    path: str, lines: Sequence[int], offsets: Sequence[int], *, source: str | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record dict)`` of the given lines only, which a
+    :func:`scan_lines` pass found at ``offsets`` (ascending): the lines
+    between are skipped unread by the parser. A compressed stream is
+    decompressed up to each, never rewound."""
+    f = _open_binary(path if source is None else source)
+    pos = 0
+    try:
+        for lineno, offset in zip(lines, offsets):
+            try:
+                if offset != pos:
+                    f.seek(offset)
+                line = f.readline(MAX_LINE + 1)
+            except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+                raise LogError(path, lineno, f"cannot read the line again ({e}): the log changed since it was read") from None
+            pos = offset + len(line)
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                obj = None
+            if type(obj) is not dict:
+                raise LogError(path, lineno, "not the record read before: the log changed since it was read")
             yield lineno, obj
     finally:
         if f is not sys.stdin.buffer:
@@ -253,10 +298,16 @@ def write_records(path: str, records: Iterator[dict], *, compress: bool | None =
     return n
 
 
+#: the scheduler's logs in a recording directory (:mod:`replay.scheduler_recorder`):
+#: ``scheduler.jsonl``, or ``scheduler-N.jsonl`` for a second scheduler
+SCHEDULER_LOG_NAME = re.compile(r"scheduler(-[0-9]+)?\.jsonl(\.gz)?")
+
+
 def log_files(directory: str) -> list[str]:
-    """The worker logs a :class:`~replay.Recorder` wrote to ``directory``."""
+    """The worker logs a :class:`~replay.Recorder` wrote to ``directory``
+    (not the scheduler's, which is no worker's)."""
     return sorted(
         os.path.join(directory, name)
         for name in os.listdir(directory)
-        if name.endswith((".jsonl", ".jsonl.gz"))
+        if name.endswith((".jsonl", ".jsonl.gz")) and not SCHEDULER_LOG_NAME.fullmatch(name)
     )

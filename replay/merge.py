@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 
 from replay.log import SIDE_KINDS
-from replay.logfile import LogError, iter_lines, log_files, write_records
+from replay.logfile import SCHEDULER_LOG_NAME, LogError, iter_lines, log_files, write_records
 
 Warn = Callable[[str], None]
 
@@ -94,8 +94,14 @@ def merged(paths: list[str], *, warn: Warn | None = None) -> Iterator[dict]:
 
 
 def merge(paths: list[str], out: str, *, warn: Warn | None = None) -> int:
-    """Write the cluster log of ``paths`` to ``out`` (gzip if it ends in .gz)."""
+    """Write the cluster log of ``paths`` to ``out`` (gzip if it ends in .gz).
+    A scheduler's log given among them is no worker's: it is left out (the
+    read commands find it beside the cluster log, in the same folder)."""
     paths = expand(paths)
+    for p in [p for p in paths if SCHEDULER_LOG_NAME.fullmatch(os.path.basename(p))]:
+        paths.remove(p)
+        if warn:
+            warn(f"{p}: the scheduler's log is not merged; keep it beside {out}")
     if not paths:
         raise LogError(out, None, "nothing to merge")
     if any(os.path.exists(out) and os.path.samefile(p, out) for p in paths):

@@ -15,15 +15,20 @@ compared with each worker's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
-from rich.text import Text
+import orjson
 
-from replay import render
+from replay.diagnosis import why, why_view
+from replay.disagreements import SchedulerFinding
 from replay.errors import BadInput, NotFound
-from replay.literal import jsonable, key_text
-from replay.views import Moment
+from replay.index import FrozenReplayer, FrozenWorker
+from replay.literal import key_text
+from replay.positions import choose_worker
+from replay.scheduler_log import attach_scheduler_log
+from replay.story import Story, StoryLine, event_keys, no_such_key
+from replay.summary import WorkerSummary
+from replay.views import Moment, RaisedStep, StateView, _state_rank
 from schemas.codec import decode_float, decode_resources, encode_key
 
 
@@ -51,6 +56,7 @@ class PartialLog:
     kind = "partial"
 
     def __init__(self, history: Any):
+        # the dump's reader needs the schemas: not on the index's query path
         from replay.dump import final_states, scheduler_state
 
         self.history = history
@@ -59,10 +65,11 @@ class PartialLog:
         finals = final_states(history.log.source)
         self.workers = [PartialWorker(wh, finals.get(wh.address)) for wh in history.workers]
         self.scheduler = scheduler_state(history.log.source)
+        #: a recorded scheduler's log beside this one: a dump's history is
+        #: partial, so only its final state is compared with it
+        self.scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
 
     def worker(self, which: Any = None) -> PartialWorker:
-        from replay.positions import choose_worker
-
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
     def disagreements(self, at: dict[str, int]) -> list:
@@ -87,35 +94,10 @@ class PartialLog:
         return out
 
 
-@dataclass(slots=True)
-class SchedulerFinding:
-    """The scheduler and a worker disagree about a key (from a dump)."""
-
-    key: Any
-    #: what the scheduler says
-    scheduler: str
-    worker: str
-    #: the key's state on the worker (None: the worker has no such task)
-    state: Optional[str]
-
-    def text(self) -> str:
-        mine = f"has it {self.state}" if self.state else "has no such task"
-        return f"scheduler: {key_text(self.key)} {self.scheduler}; that worker {mine}"
-
-    def to_json(self) -> dict:
-        return {"kind": "scheduler and worker", "key": jsonable(self.key), "scheduler": self.scheduler,
-                "worker": self.worker, "state": self.state, "text": self.text()}
-
-    def __rich__(self) -> Text:
-        return Text.assemble(("disagreement: ", "bold red"), render.safe(self.text()))
-
-
 def _containers(fields: dict, tasks: dict) -> dict:
     """The worker's containers as the dump recorded them (the real worker's,
-    as :func:`replay.index.containers` has them); one the dump left out is
+    as :class:`replay.index.Containers` has them); one the dump left out is
     read from the tasks' states instead."""
-    import orjson
-
     def keys(ks: Any) -> frozenset:
         return frozenset(orjson.dumps(encode_key(k)).decode() for k in ks)
 
@@ -185,9 +167,11 @@ class PartialWorker:
     def step_at_time(self, t: Optional[float]) -> int:
         return self.events  # only the final state is known
 
+    def step_times(self) -> list[Optional[float]]:
+        return [self.last_handled]  # one state, the final one
+
     def raised(self, stop: int) -> list:
         """The recorded steps up to ``stop`` whose call raised (what the dump kept)."""
-        from replay.views import RaisedStep
 
         out = []
         for call in self.wh.calls(1, stop, instructions=False):
@@ -208,8 +192,6 @@ class PartialWorker:
             raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
 
     def frozen(self, step: int) -> Any:
-        from replay.index import FrozenReplayer, FrozenWorker
-
         self._at_end(step, "a state")
         f, s = self.final, self.wh.header["state"]
         rows = {
@@ -239,8 +221,6 @@ class PartialWorker:
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), self.events, sid, last)
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
-        from replay.views import StateView
-
         view = StateView.of(self.frozen(step), states=states, keys=keys, detail=detail)
         view.raised = self.raised(step)
         return view
@@ -249,18 +229,12 @@ class PartialWorker:
         raise self._refuse("a diff")
 
     def why(self, step: int, key: Any = None) -> Any:
-        from replay.diagnosis import why_view
-
         r = self.frozen(step)
         view = why_view(r, _NoHistory(Moment(r.seq, r.handled), self.raised(step)), key)
         view.note = f"history partial ({self.reason}): the final state is the dump's; when tasks got there is unknown"
         return view
 
     def summary(self) -> Any:
-        from replay.diagnosis import why
-        from replay.summary import WorkerSummary
-        from replay.views import _state_rank
-
         wlog = self.wh.wlog
         if self.final is None:
             raise BadInput(f"{self.address}: history partial ({self.reason}) and no final state recorded")
@@ -282,7 +256,6 @@ class PartialWorker:
     def _event_lines(self, stop: int, wanted: Any) -> tuple[list, set, Optional[float]]:
         """The recorded events up to ``stop`` that ``wanted(event, keys it
         names)`` accepts, as story lines; every key named; the first time."""
-        from replay.story import StoryLine, event_keys
 
         lines, known, start = [], set(), None
         for call in self.wh.calls(1, stop, records=True, instructions=False):
@@ -296,8 +269,6 @@ class PartialWorker:
         return lines, known, start
 
     def key_story(self, stop: int, key: Any) -> Any:
-        from replay.story import Story, no_such_key
-
         lines, known, start = self._event_lines(stop, lambda ev, named: key in named)
         if not lines:
             raise NotFound(no_such_key({key}, known, self.address))
@@ -305,8 +276,6 @@ class PartialWorker:
                      note=f"history partial ({self.reason}): recorded events only, no replay")
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-        from replay.story import Story
-
         lines, _, start = self._event_lines(stop, lambda ev, named: ev.stimulus_id == stimulus_id)
         if not lines:
             raise NotFound(f"no step of {self.address} has stimulus id {stimulus_id!r}")

@@ -14,10 +14,21 @@ logs and, for each worker that ended with tasks not in a final state, what
 ``replay why`` says about them.
 
 Recording never changes an outcome: a recorder that fails stops recording
-that worker and lets the test carry on (see :mod:`replay.record`).
+that worker and lets the test carry on (see :mod:`replay.record`). A
+worker's log is closed when ``Worker.close`` returns, not at the end of the
+test, so that a test counting its process's file descriptors after closing a
+worker finds none left open.
+
+What the plugin changes in the test process while it is registered: it
+wraps ``WorkerState.__init__`` (to attach a recorder) and ``Worker.close``
+(to close that worker's log), and, as :mod:`replay.record` documents, the
+recorded instances' class, ``TaskState.__hash__`` and, while a test's states
+are watched for changes made outside ``handle_stimulus``,
+``TaskState.__setattr__``.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -43,6 +54,7 @@ class StateRecorder:
 
     def __init__(self, directory: str, keep: str):
         from distributed import worker_state_machine as wsm
+        from distributed.worker import Worker
 
         from replay.determinism import hash_seed, make_deterministic
 
@@ -69,6 +81,18 @@ class StateRecorder:
         __init__.__wrapped__ = real_init  # type: ignore[attr-defined]
         wsm.WorkerState.__init__ = __init__  # type: ignore[method-assign]
 
+        self._worker = Worker
+        self._close = real_close = Worker.close
+
+        @functools.wraps(real_close)
+        async def close(worker: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await real_close(worker, *args, **kwargs)
+            finally:
+                plugin.close_session_of(getattr(worker, "state", None), "worker closed")
+
+        Worker.close = close  # type: ignore[method-assign]
+
     # --- recording ------------------------------------------------------
 
     def attach(self, ws: Any) -> None:
@@ -87,6 +111,14 @@ class StateRecorder:
             return
         self.sessions.append(session)
 
+    def close_session_of(self, ws: Any, reason: str) -> None:
+        """Close the log of ``ws``, if this test records it."""
+        for session in self.sessions:
+            if session.ws is ws:
+                self.sessions.remove(session)
+                session.close(reason)
+                return
+
     def close_sessions(self) -> None:
         for session in self.sessions:
             session.close("end of the test")
@@ -95,6 +127,7 @@ class StateRecorder:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.close_sessions()
         self._wsm.WorkerState.__init__ = self._init  # type: ignore[method-assign]
+        self._worker.close = self._close  # type: ignore[method-assign]
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         return [f"dask-replay: recording WorkerStates to {self.directory} "

@@ -50,7 +50,7 @@ BATCH = 256
 _LEN = struct.Struct("<Q")
 
 #: a call as plain values: (first, lines, handled, resources, [(class name,
-#: args)], instructions, error)
+#: args)], instructions, error, store failures)
 Packed = tuple
 
 
@@ -66,11 +66,12 @@ def pack(call: RecordedCall, instructions: bool = True) -> Packed:
             args[i] = encode(args[i])
         events.append((name, tuple(args)))
     kept = call.instructions if instructions else None
-    return (call.first, call.lines, call.handled, call.resources, events, kept, call.error)
+    return (call.first, call.lines, call.handled, call.resources, events, kept, call.error,
+            call.store_failed)
 
 
 def unpack(packed: Packed) -> RecordedCall:
-    first, lines, handled, resources, evs, instructions, error = packed
+    first, lines, handled, resources, evs, instructions, error, store_failed = packed
     classes = EVENT_CLASSES
     events = []
     for name, args in evs:
@@ -80,7 +81,8 @@ def unpack(packed: Packed) -> RecordedCall:
             for i, _, decode in late:
                 args[i] = decode(args[i])
         events.append(classes[name](*args))
-    return RecordedCall(events, first, lines, handled, resources, instructions, error)
+    return RecordedCall(events, first, lines, handled, resources, instructions, error,
+                        store_failed=store_failed)
 
 
 def dumps(call: RecordedCall) -> bytes:

@@ -21,16 +21,19 @@ from typing import TYPE_CHECKING, Optional
 from distributed import worker_state_machine as wsm
 
 from replay.errors import LogError
-from schemas.codec import CodecError, decode_resources, decode_settings
+from schemas.codec import CodecError, decode_key, decode_resources, decode_settings
 
 if TYPE_CHECKING:
     from replay.log import ClusterLog, WorkerLog
 
 #: what changed outside ``handle_stimulus`` before a call: (total resources,
 #: available resources), followed, when the record has them, by the settings
-#: assigned (or None) and notes of task state changed outside it (or None);
-#: plain values, for the read-ahead pipe
+#: assigned (or None), notes of task state changed outside it (or None) and
+#: the worker's address assigned (or None); plain values, for the read-ahead pipe
 ResourcesChange = tuple
+#: a store into the worker's data that raised during a call: (key,
+#: exception text, traceback text); plain values, for the read-ahead pipe
+StoreFailure = tuple
 #: called with the last step replayed, for progress bars
 Progress = Callable[[int], None]
 
@@ -59,6 +62,11 @@ class RecordedCall:
     error: Optional[str]
     #: the step records as read, when :func:`read_calls` was asked for them
     records: Optional[list[dict]] = None
+    #: each store into the worker's data that raised during the call, in order
+    store_failed: Optional[list[StoreFailure]] = None
+    #: the head of a recorded call (:meth:`head`, or one event of a batch):
+    #: what the whole call returned or raised says nothing about the head alone
+    cut: bool = False
 
     @property
     def last(self) -> int:
@@ -78,6 +86,7 @@ class RecordedCall:
         return RecordedCall(
             self.events[:n], self.first, self.lines[:n], self.handled, self.resources,
             None, self.error, None if self.records is None else self.records[:n],
+            self.store_failed, cut=True,
         )
 
     def step_of(self, stimulus_id: str) -> int:
@@ -165,6 +174,7 @@ def _call(
     from replay.log import decode_step
 
     last = steps[-1][1] if last is None else last
+    failed = last.get("store_failed")
     return RecordedCall(
         events=[decode_step(path, lineno, rec, header) for lineno, rec in steps],
         first=steps[0][1]["seq"],
@@ -174,18 +184,39 @@ def _call(
         instructions=last.get("instructions"),
         error=last.get("error"),
         records=[rec for _, rec in steps] if keep else None,
+        store_failed=None if failed is None else _store_failed(path, steps[-1][0], failed),
+        cut=last is not steps[-1][1],
     )
+
+
+def _store_failed(path: str, lineno: int, failed: object) -> list[StoreFailure]:
+    try:
+        if type(failed) is not list:
+            raise CodecError("must be a list")
+        out = []
+        for f in failed:
+            if type(f) is not dict or not all(
+                type(f.get(t)) is str for t in ("exception_text", "traceback_text")
+            ):
+                raise CodecError(f"bad entry {f!r:.80}")
+            out.append((decode_key(f.get("key")), f["exception_text"], f["traceback_text"]))
+        return out
+    except CodecError as e:
+        raise LogError(path, lineno, f"store_failed: {e}") from None
 
 
 def _resources_change(path: str, lineno: int, rec: dict) -> ResourcesChange:
     try:
         settings = rec.get("settings")
         outside = rec.get("outside")
+        address = rec.get("address")
         if outside is not None and (type(outside) is not list or not all(type(o) is str for o in outside)):
             raise CodecError("outside must be a list of strings")
+        if address is not None and type(address) is not str:
+            raise CodecError("address must be a string")
         resources = decode_resources(rec.get("total")), decode_resources(rec.get("available"))
-        if settings is None and outside is None:
+        if settings is None and outside is None and address is None:
             return resources
-        return (*resources, None if settings is None else decode_settings(settings), outside)
+        return (*resources, None if settings is None else decode_settings(settings), outside, address)
     except CodecError as e:
         raise LogError(path, lineno, f"resources: {e}") from None

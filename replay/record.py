@@ -16,9 +16,14 @@ real one and writes one line per stimulus.
 What recording changes in a worker process, and nothing else:
 
 - the class of each recorded ``WorkerState`` instance, as above (put back
-  when the recording stops);
+  when the recording stops); the subclass also passes through
+  ``_transition_to_memory``, to note a data store that raised;
 - in deterministic mode, ``TaskState.__hash__`` for the whole process (see
-  :mod:`replay.determinism`).
+  :mod:`replay.determinism`);
+- only while a session watches for changes made outside ``handle_stimulus``
+  (``watch_tasks``, used by ``pytest --replay-record``, never by the worker
+  plugin or the preload): ``TaskState.__setattr__``, which then notes a
+  state assigned between recorded calls (:class:`OutsideWatch`).
 
 It imports only the encoding half of :mod:`schemas` (no pydantic) and none of
 the replay engine.
@@ -41,7 +46,9 @@ from distributed import worker_state_machine as wsm
 
 from replay.determinism import hash_seed, make_deterministic
 from replay.logfile import LogWriter
-from schemas.codec import FORMAT, SETTINGS, VERSION, encode_float, encode_resources, encode_setting
+from schemas.codec import (
+    FORMAT, SETTINGS, VERSION, encode_float, encode_key, encode_resources, encode_setting,
+)
 from schemas.convert import encode_event, encode_instruction
 
 logger = logging.getLogger("replay.record")
@@ -137,27 +144,159 @@ def state_inputs(ws: wsm.WorkerState) -> dict:
     }
 
 
-def _task_states(ws: wsm.WorkerState) -> tuple[dict, set]:
-    return {k: ts.state for k, ts in ws.tasks.items()}, set(ws.data)
+# --- changes made outside handle_stimulus -------------------------------
+
+#: recorded ``handle_stimulus`` calls running now: a task state assigned while
+#: none runs was assigned outside the state machine
+_calls_running = 0
+#: tasks whose state was assigned outside a recorded call, with the state
+#: each had before the first such assignment (None: it had none yet)
+_assigned_outside: dict[wsm.TaskState, Any] = {}
+#: the watches that read :data:`_assigned_outside`; the hook is installed
+#: while there is one
+_watches: list[OutsideWatch] = []
+#: while the hook is installed: (the ``__setattr__`` ``TaskState`` itself
+#: defined, or None), to put back
+_own_setattr: tuple | None = None
 
 
-def _outside_changes(before: tuple[dict, set], after: tuple[dict, set], limit: int = 5) -> list[str]:
-    """What changed in task states and data between two calls, at most ``limit`` lines."""
-    (states0, data0), (states1, data1) = before, after
-    out = []
-    for k in states0.keys() | states1.keys():
-        a, b = states0.get(k), states1.get(k)
-        if a != b:
-            out.append(f"task {_short_key(k)}: {a or 'absent'} -> {b or 'absent'}")
-    for k in data0 ^ data1:
-        out.append(f"data {_short_key(k)}: {'removed' if k in data0 else 'added'}")
-    out.sort()
-    return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
+def _install_state_hook() -> None:
+    """``TaskState.__setattr__`` that notes a state assigned while no recorded
+    call runs. Reading an attribute stays dask's own (the state machine reads
+    ``ts.state`` six times as often as it assigns it); every assignment costs
+    one Python call: a few per cent of ``handle_stimulus``
+    (``benchmarks/outside_check.py``)."""
+    global _own_setattr
+    cls = wsm.TaskState
+    real = cls.__setattr__
+
+    def __setattr__(ts: Any, name: str, value: Any) -> None:
+        if name == "state" and not _calls_running and ts not in _assigned_outside:
+            _assigned_outside[ts] = getattr(ts, "state", None)  # None: being constructed
+        real(ts, name, value)
+
+    _own_setattr = (cls.__dict__.get("__setattr__"),)
+    cls.__setattr__ = __setattr__  # type: ignore[method-assign,assignment]
+
+
+def _remove_state_hook() -> None:
+    global _own_setattr
+    if _own_setattr is not None:
+        (own,) = _own_setattr
+        if own is None:
+            del wsm.TaskState.__setattr__
+        else:
+            wsm.TaskState.__setattr__ = own  # type: ignore[method-assign]
+    _own_setattr = None
+    _assigned_outside.clear()
+
+
+class OutsideWatch:
+    """What changed in a ``WorkerState`` between two recorded calls, outside
+    ``handle_stimulus``, which a replay cannot reproduce.
+
+    Its contract: :meth:`changes` names every task whose state was assigned
+    to another value, a change in the number of tasks, data keys added or
+    removed, and ``ws.data`` replaced (another object or type), since
+    :meth:`remember`; it never reports what the state machine itself did in
+    a recorded call. It watches what changed instead of scanning the worker:
+    task states through a ``TaskState.__setattr__`` hook (installed while a
+    watch exists), the rest by identity and counts; the data keys are
+    compared only when their number changed. Not seen: a data key removed
+    and another added between the same two calls.
+    """
+
+    __slots__ = ("ws", "tasks", "data", "data_type", "data_len", "extra", "missing", "assigned")
+
+    def __init__(self, ws: wsm.WorkerState):
+        if not _watches:
+            _install_state_hook()
+        _watches.append(self)
+        self.ws = ws
+        #: as a WorkerState built from the header starts: no task, no data
+        self.tasks = 0
+        self.data = ws.data
+        self.data_type = type(ws.data)
+        self.data_len = 0
+        #: data keys found written, or removed, outside: named once
+        self.extra: set = set()
+        self.missing: set = set()
+        #: keys of tasks whose state was assigned outside: named as that,
+        #: never again as a data key that disagrees with their state
+        self.assigned: set = set()
+
+    def close(self) -> None:
+        if self in _watches:
+            _watches.remove(self)
+            if not _watches:
+                _remove_state_hook()
+
+    def remember(self) -> None:
+        """What a recorded call left."""
+        ws = self.ws
+        self.tasks = len(ws.tasks)
+        self.data = ws.data
+        self.data_type = type(ws.data)
+        self.data_len = len(ws.data)
+
+    def changes(self, limit: int = 5) -> list[str]:
+        """What changed since :meth:`remember`, at most ``limit`` lines."""
+        ws = self.ws
+        if not (_assigned_outside or len(ws.tasks) != self.tasks or ws.data is not self.data
+                or len(ws.data) != self.data_len):
+            return []
+        out = []
+        if _assigned_outside:
+            out += self._states(self.assigned)
+        if len(ws.tasks) != self.tasks:
+            out.append(f"tasks: {self.tasks} -> {len(ws.tasks)}")
+        if ws.data is not self.data:
+            what = type(ws.data).__name__
+            if type(ws.data) is not self.data_type:
+                what = f"{self.data_type.__name__} -> {what}"
+            out.append(f"data replaced ({what}), holding {len(ws.data)} keys")
+        elif len(ws.data) != self.data_len:
+            out += self._data_keys(self.assigned)
+        out.sort()
+        return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
+
+    def _states(self, assigned: set) -> list[str]:
+        tasks = self.ws.tasks
+        out = []
+        for ts, old in list(_assigned_outside.items()):
+            if tasks.get(ts.key) is ts:
+                del _assigned_outside[ts]
+                assigned.add(ts.key)
+                if old != ts.state:
+                    out.append(f"task {_short_key(ts.key)}: {old or 'absent'} -> {ts.state}")
+            elif not any(w.ws.tasks.get(ts.key) is ts for w in _watches):
+                del _assigned_outside[ts]  # of no watched worker
+        return out
+
+    def _data_keys(self, assigned: set) -> list[str]:
+        # the state machine keeps ws.data to the tasks in memory (actors
+        # aside): any other difference was made outside; each is named once,
+        # and a task whose state was assigned is named as that
+        ws = self.ws
+        tasks, actors = ws.tasks, ws.actors
+        extra = {k for k in ws.data
+                 if k not in actors and getattr(tasks.get(k), "state", None) != "memory"}
+        missing = {k for k, ts in tasks.items()
+                   if ts.state == "memory" and k not in actors and k not in ws.data}
+        out = [f"data {_short_key(k)}: added" for k in extra - self.extra - assigned]
+        out += [f"data {_short_key(k)}: removed" for k in missing - self.missing - assigned]
+        self.extra, self.missing = extra, missing
+        return out or [f"data: {self.data_len} -> {len(ws.data)} keys"]
 
 
 def _short_key(k: Any) -> str:
     text = repr(k)
     return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _address_of(ws: wsm.WorkerState) -> str | None:
+    # a Worker sets its state's address in start_unsafe; until then it is unset
+    return getattr(ws, "address", None)
 
 
 class Session:
@@ -181,10 +320,9 @@ class Session:
         with ``write(record: dict)``) when several workers share one log, as
         in a simulated cluster. ``clock`` and ``pid`` exist so that a
         simulation can write the same bytes for the same seed.
-        ``watch_tasks`` compares every task's state and the data keys before
-        each stimulus with what the previous one left, and notes changes made
-        outside ``handle_stimulus`` (costs a pass over the tasks per stimulus:
-        meant for test suites, where tests assign task state directly).
+        ``watch_tasks`` notes changes made outside ``handle_stimulus`` before
+        each stimulus (:class:`OutsideWatch`): meant for test suites, where
+        tests assign task state directly.
         """
         self.ws = ws
         self.directory = directory
@@ -196,14 +334,20 @@ class Session:
         self.writer = writer
         self._owns_writer = writer is None
         self.active = True
-        self.watch_tasks = watch_tasks
-        #: what the previous call left: settings, resources, task states; set
+        #: the worker's name in every record, fixed when the header is
+        #: written: its address then, or ``pid-N`` if it had none yet
+        self.name: str | None = None
+        #: what the previous call left: settings, resources, address; set
         #: with the header, which is written at the first stimulus, since a
         #: worker or test may assign settings between construction and then
         self._settings: tuple = ()
         self._resources: dict = {}
         self._available: dict = {}
-        self._tasks: tuple[dict, set] | None = None
+        self._address: str | None = None
+        self.watch: OutsideWatch | None = None
+        self._watch_tasks = watch_tasks
+        #: of the call running: each store into ``ws.data`` that raised
+        self._store_failed: list[dict] = []
         self.inputs: dict | None = None
         self.initial_tasks = len(ws.tasks)
         # anything handled before now is lost, and replay would start wrong
@@ -247,6 +391,14 @@ class Session:
                 return session.handle(self, base, stims)
             return base.handle_stimulus(self, *stims)
 
+        def _transition_to_memory(self: wsm.WorkerState, ts: wsm.TaskState, *args: Any, **kwargs: Any):
+            out = base._transition_to_memory(self, ts, *args, **kwargs)
+            # dask stores the value and sets "memory", or, when the data
+            # store raised, recommends "error" with the exception's texts
+            if ts.state != "memory" and session.active:
+                session._guard(session._note_store_failure, ts, out)
+            return out
+
         def __reduce_ex__(self: wsm.WorkerState, protocol: Any) -> Any:
             # pickle and copy as the class recorded: this one is made here and
             # cannot be found by name, and a copy must not write to this log
@@ -265,6 +417,7 @@ class Session:
             {
                 "__slots__": (),
                 "handle_stimulus": handle_stimulus,
+                "_transition_to_memory": _transition_to_memory,
                 "__reduce_ex__": __reduce_ex__,
                 "__module__": __name__,
             },
@@ -273,6 +426,7 @@ class Session:
     # --- the hot path ---------------------------------------------------
 
     def handle(self, ws: wsm.WorkerState, base: type, stims: tuple) -> list:
+        global _calls_running
         try:
             handled = self.clock()
             if self.seq == 0 and not self._header_written:
@@ -284,12 +438,16 @@ class Session:
             self._fail(e)
             return base.handle_stimulus(ws, *stims)
 
+        self._store_failed = []
+        _calls_running += 1
         try:
             instructions = base.handle_stimulus(ws, *stims)
         except BaseException as e:
+            _calls_running -= 1
             self._guard(self._write_steps, encoded, handled, None, repr(e))
             self._guard(self._remember, ws)
             raise
+        _calls_running -= 1
         self._guard(self._write_steps, encoded, handled, instructions, None)
         self._guard(self._remember, ws)
         return instructions
@@ -302,19 +460,28 @@ class Session:
             self._resources = dict(ws.total_resources)
         if ws.available_resources != self._available:
             self._available = dict(ws.available_resources)
-        if self.watch_tasks:
-            self._tasks = _task_states(ws)
+        self._address = _address_of(ws)
+        if self.watch is not None:
+            self.watch.remember()
+
+    def _note_store_failure(self, ts: wsm.TaskState, out: tuple) -> None:
+        # the recommendation is ("error", exception, traceback,
+        # exception_text, traceback_text, run_id): dask's error_message
+        texts = [x for x in out[0][ts][1:] if type(x) is str]
+        self._store_failed.append(
+            {"key": encode_key(ts.key), "exception_text": texts[0], "traceback_text": texts[1]}
+        )
 
     def _write_steps(
         self, encoded: list[dict], handled: float, instructions: list | None, error: str | None
     ) -> None:
         assert self.writer is not None
-        address = self.address
+        name = self.name
         last = len(encoded) - 1
         for i, ev in enumerate(encoded):
             rec: dict[str, Any] = {
                 "kind": "step",
-                "worker": address,
+                "worker": name,
                 "seq": self.seq + 1,
                 "handled": handled,
                 "event": ev,
@@ -326,6 +493,8 @@ class Session:
                     rec["batch"] = last + 1
                 if error is not None:
                     rec["error"] = error
+                if self._store_failed:
+                    rec["store_failed"] = self._store_failed
             self.writer.write(rec)
             # counted once written, so that a warning names the last step on disk
             self.seq += 1
@@ -334,8 +503,12 @@ class Session:
 
     @property
     def address(self) -> str:
+        """The name records use: fixed with the header, so that a worker that
+        handles a stimulus before it has an address keeps one name."""
+        if self.name is not None:
+            return self.name
         # Worker.start_unsafe sets it after constructor plugins and preloads
-        return getattr(self.ws, "address", None) or f"pid-{os.getpid()}"
+        return _address_of(self.ws) or f"pid-{self.pid}"
 
     def _open(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
@@ -357,53 +530,56 @@ class Session:
         assert self.writer is not None
         self._header_written = True
         ws = self.ws
+        self.name = self.address
         self.inputs = state_inputs(ws)
         # as a WorkerState built from the header starts: what a replay has
         # before step 1, so that a difference becomes a record
         self._settings = tuple(getattr(ws, n) for n in SETTINGS)
         self._resources = dict(ws.total_resources)
         self._available = dict(ws.total_resources)
-        if self.watch_tasks:
-            self._tasks = ({}, set())
-        self.writer.write(
-            {
-                "kind": "header",
-                "format": FORMAT,
-                "version": VERSION,
-                "worker": self.address,
-                "dask": dask.__version__,
-                "distributed": distributed.__version__,
-                "python": sys.version.split()[0],
-                "pid": self.pid,
-                "started": self.started,
-                "deterministic": self.deterministic,
-                "hash_seed": self.seed,
-                "from_empty": self.from_empty,
-                "initial_tasks": self.initial_tasks,
-                "state": self.inputs,
-            }
-        )
+        self._address = _address_of(ws)
+        if self._watch_tasks and self.active:
+            self.watch = OutsideWatch(ws)
+        header = {
+            "kind": "header",
+            "format": FORMAT,
+            "version": VERSION,
+            "worker": self.name,
+            "dask": dask.__version__,
+            "distributed": distributed.__version__,
+            "python": sys.version.split()[0],
+            "pid": self.pid,
+            "started": self.started,
+            "deterministic": self.deterministic,
+            "hash_seed": self.seed,
+            "from_empty": self.from_empty,
+            "initial_tasks": self.initial_tasks,
+            "state": self.inputs,
+        }
+        if self._address is None:
+            # named before it had one: replay starts without, as the worker did
+            header["address"] = None
+        self.writer.write(header)
 
     def _write_changes(self, ws: wsm.WorkerState) -> None:
         """One ``resources`` record if anything a replay needs changed since
         the previous call, outside ``handle_stimulus``: ``Worker.set_resources``,
-        a setting assigned (``settings``), or, watched, task state
-        (``outside``, which replay cannot reproduce)."""
+        a setting assigned (``settings``), the worker's address once it has
+        one (``address``), or, watched, task state (``outside``, which replay
+        cannot reproduce)."""
         settings = tuple(getattr(ws, n) for n in SETTINGS)
         changed_settings = settings != self._settings
         changed_resources = (
             ws.total_resources != self._resources or ws.available_resources != self._available
         )
-        outside: list[str] = []
-        if self.watch_tasks and self._tasks is not None:
-            now = _task_states(ws)
-            if now != self._tasks:
-                outside = _outside_changes(self._tasks, now)
-        if not (changed_settings or changed_resources or outside):
+        address = _address_of(ws)
+        changed_address = address != self._address
+        outside = self.watch.changes() if self.watch is not None else []
+        if not (changed_settings or changed_resources or changed_address or outside):
             return
         rec: dict[str, Any] = {
             "kind": "resources",
-            "worker": self.address,
+            "worker": self.name,
             "seq": self.seq + 1,
             "total": encode_resources(ws.total_resources),
             "available": encode_resources(ws.available_resources),
@@ -414,6 +590,8 @@ class Session:
                 for name, old, new in zip(SETTINGS, self._settings, settings)
                 if old != new
             }
+        if changed_address:
+            rec["address"] = address
         if outside:
             rec["outside"] = outside
         assert self.writer is not None
@@ -421,13 +599,16 @@ class Session:
 
     def close(self, reason: str) -> None:
         if self.active and self._header_written:
-            self._guard(
-                self.writer.write,
-                {"kind": "end", "worker": self.address, "seq": self.seq,
-                 "time": self.clock(), "reason": reason},
-            )
+            end = {"kind": "end", "worker": self.address, "seq": self.seq,
+                   "time": self.clock(), "reason": reason}
+            address = _address_of(self.ws)
+            if address is not None and address != self.address:
+                end["address"] = address
+            self._guard(self.writer.write, end)
         self.active = False
         self._close_writer()
+        if self.watch is not None:
+            self.watch.close()
         if hasattr(self, "_base") and type(self.ws) is not self._base:
             self.ws.__class__ = self._base
 
@@ -448,6 +629,8 @@ class Session:
             )
         self.active = False
         self._close_writer()
+        if self.watch is not None:
+            self.watch.close()
 
     def _close_writer(self) -> None:
         if self.writer is not None and self._owns_writer:

@@ -425,6 +425,39 @@ _PREDICATES: dict[str, type] = {c.__name__: c for c in (
     StuckPredicate, StatePredicate, RaisesPredicate, InvalidPredicate, ExprPredicate)}
 
 
+def predicate_record(p: Predicate) -> dict:
+    """``p`` as a shrunk log's header keeps it (``schemas.records.ShrunkBy``)."""
+    if isinstance(p, StuckPredicate):
+        return {"predicate": "stuck", "text": p.text, "key": encode_key(p.key)}
+    if isinstance(p, StatePredicate):
+        return {"predicate": "state", "text": p.text, "key": encode_key(p.key), "state": p.state}
+    if isinstance(p, RaisesPredicate):
+        return {"predicate": "raises", "text": p.text, "name": p.name}
+    if isinstance(p, InvalidPredicate):
+        return {"predicate": "invalid", "text": p.text}
+    if isinstance(p, ExprPredicate):
+        return {"predicate": "expr", "text": p.text, "expr": p.expr}
+    raise TypeError(f"no record for {type(p).__name__}")
+
+
+def predicate_from_record(rec: dict, *, expr: Optional[str] = None) -> Predicate:
+    """The predicate a shrunk log's header keeps. An ``--expr`` is never
+    evaluated from a log: ``expr`` is the user's own, from the command line."""
+    kind, text = rec["predicate"], rec["text"]
+    if kind == "stuck":
+        return StuckPredicate(key=decode_key(rec["key"]), text=text)
+    if kind == "state":
+        return StatePredicate(key=decode_key(rec["key"]), state=rec["state"], text=text)
+    if kind == "raises":
+        return RaisesPredicate(name=rec.get("name"), text=text)
+    if kind == "invalid":
+        return InvalidPredicate(text=text)
+    if expr is None:
+        raise BadInput(f"the log was shrunk with {text!r}: an expression is never evaluated "
+                       "from a log; give it on the command line")
+    return ExprPredicate(expr=expr, text=f"--expr {expr}")
+
+
 # --- the shrinker ---------------------------------------------------------------
 
 
@@ -1286,7 +1319,8 @@ def shrink(
     final = replay_stimuli(s.header, s.current, track=True)
     assert s.predicate.observe(final) == s.target, "the shrunk list must show the bug"
     outcome = s.predicate.outcome(final)
-    new_header = s.header
+    # the predicate goes with the shrunk log, keys renamed as the log names them
+    new_header = {**s.header, "shrunk": predicate_record(s.predicate)}
     inputs = construction_inputs(new_header)
     narrative = Narrative(
         worker=history.address,

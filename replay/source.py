@@ -24,8 +24,27 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Optional, Protocol
 
-from replay.errors import BadInput
-from replay.views import DiffView, StateView, state_of, steps_between
+from replay.diagnosis import diagnose, why_view
+from replay.disagreements import find
+from replay.errors import BadInput, ReplayError
+from replay.index import Index, build
+from replay.partial import PartialLog, is_partial
+from replay.positions import choose_worker
+from replay.scheduler_log import SchedulerLog, attach_scheduler_log
+from replay.story import key_story, stimulus_story
+from replay.summary import load_worker
+from replay.views import (
+    Crash,
+    DiffView,
+    StateView,
+    departed_note,
+    departure,
+    notes,
+    reach,
+    state_of,
+    steps_between,
+    walk,
+)
 
 #: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
 #: index answers (no replay at all); unset, the index answers, built on first use
@@ -72,6 +91,10 @@ class WorkerAnswers(Protocol):
     def step_at_time(self, t: Optional[float]) -> int:
         """The last step this worker had handled at recorded time ``t``."""
 
+    def step_times(self) -> list[Optional[float]]:
+        """The recorded time of each step, in order (the instants at which
+        the worker's state can change)."""
+
 
 class Source(Protocol):
     """Every read question about a log."""
@@ -83,6 +106,10 @@ class Source(Protocol):
     workers: list[WorkerAnswers]
     #: what reading the log found wrong with it (a torn last line…)
     warnings: list[str]
+
+    #: the scheduler's part: its log, read as recorded, the same object
+    #: whichever kind answers for the workers (None: no scheduler log)
+    scheduler_log: Optional[SchedulerLog]
 
     def worker(self, which: Any = None) -> WorkerAnswers: ...
 
@@ -97,7 +124,7 @@ class Source(Protocol):
 class ReplayedWorker:
     """One worker, answered by replaying it."""
 
-    def __init__(self, history: Any, progress: ProgressFactory):
+    def __init__(self, history: Any, progress: ProgressFactory = no_progress):
         self.history = history
         self.address: str = history.address
         self.events: int = history.events
@@ -106,6 +133,8 @@ class ReplayedWorker:
         self._times: Optional[list[Optional[float]]] = None
         #: the last replay to a step and its tracker: why, then disagreements, ask twice
         self._last: Optional[tuple[int, Any, Any]] = None
+        #: where replay raised as the recording did not, once a replay got there
+        self.crash: Crash = None
 
     @property
     def ended(self) -> bool:
@@ -121,10 +150,24 @@ class ReplayedWorker:
     def _bar(self, stop: int) -> Any:
         return self._progress(f"replaying {self.address}", stop)
 
+    def _replayed(self, step: int, answer: Callable[[int], Any]) -> Any:
+        """``answer(step)``, or past a step where replay raised (and the
+        recording did not), at the last step replay reaches, with a note
+        (:func:`~replay.views.reach`: the index answers so too)."""
+        at, note = reach(step, self.events, self.crash)
+        try:
+            view = answer(at)
+        except ReplayError as e:
+            if e.step is None or self.crash is not None:
+                raise
+            self.crash = (e.step, str(e))
+            at, note = reach(step, self.events, self.crash)
+            view = answer(at)
+        view.note = notes(note, view.note)
+        return view
+
     def _at(self, step: int) -> tuple[Any, Any]:
         """A replay to ``step`` with its tracker (which alone knows the raised steps)."""
-        from replay.diagnosis import diagnose
-
         if self._last is not None and self._last[0] == step:
             return self._last[1], self._last[2]
         with self._bar(step) as cb:
@@ -133,50 +176,61 @@ class ReplayedWorker:
         return r, tracker
 
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> StateView:
-        r, tracker = self._at(step)
-        view = state_of(r, states, keys, detail)
-        view.raised = list(tracker.raised)
-        view.gathers = tracker.open_gathers()
-        return view
+        def answer(at: int) -> StateView:
+            r, tracker = self._at(at)
+            view = state_of(r, states, keys, detail)
+            view.raised = list(tracker.raised)
+            view.gathers = tracker.open_gathers()
+            view.note = departed_note(departure(r.departed), at)
+            return view
+
+        return self._replayed(step, answer)
 
     def diff(self, first: int, last: int) -> DiffView:
         views = {step: self.state(step) for step in (first, last)}
-        steps, total = steps_between(self.history.calls(first + 1, last, instructions=False))
+        # a replay that stopped early: the steps it reached
+        steps, total = steps_between(self.history.calls(first + 1, views[last].step, instructions=False))
         return DiffView(views[first], views[last], steps, total)
 
     def key_story(self, stop: int, key: Any) -> Any:
-        from replay.story import key_story
-        from replay.views import walk
+        def answer(at: int) -> Any:
+            with self._bar(at) as cb:
+                return key_story(walk(self.history, at, progress=cb), self.address, key)
 
-        with self._bar(stop) as cb:
-            return key_story(walk(self.history, stop, progress=cb), self.address, key)
+        return self._replayed(stop, answer)
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
-        from replay.story import stimulus_story
-        from replay.views import walk
+        def answer(at: int) -> Any:
+            with self._bar(at) as cb:
+                return stimulus_story(walk(self.history, at, progress=cb), self.address, stimulus_id)
 
-        with self._bar(stop) as cb:
-            return stimulus_story(walk(self.history, stop, progress=cb), self.address, stimulus_id)
+        return self._replayed(stop, answer)
 
     def why(self, step: int, key: Any = None) -> Any:
-        from replay.diagnosis import why_view
+        def answer(at: int) -> Any:
+            r, tracker = self._at(at)
+            view = why_view(r, tracker, key)
+            view.note = departed_note(departure(r.departed), at)
+            return view
 
-        r, tracker = self._at(step)
-        return why_view(r, tracker, key)
+        return self._replayed(step, answer)
 
     def summary(self) -> Any:
-        from replay.summary import load_worker
-
         with self._bar(self.events) as cb:
             return load_worker(self.history, progress=cb)
 
-    def step_at_time(self, t: Optional[float]) -> int:
-        if t is None:
-            return 0
+    def step_times(self) -> list[Optional[float]]:
         if self._times is None:
             self._times = [None]
             for call in self.history.calls(instructions=False):
                 self._times.extend([call.handled] * len(call.events))
+        return self._times[1:]
+
+    def step_at_time(self, t: Optional[float]) -> int:
+        if t is None:
+            return 0
+        self.step_times()
+        assert self._times is not None
         step = 0
         for s, handled in enumerate(self._times):
             if s and handled is not None and handled <= t:
@@ -195,16 +249,13 @@ class ReplayedSource:
         self.path: str = history.path
         self.warnings: list[str] = list(history.warnings)
         self.workers: list[ReplayedWorker] = [ReplayedWorker(w, progress) for w in history.workers]
+        self.scheduler_log = attach_scheduler_log(self.path, [w.address for w in self.workers])
 
     def worker(self, which: Any = None) -> ReplayedWorker:
-        from replay.positions import choose_worker
-
         return self.workers[choose_worker([w.address for w in self.workers], which)]
 
     def disagreements(self, at: dict[str, int]) -> list:
-        from replay.disagreements import find
-
-        return find(self.workers, at)
+        return find(self.workers, at, self.scheduler_log)
 
 
 # --- the policy ------------------------------------------------------------------
@@ -221,7 +272,6 @@ def open_source(path: str, *, history: Any = None, progress: ProgressFactory = n
     (:func:`replay.open` and the hash seed's re-execution are the caller's:
     the command line re-executes, the Python API refuses an inexact replay).
     """
-    from replay.index import Index, build
 
     mode = os.environ.get(INDEX_ENV, "auto")
     if path != "-" and mode != "off":
@@ -231,7 +281,6 @@ def open_source(path: str, *, history: Any = None, progress: ProgressFactory = n
         if mode == "required":
             raise BadInput(f"{path}: no current index ({INDEX_ENV}=required); `replay index` builds one")
     opened = history()
-    from replay.partial import PartialLog, is_partial
 
     if is_partial(opened):  # nothing to replay from the empty state: answer without
         return PartialLog(opened)

@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import array
 import bisect
+import difflib
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from distributed import worker_state_machine as wsm
+
 from replay.diagnosis import Tracker, why_view
 from replay.errors import BadInput, NotFound
-from replay.literal import key_text
+from replay.literal import key_text, sort_key
 from replay.stepview import StepView, step_view
-from replay.views import StateView, changed_states
+from replay.story import no_such_key
+from replay.views import FINAL_STATES, StateView, changed_states
 
 
 class Column:
@@ -109,7 +114,8 @@ class Names:
 class Scan:
     """What the first pass saw at each step, in columns indexed by step."""
 
-    def __init__(self, validate: bool = False) -> None:
+    def __init__(self, worker: str = "", validate: bool = False) -> None:
+        self.worker = worker
         self.validate = validate
         #: per step (index 0 is the empty state): recorded time, event class, stimulus id
         self.handled = Column("d")
@@ -216,12 +222,16 @@ class Breakpoint:
 
     def check(self, scan: Scan, validate: bool) -> None:
         """Refuse what can never hit, naming what could."""
-        import difflib
-
-        from distributed import worker_state_machine as wsm
-
         if self.kind == "invalid" and not validate:
             raise BadInput("an invalid breakpoint needs --validate")
+        if self.kind == "state":
+            states = typing.get_args(wsm.TaskStateState)
+            if self.state not in states:
+                close = difflib.get_close_matches(self.state, states, n=3, cutoff=0.6)
+                raise BadInput(f"no task state {self.state!r}; "
+                               + (f"closest: {', '.join(close)}" if close else f"the states: {', '.join(states)}"))
+            if self.what not in scan.keys.ids:  # never changed state on this worker: could never hit
+                raise NotFound(no_such_key({self.what}, set(scan.keys.names), scan.worker))
         if self.kind in ("event", "instruction"):
             base = wsm.StateMachineEvent if self.kind == "event" else wsm.Instruction
             known = {c.__name__ for c in _subclasses(base)}
@@ -300,6 +310,10 @@ def _state(replayer: Any) -> StateView:
     return StateView.of(replayer)
 
 
+def _unfinished(replayer: Any) -> int:
+    return sum(ts.state not in FINAL_STATES for ts in replayer.ws.tasks.values())
+
+
 #: from how many steps of replay a view comes from the index instead (when
 #: current): a fresh fork replays ~80 µs a step, the index answers in ~100-300 ms
 FAR = 3000
@@ -322,11 +336,24 @@ class Stepper:
         self.breakpoints: list[Breakpoint] = []
         self.states: tuple = ()
         self.keys: tuple = ()
-        self.index = 0 if worker is None else history.workers.index(history.worker(worker))
+        #: the recorded time the user stands at (None: before every step);
+        #: moving sets it, switching worker keeps it
+        self.time: Optional[float] = None
+        #: per worker, where the user left it: (time, step)
+        self.left: dict[int, tuple[Optional[float], int]] = {}
         #: the log's index, once looked for (False: not yet; None: none current)
         self._index: Any = False
         self.pos = 0
-        self.open_worker(self.index)
+        if worker is None:
+            # no worker named: the first one whose log ends with a task not
+            # finished (what a user opens a stepper for), else the first
+            self.index = 0
+            for i in range(len(history.workers)):
+                self.open_worker(i)
+            self.index = next((i for i in range(len(history.workers)) if self.unfinished(i)), 0)
+        else:
+            self.index = history.workers.index(history.worker(worker))
+            self.open_worker(self.index)
 
     # --- workers ----------------------------------------------------------------
 
@@ -354,7 +381,7 @@ class Stepper:
         from replay.seek import Seeker
 
         wh = self.history.workers[i]
-        scan = Scan(self.validate)
+        scan = Scan(wh.address, self.validate)
         seeker = Seeker(wh, tap_log=True, observe=scan.observe, follower=Tracker(wh.events),
                         budget_mb=self.budget_mb // max(len(self.history.workers), 1))
         self.seekers[i], self.scans[i] = seeker, scan
@@ -371,22 +398,50 @@ class Stepper:
             self.failures[i] = str(e)
             seeker.prepared = True
 
+    def unfinished(self, i: int) -> int:
+        """How many tasks worker ``i`` leaves not finished at its last step."""
+        self.open_worker(i)
+        return self.seekers[i].view(self.end[i], _unfinished)
+
     def switch(self, which: Any) -> int:
-        """Show another worker at the same recorded time: its last step
-        handled at or before the current step's time."""
-        t = None if self.pos == 0 else self.scan.handled[self.pos]
+        """Show another worker at the recorded time the user stands at: its
+        last step handled by then. The time stays: switching round every
+        worker comes back to the same moment, never earlier, and to the step
+        the user left a worker at when that was at this moment."""
         i = (self.index + 1) % len(self.history.workers) if which is None else \
             self.history.workers.index(self.history.worker(which))
+        self.left[self.index] = (self.time, self.pos)
         self.open_worker(i)
         self.index = i
-        self.pos = min(self.scan.step_at_time(t), self.last)
+        t, pos = self.left.get(i, (None, -1))
+        if t != self.time or pos < 0:
+            pos = 0 if self.time is None else self.scan.step_at_time(self.time)
+        self.pos = min(pos, self.last)
         return self.pos
 
     # --- moving -----------------------------------------------------------------
 
     def go(self, pos: int) -> int:
         self.pos = max(0, min(pos, self.last))
+        self.time = None if self.pos == 0 else self.scan.handled[self.pos]
         return self.pos
+
+    def find_keys(self, text: str) -> list:
+        """The worker's keys (every key that changed state in its log) that
+        ``text`` names: the key itself, as a Python literal or plain string,
+        else every key whose spelling contains ``text`` (case aside), in
+        the views' order. None: :class:`NotFound` with the closest keys."""
+        from schemas.codec import parse_key
+
+        known = self.scan.keys.ids
+        exact = parse_key(text)
+        if exact in known:
+            return [exact]
+        low = text.lower()
+        found = [k for k in self.scan.keys.names if low in key_text(k).lower()]
+        if not found:
+            raise NotFound(no_such_key({exact}, set(self.scan.keys.names), self.wh.address))
+        return sorted(found, key=sort_key)
 
     def position(self, text: str) -> int:
         """A step number, ``+N``/``-N`` from here, or a stimulus id (its last step)."""
@@ -448,6 +503,8 @@ class Stepper:
             v = indexed_step_view(self.indexed(), self.pos, wh.events, start, self.states, self.keys)
         else:
             v = self.seeker.view_step(self.pos, step_view, wh.events, start, self.states, self.keys)
+        if self.time is not None and (v.state.handled is None or v.state.handled < self.time):
+            v.moment = self.time
         hits = self.hits_here()
         if hits:
             v.hit = "; ".join(str(bp) for bp in hits)
@@ -475,17 +532,18 @@ class Stepper:
             steps.append(StepBrief(now.step, ev.handled, ev.stimulus_id, now.event.cls, ev.text))
         return DiffView(before, now.state, steps, len(steps))
 
-    def story(self, key: Any) -> Any:
-        """The story of ``key`` over the whole log: from the log's index when
-        it is current (no replay), else by replaying the worker."""
-        from replay.index import Index
-        from replay.story import key_story
-        from replay.views import walk
+    def answers(self) -> Any:
+        """The current worker's :class:`~replay.source.WorkerAnswers`: the log's
+        index when it is current, else a replay, as every read command has them."""
+        from replay.source import ReplayedWorker
 
-        index = Index.open(self.history.path) if self.history.path != "<stdin>" else None
-        if index is not None:
-            return index.workers[self.index].key_story(self.last, key)
-        return key_story(walk(self.wh, self.last), self.wh.address, key)
+        if self._index is None:  # none was current: one may have been built since
+            self._index = False
+        return self.indexed() or ReplayedWorker(self.wh)
+
+    def story(self, key: Any) -> Any:
+        """The story of ``key`` over the whole log."""
+        return self.answers().key_story(self.last, key)
 
     def close(self) -> None:
         for s in self.seekers.values():

@@ -18,6 +18,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay import render
+from replay.literal import key_text, literal, short_key
 from replay.story import StoryLine
 from replay.views import FINAL_STATES, STATE_ORDER, StateView, is_transition
 
@@ -77,14 +78,20 @@ class StepEvent:
             "caused": [{"kind": ln.kind, **ln.data, "text": ln.text} for ln in self.lines[1:]],
         }
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+    def texts(self) -> list[Text]:
+        """One text per line, as the step view shows them."""
+        out = []
         for line in self.lines:
             if line.kind == "event":
-                yield Text.assemble(("event ", "bold"), (line.text.split(" ", 1)[0], "bold cyan"),
-                                    render.safe(line.text[len(line.text.split(" ", 1)[0]):]))
+                out.append(Text.assemble(("event ", "bold"), (line.text.split(" ", 1)[0], "bold cyan"),
+                                         render.safe(line.text[len(line.text.split(" ", 1)[0]):])))
             else:
-                yield Text.assemble((_LABEL[line.kind], _STYLE[line.kind]), (line.kind + " ", _STYLE[line.kind]),
-                                    render.safe(line.text))
+                out.append(Text.assemble((_LABEL[line.kind], _STYLE[line.kind]),
+                                         (line.kind + " ", _STYLE[line.kind]), render.safe(line.text)))
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.texts()
 
 
 def _plain(line: StoryLine) -> StoryLine:
@@ -112,6 +119,9 @@ class StepView:
     hit: Optional[str] = None
     #: something the user should know about this position, e.g. "no breakpoint hit"
     note: Optional[str] = None
+    #: the recorded time the user stands at, when later than this step's
+    #: (another worker shown at that moment: its last step by then)
+    moment: Optional[float] = None
 
     @property
     def step(self) -> int:
@@ -147,6 +157,46 @@ class StepView:
         text.append_text(Text.assemble(("stimulus ", "bold"), render.safe(s.stimulus_id or "(the empty state)")))
         return text
 
+    # --- the full screen's panes (the same data, each pane to fit 80×24) ----
+
+    def head(self) -> list[Text]:
+        """The heading, then what stopped here and what to know about it."""
+        lines = [self.heading()]
+        if self.moment is not None:
+            lines.append(Text(f"as of {render.clock(self.moment)} UTC: " + (
+                "this worker's last step by then" if self.step else "before this worker's first step"), style="dim"))
+        if self.hit:
+            lines.append(Text.assemble(("breakpoint: ", "bold reverse"), render.safe(self.hit)))
+        if self.note:
+            lines.append(Text.assemble(("note: ", "bold"), render.safe(self.note)))
+        return lines
+
+    def body(self) -> list[Text]:
+        """The step's event and what it caused."""
+        if self.event is None:
+            return [Text("no event: the state before the first step", style="dim")]
+        return self.event.texts()
+
+    def summary(self, full: bool = False) -> list[Text]:
+        """The worker after the step, but its task list: running or paused,
+        counters, tasks per state, peers; keys as :func:`~replay.literal.short_key`
+        spells them unless ``full``, and a found task's detail in full."""
+        st = self.state
+        spell = key_text if full else short_key
+        lines = [Text.assemble((st.status, "bold" if st.running else "bold yellow"), "; ", st.counters.__rich__()),
+                 Text("tasks: " + (", ".join(f"{s} {n}" for s, n in st.task_states.items()) or "none"))]
+        for t in st.tasks:
+            if t.detail is not None:
+                lines.append(Text.assemble(("key ", "bold"), render.safe(key_text(t.key)), "  ",
+                                           render.safe(t.state_text())))
+                lines.append(render.safe(", ".join(f"{k}={literal(v, 160)}" for k, v in t.detail.items())))
+        for title, peers in (("in flight from", st.in_flight_workers), ("queued for transfer from", st.data_needed)):
+            for peer, keys in peers.items():
+                lines.append(_keys_line(f"{title} {peer}", keys, spell))
+        if st.busy_workers:
+            lines.append(Text.assemble(("busy peers: ", "bold"), render.safe(", ".join(st.busy_workers))))
+        return lines
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.heading()
         if self.hit:
@@ -162,6 +212,15 @@ class StepView:
         parts = self.state.__rich_console__(console, options)
         next(parts, None)
         yield from parts
+
+
+def _keys_line(label: str, keys: list, spell: Any) -> Text:
+    """``label (n): key, key, … m more``, keys spelled by ``spell``."""
+    t = Text.assemble((f"{label} ({len(keys)}): ", "bold"))
+    t.append_text(render.safe(", ".join(spell(k) for k in keys[:20])))
+    if len(keys) > 20:
+        t.append(f", … {len(keys) - 20} more", style="dim")
+    return t
 
 
 def step_view(replayer: Replayer, applied: Optional[Applied], follower: Any, events: int,

@@ -125,6 +125,43 @@ def line_text(kind: str, item: Any) -> str:
     return f"raised {type(item).__name__}: {item}"
 
 
+#: the ``worker`` of the scheduler's lines (:mod:`replay.scheduler_log`), as
+#: ``Client.story`` names them
+SCHEDULER = "scheduler"
+
+#: the worker events whose stimulus id the scheduler made: a message from it
+#: (``compute-task``, ``free-keys``, ``acquire-replicas``, ``remove-replicas``,
+#: ``steal-request``, ``refresh-who-has``, ``cancel-compute``)
+SCHEDULER_SENT = frozenset({
+    "ComputeTaskEvent", "FreeKeysEvent", "AcquireReplicasEvent", "RemoveReplicasEvent",
+    "StealRequestEvent", "RefreshWhoHasEvent", "CancelComputeEvent",
+})
+
+
+def caused_by(lines: list[StoryLine]) -> dict[str, str]:
+    """For each stimulus id both the scheduler and a worker logged, the side
+    that caused it: the scheduler when a worker's event with that id is one
+    the scheduler sends, else the worker (its own event, such as
+    ``ExecuteSuccessEvent``'s ``task-finished-…``, which it reports). Without
+    a worker's event line, the side whose line was recorded first."""
+    sides: dict[str, set] = {}
+    first: dict[str, str] = {}
+    for ln in sorted(lines, key=lambda ln: ln.handled):
+        sides.setdefault(ln.stimulus_id, set()).add(ln.worker == SCHEDULER)
+        first.setdefault(ln.stimulus_id, SCHEDULER if ln.worker == SCHEDULER else "worker")
+    out: dict[str, str] = {}
+    for ln in lines:
+        sid = ln.stimulus_id
+        if len(sides[sid]) < 2 or ln.kind != "event" or ln.worker == SCHEDULER:
+            continue
+        cls = (ln.data.get("event") or {}).get("cls")
+        out[sid] = SCHEDULER if cls in SCHEDULER_SENT else "worker"
+    for sid, both in sides.items():
+        if len(both) == 2:
+            out.setdefault(sid, first[sid])
+    return out
+
+
 _STYLE = {"event": "cyan", "transition": "magenta", "log": "dim", "instruction": "green", "raised": "red"}
 
 
@@ -149,22 +186,32 @@ class Story:
 
     @classmethod
     def merge(cls, stories: list[Story]) -> Story:
-        """One timeline of several workers' stories of the same thing.
+        """One timeline of several workers' (and the scheduler's) stories of
+        the same thing, as ``Client.story`` tells it.
 
         Ordered by recorded time, lines sharing a stimulus id kept together
-        (the scheduler sends one id to every worker it concerns), and one
-        worker's lines in the order of its steps. Each worker's time is its
-        own host's clock.
+        (the scheduler sends one id to every worker it concerns, and a worker's
+        ``task-finished-…`` becomes the scheduler's), the side that caused a
+        shared id first (:func:`caused_by`), and one side's lines in the order
+        of its steps. Each side's time is its own host's clock.
         """
         lines = [line for story in stories for line in story.lines]
         first_seen: dict[str, float] = {}
         for line in sorted(lines, key=lambda ln: ln.handled):
             first_seen.setdefault(line.stimulus_id, line.handled)
+        cause = caused_by(lines)
         position = {id(line): i for i, line in enumerate(lines)}
-        lines.sort(key=lambda ln: (first_seen[ln.stimulus_id], ln.stimulus_id, ln.worker, ln.step,
+
+        def side(ln: StoryLine) -> int:
+            first = cause.get(ln.stimulus_id)
+            if first is None:
+                return 0
+            return 0 if (ln.worker == SCHEDULER) == (first == SCHEDULER) else 1
+
+        lines.sort(key=lambda ln: (first_seen[ln.stimulus_id], ln.stimulus_id, side(ln), ln.worker, ln.step,
                                    position[id(ln)]))
         starts = [s.start for s in stories if s.start is not None]
-        first = stories[0]
+        first = next((s for s in stories if s.lines and s.lines[0].worker != SCHEDULER), stories[0])
         return cls(first.about, lines, min(starts) if starts else None, keys=first.keys,
                    stimulus_id=first.stimulus_id, note=first.note)
 
@@ -198,7 +245,8 @@ class Story:
             t.add_row(*cells)
         yield t
         if cluster:
-            yield Text("time: recorded by each worker's own clock, since the first event of any; the "
+            who = "the scheduler's and each worker's" if SCHEDULER in self.workers else "each worker's"
+            yield Text(f"time: recorded by {who} own clock, since the first event of any; the "
                        "clocks of different hosts may differ", style="dim")
         elif self.start is not None:
             yield Text(f"time: recorded, since the worker's first event at {render.clock(self.start)} UTC",

@@ -19,7 +19,7 @@ from replay.diagnosis import Tracker, Verdict, verdicts_table, why
 from replay.errors import NotFound, ReplayError
 from replay.literal import jsonable, literal
 from replay.story import Story, key_story
-from replay.views import Moment, RaisedStep, walk
+from replay.views import Departure, Moment, RaisedStep, departure, walk
 
 if TYPE_CHECKING:  # an index answers load without the state machine
     from replay.engine import Divergence, Replayer
@@ -87,6 +87,9 @@ class WorkerSummary:
     step: int = 0
     #: the steps at which the state machine raised, as the recorded worker did
     raised: list[RaisedStep] = field(default_factory=list)
+    #: where the replay first departed from the recording (then what follows
+    #: is the replay's, not the worker's): its step and what differed
+    departed: Departure = None
 
     @property
     def duration(self) -> float:
@@ -106,6 +109,7 @@ class WorkerSummary:
             "stuck": [v.to_json() for v in self.stuck], "warnings": self.warnings,
             "crash": self.crash, "invariant": None if self.invariant is None else self.invariant.to_json(),
             "step": self.step, "raised": [r.to_json() for r in self.raised],
+            "departed": None if self.departed is None else {"step": self.departed[0], "text": self.departed[1]},
         }
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -125,6 +129,10 @@ class WorkerSummary:
                                 f" at step {self.events}: the worker was killed, or the recorder stopped")
         for r in self.raised:
             yield Text.assemble("  ", r.__rich__())
+        if self.departed is not None:
+            yield Text.assemble(("  replay departs from the recording", "bold red"),
+                                render.safe(f" at step {self.departed[0]}: {self.departed[1]}; later steps are "
+                                            "the replay's, not the worker's"))
         if self.crash:
             yield Text.assemble(("  replay crashed: ", "bold red"), render.safe(self.crash))
         if self.invariant is not None:
@@ -142,11 +150,19 @@ class WorkerSummary:
 class LoadSummary:
     path: str
     workers: list[WorkerSummary] = field(default_factory=list)
+    #: the scheduler's summary (:class:`~replay.scheduler_log.SchedulerSummary`),
+    #: when its log is beside this one: shown first
+    scheduler: Any = None
 
     def to_json(self) -> dict:
-        return {"path": self.path, "workers": [w.to_json() for w in self.workers]}
+        out = {"path": self.path, "workers": [w.to_json() for w in self.workers]}
+        if self.scheduler is not None:
+            out = {"path": self.path, "scheduler": self.scheduler.to_json(), "workers": out["workers"]}
+        return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.scheduler is not None:
+            yield self.scheduler
         yield from self.workers
 
 
@@ -192,6 +208,7 @@ def load_worker(history: Any, *, progress: Any = None) -> WorkerSummary:
         invariant=invariant,
         step=tracker.now.step,
         raised=tracker.raised,
+        departed=departure(r.departed),
     )
 
 
@@ -216,6 +233,8 @@ class DivergenceView:
     #: why, when it is known: a behaviour change between versions, state
     #: changed outside ``handle_stimulus``
     cause: Optional[str] = None
+    #: the cause, or what was compared and that no cause is known
+    explanation: str = ""
 
     @classmethod
     def of(cls, history: Any, d: Divergence, replayer: Replayer | None = None) -> DivergenceView:
@@ -231,7 +250,7 @@ class DivergenceView:
                 story = None
         failure = None if d.exception is None else Failure.of(d.exception, d.key)
         return cls(d.seq, d.stimulus_id, d.kind, d.expected, d.actual, d.key, failure, story,
-                   getattr(d, "cause", None))
+                   d.cause, d.explanation())
 
     def instructions_diff(self) -> dict:
         e = [_hashable(x) for x in self.expected or ()]
@@ -246,7 +265,7 @@ class DivergenceView:
     def to_json(self) -> dict:
         out: dict[str, Any] = {
             "step": self.step, "stimulus_id": self.stimulus_id, "kind": self.kind,
-            "key": jsonable(self.key), "cause": self.cause,
+            "key": jsonable(self.key), "cause": self.cause, "explanation": self.explanation,
             "failure": None if self.failure is None else self.failure.to_json(),
             "story": [] if self.story is None else self.story.to_json()["story"],
         }
@@ -258,8 +277,8 @@ class DivergenceView:
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        if self.cause:
-            yield Text.assemble("  ", (render.safe(self.cause).plain, "bold"))
+        if self.explanation:
+            yield Text.assemble("  ", (render.safe(self.explanation).plain, "bold" if self.cause else ""))
         if self.kind == "instructions":
             diff = self.instructions_diff()
             for x in diff["missing"]:

@@ -17,6 +17,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay import render
+from replay.errors import ReplayError
 from replay.literal import jsonable, key_text, literal, sort_key
 
 if TYPE_CHECKING:  # views also answer from an index, which needs no state machine
@@ -109,6 +110,50 @@ class Gather:
         return f"step {self.step}: {self.peer} for " + ", ".join(key_text(k) for k in self.keys)
 
 
+#: where replay stopped because the state machine raised as the recorded
+#: worker did not: that step, and the error's text
+Crash = Optional[tuple[int, str]]
+
+
+#: where a replay that follows the recording first departed from it: that
+#: step, and what differed and why
+Departure = Optional[tuple[int, str]]
+
+_DEPARTED = {"instructions": "its instructions differ from the recorded ones",
+             "error": "replay and recording disagree on an exception", "invariant": "an invariant breaks"}
+
+
+def departure(d: Any) -> Departure:
+    """The facts of a :class:`~replay.engine.Divergence` a followed replay met."""
+    if d is None:
+        return None
+    return d.seq, f"{_DEPARTED.get(d.kind, d.kind)} ({d.cause or 'no cause known'})"
+
+
+def notes(*texts: Optional[str]) -> Optional[str]:
+    """Notes on one answer, as one line."""
+    return "; ".join(t for t in texts if t) or None
+
+
+def departed_note(dep: Departure, step: int) -> Optional[str]:
+    """What an answer about ``step`` must say of a departure (nothing before it)."""
+    if dep is None or step < dep[0]:
+        return None
+    return f"from step {dep[0]} on, this replay departed from the recording: {dep[1]}"
+
+
+def reach(step: int, events: int, crash: Crash) -> tuple[int, Optional[str]]:
+    """The step an answer about ``step`` comes from, and a note when it is not
+    ``step``: past a crash, "the end of the log" is the last step replay
+    reached; any other step past it cannot be answered."""
+    if crash is None or step < crash[0]:
+        return step, None
+    at, text = crash
+    if step == events:
+        return at - 1, f"replay stops at step {at - 1}: {text}"
+    raise ReplayError(f"{text}; replay cannot reach step {step}", step=at)
+
+
 def elapsed(since: Optional[Moment], now: Optional[Moment]) -> str:
     """``12.3 s`` of recorded time between two moments ('' if unknown)."""
     if since is None or now is None or since.time is None or now.time is None:
@@ -133,7 +178,8 @@ def walk(
     replayer after it; ``applied.log`` is only valid until the next item is
     requested. A batch that ``stop`` falls inside is replayed up to ``stop``.
     """
-    r = history.replayer(tap_log=True)
+    # following the recording: a view past where replay departed from it says so
+    r = history.replayer(tap_log=True, follow_recording=True)
     if stop is None:
         stop = history.events
     if stop <= 0:
@@ -294,6 +340,8 @@ class StateView:
     #: the ``GatherDep`` instructions issued and not yet answered, oldest first
     #: (two for one transfer are a bug ``in_flight_workers`` cannot show)
     gathers: list[Gather] = field(default_factory=list)
+    #: why this is not the step asked for (replay stopped before it)
+    note: Optional[str] = None
 
     @classmethod
     def of(
@@ -373,6 +421,7 @@ class StateView:
             "filters": jsonable(self.filters),
             "raised": [r.to_json() for r in self.raised],
             "gathers": [g.to_json() for g in self.gathers],
+            **({"note": self.note} if self.note else {}),
         }
 
     # --- rendering ------------------------------------------------------
@@ -381,6 +430,8 @@ class StateView:
         return render.position(self.worker, self.step, self.stimulus_id, self.handled)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.note:
+            yield Text.assemble(("note: ", "yellow"), render.safe(self.note))
         yield self.heading()
         yield Text.assemble(
             (self.status, "bold" if self.running else "bold yellow"), "; ", self.counters.__rich__()

@@ -6,11 +6,18 @@ workers may be interleaved (a cluster log), each worker's records in order:
 - ``header``: once per worker, before its first step: versions, every
   ``WorkerState`` construction input, and whether replay can be exact.
 - ``step``: one stimulus handled by the worker, numbered from 1 per worker,
-  with the instructions it produced (or the error it raised).
+  with the instructions it produced (or the error it raised), and each value
+  whose store into the worker's data raised (``store_failed``).
 - ``resources``: something changed outside ``handle_stimulus`` since the
   previous step: ``Worker.set_resources``, a setting assigned (``settings``),
-  or task state (``outside``, noted only); applies before step ``seq``.
+  the worker's address once it has one (``address``), or task state
+  (``outside``, noted only); applies before step ``seq``.
 - ``end``: the recorder stopped cleanly after step ``seq``.
+
+A worker's name (``worker`` in every record) is fixed when its header is
+written: its address then, or ``pid-N`` for a worker that handled a stimulus
+before it had one (the header's ``address`` is then null, and a ``resources``
+record gives the address once known).
 
 A log imported from a cluster dump (:mod:`replay.dump`) also has, per worker,
 ``final`` records (the worker's task states when dumped) and, once,
@@ -29,8 +36,8 @@ from schemas.instructions import AnyInstruction
 from schemas.types import DistributedRelease, EncodedKey, Model, Number, Resources, Value
 
 __all__ = [
-    "FORMAT", "VERSION", "RECORD", "Header", "Step", "ResourcesChange", "End", "StateInputs",
-    "Imported", "Continued", "FinalState", "SchedulerState",
+    "FORMAT", "VERSION", "RECORD", "Header", "Step", "StoreFailure", "ResourcesChange", "End",
+    "StateInputs", "Imported", "Continued", "ShrunkBy", "FinalState", "SchedulerState",
 ]
 
 Seq = Annotated[StrictInt, Field(ge=1)]
@@ -89,9 +96,26 @@ class Continued(Model):
     peers: Literal["answer", "busy", "silent"]
     #: simulated steps
     events: NonNegative
-    #: under a patched state machine, the step whose instructions first
-    #: differed from the recording (the last recorded step kept)
+    #: the step whose instructions first differed from the recording
+    #: (another release, a patch): the last recorded step kept
     diverged_at: Optional[Seq] = None
+
+
+class ShrunkBy(Model):
+    """The predicate ``replay shrink`` kept a shrunk log showing, with the
+    keys as the shrunk log names them: ``replay bisect`` asks it again under
+    other releases."""
+
+    predicate: Literal["stuck", "state", "raises", "invalid", "expr"]
+    #: as given on the command line, keys as the original log named them
+    text: StrictStr
+    #: --stuck KEY, --state KEY=STATE
+    key: Optional[EncodedKey] = None
+    state: Optional[StrictStr] = None
+    #: --raises NAME
+    name: Optional[StrictStr] = None
+    #: --expr: kept to be read, never evaluated from the log
+    expr: Optional[StrictStr] = None
 
 
 class Header(Model):
@@ -115,6 +139,10 @@ class Header(Model):
     from_empty: StrictBool
     initial_tasks: NonNegative
     state: StateInputs
+    #: the worker's address when the header was written, if not ``worker``:
+    #: null for a worker that handled a stimulus before it had one (``worker``
+    #: is then ``pid-N``); absent: ``worker`` is the address
+    address: Optional[StrictStr] = None
     #: "complete": the steps are every stimulus since the empty state;
     #: "partial": earlier stimuli are missing (``history_reason`` says why),
     #: so the log cannot be replayed. Absent: complete, as the recorder writes
@@ -124,6 +152,20 @@ class Header(Model):
     imported: Optional[Imported] = None
     #: set when the log continues a recorded one with simulated steps
     continued: Optional[Continued] = None
+    #: set on a log written by ``replay shrink -o``
+    shrunk: Optional[ShrunkBy] = None
+
+
+class StoreFailure(Model):
+    """Storing a task's value in the worker's data raised (a ``SpillBuffer``
+    that cannot pickle a value over its target, a third-party mapping): dask
+    recommends ``error`` with these texts, and replay's data raises the same."""
+
+    key: EncodedKey
+    exception_text: StrictStr
+    #: where the recorded mapping raised; a replay has none of its code, so
+    #: verify does not compare this text in the ``TaskErredMsg`` that follows
+    traceback_text: StrictStr
 
 
 class Step(Model):
@@ -140,6 +182,9 @@ class Step(Model):
     batch: Annotated[StrictInt, Field(ge=1)] = 1
     #: ``repr`` of the exception handling raised, if it did
     error: Optional[StrictStr] = None
+    #: on a call's last step: each store into the worker's data that raised
+    #: during the call, in order
+    store_failed: Optional[list[StoreFailure]] = None
     #: room for optional per-step data (e.g. a clock tape)
     extras: Optional[dict[StrictStr, Any]] = None
     #: the step was not recorded: a continuation simulated it (see
@@ -167,6 +212,9 @@ class ResourcesChange(Model):
     total: Resources
     available: Resources
     settings: Optional[Settings] = None
+    #: the worker's address, assigned since the previous step (a worker named
+    #: ``pid-N`` in its header gets one when it starts)
+    address: Optional[StrictStr] = None
     #: task states or data changed outside ``handle_stimulus`` (a test
     #: assigning them): what changed, which a replay cannot reproduce
     outside: Optional[list[StrictStr]] = None
@@ -179,6 +227,8 @@ class End(Model):
     seq: Annotated[StrictInt, Field(ge=0)]
     time: StrictFloat
     reason: StrictStr
+    #: the worker's address at the end, where it is not ``worker``
+    address: Optional[StrictStr] = None
 
 
 KeyList = list[EncodedKey]

@@ -358,6 +358,9 @@ REQUIRED = {
     "span": "0..{events}",  # to the last step: the diff replays the whole log
     "key_or_stimulus": "x",  # the one task of the corpus
     "output": "{tmp}/merged.jsonl",
+    # bisect refuses every log of the corpus before it asks the package index
+    "good": "2025.2.0",
+    "bad": "2025.1.0",
 }
 
 
@@ -382,6 +385,10 @@ def reads_stdin(command: str) -> bool:
 #: contract of their own (test_merge)
 TRANSFORMS = {"merge"}
 
+#: read commands that take a directory of worker logs too: an empty one is
+#: refused for holding none, not for being a directory
+READS_DIRECTORIES = {"report"}
+
 
 def test_read_commands_are_found():
     assert "check" in COMMANDS
@@ -395,8 +402,9 @@ def test_read_commands_are_found():
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in TRANSFORMS])
 @pytest.mark.parametrize("name", list(CASES))
-def test_command(name, command, tmp_path, cli_run, corpus):
+def test_command(name, command, tmp_path, cli_run, corpus, monkeypatch):
     case = CASES[name]
+    monkeypatch.chdir(tmp_path)  # where a command's default output (report.html) goes
     path, data = build(name, tmp_path, corpus)
     code, out, err = cli_run(argv(command, path, tmp_path, EVENTS[name]), stdin=data)
     assert "Traceback" not in err
@@ -411,7 +419,10 @@ def test_command(name, command, tmp_path, cli_run, corpus):
         assert len(err_lines) == 1, err
         where = shown_as(path) + (f":{case.line}:" if case.line is not None else ":")
         assert err_lines[0].startswith(f"error: {where}"), err
-        assert case.text in err_lines[0]
+        if name == "directory" and command in READS_DIRECTORIES:
+            assert "no .jsonl or .jsonl.gz worker logs in this directory" in err_lines[0], err
+        else:
+            assert case.text in err_lines[0]
     else:
         warnings = [x for x in err_lines if x.startswith("warning:")]
         if case.outcome == "warning":
@@ -435,6 +446,9 @@ def refused_question(command: str, events: int) -> tuple[int, str] | None:
     if command == "story" and events == 0:
         # the story of x, in a log of no step
         return 2, "error: {path}: no such key on {worker}: 'x' (nor is it a stimulus id)"
+    if command == "bisect":
+        # no predicate of `replay shrink` in the corpus's header
+        return 2, "error: {path}: not a pytest file (.py) or a log written by `replay shrink -o`"
     if command == "shrink":
         # the corpus's task ends released: no stuck task to shrink the log down to
         return 1, "{worker}: no task is stuck"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 
 import orjson
 import pytest
@@ -148,18 +147,35 @@ def test_bad_input_exits_2(logs, tmp_path, cli_run):
     assert b"Traceback" not in p.stderr
 
 
-def test_reexec_with_recorded_seed(logs):
+def test_reexec_with_recorded_seed(logs, tmp_path):
     # replay is exact only with the recorded PYTHONHASHSEED: the CLI re-executes itself
     p = spawn("verify", logs["stuck"], "--json", env={"PYTHONHASHSEED": "1"})
     assert p.returncode == 0 and orjson.loads(p.stdout)["workers"][0]["warnings"] == []
     assert p.stderr == b""
     # standard input is copied to a file that the re-executed command reads: as exact
-    before = set(os.listdir(tempfile.gettempdir()))
-    p = spawn("verify", "-", "--json", env={"PYTHONHASHSEED": "1"}, stdin=open(logs["stuck"], "rb").read())
+    p = spawn("verify", "-", "--json", env={"PYTHONHASHSEED": "1", "TMPDIR": str(tmp_path)},
+              stdin=open(logs["stuck"], "rb").read())
     assert p.returncode == 0 and orjson.loads(p.stdout)["workers"][0]["warnings"] == []
     assert p.stderr == b""
     # and the copy is gone with the command
-    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("replay-stdin-")}
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("replay-stdin-")]
+
+
+def test_standard_input_answers_as_the_file_does(fixture_path):
+    # a real cluster log piped in, under another hash seed than the recording's:
+    # the command re-executes with the recorded one and answers as for the file
+    import gzip
+
+    log = fixture_path("cluster-log.jsonl.gz")
+    data = gzip.decompress(open(log, "rb").read())
+    env = {"PYTHONHASHSEED": "1", "REPLAY_INDEX": "off"}
+    by_file = spawn("load", log, "--json", env=env)
+    assert by_file.returncode == 0, by_file.stderr
+    expected = {**orjson.loads(by_file.stdout), "path": "<stdin>"}
+    for _ in range(2):
+        piped = spawn("load", "-", "--json", env=env, stdin=data)
+        assert piped.returncode == 0 and piped.stderr == b""
+        assert orjson.loads(piped.stdout) == expected
 
 
 def test_log_without_deterministic_mode_is_checked_with_a_warning(tmp_path, cli_run, run_json, record_log):

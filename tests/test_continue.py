@@ -488,3 +488,48 @@ def test_a_cluster_recorded_through_the_stale_entry_finishes_without_it(stale_cl
     assert d.kind == "instructions" and d.expected == [] and [i["cls"] for i in d.actual] == ["GatherDep"]
     assert d.actual[0]["to_gather"] == {"set": ["x2"]}
     assert classes(departed.steps) == ["GatherDepSuccessEvent", "ExecuteSuccessEvent"]
+
+
+def test_why_leaves_out_a_continuation_that_is_not_cheap(fixture_path):
+    from replay.continuation import short_verdict
+
+    w = replay.open(fixture_path("cluster-log.jsonl.gz")).worker(1)
+    assert w.events > 100
+    # no time at all: the replay stops at its first call, and there is no line
+    assert short_verdict(w, seconds=0.0) is None
+    assert short_verdict(w) == w.continue_from(events=1_000).headline()
+
+
+def test_why_leaves_out_a_continuation_whose_replay_departs(stale_log, monkeypatch):
+    from replay.continuation import short_verdict
+
+    w = replay.open(stale_log).worker()
+    assert short_verdict(w) == w.continue_from().headline()  # under the recording's state machine
+    monkeypatch.undo()  # stock dask departs at step 4: the line would not be about this log
+    assert short_verdict(w) is None
+
+
+def test_a_fix_that_stops_a_crash_continues_from_where_the_recording_raised(tmp_path, record_log, monkeypatch):
+    original = wsm.WorkerState._gather_dep_done_common
+
+    def broken(self, ev):
+        raise RuntimeError("boom")
+        yield
+
+    monkeypatch.setattr(wsm.WorkerState, "_gather_dep_done_common", broken)
+    path = tmp_path / "crash.jsonl"
+    with pytest.raises(RuntimeError, match="boom"):
+        record_log(path, [
+            wsm.ComputeTaskEvent.dummy("y", who_has={"x": [PEER]}, nbytes={"x": 10}, stimulus_id="s1"),
+            wsm.GatherDepSuccessEvent(worker=PEER, total_nbytes=10, data={"x": 1}, stimulus_id="s2"),
+        ])
+    w = replay.open(str(path)).worker()
+    # under the bug: replay raises as recorded, the continuation has nothing to answer
+    crashed = w.continue_from(until_divergence=True)
+    assert crashed.divergence is None and not crashed.finished
+    monkeypatch.setattr(wsm.WorkerState, "_gather_dep_done_common", original)
+    fixed = w.continue_from(until_divergence=True)
+    assert fixed.divergence is not None and fixed.divergence.kind == "error"
+    assert fixed.divergence.seq == 2 and fixed.raised is None
+    # the fixed worker got x at step 2: y runs and finishes
+    assert fixed.finished and classes(fixed.steps) == ["ExecuteSuccessEvent"]

@@ -12,17 +12,21 @@ import asyncio
 import collections
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import orjson
 import pytest
 
 import replay
+from replay.literal import key_text, short_key
 from replay.step import Stepper
+from replay.views import state_of, walk
 
 A = "tcp://127.0.0.1:37371"
 B = "tcp://127.0.0.1:43731"
@@ -50,6 +54,31 @@ def test_print_at_stimulus_shows_the_gather_issued(flight, cli_run):
     # the state after the step: x in flight from A, y waiting for it
     assert f"in flight from {A} (1): 'x'" in out
     assert "'y'  waiting" in out
+
+
+def test_without_a_worker_the_one_with_an_unfinished_task_opens(flight, cli_run, fixture_path):
+    # B ends with x in flight and y waiting for it; A, the first, ends with x in memory
+    unfinished = {wh.address: unfinished_at_end(wh) for wh in replay.open(flight).workers}
+    assert unfinished == {A: 0, B: 2}
+    code, out, err = cli_run(["step", flight, "--print"])
+    assert code == 0, err
+    assert out.startswith(f"step 0 of 1  worker {B}")
+    # every worker of the cluster fixture ends with its tasks finished: the first opens
+    history = replay.open(fixture_path("cluster-log.jsonl.gz"))
+    assert not any(unfinished_at_end(wh) for wh in history.workers)
+    s = Stepper(history)
+    try:
+        assert s.index == 0 and [s.unfinished(i) for i in range(3)] == [0, 0, 0]
+    finally:
+        s.close()
+
+
+def unfinished_at_end(wh) -> int:
+    """Tasks a worker leaves neither in memory, erred, released nor forgotten."""
+    ws = None
+    for _, r in walk(wh):
+        ws = r.ws
+    return sum(ts.state not in ("memory", "error", "released", "forgotten") for ts in ws.tasks.values())
 
 
 def test_print_json_has_the_step_and_its_state(flight, cli_run):
@@ -97,6 +126,11 @@ def test_print_without_a_hit_says_so_and_exits_1(flight, cli_run):
     (["--break", "event:GatherDepSucess"], "no event class 'GatherDepSucess'; closest: GatherDepSuccessEvent"),
     (["--break", "invalid"], "an invalid breakpoint needs --validate"),
     (["--to", "no-such-stimulus"], "no step of"),
+    # a state the state machine has not, a key the worker never had: a hit never comes
+    (["--break", "state:x=flite"], "no task state 'flite'; closest: flight"),
+    (["--break", "state:x=notastate"], "no task state 'notastate'; the states: cancelled, constrained"),
+    (["--break", "state:y=memory"], f"no such key on {A}: 'y'"),
+    (["--break", "state:xx=memory"], f"no such key on {A}: 'xx'; closest: 'x'"),
 ])
 def test_bad_input_is_one_line_naming_the_file(flight, cli_run, args, message):
     code, out, err = cli_run(["step", flight, "-w", A, *args, "--print"])
@@ -190,6 +224,71 @@ def test_step_view_equals_a_linear_replay_and_switching_keeps_the_time(cluster, 
     s.switch(s.history.workers[before].address)
 
 
+def test_tab_keeps_the_recorded_time(cluster):
+    """Round the workers, twice, from several moments: each worker shows its
+    last step handled by the moment the user stands at, which never moves,
+    and the worker the user started from comes back at the same step."""
+    s = cluster
+    history = s.history
+    # each worker's recorded (step, handled), read from its log, not from the stepper
+    recorded = [[(c.first + i, c.handled) for c in wh.calls(instructions=False) for i in range(len(c.events))]
+                for wh in history.workers]
+    start = s.index
+    positions = (1, s.last // 3, s.last // 2 + 1, s.last)
+    for pos in positions:
+        s.go(pos)
+        moment = recorded[start][pos - 1][1]
+        assert s.time == moment
+        for _ in range(2 * len(history.workers)):
+            s.switch(None)
+            assert s.time == moment
+            by_then = [step for step, handled in recorded[s.index] if handled <= moment]
+            assert s.pos == (by_then[-1] if by_then else 0)
+            if s.index == start:
+                assert s.pos == pos
+            elif pos in positions[:3:2]:  # the heading says which moment it shows
+                shown = dict(recorded[s.index]).get(s.pos)
+                assert s.view().moment == (moment if shown is None or shown < moment else None)
+        assert s.index == start and s.pos == pos
+
+
+def test_find_keys_by_any_part(cluster):
+    s = cluster
+    s.go(0)
+    every = set()
+    for _, r in walk(s.wh):
+        every |= set(r.ws.tasks)
+    for part in ("tree", "TREE", "4, 1", "int-0", "held-"):
+        want = sorted((k for k in every if part.lower() in key_text(k).lower()), key=key_text)
+        assert want and sorted(s.find_keys(part), key=key_text) == want
+    # a key itself, typed as its literal, is that key alone though others contain it
+    tree = next(k for k in every if isinstance(k, tuple) and k[0] == "tree")
+    assert s.find_keys(key_text(tree)) == [tree]
+    assert {"held", "held-2"} <= every and s.find_keys("held") == ["held"]
+    with pytest.raises(replay.errors.NotFound, match=rf"no such key on {s.wh.address}: 'no-such-key'"):
+        s.find_keys("no-such-key")
+
+
+def test_short_key_keeps_what_key_split_names(cluster):
+    from dask.base import tokenize
+    from dask.utils import key_split
+
+    token = tokenize("x", 1)
+    made = [f"random_sample-{token}", (f"random_sample-{token}", 6, 4), f"sum-aggregate-{token}", token]
+    for key in [*made, *cluster.scan.keys.names]:
+        name = key[0] if isinstance(key, tuple) else key
+        short = short_key(key)
+        if isinstance(key, tuple):  # every index whole
+            assert short.endswith(key_text(key[1:])[1:]) or short.endswith(key_text(key[1:])[1:-2] + ")")
+        if not isinstance(name, str) or len(name) <= len(key_split(name)) + 6:
+            assert short == key_text(key)  # nothing to cut: a name, a short token
+        else:
+            split = key_split(name)
+            kept = split + "-" + name[len(split) + 1:][:4] if split != "data" else name[:4]
+            assert short.startswith(("(" if isinstance(key, tuple) else "") + repr(kept + "…"))
+    assert short_key((f"random_sample-{token}", 6, 4)) == f"('random_sample-{token[:4]}…', 6, 4)"
+
+
 def state_of_all_keys(replayer):
     return {(k, ts.state) for k, ts in replayer.ws.tasks.items()}
 
@@ -239,7 +338,7 @@ def test_ui_with_the_pilot(flight):
     assert "tasks: none" in start
     # the stimulus id: B's step 1, after which x is in flight from A
     assert at_sid.startswith(f"step 1 of 1  worker {B}")
-    assert "instruction GatherDep" in at_sid and "'x'   flight" in at_sid
+    assert "instruction GatherDep" in at_sid and re.search(r"^ 'x' +flight", at_sid, re.MULTILINE)
     # continue from step 0 stops where x reached flight, saying why
     assert hit.startswith("step 1 of 1") and "breakpoint: 'x' reaches flight" in hit
     assert "breakpoints: 'x' reaches flight" in hit
@@ -250,9 +349,110 @@ def test_ui_with_the_pilot(flight):
     assert "transition 'x': fetch → flight" in story and "instruction GatherDep" in story
     # A at the time of B's step 1: A had already computed x (its step 2, earlier)
     assert other.startswith(f"step 2 of 2  worker {A}")
-    assert "memory (1): 'x'" in other
+    assert re.search(r"^ 'x' +memory", other, re.MULTILINE)
     for keys, _ in __import__("replay.stepui", fromlist=["HELP"]).HELP:
         assert keys in help_
+
+
+def crowded_step(stepper) -> tuple[int, list[tuple[str, str]], Any]:
+    """The step of the stepper's worker whose event changed the most tasks'
+    states while the worker holds at least five, the first five rows a task
+    list shows there, read from a linear replay (short key, state), and the
+    first row's key."""
+    changes = collections.Counter(stepper.scan.t_step[i] for i in range(len(stepper.scan.t_step)))
+    fresh = replay.open(stepper.wh.log.path).worker(stepper.wh.address)
+    best = None
+    for step in sorted(step for step, _ in changes.most_common(30)):
+        tasks = fresh.view(step, state_of).tasks
+        if len(tasks) >= 5 and (best is None or changes[step] > changes[best[0]]):
+            best = (step, [(short_key(t.key), t.state_text()) for t in tasks[:5]], tasks[0].key)
+    assert best is not None and changes[best[0]] >= 3
+    return best
+
+
+def task_rows_shown(shot: str, rows: list[tuple[str, str]]) -> bool:
+    """Whether the screen has the task list's header, then ``rows`` right under it."""
+    lines = shot.splitlines()
+    at = next((i for i, line in enumerate(lines) if re.match(r"^ key +state(\s|$)", line)), None)
+    return at is not None and all(
+        # (a scroll bar may end the line)
+        re.match(rf"^ {re.escape(key)} +{re.escape(state)}(\s|$)", lines[at + 1 + i])
+        for i, (key, state) in enumerate(rows)
+    )
+
+
+def test_ui_fits_80x24(cluster):
+    """The busiest step at 80×24: the event block shrinks, the task list keeps
+    five rows, the key bar ends with help and quit. Then / finds keys by a
+    part: several go to a picker; an unknown one is an error, which the next
+    search clears."""
+    from replay.stepui import StepApp
+
+    s = cluster
+    step, rows, first = crowded_step(s)
+    tree = s.find_keys("tree")
+    assert len(tree) > 2
+
+    async def session() -> list[str]:
+        app = StepApp(s)
+        shots = []
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("g", *str(step), "enter")
+            shots.append(screen_text(app))
+            await pilot.press("k")
+            shots.append(screen_text(app))
+            await pilot.press("k", "enter")  # the first task, in full
+            shots.append(screen_text(app))
+            await pilot.press("slash", "enter", "slash", *"tree", "enter")
+            shots.append(screen_text(app))
+            await pilot.press("down", "enter")
+            shots.append(screen_text(app))
+            await pilot.press("slash", *"no-such-key", "enter")
+            shots.append(screen_text(app))
+            await pilot.press("slash", *key_text(tree[0]), "enter")
+            shots.append(screen_text(app))
+            await pilot.press("q")
+        return shots
+
+    crowded, full, detail, picker, picked, unknown, found = asyncio.run(session())
+    for shot in (crowded, full, detail, picked, unknown, found):
+        lines = shot.splitlines()
+        assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
+        assert lines[-1].rstrip().endswith("? help  q quit")
+    assert crowded.startswith(f"step {step} of {s.wh.events}")
+    assert "\nevent " in crowded and task_rows_shown(crowded, rows), crowded
+    assert rows[0][0] != key_text(first)  # the fixture's first row is a key that shortens
+    assert task_rows_shown(full, [(key_text(first), rows[0][1])]) and "keys in full" in full
+    assert f"finding {key_text(first)}" in detail and f"\nkey {key_text(first)}  {rows[0][1]}" in detail
+    assert task_rows_shown(detail, rows[:1])
+    assert f"{len(tree)} keys contain 'tree'" in picker and key_text(tree[1]) in picker
+    assert f"finding {key_text(tree[1])}" in picked
+    assert "error: no such key" in unknown
+    assert "error:" not in found and f"finding {key_text(tree[0])}" in found
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_ui_in_a_real_terminal_fits_80x24(cluster):
+    """``q quit`` and five task rows at the busiest step, on a real terminal."""
+    step, rows, _ = crowded_step(cluster)
+    name = f"replay-step-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24",
+                    f"env NO_COLOR=1 TERM=xterm-256color {REPLAY} step {cluster.history.path} "
+                    f"-w {cluster.wh.address} --to {step}; sleep 30"], check=True)
+    try:
+        end = time.monotonic() + 60
+        shot = ""
+        while time.monotonic() < end:
+            shot = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+                                  text=True, check=True).stdout
+            if "q quit" in shot and f"step {step} of" in shot:
+                break
+            time.sleep(0.2)
+        lines = shot.rstrip("\n").splitlines()
+        assert len(lines) == 24 and lines[-1].rstrip().endswith("? help  q quit"), shot
+        assert task_rows_shown(shot, rows), shot
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -298,7 +498,7 @@ def test_ui_in_a_real_terminal(flight):
         until("breakpoints: 'x' reaches flight")
         keys("c")
         shot = until("breakpoint: 'x' reaches flight")
-        assert "step 1 of 1" in shot and "'x'   flight" in shot
+        assert "step 1 of 1" in shot and re.search(r"^ 'x' +flight", shot, re.MULTILINE)
         keys("p")
         until("step 0 of 1")
         keys("s")
@@ -310,12 +510,12 @@ def test_ui_in_a_real_terminal(flight):
         until("step 0 of 1")
         keys("n", "Tab")
         shot = until(f"step 2 of 2  worker {A}")
-        assert "memory (1): 'x'" in shot
+        assert re.search(r"^ 'x' +memory", shot, re.MULTILINE)
         keys("q")
         end = time.monotonic() + 10
-        while "n/p step" in screen() and time.monotonic() < end:
+        while "q quit" in screen() and time.monotonic() < end:
             time.sleep(0.1)
-        assert "n/p step" not in screen()
+        assert "q quit" not in screen()
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
 

@@ -1,0 +1,280 @@
+"""``replay report``: the data it draws, checked against dask's semantics and
+against ``replay why``; the page, checked for external URLs and in a real
+headless Chromium, offline.
+
+The expected bars are derived here from the recorded step lines themselves
+(not from the replay the report walks): an execution runs from the step whose
+recorded instructions hold ``Execute(key)`` to the first later step handling
+that key's ``ExecuteSuccessEvent``/``ExecuteFailureEvent``/``RescheduleEvent``;
+a transfer from ``GatherDep(worker=peer)`` to the first later
+``GatherDep*Event`` from that peer (a worker has one transfer in flight per
+peer). What is not finished is what ``replay why`` answers when replaying
+(``REPLAY_INDEX=off``), while the report asks the log's index.
+"""
+from __future__ import annotations
+
+import gzip
+import html
+import os
+import re
+import shutil
+import subprocess
+
+
+import orjson
+import pytest
+
+import replay
+from replay.literal import key_text
+from replay.report import PLOT_WIDTH, UNFINISHED, build
+from replay.source import INDEX_ENV, ReplayedSource, open_source
+from schemas.codec import decode_collection, decode_key
+
+EXECUTE_DONE = {"ExecuteSuccessEvent": "success", "ExecuteFailureEvent": "failure", "RescheduleEvent": "rescheduled"}
+GATHER_DONE = {"GatherDepSuccessEvent": "success", "GatherDepBusyEvent": "busy", "GatherDepFailureEvent": "failure",
+               "GatherDepNetworkFailureEvent": "network failure"}
+
+
+def _lines(path: str) -> list[dict]:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return [orjson.loads(line) for line in f if line.strip()]
+
+
+def expected_bars(path: str) -> dict[str, dict]:
+    """worker -> {"execute"/"transfer": {(keys, start step, stop step, outcome)}, "handled": {step: time}},
+    from the recorded lines."""
+    out: dict[str, dict] = {}
+    steps: dict[str, list[dict]] = {}
+    for rec in _lines(path):
+        if rec.get("kind") == "step":
+            steps.setdefault(rec["worker"], []).append(rec)
+    for worker, recs in steps.items():
+        recs.sort(key=lambda r: r["seq"])
+        execs, transfers = set(), set()
+        for i, rec in enumerate(recs):
+            for inst in rec.get("instructions") or ():
+                if inst["cls"] == "Execute":
+                    key = decode_key(inst["key"])
+                    answer = next(((r["seq"], EXECUTE_DONE[r["event"]["cls"]]) for r in recs[i + 1:]
+                                   if r["event"]["cls"] in EXECUTE_DONE and decode_key(r["event"]["key"]) == key),
+                                  (None, UNFINISHED))
+                    execs.add(((key,), rec["seq"], *answer))
+                elif inst["cls"] == "GatherDep":
+                    keys = frozenset(decode_collection(inst["to_gather"]))
+                    answer = next(((r["seq"], GATHER_DONE[r["event"]["cls"]]) for r in recs[i + 1:]
+                                   if r["event"]["cls"] in GATHER_DONE and r["event"]["worker"] == inst["worker"]),
+                                  (None, UNFINISHED))
+                    transfers.add((keys, inst["worker"], rec["seq"], *answer))
+        out[worker] = {"execute": execs, "transfer": transfers, "handled": {r["seq"]: r["handled"] for r in recs}}
+    return out
+
+
+@pytest.fixture
+def copied(tmp_path):
+    """A fixture log copied where its index can be written."""
+    def copy(path: str) -> str:
+        dest = str(tmp_path / os.path.basename(path))
+        shutil.copy(path, dest)
+        return dest
+    return copy
+
+
+def _report(path: str, width: int = PLOT_WIDTH):
+    history = replay.open(path)
+    return build(history, open_source(path, history=lambda: history), width=width), history
+
+
+def test_bars_are_requests_and_their_answers(shipped_fixture, copied, monkeypatch):
+    path = copied(shipped_fixture)
+    # a width where no bar is shorter than a column: every bar is drawn one by one
+    report, history = _report(path, width=10**12)
+    assert report.source == "indexed"  # the index answered, not a second replay
+    expected = expected_bars(path)
+    assert [w.address for w in report.workers] == [w.address for w in history.workers]
+    for w in report.workers:
+        exp = expected.get(w.address, {"execute": set(), "transfer": set(), "handled": {}})
+        assert not w.buckets
+        execs = {(b.keys, b.start_step, b.stop_step, b.outcome) for b in w.bars if b.kind == "execute"}
+        transfers = {(frozenset(b.keys), b.peer, b.start_step, b.stop_step, b.outcome)
+                     for b in w.bars if b.kind == "transfer"}
+        assert execs == exp["execute"]
+        assert transfers == exp["transfer"]
+        handled = exp["handled"]
+        for b in w.bars:
+            assert b.start == pytest.approx(handled[b.start_step] - report.origin)
+            end = handled[b.stop_step] if b.stop_step is not None else max(handled.values())
+            assert b.stop == pytest.approx(end - report.origin)
+        # a lane holds one bar at a time, as a thread runs one task
+        for kind in ("execute", "transfer"):
+            for lane in range(w.lanes[kind]):
+                spans = sorted((b.start, b.stop) for b in w.bars if b.kind == kind and b.lane == lane)
+                assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_unfinished_are_what_why_names(shipped_fixture, copied, monkeypatch):
+    path = copied(shipped_fixture)
+    report, history = _report(path)
+    monkeypatch.setenv(INDEX_ENV, "off")
+    replayed = open_source(path, history=lambda: replay.open(path))
+    assert isinstance(replayed, ReplayedSource)
+    for w in report.workers:
+        answers = replayed.worker(w.address)
+        verdicts = answers.why(answers.events).tasks
+        assert [(u.key, u.state, u.reason) for u in w.unfinished] == [(v.key, v.state, v.reason) for v in verdicts]
+        # an execution or transfer still open at the end is a task the worker has not finished
+        open_keys = {k for b in w.bars if b.stop_step is None for k in b.keys}
+        assert open_keys <= {u.key for u in w.unfinished}
+        states = {u.key: u.state for u in w.unfinished}
+        for b in w.bars:
+            if b.stop_step is None and b.kind == "execute":
+                assert states[b.keys[0]] in {"executing", "long-running", "cancelled", "resumed"}
+            if b.stop_step is None and b.kind == "transfer":
+                assert {states[k] for k in b.keys} <= {"flight", "cancelled", "resumed"}
+    # the fixture that hangs shows it
+    if "stuck" in shipped_fixture:
+        assert any(w.unfinished for w in report.workers)
+
+
+def test_buckets_count_every_short_bar(copied, fixture_path):
+    path = copied(fixture_path("cluster-log.jsonl.gz"))
+    coarse, _ = _report(path, width=50)
+    fine, _ = _report(path, width=10**12)
+    for c, f in zip(coarse.workers, fine.workers):
+        assert c.buckets, "a 50-column page buckets some of the cluster's short tasks"
+        for kind in ("execute", "transfer"):
+            counted = sum(1 for b in c.bars if b.kind == kind) + sum(b.count for b in c.buckets if b.kind == kind)
+            assert counted == sum(1 for b in f.bars if b.kind == kind)
+        assert all(b.stop - b.start >= coarse.bucket or b.outcome == UNFINISHED for b in c.bars)
+
+
+def test_json_is_the_data(cli_run, copied, fixture_path):
+    path = copied(fixture_path("stuck-flight.jsonl"))
+    code, out, err = cli_run(["report", path, "--json"])
+    assert code == 0, err
+    report, _ = _report(path)
+    assert orjson.loads(out) == orjson.loads(orjson.dumps(report.to_json()))
+
+
+def test_a_directory_of_worker_logs(cli_run, tmp_path, fixture_path):
+    # one worker log per file, as the recorder writes a directory: split a cluster log
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    by_worker: dict[str, list[bytes]] = {}
+    for rec in _lines(fixture_path("stuck-flight.jsonl")):
+        by_worker.setdefault(rec["worker"], []).append(orjson.dumps(rec))
+    for i, lines in enumerate(by_worker.values()):
+        (folder / f"w{i}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    code, out, err = cli_run(["report", folder, "-o", tmp_path / "r.html"])
+    assert code == 0, err
+    text = (tmp_path / "r.html").read_text()
+    assert "replay merge" in text
+    for address in by_worker:
+        assert address in text
+
+
+def test_bad_input_is_one_line(cli_run, tmp_path, fixture_path):
+    code, out, err = cli_run(["report", fixture_path("stuck-flight.jsonl"), "-w", "nosuchworker", "--json"])
+    assert code == 2 and "nosuchworker" in err and "Traceback" not in err
+
+
+# --- the page -------------------------------------------------------------------------
+
+#: an attribute that makes a browser fetch something
+EXTERNAL = re.compile(rb"""(?:src|href|action|poster|data|srcset)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
+SCRIPT = re.compile(rb"(<script\b[^>]*>)(.*?)(</script>)", re.S | re.I)
+URL = re.compile(rb"https?://[^\s\"'`)<>]+")
+
+
+def _page(cli_run, log: str, out: str) -> bytes:
+    code, _, err = cli_run(["report", log, "-o", out])
+    assert code == 0, err
+    with open(out, "rb") as f:
+        return f.read()
+
+
+def test_page_needs_no_network(cli_run, shipped_fixture, copied, tmp_path):
+    from bokeh.resources import INLINE
+
+    page = _page(cli_run, copied(shipped_fixture), str(tmp_path / "r.html"))
+    scripts = [body for _, body, _ in SCRIPT.findall(page)]
+    assert scripts and any(b"Bokeh" in s for s in scripts)
+    markup = SCRIPT.sub(rb"\1\3", page)  # the tags stay, with their attributes
+    # nothing outside the scripts fetches: no <script src>, <link href>, <img src>, CSS url() or @import
+    assert not EXTERNAL.findall(markup), EXTERNAL.findall(markup)[:5]
+    assert not re.search(rb"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=", markup, re.I)
+    assert not re.search(rb"url\(\s*[\"']?\s*(?:https?:)?//|@import", markup, re.I)
+    # the scripts hold no URL beyond the ones in Bokeh's own inlined library (its
+    # optional MathJax-from-CDN, used only for TeX labels this page never draws)
+    library = set(URL.findall("".join(INLINE.js_raw + INLINE.css_raw).encode()))
+    assert set(URL.findall(b"".join(scripts))) <= library
+
+
+# --- in a real browser, offline -------------------------------------------------------
+
+
+def _chromium() -> str:
+    """Debian's chromium, installed as ``.ci/run`` installs it when missing."""
+    found = shutil.which("chromium")
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        done = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, text=True,
+                              timeout=900)
+        found = shutil.which("chromium")
+        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    else:
+        why = "not root, or no apt-get"
+    if found is None:
+        pytest.skip(f"chromium is not installed and `apt-get install -y chromium` cannot install it here ({why})")
+    return found
+
+
+def _offline() -> list[str]:
+    """A prefix that runs a command with no network at all, where the kernel lets us."""
+    try:
+        if subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10).returncode == 0:
+            return ["unshare", "-n"]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return []  # the browser's own switches below still resolve and proxy nothing
+
+
+def _browse(page: str, *args: str, folder: str) -> str:
+    command = [*_offline(), _chromium(), "--headless", "--disable-gpu", "--no-first-run",
+               f"--user-data-dir={folder}/profile", "--host-resolver-rules=MAP * ~NOTFOUND",
+               "--proxy-server=127.0.0.1:9", "--virtual-time-budget=10000", "--hide-scrollbars",
+               *(["--no-sandbox"] if os.geteuid() == 0 else []), *args, "file://" + os.path.abspath(page)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("name", ["stuck-flight.jsonl", "cluster-log.jsonl.gz"])
+def test_page_in_headless_chromium(cli_run, copied, fixture_path, tmp_path, name):
+    from PIL import Image
+
+    from replay.report_page import COLOURS
+
+    log = copied(fixture_path(name))
+    out = str(tmp_path / "r.html")
+    _page(cli_run, log, out)
+    report, _ = _report(log)
+    dom = _browse(out, "--dump-dom", folder=str(tmp_path))
+    # Bokeh's scripts ran and drew one stream per worker
+    assert dom.count('class="bk-Figure"') == len(report.workers)
+    for w in report.workers:
+        assert f'<h2 class="worker">{w.address}</h2>' in dom
+        for u in w.unfinished:
+            assert f'<td class="why">{html.escape(u.reason, quote=False)}</td>' in dom
+    # nothing the scripts added fetches from outside
+    assert not EXTERNAL.findall(SCRIPT.sub(rb"\1\3", dom.encode()))
+    if name.startswith("stuck"):
+        assert any(u.key == "x" for w in report.workers for u in w.unfinished)
+
+    shot = str(tmp_path / "r.png")
+    _browse(out, f"--screenshot={shot}", "--window-size=1400,1000", folder=str(tmp_path))
+    pixels = Image.open(shot).convert("RGB")
+    colours = pixels.getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50, "a blank or text-only page"
+    # the canvas holds executions drawn in their colour, not only the HTML around them
+    blue = tuple(int(COLOURS[("execute", "success")][i:i + 2], 16) for i in (1, 3, 5))
+    assert dict((c, n) for n, c in colours).get(blue, 0) > 100
