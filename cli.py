@@ -762,43 +762,80 @@ def verify(
         raise typer.Exit(1)
 
 
-@app.command()
+class _OptionalValues(typer.core.TyperCommand):
+    """``--stuck`` and ``--raises`` take a value only when one follows: the
+    next word is theirs unless it is an option, wherever they stand."""
+
+    optional = ("--stuck", "--raises")
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a in self.optional:
+                nxt = args[i + 1] if i + 1 < len(args) else None
+                if nxt is not None and nxt != "--" and not (nxt.startswith("-") and len(nxt) > 1):
+                    out.append(f"{a}={nxt}")
+                    i += 2
+                    continue
+                out.append(f"{a}=")  # the flag alone
+            else:
+                out.append(a)
+            i += 1
+        return super().parse_args(ctx, out)
+
+
+@app.command(cls=_OptionalValues)
 def shrink(
     log: str = LOG,
     worker: Optional[str] = WORKER,
     stuck: Optional[str] = typer.Option(
-        None, "--stuck", flag_value="", metavar="[KEY]",
-        help="KEY (or, alone, the task that best explains the others) ends not finished, "
-        "in the same kind of wait as in the log. The default when the log ends stuck.",
+        None, "--stuck", metavar="[KEY]",
+        help="KEY (or --key, or alone: the task that best explains the others) ends not finished, "
+        "in the same kind of wait, with the same evidence, as in the log.",
     ),
+    key: Optional[str] = typer.Option(None, "--key", help="The key --stuck is about."),
     state: Optional[str] = typer.Option(None, "--state", metavar="KEY=STATE", help="KEY ends in STATE."),
     raises: Optional[str] = typer.Option(
-        None, "--raises", flag_value="", metavar="[NAME]",
-        help="Replaying raises (exception class NAME), as in the log.",
+        None, "--raises", metavar="[NAME]",
+        help="Replaying raises the same failure (class NAME, if given), as in the log.",
     ),
     invalid: bool = typer.Option(False, "--invalid", help="WorkerState.validate_state() fails at the same assert."),
     expr: Optional[str] = typer.Option(None, "--expr", help="A Python expression over the final WorkerState `ws`."),
+    until: Optional[str] = typer.Option(
+        None, "--until", metavar="STEP|STIMULUS",
+        help="Cut the log after this step (a number, or the last step of a stimulus id) first.",
+    ),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write the shrunk log here."),
     pytest_file: Optional[str] = typer.Option(None, "--pytest", help="Write the reproducer as a pytest file."),
     dask_style: bool = typer.Option(False, "--dask-style", help="Use dask's own `ws` fixture, for dask's test suite."),
     json: bool = JSON,
 ) -> None:
     """Shrink a worker's log to a minimal event sequence that still shows the bug."""
+    import time
+
     from replay import shrinker as s
 
+    start = time.perf_counter()
+    if key is not None and stuck is None:
+        stuck = ""
+    if key is not None and stuck:
+        raise BadInput("give the key once: --stuck KEY or --stuck --key KEY")
+    stuck_key = key if key is not None else stuck
     chosen = [p for p in (stuck is not None, state is not None, raises is not None, invalid, expr is not None) if p]
     if len(chosen) > 1:
         raise BadInput("give one of --stuck, --state, --raises, --invalid, --expr")
     predicate: Any = None
-    if stuck:
-        predicate = s.StuckPredicate(parse_key(stuck), text=f"--stuck {stuck}")
+    if stuck_key:
+        predicate = s.StuckPredicate(parse_key(stuck_key), text=f"--stuck {stuck_key}")
     elif stuck is not None:
         predicate = s.StuckPredicate()
     elif state is not None:
-        key, eq, value = state.rpartition("=")
-        if not eq or not key or not value:
+        skey, eq, value = state.rpartition("=")
+        if not eq or not skey or not value:
             raise BadInput(f"--state: expected KEY=STATE, got {state!r}")
-        predicate = s.StatePredicate(parse_key(key), value, text=f"--state {state}")
+        predicate = s.StatePredicate(parse_key(skey), value, text=f"--state {state}")
     elif raises is not None:
         predicate = s.RaisesPredicate(raises or None, text=f"--raises {raises}".strip())
     elif invalid:
@@ -813,7 +850,8 @@ def shrink(
     misses = []
     for wh in candidates:
         try:
-            result = s.shrink(wh, predicate=predicate, dask_style=dask_style, progress=note)
+            result = s.shrink(wh, predicate=predicate, dask_style=dask_style, progress=note, until=until,
+                              hash_check=pytest_file is not None or output is None)
             break
         except s.NotReproduced as e:
             misses.append(f"{wh.address}: {e}")
@@ -823,9 +861,12 @@ def shrink(
         raise typer.Exit(1)
     if output is not None:
         write_records(output, iter(result.records))
+    # the test is written (and checked in fresh processes) only when asked for
+    source = result.test_source if pytest_file is not None or output is None else None
     if pytest_file is not None:
         with open(pytest_file, "w") as f:
-            f.write(result.test_source)
+            f.write(source)
+    seconds = time.perf_counter() - start
     summary = {
         "worker": wh.address,
         "predicate": result.narrative.predicate,
@@ -834,7 +875,7 @@ def shrink(
         "events_after": result.narrative.shrunk_events,
         "passes": result.passes,
         "replays": result.replays,
-        "seconds": round(result.seconds, 3),
+        "seconds": round(seconds, 3),
         "output": output,
         "pytest": pytest_file,
     }
@@ -844,11 +885,11 @@ def shrink(
     out.print(render.safe(
         f"{wh.address}: {result.original_events} events -> {summary['events_after']} "
         f"({result.narrative.predicate}: {result.fingerprint!r}); {result.passes} passes, "
-        f"{result.replays} replays, {result.seconds:.1f} s", limit=1000
+        f"{result.replays} replays, {seconds:.1f} s", limit=1000
     ))
     if output is None and pytest_file is None:
         # our own source: every value from the log in it is a checked literal
-        out.print(render.Text(result.test_source), end="")
+        out.print(render.Text(source), end="")
 
 
 @app.command()

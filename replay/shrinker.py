@@ -14,26 +14,32 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import itertools
+import math
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+import dask.config
+from dask.utils import parse_bytes
 from distributed import worker_state_machine as wsm
 from distributed.comm import get_address_host
 
+from replay.continuation import continue_worker
 from replay.diagnosis import FINAL_STATES, Tracker, category, explain
 from replay.engine import Replayer
 from replay.errors import BadInput, ReplayError
+from replay.hashcheck import Seen, elsewhere, salted
 from replay.history import WorkerHistory
 from replay.reader import RecordedCall
 from replay.requests import OpenRequests
 from replay.testcase import Expr, Invalid, InState, Narrative, Outcome, Raises, Resources, Stuck
 from replay.engine import failed_assert, raised_at
 from replay.testcase import pytest_source
-from schemas.codec import decode_float, decode_key, decode_resources, encode_key, encode_resources
+from schemas.codec import decode_float, decode_key, decode_resources, encode_float, encode_key, encode_resources
 from schemas.convert import encode_event, encode_instruction
 
 #: one entry of the list being shrunk: an event fed in its own
@@ -44,6 +50,12 @@ Fingerprint = Optional[Hashable]
 
 
 # --- replaying a candidate -------------------------------------------------------
+
+
+#: events that answer an instruction: without the request that asked for
+#: them, they are messages about nothing (dask rejects them, as another bug)
+REPLIES = (wsm.GatherDepDoneEvent, wsm.ExecuteSuccessEvent, wsm.ExecuteFailureEvent,
+           wsm.RescheduleEvent, wsm.RetryBusyWorkerEvent)
 
 
 @dataclass(slots=True)
@@ -59,44 +71,99 @@ class Run:
     instructions: list[list[wsm.Instruction]]
     #: what ``why`` needs to explain the end state, when asked for
     tracker: Optional[Tracker] = None
+    #: the requests no event has answered yet, each tagged with the index of
+    #: the stimulus that issued it and the keys it concerns
+    open: OpenRequests = dataclasses.field(default_factory=OpenRequests)
+    #: for each stimulus, the index of the one whose call issued what it answers
+    parent: list[Optional[int]] = dataclasses.field(default_factory=list)
+    #: indexes of replies that answer no request of the run
+    unsolicited: list[int] = dataclasses.field(default_factory=list)
+    #: transfer replies whose ``total_nbytes`` is not what their ``GatherDep``
+    #: asked for (a peer's reply repeats it): index -> the asked size
+    resized: dict[int, int] = dataclasses.field(default_factory=dict)
+    #: the stimuli fed, in order (with ``repair``, fewer or resized ones)
+    fed: list = dataclasses.field(default_factory=list)
+    #: how many of the given stimuli the run went through
+    consumed: int = 0
+    #: (given, fed instead) for each reply ``repair`` resized
+    replaced: list = dataclasses.field(default_factory=list)
+
+
+#: a request's tag in :attr:`Run.open`: (issuing stimulus, keys asked for,
+#: bytes asked for by a ``GatherDep``)
+Tag = tuple[int, frozenset, Optional[int]]
+
+
+def _request_keys(inst: wsm.Instruction) -> frozenset:
+    if isinstance(inst, wsm.GatherDep):
+        return frozenset(inst.to_gather)
+    key = getattr(inst, "key", None)
+    return frozenset() if key is None else frozenset([key])
 
 
 def replay_stimuli(
     header: dict,
     stimuli: Sequence[Stimulus],
     *,
-    each: Callable[[int, wsm.WorkerState], bool] | None = None,
+    each: Callable[[int, Run], bool] | None = None,
     track: bool = False,
+    repair: set[int] | None = None,
 ) -> Run:
     """Feed ``stimuli`` one call each to a fresh ``WorkerState`` built from ``header``.
 
-    ``each(i, ws)``, if given, is asked after every stimulus and stops the
-    run by returning true. An exception stops it too, and is kept: for a
-    candidate, a crash is an outcome like any other. With ``track``, a
-    :class:`~replay.diagnosis.Tracker` follows the run, for ``why``'s reasons.
+    ``each(i, run)``, if given, is asked after every stimulus, with the run
+    so far, and stops the run by returning true. An exception stops it too,
+    and is kept: for a candidate, a crash is an outcome like any other. With
+    ``track``, a :class:`~replay.diagnosis.Tracker` follows the run, for
+    ``why``'s reasons. With ``repair`` (the ``id()`` of replies that may
+    answer nothing), a reply answering no request is left out and a transfer
+    reply takes the size its ``GatherDep`` asked for, as they come: the run is
+    the one of :attr:`Run.fed`, what was fed, and its indexes are ``fed``'s.
     """
     r = Replayer(header, tap_log=track)
-    tracker = Tracker() if track else None
-    out: list[list[wsm.Instruction]] = []
+    run = Run(r.ws, None, -1, [], Tracker() if track else None)
+    requests: OpenRequests[Tag] = run.open
+    fed = run.fed
     step = 0  # numbered as in the shrunk log: events only
-    i = -1
-    for i, s in enumerate(stimuli):
+    for n, s in enumerate(stimuli):
+        run.consumed = n + 1
+        i = len(fed)
         if type(s) is Resources:
+            run.stopped = i
+            fed.append(s)
             r.set_resources(dict(s.total), dict(s.available))
-            out.append([])
+            run.instructions.append([])
+            run.parent.append(None)
         else:
+            answered = requests.answered(s)
+            if answered is None and isinstance(s, REPLIES):
+                if repair is not None and id(s) not in repair:
+                    continue  # a message about nothing: it goes
+                run.unsolicited.append(i)
+            elif isinstance(s, wsm.GatherDepDoneEvent) and answered[2] != s.total_nbytes:
+                if repair is not None:
+                    old, s = s, dataclasses.replace(s, total_nbytes=answered[2])
+                    run.replaced.append((old, s))
+                else:
+                    run.resized[i] = answered[2]
+            run.stopped = i
+            fed.append(s)
+            run.parent.append(None if answered is None else answered[0])
             step += 1
             call = RecordedCall([s], step, [0], 0.0, [], None, None)
             try:
                 applied = r.apply(call)
             except ReplayError as crash:
-                return Run(r.ws, crash.__cause__, i, out, tracker)
-            out.append(applied.instructions)
-            if tracker is not None:
-                tracker.feed(applied)
-        if each is not None and each(i, r.ws):
+                run.exception = crash.__cause__
+                return run
+            run.instructions.append(applied.instructions)
+            for inst in applied.instructions:
+                requests.issued(inst, (i, _request_keys(inst), getattr(inst, "total_nbytes", None)))
+            if run.tracker is not None:
+                run.tracker.feed(applied)
+        if each is not None and each(i, run):
             break
-    return Run(r.ws, None, i, out, tracker)
+    return run
 
 
 # --- predicates ---------------------------------------------------------------
@@ -126,10 +193,31 @@ class Predicate:
         """What the reproducer asserts at its end."""
         raise NotImplementedError
 
+    def spec(self) -> dict:
+        """This predicate as JSON, for another process (:func:`predicate_from_spec`)."""
+        out: dict[str, Any] = {"cls": type(self).__name__}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            out[f.name] = encode_key(v) if f.name == "key" else (
+                [encode_key(k) for k in v] if f.name == "about" else v)
+        return out
+
+
+def predicate_from_spec(spec: dict) -> Predicate:
+    """The predicate :meth:`Predicate.spec` wrote."""
+    cls = _PREDICATES[spec["cls"]]
+    kwargs = {k: v for k, v in spec.items() if k != "cls"}
+    if "key" in kwargs:
+        kwargs["key"] = decode_key(kwargs["key"]) if kwargs["key"] is not None else None
+    if "about" in kwargs:
+        kwargs["about"] = frozenset(decode_key(k) for k in kwargs["about"])
+    return cls(**kwargs)
+
 
 @dataclass
 class StuckPredicate(Predicate):
-    """``key`` ends in a non-final state, in the same category of wait."""
+    """``key`` ends in a non-final state, in the same category of wait, with
+    the same evidence of that wait (:func:`wait_evidence`)."""
 
     key: Any = None
     text: str = "--stuck"
@@ -140,7 +228,7 @@ class StuckPredicate(Predicate):
         ts = run.ws.tasks.get(self.key)
         if ts is None or ts.state in FINAL_STATES:
             return None
-        return ("stuck", self.key, ts.state, category(run.ws, ts))
+        return ("stuck", self.key, ts.state, category(run.ws, ts), wait_evidence(run, ts))
 
     def keys(self) -> set:
         return {self.key}
@@ -151,6 +239,42 @@ class StuckPredicate(Predicate):
     def outcome(self, run: Run) -> Outcome:
         ts = run.ws.tasks[self.key]
         return Stuck(self.key, ts.state, explain(run.ws, ts, run.tracker or Tracker()).reason)
+
+
+def _asked(run: Run, peer: str, key: Any) -> bool:
+    """Is a ``GatherDep`` for ``key`` to ``peer`` still unanswered in the run?"""
+    return any(key in tag[1] for tag in run.open.gathers.get(peer, ()))
+
+
+def wait_evidence(run: Run, ts: wsm.TaskState) -> tuple:
+    """What keeps ``ts`` where it is, named by role rather than by peer or
+    key (so renaming keeps it): whether the worker runs; for a task that
+    needs data, each holder's role (the peer it comes from, busy, marked in
+    flight, with this key, with an unanswered ``GatherDep`` for it: a mark
+    without a request is stale bookkeeping, a request is an ordinary wait);
+    for a waiting task, its dependencies' states other than memory; for a
+    constrained task, the resources short; for an executing one, whether an
+    ``Execute`` for it is unanswered."""
+    ws = run.ws
+    state = ts.previous if ts.state in ("cancelled", "resumed") else ts.state
+    evidence: list = [ws.running]
+    if state in ("fetch", "flight", "missing"):
+        peers = set(ts.who_has)
+        if ts.coming_from:
+            peers.add(ts.coming_from)
+        evidence.append(tuple(sorted({
+            (w == ts.coming_from, w in ws.busy_workers, w in ws.in_flight_workers,
+             ts.key in ws.in_flight_workers.get(w, ()), _asked(run, w, ts.key))
+            for w in peers
+        })))
+    elif state == "waiting":
+        evidence.append(tuple(sorted({d.state for d in ts.dependencies} - {"memory"})))
+    elif state == "constrained":
+        need = ts.resource_restrictions or {}
+        evidence.append(tuple(sorted(str(r) for r, n in need.items() if ws.available_resources.get(r, 0) < n)))
+    elif state in ("executing", "long-running"):
+        evidence.append(ts.key in run.open.executing)
+    return tuple(evidence)
 
 
 @dataclass
@@ -175,20 +299,37 @@ class StatePredicate(Predicate):
         return InState(self.key, self.state)
 
 
+#: what varies between two raises of the same failure in its message:
+#: addresses, quoted names and keys, numbers
+_MESSAGE_VALUES = re.compile(
+    r"""\w+://[^\s'",)\]}]+|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?"""
+)
+
+
+def message_shape(e: BaseException) -> str:
+    """The first line of ``e``'s message with its values blanked: the same
+    for the same failure about other keys, peers or sizes."""
+    lines = str(e).strip().splitlines()
+    return _MESSAGE_VALUES.sub("…", lines[0][:500]) if lines else ""
+
+
 def exception_fingerprint(e: BaseException) -> tuple:
-    """The same failure, whatever the run: dask's transition errors by key and
-    states, anything else by where it was raised."""
-    name = type(e).__name__
+    """The same failure, whatever the run: the exception's class, the file,
+    line and function it was raised in and the shape of its message; dask's
+    transition errors also by key and states."""
+    file, line, function, _ = raised_at(e)
+    where = (type(e).__name__, file, line, function, message_shape(e))
     if isinstance(e, wsm.InvalidTransition):  # and TransitionCounterMaxExceeded
-        return (name, e.key, e.start, e.finish)
+        return (*where, e.key, e.start, e.finish)
     if isinstance(e, wsm.InvalidTaskState):
-        return (name, e.key, e.state)
-    return (name, raised_at(e)[2])
+        return (*where, e.key, e.state)
+    return where
 
 
 @dataclass
 class RaisesPredicate(Predicate):
-    """Replaying raises; ``name`` narrows it to one exception class."""
+    """Replaying raises the same failure (:func:`exception_fingerprint`);
+    ``name`` narrows it to one exception class."""
 
     name: Optional[str] = None
     text: str = "--raises"
@@ -264,7 +405,8 @@ class ExprPredicate(Predicate):
             raise BadInput(f"--expr: not a Python expression: {e.msg}: {self.expr!r}") from None
 
     def value(self, ws: wsm.WorkerState) -> Any:
-        return eval(self._code, {"__builtins__": builtins}, {"ws": ws})  # the user's own text
+        # ws in the globals: a comprehension's own scope sees it there
+        return eval(self._code, {"__builtins__": builtins, "ws": ws})  # the user's own text
 
     def observe(self, run: Run) -> Fingerprint:
         if run.exception is not None:
@@ -276,6 +418,11 @@ class ExprPredicate(Predicate):
 
     def outcome(self, run: Run) -> Outcome:
         return Expr(self.expr)
+
+
+#: the predicates, by class name, for :func:`predicate_from_spec`
+_PREDICATES: dict[str, type] = {c.__name__: c for c in (
+    StuckPredicate, StatePredicate, RaisesPredicate, InvalidPredicate, ExprPredicate)}
 
 
 def predicate_record(p: Predicate) -> dict:
@@ -298,17 +445,17 @@ def predicate_from_record(rec: dict, *, expr: Optional[str] = None) -> Predicate
     evaluated from a log: ``expr`` is the user's own, from the command line."""
     kind, text = rec["predicate"], rec["text"]
     if kind == "stuck":
-        return StuckPredicate(decode_key(rec["key"]), text=text)
+        return StuckPredicate(key=decode_key(rec["key"]), text=text)
     if kind == "state":
-        return StatePredicate(decode_key(rec["key"]), rec["state"], text=text)
+        return StatePredicate(key=decode_key(rec["key"]), state=rec["state"], text=text)
     if kind == "raises":
-        return RaisesPredicate(rec.get("name"), text=text)
+        return RaisesPredicate(name=rec.get("name"), text=text)
     if kind == "invalid":
         return InvalidPredicate(text=text)
     if expr is None:
         raise BadInput(f"the log was shrunk with {text!r}: an expression is never evaluated "
                        "from a log; give it on the command line")
-    return ExprPredicate(expr, text=f"--expr {expr}")
+    return ExprPredicate(expr=expr, text=f"--expr {expr}")
 
 
 # --- the shrinker ---------------------------------------------------------------
@@ -328,8 +475,6 @@ class Shrunk:
     outcome: Outcome
     #: the shrunk log's records (header, steps, end), ready to be written
     records: list[dict]
-    #: the reproducer, as pytest source
-    test_source: str
     original_events: int
     passes: int
     replays: int
@@ -337,25 +482,53 @@ class Shrunk:
     #: the fingerprint the shrunk log shows (the original's, renamed)
     fingerprint: Fingerprint
     narrative: Narrative
+    dask_style: bool = False
+    #: what fresh interpreters with stock hashing and random seeds saw
+    #: replaying ``stimuli`` (empty: not checked)
+    seen: list[Seen] = dataclasses.field(default_factory=list)
+    _source: Optional[str] = dataclasses.field(default=None, repr=False)
+
+    @property
+    def test_source(self) -> str:
+        """The reproducer, as pytest source: written (and checked) on first use,
+        so a shrunk log alone needs neither pytest nor the checks."""
+        if self._source is None:
+            self._source = pytest_source(self.inputs, self.stimuli, self.outcome, self.narrative,
+                                         dask_style=self.dask_style,
+                                         variants=[x.instructions for x in self.seen])
+        return self._source
 
 
 class Shrinker:
     """Shrinks a list of stimuli while the predicate shows the same fingerprint.
 
     The contract every pass keeps: it proposes candidates, and the current
-    list is replaced only by a candidate whose replay from the empty state
-    shows ``target``, the original's fingerprint (under the renaming made so
-    far). So at every moment the current list reproduces the bug, each
-    accepted change makes it shorter or simpler, and the passes run until
-    none of them changes anything: the result is a fixed point, in which
-    removing any single stimulus loses the bug (1-minimal).
+    list (or the worker's construction inputs) is replaced only by a
+    candidate that passes the one gate, :meth:`shows`: its replay from the
+    empty state shows ``target``, the original's fingerprint (under the
+    renaming made so far), it holds no reply whose request was deleted
+    (unless the original log had that unsolicited reply), and, once hashing
+    proved to matter, it shows the target under several hash orders too. So
+    at every moment the current list reproduces the bug, each accepted change
+    makes it shorter or simpler, and the passes run until none of them
+    changes anything: the result is a fixed point, in which removing any
+    single stimulus loses the bug (1-minimal).
 
-    Stimuli that belong together are removed together: deleting the stimulus
-    whose call issued an ``Execute``, a ``GatherDep`` or a
-    ``RetryBusyWorkerLater`` also deletes the event that completes it
-    (``Execute*Event``, ``SecedeEvent``, ``GatherDep*Event``,
-    ``RetryBusyWorkerEvent``), which would otherwise be a message about
-    nothing, and fail as something else.
+    The passes, in order: cut after the first step showing the bug (before
+    the shrinker starts); keep the closure of the bug's keys; then, to a
+    fixed point, delete runs of stimuli, delete single stimuli, simplify
+    inside events (drop a dependency, a key, a holder, a resource
+    restriction) and reset the construction inputs to ``WorkerState()``'s
+    and dask's defaults; then rename keys, peers and stimulus ids and reset
+    fields (annotations, texts, nbytes, timings, run ids, priorities); then
+    the deleting and in-event passes once more, to a fixed point.
+
+    Stimuli that belong together are removed together: a deletion also
+    deletes every reply it leaves answering no request (``Execute*Event``,
+    ``RescheduleEvent``, ``GatherDep*Event``, ``RetryBusyWorkerEvent``), found
+    by replaying the candidate, so that a reply goes with the call that asked
+    for it, and stays when another call asks in its place (one thread freed
+    by a deleted task runs the next one).
     """
 
     def __init__(self, header: dict, stimuli: list[Stimulus], predicate: Predicate,
@@ -369,6 +542,14 @@ class Shrinker:
         self.progress = progress
         #: recorded time of each stimulus, by ``id()`` of the stimuli in ``current``
         self.handled: dict[int, float] = {}
+        #: accepted changes so far: a pass that leaves it alone changed nothing
+        self.changes = 0
+        #: hash salts every candidate must also show the bug under
+        #: (:func:`~replay.hashcheck.salted`); empty until hashing proved to matter
+        self.salts: tuple[int, ...] = ()
+        #: ``id()`` of the replies in ``current`` that answer no request, as
+        #: they did in the original log: the only ones a candidate may hold
+        self.unsolicited: set[int] = set()
         #: original key -> current name, original peer -> current address
         self.keys: dict = {}
         self.peers: dict = {}
@@ -380,57 +561,112 @@ class Shrinker:
         return replay_stimuli(header or self.header, stimuli)
 
     def shows(self, stimuli: Sequence[Stimulus], *, header: dict | None = None,
-              predicate: Predicate | None = None, target: Fingerprint = None) -> bool:
-        p = predicate or self.predicate
-        return p.observe(self.run(stimuli, header)) == (target if target is not None else self.target)
+              predicate: Predicate | None = None, target: Fingerprint = None,
+              origin: Sequence[Stimulus] | None = None) -> bool:
+        """The one gate: does ``stimuli`` show the target, with no reply whose
+        request is gone, and (once hashing proved to matter) under every salt?
+        ``origin[i]`` is the stimulus of the current list that ``stimuli[i]``
+        rewrites (default: ``stimuli`` are current ones)."""
+        run = self.run(stimuli, header)
+        origin = stimuli if origin is None else origin
+        if any(id(origin[i]) not in self.unsolicited for i in run.unsolicited):
+            return False
+        return self.holds(run, stimuli, header, predicate, target)
 
-    def accept(self, candidate: list[Stimulus]) -> bool:
-        if len(candidate) < len(self.current) and self.shows(candidate):
-            self.current = candidate
-            return True
-        return False
+    def holds(self, run: Run, stimuli: Sequence[Stimulus], header: dict | None = None,
+              predicate: Predicate | None = None, target: Fingerprint = None) -> bool:
+        """Does ``run`` (of ``stimuli``) show the target, under every salt too?"""
+        p = predicate or self.predicate
+        want = target if target is not None else self.target
+        if p.observe(run) != want:
+            return False
+        for salt in self.salts:
+            with salted(salt):
+                if p.observe(self.run(stimuli, header)) != want:
+                    return False
+        return True
+
+    def deleted(self, drop: Iterable[int]) -> list[Stimulus] | None:
+        """The current list without ``drop`` and without the replies that then
+        answer nothing (an ``Execute`` or ``GatherDep`` whose call went, or
+        that another deletion moved to another call), each transfer reply
+        carrying the size its ``GatherDep`` now asks for (one replay repairs
+        it as it goes): returned if it passes the gate, else None."""
+        gone = set(drop)
+        candidate = [x for j, x in enumerate(self.current) if j not in gone]
+        if len(candidate) >= len(self.current):
+            return None
+        self.replays += 1
+        run = replay_stimuli(self.header, candidate, repair=self.unsolicited)
+        # a run stops at a crash: what it did not reach stays as it was
+        repaired = run.fed + candidate[run.consumed:]
+        if len(repaired) >= len(self.current) or not self.holds(run, repaired):
+            return None
+        for old, new in run.replaced:
+            self.handled[id(new)] = self.handled.get(id(old), 0.0)
+        return repaired
+
+    def accept(self, candidate: list[Stimulus] | None) -> bool:
+        """Make ``candidate`` (from :meth:`deleted`) current, if there is one."""
+        if candidate is None:
+            return False
+        self.current = candidate
+        self.changes += 1
+        return True
 
     # --- the passes -----------------------------------------------------
 
     def shrink(self) -> None:
         """Run the passes to a fixed point."""
         self.keep_closure()
+        self.reduce()
+        self.simplify()
+        self.reduce()
+
+    def reduce(self) -> None:
+        """Delete and simplify inside events until nothing changes."""
         changed = True
         while changed:
             self.passes += 1
-            size = len(self.current)
+            before = self.changes
             self.delete_chunks()
             self.delete_single()
-            changed = len(self.current) < size
+            self.shrink_events()
+            self.default_inputs()
+            changed = self.changes != before
             if self.progress is not None:
                 self.progress(f"pass {self.passes}: {len(self.current)} stimuli, {self.replays} replays")
-        self.simplify()
+
+    def shrink_events(self) -> None:
+        """Each event with one part fewer (:func:`smaller_events`), kept when
+        the bug still shows."""
+        i = 0
+        while i < len(self.current):
+            for smaller in smaller_events(self.current[i]):
+                if self._try_replace(i, smaller):
+                    break  # the event changed: its parts are enumerated afresh
+            else:
+                i += 1
+
+    def default_inputs(self) -> None:
+        """The worker's construction inputs reset to what ``WorkerState()``
+        and dask's configuration give, all at once or one at a time."""
+        state = self.header["state"]
+        defaults = {k: v for k, v in _default_state().items() if k in state and state[k] != v}
+        if not defaults:
+            return
+        for change in [defaults, *({k: v} for k, v in defaults.items())] if len(defaults) > 1 else [defaults]:
+            header = {**self.header, "state": {**self.header["state"], **change}}
+            if header["state"] != self.header["state"] and self.shows(self.current, header=header):
+                self.header = header
+                self.changes += 1
+                if change is defaults:
+                    return
 
     def causes(self, stimuli: Sequence[Stimulus]) -> list[int | None]:
         """For each stimulus, the one whose call issued what it completes."""
-        run = self.run(stimuli)
-        parent: list[int | None] = [None] * len(stimuli)
-        requests: OpenRequests[int] = OpenRequests()
-        for i, x in enumerate(stimuli):
-            if type(x) is not Resources:
-                parent[i] = requests.answered(x)
-            for inst in run.instructions[i] if i < len(run.instructions) else ():
-                requests.issued(inst, i)
-        return parent
-
-    def _with_descendants(self, parent: list[int | None], drop: Iterable[int]) -> set[int]:
-        children: dict[int, list[int]] = defaultdict(list)
-        for i, p in enumerate(parent):
-            if p is not None:
-                children[p].append(i)
-        out: set[int] = set()
-        todo = list(drop)
-        while todo:
-            i = todo.pop()
-            if i not in out:
-                out.add(i)
-                todo.extend(children[i])
-        return out
+        parent = self.run(stimuli).parent
+        return parent + [None] * (len(stimuli) - len(parent))
 
     def keep_closure(self) -> None:
         """Keep only the stimuli about the bug's keys, their dependencies and
@@ -462,27 +698,23 @@ class Shrinker:
                         changed = True
             for extra in (set(), keyless):
                 chosen = keep | extra
-                if self.accept([x for i, x in enumerate(self.current) if i in chosen]):
+                if len(chosen) < len(self.current) and self.accept(
+                    self.deleted(i for i in range(len(self.current)) if i not in chosen)
+                ):
                     return
 
     def delete_chunks(self) -> None:
-        """Delete runs of stimuli (with what completes them), growing the run
-        while deletions succeed: k neighbours that can all go cost O(log k)
-        replays (adaptive deletion)."""
+        """Delete runs of stimuli (with the replies left answering nothing),
+        growing the run while deletions succeed: k neighbours that can all go
+        cost O(log k) replays (adaptive deletion)."""
         i = len(self.current) - 1
-        parent = self.causes(self.current)
         while i >= 0:
-
-            def without(k: int) -> list[Stimulus] | None:
-                start = i - k + 1
-                if start < 0:
-                    return None
-                drop = self._with_descendants(parent, range(start, i + 1))
-                return [s for j, s in enumerate(self.current) if j not in drop]
+            found: dict[int, list[Stimulus] | None] = {}
 
             def works(k: int) -> bool:
-                c = without(k)
-                return c is not None and len(c) < len(self.current) and self.shows(c)
+                if k not in found:
+                    found[k] = self.deleted(range(i - k + 1, i + 1)) if i - k + 1 >= 0 else None
+                return found[k] is not None
 
             if not works(1):
                 i -= 1
@@ -497,16 +729,15 @@ class Shrinker:
                     lo = mid
                 else:
                     hi = mid
-            self.current = without(lo)  # type: ignore[assignment]
-            parent = self.causes(self.current)
+            self.accept(found[lo])
             i = min(i - lo, len(self.current) - 1)
 
     def delete_single(self) -> None:
-        """Try deleting each stimulus on its own, what completes it staying."""
+        """Try deleting each stimulus on its own (with the replies it leaves
+        answering nothing)."""
         i = len(self.current) - 1
         while i >= 0:
-            candidate = self.current[:i] + self.current[i + 1:]
-            self.accept(candidate)
+            self.accept(self.deleted([i]))
             i = min(i - 1, len(self.current) - 1)
 
     # --- simplification -------------------------------------------------
@@ -518,13 +749,12 @@ class Shrinker:
         self.rename_peers()
         self.rename_stimulus_ids()
         for fn in (_no_annotations, _no_span, _no_restrictions, _short_texts, _default_nbytes,
-                   _default_timings):
+                   _default_result_nbytes, _default_timings):
             self.try_map(fn)
         self.small_run_ids()
         self.match_total_nbytes()
         if not self.try_map(_no_priorities):
             self.rank_priorities()
-        self.drop_who_has_entries()
 
     def small_run_ids(self) -> None:
         """Run ids 1, 2, 3… in order of first use (a task's events share one)."""
@@ -551,7 +781,7 @@ class Shrinker:
                 asked = [n for w, n in sizes[p] if w == x.worker]
                 if len(asked) == 1 and asked[0] != x.total_nbytes:
                     candidate[i] = _replace(x, total_nbytes=asked[0])
-        if candidate != self.current and self.shows(candidate):
+        if candidate != self.current and self.shows(candidate, origin=self.current):
             self.take(candidate)
 
     def rank_priorities(self) -> None:
@@ -566,7 +796,7 @@ class Shrinker:
         candidate = [fn(s) for s in self.current]
         if candidate == self.current:
             return False
-        if self.shows(candidate, **shown):
+        if self.shows(candidate, origin=self.current, **shown):
             self.take(candidate)
             return True
         return False
@@ -576,7 +806,10 @@ class Shrinker:
         current; each new stimulus keeps the recorded time of the one it replaces."""
         for old, new in zip(self.current, candidate):
             self.handled[id(new)] = self.handled.get(id(old), 0.0)
+            if id(old) in self.unsolicited:
+                self.unsolicited.add(id(new))
         self.current = candidate
+        self.changes += 1
 
     def rename_keys(self) -> None:
         """``x``, ``y``, ``z``…, tuple keys as short tuples, in order of first use."""
@@ -629,7 +862,7 @@ class Shrinker:
             mapping[w] = f"{hosts[h]}:{next(port)}"
         header = {**self.header, "worker": mapping[me]}
         candidate = [map_stimulus(s, peer=mapping.get) for s in self.current]
-        if self.shows(candidate, header=header):
+        if self.shows(candidate, header=header, origin=self.current):
             self.take(candidate)
             self.header = header
             self.peers = mapping
@@ -641,21 +874,9 @@ class Shrinker:
                 ids[s.stimulus_id] = f"s{len(ids) + 1}"
         self.try_map(lambda s: map_stimulus(s, sid=ids.get))
 
-    def drop_who_has_entries(self) -> None:
-        """Fewer holders per dependency, then fewer dependencies."""
-        for i in range(len(self.current)):
-            s = self.current[i]
-            if not isinstance(s, wsm.ComputeTaskEvent):
-                continue
-            for dep, holders in list(s.who_has.items()):
-                for w in list(holders)[1:]:
-                    s = self.current[i]
-                    fewer = {**s.who_has, dep: type(holders)(h for h in s.who_has[dep] if h != w)}
-                    self._try_replace(i, dataclasses.replace(s, who_has=fewer))
-
     def _try_replace(self, i: int, s: Stimulus) -> bool:
         candidate = self.current[:i] + [s] + self.current[i + 1:]
-        if self.shows(candidate):
+        if self.shows(candidate, origin=self.current):
             self.take(candidate)
             return True
         return False
@@ -675,10 +896,19 @@ def _neighbours(keys: set, deps: dict, dependents: dict, depth: int | None) -> s
     return out
 
 
+#: where a fingerprint names a key, by its first item
+_KEY_AT = {"stuck": 1, "state": 1, "raises": 6}
+
+
 def _rename_fingerprint(fp: Fingerprint, mapping: dict) -> Fingerprint:
-    if isinstance(fp, tuple):
-        return tuple(mapping.get(v, v) if _hashable(v) else v for v in fp)
-    return fp
+    """``fp`` with the key it names (if any) renamed; nothing else is a key,
+    even where it looks like one (a line number, a state)."""
+    if not isinstance(fp, tuple) or not fp or fp[0] not in _KEY_AT:
+        return fp
+    i = _KEY_AT[fp[0]]
+    if len(fp) <= i or not _hashable(fp[i]):
+        return fp
+    return (*fp[:i], mapping.get(fp[i], fp[i]), *fp[i + 1:])
 
 
 def _hashable(v: Any) -> bool:
@@ -816,6 +1046,12 @@ def _default_nbytes(s: Stimulus) -> Stimulus:
     return s
 
 
+def _default_result_nbytes(s: Stimulus) -> Stimulus:
+    if isinstance(s, wsm.ExecuteSuccessEvent) and s.nbytes != 1:
+        return _replace(s, nbytes=1)  # ExecuteSuccessEvent.dummy's
+    return s
+
+
 def _default_timings(s: Stimulus) -> Stimulus:
     if isinstance(s, wsm.ExecuteSuccessEvent) and (s.start, s.stop) != (0.0, 1.0):
         return _replace(s, start=0.0, stop=1.0)
@@ -825,11 +1061,89 @@ def _default_timings(s: Stimulus) -> Stimulus:
 _replace = dataclasses.replace
 
 
+def smaller_events(s: Stimulus) -> Iterable[Stimulus]:
+    """``s`` with one part fewer, each way: a dependency (with its nbytes),
+    a holder of a key, a key of a keyed event, a data entry, a resource
+    restriction."""
+    if type(s) is Resources:
+        return
+    names = {f.name for f in dataclasses.fields(s)}
+    if "who_has" in names and isinstance(s.who_has, dict):
+        for dep, holders in s.who_has.items():
+            rest = {k: v for k, v in s.who_has.items() if k != dep}
+            if isinstance(s, wsm.ComputeTaskEvent):
+                yield _replace(s, who_has=rest, nbytes={k: v for k, v in s.nbytes.items() if k != dep})
+            elif rest:
+                yield _replace(s, who_has=rest)
+        for dep, holders in s.who_has.items():
+            for w in list(holders)[1:] if len(holders) > 1 else ():
+                fewer = type(holders)(h for h in holders if h != w)
+                yield _replace(s, who_has={**s.who_has, dep: fewer})
+    if "keys" in names and len(s.keys) > 1:
+        for k in s.keys:
+            yield _replace(s, keys=type(s.keys)(x for x in s.keys if x != k))
+    if "data" in names and isinstance(s.data, dict) and len(s.data) > 1:
+        for k in s.data:
+            yield _replace(s, data={x: v for x, v in s.data.items() if x != k})
+    if isinstance(s, wsm.ComputeTaskEvent) and s.resource_restrictions:
+        for r in s.resource_restrictions:
+            yield _replace(s, resource_restrictions={x: v for x, v in s.resource_restrictions.items() if x != r})
+
+
+def _default_state() -> dict:
+    """A header's ``state`` as ``WorkerState()`` and dask's configuration
+    build it; the resources and the limits the constructor leaves unbounded."""
+    return {
+        "nthreads": 1,
+        "resources": encode_resources({}),
+        "transfer_incoming_count_limit": 9999,
+        "validate": True,
+        "transition_counter_max": False,
+        "transfer_incoming_bytes_limit": encode_float(math.inf),
+        "transfer_message_bytes_limit": encode_float(math.inf),
+        "default_data_size": parse_bytes(dask.config.get(
+            "distributed.scheduler.default-data-size", config=dask.config.merge(*dask.config.defaults))),
+        "log_length": dask.config.get(
+            "distributed.admin.low-level-log-length", config=dask.config.merge(*dask.config.defaults)),
+    }
+
+
 # --- from a log to a reproducer ------------------------------------------------------
 
 
 class NotReproduced(Exception):
     """The predicate does not hold on the original log: nothing to shrink."""
+
+
+class NormalWait(NotReproduced):
+    """The log ends in a wait a correct worker is in too: waiting on the
+    outside (a transfer not answered yet, a resource held, a pause), not a bug."""
+
+
+def _refuse_normal_wait(history: WorkerHistory) -> None:
+    """Raise :class:`NormalWait` when a continuation of the worker, its
+    peers answering, finishes or stays in a wait its surroundings explain."""
+    c = continue_worker(history)
+    if c.state_machine_stuck:
+        return
+    lines = [f"not a bug but a normal wait: {c.headline()}"]
+    gather = c.gather
+    if gather is not None:
+        lines.append(_peer_log(history, gather.instruction.worker, gather.instruction.to_gather))
+    lines.append("give a predicate (e.g. --stuck KEY) to shrink it anyway")
+    raise NormalWait("; ".join(x for x in lines if x))
+
+
+def _peer_log(history: WorkerHistory, peer: str, keys: Any) -> str:
+    """What the log of ``peer``, if the log recorded it, says about its answer."""
+    others = {w.address: w for w in history.log.workers if w.address != history.address}
+    wlog = others.get(peer)
+    if wlog is None:
+        return f"the log has no record of {peer}" if others else ""
+    mine = history.wlog.last_handled
+    if wlog.ended and wlog.last_handled is not None and mine is not None and wlog.last_handled < mine:
+        return f"{peer}'s log ends at step {wlog.events}, before this worker's last step: it never answered"
+    return f"{peer}'s log goes on to step {wlog.events}; `replay why` compares what it held"
 
 
 def stimuli_of(history: WorkerHistory) -> tuple[list[Stimulus], list[float]]:
@@ -848,6 +1162,9 @@ def stimuli_of(history: WorkerHistory) -> tuple[list[Stimulus], list[float]]:
         handled.extend([call.handled] * len(call.events))
     return stimuli, handled
 
+
+#: hash salts of the gate once hashing proved to matter
+_SALTS = (1, 2, 3, 4)
 
 #: stuck categories in the order ``--stuck`` without a key picks its task:
 #: a wait with a cause of its own before one that only waits on another task
@@ -870,14 +1187,15 @@ def choose_stuck_key(ws: wsm.WorkerState) -> Any:
     return min(stuck, key=rank).key
 
 
-def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) -> tuple[int, Fingerprint]:
+def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) -> tuple[int, Fingerprint, list[int]]:
     """The first stimulus after which the original shows the predicate's
-    fingerprint, and that fingerprint; for end-of-log predicates, the
-    fingerprint is the one at the end of the log."""
+    fingerprint, that fingerprint, and the replies up to there that answer
+    no request; for end-of-log predicates, the fingerprint is the one at
+    the end of the log."""
     fps: list[Fingerprint] = []
 
-    def each(i: int, ws: wsm.WorkerState) -> bool:
-        fp = predicate.observe(Run(ws, None, i, []))
+    def each(i: int, run: Run) -> bool:
+        fp = predicate.observe(run)
         fps.append(fp)
         return predicate.first_hit and fp is not None
 
@@ -885,16 +1203,26 @@ def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) 
     if run.exception is not None:
         fp = predicate.observe(run)
         if fp is None:
+            held = next((i for i, f in enumerate(fps) if f is not None), None)
+            hint = "" if held is None else (
+                f"; it held after stimulus {held + 1}: cut the log there with --until"
+            )
             raise NotReproduced(
                 f"replaying the log raises {type(run.exception).__name__} at stimulus "
                 f"{run.stopped + 1} ({_first_line(run.exception)}), which is not what "
-                f"{predicate.text} asks for"
+                f"{predicate.text} asks for" + hint
             )
-        return run.stopped, fp
+        return run.stopped, fp, run.unsolicited
     target = fps[-1] if fps else None
     if target is None:
+        if isinstance(predicate, ExprPredicate):
+            try:
+                predicate.value(run.ws)
+            except Exception as e:  # the user's expression, reported as theirs
+                raise BadInput(f"--expr raises {type(e).__name__}: {_first_line(e)}") from None
         raise NotReproduced(f"{predicate.text} does not hold on the original log")
-    return fps.index(target), target
+    cut = fps.index(target)
+    return cut, target, [i for i in run.unsolicited if i <= cut]
 
 
 def _first_line(e: BaseException) -> str:
@@ -909,13 +1237,19 @@ def shrink(
     *,
     dask_style: bool = False,
     progress: Callable[[str], None] | None = None,
+    until: str | int | None = None,
+    hash_check: bool = True,
 ) -> Shrunk:
     """Shrink one worker of ``log`` to a minimal reproducer of ``predicate``.
 
     ``log`` is a path (``worker`` then chooses the worker, as ``--worker``
     does) or one worker's :class:`~replay.history.WorkerHistory`. Without a
     predicate: ``--stuck``, on the task that best explains the others, if
-    the log ends with tasks stuck. Raises :class:`NotReproduced` when the
+    the log ends with tasks stuck. ``until`` (a step or a stimulus id, as
+    ``--until``) cuts the log there first. With ``hash_check``, the result
+    is replayed in fresh interpreters under dask's own hashing and random
+    seeds; when the bug does not show in all of them, the log is shrunk
+    again with every candidate checked under several hash orders. Raises :class:`NotReproduced` when the
     predicate does not hold on the original log.
 
     >>> import replay
@@ -932,6 +1266,8 @@ def shrink(
         history = open_log(log).worker(worker)
     header = history.header
     stimuli, handled = stimuli_of(history)
+    if until is not None:
+        stimuli, handled = _until(stimuli, handled, history.position(until))
     replays = 0
     if predicate is None or (isinstance(predicate, StuckPredicate) and predicate.key is None):
         end = replay_stimuli(header, stimuli)
@@ -940,18 +1276,46 @@ def shrink(
         if key is None:
             raise NotReproduced("no task is stuck at the end of the log; say what to look for "
                                 "(--stuck KEY, --state, --raises, --invalid or --expr)")
+        if predicate is None and until is None:
+            _refuse_normal_wait(history)
         predicate = StuckPredicate(key, text=predicate.text if predicate else "--stuck")
-    cut, target = _first_hit(header, stimuli, predicate)
+    cut, target, unsolicited = _first_hit(header, stimuli, predicate)
     replays += 1
     if isinstance(predicate, InvalidPredicate):
         run = replay_stimuli(header, stimuli[: cut + 1])
         replays += 1
         predicate = dataclasses.replace(predicate, about=frozenset(_invalid_keys(run)))
-    s = Shrinker(header, stimuli[: cut + 1], predicate, target, progress=progress)
-    s.handled = {id(x): t for x, t in zip(stimuli, handled)}
+
+    def shrinker(salts: tuple[int, ...] = ()) -> Shrinker:
+        s = Shrinker(header, stimuli[: cut + 1], predicate, target, progress=progress)
+        s.handled = {id(x): t for x, t in zip(stimuli, handled)}
+        s.unsolicited = {id(stimuli[i]) for i in unsolicited}
+        s.salts = salts
+        return s
+
+    s = shrinker()
     if progress is not None:
         progress(f"cut after stimulus {cut + 1} of {len(stimuli)}")
     s.shrink()
+    seen: list[Seen] = []
+    if hash_check:
+        seen = _elsewhere(s)
+        if not all(x.shows(s.target) for x in seen):
+            # the bug shows only under some set orders: shrink again, every
+            # candidate checked under several hash orders too
+            if progress is not None:
+                progress("the shrunk log depends on hashing; shrinking again under several hash orders")
+            replays += s.replays
+            s = shrinker(_SALTS)
+            if not s.shows(s.current):
+                raise NotReproduced(f"{predicate.text} holds on the log only in some orders of the state "
+                                    "machine's sets (its hashing): no reproducer holds under every hash seed")
+            s.shrink()
+            seen = _elsewhere(s)
+            bad = [x.seed for x in seen if not x.shows(s.target)]
+            if bad:
+                raise NotReproduced(f"the shrunk log shows {predicate.text} only under some hash seeds "
+                                    f"(not with PYTHONHASHSEED={bad[0]} and dask's own TaskState hashing)")
     final = replay_stimuli(s.header, s.current, track=True)
     assert s.predicate.observe(final) == s.target, "the shrunk list must show the bug"
     outcome = s.predicate.outcome(final)
@@ -966,21 +1330,40 @@ def shrink(
         distributed=str(header.get("distributed")),
         predicate=predicate.text,
     )
-    source = pytest_source(inputs, s.current, outcome, narrative, dask_style=dask_style)
     return Shrunk(
         stimuli=s.current,
         inputs=inputs,
         header=new_header,
         outcome=outcome,
         records=log_records(new_header, s.current, [s.handled.get(id(x), 0.0) for x in s.current], final),
-        test_source=source,
         original_events=history.events,
         passes=s.passes,
         replays=replays + s.replays + 1,
         seconds=time.perf_counter() - start,
         fingerprint=s.target,
         narrative=narrative,
+        dask_style=dask_style,
+        seen=seen,
     )
+
+
+def _elsewhere(s: Shrinker) -> list[Seen]:
+    """What fresh interpreters with dask's own hashing see replaying ``s``'s list."""
+    run = replay_stimuli(s.header, s.current)
+    return elsewhere(log_records(s.header, s.current, [0.0] * len(s.current), run), s.predicate.spec())
+
+
+def _until(stimuli: list[Stimulus], handled: list[float], step: int) -> tuple[list[Stimulus], list[float]]:
+    """The stimuli up to event ``step`` (1-based), with the resource changes before it."""
+    if step == 0:
+        return [], []
+    events = 0
+    for i, x in enumerate(stimuli):
+        if type(x) is not Resources:
+            events += 1
+            if events == step:
+                return stimuli[: i + 1], handled[: i + 1]
+    return stimuli, handled
 
 
 def _invalid_keys(run: Run) -> set:

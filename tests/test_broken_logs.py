@@ -575,7 +575,7 @@ ALLOWED = {
     ("readahead.py", "marshal.loads"),
     ("parallel.py", "pickle.load"),
     ("shrinker.py", "eval("),
-    ("testcase.py", "eval("),
+    ("writer.py", "eval("),  # replay/testcase/: the user's --expr, checked on the written test's run
     # --import: the modules the command line names, never one a log names
     ("imports.py", "import_module"),
     # the state machine's own module, by its fixed name

@@ -27,13 +27,14 @@ PEER = "tcp://127.0.0.1:1235"
 
 
 def assert_one_minimal(result: s.Shrunk, predicate: s.Predicate) -> None:
-    """The shrunk list shows the bug; without any one of its stimuli, it does not."""
+    """The shrunk list shows the bug; without any one of its stimuli, it does
+    not, or holds a reply to a request that is gone (a message about nothing)."""
     header = result.header
     target = result.fingerprint
     assert predicate.observe(s.replay_stimuli(header, result.stimuli)) == target
     for i in range(len(result.stimuli)):
-        fewer = result.stimuli[:i] + result.stimuli[i + 1:]
-        assert predicate.observe(s.replay_stimuli(header, fewer)) != target, (
+        run = s.replay_stimuli(header, result.stimuli[:i] + result.stimuli[i + 1:])
+        assert run.unsolicited or predicate.observe(run) != target, (
             f"stimulus {i} ({result.stimuli[i]!r}) is not needed"
         )
 
@@ -103,7 +104,8 @@ def test_fixtures_shrink_to_one_minimal_reproducers(name, worker, predicate, mos
     assert result.header["worker"] == "127.0.0.1:1"
 
     plain = write_test(tmp_path, "plain", result.test_source)
-    styled = write_test(tmp_path, "dask_style", s.shrink(wh, predicate=predicate, dask_style=True).test_source
+    styled = write_test(tmp_path, "dask_style", s.shrink(wh, predicate=predicate, dask_style=True,
+                                                         hash_check=False).test_source
                         .replace("def test_repro(", "def test_repro_dask_style("))
     # dask's `ws` fixture lives in dask's own conftest; give the styled test one
     (tmp_path / "conftest.py").write_text(
@@ -121,7 +123,7 @@ def test_fixtures_shrink_to_one_minimal_reproducers(name, worker, predicate, mos
 def test_6705_reproducer_is_the_known_sequence(fixture_path):
     """dask #6705: a task whose only dependency fails to transfer waits forever."""
     wh = replay.open(fixture_path("stuck-6705.jsonl")).worker(1)
-    result = s.shrink(wh)
+    result = s.shrink(wh, hash_check=False)
     compute, failure = result.stimuli
     assert isinstance(compute, wsm.ComputeTaskEvent) and isinstance(failure, wsm.GatherDepFailureEvent)
     (dep,) = compute.who_has
@@ -186,7 +188,10 @@ def paused_worker_log(tmp_path_factory):
 def test_real_cluster_fault_shrinks_to_pause_and_a_task(paused_worker_log, tmp_path, isolated_pytest):
     (wh,) = replay.open(paused_worker_log).workers
     assert wh.events > 40  # a real workload, not a toy
-    result = s.shrink(wh)
+    # a paused worker waits as a correct one would: without a predicate, no test
+    with pytest.raises(s.NormalWait, match="normal wait"):
+        s.shrink(wh)
+    result = s.shrink(wh, predicate=s.StuckPredicate())
     assert isinstance(result.outcome, s.Stuck) and result.outcome.state == "ready"
     kinds = sorted(type(x).__name__ for x in result.stimuli)
     # a task is ready and the worker is paused: nothing more is needed
@@ -224,13 +229,34 @@ def test_raises_keeps_the_crash_and_drops_the_rest(record_log, tmp_path):
     with pytest.raises(AssertionError):
         record_log(path, steps)
     (wh,) = replay.open(path).workers
-    result = s.shrink(wh, predicate=s.RaisesPredicate())
+    result = s.shrink(wh, predicate=s.RaisesPredicate(), hash_check=False)
     assert len(result.stimuli) == 1 and isinstance(result.stimuli[0], wsm.ExecuteSuccessEvent)
     assert result.outcome.exception == "AssertionError"
     # another crash is not this one
     other = s.RaisesPredicate("KeyError")
     with pytest.raises(s.NotReproduced):
-        s.shrink(wh, predicate=other)
+        s.shrink(wh, predicate=other, hash_check=False)
+
+
+@pytest.mark.parametrize("name,worker,waits_on", [
+    ("stuck-flight.jsonl", 1, "never answered the gather issued at step 1"),
+    ("stuck-constrained.jsonl", 0, "the execution of 'hold' started at step 1 never finished"),
+])
+def test_a_normal_wait_is_not_written_as_a_bug(name, worker, waits_on, fixture_path, tmp_path, cli_run):
+    # a fetch not answered yet, a resource held by a running task: a correct
+    # worker waits so too, and the default predicate says so instead of a test
+    log = fixture_path(name)
+    test = tmp_path / "test_repro.py"
+    code, stdout, err = cli_run(["shrink", log, "-w", worker, "--pytest", test])
+    assert code == 1 and not test.exists()
+    assert "not a bug but a normal wait" in err and waits_on in err
+    if name == "stuck-flight.jsonl":  # a cluster log: what the peer's own log shows
+        assert "log ends at step 2, before this worker's last step" in err
+    # an explicit key still shrinks it
+    stuck = {"stuck-flight.jsonl": "x", "stuck-constrained.jsonl": "starved"}[name]
+    code, stdout, err = cli_run(["shrink", log, "-w", worker, "--stuck", stuck, "--pytest", test])
+    assert code == 0, err
+    assert test.exists()
 
 
 def test_predicate_that_does_not_hold_exits_1(fixture_path, cli_run):
@@ -256,7 +282,7 @@ def test_closure_pass_drops_unrelated_work_in_one_try(record_log, tmp_path, gath
     steps.append(gather_failure(PEER, 1, "fail-x"))
     path = record_log(tmp_path / "busy.jsonl", steps)
     (wh,) = replay.open(path).workers
-    result = s.shrink(wh, predicate=s.StuckPredicate("y"))
+    result = s.shrink(wh, predicate=s.StuckPredicate("y"), hash_check=False)
     assert len(result.stimuli) == 2
     # closure (one replay) then deletion: far fewer replays than one per event
     assert result.replays < 40, result.replays
@@ -285,3 +311,144 @@ def test_invalid_fingerprint_is_the_assert_behind_dasks_wrapper(fixture_path):
     assert fp[4] == 'assert 1 == 2, "the invariant"  # noqa: PLR0133'
     # a crash that is not a broken invariant is not this predicate's bug
     assert s.InvalidPredicate().observe(s.Run(ws, KeyError("x"), 0, [])) is None
+
+
+# --- fingerprints that tell one bug from another -------------------------------------
+
+
+def test_raises_fingerprint_names_the_raise_site_and_message_shape():
+    def lookup(d, k):
+        return d[k]
+
+    def pop(d, k):
+        return d.pop(k)
+
+    fps = []
+    for fn, key in ((lookup, "x"), (lookup, "y"), (pop, "x")):
+        try:
+            fn({}, key)
+        except KeyError as e:
+            fps.append(s.exception_fingerprint(e))
+    # another key at the same line is the same failure; another line is not
+    assert fps[0] == fps[1]
+    assert fps[0] != fps[2]
+    assert fps[0][:2] == ("KeyError", "test_shrink.py") and fps[0][3] == "lookup"
+
+
+def test_a_deletion_never_leaves_a_reply_without_its_request(record_log, tmp_path):
+    # a task computed from a peer's data, then an unrelated one that crashes:
+    # without its ComputeTaskEvent, the transfer's reply would be a message
+    # about nothing (dask rejects it with a KeyError, another bug)
+    steps = [
+        wsm.ComputeTaskEvent.dummy("y", who_has={"x": [PEER]}, stimulus_id="compute-y"),
+        lambda ws: [wsm.GatherDepSuccessEvent(worker=PEER, total_nbytes=1, data={"x": 1},
+                                              stimulus_id="got-x")],
+        wsm.ExecuteSuccessEvent.dummy("ghost", stimulus_id="bad"),
+    ]
+    path = str(tmp_path / "reply.jsonl")
+    with pytest.raises(AssertionError):
+        record_log(path, steps)
+    (wh,) = replay.open(path).workers
+    result = s.shrink(wh, predicate=s.RaisesPredicate(), hash_check=False)
+    assert [type(x).__name__ for x in result.stimuli] == ["ExecuteSuccessEvent"]
+    assert s.replay_stimuli(result.header, result.stimuli).unsolicited == [0]  # as in the log
+
+
+def test_stuck_evidence_tells_a_stale_mark_from_an_open_transfer():
+    ws_events = [wsm.ComputeTaskEvent.dummy("y", who_has={"x": [PEER]}, stimulus_id="s1")]
+    header = replay_header()
+    run = s.replay_stimuli(header, ws_events)
+    open_fp = s.StuckPredicate("x").observe(run)
+    # the same worker with the transfer's request answered but the peer still
+    # marked in flight (stale bookkeeping): another wait, another fingerprint
+    run.open.gathers.clear()
+    stale_fp = s.StuckPredicate("x").observe(run)
+    assert open_fp[:4] == stale_fp[:4] == ("stuck", "x", "flight", "flight")
+    assert open_fp != stale_fp
+
+
+def replay_header() -> dict:
+    from replay.shrinker import _default_state
+
+    return {"kind": "header", "worker": "127.0.0.1:1", "deterministic": True, "hash_seed": "6640",
+            "from_empty": True, "state": _default_state()}
+
+
+# --- reproducers that hold under any hashing ----------------------------------------------
+
+
+def test_instructions_taken_from_sets_are_asserted_in_any_order(record_log, tmp_path, isolated_pytest):
+    # four dependencies on four peers: the GatherDeps come out of sets, in an
+    # order that follows TaskState hashing, which plain pytest does by id()
+    peers = [f"tcp://127.0.0.{i}:{1000 + i}" for i in range(2, 6)]
+    steps = [wsm.ComputeTaskEvent.dummy("z", who_has={f"x{i}": [p] for i, p in enumerate(peers)},
+                                        stimulus_id="compute-z")]
+    path = record_log(tmp_path / "peers.jsonl", steps)
+    (wh,) = replay.open(path).workers
+    result = s.shrink(wh, predicate=s.ExprPredicate("len(ws.in_flight_workers) == 4"))
+    assert len(result.seen) == 3
+    orders = {tuple(i["worker"] for i in x.instructions[0]) for x in result.seen}
+    source = result.test_source
+    if len(orders) > 1:  # the runs disagreed: the test must not depend on the order
+        assert "in instructions" in source and "assert instructions == [" not in source
+    test = write_test(tmp_path, "peers", source)
+    for _ in range(3):  # each run: a fresh random hash seed, dask's own hashing
+        proc = isolated_pytest(test)
+        assert proc.returncode == 0, source + proc.stdout + proc.stderr
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def test_stuck_and_raises_take_a_value_only_when_one_follows(fixture_path, tmp_path, cli_run):
+    log = fixture_path("stuck-6705.jsonl")
+    out = tmp_path / "min.jsonl"
+    for args in (["--stuck", "-o", out], ["-o", out, "--stuck"], ["--stuck", "y", "-o", out],
+                 ["--stuck", "--key", "y", "-o", out]):
+        code, stdout, stderr = cli_run(["shrink", log, "-w", "1", *args, "--json"])
+        assert code == 0, (args, stderr)
+        assert orjson.loads(stdout)["fingerprint"].startswith("('stuck', 'y', 'waiting'")
+    code, _, err = cli_run(["shrink", log, "-w", "1", "--raises", "-o", out])
+    assert code == 1 and "--raises does not hold" in err
+
+
+def test_expr_sees_ws_in_comprehensions_and_reports_its_own_error(fixture_path, cli_run):
+    log = fixture_path("stuck-6705.jsonl")
+    code, stdout, stderr = cli_run(["shrink", log, "-w", "1", "--json", "--expr",
+                                    "any(ws.tasks[k].state == 'waiting' for k in ws.tasks)"])
+    assert code == 0, stderr
+    code, _, err = cli_run(["shrink", log, "-w", "1", "--expr", "ws.no_such_thing"])
+    assert code == 2 and err.startswith("error: --expr raises AttributeError") and len(err.splitlines()) == 1
+
+
+def test_until_cuts_the_log_before_shrinking(record_log, tmp_path, cli_run):
+    steps = [wsm.ComputeTaskEvent.dummy("y", who_has={"x": [PEER]}, stimulus_id="compute-y"),
+             wsm.ExecuteSuccessEvent.dummy("ghost", stimulus_id="bad")]
+    path = str(tmp_path / "later.jsonl")
+    with pytest.raises(AssertionError):
+        record_log(path, steps)
+    expr = "ws.tasks['x'].state == 'flight'"
+    code, _, err = cli_run(["shrink", path, "--expr", expr, "-o", tmp_path / "a.jsonl"])
+    assert code == 1 and "it held after stimulus 1" in err and "--until" in err
+    code, stdout, err = cli_run(["shrink", path, "--expr", expr, "--until", "compute-y", "--json",
+                                 "-o", tmp_path / "b.jsonl"])
+    assert code == 0, err
+    assert orjson.loads(stdout)["events_after"] == 1
+
+
+def test_shrinking_to_a_log_needs_no_pytest(fixture_path, tmp_path):
+    import os
+
+    # pytest cannot be imported, as on a user's machine without it
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "pytest.py").write_text('raise ImportError("no pytest here")\n')
+    out = tmp_path / "min.jsonl"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "cli", "shrink", fixture_path("stuck-6705.jsonl"), "-w", "1",
+                           "-o", str(out), "--json"], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists()
+    summary = orjson.loads(proc.stdout)
+    assert summary["pytest"] is None and summary["seconds"] > 0

@@ -553,3 +553,29 @@ def test_literals_round_trip_or_are_refused():
     with pytest.raises(ValueError, match="cannot write"):
         pytest_source(inputs(), [ComputeTaskEvent.dummy(Sneaky("x"), stimulus_id="s1")],
                       InState("x", "executing"), NARRATIVE)
+
+
+def _waiting_ready_unqueued(self, ts, *, stimulus_id):
+    # the bug under test: the task is marked ready but never queued
+    ts.state = "ready"
+    self.waiting.discard(ts)
+    return {}, []
+
+
+def test_dask_style_expects_an_assertion_its_validation_trips(monkeypatch):
+    monkeypatch.setitem(wsm.WorkerState._TRANSITIONS_TABLE, ("waiting", "ready"), _waiting_ready_unqueued)
+    stimuli = [wsm.ComputeTaskEvent.dummy("x", stimulus_id="s1")]
+    outcome = Stuck("x", "ready", "ready, never queued")
+    # recorded without validation, the task just stays ready; dask's ws
+    # fixture validates, and the first call trips validate_task: the test
+    # expects the assertion at that step instead of failing to be written
+    plain = pytest_source(inputs(validate=False), stimuli, outcome, NARRATIVE)
+    assert 'assert ws.tasks["x"].state == "ready"' in plain
+    styled = pytest_source(inputs(validate=False), stimuli, outcome, NARRATIVE, dask_style=True)
+    assert "with pytest.raises(InvalidTaskState) as excinfo:" in styled
+    assert "assert isinstance(excinfo.value.__cause__, AssertionError)" in styled
+    assert "ws.validate = False" in styled and "ws.tasks[" not in styled.split('"""')[-1]
+    # and it holds: run it as dask's suite would, with its ws fixture
+    namespace: dict = {}
+    exec(compile(styled, "<reproducer>", "exec"), namespace)  # our own source, just written
+    namespace["test_repro"](wsm.WorkerState(address="127.0.0.1:1", transition_counter_max=50_000, validate=True))

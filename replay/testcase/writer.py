@@ -1,23 +1,10 @@
-"""Write a shrunk event sequence as one pytest function in dask's own style.
-
-The test needs only ``distributed`` and ``pytest``. Every call it makes is run
-here first, through a real ``WorkerState`` set up exactly as the test will set
-it up, so the instructions it asserts are the real ones and its final
-assertion holds today: the test passes while the bug is there, and says which
-assertion to flip once it is fixed.
-
-Everything taken from a log (keys, addresses, stimulus ids, exception texts) is
-written as a plain Python literal that is parsed back and compared before it
-is emitted; the finished source is parsed once more and may only call a fixed
-set of names.
-"""
+"""The writer: one shrunk event sequence, run here, written as one test."""
 from __future__ import annotations
 
 import ast
 import builtins
 import dataclasses
 import inspect
-import math
 import os
 import re
 import textwrap
@@ -25,7 +12,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import dask.config
 from dask.sizeof import sizeof
@@ -33,88 +20,22 @@ from dask.utils import parse_bytes
 from distributed import worker_state_machine as wsm
 
 from replay.engine import raised_at
-from schemas.convert import UNREPRODUCIBLE, SizedValue
+from replay.hashcheck import agreed, instructions_json
+from replay.testcase.audit import _audit
+from replay.testcase.events import (
+    _SMALL_DATA, _builtin_exception, _data_size, _equivalent, _exception_class, _parse_expr,
+)
+from replay.testcase.layout import WIDTH, _Atom, _container, _dict, _flat, _lit, _Pair, _render, _Seq
+from replay.testcase.literals import _eval_literal, _regex_literal, _same, checked_literal
+from replay.testcase.outcomes import Expr, Invalid, InState, Narrative, Outcome, Raises, Resources, Stimulus, Stuck
+from replay.testcase.prose import _comment, _describe, _kt, _prose, _shown
+from schemas.convert import UNREPRODUCIBLE
 
-WIDTH = 88
 LOG_LENGTH = "distributed.admin.low-level-log-length"
 DATA_SIZE = "distributed.scheduler.default-data-size"
 #: what dask's ``ws`` fixture builds (distributed.utils_test)
 FIXTURE_ADDRESS = "127.0.0.1:1"
 FIXTURE_COUNTER_MAX = 50_000
-
-
-# Public API -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Resources:
-    """A ``Worker.set_resources`` change between two stimuli."""
-
-    total: dict[str, float]
-    available: dict[str, float]
-
-
-Stimulus = Union[wsm.StateMachineEvent, Resources]
-
-
-@dataclass(frozen=True, slots=True)
-class Stuck:
-    """``key`` ends in a state it never leaves; ``reason`` says why, in a sentence."""
-
-    key: Any
-    state: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class InState:
-    """``key`` ends in ``state``."""
-
-    key: Any
-    state: str
-
-
-@dataclass(frozen=True, slots=True)
-class Raises:
-    """The last stimulus makes ``handle_stimulus`` raise ``exception`` (a class name)."""
-
-    exception: str
-    key: Any = None
-    start: str | None = None
-    finish: str | None = None
-    #: a function the exception passes through, e.g. ``_execute_done_common``
-    function: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    """An ``assert`` of the state machine's validation fails at ``file``:``line``."""
-
-    file: str
-    line: int
-    assertion: str
-
-
-@dataclass(frozen=True, slots=True)
-class Expr:
-    """A Python expression over ``ws``, as the user typed it, holds at the end."""
-
-    expr: str
-
-
-Outcome = Union[Stuck, InState, Raises, Invalid, Expr]
-
-
-@dataclass(frozen=True, slots=True)
-class Narrative:
-    """Where the events come from, for the test's docstring."""
-
-    worker: str
-    log: str
-    original_events: int
-    shrunk_events: int
-    distributed: str
-    predicate: str
 
 
 def pytest_source(
@@ -125,10 +46,15 @@ def pytest_source(
     *,
     dask_style: bool = False,
     name: str = "test_repro",
+    variants: Sequence[list] = (),
 ) -> str:
     """The source of a test module holding one test that replays ``stimuli``.
 
-    ``inputs`` are the recorded ``WorkerState`` construction inputs. With
+    ``inputs`` are the recorded ``WorkerState`` construction inputs.
+    ``variants`` are the instructions per stimulus that other runs of the same
+    events saw (under other hashing, :mod:`replay.hashcheck`), encoded as
+    in a log: where they
+    differ from this run's, only what all runs agree on is asserted. With
     ``dask_style`` the test takes dask's ``ws`` fixture instead of building its
     own state. Raises ValueError when something cannot be written safely or
     when the events, run here, do not end in ``outcome``; an exception raised
@@ -145,7 +71,9 @@ def pytest_source(
         if not isinstance(s, (wsm.StateMachineEvent, Resources)):
             raise ValueError(f"not a stimulus: {type(s).__name__}")
     expr = _parse_expr(outcome.expr) if isinstance(outcome, Expr) else None
-    return _Writer(inputs, outcome, narrative, dask_style, name, expr).write(stimuli)
+    writer = _Writer(inputs, outcome, narrative, dask_style, name, expr)
+    writer.variants = list(variants)
+    return writer.write(stimuli)
 
 
 #: the inputs that are ``WorkerState`` arguments; the other two are dask config
@@ -154,325 +82,6 @@ _ARGUMENTS = (
     "transition_counter_max", "transfer_incoming_bytes_limit", "transfer_message_bytes_limit",
 )
 _INPUTS = frozenset({*_ARGUMENTS, "default_data_size", "log_length"})
-
-
-# Literals -------------------------------------------------------------------
-
-_NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
-_MAX_DEPTH = 50
-
-
-def _literal(v: Any, depth: int = 0) -> str:
-    """``v`` as Python source, for plain values only (exact types: no subclass
-    can bring its own ``__repr__``)."""
-    if depth > _MAX_DEPTH:
-        raise ValueError("value nested too deeply to write")
-    t = type(v)
-    if v is None or t is bool or t is int:
-        return repr(v)
-    if t is float:
-        if math.isfinite(v):
-            return repr(v)
-        return f'float("{"nan" if v != v else "inf" if v > 0 else "-inf"}")'
-    if t is str or t is bytes:
-        r = repr(v)
-        p = 1 if t is bytes else 0
-        # black's double quotes: repr picks single quotes when v has no single
-        # quote or has both kinds, so without a double quote there is neither
-        if r[p] == "'" and ('"' if t is str else b'"') not in v:
-            r = r[:p] + '"' + r[p + 1 : -1] + '"'
-        return r
-    items = [_literal(x, depth + 1) for x in v] if t in (tuple, list, set) else None
-    if t is tuple:
-        return "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
-    if t is list:
-        return "[" + ", ".join(items) + "]"
-    if t is set:
-        return "{" + ", ".join(sorted(items)) + "}" if items else "set()"
-    if t is dict:
-        pairs = (f"{_literal(k, depth + 1)}: {_literal(x, depth + 1)}" for k, x in v.items())
-        return "{" + ", ".join(pairs) + "}"
-    raise ValueError(f"cannot write a {t.__name__} as a Python literal")
-
-
-def _eval_literal(text: str) -> Any:
-    """Read back what :func:`_literal` wrote: literals, ``set()`` and ``float("inf")``."""
-    try:
-        tree = ast.parse(text, mode="eval")
-        tree = _NonFinite().visit(tree)
-        return ast.literal_eval(tree.body)
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as e:
-        raise ValueError(f"not a literal: {text[:80]!r}") from e
-
-
-class _NonFinite(ast.NodeTransformer):
-    def visit_Call(self, node: ast.Call) -> ast.AST:
-        if (
-            isinstance(node.func, ast.Name)
-            and node.func.id == "float"
-            and len(node.args) == 1
-            and not node.keywords
-            and isinstance(node.args[0], ast.Constant)
-            and node.args[0].value in _NONFINITE
-        ):
-            return ast.Constant(_NONFINITE[node.args[0].value])
-        return node
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal values of the same types throughout (NaN equals NaN)."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is float:
-        return a == b and math.copysign(1, a) == math.copysign(1, b) or a != a and b != b
-    if type(a) in (tuple, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if type(a) is dict:
-        return len(a) == len(b) and all(
-            k in b and _same(k, _key_in(b, k)) and _same(v, b[k]) for k, v in a.items()
-        )
-    if type(a) is set:
-        return len(a) == len(b) and all(x in b and _same(x, _key_in(b, x)) for x in a)
-    return a == b
-
-
-def _key_in(c: Any, k: Any) -> Any:
-    return next(x for x in c if x == k)
-
-
-def checked_literal(v: Any) -> str:
-    """``v`` as a Python literal, read back and compared before it is handed out."""
-    text = _literal(v)
-    if not _same(_eval_literal(text), v):
-        raise ValueError(f"{type(v).__name__} does not survive as a literal: {text[:80]}")
-    return text
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _prose(text: str, limit: int = 300) -> str:
-    """Text from a log or a user, safe inside a comment or a docstring line."""
-    flat = " ".join(str(text).split())
-    if not flat.isprintable():
-        flat = repr(flat)
-    return _short(flat, limit)
-
-
-def _shown(v: Any, limit: int = 60) -> str:
-    """A value as prose shows it: ``'x'``, ``{'R': 1.0}``."""
-    _literal(v)  # only plain built-in values, whose repr is safe
-    return _short(repr(v), limit)
-
-
-def _kt(key: Any) -> str:
-    return _shown(key, 40)
-
-
-def _keys_text(keys: Any) -> str:
-    shown = [_kt(k) for k in keys]
-    if not shown:
-        return "nothing"
-    if len(shown) > 4:
-        shown = shown[:3] + [f"{len(shown) - 3} more"]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
-
-
-def _addr_text(addr: Any) -> str:
-    if type(addr) is str and re.fullmatch(r"[\w.:/\[\]@-]{1,80}", addr, re.ASCII):
-        return addr
-    return _short(_literal(addr), 40) if type(addr) is str else repr(type(addr).__name__)
-
-
-# Code nodes: what a piece of source evaluates to, and how it is laid out ------
-
-
-@dataclass(slots=True)
-class _Atom:
-    """Source text that is never split, and its value."""
-
-    text: str
-    value: Any = None
-
-
-@dataclass(slots=True)
-class _Pair:
-    """``head`` glued to a node: a keyword argument or a dict entry."""
-
-    head: str
-    node: Any
-
-    @property
-    def value(self) -> Any:
-        return self.node.value
-
-
-@dataclass(slots=True)
-class _Seq:
-    """Bracketed items: a call, list, dict, set or tuple."""
-
-    open: str
-    items: list
-    close: str
-    value: Any = None
-    #: one item per line whenever it does not fit on one line
-    explode: bool = False
-    one_tuple: bool = False
-
-
-def _flat(n: Any) -> str:
-    if isinstance(n, _Atom):
-        return n.text
-    if isinstance(n, _Pair):
-        return n.head + _flat(n.node)
-    body = ", ".join(_flat(i) for i in n.items) + ("," if n.one_tuple else "")
-    return n.open + body + n.close
-
-
-def _render(n: Any, indent: int, prefix: str = "", suffix: str = "") -> list[str]:
-    """Lines for ``prefix + n + suffix``, split like black splits brackets."""
-    pad = " " * indent
-    flat = prefix + _flat(n) + suffix
-    forced = isinstance(n, _Seq) and n.explode and len(n.items) > 1
-    if indent + len(flat) <= WIDTH and not forced or isinstance(n, _Atom):
-        return [pad + flat]
-    if isinstance(n, _Pair):
-        return _render(n.node, indent, prefix + n.head, suffix)
-    if not n.items:
-        return [pad + flat]
-    body = ", ".join(_flat(i) for i in n.items)
-    if not n.explode and indent + 4 + len(body) <= WIDTH and not n.one_tuple:
-        inner = [" " * (indent + 4) + body]
-    elif not n.explode and len(n.items) == 1 and not n.one_tuple:
-        inner = _render(n.items[0], indent + 4)
-    else:
-        inner = [line for i in n.items for line in _render(i, indent + 4, suffix=",")]
-    return [pad + prefix + n.open, *inner, pad + n.close + suffix]
-
-
-def _lit(v: Any) -> Any:
-    """A checked literal; containers stay splittable across lines."""
-    text = checked_literal(v)
-    t = type(v)
-    if not v or t not in (dict, list, tuple, set):
-        return _Atom(text, v)
-    if t is dict:
-        items: list = [_Pair(_literal(k) + ": ", _lit(x)) for k, x in v.items()]
-    else:
-        items = [_lit(x) for x in v]
-        if t is set:
-            items.sort(key=_flat)
-    brackets = {list: "[]", tuple: "()"}.get(t, "{}")
-    return _Seq(brackets[0], items, brackets[1], v, one_tuple=t is tuple and len(v) == 1)
-
-
-def _container(kind: type, nodes: list) -> Any:
-    value = kind(n.value for n in nodes)
-    if kind is list:
-        return _Seq("[", nodes, "]", value)
-    if kind is tuple:
-        return _Seq("(", nodes, ")", value, one_tuple=len(nodes) == 1)
-    if kind is set:
-        nodes = sorted(nodes, key=_flat)
-        return _Seq("{", nodes, "}", value) if nodes else _Atom("set()", set())
-    raise ValueError(f"cannot write a {kind.__name__} of addresses")
-
-
-def _dict(pairs: list[tuple[Any, Any]]) -> _Seq:
-    """A dict node from (key node, value node) pairs."""
-    items = [_Pair(_flat(k) + ": ", v) for k, v in pairs]
-    return _Seq("{", items, "}", {k.value: v.value for k, v in pairs})
-
-
-# Events and instructions ----------------------------------------------------
-
-#: Event fields whose objects the log does not keep and the state machine only
-#: passes on (to TaskErredMsg / TaskFinishedMsg, which are matched loosely)
-_PASSED_ON = frozenset({"exception", "traceback", "type"})
-_SMALL_DATA = 64
-
-
-def _equivalent(a: wsm.StateMachineEvent, b: wsm.StateMachineEvent) -> bool:
-    """Would the state machine treat ``a`` (written) and ``b`` (given) alike?"""
-    if type(a) is not type(b):
-        return False
-    for f in dataclasses.fields(a):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        if f.name in _PASSED_ON:
-            continue
-        if f.name == "run_spec":
-            # only whether there is one matters: the code is never run
-            if (x is None) != (y is None):
-                return False
-        elif f.name == "data":
-            if not (_same(list(x), list(y)) and all(_same_data(x[k], y[k]) for k in x)):
-                return False
-        elif f.name == "value":
-            if not _same_data(x, y):
-                return False
-        elif not _same(x, y):
-            return False
-    return True
-
-
-def _same_data(written: Any, original: Any) -> bool:
-    """Data values are opaque to the state machine, except for their size."""
-    if _is_literal(original):
-        return _same(written, original)
-    return _data_size(written) == _data_size(original)
-
-
-def _data_size(v: Any) -> int:
-    """What the state machine's ``sizeof`` makes of a data value."""
-    # a decoded log's stand-in knows its size, registered with dask or not
-    return v.nbytes if type(v) is SizedValue else sizeof(v)
-
-
-def _is_literal(v: Any) -> bool:
-    try:
-        checked_literal(v)
-    except ValueError:
-        return False
-    return True
-
-
-def _parse_expr(expr: str) -> ast.Expression:
-    if type(expr) is not str:
-        raise ValueError("the expression must be a string")
-    try:
-        return ast.parse(expr, mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"not a Python expression: {_prose(expr, 80)} ({e.msg})") from None
-
-
-def _exception_class(name: str) -> type[BaseException]:
-    cls = getattr(wsm, name, None) or getattr(builtins, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-        raise ValueError(f"unknown exception class {name!r}")
-    return cls
-
-
-def _builtin_exception(text: str) -> BaseException | None:
-    """The built-in exception whose repr is ``text``, e.g. ``Exception('boom')``."""
-    try:
-        call = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        return None
-    if not (
-        isinstance(call, ast.Call)
-        and isinstance(call.func, ast.Name)
-        and not call.keywords
-        and isinstance(getattr(builtins, call.func.id, None), type)
-        and issubclass(getattr(builtins, call.func.id), BaseException)
-    ):
-        return None
-    try:
-        args = [ast.literal_eval(a) for a in call.args]
-        exc = getattr(builtins, call.func.id)(*args)
-    except (ValueError, TypeError, SyntaxError, RecursionError):
-        return None  # not literals, or e.g. an ExceptionGroup without exceptions
-    return exc if repr(exc) == text else None
 
 
 @dataclass(slots=True)
@@ -515,6 +124,8 @@ class _Writer:
         self.peers: dict[str, str] = {}
         self.uses_pytest = False
         self.uses_dask = False
+        #: other runs' instructions per stimulus (see :func:`pytest_source`)
+        self.variants: list[list] = []
 
     # names ---------------------------------------------------------------
 
@@ -752,7 +363,19 @@ class _Writer:
             steps = []
             last = len(stimuli) - 1
             for i, stim in enumerate(stimuli):
-                steps.append(self.step(ws, stim, expect_error=i == last))
+                # what the event does, told from the state before it
+                said = "" if isinstance(stim, Resources) else _describe(ws, stim, self.address)
+                try:
+                    steps.append(self.step(ws, stim, expect_error=i == last))
+                except _BROKEN as e:
+                    if not self.dask_style or i == last and self.expected_errors():
+                        raise
+                    # dask's ws fixture validates as it goes: the bug trips an
+                    # assertion at this step, and the test expects it there
+                    steps.append(_Step(said, self.event(stim), error=e))
+                    self.final = {"validation": True, "error": e, "site": _sites(e)[-1],
+                                  "disable_validation": True}
+                    return steps
             self.final = self.conclude(ws, steps)
         return steps
 
@@ -890,7 +513,7 @@ class _Writer:
         for address, var in self.peers.items():
             body += _render(_lit(address), indent, f"{var} = ")
         final = self.final
-        for step in steps:
+        for i, step in enumerate(steps):
             if body and body[-1].strip() and not body[-1].endswith(":"):
                 body.append("")
             body += _comment(step.comment, indent)
@@ -902,11 +525,16 @@ class _Writer:
             if step.error is not None:
                 body += self.raising_call(node, step.error, final, indent)
                 continue
+            call = _Seq("ws.handle_stimulus(", [node], ")")
+            others = [v[i] for v in self.variants if i < len(v)]
+            if others and any(x != instructions_json(step.instructions) for x in others):
+                body += _render(call, indent, "instructions = ")
+                body += self.unordered(step.instructions, others, indent)
+                continue
             checks: list = []
             expected = [self.instruction(x, j, checks) for j, x in enumerate(step.instructions)]
             if step.instructions != [n.value for n in expected]:
                 raise ValueError(f"cannot write the instructions of {node.value.stimulus_id!r}")
-            call = _Seq("ws.handle_stimulus(", [node], ")")
             body += _render(call, indent, "instructions = ")
             # several instructions: one a line, as dask's tests list them
             listed = _Seq("[", expected, "]", explode=len(expected) > 1)
@@ -922,6 +550,26 @@ class _Writer:
             body += [" " * (indent + 8) + "_default_data_size.cache_clear()"]
         return self.assemble(body)
 
+    def unordered(self, own: list, others: list[list], indent: int) -> list[str]:
+        """Assertions on what every run's instructions hold, in any order: the
+        state machine takes them from sets, whose order follows hashing.
+        ``others`` are other runs' instructions, encoded as in a log."""
+        common, same = agreed([instructions_json(own), *others])
+        pad = " " * indent
+        if same:
+            lines = _comment("the order of these instructions follows set iteration, which "
+                             "differs between runs", indent)
+            lines.append(pad + f"assert len(instructions) == {len(common)}")
+        else:
+            lines = _comment("which of these instructions come, besides the ones below, follows "
+                             "set iteration, which differs between runs", indent)
+        for j in common:
+            node = self.instruction(own[j], j, [])
+            if not node.value == own[j]:
+                raise ValueError("cannot write an instruction exactly")
+            lines += _render(node, indent, "assert ", " in instructions")
+        return lines
+
     def raising_call(
         self, node: Any, error: BaseException, final: dict, indent: int
     ) -> list[str]:
@@ -931,6 +579,16 @@ class _Writer:
         cls_name = self.exception_name(cls)
         o = self.outcome
         lines = []
+        if final.get("validation"):
+            lines += _comment(
+                f"with validation on (dask's ws fixture), the bug trips {self.site_text(final)} "
+                "here; once fixed, flip this: make the call without pytest.raises",
+                indent,
+            )
+            lines.append(" " * indent + f"with pytest.raises({self.exception_name(type(error))}){_as(error)}:")
+            lines += _render(_Seq("ws.handle_stimulus(", [node], ")"), indent + 4)
+            lines += self.cause_check(error, indent)
+            return lines
         if isinstance(o, Raises):
             lines += _comment(
                 f"the bug: this raises {_prose(cls.__name__)}; once fixed, flip this: call "
@@ -972,7 +630,7 @@ class _Writer:
     def site_text(self, final: dict) -> str:
         """Where validation fails: the innermost assert, a cause's if there is one."""
         file, line, source = final["site"]
-        assertion = source.strip() or self.outcome.assertion
+        assertion = source.strip() or getattr(self.outcome, "assertion", "")
         return f"{_prose(file)}:{line}" + (f", `{_prose(assertion, 200)}`" if assertion else "")
 
     def ending(self, final: dict, indent: int) -> list[str]:
@@ -980,7 +638,9 @@ class _Writer:
         o = self.outcome
         pad = " " * indent
         lines = [""]
-        if isinstance(o, (Stuck, InState)):
+        if final.get("validation"):
+            lines = []
+        elif isinstance(o, (Stuck, InState)):
             key, state = _lit(o.key), _lit(o.state)
             text = f"the bug: {_kt(o.key)} ends in state {_prose(repr(o.state))}"
             if isinstance(o, Stuck):
@@ -1113,12 +773,6 @@ def _expr_source(tree: ast.Expression, typed: str) -> str:
     raise ValueError("cannot write the expression on one line")
 
 
-def _comment(text: str, indent: int) -> list[str]:
-    text = _prose(text, 2000)
-    lines = textwrap.wrap(text, WIDTH - indent - 2, break_long_words=False, break_on_hyphens=False)
-    return [" " * indent + "# " + line for line in lines]
-
-
 #: what ``validate_state()`` raises on a broken state: its asserts, the
 #: InvalidTaskState that ``validate_task`` wraps them in, or a lookup that
 #: fails on inconsistent collections
@@ -1147,16 +801,6 @@ def _check_raises(o: Raises, e: BaseException) -> None:
             raise ValueError(f"the exception does not pass through {o.function}()")
 
 
-def _regex_literal(text: str) -> str:
-    """A pattern matching ``text`` literally, as a Python literal."""
-    pattern = "".join("\\" + c if c in ".^$*+?{}[]\\|()" else c for c in text)
-    raw = 'r"' + pattern + '"'
-    if '"' not in pattern and pattern.isprintable() and not pattern.endswith("\\"):
-        if _eval_literal(raw) == pattern:
-            return raw
-    return checked_literal(pattern)
-
-
 def _raises_pattern(o: Raises, e: BaseException) -> str | None:
     """``match=`` for pytest.raises, when the key shows in the message."""
     if o.key is None:
@@ -1172,103 +816,6 @@ def _raises_pattern(o: Raises, e: BaseException) -> str | None:
     if not re.search(_eval_literal(literal), str(e)):
         return None
     return literal
-
-
-def _describe(ws: wsm.WorkerState, ev: wsm.StateMachineEvent, own: str) -> str:
-    """What ``ev`` does, in the words of dask's tests, given the state before it."""
-    k = _kt(getattr(ev, "key", None))
-    t = type(ev)
-    worker = getattr(ev, "worker", None)
-    w = _addr_text(worker)
-    flying = _keys_text(sorted(ws.in_flight_workers.get(worker, ()), key=repr)) if worker else ""
-
-    def where(who_has: dict) -> str:
-        if not who_has:
-            return "nothing"
-        parts = []
-        for dep, holders in list(who_has.items())[:3]:
-            on = ", ".join(_addr_text(h) for h in holders) or "no worker"
-            parts.append(f"{_kt(dep)} (on {on})")
-        if len(who_has) > 3:
-            parts.append(f"{len(who_has) - 3} more")
-        return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-
-    def running() -> str:
-        ts = ws.tasks.get(ev.key)
-        if ts is None:
-            return f", but the worker has no task {k}"
-        if ts.state not in ("executing", "long-running"):
-            return f", while {k} is in state {ts.state!r}"
-        return ""
-
-    if t is wsm.ComputeTaskEvent:
-        s = f"the scheduler asks the worker to compute {k}"
-        if ev.key in ws.tasks:
-            s += f" (known here, in state {ws.tasks[ev.key].state!r})"
-        if len(ev.who_has) == 1:
-            (dep, holders), = ev.who_has.items()
-            on = ", ".join(_addr_text(h) for h in holders) or "no worker"
-            s += f", whose dependency {_kt(dep)} is on {on}"
-        elif ev.who_has:
-            s += f", whose dependencies are {where(ev.who_has)}"
-        if ev.resource_restrictions:
-            s += f", needing resources {_shown(ev.resource_restrictions)}"
-        return s
-    if t is wsm.ExecuteSuccessEvent:
-        return f"the execution of {k} succeeds" + running()
-    if t is wsm.ExecuteFailureEvent:
-        text = f" with {_prose(ev.exception_text, 60)}" if ev.exception_text else ""
-        return f"the execution of {k} fails{text}" + running()
-    if t is wsm.RescheduleEvent:
-        return f"the execution of {k} raises Reschedule" + running()
-    if t is wsm.GatherDepSuccessEvent:
-        if worker not in ws.in_flight_workers:
-            return f"{w} sends data the worker never asked it for"
-        if not ev.data:
-            return f"{w} answers the transfer of {flying} without any data"
-        return f"the transfer of {_keys_text(ev.data)} from {w} succeeds"
-    unasked = worker not in ws.in_flight_workers
-    if worker is not None and t.__name__.startswith("GatherDep") and unasked:
-        return f"{w} answers a transfer the worker never asked it for"
-    if t is wsm.GatherDepBusyEvent:
-        return f"{w} is too busy to send {flying}"
-    if t is wsm.GatherDepNetworkFailureEvent:
-        return f"the connection to {w} breaks during the transfer of {flying}"
-    if t is wsm.GatherDepFailureEvent:
-        text = f" with {_prose(ev.exception_text, 60)}" if ev.exception_text else ""
-        return f"the transfer of {flying} from {w} fails{text}"
-    if t is wsm.RetryBusyWorkerEvent:
-        return f"the worker tries {w} again, which was busy"
-    if t is wsm.RemoveWorkerEvent:
-        return f"the scheduler reports that {w} has left the cluster"
-    if t is wsm.PauseEvent:
-        return "the worker pauses (e.g. its memory is nearly full)"
-    if t is wsm.UnpauseEvent:
-        return "the worker unpauses"
-    if t is wsm.FindMissingEvent:
-        return "the worker asks the scheduler again where its missing data is"
-    if t is wsm.RefreshWhoHasEvent:
-        return "the scheduler tells the worker where to find " + where(ev.who_has)
-    if t is wsm.AcquireReplicasEvent:
-        if len(ev.who_has) == 1:
-            (key, holders), = ev.who_has.items()
-            on = ", ".join(_addr_text(h) for h in holders) or "no worker"
-            return f"the scheduler asks the worker to fetch a replica of {_kt(key)} from {on}"
-        return "the scheduler asks the worker to fetch replicas of " + where(ev.who_has)
-    if t is wsm.RemoveReplicasEvent:
-        return f"the scheduler asks the worker to drop its replica of {_keys_text(ev.keys)}"
-    if t is wsm.FreeKeysEvent:
-        return f"the scheduler releases {_keys_text(ev.keys)}"
-    if t is wsm.StealRequestEvent:
-        return f"the scheduler asks to steal {k} away from the worker"
-    if t is wsm.CancelComputeEvent:
-        return f"the scheduler cancels {k}"
-    if t is wsm.UpdateDataEvent:
-        verb = "is" if len(ev.data) == 1 else "are"
-        return f"{_keys_text(ev.data)} {verb} put straight into the worker's memory (e.g. scatter)"
-    if t is wsm.SecedeEvent:
-        return f"{k} secedes from its thread"
-    return f"a {t.__name__}"
 
 
 # Config ---------------------------------------------------------------------
@@ -1312,78 +859,3 @@ def _module(name: str) -> Any:
 
         return utils_test
     raise ValueError(f"a reproducer does not import {name}")
-
-
-# Audit ----------------------------------------------------------------------
-
-_ALLOWED_MODULES = frozenset(
-    {
-        "distributed.worker_state_machine",
-        "distributed.protocol.serialize",
-        "distributed.utils_test",
-    }
-)
-_ALLOWED_ATTR_CALLS = frozenset(
-    {"ws.handle_stimulus", "ws.validate_state", "pytest.raises", "dask.config.set",
-     "_default_data_size.cache_clear"}
-)
-_ALLOWED_METHODS = frozenset({"dummy", "from_exception", "match", "dummy_runspec"})
-_BUILTIN_CALLS = frozenset({"float", "set", "isinstance"})
-
-
-def _dotted(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = _dotted(node.value)
-        return None if base is None else f"{base}.{node.attr}"
-    return None
-
-
-def _audit(source: str, name: str, doc: str, expr: ast.Expression | None, peers: set[str]) -> None:
-    """The written test may only import and call what this module writes."""
-    tree = ast.parse(source)
-    *imports, func = tree.body
-    imported: set[str] = set()
-    for node in imports:
-        if isinstance(node, ast.Import):
-            if any(a.name not in ("pytest", "dask") or a.asname for a in node.names):
-                raise AssertionError("unexpected import in the written test")
-            imported.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module in _ALLOWED_MODULES:
-            imported.update(a.name for a in node.names)
-        else:
-            raise AssertionError("unexpected statement before the test")
-    if not isinstance(func, ast.FunctionDef) or func.name != name or func.decorator_list:
-        raise AssertionError("the written module is not one test function")
-    if ast.get_docstring(func) != doc:
-        raise AssertionError("the docstring did not survive")
-    skip = set()
-    if expr is not None:
-        user = ast.dump(expr.body)
-        for a in ast.walk(func):
-            if isinstance(a, ast.Assert) and ast.dump(a.test) == user:
-                skip |= {id(n) for n in ast.walk(a.test)}
-    exceptions = {
-        n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)
-    }
-    for node in ast.walk(func):
-        if id(node) in skip:
-            continue
-        if isinstance(node, (ast.Import, ast.ImportFrom, ast.Lambda, ast.Global, ast.Nonlocal)):
-            raise AssertionError("unexpected statement in the written test")
-        if isinstance(node, ast.Call):
-            callee = _dotted(node.func) or ""
-            base, _, method = callee.rpartition(".")
-            ok = (
-                callee in _ALLOWED_ATTR_CALLS
-                or callee in _BUILTIN_CALLS
-                or callee in exceptions
-                or callee in imported and callee not in {"dask", "pytest"}
-                or base in imported and method in _ALLOWED_METHODS
-            )
-            if not ok:
-                raise AssertionError(f"unexpected call in the written test: {callee or '?'}")
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            if node.id not in {"ws", "instructions", "excinfo", *peers}:
-                raise AssertionError(f"unexpected assignment in the written test: {node.id}")
