@@ -804,8 +804,8 @@ def shrink(
     invalid: bool = typer.Option(False, "--invalid", help="WorkerState.validate_state() fails at the same assert."),
     expr: Optional[str] = typer.Option(None, "--expr", help="A Python expression over the final WorkerState `ws`."),
     until: Optional[str] = typer.Option(
-        None, "--until", metavar="STEP|STIMULUS",
-        help="Cut the log after this step (a number, or the last step of a stimulus id) first.",
+        None, "--until", metavar="POS",
+        help="Cut the log after this position first (a step, or the last step of a stimulus id).",
     ),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write the shrunk log here."),
     pytest_file: Optional[str] = typer.Option(None, "--pytest", help="Write the reproducer as a pytest file."),
