@@ -13,7 +13,7 @@ import sys
 import time
 from contextlib import contextmanager
 from importlib.metadata import version
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import orjson
 import typer
@@ -24,9 +24,9 @@ from replay import imports, parallel, render
 from replay.diagnosis import ClusterWhy
 from replay.disagreements import over_run
 from replay.errors import BadInput, NotFound
-from replay.index import build, index_path
+from replay.index import build, index_in_background, index_path
 from replay.literal import key_text
-from replay.logfile import STDIN_COPY_ENV, as_log, iter_lines, spool_stdin, write_records
+from replay.logfile import STDIN_COPY_ENV, as_log, iter_lines, log_name, spool_stdin, write_records
 from replay.merge import records_of
 from replay.parallel import load_one, map_workers
 from replay.scheduler_log import SchedulerLog
@@ -272,10 +272,27 @@ def open_answers(log: Any) -> Any:
     a replay, or a partial history (the policy is :func:`replay.source.open_source`)."""
 
     source = open_source(log, history=lambda: open_history(log, quiet=True), progress=progress_bar,
-                         index_progress=index_progress)
+                         index_progress=index_progress, index_later=index_afterwards)
     for w in source.warnings:
         err.print(render.safe(f"warning: {w}"))
     return source
+
+
+#: what runs once the command has answered: the indexer of a log answered by replaying
+_afterwards: list[Callable[[], None]] = []
+
+
+def index_afterwards(log: Any) -> None:
+    """Once this command has answered, index ``log`` in the background."""
+
+    def start() -> None:
+        pid = index_in_background(log)
+        if pid is not None:
+            err.print(render.safe(f"note: indexing {log_name(log)} in the background (pid {pid}); "
+                                  "later commands answer from its index"))
+
+    if not _afterwards:
+        _afterwards.append(start)
 
 
 @contextmanager
@@ -1077,7 +1094,11 @@ def main() -> None:
         imports.request(imports.take_options(sys.argv))
         imports.apply()
         # without standalone mode, click returns typer.Exit's code instead of raising
+        _afterwards.clear()
         code = app(standalone_mode=False)
+        # a finding's exit code too: the answer is given
+        while _afterwards:
+            _afterwards.pop(0)()
         if isinstance(code, int) and code:
             sys.exit(code)
     except BadInput as e:

@@ -198,6 +198,60 @@ def index_path(log: LogName) -> str:
     return os.path.join(cache, "dask-replay", name + ".replay-index")
 
 
+# --- indexing afterwards, in the background --------------------------------------
+
+#: a log at least this big on disk is answered by replaying the first time and
+#: indexed afterwards, in a process of its own (smaller ones: in the same pass)
+LATER_BYTES = 4 << 20
+
+
+def log_bytes(log: LogName) -> int:
+    """The size on disk of a log's file(s)."""
+    files = log_inputs(log)
+    return sum(os.path.getsize(f) for f in ([log] if files is None else files))  # type: ignore[list-item]
+
+
+def _indexer_running(lock: str) -> Optional[int]:
+    """The pid of the indexer that holds ``lock``, if it still runs."""
+    try:
+        with open(lock) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return pid
+    return pid
+
+
+def index_in_background(log: LogName) -> Optional[int]:
+    """Start ``replay index LOG`` in a session of its own, its output thrown
+    away; returns its pid, or None when an indexer of this log already runs.
+
+    It inherits this process's environment, so it replays through the same
+    ``--import`` modules (:mod:`replay.imports`) and re-executes with the
+    recorded hash seed as every command does. ``PATH.lock`` holds its pid
+    until :func:`build` replaces the index.
+    """
+    import subprocess  # only when indexing afterwards
+
+    lock = index_path(log) + ".lock"
+    if _indexer_running(lock) is not None:
+        return None
+    files = list(log) if isinstance(log, tuple) else [log]
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    p = subprocess.Popen([sys.executable, "-m", "cli", "index", *files], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(lock, "w") as f:
+        f.write(str(p.pid))
+    return p.pid
+
+
 # --- a read-only WorkerState at one step -------------------------------------------
 
 #: the fields of a task row, in order (:func:`task_row`, :class:`FrozenTask`)
@@ -626,6 +680,12 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
     finally:
         db.close()
     os.replace(tmp, path)
+    lock = path + ".lock"
+    if os.path.exists(lock) and _indexer_running(lock) in (None, os.getpid()):
+        try:
+            os.unlink(lock)
+        except FileNotFoundError:  # another indexer of the log got there first
+            pass
     return path
 
 

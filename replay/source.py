@@ -27,7 +27,7 @@ from typing import Any, Optional, Protocol
 from replay.diagnosis import diagnose, why_view
 from replay.disagreements import find
 from replay.errors import BadInput, ReplayError
-from replay.index import Index, build
+from replay.index import LATER_BYTES, Index, build, log_bytes
 from replay.logfile import LogName, log_name
 from replay.partial import PartialLog, is_partial, scheduler_task
 from replay.positions import choose_worker
@@ -48,8 +48,13 @@ from replay.views import (
 )
 
 #: ``REPLAY_INDEX=off`` always replays; ``required`` fails unless a current
-#: index answers (no replay at all); unset, the index answers, built on first use
+#: index answers (no replay at all); unset (``auto``), the index answers, built
+#: on first use: in the same pass for a small log, afterwards in the background
+#: for one of :data:`~replay.index.LATER_BYTES` or more; ``later``: afterwards
+#: whatever the size
 INDEX_ENV = "REPLAY_INDEX"
+#: the values :data:`INDEX_ENV` takes
+INDEX_MODES = ("auto", "off", "required", "later")
 
 #: ``progress(label, total)``: a context giving a step callback (or None)
 ProgressFactory = Callable[[str, int], AbstractContextManager[Optional[Callable[[int], None]]]]
@@ -270,7 +275,7 @@ class ReplayedSource:
 
 
 def open_source(path: LogName, *, history: Any = None, progress: ProgressFactory = no_progress,
-                index_progress: Any = None) -> Source:
+                index_progress: Any = None, index_later: Optional[Callable[[LogName], None]] = None) -> Source:
     """The source that answers for the log at ``path``.
 
     A current index answers; without one, the first question builds it
@@ -279,12 +284,18 @@ def open_source(path: LogName, *, history: Any = None, progress: ProgressFactory
     (:data:`replay.logfile.LogName`): they are one cluster log, merged in
     memory by recorded time, indexed as ``DIR/.replay-index``.
     A partial history answers from its final state. Standard input and a log
-    whose index cannot be written are replayed. ``history`` opens the log
+    whose index cannot be written are replayed. With ``index_later`` (the
+    command line's), a big log without an index is answered by replaying, at
+    a plain replay's speed, and ``index_later(path)`` is asked to index it
+    afterwards; without it (the Python API) the index is built in the same
+    pass, as for a small log. ``history`` opens the log
     (:func:`replay.open` and the hash seed's re-execution are the caller's:
     the command line re-executes, the Python API refuses an inexact replay).
     """
 
-    mode = os.environ.get(INDEX_ENV, "auto")
+    mode = os.environ.get(INDEX_ENV) or "auto"
+    if mode not in INDEX_MODES:
+        raise BadInput(f"{INDEX_ENV}={mode!r}: not one of {', '.join(INDEX_MODES)}")
     if path != "-" and mode != "off":
         index = Index.open(path)
         if index is not None:
@@ -296,6 +307,10 @@ def open_source(path: LogName, *, history: Any = None, progress: ProgressFactory
     if is_partial(opened):  # nothing to replay from the empty state: answer without
         return PartialLog(opened)
     if path == "-" or mode == "off":
+        return ReplayedSource(opened, progress)
+    if index_later is not None and (mode == "later" or log_bytes(path) >= LATER_BYTES):
+        # the first answer at a replay's speed; the index follows
+        index_later(path)
         return ReplayedSource(opened, progress)
     try:
         if index_progress is None:

@@ -218,3 +218,53 @@ def test_no_disagreement_while_the_peer_holds_it(tmp_path, record_log, cli_run):
     log, a, b = _two_workers(tmp_path, record_log, itertools.count(1000.0, 5.0).__next__,
                              itertools.count(1011.0).__next__)
     assert orjson.loads(cli_run(["why", log, "--json"])[1])["disagreements"] == []
+
+
+def _background_pid(err: str) -> int:
+    """The pid a command's note names for the indexer it started."""
+    import re
+
+    found = re.search(r"indexing .* in the background \(pid (\d+)\)", err)
+    assert found, err
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("how", ["later", "big"])
+def test_the_first_answer_replays_and_the_index_follows(how, tmp_path, cli_run, monkeypatch):
+    log = str(tmp_path / "stuck.jsonl")
+    shutil.copy(os.path.join(ROOT, "fixtures", "stuck-6705.jsonl"), log)
+    if how == "later":
+        monkeypatch.setenv("REPLAY_INDEX", "later")
+    else:  # auto: a log of LATER_BYTES or more is indexed afterwards
+        monkeypatch.delenv("REPLAY_INDEX", raising=False)
+        monkeypatch.setattr("replay.source.LATER_BYTES", os.path.getsize(log))
+    code, first, err = cli_run(["load", "--json", log])
+    assert code == 0, err
+    pid = _background_pid(err)
+    # the answer was given before the index was started: a replay gave it
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert Index.open(log) is not None and not os.path.exists(index_path(log) + ".lock")
+    monkeypatch.setenv("REPLAY_INDEX", "required")  # only the index may answer now
+    assert cli_run(["load", "--json", log]) == (0, first, "")
+
+
+def test_a_small_log_is_indexed_in_the_same_pass(tmp_path, cli_run, monkeypatch):
+    from replay.source import open_source
+
+    log = str(tmp_path / "stuck.jsonl")
+    shutil.copy(os.path.join(ROOT, "fixtures", "stuck-6705.jsonl"), log)
+    monkeypatch.delenv("REPLAY_INDEX", raising=False)
+    code, _, err = cli_run(["load", log])
+    assert code == 0 and "background" not in err, err
+    assert Index.open(log) is not None
+    # the Python API indexes in the same pass whatever the size
+    os.unlink(index_path(log))
+    monkeypatch.setattr("replay.source.LATER_BYTES", 1)
+    assert open_source(log, history=lambda: replay.open(log)).kind == "indexed"
+
+
+def test_an_unknown_index_mode_is_bad_input(tmp_path, cli_run, monkeypatch):
+    monkeypatch.setenv("REPLAY_INDEX", "sometimes")
+    code, _, err = cli_run(["load", os.path.join(ROOT, "fixtures", "stuck-6705.jsonl")])
+    assert code == 2 and "REPLAY_INDEX='sometimes'" in err
