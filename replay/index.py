@@ -10,14 +10,17 @@ the log or in a cache folder:
 - ``blocks``: per run of :data:`BLOCK` steps, every story line of each step
   (its event, the transitions and log entries it caused, its instructions)
   with its text, payload and the keys it names, zlib-compressed;
-- ``postings``: key -> the steps whose lines name it, for stories;
-- ``tasks``: a task's row (state, previous, next, priority, who_has, …)
-  whenever it changed, and ``keyframes`` of every row each
-  :data:`KEYFRAME` steps, so that the tasks at any step are a keyframe plus a
-  bounded number of changes;
-- ``workers_at``: the worker's counters (running, transfers, memory,
-  resources, busy peers) whenever they changed;
-- ``requests``: the GatherDep and Execute instructions, per key, for ``why``.
+- ``changes``: per run of :data:`CHANGES` steps, zlib-compressed, the task
+  rows (state, previous, next, priority, who_has, …) each step changed and
+  the worker's counters and containers (running, transfers, memory,
+  resources, busy peers, ready, in flight…) it changed; with ``keyframes``
+  of every row each :data:`KEYFRAME` steps, the tasks at any step are a
+  keyframe plus a bounded number of changes;
+- ``keys``: per key, its interned id (story lines and changes name keys by
+  it) and packed arrays of steps: where its row changed, where it moved
+  (for ``why``), where its story has a line, its GatherDep and Execute
+  instructions. One row per key, written once: no table grows a row per
+  change, and no secondary index is built over them.
 
 A query rebuilds a read-only stand-in of the ``WorkerState`` at the step
 (:class:`FrozenWorker`) and hands it to the same view code a replay feeds:
@@ -35,12 +38,14 @@ is indexed anew.
 from __future__ import annotations
 
 import hashlib
+from array import array
+from bisect import bisect_right
 import importlib.metadata
 import os
 import sqlite3
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -88,11 +93,14 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 14
+VERSION = 15
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
 KEYFRAME = 2000
+#: steps per compressed block of changes (task rows, counters, containers);
+#: a keyframe starts a block
+CHANGES = 250
 #: bytes of the log's head that identify it, with its size and mtime
 HEAD = 1 << 16
 
@@ -102,12 +110,10 @@ CREATE TABLE workers (wid INTEGER PRIMARY KEY, address TEXT, events INTEGER, inf
 CREATE TABLE steps (wid INTEGER, step INTEGER, handled REAL, stimulus_id TEXT, cls TEXT,
                     PRIMARY KEY (wid, step)) WITHOUT ROWID;
 CREATE TABLE blocks (wid INTEGER, first INTEGER, data BLOB, PRIMARY KEY (wid, first)) WITHOUT ROWID;
-CREATE TABLE postings (wid INTEGER, key TEXT, step INTEGER);
-CREATE TABLE tasks (wid INTEGER, step INTEGER, key TEXT, changed INTEGER, row TEXT,
-                    PRIMARY KEY (wid, step, key)) WITHOUT ROWID;
+CREATE TABLE keys (wid INTEGER, key TEXT, kid INTEGER, changed BLOB, moved BLOB, story BLOB,
+                   gathers TEXT, executes BLOB, PRIMARY KEY (wid, key)) WITHOUT ROWID;
+CREATE TABLE changes (wid INTEGER, first INTEGER, data BLOB, PRIMARY KEY (wid, first)) WITHOUT ROWID;
 CREATE TABLE keyframes (wid INTEGER, step INTEGER, data BLOB, PRIMARY KEY (wid, step)) WITHOUT ROWID;
-CREATE TABLE workers_at (wid INTEGER, step INTEGER, data TEXT, PRIMARY KEY (wid, step)) WITHOUT ROWID;
-CREATE TABLE requests (wid INTEGER, key TEXT, step INTEGER, kind TEXT, peer TEXT);
 CREATE TABLE gathers (wid INTEGER, issued INTEGER, answered INTEGER, peer TEXT, keys TEXT);
 """
 # built after the bulk insert: cheaper than keeping them up to date
@@ -115,9 +121,6 @@ _INDEXES = """
 CREATE INDEX steps_by_stimulus ON steps (wid, stimulus_id, step);
 CREATE INDEX steps_by_cls ON steps (wid, cls, step);
 CREATE INDEX steps_by_time ON steps (wid, handled);
-CREATE INDEX tasks_by_key ON tasks (wid, key, step);
-CREATE INDEX postings_by_key ON postings (wid, key, step);
-CREATE INDEX requests_by_key ON requests (wid, key, kind, step);
 CREATE INDEX gathers_by_step ON gathers (wid, issued);
 """
 
@@ -259,15 +262,22 @@ ROW = ("state", "previous", "next", "priority", "nbytes", "who_has", "coming_fro
        "dependencies", "resource_restrictions", "run_id", "exception_text")
 
 
-def task_row(ts: Any) -> list:
-    """What the views read of a ``TaskState``, as JSON-ready data."""
-    return [
+def key_json(key: Any) -> bytes:
+    """A key's codec encoding as JSON (:func:`_ktext`, in bytes)."""
+    return orjson.dumps(encode_key(key))
+
+
+def task_row(ts: Any, ktext: Callable[[Any], bytes] = key_json) -> bytes:
+    """What the views read of a ``TaskState``, as JSON; ``ktext`` spells a
+    key (the writer's caches the spelling of each key)."""
+    deps = sorted(ktext(d.key) for d in ts.dependencies)
+    return orjson.dumps([
         ts.state, ts.previous, ts.next,
         None if ts.priority is None else list(ts.priority),
         ts.nbytes, sorted(ts.who_has), ts.coming_from,
-        sorted((encode_key(d.key) for d in ts.dependencies), key=orjson.dumps),
+        [orjson.Fragment(d) for d in deps],
         ts.resource_restrictions or None, ts.run_id, ts.exception_text or None,
-    ]
+    ])
 
 
 class FrozenTask:
@@ -415,10 +425,11 @@ class Containers:
     but still queued), with their state and priority.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ktext: Callable[[Any], bytes] = key_json) -> None:
         #: container (a peer's: (name, peer)) -> its members at the last step
         self.was: dict[Any, set] = {}
         self.strays: dict[str, list] = {}
+        self.ktext = ktext
 
     def changes(self, ws: Any) -> dict[str, list[str]]:
         now: dict[Any, set] = {
@@ -449,8 +460,8 @@ class Containers:
         if member is _PEER:
             return orjson.dumps([peer]).decode()
         if field == "in_flight_workers":  # keys, not tasks
-            return orjson.dumps([peer, encode_key(member)]).decode()
-        k = encode_key(member.key)
+            return orjson.dumps([peer, orjson.Fragment(self.ktext(member))]).decode()
+        k = orjson.Fragment(self.ktext(member.key))
         if sign == "+":
             text = orjson.dumps(k).decode()
             if ws.tasks.get(member.key) is not member:
@@ -461,7 +472,14 @@ class Containers:
 
 
 class _Writer:
-    """Follows one worker's tapped replay and writes what each step observed."""
+    """Follows one worker's tapped replay and writes what each step observed.
+
+    Keys are interned (``kid``: the order the worker first named them, by
+    equality as ``ws.tasks`` holds them); per key, the steps where its row
+    changed, where it moved, where its story has a line, and its requests
+    are packed arrays written once at the end; the rows and counters each
+    step changed go into a compressed block per :data:`CHANGES` steps.
+    """
 
     def __init__(self, db: sqlite3.Connection, wid: int, address: str):
         # writing replays; only reading must stay free of the state machine
@@ -474,88 +492,113 @@ class _Writer:
         self.gathers: OpenRequests[Optional[list]] = OpenRequests()
         self.gather_rows: list[list] = []
         self.known: set = set()
-        #: key -> the row last written
-        self.rows: dict[Any, str] = {}
+        #: key -> its kid; kid -> the key encoded (schemas.codec), and as JSON
+        self.kids: dict[Any, int] = {}
+        self.encoded: list[Any] = []
+        self.texts: list[bytes] = []
+        #: kid -> steps: its row changed, it moved (Tracker.changed), its story
+        self.changed: list[array] = []
+        self.moved: list[array] = []
+        self.story: list[array] = []
+        #: kid -> [[step, peer]…] of its GatherDeps; steps of its Executes
+        self.gathered: dict[int, list] = {}
+        self.executed: dict[int, array] = {}
+        #: key -> the row last written (JSON)
+        self.rows: dict[Any, bytes] = {}
         self.counters: dict = {}
-        self.containers = Containers()
+        self.containers = Containers(self.ktext)
         #: container -> its members now, as texts (for keyframes)
         self.members: dict[str, set[str]] = {}
         self.strays: dict[str, list] = {}
         self.block: list = []
         self.block_first = 1
+        #: this block's changed steps: [step, [[kid, key, moved, row or None]…], counters change or None]
+        self.change_block: list = []
         self.steps: list[tuple] = []
-        self.postings: list[tuple] = []
-        self.tasks: list[tuple] = []
-        self.requests: list[tuple] = []
-        self.workers_at: list[tuple] = []
+
+    def kid(self, key: Any) -> int:
+        kid = self.kids.get(key)
+        if kid is None:
+            kid = self.kids[key] = len(self.encoded)
+            self.encoded.append(encode_key(key))
+            self.texts.append(orjson.dumps(self.encoded[-1]))
+            self.changed.append(array("i"))
+            self.moved.append(array("i"))
+            self.story.append(array("i"))
+        return kid
+
+    def ktext(self, key: Any) -> bytes:
+        return self.texts[self.kid(key)]
 
     def feed(self, applied: Any, ws: Any) -> None:
         from distributed import worker_state_machine as wsm  # writing only (see __init__)
-
 
         call = applied.call
         handled = call.handled
         self.tracker.feed(applied)
         wid = self.wid
+        kid = self.kid
         for s in applied.steps():  # one: build() feeds a batch one event at a time
             ev = s.event
+            step = s.step
             sid = ev.stimulus_id
             named = event_keys(ev)
             self.known |= named
             tag = self.gathers.answered(ev)
             answered = []
             if tag is not None:
-                tag[2] = s.step
+                tag[2] = step
                 answered = tag[5]
             text = event_text(ev)
-            self.steps.append((wid, s.step, handled, sid, type(ev).__name__))
-            lines = [["event", text, {"event": s.record["event"]},
-                      [encode_key(k) for k in (named | set(answered))]]]
+            self.steps.append((wid, step, handled, sid, type(ev).__name__))
             touched = set(named) | set(answered)
+            lines = [["event", text, {"event": s.record["event"]}, [kid(k) for k in touched]]]
             for entry in s.log:
                 keys = entry_keys(entry, self.known)
                 touched.update(keys)
                 if is_transition(entry):
                     # most lines are transitions: their text is made when read (transition_text)
-                    lines.append(["transition", None, line_data("transition", entry),
-                                  [encode_key(k) for k in keys]])
+                    lines.append(["transition", None, line_data("transition", entry), [kid(k) for k in keys]])
                 else:
-                    lines.append(["log", line_text("log", entry), line_data("log", entry),
-                                  [encode_key(k) for k in keys]])
+                    lines.append(["log", line_text("log", entry), line_data("log", entry), [kid(k) for k in keys]])
             for inst in s.instructions:
                 keys = instruction_keys(inst)
                 touched |= keys
                 lines.append(["instruction", line_text("instruction", inst), line_data("instruction", inst),
-                              [encode_key(k) for k in keys]])
+                              [kid(k) for k in keys]])
                 row = None
                 if isinstance(inst, wsm.GatherDep):
-                    keys = sorted(inst.to_gather, key=sort_key)
-                    row = [wid, s.step, None, inst.worker, orjson.dumps([encode_key(k) for k in keys]).decode(),
-                           keys]
+                    gkeys = sorted(inst.to_gather, key=sort_key)
+                    row = [wid, step, None, inst.worker, orjson.dumps([encode_key(k) for k in gkeys]).decode(),
+                           gkeys]
                     self.gather_rows.append(row)
-                self.gathers.issued(inst, row)
-                if isinstance(inst, wsm.GatherDep):
                     for k in inst.to_gather:
-                        self.requests.append((wid, _ktext(k), s.step, "gather", inst.worker))
+                        self.gathered.setdefault(kid(k), []).append([step, inst.worker])
                 elif isinstance(inst, wsm.Execute):
-                    self.requests.append((wid, _ktext(inst.key), s.step, "execute", None))
+                    self.executed.setdefault(kid(inst.key), array("i")).append(step)
+                self.gathers.issued(inst, row)
             if applied.exception is not None:
                 lines.append(["raised", line_text("raised", applied.exception),
-                              line_data("raised", applied.exception), [encode_key(k) for k in named]])
+                              line_data("raised", applied.exception), [kid(k) for k in named]])
             if isinstance(ev, (wsm.GatherDepNetworkFailureEvent, wsm.RemoveWorkerEvent)):
                 touched |= set(ws.tasks) | set(self.rows)  # a peer left every who_has
-            self._block(s.step, lines)
-            for k in {orjson.dumps(k).decode() for line in lines for k in line[3]}:
-                self.postings.append((wid, k, s.step))
+            self._block(lines)
+            story = self.story
+            for k in {k for line in lines for k in line[3]}:
+                story[k].append(step)
             # as the Tracker decides: a task changed if the step left it elsewhere
-            self._tasks(s.step, touched, ws, changed_states(s.log).keys())
-            self._counters(s.step, ws)
-            if s.step % KEYFRAME == 0:
-                self._keyframe(s.step)
+            tasks = self._tasks(step, touched, ws, changed_states(s.log).keys())
+            counters = self._counters(ws)
+            if tasks or counters:
+                self.change_block.append([step, tasks, counters])
+            if step % CHANGES == 0:
+                self._write_changes(step + 1)
+            if step % KEYFRAME == 0:
+                self._keyframe(step)
         if len(self.steps) >= 10_000:
             self.flush()
 
-    def _block(self, step: int, lines: list) -> None:
+    def _block(self, lines: list) -> None:
         self.block.append(lines)
         if len(self.block) == BLOCK:
             self._write_block()
@@ -567,7 +610,16 @@ class _Writer:
             self.block_first += len(self.block)
             self.block = []
 
-    def _tasks(self, step: int, touched: set, ws: Any, moved_keys: Any) -> None:
+    def _write_changes(self, following: int) -> None:
+        """The changes of the steps before ``following``, as one block."""
+        if self.change_block:
+            first = (self.change_block[0][0] - 1) // CHANGES * CHANGES + 1
+            self.db.execute("INSERT INTO changes VALUES (?, ?, ?)",
+                            (self.wid, first, zlib.compress(orjson.dumps(self.change_block), 6)))
+            self.change_block = []
+
+    def _tasks(self, step: int, touched: set, ws: Any, moved_keys: Any) -> list:
+        out = []
         for key in touched:
             ts = ws.tasks.get(key)
             was = self.rows.get(key)
@@ -575,24 +627,34 @@ class _Writer:
             if ts is None:
                 if was is not None:
                     del self.rows[key]
-                    self.tasks.append((self.wid, step, _ktext(key), int(moved), None))
+                    k = self.kid(key)
+                    self.changed[k].append(step)
+                    if moved:
+                        self.moved[k].append(step)
+                    out.append([k, self.encoded[k], int(moved), None])
                 continue
-            row = orjson.dumps(task_row(ts)).decode()
+            row = task_row(ts, self.ktext)
             if row != was:
                 self.rows[key] = row
-                self.tasks.append((self.wid, step, _ktext(key), int(moved), row))
-            elif moved:
-                self.tasks.append((self.wid, step, _ktext(key), 1, row))
+            elif not moved:
+                continue
+            k = self.kid(key)
+            self.changed[k].append(step)
+            if moved:
+                self.moved[k].append(step)
+            out.append([k, self.encoded[k], int(moved), orjson.Fragment(row)])
+        return out
+
     def _keyframe(self, step: int) -> None:
         frame = {
-            "tasks": [[encode_key(k), orjson.loads(v)] for k, v in self.rows.items()],
+            "tasks": [[self.encoded[self.kids[k]], orjson.Fragment(v)] for k, v in self.rows.items()],
             "counters": {**self.counters, "strays": self.strays},
             "members": {f: sorted(m) for f, m in self.members.items()},
         }
         self.db.execute("INSERT INTO keyframes VALUES (?, ?, ?)",
                         (self.wid, step, zlib.compress(orjson.dumps(frame), 6)))
 
-    def _counters(self, step: int, ws: Any) -> None:
+    def _counters(self, ws: Any) -> Optional[dict]:
         c = counters_row(ws)
         changed = {k: v for k, v in c.items() if self.counters.get(k) != v}
         self.counters = c
@@ -604,22 +666,22 @@ class _Writer:
         strays = self.containers.strays
         if strays != self.strays:
             changed["strays"] = self.strays = dict(strays)
-        if changed:
-            self.workers_at.append((self.wid, step, orjson.dumps(changed).decode()))
+        return changed or None
 
     def flush(self) -> None:
-        db = self.db
-        db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?)", self.steps)
-        db.executemany("INSERT INTO postings VALUES (?, ?, ?)", self.postings)
-        db.executemany("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?)", self.tasks)
-        db.executemany("INSERT INTO requests VALUES (?, ?, ?, ?, ?)", self.requests)
-        db.executemany("INSERT INTO workers_at VALUES (?, ?, ?)", self.workers_at)
-        self.steps, self.postings, self.tasks, self.requests, self.workers_at = [], [], [], [], []
+        self.db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?)", self.steps)
+        self.steps = []
 
     def close(self) -> None:
         self._write_block()
+        self._write_changes(0)
         self.flush()
         self.db.executemany("INSERT INTO gathers VALUES (?, ?, ?, ?, ?)", [r[:5] for r in self.gather_rows])
+        self.db.executemany("INSERT OR IGNORE INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
+            (self.wid, orjson.dumps(enc).decode(), k, self.changed[k].tobytes(), self.moved[k].tobytes(),
+             self.story[k].tobytes(), orjson.dumps(self.gathered.get(k, [])).decode(),
+             self.executed.get(k, array("i")).tobytes())
+            for k, enc in enumerate(self.encoded)))
 
 
 def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> str:
@@ -793,6 +855,8 @@ class IndexedWorker:
         self.db = index.db
         #: keyframe step -> (rows, counters), the last few decoded
         self._frames: dict[int, tuple[dict, dict]] = {}
+        #: first step -> a block of changes, the last few decoded (never changed)
+        self._blocks: dict[int, list] = {}
 
     @property
     def ended(self) -> bool:
@@ -834,13 +898,49 @@ class IndexedWorker:
                               (self.wid, t)).fetchone()
         return row[0] or 0
 
+    def key_row(self, key: Any) -> Optional[tuple]:
+        """What the index keeps of ``key`` (None: the worker never named it):
+        its kid, the steps its row changed, it moved, its story has a line
+        (arrays), its gathers ``[[step, peer]…]``, its executes (array)."""
+        row = self.db.execute("SELECT kid, changed, moved, story, gathers, executes FROM keys"
+                              " WHERE wid = ? AND key = ?", (self.wid, _ktext(key))).fetchone()
+        if row is None:
+            return None
+        kid, changed, moved, story, gathers, executes = row
+        return kid, _steps(changed), _steps(moved), _steps(story), orjson.loads(gathers), _steps(executes)
+
     def task_at(self, key: Any, step: int) -> Optional[list]:
         """The row of ``key`` after ``step`` (None if the worker had no such task):
-        every change of a row is in ``tasks``."""
-        row = self.db.execute(
-            "SELECT row FROM tasks WHERE wid = ? AND key = ? AND step <= ? ORDER BY step DESC LIMIT 1",
-            (self.wid, _ktext(key), step)).fetchone()
-        return None if row is None or row[0] is None else orjson.loads(row[0])
+        every change of a row is in ``changes``."""
+        found = self.key_row(key)
+        if found is None:
+            return None
+        kid, changed = found[0], found[1]
+        i = bisect_right(changed, step)
+        if i == 0:
+            return None
+        at = changed[i - 1]
+        for _, tasks, _ in self._changes(at - 1, at):
+            for k, _, _, row in tasks:
+                if k == kid:
+                    return row
+        raise AssertionError(f"index of {self.address}: no change of kid {kid} at step {at}")
+
+    def _changes(self, after: int, until: int) -> Iterator[list]:
+        """The changes of the steps in (``after``, ``until``], in order:
+        ``[step, [[kid, key, moved, row or None]…], counters change or None]``."""
+        for (first,) in self.db.execute("SELECT first FROM changes WHERE wid = ? AND first > ? AND first <= ?"
+                                        " ORDER BY first", (self.wid, after // CHANGES * CHANGES, until)):
+            block = self._blocks.get(first)
+            if block is None:
+                (data,) = self.db.execute("SELECT data FROM changes WHERE wid = ? AND first = ?",
+                                          (self.wid, first)).fetchone()
+                block = self._blocks[first] = orjson.loads(zlib.decompress(data))
+                while len(self._blocks) > 16:
+                    del self._blocks[next(iter(self._blocks))]
+            for entry in block:
+                if after < entry[0] <= until:
+                    yield entry
 
     def _step_row(self, step: int) -> tuple[str, Optional[float]]:
         if step == 0:
@@ -876,25 +976,18 @@ class IndexedWorker:
 
     def frozen(self, step: int) -> FrozenReplayer:
         """The stand-in ``WorkerState`` at ``step``."""
-        db, wid = self.db, self.wid
         since, frame_rows, frame_counters = self._keyframe(step)
         # copies: the cached keyframe stays as it was (rows themselves are never changed)
         rows = dict(frame_rows)
         counters = dict(frame_counters)
-        for key, row in db.execute(
-            "SELECT key, row FROM tasks WHERE wid = ? AND step > ? AND step <= ? ORDER BY step",
-            (wid, since, step),
-        ):
-            k = _kparse(key)
-            if row is None:
-                rows.pop(k, None)
-            else:
-                rows[k] = orjson.loads(row)
-        for (data,) in db.execute(
-            "SELECT data FROM workers_at WHERE wid = ? AND step > ? AND step <= ? ORDER BY step",
-            (wid, since, step),
-        ):
-            apply_change(counters, orjson.loads(data))
+        for _, tasks, change in self._changes(since, step):
+            for _, key, _, row in tasks:
+                if row is None:
+                    rows.pop(decode_key(key), None)
+                else:
+                    rows[decode_key(key)] = row
+            if change is not None:
+                apply_change(counters, change)
         sid, handled = self._step_row(step)
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), step, sid, handled)
 
@@ -981,22 +1074,19 @@ class IndexedWorker:
 
     def key_story(self, stop: int, *keys: Any) -> Any:
         stop, note = self._reach(stop)
-        texts = [_ktext(k) for k in keys]
-        q = ",".join("?" * len(texts))
-        steps = [s for (s,) in self.db.execute(
-            f"SELECT DISTINCT step FROM postings WHERE wid = ? AND key IN ({q}) AND step <= ? ORDER BY step",
-            (self.wid, *texts, stop))]
-        wanted = {orjson.dumps(encode_key(k)) for k in keys}
+        found = [f for f in map(self.key_row, keys) if f is not None]
+        wanted = {f[0] for f in found}
+        steps = sorted({s for f in found for s in f[3][:bisect_right(f[3], stop)]})
         times = self._handled(steps)
         lines = []
         for step, step_lines in self._lines(steps):
             handled, sid = times[step]
             for kind, text, data, named in step_lines:
-                if any(orjson.dumps(k) in wanted for k in named):
+                if not wanted.isdisjoint(named):
                     lines.append(StoryLine(step, handled, self.address, sid, kind, text, data))
         if not lines:
             known = {_kparse(k) for (k,) in self.db.execute(
-                "SELECT DISTINCT key FROM postings WHERE wid = ?", (self.wid,))}
+                "SELECT key FROM keys WHERE wid = ? AND length(story) > 0", (self.wid,))}
             raise NotFound(no_such_key(set(keys), known, self.address))
         about = ", ".join(sorted(key_text(k) for k in keys))
         return Story(about, lines, self._start(), keys=sorted(keys, key=sort_key), note=note)
@@ -1050,6 +1140,13 @@ class IndexedWorker:
         )
 
 
+def _steps(packed: bytes) -> array:
+    """A packed array of steps (ascending), as the writer wrote it."""
+    out = array("i")
+    out.frombytes(packed)
+    return out
+
+
 def apply_change(counters: dict, change: dict) -> None:
     """One ``workers_at`` row onto the counters after the step before it
     (containers' member sets are replaced, never changed in place: a cached
@@ -1087,20 +1184,22 @@ class _Moments:
         self.w, self.step, self.what = worker, step, what
 
     def get(self, key: Any, default: Any = None) -> Any:
-        w, k = self.w, _ktext(key)
-        if self.what == "changed":
-            row = w.db.execute(
-                "SELECT t.step, s.handled, s.stimulus_id FROM tasks t JOIN steps s ON s.wid = t.wid AND s.step = t.step"
-                " WHERE t.wid = ? AND t.key = ? AND t.step <= ? AND t.changed = 1 ORDER BY t.step DESC LIMIT 1",
-                (w.wid, k, self.step)).fetchone()
-            return default if row is None else (Moment(row[0], row[1]), row[2])
-        row = w.db.execute(
-            "SELECT r.step, s.handled, r.peer FROM requests r JOIN steps s ON s.wid = r.wid AND s.step = r.step"
-            " WHERE r.wid = ? AND r.key = ? AND r.kind = ? AND r.step <= ? ORDER BY r.step DESC LIMIT 1",
-            (w.wid, k, self.what, self.step)).fetchone()
-        if row is None:
+        w = self.w
+        found = w.key_row(key)
+        if found is None:
             return default
-        return (Moment(row[0], row[1]), row[2]) if self.what == "gather" else Moment(row[0], row[1])
+        if self.what == "gather":
+            gathers = [g for g in found[4] if g[0] <= self.step]
+            if not gathers:
+                return default
+            step, peer = gathers[-1]
+            return Moment(step, w._step_row(step)[1]), peer
+        steps = found[2] if self.what == "changed" else found[5]
+        i = bisect_right(steps, self.step)
+        if i == 0:
+            return default
+        sid, handled = w._step_row(steps[i - 1])
+        return (Moment(steps[i - 1], handled), sid) if self.what == "changed" else Moment(steps[i - 1], handled)
 
 
 class IndexTracker:
