@@ -1044,6 +1044,10 @@ def step(
             break
     stepper = Stepper(history, worker, validate=validate, budget_mb=memory,
                       progress=lambda wh: progress_bar(f"replaying {wh.address}", wh.events))
+    if not print_ and log != "-" and os.environ.get("REPLAY_INDEX", "auto") in ("auto", "later") \
+            and stepper.indexed() is None:
+        # far jumps answer from the index once it is written: the stepper looks for it again
+        index_in_background(log)
     try:
         if not print_:  # the UI moves between workers: every first pass now, not under the screen
             for i in range(len(history.workers)):

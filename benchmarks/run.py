@@ -74,7 +74,7 @@ def rows(events: int, quick: bool) -> list[Row]:
     def index_build():
         m = isolated("index", f"measure_build({simulated_log(events)!r})")
         index_facts.update(m)
-        return (f"{m['ratio']:.2f}x ({m['index_s']:.0f} vs {m['bare_s']:.0f} s); size {m['size_ratio']:.2f}x "
+        return (f"{m['ratio']:.2f}x ({m['index_s']:.0f} vs {m['bare_s']:.0f} s), CPU {m['cpu_ratio']:.2f}x; size {m['size_ratio']:.2f}x "
                 f"the log; RSS +{m['rss_growth_mb']:.0f} MB"), m["ratio"] <= 1.3
 
     def index_size():

@@ -93,7 +93,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 15
+VERSION = 16
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -119,7 +119,6 @@ CREATE TABLE gathers (wid INTEGER, issued INTEGER, answered INTEGER, peer TEXT, 
 # built after the bulk insert: cheaper than keeping them up to date
 _INDEXES = """
 CREATE INDEX steps_by_stimulus ON steps (wid, stimulus_id, step);
-CREATE INDEX steps_by_cls ON steps (wid, cls, step);
 CREATE INDEX steps_by_time ON steps (wid, handled);
 CREATE INDEX gathers_by_step ON gathers (wid, issued);
 """
@@ -515,6 +514,8 @@ class _Writer:
         #: this block's changed steps: [step, [[kid, key, moved, row or None]…], counters change or None]
         self.change_block: list = []
         self.steps: list[tuple] = []
+        #: [step, handled, class] of every PauseEvent and UnpauseEvent
+        self.pauses: list[list] = []
 
     def kid(self, key: Any) -> int:
         kid = self.kids.get(key)
@@ -550,7 +551,10 @@ class _Writer:
                 tag[2] = step
                 answered = tag[5]
             text = event_text(ev)
-            self.steps.append((wid, step, handled, sid, type(ev).__name__))
+            cls = type(ev).__name__
+            self.steps.append((wid, step, handled, sid, cls))
+            if cls in ("PauseEvent", "UnpauseEvent"):
+                self.pauses.append([step, handled, cls])
             touched = set(named) | set(answered)
             lines = [["event", text, {"event": s.record["event"]}, [kid(k) for k in touched]]]
             for entry in s.log:
@@ -726,7 +730,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                 "first_handled": wlog.first_handled, "last_handled": wlog.last_handled,
                 "ended": wlog.ended, "end_reason": wlog.end_reason, "warnings": list(r.warnings),
                 "crash": crash, "crash_step": crash_step, "invariant": invariant, "reached": w.tracker.now.step,
-                "departed": departure(r.departed),
+                "departed": departure(r.departed), "pauses": w.pauses,
                 "raised": [{**r.to_json(), "key": None if r.key is None else encode_key(r.key)}
                            for r in w.tracker.raised],
             }
@@ -1215,8 +1219,8 @@ class IndexTracker:
         self.execute = _Moments(worker, step, "execute")
         _, handled = worker._step_row(step)
         self.now = Moment(step, handled)
-        row = worker.db.execute(
-            "SELECT step, handled, cls FROM steps WHERE wid = ? AND step <= ? AND cls IN ('PauseEvent', 'UnpauseEvent')"
-            " ORDER BY step DESC LIMIT 1", (worker.wid, step)).fetchone()
-        self.paused = Moment(row[0], row[1]) if row is not None and row[2] == "PauseEvent" else None
+        # the last pause or unpause by then (the index keeps them in the worker's row)
+        pauses = worker.info["pauses"]
+        i = bisect_right(pauses, step, key=lambda p: p[0])
+        self.paused = Moment(*pauses[i - 1][:2]) if i and pauses[i - 1][2] == "PauseEvent" else None
         self.raised = worker.raised(step)

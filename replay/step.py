@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import bisect
 import difflib
+import time
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -317,6 +318,8 @@ def _unfinished(replayer: Any) -> int:
 #: from how many steps of replay a view comes from the index instead (when
 #: current): a fresh fork replays ~80 µs a step, the index answers in ~100-300 ms
 FAR = 3000
+#: seconds between two looks for an index that was not current
+LOOK_AGAIN = 1.0
 
 
 class Stepper:
@@ -343,6 +346,9 @@ class Stepper:
         self.left: dict[int, tuple[Optional[float], int]] = {}
         #: the log's index, once looked for (False: not yet; None: none current)
         self._index: Any = False
+        #: when to look again for an index that was not current (one being
+        #: written in the background may be done by then)
+        self._look_again = 0.0
         self.pos = 0
         if worker is None:
             # no worker named: the first one whose log ends with a task not
@@ -483,10 +489,14 @@ class Stepper:
 
     def indexed(self) -> Any:
         """The current worker in the log's index, if the log has a current one."""
+        if self._index is None and time.monotonic() >= self._look_again:
+            self._index = False
         if self._index is False:
             from replay.index import Index
 
             self._index = Index.open(self.history.path) if self.history.path != "<stdin>" else None
+            if self._index is None:
+                self._look_again = time.monotonic() + LOOK_AGAIN
         return None if self._index is None else self._index.workers[self.index]
 
     def far(self) -> bool:

@@ -268,3 +268,22 @@ def test_an_unknown_index_mode_is_bad_input(tmp_path, cli_run, monkeypatch):
     monkeypatch.setenv("REPLAY_INDEX", "sometimes")
     code, _, err = cli_run(["load", os.path.join(ROOT, "fixtures", "stuck-6705.jsonl")])
     assert code == 2 and "REPLAY_INDEX='sometimes'" in err
+
+
+def test_the_stepper_takes_an_index_written_after_it_opened(tmp_path, monkeypatch):
+    from replay.step import Stepper
+
+    log = str(tmp_path / "stuck.jsonl")
+    shutil.copy(os.path.join(ROOT, "fixtures", "stuck-6705.jsonl"), log)
+    monkeypatch.setattr("replay.step.LOOK_AGAIN", 3600.0)
+    s = Stepper(replay.open(log))
+    try:
+        assert s.indexed() is None
+        build(replay.open(log))  # as the background indexer does
+        assert s.indexed() is None  # not looked for again yet
+        monkeypatch.setattr("replay.step.LOOK_AGAIN", 0.0)
+        s._look_again = 0.0
+        iw = s.indexed()
+        assert iw is not None and iw.address == s.wh.address
+    finally:
+        s.close()
