@@ -247,7 +247,9 @@ def index_in_background(log: LogName) -> Optional[int]:
         return None
     files = list(log) if isinstance(log, tuple) else [log]
     os.makedirs(os.path.dirname(lock), exist_ok=True)
-    p = subprocess.Popen([sys.executable, "-m", "cli", "index", *files], stdin=subprocess.DEVNULL,
+    # the installed command line, never a cli.py of the current directory
+    code = "import sys; sys.path[:] = [p for p in sys.path if p]; import cli; cli.main()"
+    p = subprocess.Popen([sys.executable, "-c", code, "index", *files], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     with open(lock, "w") as f:
         f.write(str(p.pid))
