@@ -598,7 +598,7 @@ class _Writer:
             if tasks or counters:
                 self.change_block.append([step, tasks, counters])
             if step % CHANGES == 0:
-                self._write_changes(step + 1)
+                self._write_changes()
             if step % KEYFRAME == 0:
                 self._keyframe(step)
         if len(self.steps) >= 10_000:
@@ -616,8 +616,9 @@ class _Writer:
             self.block_first += len(self.block)
             self.block = []
 
-    def _write_changes(self, following: int) -> None:
-        """The changes of the steps before ``following``, as one block."""
+    def _write_changes(self) -> None:
+        """The changes since the last block, as one block (its steps are one
+        run of :data:`CHANGES`: it is written at each multiple)."""
         if self.change_block:
             first = (self.change_block[0][0] - 1) // CHANGES * CHANGES + 1
             self.db.execute("INSERT INTO changes VALUES (?, ?, ?)",
@@ -680,7 +681,7 @@ class _Writer:
 
     def close(self) -> None:
         self._write_block()
-        self._write_changes(0)
+        self._write_changes()
         self.flush()
         self.db.executemany("INSERT INTO gathers VALUES (?, ?, ?, ?, ?)", [r[:5] for r in self.gather_rows])
         self.db.executemany("INSERT OR IGNORE INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
