@@ -133,9 +133,10 @@ def rows(events: int, quick: bool) -> list[Row]:
     def report():
         m = isolated("report", f"measure({simulated_log(events)!r}, repeats={1 if quick else 3})")
         render = m.get("render_s")
-        figure = (f"{m['page_bytes'] / 1e6:.1f} MB, render {'n/a (no chromium)' if render is None else f'{render:.2f} s'}; "
-                  f"data {m['ratio']:.2f}x a bare replay ({m['bars']} bars, {m['counted']} in "
-                  f"{m['columns']} columns of {m['bucket_ms']:.1f} ms)")
+        shown = 'n/a (no chromium)' if render is None else f"{render:.2f} s ({m['render_cpu_s']:.2f} s CPU)"
+        figure = (f"{m['page_bytes'] / 1e6:.1f} MB, render {shown} beyond an empty page's; "
+                  f"data {m['ratio']:.2f}x a bare replay ({m['cpu_ratio']:.2f}x CPU; {m['bars']} bars, "
+                  f"{m['counted']} in {m['columns']} columns of {m['bucket_ms']:.1f} ms)")
         return figure, m["page_bytes"] <= 20e6 and render is not None and render <= 3
 
     return [

@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 from bokeh.core.templates import get_env
+from bokeh.document import Document
 from bokeh.embed import file_html
+from bokeh.events import DocumentReady
 from bokeh.layouts import column
 from bokeh.models import (
     BoxAnnotation,
     ColumnDataSource,
     CustomJS,
-    Div,
     FactorRange,
     HoverTool,
     Label,
@@ -85,8 +86,19 @@ while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (steps[mid] <= v) lo = mid;
 for (const m of markers) m.location = times[lo];
 const parts = [];
 for (const s of states) { const n = src.data[s][lo]; if (n) parts.push(s + " " + n); }
-div.text = "step " + v + ": as of step " + steps[lo] + " (" + times[lo].toFixed(3) + " s), "
+const at = document.getElementById(anchor);
+if (at) at.textContent = "step " + v + ": as of step " + steps[lo] + " (" + times[lo].toFixed(3) + " s), "
   + (parts.length ? parts.join(", ") : "no tasks");
+"""
+
+#: ``report.html#w0=600&w2=35`` opens with worker 0's slider at step 600, worker 2's at 35
+HASH_JS = """
+const asked = new URLSearchParams(location.hash.slice(1));
+for (let i = 0; i < names.length; i++) {
+  const v = asked.get(names[i]);
+  if (v === null || isNaN(Number(v))) continue;
+  sliders[i].value = Math.max(sliders[i].start, Math.min(sliders[i].end, Math.round(Number(v))));
+}
 """
 
 #: opens the clicked unfinished task's story in the table
@@ -124,6 +136,7 @@ details pre { background: #f4f4f4; padding: .3em; max-height: 30em; overflow: au
 {% for w in workers %}
 {{ w.heading }}
 {{ embed(docs[0].roots[loop.index0 + 1]) }}
+{{ w.at }}
 {{ w.table }}
 {% endfor %}
 {% endblock %}
@@ -135,12 +148,20 @@ def page(report: Report) -> str:
     # a little room past the last step: what is still open there stays visible
     end = max(report.span, 1e-6) * (1 + 2 * OPEN_COLUMNS / report.width)
     x_range = Range1d(0, end, bounds=(-end * 0.01, None))
-    plots = [_overview_plot(report, x_range)] + [_worker_plots(report, i, w, x_range)
-                                                 for i, w in enumerate(report.workers)]
-    workers = [{"heading": Markup(_heading(report, w)), "table": Markup(_unfinished_table(report, i, w))}
-               for i, w in enumerate(report.workers)]
+    doc = Document()
+    doc.add_root(_overview_plot(report, x_range))
+    sliders = {}
+    for i, w in enumerate(report.workers):
+        root, slider = _worker_plots(report, i, w, x_range)
+        doc.add_root(root)
+        if slider is not None:
+            sliders[f"w{i}"] = slider
+    doc.js_on_event(DocumentReady, CustomJS(args={"names": list(sliders), "sliders": list(sliders.values())},
+                                            code=HASH_JS))
+    workers = [{"heading": Markup(_heading(report, w)), "at": Markup(_at(i, w)),
+                "table": Markup(_unfinished_table(report, i, w))} for i, w in enumerate(report.workers)]
     title = f"dask-replay report: {report.path}"
-    return file_html(plots, resources=INLINE, title=title, template=TEMPLATE,
+    return file_html(doc, resources=INLINE, title=title, template=TEMPLATE,
                      template_variables={"header": Markup(_header(report)), "workers": workers,
                                          "links": Markup(_links_list(report))})
 
@@ -334,25 +355,35 @@ def _row(kind: str, lane: int) -> str:
     return f"{'thread' if kind == 'execute' else 'transfer'} {lane + 1}"
 
 
-def _worker_plots(report: Report, index: int, w: WorkerStream, x_range: Range1d) -> Any:
-    """The worker's stream, its task counts by state, and the step slider moving a marker over both."""
-    stream, marker = _stream_plot(report, index, w, x_range)
+def _at_anchor(index: int) -> str:
+    return f"at-{index}"
+
+
+def _at(index: int, w: WorkerStream) -> str:
+    """Plain HTML under the slider: the step it is at and the task counts there."""
     if not w.counts.steps:
-        return column(stream)
-    counts, counts_marker, source = _counts_plot(report, w, x_range)
+        return ""
     last = len(w.counts.steps) - 1
     now = ", ".join(f"{s} {n}" for s, n in w.counts.at(last).items()) or "no tasks"
-    div = Div(text=f"step {w.stop_step}: as of step {w.counts.steps[last]} ({w.counts.times[last]:.3f} s), {now}",
-              width=report.width)
-    parts = [stream, counts]
-    if w.stop_step > 1:
-        slider = Slider(start=1, end=w.stop_step, value=w.stop_step, step=1, title=f"{w.address}: step",
-                        width=report.width)
-        slider.js_on_change("value", CustomJS(args={"src": source, "markers": [marker, counts_marker],
-                                                    "states": w.counts.states, "div": div}, code=SLIDER_JS))
-        parts.append(slider)
-    parts.append(div)
-    return column(*parts)
+    return (f"<p class=\"at\" id=\"{_at_anchor(index)}\">step {w.stop_step}: as of step {w.counts.steps[last]} "
+            f"({w.counts.times[last]:.3f} s), {_esc(now)}</p>\n")
+
+
+def _worker_plots(report: Report, index: int, w: WorkerStream, x_range: Range1d) -> tuple[Any, Any]:
+    """The worker's stream, its task counts by state, and the step slider
+    moving a marker over both (None: nothing to slide over)."""
+    stream, marker = _stream_plot(report, index, w, x_range)
+    if not w.counts.steps:
+        return column(stream), None
+    counts, counts_marker, source = _counts_plot(report, w, x_range)
+    if w.stop_step <= 1:
+        return column(stream, counts), None
+    slider = Slider(start=1, end=w.stop_step, value=w.stop_step, step=1, title=f"{w.address}: step",
+                    width=report.width)
+    slider.js_on_change("value", CustomJS(args={"src": source, "markers": [marker, counts_marker],
+                                                "states": w.counts.states, "anchor": _at_anchor(index)},
+                                          code=SLIDER_JS))
+    return column(stream, counts, slider), slider
 
 
 def _stream_plot(report: Report, index: int, w: WorkerStream, x_range: Range1d) -> tuple[Any, Span]:
@@ -410,6 +441,7 @@ def _counts_plot(report: Report, w: WorkerStream, x_range: Range1d) -> tuple[Any
         data[f"{state} lo"], data[f"{state} hi"] = below, below + counts
         below = below + counts
     source = ColumnDataSource(data)
+    p.y_range = Range1d(0, max(1.0, float(below.max(initial=0)) * 1.1))  # stacked: the total is the top
     for state in c.states:
         p.varea_step(x="time", y1=f"{state} lo", y2=f"{state} hi", step_mode="after", source=source,
                      fill_color=STATE_COLOURS.get(state, OTHER_STATE_COLOUR), legend_label=state)

@@ -508,10 +508,33 @@ def test_a_fresh_cluster_run_in_headless_chromium(fresh_run, cli_run, tmp_path):
     assert f'<td class="why">{why_y}</td>' in dom
     assert "victim" in "".join(re.findall(r'<li class="disagreement">(.*?)</li>', dom))
     shot = str(tmp_path / "r.png")
-    _browse(out, f"--screenshot={shot}", "--window-size=1400,1000", folder=str(tmp_path))
+    _browse(out, f"--screenshot={shot}", "--window-size=1450,2400", folder=str(tmp_path))
     colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
     assert len(colours) > 50, "a blank or text-only page"
-    # the canvases drew: x's open transfer in the unfinished colour, tasks in memory in the counts
+    # the canvases drew: x's open transfer in the unfinished colour; x, held in memory on a from the
+    # start, fills a's counts over the run
     pixels = {c: n for n, c in colours}
     assert pixels.get(_rgb(UNFINISHED_COLOUR), 0) > 20
-    assert pixels.get(_rgb(STATE_COLOURS["memory"]), 0) > 100
+    assert pixels.get(_rgb(STATE_COLOURS["memory"]), 0) > 1000
+
+
+def test_the_step_slider_in_headless_chromium(cli_run, copied, fixture_path, tmp_path):
+    """The page opened at ``#w0=N&w2=M`` moves those sliders (their script runs
+    in the browser): the counts it shows are the index's at the step it names."""
+    log = copied(fixture_path("cluster-log.jsonl.gz"))
+    out = str(tmp_path / "r.html")
+    _page(cli_run, log, out)
+    source = open_source(log, history=lambda: replay.open(log))
+    asked = {0: 600, 2: 35}
+    dom = _browse(out + "#" + "&".join(f"w{i}={n}" for i, n in asked.items()), "--dump-dom", folder=str(tmp_path))
+    shown = dict(re.findall(r'<p class="at" id="at-(\d+)">(.*?)</p>', dom))
+    assert len(shown) == len(source.workers)
+    for i, w in enumerate(source.workers):
+        m = re.fullmatch(r"step (\d+): as of step (\d+) \(([\d.]+) s\), (.*)", html.unescape(shown[str(i)]))
+        assert m, shown[str(i)]
+        step, sample = int(m[1]), int(m[2])
+        assert step == asked.get(i, w.events) and sample <= step
+        counts = {} if m[4] == "no tasks" else {s: int(n) for s, n in (p.rsplit(" ", 1) for p in m[4].split(", "))}
+        assert counts == {s: n for s, n in w.state(sample).task_states.items() if n and s != "forgotten"}
+        # the last sample at or before the step: no call of the worker ended between them
+        assert not [s for s in range(sample + 1, step + 1) if w.step_times()[s - 1] != w.step_times()[sample - 1]]
