@@ -409,29 +409,29 @@ def build(history: Any, source: Any, workers: Any = (), *, width: int = PLOT_WID
     end = stop if stop is not None else (max(lasts) if lasts else None)
     span = (end - origin) if origin is not None and end is not None else 0.0
     bucket = max(span, 1e-9) / width
-    report = Report(history.path, source.kind, origin, span, bucket, width, start=start, stop=stop)
+    report = Report(history.path, "", origin, span, bucket, width, start=start, stop=stop)
+    steps = {wh.address: wh.events if stop is None else source.worker(wh.address).step_at_time(stop)
+             for wh in chosen}
+
+    def column(t: float) -> int:
+        return int((t - (origin or 0.0)) / bucket)
+
+    # the replays first, then the source's answers (a short log: the counts after every call)
+    walks = [walk_worker(wh, steps[wh.address], sample=column if wh.events > 2 * width else None) for wh in chosen]
+    report.source = source.kind
     report.scheduler = source.scheduler_log is not None
-    steps: dict[str, int] = {}
-    for wh in chosen:
-        answers = source.worker(wh.address)
-        steps[wh.address] = wh.events if stop is None else answers.step_at_time(stop)
-        report.workers.append(_stream(wh, answers, report, steps[wh.address]))
+    for wh, walked in zip(chosen, walks):
+        report.workers.append(_stream(wh, source.worker(wh.address), report, steps[wh.address], walked))
     report.links = _links(report, source, steps)
     return report
 
 
-def _stream(wh: Any, answers: Any, report: Report, stop_step: int) -> WorkerStream:
+def _stream(wh: Any, answers: Any, report: Report, stop_step: int, walked: Walked) -> WorkerStream:
     origin = report.origin or 0.0
     window_start = 0.0 if report.start is None else report.start - origin
 
     def rel(t: Optional[float]) -> float:
         return 0.0 if t is None else t - origin
-
-    def column(t: float) -> int:
-        return int(rel(t) / report.bucket)
-
-    # a short log: the counts after every call; else after each column's last
-    walked = walk_worker(wh, stop_step, sample=column if wh.events > 2 * report.width else None)
     spans = [s for s in walked.spans if rel(s[2]) >= window_start]  # what ended before the window is not shown
     laned, lanes = give_lanes(spans)
     bars: list[Bar] = []
