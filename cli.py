@@ -643,8 +643,9 @@ def report(
                                       help="Only this worker: address, unique part of one, or index (repeatable)."),
     json: bool = typer.Option(False, "--json", help="Print the data the page draws as one JSON object instead."),
     start: Optional[str] = typer.Option(None, "--from", metavar="TIME",
-                                        help="Show from this recorded time: seconds since the epoch, or +S "
-                                             "seconds since the recording's first record."),
+                                        help="Show from this recorded time: seconds since the epoch, +S "
+                                             "seconds since the recording's first record, or a stimulus id "
+                                             "(when the last step carrying it was handled)."),
     stop: Optional[str] = typer.Option(None, "--to", metavar="TIME",
                                        help="Show up to this recorded time (same forms): what is not finished "
                                             "is what was not finished then."),
@@ -665,7 +666,7 @@ def report(
             merge_logs([log], path, warn=lambda w: err.print(render.safe(f"warning: {w}")))
         history = open_history(path)
         source = open_source(path, history=lambda: history, progress=progress_bar, index_progress=index_progress)
-        window = {name: None if text is None else parse_time(text, source.scheduler_log, source.workers, option)
+        window = {name: None if text is None else _report_time(text, source, option)
                   for name, option, text in (("start", "--from", start), ("stop", "--to", stop))}
         data = build(history, source, workers, **window)
         if path != log:  # the page's commands name the cluster log `merge` writes
@@ -681,6 +682,27 @@ def report(
         raise BadInput(f"{output}: cannot write: {e.strerror}") from None
     err.print(render.safe(f"{output}: {len(data.workers)} worker{'s' if len(data.workers) != 1 else ''}, "
                           f"{len(text.encode()):,} bytes"))
+
+
+def _report_time(text: str, source: Any, option: str) -> float:
+    """A time (:func:`parse_time`), or a stimulus id: when the last step carrying it was handled."""
+    try:
+        float(text)
+    except ValueError:
+        if not text.startswith("+"):
+            times = []
+            for w in source.workers:
+                try:
+                    step = w.position(text)
+                except BadInput:  # not this worker's
+                    continue
+                if step and w.step_times()[step - 1] is not None:
+                    times.append(w.step_times()[step - 1])
+            if not times:
+                raise BadInput(f"{option}: not a time (seconds since the epoch, or +S) nor a stimulus id "
+                               f"of any worker: {text!r}") from None
+            return max(times)
+    return parse_time(text, source.scheduler_log, source.workers, option)
 
 
 @app.command()

@@ -389,7 +389,13 @@ def test_window_options(cli_run, copied, fixture_path, tmp_path):
     data = orjson.loads(out)
     first = min(w.wlog.first_handled for w in replay.open(path).workers)
     assert data["start"] == first and data["stop"] == pytest.approx(first + 0.0001)
-    for args, words in ((["--from", "soon"], "--from: not a time"), (["--from", "+1", "--to", "+0"], "before"),
+    # a stimulus id is the time its last step was handled
+    recs = [r for recs in _steps(path).values() for r in recs]
+    sid = recs[0]["event"]["stimulus_id"]
+    code, out, err = cli_run(["report", path, "--json", "--to", sid])
+    assert code == 0, err
+    assert orjson.loads(out)["stop"] == max(r["handled"] for r in recs if r["event"]["stimulus_id"] == sid)
+    for args, words in ((["--from", "soon"], "--from: not a time (seconds since the epoch, or +S) nor a stimulus id"), (["--from", "+1", "--to", "+0"], "before"),
                         (["--from", "+1000"], "nothing recorded")):
         code, out, err = cli_run(["report", path, "-o", tmp_path / "r.html", *args])
         assert code == 2 and words in err and "Traceback" not in err, err
@@ -538,3 +544,22 @@ def test_the_step_slider_in_headless_chromium(cli_run, copied, fixture_path, tmp
         assert counts == {s: n for s, n in w.state(sample).task_states.items() if n and s != "forgotten"}
         # the last sample at or before the step: no call of the worker ended between them
         assert not [s for s in range(sample + 1, step + 1) if w.step_times()[s - 1] != w.step_times()[sample - 1]]
+
+
+def test_links_are_the_disagreements_a_replay_finds(shipped_fixture, copied, monkeypatch):
+    """Between workers, at each one's last step: the report (asking the index)
+    draws what ``find`` says when every worker is replayed."""
+    path = copied(shipped_fixture)
+    report, _ = _report(path)
+    monkeypatch.setenv(INDEX_ENV, "off")
+    replayed = open_source(path, history=lambda: replay.open(path))
+    found = replayed.disagreements({w.address: w.events for w in replayed.workers})
+    between = [link for link in report.links if link.kind == "between workers"]
+    assert [(link.worker, link.peer, link.key, link.text) for link in between] == \
+        [(f.worker, f.peer, f.key, f.text()) for f in found if hasattr(f, "peer")]
+    by_address = {w.address: w for w in report.workers}
+    for link in between:  # drawn from the worker's last step to the peer's step at that time
+        assert link.time == by_address[link.worker].last
+        assert link.peer_time <= link.time + 1e-9 or by_address[link.peer].last < link.time
+    if "stuck-flight" in shipped_fixture:  # b waits on x from a, whose log ended
+        assert [link.key for link in between] == ["x"]
