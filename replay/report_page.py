@@ -28,7 +28,6 @@ from bokeh.embed import file_html
 from bokeh.events import DocumentReady
 from bokeh.layouts import column
 from bokeh.models import (
-    BoxAnnotation,
     ColumnDataSource,
     CustomJS,
     FactorRange,
@@ -395,9 +394,13 @@ def _stream_plot(report: Report, index: int, w: WorkerStream, x_range: Range1d) 
         x_axis_label="recorded time (s)", toolbar_location="above", min_border_left=LEFT,
     )
     p.ygrid.grid_line_color = None
-    for ps in w.paused:  # behind the bars: the worker started nothing new then
-        p.add_layout(BoxAnnotation(left=ps.start, right=max(ps.stop, ps.start + report.bucket),
-                                   fill_color=PAUSED_COLOUR, fill_alpha=0.25, level="underlay"))
+    if w.paused:  # behind the bars, the whole height: the worker started nothing new then
+        # one glyph for every span (an annotation each costs the browser far more on a long run);
+        # a categorical axis puts its rows at 0..len(rows)
+        p.quad(left=[ps.start for ps in w.paused],
+               right=[max(ps.stop, ps.start + report.bucket) for ps in w.paused],
+               bottom=0, top=len(rows), fill_color=PAUSED_COLOUR, fill_alpha=0.25, line_color=None,
+               level="underlay")
     bars = _bar_columns(report, w)
     drawn = p.hbar(y="row", left="start", right="stop", height=0.8, fill_color="colour", line_color="line",
                    line_width="line_width", source=ColumnDataSource(bars))
