@@ -327,7 +327,18 @@ def _overview_plot(report: Report, x_range: Range1d) -> Any:
                                 source=source)
         heads = p.scatter(x="x0", y="y0", marker="circle", size=9, fill_color=LINK_COLOUR, line_color=None,
                           source=source)
-        p.add_tools(HoverTool(renderers=[drawn_links, heads], tooltips=[("disagreement", "@what")]))
+        renderers = [drawn_links, heads]
+        lasting = [link for link in report.links if link.peer is None]
+        if lasting:  # the scheduler's: along the worker's lane, for as long as it lasted
+            ends = {w.address: w.last for w in report.workers}
+            spans = ColumnDataSource({
+                "row": [link.worker for link in lasting], "start": [link.time for link in lasting],
+                "stop": [max(link.resolved if link.resolved is not None else ends[link.worker],
+                             link.time + report.bucket) for link in lasting],
+                "what": [link.text for link in lasting]})
+            renderers.append(p.hbar(y="row", left="start", right="stop", height=0.15, fill_color=LINK_COLOUR,
+                                    fill_alpha=0.6, line_color=None, source=spans))
+        p.add_tools(HoverTool(renderers=renderers, tooltips=[("disagreement", "@what")]))
     return p
 
 
