@@ -357,7 +357,7 @@ def walk_worker(history: Any, stop: Optional[int] = None, *, sample: Any = None)
         last = history.wlog.first_handled or 0.0
     if pause is not None:
         out.paused.append((*pause, None, last))
-    still_open = [*requests.executing.values(), *(r for pending in requests.gathers.values() for r in pending)]
+    still_open = [*requests.executing.values(), *(r for queued in requests.gathers.values() for r in queued)]
     out.spans.extend((req, None, last, UNFINISHED) for req in still_open)
     out.spans.sort(key=lambda span: span[0][1])
     return out
