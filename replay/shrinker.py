@@ -55,7 +55,7 @@ Fingerprint = Optional[Hashable]
 #: events that answer an instruction: without the request that asked for
 #: them, they are messages about nothing (dask rejects them, as another bug)
 REPLIES = (wsm.GatherDepDoneEvent, wsm.ExecuteSuccessEvent, wsm.ExecuteFailureEvent,
-           wsm.RescheduleEvent, wsm.RetryBusyWorkerEvent)
+           wsm.RescheduleEvent, wsm.SecedeEvent, wsm.RetryBusyWorkerEvent)
 
 
 @dataclass(slots=True)
@@ -87,6 +87,12 @@ class Run:
     consumed: int = 0
     #: (given, fed instead) for each reply ``repair`` resized
     replaced: list = dataclasses.field(default_factory=list)
+    #: indexes of tasks told this worker alone holds a dependency it does not
+    #: (:func:`_without_lost_deps`), fed as they are
+    lost: list = dataclasses.field(default_factory=list)
+    #: with ``repair``: replies still waiting for their request when the run
+    #: stopped (never asked for, unless the run stopped early)
+    deferred: list = dataclasses.field(default_factory=list)
 
 
 #: a request's tag in :attr:`Run.open`: (issuing stimulus, keys asked for,
@@ -115,18 +121,28 @@ def replay_stimuli(
     so far, and stops the run by returning true. An exception stops it too,
     and is kept: for a candidate, a crash is an outcome like any other. With
     ``track``, a :class:`~replay.diagnosis.Tracker` follows the run, for
-    ``why``'s reasons. With ``repair`` (the ``id()`` of replies that may
-    answer nothing), a reply answering no request is left out and a transfer
-    reply takes the size its ``GatherDep`` asked for, as they come: the run is
-    the one of :attr:`Run.fed`, what was fed, and its indexes are ``fed``'s.
+    ``why``'s reasons.
+
+    With ``repair`` (the ``id()`` of stimuli kept as recorded: replies that
+    may answer nothing, tasks with a lost dependency in the original), the
+    world answers the candidate as it asks: a reply answering no request yet
+    waits until its request is issued and comes right after that call (a
+    deletion moved the request: on one thread, another task ran first); one
+    never asked for is left out; a transfer reply takes the size its
+    ``GatherDep`` asked for; a task's dependency that only this worker held,
+    and that it no longer knows, is dropped (:func:`_without_lost_deps`). The run is then the one of :attr:`Run.fed`,
+    what was fed, and its indexes are ``fed``'s.
     """
     r = Replayer(header, tap_log=track)
     run = Run(r.ws, None, -1, [], Tracker() if track else None)
     requests: OpenRequests[Tag] = run.open
     fed = run.fed
+    waiting = run.deferred  # replies whose request is not issued yet (repair)
     step = 0  # numbered as in the shrunk log: events only
-    for n, s in enumerate(stimuli):
-        run.consumed = n + 1
+
+    def feed(s: Stimulus) -> bool:
+        """Handle one stimulus; true when the run stops there."""
+        nonlocal step
         i = len(fed)
         if type(s) is Resources:
             run.stopped = i
@@ -137,8 +153,6 @@ def replay_stimuli(
         else:
             answered = requests.answered(s)
             if answered is None and isinstance(s, REPLIES):
-                if repair is not None and id(s) not in repair:
-                    continue  # a message about nothing: it goes
                 run.unsolicited.append(i)
             elif isinstance(s, wsm.GatherDepDoneEvent) and answered[2] != s.total_nbytes:
                 if repair is not None:
@@ -155,15 +169,58 @@ def replay_stimuli(
                 applied = r.apply(call)
             except ReplayError as crash:
                 run.exception = crash.__cause__
-                return run
+                return True
             run.instructions.append(applied.instructions)
             for inst in applied.instructions:
                 requests.issued(inst, (i, _request_keys(inst), getattr(inst, "total_nbytes", None)))
             if run.tracker is not None:
                 run.tracker.feed(applied)
-        if each is not None and each(i, run):
+        return each is not None and each(i, run)
+
+    def answer_waiting() -> bool:
+        """Feed the waiting replies whose request is now open, oldest first."""
+        while True:
+            j = next((j for j, w in enumerate(waiting) if requests.answers(w)), None)
+            if j is None:
+                return False
+            if feed(waiting.pop(j)):
+                return True
+
+    for n, s in enumerate(stimuli):
+        run.consumed = n + 1
+        if isinstance(s, wsm.ComputeTaskEvent) and s.who_has:
+            fixed = _without_lost_deps(r.ws, s)
+            if fixed is not s:
+                if repair is None or id(s) in repair:
+                    run.lost.append(len(fed))  # as recorded: kept
+                else:
+                    run.replaced.append((s, fixed))
+                    s = fixed
+        if (repair is not None and isinstance(s, REPLIES) and id(s) not in repair
+                and not requests.answers(s)):
+            waiting.append(s)
+            continue
+        if feed(s) or (waiting and answer_waiting()):
             break
     return run
+
+
+def _without_lost_deps(ws: wsm.WorkerState, ev: wsm.ComputeTaskEvent) -> wsm.ComputeTaskEvent:
+    """``ev`` without the dependencies it says this worker holds alone while
+    the worker does not know them: the stimuli that made them went with a
+    deletion, and no peer can send them (dask would wait for them forever)."""
+    lost = [d for d, holders in ev.who_has.items() if set(holders) <= {ws.address} and _nowhere(ws, d)]
+    if not lost:
+        return ev
+    return dataclasses.replace(ev, who_has={d: h for d, h in ev.who_has.items() if d not in lost},
+                               nbytes={d: n for d, n in ev.nbytes.items() if d not in lost})
+
+
+def _nowhere(ws: wsm.WorkerState, key: Any) -> bool:
+    """Does the worker not hold ``key``? (Told it does, dask drops a task it
+    is computing and looks for peers: there are none.)"""
+    ts = ws.tasks.get(key)
+    return ts is None or ts.state != "memory"
 
 
 # --- predicates ---------------------------------------------------------------
@@ -184,6 +241,11 @@ class Predicate:
     def keys(self) -> set:
         """The keys the bug is about, if known: the closure pass keeps these."""
         return set()
+
+    def subjects(self, run: Run) -> set:
+        """The keys the bug is about on ``run``, with those its state points
+        at (a stuck task's :func:`wait_subjects`): the closure pass keeps these."""
+        return self.keys()
 
     def rename(self, keys: dict) -> Predicate:
         """This predicate in a log whose keys were renamed by ``keys``."""
@@ -233,6 +295,10 @@ class StuckPredicate(Predicate):
     def keys(self) -> set:
         return {self.key}
 
+    def subjects(self, run: Run) -> set:
+        ts = run.ws.tasks.get(self.key)
+        return {self.key} | (set() if ts is None else wait_subjects(run.ws, ts))
+
     def rename(self, keys: dict) -> Predicate:
         return dataclasses.replace(self, key=keys.get(self.key, self.key))
 
@@ -275,6 +341,20 @@ def wait_evidence(run: Run, ts: wsm.TaskState) -> tuple:
     elif state in ("executing", "long-running"):
         evidence.append(ts.key in run.open.executing)
     return tuple(evidence)
+
+
+def wait_subjects(ws: wsm.WorkerState, ts: wsm.TaskState) -> set:
+    """The other tasks ``ts``'s wait is about: those holding the threads it
+    needs, those in flight from its holders, its dependencies not in memory."""
+    state = ts.previous if ts.state in ("cancelled", "resumed") else ts.state
+    if state in ("ready", "constrained"):
+        return {t.key for t in ws.executing}
+    if state in ("fetch", "flight", "missing"):
+        peers = set(ts.who_has) | ({ts.coming_from} if ts.coming_from else set())
+        return {k for w in peers for k in ws.in_flight_workers.get(w, ())}
+    if state == "waiting":
+        return {d.key for d in ts.dependencies if d.state != "memory"}
+    return set()
 
 
 @dataclass
@@ -547,9 +627,14 @@ class Shrinker:
         #: hash salts every candidate must also show the bug under
         #: (:func:`~replay.hashcheck.salted`); empty until hashing proved to matter
         self.salts: tuple[int, ...] = ()
-        #: ``id()`` of the replies in ``current`` that answer no request, as
-        #: they did in the original log: the only ones a candidate may hold
+        #: ``id()`` of the stimuli in ``current`` kept as recorded: replies that
+        #: answer no request, as they did in the original log (the only ones a
+        #: candidate may hold), and tasks told of a dependency lost there too
         self.unsolicited: set[int] = set()
+        #: what the original's replay told of ``current`` as given: each
+        #: stimulus's parent (:attr:`Run.parent`) and the predicate's
+        #: :meth:`~Predicate.subjects` (None: the closure pass replays to learn them)
+        self.known: Optional[tuple[list, set]] = None
         #: original key -> current name, original peer -> current address
         self.keys: dict = {}
         self.peers: dict = {}
@@ -599,7 +684,7 @@ class Shrinker:
         self.replays += 1
         run = replay_stimuli(self.header, candidate, repair=self.unsolicited)
         # a run stops at a crash: what it did not reach stays as it was
-        repaired = run.fed + candidate[run.consumed:]
+        repaired = run.fed + (run.deferred + candidate[run.consumed:] if run.consumed < len(candidate) else [])
         if len(repaired) >= len(self.current) or not self.holds(run, repaired):
             return None
         for old, new in run.replaced:
@@ -614,11 +699,16 @@ class Shrinker:
         self.changes += 1
         return True
 
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
+
     # --- the passes -----------------------------------------------------
 
     def shrink(self) -> None:
         """Run the passes to a fixed point."""
         self.keep_closure()
+        self.delete_prefix()
         self.reduce()
         self.simplify()
         self.reduce()
@@ -669,11 +759,16 @@ class Shrinker:
         return parent + [None] * (len(stimuli) - len(parent))
 
     def keep_closure(self) -> None:
-        """Keep only the stimuli about the bug's keys, their dependencies and
-        their dependents, and what completes them; drop the rest in one try."""
-        keys = self.predicate.keys()
-        if not keys:
+        """Keep only the stimuli about the bug's keys and what its wait waits
+        on (:func:`wait_subjects`), their dependencies and their dependents,
+        and what completes them; drop the rest in one try."""
+        if not self.predicate.keys():
             return
+        if self.known is not None:
+            parent, keys = self.known
+        else:
+            run = self.run(self.current)
+            parent, keys = run.parent, self.predicate.subjects(run)
         deps: dict = defaultdict(set)
         for s in self.current:
             if isinstance(s, wsm.ComputeTaskEvent):
@@ -682,7 +777,7 @@ class Shrinker:
         for k, ds in deps.items():
             for d in ds:
                 dependents[d].add(k)
-        parent = self.causes(self.current)
+        parent = parent + [None] * (len(self.current) - len(parent))
         keyless = {i for i, x in enumerate(self.current) if not stimulus_keys(x) and parent[i] is None}
         # the keys' neighbours first: a stuck task's story rarely needs its
         # whole ancestry, and in a long run that ancestry is most of the log
@@ -701,7 +796,34 @@ class Shrinker:
                 if len(chosen) < len(self.current) and self.accept(
                     self.deleted(i for i in range(len(self.current)) if i not in chosen)
                 ):
+                    self._say(f"closure: {len(self.current)} stimuli")
                     return
+        self._say("closure: refused")
+
+    def delete_prefix(self) -> None:
+        """Delete the longest run of stimuli from the start that can go,
+        galloping: keep the last 16, 32, 64… stimuli until the bug shows,
+        then bisect. The bug is at the end of the list (cut after its first
+        hit), so the replays cost what its history needs, not the log's length."""
+        n = len(self.current)
+        keep, best = 16, None
+        while keep < n:
+            best = self.deleted(range(n - keep))
+            if best is not None:
+                break
+            keep *= 2
+        if best is None:
+            return
+        lo, hi = keep // 2 if keep > 16 else 0, keep  # lo: tried (or too few), hi: works
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            candidate = self.deleted(range(n - mid))
+            if candidate is not None:
+                hi, best = mid, candidate
+            else:
+                lo = mid
+        self.accept(best)
+        self._say(f"prefix: {len(self.current)} stimuli")
 
     def delete_chunks(self) -> None:
         """Delete runs of stimuli (with the replies left answering nothing),
@@ -1187,16 +1309,21 @@ def choose_stuck_key(ws: wsm.WorkerState) -> Any:
     return min(stuck, key=rank).key
 
 
-def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) -> tuple[int, Fingerprint, list[int]]:
+def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) -> tuple[int, Fingerprint, list[int], tuple[list, set]]:
     """The first stimulus after which the original shows the predicate's
-    fingerprint, that fingerprint, and the replies up to there that answer
-    no request; for end-of-log predicates, the fingerprint is the one at
-    the end of the log."""
+    fingerprint, that fingerprint, the stimuli up to there a candidate keeps
+    as they are (replies that answer no request, tasks with a lost
+    dependency: :func:`replay_stimuli`'s ``repair``), and what the closure pass needs there (the stimuli's
+    parents, the predicate's subjects); for end-of-log predicates, the
+    fingerprint is the one at the end of the log."""
     fps: list[Fingerprint] = []
+    subjects: dict = {}  # fingerprint -> the predicate's subjects where it first showed
 
     def each(i: int, run: Run) -> bool:
         fp = predicate.observe(run)
         fps.append(fp)
+        if fp is not None and fp not in subjects:
+            subjects[fp] = predicate.subjects(run)
         return predicate.first_hit and fp is not None
 
     run = replay_stimuli(header, stimuli, each=each)
@@ -1212,7 +1339,7 @@ def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) 
                 f"{run.stopped + 1} ({_first_line(run.exception)}), which is not what "
                 f"{predicate.text} asks for" + hint
             )
-        return run.stopped, fp, run.unsolicited
+        return run.stopped, fp, run.unsolicited + run.lost, (run.parent, predicate.subjects(run))
     target = fps[-1] if fps else None
     if target is None:
         if isinstance(predicate, ExprPredicate):
@@ -1222,7 +1349,8 @@ def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) 
                 raise BadInput(f"--expr raises {type(e).__name__}: {_first_line(e)}") from None
         raise NotReproduced(f"{predicate.text} does not hold on the original log")
     cut = fps.index(target)
-    return cut, target, [i for i in run.unsolicited if i <= cut]
+    odd = [i for i in run.unsolicited + run.lost if i <= cut]
+    return cut, target, odd, (run.parent[: cut + 1], subjects[target])
 
 
 def _first_line(e: BaseException) -> str:
@@ -1279,18 +1407,20 @@ def shrink(
         if predicate is None and until is None:
             _refuse_normal_wait(history)
         predicate = StuckPredicate(key, text=predicate.text if predicate else "--stuck")
-    cut, target, unsolicited = _first_hit(header, stimuli, predicate)
+    cut, target, unsolicited, known = _first_hit(header, stimuli, predicate)
     replays += 1
     if isinstance(predicate, InvalidPredicate):
         run = replay_stimuli(header, stimuli[: cut + 1])
         replays += 1
         predicate = dataclasses.replace(predicate, about=frozenset(_invalid_keys(run)))
+        known = (known[0], predicate.subjects(run))
 
     def shrinker(salts: tuple[int, ...] = ()) -> Shrinker:
         s = Shrinker(header, stimuli[: cut + 1], predicate, target, progress=progress)
         s.handled = {id(x): t for x, t in zip(stimuli, handled)}
         s.unsolicited = {id(stimuli[i]) for i in unsolicited}
         s.salts = salts
+        s.known = known
         return s
 
     s = shrinker()
