@@ -304,7 +304,9 @@ class StuckPredicate(Predicate):
 
     def outcome(self, run: Run) -> Outcome:
         ts = run.ws.tasks[self.key]
-        return Stuck(self.key, ts.state, explain(run.ws, ts, run.tracker or Tracker()).reason)
+        # a peer marked in flight without a GatherDep to it unanswered
+        stale = tuple(sorted(w for w in run.ws.in_flight_workers if not run.open.gathers.get(w)))
+        return Stuck(self.key, ts.state, explain(run.ws, ts, run.tracker or Tracker()).reason, stale)
 
 
 def _asked(run: Run, peer: str, key: Any) -> bool:
@@ -424,11 +426,37 @@ class RaisesPredicate(Predicate):
     def outcome(self, run: Run) -> Outcome:
         e = run.exception
         assert e is not None
+        fixed = _asked_once(run)
         if isinstance(e, wsm.InvalidTransition):
-            return Raises(type(e).__name__, key=e.key, start=e.start, finish=e.finish)
+            return Raises(type(e).__name__, key=e.key, start=e.start, finish=e.finish, handled_when_fixed=fixed)
         if isinstance(e, wsm.InvalidTaskState):
-            return Raises(type(e).__name__, key=e.key, start=e.state)
-        return Raises(type(e).__name__, function=raised_at(e)[2])
+            return Raises(type(e).__name__, key=e.key, start=e.state, handled_when_fixed=fixed)
+        return Raises(type(e).__name__, function=raised_at(e)[2], handled_when_fixed=fixed)
+
+
+def _asked_once(run: Run) -> bool:
+    """Is the last stimulus of ``run`` one a correct worker receives too: not
+    a reply, or the reply to a request no other instruction of the run
+    repeats (a duplicated ``Execute`` or ``GatherDep`` is a bug of its own,
+    and its reply does not happen once that is fixed)?"""
+    i = run.stopped
+    s = run.fed[i]
+    if not isinstance(s, REPLIES):
+        return True
+    if run.parent[i] is None:
+        return False  # a reply about nothing
+
+    def about(x: wsm.Instruction) -> bool:
+        if isinstance(s, wsm.GatherDepDoneEvent):
+            return isinstance(x, wsm.GatherDep) and x.worker == s.worker
+        if isinstance(s, wsm.RetryBusyWorkerEvent):
+            return isinstance(x, wsm.RetryBusyWorkerLater) and x.worker == s.worker
+        return isinstance(x, wsm.Execute) and x.key == s.key
+
+    asked = [x for x in run.instructions[run.parent[i]] if about(x)]
+    keys = set().union(*(_request_keys(x) for x in asked)) if asked else set()
+    same = [x for insts in run.instructions for x in insts if about(x) and _request_keys(x) & keys]
+    return len(asked) == 1 and len(same) == 1
 
 
 @dataclass
@@ -672,20 +700,26 @@ class Shrinker:
         return True
 
     def deleted(self, drop: Iterable[int]) -> list[Stimulus] | None:
-        """The current list without ``drop`` and without the replies that then
-        answer nothing (an ``Execute`` or ``GatherDep`` whose call went, or
-        that another deletion moved to another call), each transfer reply
-        carrying the size its ``GatherDep`` now asks for (one replay repairs
-        it as it goes): returned if it passes the gate, else None."""
+        """The current list without ``drop``, :meth:`repaired`, if it passes the gate."""
         gone = set(drop)
         candidate = [x for j, x in enumerate(self.current) if j not in gone]
         if len(candidate) >= len(self.current):
             return None
+        return self.repaired(candidate, shorter=True)
+
+    def repaired(self, candidate: list[Stimulus], *, shorter: bool = False) -> list[Stimulus] | None:
+        """``candidate`` without the replies that then answer nothing (an
+        ``Execute`` or ``GatherDep`` whose call went, or that a change moved to
+        another call), the others coming once asked for, each transfer reply
+        carrying the size its ``GatherDep`` now asks for, each task without a
+        dependency only this worker held and no longer knows (one replay
+        repairs it as it goes, :func:`replay_stimuli`): returned if it passes
+        the gate (and, with ``shorter``, is shorter than the current list), else None."""
         self.replays += 1
         run = replay_stimuli(self.header, candidate, repair=self.unsolicited)
         # a run stops at a crash: what it did not reach stays as it was
         repaired = run.fed + (run.deferred + candidate[run.consumed:] if run.consumed < len(candidate) else [])
-        if len(repaired) >= len(self.current) or not self.holds(run, repaired):
+        if (shorter and len(repaired) >= len(self.current)) or not self.holds(run, repaired):
             return None
         for old, new in run.replaced:
             self.handled[id(new)] = self.handled.get(id(old), 0.0)
@@ -997,11 +1031,13 @@ class Shrinker:
         self.try_map(lambda s: map_stimulus(s, sid=ids.get))
 
     def _try_replace(self, i: int, s: Stimulus) -> bool:
-        candidate = self.current[:i] + [s] + self.current[i + 1:]
-        if self.shows(candidate, origin=self.current):
-            self.take(candidate)
-            return True
-        return False
+        """``current[i]`` replaced by ``s``, :meth:`repaired` (a dependency
+        dropped takes its transfer's reply along)."""
+        old = self.current[i]
+        self.handled[id(s)] = self.handled.get(id(old), 0.0)
+        if id(old) in self.unsolicited:
+            self.unsolicited.add(id(s))
+        return self.accept(self.repaired(self.current[:i] + [s] + self.current[i + 1:]))
 
 
 def _neighbours(keys: set, deps: dict, dependents: dict, depth: int | None) -> set:
