@@ -704,8 +704,9 @@ class _Writer:
             stale = getattr(o, "stale_in_flight", ())
             if stale:
                 lines += self.expected(
-                    "a peer is marked in flight only while a transfer from it is under way",
-                    [pad + f"assert {self.peer_name(w)} not in ws.in_flight_workers" for w in stale],
+                    "a peer is marked in flight only for keys coming from it",
+                    [pad + f"assert all(ws.tasks[k].coming_from == {v} for k in ws.in_flight_workers.get({v}, ()))"
+                     for v in map(self.peer_name, stale)],
                     indent,
                 )
         elif isinstance(o, Invalid) and final.get("in_validate"):
