@@ -105,7 +105,8 @@ def child() -> None:
     asked = orjson.loads(sys.stdin.buffer.read())
     (history,) = replay.open(asked["log"]).workers
     predicate = predicate_from_spec(asked["predicate"])
-    run = replay_stimuli(history.header, stimuli_of(history)[0])
+    failed: dict[int, list] = {}
+    run = replay_stimuli(history.header, stimuli_of(history, failed)[0], store_failed=failed)
     assert not is_deterministic(), "the check needs dask's own identity hashing"
     sys.stdout.buffer.write(orjson.dumps({
         "fingerprint": as_json(predicate.observe(run)),

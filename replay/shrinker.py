@@ -114,6 +114,7 @@ def replay_stimuli(
     each: Callable[[int, Run], bool] | None = None,
     track: bool = False,
     repair: set[int] | None = None,
+    store_failed: dict[int, list] | None = None,
 ) -> Run:
     """Feed ``stimuli`` one call each to a fresh ``WorkerState`` built from ``header``.
 
@@ -121,7 +122,9 @@ def replay_stimuli(
     so far, and stops the run by returning true. An exception stops it too,
     and is kept: for a candidate, a crash is an outcome like any other. With
     ``track``, a :class:`~replay.diagnosis.Tracker` follows the run, for
-    ``why``'s reasons.
+    ``why``'s reasons. ``store_failed`` gives, by ``id()``, the stores into
+    the worker's data that raised while a stimulus was handled (as the log
+    recorded them for its call): a replay's data raises the same.
 
     With ``repair`` (the ``id()`` of stimuli kept as recorded: replies that
     may answer nothing, tasks with a lost dependency in the original), the
@@ -140,7 +143,7 @@ def replay_stimuli(
     waiting = run.deferred  # replies whose request is not issued yet (repair)
     step = 0  # numbered as in the shrunk log: events only
 
-    def feed(s: Stimulus) -> bool:
+    def feed(s: Stimulus, failed: Optional[list] = None) -> bool:
         """Handle one stimulus; true when the run stops there."""
         nonlocal step
         i = len(fed)
@@ -164,7 +167,7 @@ def replay_stimuli(
             fed.append(s)
             run.parent.append(None if answered is None else answered[0])
             step += 1
-            call = RecordedCall([s], step, [0], 0.0, [], None, None)
+            call = RecordedCall([s], step, [0], 0.0, [], None, None, store_failed=failed)
             try:
                 applied = r.apply(call)
             except ReplayError as crash:
@@ -183,11 +186,16 @@ def replay_stimuli(
             j = next((j for j, w in enumerate(waiting) if requests.answers(w)), None)
             if j is None:
                 return False
-            if feed(waiting.pop(j)):
+            w = waiting.pop(j)
+            if feed(w, failures(w)):
                 return True
+
+    def failures(s: Stimulus) -> Optional[list]:
+        return store_failed.get(id(s)) if store_failed else None
 
     for n, s in enumerate(stimuli):
         run.consumed = n + 1
+        failed = failures(s)
         if isinstance(s, wsm.ComputeTaskEvent) and s.who_has:
             fixed = _without_lost_deps(r.ws, s)
             if fixed is not s:
@@ -200,7 +208,7 @@ def replay_stimuli(
                 and not requests.answers(s)):
             waiting.append(s)
             continue
-        if feed(s) or (waiting and answer_waiting()):
+        if feed(s, failed) or (waiting and answer_waiting()):
             break
     return run
 
@@ -650,6 +658,9 @@ class Shrinker:
         self.progress = progress
         #: recorded time of each stimulus, by ``id()`` of the stimuli in ``current``
         self.handled: dict[int, float] = {}
+        #: the stores into the worker's data that raised while a stimulus was
+        #: handled, by ``id()``, as the log recorded them for its call
+        self.store_failed: dict[int, list] = {}
         #: accepted changes so far: a pass that leaves it alone changed nothing
         self.changes = 0
         #: hash salts every candidate must also show the bug under
@@ -671,7 +682,7 @@ class Shrinker:
 
     def run(self, stimuli: Sequence[Stimulus], header: dict | None = None) -> Run:
         self.replays += 1
-        return replay_stimuli(header or self.header, stimuli)
+        return replay_stimuli(header or self.header, stimuli, store_failed=self.store_failed)
 
     def shows(self, stimuli: Sequence[Stimulus], *, header: dict | None = None,
               predicate: Predicate | None = None, target: Fingerprint = None,
@@ -716,14 +727,40 @@ class Shrinker:
         repairs it as it goes, :func:`replay_stimuli`): returned if it passes
         the gate (and, with ``shorter``, is shorter than the current list), else None."""
         self.replays += 1
-        run = replay_stimuli(self.header, candidate, repair=self.unsolicited)
+        run = replay_stimuli(self.header, candidate, repair=self.unsolicited, store_failed=self.store_failed)
         # a run stops at a crash: what it did not reach stays as it was
         repaired = run.fed + (run.deferred + candidate[run.consumed:] if run.consumed < len(candidate) else [])
+        new = self.inherit(run.replaced)
         if (shorter and len(repaired) >= len(self.current)) or not self.holds(run, repaired):
+            self.forget(new)
             return None
-        for old, new in run.replaced:
-            self.handled[id(new)] = self.handled.get(id(old), 0.0)
         return repaired
+
+    def inherit(self, pairs: Iterable[tuple[Stimulus, Stimulus]], keys: dict | None = None) -> list[int]:
+        """Give each new stimulus of ``pairs`` (old, new) what its old one
+        carries outside itself: its recorded time, being kept as recorded,
+        its store failures (keys renamed by ``keys``). Returns the new ``id()``s,
+        for :meth:`forget` when the candidate is refused."""
+        out = []
+        for old, new in pairs:
+            if old is new:
+                continue
+            out.append(id(new))
+            self.handled[id(new)] = self.handled.get(id(old), 0.0)
+            if id(old) in self.unsolicited:
+                self.unsolicited.add(id(new))
+            failed = self.store_failed.get(id(old))
+            if failed is not None:
+                self.store_failed[id(new)] = failed if keys is None else [
+                    (keys.get(k, k), text, tb) for k, text, tb in failed]
+        return out
+
+    def forget(self, ids: Iterable[int]) -> None:
+        """Drop what :meth:`inherit` gave stimuli that go (their ids are reused)."""
+        for i in ids:
+            self.handled.pop(i, None)
+            self.unsolicited.discard(i)
+            self.store_failed.pop(i, None)
 
     def accept(self, candidate: list[Stimulus] | None) -> bool:
         """Make ``candidate`` (from :meth:`deleted`) current, if there is one."""
@@ -937,8 +974,8 @@ class Shrinker:
                 asked = [n for w, n in sizes[p] if w == x.worker]
                 if len(asked) == 1 and asked[0] != x.total_nbytes:
                     candidate[i] = _replace(x, total_nbytes=asked[0])
-        if candidate != self.current and self.shows(candidate, origin=self.current):
-            self.take(candidate)
+        if candidate != self.current:
+            self.attempt(candidate)
 
     def rank_priorities(self) -> None:
         """Priorities as ``(0,)``, ``(1,)``…: the ready queue's order, no more."""
@@ -948,24 +985,23 @@ class Shrinker:
         self.try_map(lambda s: _replace(s, priority=ranks[s.priority])
                      if isinstance(s, wsm.ComputeTaskEvent) else s)
 
-    def try_map(self, fn: Callable[[Stimulus], Stimulus], **shown: Any) -> bool:
+    def try_map(self, fn: Callable[[Stimulus], Stimulus], keys: dict | None = None, **shown: Any) -> bool:
         candidate = [fn(s) for s in self.current]
         if candidate == self.current:
             return False
-        if self.shows(candidate, origin=self.current, **shown):
-            self.take(candidate)
-            return True
-        return False
+        return self.attempt(candidate, keys, **shown)
 
-    def take(self, candidate: list[Stimulus]) -> None:
+    def attempt(self, candidate: list[Stimulus], keys: dict | None = None, **shown: Any) -> bool:
         """Make ``candidate``, the current list changed stimulus by stimulus,
-        current; each new stimulus keeps the recorded time of the one it replaces."""
-        for old, new in zip(self.current, candidate):
-            self.handled[id(new)] = self.handled.get(id(old), 0.0)
-            if id(old) in self.unsolicited:
-                self.unsolicited.add(id(new))
+        current if it passes the gate; each new stimulus inherits what the one
+        it replaces carries (:meth:`inherit`)."""
+        new = self.inherit(zip(self.current, candidate), keys)
+        if not self.shows(candidate, origin=self.current, **shown):
+            self.forget(new)
+            return False
         self.current = candidate
         self.changes += 1
+        return True
 
     def rename_keys(self) -> None:
         """``x``, ``y``, ``z``…, tuple keys as short tuples, in order of first use."""
@@ -993,7 +1029,7 @@ class Shrinker:
             return
         predicate = self.predicate.rename(mapping)
         target = _rename_fingerprint(self.target, mapping)
-        if self.try_map(lambda s: map_stimulus(s, key=mapping.get), predicate=predicate, target=target):
+        if self.try_map(lambda s: map_stimulus(s, key=mapping.get), mapping, predicate=predicate, target=target):
             self.predicate, self.target = predicate, target
             self.keys = mapping
 
@@ -1018,8 +1054,7 @@ class Shrinker:
             mapping[w] = f"{hosts[h]}:{next(port)}"
         header = {**self.header, "worker": mapping[me]}
         candidate = [map_stimulus(s, peer=mapping.get) for s in self.current]
-        if self.shows(candidate, header=header, origin=self.current):
-            self.take(candidate)
+        if self.attempt(candidate, header=header):
             self.header = header
             self.peers = mapping
 
@@ -1033,11 +1068,11 @@ class Shrinker:
     def _try_replace(self, i: int, s: Stimulus) -> bool:
         """``current[i]`` replaced by ``s``, :meth:`repaired` (a dependency
         dropped takes its transfer's reply along)."""
-        old = self.current[i]
-        self.handled[id(s)] = self.handled.get(id(old), 0.0)
-        if id(old) in self.unsolicited:
-            self.unsolicited.add(id(s))
-        return self.accept(self.repaired(self.current[:i] + [s] + self.current[i + 1:]))
+        new = self.inherit([(self.current[i], s)])
+        if self.accept(self.repaired(self.current[:i] + [s] + self.current[i + 1:])):
+            return True
+        self.forget(new)
+        return False
 
 
 def _neighbours(keys: set, deps: dict, dependents: dict, depth: int | None) -> set:
@@ -1304,13 +1339,18 @@ def _peer_log(history: WorkerHistory, peer: str, keys: Any) -> str:
     return f"{peer}'s log goes on to step {wlog.events}; `replay why` compares what it held"
 
 
-def stimuli_of(history: WorkerHistory) -> tuple[list[Stimulus], list[float]]:
+def stimuli_of(history: WorkerHistory, store_failed: dict[int, list] | None = None,
+               ) -> tuple[list[Stimulus], list[float]]:
     """Every stimulus of a worker's log in order, one per ``handle_stimulus``
     call (a batch handles its events one after another, exactly so), with
-    the time each was handled."""
+    the time each was handled. ``store_failed``, if given, is filled with
+    each event's failed stores (its call's: only a store of those keys
+    raises), for :func:`replay_stimuli`."""
     stimuli: list[Stimulus] = []
     handled: list[float] = []
     for call in history.calls():
+        if store_failed is not None and call.store_failed:
+            store_failed.update((id(e), list(call.store_failed)) for e in call.events)
         for change in call.resources:
             # settings assigned between stimuli are not part of a reproducer:
             # a log whose bug needs them may not shrink (NotReproduced says so)
@@ -1345,7 +1385,8 @@ def choose_stuck_key(ws: wsm.WorkerState) -> Any:
     return min(stuck, key=rank).key
 
 
-def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) -> tuple[int, Fingerprint, list[int], tuple[list, set]]:
+def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate,
+               store_failed: dict[int, list]) -> tuple[int, Fingerprint, list[int], tuple[list, set]]:
     """The first stimulus after which the original shows the predicate's
     fingerprint, that fingerprint, the stimuli up to there a candidate keeps
     as they are (replies that answer no request, tasks with a lost
@@ -1362,7 +1403,7 @@ def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) 
             subjects[fp] = predicate.subjects(run)
         return predicate.first_hit and fp is not None
 
-    run = replay_stimuli(header, stimuli, each=each)
+    run = replay_stimuli(header, stimuli, each=each, store_failed=store_failed)
     if run.exception is not None:
         fp = predicate.observe(run)
         if fp is None:
@@ -1429,12 +1470,13 @@ def shrink(
 
         history = open_log(log).worker(worker)
     header = history.header
-    stimuli, handled = stimuli_of(history)
+    failed: dict[int, list] = {}
+    stimuli, handled = stimuli_of(history, failed)
     if until is not None:
         stimuli, handled = _until(stimuli, handled, history.position(until))
     replays = 0
     if predicate is None or (isinstance(predicate, StuckPredicate) and predicate.key is None):
-        end = replay_stimuli(header, stimuli)
+        end = replay_stimuli(header, stimuli, store_failed=failed)
         replays += 1
         key = None if end.exception is not None else choose_stuck_key(end.ws)
         if key is None:
@@ -1443,10 +1485,10 @@ def shrink(
         if predicate is None and until is None:
             _refuse_normal_wait(history)
         predicate = StuckPredicate(key, text=predicate.text if predicate else "--stuck")
-    cut, target, unsolicited, known = _first_hit(header, stimuli, predicate)
+    cut, target, unsolicited, known = _first_hit(header, stimuli, predicate, failed)
     replays += 1
     if isinstance(predicate, InvalidPredicate):
-        run = replay_stimuli(header, stimuli[: cut + 1])
+        run = replay_stimuli(header, stimuli[: cut + 1], store_failed=failed)
         replays += 1
         predicate = dataclasses.replace(predicate, about=frozenset(_invalid_keys(run)))
         known = (known[0], predicate.subjects(run))
@@ -1457,6 +1499,7 @@ def shrink(
         s.unsolicited = {id(stimuli[i]) for i in unsolicited}
         s.salts = salts
         s.known = known
+        s.store_failed = dict(failed)
         return s
 
     s = shrinker()
@@ -1482,7 +1525,7 @@ def shrink(
             if bad:
                 raise NotReproduced(f"the shrunk log shows {predicate.text} only under some hash seeds "
                                     f"(not with PYTHONHASHSEED={bad[0]} and dask's own TaskState hashing)")
-    final = replay_stimuli(s.header, s.current, track=True)
+    final = replay_stimuli(s.header, s.current, track=True, store_failed=s.store_failed)
     assert s.predicate.observe(final) == s.target, "the shrunk list must show the bug"
     outcome = s.predicate.outcome(final)
     # the predicate goes with the shrunk log, keys renamed as the log names them
@@ -1501,7 +1544,8 @@ def shrink(
         inputs=inputs,
         header=new_header,
         outcome=outcome,
-        records=log_records(new_header, s.current, [s.handled.get(id(x), 0.0) for x in s.current], final),
+        records=log_records(new_header, s.current, [s.handled.get(id(x), 0.0) for x in s.current], final,
+                            s.store_failed),
         original_events=history.events,
         passes=s.passes,
         replays=replays + s.replays + 1,
@@ -1515,8 +1559,9 @@ def shrink(
 
 def _elsewhere(s: Shrinker) -> list[Seen]:
     """What fresh interpreters with dask's own hashing see replaying ``s``'s list."""
-    run = replay_stimuli(s.header, s.current)
-    return elsewhere(log_records(s.header, s.current, [0.0] * len(s.current), run), s.predicate.spec())
+    run = replay_stimuli(s.header, s.current, store_failed=s.store_failed)
+    return elsewhere(log_records(s.header, s.current, [0.0] * len(s.current), run, s.store_failed),
+                     s.predicate.spec())
 
 
 def _until(stimuli: list[Stimulus], handled: list[float], step: int) -> tuple[list[Stimulus], list[float]]:
@@ -1563,9 +1608,11 @@ def construction_inputs(header: dict) -> dict:
     }
 
 
-def log_records(header: dict, stimuli: Sequence[Stimulus], handled: Sequence[float], run: Run) -> list[dict]:
+def log_records(header: dict, stimuli: Sequence[Stimulus], handled: Sequence[float], run: Run,
+                store_failed: dict[int, list] | None = None) -> list[dict]:
     """A log of ``stimuli``: ``header``, one step per event with what its
-    replay returned (or raised), and an end record."""
+    replay returned (or raised) and the stores that raised while it was
+    handled (``store_failed``, by ``id()``), and an end record."""
     worker = header["worker"]
     out: list[dict] = [header]
     seq = 0
@@ -1581,6 +1628,10 @@ def log_records(header: dict, stimuli: Sequence[Stimulus], handled: Sequence[flo
             rec["error"] = repr(run.exception)
         else:
             rec["instructions"] = [encode_instruction(x) for x in run.instructions[i]]
+        failed = store_failed.get(id(s)) if store_failed else None
+        if failed:
+            rec["store_failed"] = [{"key": encode_key(k), "exception_text": text, "traceback_text": tb}
+                                   for k, text, tb in failed]
         out.append(rec)
         if i == run.stopped and run.exception is not None:
             break
