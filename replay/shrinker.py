@@ -263,26 +263,6 @@ class Predicate:
         """What the reproducer asserts at its end."""
         raise NotImplementedError
 
-    def spec(self) -> dict:
-        """This predicate as JSON, for another process (:func:`predicate_from_spec`)."""
-        out: dict[str, Any] = {"cls": type(self).__name__}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            v = getattr(self, f.name)
-            out[f.name] = encode_key(v) if f.name == "key" else (
-                [encode_key(k) for k in v] if f.name == "about" else v)
-        return out
-
-
-def predicate_from_spec(spec: dict) -> Predicate:
-    """The predicate :meth:`Predicate.spec` wrote."""
-    cls = _PREDICATES[spec["cls"]]
-    kwargs = {k: v for k, v in spec.items() if k != "cls"}
-    if "key" in kwargs:
-        kwargs["key"] = decode_key(kwargs["key"]) if kwargs["key"] is not None else None
-    if "about" in kwargs:
-        kwargs["about"] = frozenset(decode_key(k) for k in kwargs["about"])
-    return cls(**kwargs)
-
 
 @dataclass
 class StuckPredicate(Predicate):
@@ -536,13 +516,9 @@ class ExprPredicate(Predicate):
         return Expr(self.expr)
 
 
-#: the predicates, by class name, for :func:`predicate_from_spec`
-_PREDICATES: dict[str, type] = {c.__name__: c for c in (
-    StuckPredicate, StatePredicate, RaisesPredicate, InvalidPredicate, ExprPredicate)}
-
-
 def predicate_record(p: Predicate) -> dict:
-    """``p`` as a shrunk log's header keeps it (``schemas.records.ShrunkBy``)."""
+    """``p`` as a shrunk log's header keeps it (``schemas.records.ShrunkBy``),
+    and as the hash check's interpreters receive it: the one serialisation."""
     if isinstance(p, StuckPredicate):
         return {"predicate": "stuck", "text": p.text, "key": encode_key(p.key)}
     if isinstance(p, StatePredicate):
@@ -1561,7 +1537,7 @@ def _elsewhere(s: Shrinker) -> list[Seen]:
     """What fresh interpreters with dask's own hashing see replaying ``s``'s list."""
     run = replay_stimuli(s.header, s.current, store_failed=s.store_failed)
     return elsewhere(log_records(s.header, s.current, [0.0] * len(s.current), run, s.store_failed),
-                     s.predicate.spec())
+                     predicate_record(s.predicate))
 
 
 def _until(stimuli: list[Stimulus], handled: list[float], step: int) -> tuple[list[Stimulus], list[float]]:
