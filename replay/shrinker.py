@@ -607,20 +607,25 @@ class Shrinker:
     single stimulus loses the bug (1-minimal).
 
     The passes, in order: cut after the first step showing the bug (before
-    the shrinker starts); keep the closure of the bug's keys; then, to a
-    fixed point, delete runs of stimuli, delete single stimuli, simplify
+    the shrinker starts; not for ``--stuck`` without a key, whose task is
+    chosen at the end of the log); keep the closure of the bug's keys and
+    of what its wait is about, else delete the longest prefix that can go
+    (galloping from the end); then, to a fixed point, delete runs of stimuli, delete single stimuli, simplify
     inside events (drop a dependency, a key, a holder, a resource
     restriction) and reset the construction inputs to ``WorkerState()``'s
     and dask's defaults; then rename keys, peers and stimulus ids and reset
     fields (annotations, texts, nbytes, timings, run ids, priorities); then
     the deleting and in-event passes once more, to a fixed point.
 
-    Stimuli that belong together are removed together: a deletion also
-    deletes every reply it leaves answering no request (``Execute*Event``,
-    ``RescheduleEvent``, ``GatherDep*Event``, ``RetryBusyWorkerEvent``), found
-    by replaying the candidate, so that a reply goes with the call that asked
-    for it, and stays when another call asks in its place (one thread freed
-    by a deleted task runs the next one).
+    Stimuli that belong together are removed together: a deletion (or a
+    dependency dropped) is repaired in the replay that checks it. A reply it
+    leaves answering no request (``Execute*Event``, ``RescheduleEvent``,
+    ``SecedeEvent``, ``GatherDep*Event``, ``RetryBusyWorkerEvent``) waits
+    until its request is issued, so that it stays when another call asks in
+    its place (one thread freed by a deleted task runs the next one), and
+    goes if none does; a task told this worker alone holds a dependency it
+    does not know any more loses that dependency. What the original itself
+    had of these is kept as recorded.
     """
 
     def __init__(self, header: dict, stimuli: list[Stimulus], predicate: Predicate,
@@ -1461,8 +1466,14 @@ def shrink(
         if predicate is None and until is None:
             _refuse_normal_wait(history)
         predicate = StuckPredicate(key, text=predicate.text if predicate else "--stuck")
-    cut, target, unsolicited, known = _first_hit(header, stimuli, predicate, failed)
-    replays += 1
+        # the task was chosen at the end: its wait is the end's, and the log is
+        # not cut where it first showed (that would take a second replay of
+        # the whole log); the deletions drop what follows
+        cut, target = len(stimuli) - 1, predicate.observe(end)
+        unsolicited, known = end.unsolicited + end.lost, (end.parent, predicate.subjects(end))
+    else:
+        cut, target, unsolicited, known = _first_hit(header, stimuli, predicate, failed)
+        replays += 1
     if isinstance(predicate, InvalidPredicate):
         run = replay_stimuli(header, stimuli[: cut + 1], store_failed=failed)
         replays += 1
