@@ -122,7 +122,8 @@ def rows(events: int, quick: bool) -> list[Row]:
     def shrink():
         m = isolated("shrink", f"measure({simulated_log(100_000)!r})")
         return (f"{m['events_before']} -> {m['events_after']} events, {m['replays']} replays, "
-                f"{m['seconds']:.1f} s, 1-minimal: {m['one_minimal']}"), m["one_minimal"] and m["seconds"] <= 60
+                f"{m['seconds']:.1f} s wall, {m['cpu_seconds']:.1f} s CPU (load {m['load']:.1f}), "
+                f"1-minimal: {m['one_minimal']}"), m["one_minimal"] and m["seconds"] <= 60
 
     def parallel():
         m = isolated("parallel", f"measure({50_000 if quick else 200_000})")
