@@ -513,6 +513,9 @@ def test_a_fresh_cluster_run_in_headless_chromium(fresh_run, cli_run, tmp_path):
     why_y = html.escape(stuck[b]["y"].reason, quote=False)
     assert f'<td class="why">{why_y}</td>' in dom
     assert "victim" in "".join(re.findall(r'<li class="disagreement">(.*?)</li>', dom))
+    # y's story, which a click on its bar opens, is in the page as plain HTML
+    stories = dict(re.findall(r'<details id="(story-\d+-\d+)"><summary>.*?</summary><pre>(.*?)</pre>', dom, re.S))
+    assert html.escape("\n".join(stuck[b]["y"].story), quote=False) in stories.values()
     shot = str(tmp_path / "r.png")
     _browse(out, f"--screenshot={shot}", "--window-size=1450,2400", folder=str(tmp_path))
     colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
