@@ -121,8 +121,17 @@ class SchedulerFinding:
         return Text.assemble(("disagreement: ", "bold red"), render.safe(self.text()))
 
 
-def _host(address: str) -> str:
-    rest = address.split("://", 1)[-1]
+def same_clock(a: str, b: str) -> bool:
+    """Whether two workers' recorded times come from one clock: the same host
+    (``tcp://HOST:PORT``), or the same process (``inproc://HOST/PID/N``, as
+    ``LocalCluster(processes=False)`` makes)."""
+    return _clock(a) == _clock(b)
+
+
+def _clock(address: str) -> str:
+    scheme, _, rest = address.rpartition("://")
+    if scheme == "inproc":
+        return rest.rsplit("/", 1)[0]
     return rest.rsplit(":", 1)[0]
 
 
@@ -305,7 +314,7 @@ def _between_workers(workers: list, at: dict[str, int]) -> list[Finding]:
                 p = by_address.get(peer)
                 if p is None or p is w:
                     continue  # a peer this log did not record: nothing to compare with
-                other_host = _host(peer) != _host(address)
+                other_host = not same_clock(peer, address)
                 last = p.last_handled
                 if p.ended and last is not None and now is not None and last < now:
                     out.append(Finding("peer gone", address, step, row.key, row.state, peer, p.events, None,
