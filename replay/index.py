@@ -1228,3 +1228,8 @@ class IndexTracker:
         i = bisect_right(pauses, step, key=lambda p: p[0])
         self.paused = Moment(*pauses[i - 1][:2]) if i and pauses[i - 1][2] == "PauseEvent" else None
         self.raised = worker.raised(step)
+        self._gathers = worker.open_gathers(step)
+
+    def open_gathers(self) -> list:
+        """The gathers issued and not answered by the step, oldest first."""
+        return self._gathers
