@@ -263,12 +263,12 @@ ROW = ("state", "previous", "next", "priority", "nbytes", "who_has", "coming_fro
        "dependencies", "resource_restrictions", "run_id", "exception_text")
 
 
-def key_json(key: Any) -> bytes:
-    """A key's codec encoding as JSON (:func:`_ktext`, in bytes)."""
-    return orjson.dumps(encode_key(key))
+# JSON kept for long is str: orjson's bytes keep a buffer of 4 KB each, and
+# the writer keeps one per key and per task (gigabytes at a million steps);
+# UTF-8 sorts as code points do, so str sorts as the bytes did
 
 
-def task_row(ts: Any, ktext: Callable[[Any], bytes] = key_json) -> bytes:
+def task_row(ts: Any, ktext: Callable[[Any], str] = _ktext) -> str:
     """What the views read of a ``TaskState``, as JSON; ``ktext`` spells a
     key (the writer's caches the spelling of each key)."""
     deps = sorted(ktext(d.key) for d in ts.dependencies)
@@ -278,7 +278,7 @@ def task_row(ts: Any, ktext: Callable[[Any], bytes] = key_json) -> bytes:
         ts.nbytes, sorted(ts.who_has), ts.coming_from,
         [orjson.Fragment(d) for d in deps],
         ts.resource_restrictions or None, ts.run_id, ts.exception_text or None,
-    ])
+    ]).decode()
 
 
 class FrozenTask:
@@ -426,7 +426,7 @@ class Containers:
     but still queued), with their state and priority.
     """
 
-    def __init__(self, ktext: Callable[[Any], bytes] = key_json) -> None:
+    def __init__(self, ktext: Callable[[Any], str] = _ktext) -> None:
         #: container (a peer's: (name, peer)) -> its members at the last step
         self.was: dict[Any, set] = {}
         self.strays: dict[str, list] = {}
@@ -496,7 +496,7 @@ class _Writer:
         #: key -> its kid; kid -> the key encoded (schemas.codec), and as JSON
         self.kids: dict[Any, int] = {}
         self.encoded: list[Any] = []
-        self.texts: list[bytes] = []
+        self.texts: list[str] = []
         #: kid -> steps: its row changed, it moved (Tracker.changed), its story
         self.changed: list[array] = []
         self.moved: list[array] = []
@@ -505,7 +505,7 @@ class _Writer:
         self.gathered: dict[int, list] = {}
         self.executed: dict[int, array] = {}
         #: key -> the row last written (JSON)
-        self.rows: dict[Any, bytes] = {}
+        self.rows: dict[Any, str] = {}
         self.counters: dict = {}
         self.containers = Containers(self.ktext)
         #: container -> its members now, as texts (for keyframes)
@@ -524,13 +524,13 @@ class _Writer:
         if kid is None:
             kid = self.kids[key] = len(self.encoded)
             self.encoded.append(encode_key(key))
-            self.texts.append(orjson.dumps(self.encoded[-1]))
+            self.texts.append(orjson.dumps(self.encoded[-1]).decode())
             self.changed.append(array("i"))
             self.moved.append(array("i"))
             self.story.append(array("i"))
         return kid
 
-    def ktext(self, key: Any) -> bytes:
+    def ktext(self, key: Any) -> str:
         return self.texts[self.kid(key)]
 
     def feed(self, applied: Any, ws: Any) -> None:
