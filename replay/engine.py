@@ -287,6 +287,8 @@ class Replayer:
         if tap_log:
             self._tap = []
             self.ws.log = _TapDeque(self._tap, maxlen=self.ws.log.maxlen)
+        #: the worker's data (checked before every call for stores armed to raise)
+        self._data: RecordedData = self.ws.data
         #: ``handle_stimulus``, with offline addresses for an inproc recording
         self._handle = self.ws.handle_stimulus
         if header["worker"].startswith("inproc://"):
@@ -329,7 +331,8 @@ class Replayer:
         raised too. A crash the recording did not have is a
         :class:`~replay.errors.ReplayError` whose ``__cause__`` is the crash.
         """
-        self._before(call)
+        if call.resources or call.store_failed or self._data.raising:
+            self._before(call)
         if not self.follow_recording or self.departed is not None or call.cut:
             # (a cut call: the recorded result is the whole call's, not comparable)
             return self._apply(call)

@@ -12,6 +12,7 @@ produced in its own child crosses the pipe.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import gc
 import marshal
 import os
@@ -170,6 +171,22 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
+#: how far the reader may run ahead, in bytes of packed calls: the pipe's
+#: default (64 kB, a few hundred calls) stalls the replay whenever the reader
+#: does not get a core at once, on a busy machine
+PIPE_BYTES = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe hold :data:`PIPE_BYTES` (Linux; elsewhere, or above the
+    system's limit, it keeps its size)."""
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except PermissionError:  # above /proc/sys/fs/pipe-max-size for this user
+            pass
+
+
 def read_ahead(
     produce: Callable[[], Iterator[RecordedCall]], *, instructions: bool = True
 ) -> Iterator[RecordedCall]:
@@ -181,6 +198,7 @@ def read_ahead(
     an ``EOFError`` here (a bug: the child printed its traceback).
     """
     r, w = os.pipe()
+    _widen(w)
     pid = os.fork()
     if pid == 0:  # the reader
         os.close(r)
