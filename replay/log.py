@@ -36,8 +36,6 @@ from replay.merge import Located, merged_lines, records_of
 from replay.positions import choose_worker
 from schemas.codec import FORMAT, VERSION, CodecError
 from schemas.convert import EVENT_FIELDS, decode_event
-from schemas import compiled
-from schemas.compiled import EVENT_TAGS, RESOURCES, STEP, to_dict
 from schemas.records import RECORD, Header
 
 
@@ -209,18 +207,21 @@ class ClusterLog:
             path = self.path
             lineno = passed = 0
             if validate:  # its step, resources and end records as the compiled
-                # schema's Structs, where it passes them (schemas.compiled)
+                # schema's Structs, where it passes them; imported here, for
+                # check alone: compiling the schema takes a tenth of a second
+                from schemas import compiled
+
                 checked, in_order = compiled.checked, self._checked
                 decoded: set[str] = set()
             else:
                 checked = None
             for lineno, offset, rec in scan_lines(path, warn=self._warn, source=self.source, checked=checked):
                 if type(rec) is not dict:
-                    if in_order(lineno, offset, rec, by_address, decoded):
+                    if in_order(lineno, offset, rec, by_address, decoded, compiled):
                         passed += 1
                         continue
                     # not in order: the general path says how
-                    rec = to_dict(rec)
+                    rec = compiled.to_dict(rec)
                 take(path, lineno, offset, rec, by_address, validate)
             self.lines, self.checked = lineno, passed
         if not self.workers:
@@ -305,7 +306,8 @@ class ClusterLog:
                 w.later_address = rec["address"]
 
     def _checked(
-        self, lineno: int, offset: int, rec: Any, by_address: dict[str, WorkerLog], decoded: set[str]
+        self, lineno: int, offset: int, rec: Any, by_address: dict[str, WorkerLog], decoded: set[str],
+        compiled: Any,
     ) -> bool:
         """Take in a record the compiled schema passed (so the pydantic schema
         passes it, and its event decodes), if it comes in order; False leaves
@@ -314,14 +316,14 @@ class ClusterLog:
         if w is None or w.ended:
             return False
         t = type(rec)
-        if t is STEP:
+        if t is compiled.STEP:
             seq = rec.seq
             if seq != w.events + 1:
                 return False
-            cls = EVENT_TAGS[type(rec.event)]
+            cls = compiled.EVENT_TAGS[type(rec.event)]
             if cls not in decoded:
                 # once per class: the decoder and this dask's event classes agree
-                decode_step(self.path, lineno, to_dict(rec), w.header)
+                decode_step(self.path, lineno, compiled.to_dict(rec), w.header)
                 decoded.add(cls)
             handled = rec.handled
             w.events = seq
@@ -331,7 +333,7 @@ class ClusterLog:
             w.last_handled = handled
             if rec.error is not None:
                 w.errors += 1
-        elif t is RESOURCES:
+        elif t is compiled.RESOURCES:
             seq = rec.seq
             if seq != w.events + 1:
                 return False
