@@ -164,7 +164,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
-    ap.add_argument("--only", help="run rows whose name contains this text")
+    ap.add_argument("--only", action="append",
+                    help="run rows whose name contains this text (several: rows matching any)")
     a = ap.parse_args()
     from rich.console import Console
     from rich.table import Table
@@ -173,7 +174,7 @@ def main() -> None:
     for col in ("measure", "figure", "target", "met"):
         table.add_column(col)
     for row in rows(a.events, a.quick):
-        if a.only and a.only not in row.measure:
+        if a.only and not any(text in row.measure for text in a.only):
             continue
         try:
             figure, met = row.run()
