@@ -325,12 +325,11 @@ class ClusterLog:
                 # once per class: the decoder and this dask's event classes agree
                 decode_step(self.path, lineno, compiled.to_dict(rec), w.header)
                 decoded.add(cls)
-            handled = rec.handled
             w.events = seq
             w.event_counts[cls] += 1
-            if w.first_handled is None:
-                w.first_handled = handled
-            w.last_handled = handled
+            if seq == 1:
+                w.first_handled = rec.handled
+            w.last_handled = rec.handled
             if rec.error is not None:
                 w.errors += 1
         elif t is compiled.RESOURCES:
