@@ -647,8 +647,9 @@ def _audit(event: str, args: tuple) -> None:
 sys.addaudithook(_audit)
 
 
-def test_paths_named_in_a_log_are_never_opened(tmp_path, cli_run, corpus):
+def test_paths_named_in_a_log_are_never_opened(tmp_path, cli_run, corpus, monkeypatch):
     global _opened
+    monkeypatch.chdir(tmp_path)  # where a command's default output (report.html) goes
     secret = tmp_path / "secret.jsonl"
     secret.write_bytes(corpus.valid())
     named = str(secret)
