@@ -226,6 +226,10 @@ class ClusterLog:
                 w = by_address[address] = WorkerLog(
                     address, len(self.workers), rec, lineno, path
                 )
+                snapshot = rec.get("snapshot")
+                if type(snapshot) is dict and type(snapshot.get("seq")) is int:
+                    # a segment of a bounded recording: its steps follow the snapshot's
+                    w.events = snapshot["seq"]
                 self.workers.append(w)
                 continue
             if w is None:
