@@ -291,3 +291,4 @@ def _fill_heapset(hs: Any, snap: dict, tasks: list[wsm.TaskState]) -> None:
     hs._inc = snap["inc"]
     hs._sorted = snap["sorted"]
     del gone
+
