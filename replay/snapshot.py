@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
+from sys import getsizeof
 from time import monotonic
 from typing import Any
 
@@ -56,8 +57,10 @@ TASK_FIELDS = (
     "suspicious_count", "coming_from", "exception", "traceback", "exception_text",
     "traceback_text", "type", "start_time", "stop_time", "startstops", "metadata",
     "annotations", "span_id", "resource_restrictions", "who_has",
-    "dependencies", "dependents", "waiting_for_data", "waiters",
+    "dependencies", "dependents", "waiting_for_data", "waiters", "tables",
 )
+#: the task sets whose table sizes a row's ``tables`` gives (null: all 8)
+ROW_SETS = ("who_has", "dependencies", "dependents", "waiting_for_data", "waiters")
 #: the task sets of a ``WorkerState``
 TASK_SETS = ("waiting", "executing", "long_running", "in_flight_tasks", "missing_dep_flight")
 #: plain numbers and flags of a ``WorkerState``
@@ -117,7 +120,15 @@ def _task_row(ts: wsm.TaskState, num: _Numbering) -> list:
         list(ts.who_has),
         [num(d) for d in ts.dependencies], [num(d) for d in ts.dependents],
         [num(d) for d in ts.waiting_for_data], [num(d) for d in ts.waiters],
+        _tables(ts.who_has, ts.dependencies, ts.dependents, ts.waiting_for_data, ts.waiters),
     ]
+
+
+def _tables(*sets: set) -> list[int] | None:
+    sizes = [getsizeof(s) for s in sets]
+    if all(n == _SMALL for n in sizes):
+        return None
+    return [8 if n <= _SMALL else (n - _SMALL) // _ENTRY for n in sizes]
 
 
 def _heapset(hs: Any, num: _Numbering) -> dict:
@@ -127,7 +138,7 @@ def _heapset(hs: Any, num: _Numbering) -> dict:
         heap.append([_priority_encode(k) if type(k) is tuple else encode_value(k), i,
                      -1 if ts is None else num(ts)])
     return {"items": [num(ts) for ts in hs._data], "heap": heap, "inc": hs._inc,
-            "sorted": hs._sorted}
+            "sorted": hs._sorted, "table": table_size(hs._data)}
 
 
 def take(ws: wsm.WorkerState, *, seq: int, handled: float | None) -> dict:
@@ -143,11 +154,13 @@ def take(ws: wsm.WorkerState, *, seq: int, handled: float | None) -> dict:
         "available_resources": {k: encode_float(float(v)) for k, v in ws.available_resources.items()},
         "counters": {n: getattr(ws, n) for n in COUNTERS},
         "sets": {n: [num(ts) for ts in getattr(ws, n)] for n in TASK_SETS},
+        "tables": {n: table_size(getattr(ws, n)) for n in TASK_SETS + ("busy_workers",)},
         "ready": _heapset(ws.ready, num),
         "constrained": _heapset(ws.constrained, num),
         "data_needed": [[w, _heapset(hs, num)] for w, hs in ws.data_needed.items()],
-        "has_what": [[w, [encode_key(k) for k in keys]] for w, keys in ws.has_what.items()],
-        "in_flight_workers": [[w, [encode_key(k) for k in keys]]
+        "has_what": [[w, [encode_key(k) for k in keys], table_size(keys)]
+                     for w, keys in ws.has_what.items()],
+        "in_flight_workers": [[w, [encode_key(k) for k in keys], table_size(keys)]
                               for w, keys in ws.in_flight_workers.items()],
         "busy_workers": list(ws.busy_workers),
         "data": [encode_key(k) for k in ws.data],
@@ -217,19 +230,20 @@ def restore(ws: wsm.WorkerState, snap: dict) -> None:
         setattr(ws, name, v)
     ws.total_resources = {k: decode_float(v) for k, v in snap["total_resources"].items()}
     ws.available_resources = {k: decode_float(v) for k, v in snap["available_resources"].items()}
+    tables = snap["tables"]
     for name, items in snap["sets"].items():
-        setattr(ws, name, _ordered_set(tasks[i] for i in items))
+        setattr(ws, name, ordered_set([tasks[i] for i in items], tables[name]))
     _fill_heapset(ws.ready, snap["ready"], tasks)
     _fill_heapset(ws.constrained, snap["constrained"], tasks)
     ws.data_needed.clear()
     for w, hs in snap["data_needed"]:
         _fill_heapset(ws.data_needed[w], hs, tasks)
     ws.has_what.clear()
-    for w, keys in snap["has_what"]:
-        ws.has_what[w] = _ordered_set(decode_key(k) for k in keys)
-    ws.in_flight_workers = {w: _ordered_set(decode_key(k) for k in keys)
-                            for w, keys in snap["in_flight_workers"]}
-    ws.busy_workers = _ordered_set(snap["busy_workers"])
+    for w, keys, size in snap["has_what"]:
+        ws.has_what[w] = ordered_set([decode_key(k) for k in keys], size)
+    ws.in_flight_workers = {w: ordered_set([decode_key(k) for k in keys], size)
+                            for w, keys, size in snap["in_flight_workers"]}
+    ws.busy_workers = ordered_set(snap["busy_workers"], tables["busy_workers"])
     data = ws.data
     data.clear()
     for k in snap["data"]:
@@ -244,23 +258,16 @@ def restore(ws: wsm.WorkerState, snap: dict) -> None:
     tc._cumulative_elapsed.clear()
     for p, s, t in snap["task_counter"]["cumulative"]:
         tc._cumulative_elapsed[p, s] = decode_float(t)
-    tc._new_tasks = _ordered_set(tasks[i] for i in snap["task_counter"]["new"])
+    tc._new_tasks = ordered_set([tasks[i] for i in snap["task_counter"]["new"]])
     tc._previous_ts = monotonic() if tc._current_count else None
-
-
-def _ordered_set(items: Iterable) -> set:
-    # adding in the recorded iteration order: see the module docstring
-    out = set()
-    for x in items:
-        out.add(x)
-    return out
 
 
 def _fill_task(ts: wsm.TaskState, row: list, tasks: list[wsm.TaskState]) -> None:
     (_, ts.state, ts.previous, ts.next, prio, ts.run_id, has_run_spec, ts.nbytes, ts.done,
      ts.suspicious_count, ts.coming_from, exception, has_traceback, ts.exception_text,
      ts.traceback_text, _type, start, stop, startstops, metadata, annotations, ts.span_id,
-     restrictions, who_has, deps, dependents, waiting_for_data, waiters) = row
+     restrictions, who_has, deps, dependents, waiting_for_data, waiters, tables) = row
+    t = tables or (8, 8, 8, 8, 8)
     ts.priority = None if prio is None else _priority_decode(prio)
     ts.run_spec = RUN_SPEC if has_run_spec else None
     # as replay decodes an event's exception: its repr; the traceback object is not kept
@@ -273,15 +280,15 @@ def _fill_task(ts: wsm.TaskState, row: list, tasks: list[wsm.TaskState]) -> None
     ts.annotations = None if annotations is None else decode_value(annotations)
     ts.resource_restrictions = (None if restrictions is None
                                 else {k: decode_float(v) for k, v in restrictions.items()})
-    ts.who_has = _ordered_set(who_has)
-    ts.dependencies = _ordered_set(tasks[i] for i in deps)
-    ts.dependents = _ordered_set(tasks[i] for i in dependents)
-    ts.waiting_for_data = _ordered_set(tasks[i] for i in waiting_for_data)
-    ts.waiters = _ordered_set(tasks[i] for i in waiters)
+    ts.who_has = ordered_set(who_has, t[0])
+    ts.dependencies = ordered_set([tasks[i] for i in deps], t[1])
+    ts.dependents = ordered_set([tasks[i] for i in dependents], t[2])
+    ts.waiting_for_data = ordered_set([tasks[i] for i in waiting_for_data], t[3])
+    ts.waiters = ordered_set([tasks[i] for i in waiters], t[4])
 
 
 def _fill_heapset(hs: Any, snap: dict, tasks: list[wsm.TaskState]) -> None:
-    hs._data = _ordered_set(tasks[i] for i in snap["items"])
+    hs._data = ordered_set([tasks[i] for i in snap["items"]], snap["table"])
     gone = _Gone()  # one object, dropped at the end: every stale entry's referent
     heap = []
     for k, i, n in snap["heap"]:
@@ -292,3 +299,196 @@ def _fill_heapset(hs: Any, snap: dict, tasks: list[wsm.TaskState]) -> None:
     hs._sorted = snap["sorted"]
     del gone
 
+
+
+# --- sets in their recorded order -----------------------------------------
+#
+# A set iterates in the order of its hash table's slots. Adding the recorded
+# items in their iteration order gives that order back only if the table has
+# the recorded size (sets do not shrink when items leave) and no item sits
+# past a slot that held an item since removed. The snapshot writes each
+# set's table size (from ``sys.getsizeof``) where it is not the built-in 8
+# slots, and :func:`ordered_set` rebuilds the order: each item is given the
+# first slot of its probe sequence after the previous item's slot; the slots
+# its probe passes first and no item holds get a blocker (an object with
+# that hash, removed afterwards, as the recorded set's removed items were);
+# blockers then items go into an empty table through ``set.update(dict)``,
+# which sizes the table once and adds in the dict's order. The result is
+# checked against the recorded order; where it differs the set is built by
+# adding in order (the tests count how often).
+
+#: ``sys.getsizeof`` of a set on its built-in table of 8 slots, and per slot beyond
+_SMALL = getsizeof(set())
+_ENTRY = 16
+_LINEAR_PROBES = 9
+_PERTURB_SHIFT = 5
+
+
+def table_size(s: set) -> int:
+    """Slots of a set's hash table (8 while it uses its built-in table)."""
+    n = getsizeof(s) - _SMALL
+    return 8 if n <= 0 else n // _ENTRY
+
+
+class _Blocker:
+    """An item with a chosen hash, equal only to itself: it holds a slot."""
+
+    __slots__ = ("h",)
+
+    def __init__(self, h: int):
+        self.h = h
+
+    def __hash__(self) -> int:
+        return self.h
+
+
+def _probe(h: int, mask: int) -> Iterable[int]:
+    """The slots CPython's ``set_add_entry`` probes for hash ``h``, in order."""
+    perturb = h & 0xFFFFFFFFFFFFFFFF
+    i = perturb & mask
+    for _ in range(8 * (mask + 1)):
+        if i + _LINEAR_PROBES <= mask:
+            yield from range(i, i + _LINEAR_PROBES + 1)
+        else:
+            yield i
+        perturb >>= _PERTURB_SHIFT
+        i = (i * 5 + 1 + perturb) & mask
+
+
+def _clean_slots(items: list, mask: int, budget: int = 400) -> tuple[list[int], list[list[int]]] | None:
+    """Slots for ``items`` in increasing order such that every slot a probe
+    passes first is another item's: a table built without removals. A
+    depth-first search over each item's probe, ``budget`` nodes at most."""
+    paths = []
+    for x in items:
+        path: list[int] = []
+        for p in _probe(hash(x), mask):
+            if p not in path:
+                path.append(p)
+            if len(path) > min(mask, 24):
+                break
+        paths.append(path)
+    slots: list[int] = []
+    passes: list[list[int]] = []
+    nodes = 0
+
+    def search(i: int, last: int) -> bool:
+        nonlocal nodes
+        if i == len(items):
+            held = set(slots)
+            return all(q in held for ps in passes for q in ps)
+        for at, p in enumerate(paths[i]):
+            nodes += 1
+            if nodes > budget:
+                return False
+            if p <= last or p in slots:
+                continue
+            slots.append(p)
+            passes.append(paths[i][:at])
+            if search(i + 1, p):
+                return True
+            slots.pop()
+            passes.pop()
+        return False
+
+    return (slots, passes) if search(0, -1) else None
+
+
+def _slotted(items: list, size: int, lowest: bool | None) -> set | None:
+    """``items`` in a fresh table of ``size`` slots, iterating in their order;
+    None where that cannot be built. Each item takes the first slot of its
+    probe after the previous item's, or with ``lowest`` the lowest (more
+    blockers, more room for the items after it)."""
+    mask = size - 1
+    # each item's slot: the lowest its probe reaches after the previous item's
+    slots: list[int] = []
+    passes: list[list[int]] = []
+    last = -1
+    if lowest is None:  # as a table that never lost an item
+        found = _clean_slots(items, mask)
+        if found is None:
+            return None
+        slots, passes = found
+    for x in items if lowest is not None else ():
+        path = []
+        best = None
+        for n, p in enumerate(_probe(hash(x), mask)):
+            if n > 3 * (_LINEAR_PROBES + 1) and best is not None:
+                break
+            if p > last and p not in path and (best is None or p < best[0]):
+                best = (p, len(path))
+                if not lowest:
+                    path.append(p)
+                    break
+            path.append(p)
+        if best is None:
+            return None
+        slot, at = best
+        slots.append(slot)
+        passes.append([q for q in path[:at] if q != slot])
+        last = slot
+    holder = {s: i for i, s in enumerate(slots)}
+    blocked = sorted({q for ps in passes for q in ps if q not in holder})
+    # an item goes in after the items holding the slots its probe passes first
+    after = [{holder[q] for q in ps if q in holder} for ps in passes]
+    if any(i in a for i, a in enumerate(after)):
+        return None
+    placed: list[int] = []
+    done: set[int] = set()
+    waiting = list(range(len(items)))
+    while waiting:
+        ready = [i for i in waiting if after[i] <= done]
+        if not ready:
+            return None  # each waits for another
+        for i in ready:
+            placed.append(i)
+            done.add(i)
+        waiting = [i for i in waiting if i not in done]
+    items = [items[i] for i in placed]
+    taken = set(slots) | set(blocked)
+    blockers = [_Blocker(b) for b in blocked]
+    order: dict = dict.fromkeys(blockers)
+    order.update(dict.fromkeys(items))
+    # the table is sized once, to the first power of two above twice the
+    # number added, when that number is at least 5: pad with more blockers
+    free = (b for b in range(size) if b not in taken)
+    pad = []
+    while size > 8 and len(order) + len(pad) < max(size // 4, 5):
+        b = next(free, None)
+        if b is None:
+            return None
+        pad.append(_Blocker(b))
+    order.update(dict.fromkeys(pad))
+    s: set = set()
+    first = list(order)
+    head = first[: max(size // 2 - 1, 0)] if size > 8 else []
+    s.update(dict.fromkeys(head))
+    for x in first[len(head):]:
+        s.add(x)
+    if table_size(s) != size:
+        return None
+    for b in blockers:
+        s.discard(b)
+    for b in pad:
+        s.discard(b)
+    return s
+
+
+def ordered_set(items: Iterable, size: int = 8) -> set:
+    """A set of ``items`` iterating in their order, in a table of ``size``
+    slots where that can be rebuilt (see above)."""
+    items = list(items)
+    out = set()
+    for x in items:
+        out.add(x)
+    if table_size(out) == size and _same_order(out, items):
+        return out
+    for lowest in (None, False, True):
+        rebuilt = _slotted(items, size, lowest)
+        if rebuilt is not None and _same_order(rebuilt, items):
+            return rebuilt
+    return out
+
+
+def _same_order(s: set, items: list) -> bool:
+    return len(s) == len(items) and all(a is b for a, b in zip(s, items))

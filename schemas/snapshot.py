@@ -19,6 +19,8 @@ NonNegative = Annotated[StrictInt, Field(ge=0)]
 #: a task's number; -1 in a heap entry: a task no longer alive
 TaskNumber = Annotated[StrictInt, Field(ge=-1)]
 Numbers = list[NonNegative]
+#: slots of a set's hash table: its iteration order depends on it
+TableSize = Annotated[StrictInt, Field(ge=8)]
 OptStr = Optional[StrictStr]
 OptNumber = Optional[Number]
 
@@ -52,6 +54,7 @@ TaskRow = tuple[
     Numbers,  # dependents
     Numbers,  # waiting_for_data
     Numbers,  # waiters
+    Optional[list[TableSize]],  # table sizes of the sets above (null: all 8)
 ]
 
 
@@ -63,6 +66,7 @@ class HeapSetData(Model):
     heap: list[tuple[Value, NonNegative, TaskNumber]]
     inc: NonNegative
     sorted: StrictBool
+    table: TableSize
 
 
 class TaskCounterData(Model):
@@ -83,11 +87,12 @@ class Snapshot(Model):
     available_resources: Resources
     counters: dict[StrictStr, Union[StrictBool, StrictInt]]
     sets: dict[StrictStr, Numbers]
+    tables: dict[StrictStr, TableSize]
     ready: HeapSetData
     constrained: HeapSetData
     data_needed: list[tuple[StrictStr, HeapSetData]]
-    has_what: list[tuple[StrictStr, list[EncodedKey]]]
-    in_flight_workers: list[tuple[StrictStr, list[EncodedKey]]]
+    has_what: list[tuple[StrictStr, list[EncodedKey], TableSize]]
+    in_flight_workers: list[tuple[StrictStr, list[EncodedKey], TableSize]]
     busy_workers: list[StrictStr]
     data: list[EncodedKey]
     actors: list[EncodedKey]

@@ -53,8 +53,14 @@ def _as_data(snap: dict) -> dict:
     out["sets"] = {k: sorted(v) for k, v in out["sets"].items()}
     for hs in [out["ready"], out["constrained"], *(h for _, h in out["data_needed"])]:
         hs["items"] = sorted(hs["items"])
-    out["has_what"] = [[w, sorted(k, key=repr)] for w, k in out["has_what"]]
-    out["in_flight_workers"] = [[w, sorted(k, key=repr)] for w, k in out["in_flight_workers"]]
+    out["has_what"] = [[w, sorted(k, key=repr)] for w, k, _ in out["has_what"]]
+    out["in_flight_workers"] = [[w, sorted(k, key=repr)] for w, k, _ in out["in_flight_workers"]]
+    # table sizes: compared by _orders_kept, with the orders
+    del out["tables"]
+    for row in out["tasks"] + out["orphans"]:
+        row[-1] = None
+    for hs in [out["ready"], out["constrained"], *(h for _, h in out["data_needed"])]:
+        del hs["table"]
     out["busy_workers"] = sorted(out["busy_workers"])
     out["task_counter"]["new"] = sorted(out["task_counter"]["new"])
     return out
@@ -67,7 +73,7 @@ def test_a_rebuilt_worker_holds_what_the_snapshot_held(tmp_path):
     and rng. Dask's own invariants hold on the rebuilt state."""
     path = _simulated(tmp_path, 3000, seed=2)
     log = ClusterLog.open(path)
-    compared = 0
+    compared = orders_kept = orders = 0
     for w in log.workers:
         r = Replayer(w.header)
         for n, call in enumerate(read_calls(log, w, records=False)):
@@ -82,11 +88,31 @@ def test_a_rebuilt_worker_holds_what_the_snapshot_held(tmp_path):
             rebuilt.ws.validate_state()
             again = take(rebuilt.ws, seq=rebuilt.seq, handled=rebuilt.handled)
             assert _as_data(again) == _as_data(snap)
+            kept, sets = _orders_kept(snap, again)
+            orders_kept += kept
+            orders += sets
             # a dict's order is kept exactly
             assert list(rebuilt.ws.tasks) == list(r.ws.tasks)
             assert list(rebuilt.ws.data_needed) == list(r.ws.data_needed)
             compared += 1
     assert compared >= 20
+    # every set's iteration order (and table size) is rebuilt, but for a few
+    # whose table layout the rebuild cannot find (see replay.snapshot)
+    assert orders_kept >= 0.995 * orders, (orders_kept, orders)
+
+
+def _orders_kept(a: dict, b: dict) -> tuple[int, int]:
+    """Of the sets of two snapshots, how many iterate alike in tables of the
+    same size, and how many there are."""
+    pairs = [(x[i], y[i]) for rows in ("tasks", "orphans") for x, y in zip(a[rows], b[rows])
+             for i in _SET_FIELDS]
+    pairs += [(x[-1], y[-1]) for rows in ("tasks", "orphans") for x, y in zip(a[rows], b[rows])]
+    pairs += [(a["sets"][n], b["sets"][n]) for n in a["sets"]] + [(a["tables"], b["tables"])]
+    pairs += [(x[1:], y[1:]) for k in ("has_what", "in_flight_workers") for x, y in zip(a[k], b[k])]
+    pairs += [((x["items"], x["table"]), (y["items"], y["table"]))
+              for x, y in zip([a["ready"], a["constrained"], *(h for _, h in a["data_needed"])],
+                              [b["ready"], b["constrained"], *(h for _, h in b["data_needed"])])]
+    return sum(x == y for x, y in pairs), len(pairs)
 
 
 def test_the_rng_continues_where_the_recorded_one_was(tmp_path):
