@@ -101,14 +101,37 @@ class _Numbering:
         return n
 
 
+def _key(key: Any) -> Any:
+    # most keys are a str, or a tuple of str and int: JSON as they are
+    t = type(key)
+    if t is str:
+        return key
+    if t is tuple and len(key) == 2 and type(key[0]) is str and type(key[1]) is int:
+        return [key[0], key[1]]
+    return encode_key(key)
+
+
+def _priority(prio: tuple) -> list:
+    for v in prio:
+        if type(v) is not int:
+            return _priority_encode(prio)
+    return list(prio)
+
+
 def _task_row(ts: wsm.TaskState, num: _Numbering) -> list:
+    """One task as a row. The hot loop of a snapshot (it holds the worker's
+    event loop): the common cases (str and tuple keys, int priorities,
+    empty containers) take no call into the codec."""
+    nget = num.number.get
     prio = ts.priority
-    return [
-        encode_key(ts.key), ts.state, ts.previous, ts.next,
-        None if prio is None else _priority_encode(prio),
+    deps, dependents, wfd, waiters, who_has = (
+        ts.dependencies, ts.dependents, ts.waiting_for_data, ts.waiters, ts.who_has)
+    row = [
+        _key(ts.key), ts.state, ts.previous, ts.next,
+        None if prio is None else _priority(prio),
         ts.run_id, ts.run_spec is not None, ts.nbytes, ts.done, ts.suspicious_count,
-        ts.coming_from, _exc_encode(ts.exception), ts.traceback is not None,
-        ts.exception_text, ts.traceback_text,
+        ts.coming_from, None if ts.exception is None else _exc_encode(ts.exception),
+        ts.traceback is not None, ts.exception_text, ts.traceback_text,
         None if ts.type is None else getattr(ts.type, "__qualname__", str(ts.type)),
         _opt_float(ts.start_time), _opt_float(ts.stop_time),
         encode_value(ts.startstops) if ts.startstops else [],
@@ -117,18 +140,25 @@ def _task_row(ts: wsm.TaskState, num: _Numbering) -> list:
         ts.span_id,
         {k: encode_float(float(v)) for k, v in ts.resource_restrictions.items()}
         if ts.resource_restrictions is not None else None,
-        list(ts.who_has),
-        [num(d) for d in ts.dependencies], [num(d) for d in ts.dependents],
-        [num(d) for d in ts.waiting_for_data], [num(d) for d in ts.waiters],
-        _tables(ts.who_has, ts.dependencies, ts.dependents, ts.waiting_for_data, ts.waiters),
+        list(who_has) if who_has else [],
+        [nget(id(d)) for d in deps] if deps else [],
+        [nget(id(d)) for d in dependents] if dependents else [],
+        [nget(id(d)) for d in wfd] if wfd else [],
+        [nget(id(d)) for d in waiters] if waiters else [],
+        _tables(who_has, deps, dependents, wfd, waiters),
     ]
+    for i in range(-5, -1):
+        if None in row[i]:  # a task not in ws.tasks: numbered as an orphan
+            row[i] = [num(d) for d in (deps, dependents, wfd, waiters)[i + 5]]
+    return row
 
 
 def _tables(*sets: set) -> list[int] | None:
-    sizes = [getsizeof(s) for s in sets]
-    if all(n == _SMALL for n in sizes):
+    small = _SMALL
+    if (getsizeof(sets[0]) == small and getsizeof(sets[1]) == small and getsizeof(sets[2]) == small
+            and getsizeof(sets[3]) == small and getsizeof(sets[4]) == small):
         return None
-    return [8 if n <= _SMALL else (n - _SMALL) // _ENTRY for n in sizes]
+    return [table_size(s) for s in sets]
 
 
 def _heapset(hs: Any, num: _Numbering) -> dict:
