@@ -24,6 +24,7 @@ from distributed.comm import get_address_host as _get_address_host
 from replay.determinism import is_deterministic, prepare_replay
 from replay.errors import ReplayError
 from replay.reader import Progress, RecordedCall
+from replay.segments import kept_from
 from replay.snapshot import restore
 from schemas.codec import decode_float, decode_key, decode_resources, decode_settings
 from schemas.convert import SizedValue, comparable, encode_instruction
@@ -280,6 +281,7 @@ class Replayer:
             self.set_settings(decode_settings({"transfer_incoming_bytes_throttle_threshold": threshold}))
         if snapshot is not None:
             restore(self.ws, snapshot)
+            self.warnings.append(kept_from(header))
             if validate is not None:
                 self.ws.validate = validate
         #: the first step before which the recording noted task state changed

@@ -228,3 +228,74 @@ def verify_segment(path: str) -> SegmentCheck:
 def verify_folder(folder: str) -> list[SegmentCheck]:
     """Every kept segment of a bounded recording, each from its own snapshot."""
     return [verify_segment(p) for p in segment_files(folder)]
+
+
+#: the log :func:`joined` writes in a segment folder (hidden: not a segment)
+JOINED = ".joined.jsonl"
+
+
+def joined(folder: str) -> str:
+    """One log of the segments a folder keeps: the oldest kept segment's
+    header (and snapshot), then every kept segment's steps and resource
+    changes, and the last one's ``end`` if it has one. Rewritten when the
+    segments changed (by name, size and time); a bounded recording is at most
+    its bound, so the copy is too."""
+    from replay.logfile import iter_lines, write_records  # this module is the recorder's: read side only
+
+    files = segment_files(folder)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no segments")
+    stamp = [[os.path.basename(p), os.path.getsize(p), os.stat(p).st_mtime_ns] for p in files]
+    out = os.path.join(folder, JOINED)
+    stamp_path = out + ".stamp"
+    try:
+        with open(stamp_path, "rb") as f:
+            if f.read() == repr(stamp).encode() and os.path.exists(out):
+                return out
+    except FileNotFoundError:
+        pass
+
+    def records():
+        for n, path in enumerate(files):
+            for _, rec in iter_lines(path, source=path):
+                kind = rec.get("kind")
+                if kind == "header":
+                    if n == 0:
+                        yield rec
+                elif kind == "end" and rec.get("reason") == ROLLED:
+                    continue
+                else:
+                    yield rec
+
+    tmp = out + ".tmp"
+    write_records(tmp, records())
+    os.replace(tmp, out)
+    with open(stamp_path, "wb") as f:
+        f.write(repr(stamp).encode())
+    return out
+
+
+def kept_from(header: dict) -> str | None:
+    """What a log starting at a snapshot does not have, in words; None for a
+    log from the empty state."""
+    snap = header.get("snapshot")
+    if not snap:
+        return None
+    import time  # only for the words: how long ago
+
+    text = f"history before step {snap['seq']:,}"
+    handled = snap.get("handled")
+    if isinstance(handled, (int, float)):
+        ago = max(0.0, time.time() - handled)
+        text += f" ({_ago(ago)} ago)"
+    return text + " not kept (bounded recording: it starts from the snapshot there)"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
