@@ -299,3 +299,13 @@ def _ago(seconds: float) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.0f} h"
     return f"{seconds / 86400:.0f} days"
+
+
+def departures(log_file: str) -> list[str]:
+    """For a bounded recording's joined log, each kept segment that does not
+    replay exactly from its own snapshot, in words; [] for any other log."""
+    if os.path.basename(log_file) != JOINED:
+        return []
+    return [f"inexact from the snapshot at step {c.snapshot_seq:,} (segment {c.number}: "
+            f"{c.divergence.kind} differ at step {c.divergence.seq:,})"
+            for c in verify_folder(os.path.dirname(log_file)) if not c.exact]
