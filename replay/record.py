@@ -505,6 +505,7 @@ class Session:
         self.writer = segments.open_next()
         self.writer.write({**self._header, "from_empty": False, "segment": segments.number,
                            "snapshot": snapshot})
+        segments.header_written()
         self.snapshot_pauses.append(time.perf_counter() - t0)
         segments.prune(now)
 

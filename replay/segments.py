@@ -13,8 +13,8 @@ config ``replay.max-bytes`` / ``replay.max-age``) writes a folder
 - each ends with an ``end`` record (reason ``"segment"``) once the next has
   begun.
 
-A segment is closed when it reaches a tenth of the bound (bytes or age), or
-``segment_steps`` steps if given. When the folder passes ``max_bytes``, or a
+A segment is closed when its steps reach a tenth of the bound (bytes, not
+counting its snapshot, or age), or ``segment_steps`` steps if given. When the folder passes ``max_bytes``, or a
 closed segment's last step is older than ``max_age``, the oldest closed
 segments are deleted: a worker keeps at most the bound plus the segment
 being written.
@@ -108,6 +108,9 @@ class SegmentFiles:
         self.started: float | None = None
         self.steps = 0
         self.last_handled: float | None = None
+        #: bytes of the segment's header (and snapshot): a segment closes
+        #: when its steps reach a tenth of the bound, whatever its snapshot
+        self.base = 0
 
     def open_next(self) -> LogWriter:
         """Close the segment being written (keeping it) and start the next."""
@@ -121,7 +124,11 @@ class SegmentFiles:
                                 compress=self.compress)
         self.started = None
         self.steps = 0
+        self.base = 0
         return self.writer
+
+    def header_written(self) -> None:
+        self.base = self.size()
 
     def wrote_steps(self, n: int, handled: float) -> None:
         self.steps += n
@@ -134,7 +141,7 @@ class SegmentFiles:
         b = self.bound
         if b.segment_steps is not None and self.steps >= b.segment_steps:
             return True
-        if b.segment_bytes is not None and self.size() >= b.segment_bytes:
+        if b.segment_bytes is not None and self.size() - self.base >= b.segment_bytes:
             return True
         age = b.segment_age
         return age is not None and self.started is not None and now - self.started >= age
