@@ -36,6 +36,7 @@ the encoding half of :mod:`schemas`.
 """
 from __future__ import annotations
 
+import heapq
 import weakref
 from collections.abc import Iterable
 from sys import getsizeof
@@ -463,17 +464,24 @@ def _slotted(items: list, size: int, lowest: bool | None) -> set | None:
     after = [{holder[q] for q in ps if q in holder} for ps in passes]
     if any(i in a for i, a in enumerate(after)):
         return None
+    # in iteration order where nothing says otherwise (a heap: O(n log n))
+    before: list[list[int]] = [[] for _ in items]
+    pending = [len(a) for a in after]
+    for i, a in enumerate(after):
+        for j in a:
+            before[j].append(i)
+    free = [i for i, n in enumerate(pending) if not n]
+    heapq.heapify(free)
     placed: list[int] = []
-    done: set[int] = set()
-    waiting = list(range(len(items)))
-    while waiting:
-        ready = [i for i in waiting if after[i] <= done]
-        if not ready:
-            return None  # each waits for another
-        for i in ready:
-            placed.append(i)
-            done.add(i)
-        waiting = [i for i in waiting if i not in done]
+    while free:
+        i = heapq.heappop(free)
+        placed.append(i)
+        for k in before[i]:
+            pending[k] -= 1
+            if not pending[k]:
+                heapq.heappush(free, k)
+    if len(placed) != len(items):
+        return None  # each waits for another
     items = [items[i] for i in placed]
     taken = set(slots) | set(blocked)
     blockers = [_Blocker(b) for b in blocked]
