@@ -30,8 +30,10 @@ What recording changes in a worker process, and nothing else:
   plugin or the preload): ``TaskState.__setattr__``, which then notes a
   state assigned between recorded calls (:class:`OutsideWatch`).
 
-It imports only the encoding half of :mod:`schemas` (no pydantic) and none of
-the replay engine.
+It imports only the encoding half of :mod:`schemas` (no pydantic), the
+segment writer and snapshot taker of a bounded recording
+(:mod:`replay.segments`, :mod:`replay.snapshot`), and none of the replay
+engine.
 """
 from __future__ import annotations
 
