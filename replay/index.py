@@ -849,10 +849,11 @@ class IndexedWorker:
         view = StateView.of(self.frozen(at), states=states, keys=keys, detail=detail, strict=True)
         view.raised = self.raised(at)
         view.gathers = self.open_gathers(at)
-        view.note = notes(note, self._departed(at))
+        view.note = notes(note, self.departure_note(at))
         return view
 
-    def _departed(self, step: int) -> Optional[str]:
+    def departure_note(self, step: int) -> Optional[str]:
+        """What an answer about ``step`` says of where replay departed from the recording."""
         dep = self.info["departed"]
         return departed_note(None if dep is None else tuple(dep), step)
 
@@ -963,7 +964,7 @@ class IndexedWorker:
     def why(self, step: int, key: Any = None) -> Any:
         at, note = self._reach(step)
         view = why_view(self.frozen(at), self.tracker(at), key)
-        view.note = notes(note, self._departed(at))
+        view.note = notes(note, self.departure_note(at))
         return view
 
     def summary(self) -> Any:

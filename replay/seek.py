@@ -118,6 +118,7 @@ class Seeker:
         observe: Callable[[Applied, Replayer], None] | None = None,
         follower: Any = None,
         budget_mb: int | None = None,
+        follow_recording: bool = False,
     ):
         # Each snapshot ends up owning its copy of every page the first pass
         # writes after the fork: about the replay's working set, some 17 MB
@@ -140,6 +141,13 @@ class Seeker:
         self.follower = follower
         #: bound on the memory all snapshots hold (their proportional set sizes), MB
         self.budget_mb = budget_mb
+        #: compare each call with the recorded instructions, as a view's replay
+        #: does, so that a view can say where replay departed from the recording
+        #: (the replayer's ``departed``); costs decoding the recorded instructions
+        self.follow_recording = follow_recording
+        #: with ``follow_recording``, once prepared: where the first pass's
+        #: replay departed from the recording (a :class:`~replay.engine.Divergence`), or None
+        self.departed: Any = None
         #: pid -> when last used, of the dense snapshots
         self.dense: dict[int, int] = {}
         self._tick = 0
@@ -155,11 +163,20 @@ class Seeker:
 
     def prepare(self, progress: Progress | None = None) -> None:
         """The first pass: replay every step once, leaving snapshots behind."""
-        replayer = self.history.replayer(tap_log=self.tap_log)
+        follow = self.follow_recording
+        replayer = self.history.replayer(tap_log=self.tap_log, follow_recording=follow)
         self._snapshot(replayer)
-        next_snap = self.every
-        calls = map(self.spool.append, self.history.calls(instructions=False))
+        calls = map(self.spool.append, self.history.calls(instructions=follow))
         observe, follower = self.observe, self.follower
+        try:
+            self._first_pass(replayer, calls, progress, observe, follower)
+        finally:
+            self.departed = replayer.departed
+        self.prepared = True
+
+    def _first_pass(self, replayer: Replayer, calls: Any, progress: Progress | None,
+                    observe: Any, follower: Any) -> None:
+        next_snap = self.every
         for applied in replayer.feed(calls, progress):
             if observe is not None:
                 observe(applied, replayer)
@@ -173,7 +190,6 @@ class Seeker:
                     while len(self.snapshots) > 2 and self.memory_mb() > SPARSE_SHARE * self.budget_mb:
                         self._thin()
                 next_snap = replayer.seq + self.every
-        self.prepared = True
 
     def _snapshot(self, replayer: Replayer) -> None:
         parent_end, child_end = Pipe()
@@ -321,6 +337,9 @@ def _pss_mb(pid: int) -> float:
 
 
 def _serve(conn: Connection, replayer: Replayer, fd: int, follower: Any) -> None:
+    # the spool holds no recorded instructions to compare with: the first
+    # pass compared them, and keeps where replay departed (Seeker.departed)
+    replayer.follow_recording = False
     while True:
         try:
             msg = conn.recv()

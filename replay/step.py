@@ -26,7 +26,7 @@ from replay.errors import BadInput, NotFound
 from replay.literal import key_text, sort_key
 from replay.stepview import StepView, step_view
 from replay.story import no_such_key
-from replay.views import FINAL_STATES, StateView, changed_states
+from replay.views import FINAL_STATES, StateView, changed_states, departed_note, departure
 
 
 class Column:
@@ -383,7 +383,7 @@ class Stepper:
         wh = self.history.workers[i]
         scan = Scan(wh.address, self.validate)
         seeker = Seeker(wh, tap_log=True, observe=scan.observe, follower=Tracker(wh.events),
-                        budget_mb=self.budget_mb // max(len(self.history.workers), 1))
+                        budget_mb=self.budget_mb // max(len(self.history.workers), 1), follow_recording=True)
         self.seekers[i], self.scans[i] = seeker, scan
         try:
             if self.progress is not None:
@@ -503,6 +503,7 @@ class Stepper:
             v = indexed_step_view(self.indexed(), self.pos, wh.events, start, self.states, self.keys)
         else:
             v = self.seeker.view_step(self.pos, step_view, wh.events, start, self.states, self.keys)
+        v.state.note = self.departed_note()
         if self.time is not None and (v.state.handled is None or v.state.handled < self.time):
             v.moment = self.time
         hits = self.hits_here()
@@ -515,10 +516,17 @@ class Stepper:
                 v.note = f"validate_state() fails from here: {what}"
         return v
 
+    def departed_note(self) -> Optional[str]:
+        """What a view here says of where replay departed from the recording
+        (the seeker's first pass compared every call, as ``replay state`` does)."""
+        return departed_note(departure(self.seeker.departed), self.pos)
+
     def why(self) -> Any:
         if self.far():
             return self.indexed().why(self.pos)
-        return self.seeker.view_step(self.pos, _why)
+        view = self.seeker.view_step(self.pos, _why)
+        view.note = self.departed_note()
+        return view
 
     def diff(self) -> Any:
         from replay.views import DiffView, StepBrief

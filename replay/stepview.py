@@ -184,6 +184,7 @@ class StepView:
         st = self.state
         spell = key_text if full else short_key
         lines = [Text.assemble((st.status, "bold" if st.running else "bold yellow"), "; ", st.counters.__rich__()),
+                 *(r.__rich__() for r in st.raised),
                  Text("tasks: " + (", ".join(f"{s} {n}" for s, n in st.task_states.items()) or "none"))]
         for t in st.tasks:
             if t.detail is not None:
@@ -193,6 +194,8 @@ class StepView:
         for title, peers in (("in flight from", st.in_flight_workers), ("queued for transfer from", st.data_needed)):
             for peer, keys in peers.items():
                 lines.append(_keys_line(f"{title} {peer}", keys, spell))
+        for g in st.gathers:
+            lines.append(_keys_line(f"gather of step {g.step} to {g.peer}, not answered", list(g.keys), spell))
         if st.busy_workers:
             lines.append(Text.assemble(("busy peers: ", "bold"), render.safe(", ".join(st.busy_workers))))
         return lines
@@ -230,7 +233,13 @@ def step_view(replayer: Replayer, applied: Optional[Applied], follower: Any, eve
     ws = replayer.ws
     step = replayer.seq
     event = None if applied is None or step == 0 else StepEvent.of(applied, step, ws.address)
-    return _with_state(replayer, event, events, start, states, keys)
+    view = _with_state(replayer, event, events, start, states, keys)
+    if follower is not None:
+        # the tracker alone knows what raised and which gathers are unanswered,
+        # as it does for ``replay state``
+        view.state.raised = list(follower.raised)
+        view.state.gathers = follower.open_gathers()
+    return view
 
 
 def indexed_step_view(worker: Any, step: int, events: int, start: Optional[float],
@@ -242,7 +251,10 @@ def indexed_step_view(worker: Any, step: int, events: int, start: Optional[float
     if step > 0:
         event = StepEvent(step, [StoryLine(step, r.handled, worker.address, r.stimulus_id, kind, text, data)
                                  for kind, text, data, _ in worker.lines_of(step)])
-    return _with_state(r, event, events, start, states, keys)
+    view = _with_state(r, event, events, start, states, keys)
+    view.state.raised = worker.raised(step)
+    view.state.gathers = worker.open_gathers(step)
+    return view
 
 
 def _with_state(replayer: Any, event: Optional[StepEvent], events: int, start: Optional[float],

@@ -1,4 +1,4 @@
-"""Importing ``Client.dump_cluster_state`` artefacts (replay/dump.py).
+"""Importing ``Client.dump_cluster_state`` artefacts (replay/dump/).
 
 The dumps are real: taken from an in-process ``LocalCluster`` that ran a
 graph with tuple keys. Hostile dumps are made from real ones, changed in one

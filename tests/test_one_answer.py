@@ -112,6 +112,19 @@ def test_the_python_api_holds_the_same_state(answers, name):
             api["in_flight_workers"]
 
 
+@pytest.mark.parametrize("name", PATCHES + STOCK + ("replay_crash", "stale_unpatched"))
+def test_the_stepper_shows_the_state_that_state_shows(answers, name):
+    """``replay step`` at a step is ``replay state --at`` that step: the raised
+    steps and unanswered gathers included, on a broken state machine too."""
+    asked = answers[name]["answers"]
+    stepped = [q for q in asked if q.startswith("step ")]
+    assert stepped
+    for question in stepped:
+        state = orjson.loads(asked[question.replace("step ", "state ", 1)]["index"]["out"])
+        step = orjson.loads(asked[question]["index"]["out"])["state"]
+        assert step == state, question
+
+
 def _key(k):
     return tuple(map(_key, k)) if isinstance(k, list) else k
 

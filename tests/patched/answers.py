@@ -60,6 +60,21 @@ def final_state(w):
         return w.state_at(e.step - 1)
 
 
+def reached(w) -> int:
+    """The last step replay reaches (past a crash, none is answered)."""
+    try:
+        w.state_at(None)
+    except replay.ReplayError as e:
+        if e.step is None:
+            raise
+        return e.step - 1
+    return w.events
+
+
+#: steps of each worker at which the stepper is asked (each answer forks a seeker)
+STEPPED = 12
+
+
 def questions(log: str) -> dict[str, list[str]]:
     """Every read command, for every worker, at the end and half-way."""
     history = replay.open(log, inexact=True)
@@ -71,6 +86,11 @@ def questions(log: str) -> dict[str, list[str]]:
             qs[f"{what} {w.address} text"] = [what, "-w", w.address]
             for at in sorted({1, n // 2} & set(range(1, n + 1))):
                 qs[f"{what} {w.address} at {at}"] = [what, "-w", w.address, "--at", str(at), "--json"]
+        # the stepper stands at every step replay reaches: its state pane is
+        # another way to ask ``state --at``
+        for at in range(1, min(reached(w), STEPPED) + 1):
+            qs[f"state {w.address} at {at}"] = ["state", "-w", w.address, "--at", str(at), "--json"]
+            qs[f"step {w.address} at {at}"] = ["step", "-w", w.address, "--to", str(at), "--print", "--json"]
         qs[f"diff {w.address}"] = ["diff", "-w", w.address, f"{n // 2}..{n}", "--json"]
         ws = final_state(w)
         for key in sorted(ws.tasks, key=repr)[:2]:
