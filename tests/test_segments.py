@@ -152,7 +152,7 @@ def test_segments_forced_every_50_steps_verify_from_their_snapshots(tmp_path):
             ClusterLog.open(path, validate=True)
 
 
-def test_a_segment_departs_when_its_snapshot_is_wrong(tmp_path):
+def test_a_segment_departs_when_its_snapshot_is_wrong(tmp_path, cli_run):
     """The comparison can fail: a snapshot with one task's state changed
     does not verify."""
     folder = str(tmp_path / "segs")
@@ -173,6 +173,10 @@ def test_a_segment_departs_when_its_snapshot_is_wrong(tmp_path):
         for rec in lines:
             f.write(orjson.dumps(rec) + b"\n")
     assert not verify_folder(worker)[checks.index(good)].exact
+    # verify names it, though the segments joined replay exactly from the start
+    code, out, err = cli_run(["verify", worker])
+    assert code == 1
+    assert f"inexact from the snapshot at step {good.snapshot_seq:,} (segment {good.number}" in out
 
 
 def inc(x):
@@ -216,3 +220,35 @@ def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
         checks = verify_folder(os.path.join(logdir, f))
         assert sum(c.exact for c in checks) >= len(checks) - 1
     assert all(pauses.values())
+
+
+def test_read_commands_take_a_bounded_recording(tmp_path, cli_run):
+    """A folder whose oldest segments are gone: load says what is not kept,
+    a position before the oldest snapshot is refused (exit 2, one line), a
+    kept one is answered, and verify replays every kept segment."""
+    folder = str(tmp_path / "segs")
+    sim = Simulation(None, seed=3, segments=(folder, Bound(segment_steps=60)))
+    try:
+        sim.run(1200)
+    finally:
+        sim.close()
+    worker = os.path.join(folder, sorted(os.listdir(folder))[0])
+    files = segment_files(worker)
+    for path in files[:3]:  # as the bound would have deleted them
+        os.remove(path)
+    first = next(iter_lines(files[3]))[1]["snapshot"]["seq"]
+    assert first == 180
+
+    code, out, err = cli_run(["load", worker, "--json"])
+    assert code == 0, err
+    (w,) = orjson.loads(out)["workers"]
+    assert any(f"history before step {first}" in text and "not kept" in text for text in w["warnings"])
+
+    code, out, err = cli_run(["state", worker, "--at", str(first - 1)])
+    assert code == 2 and f"is not kept: history before step {first}" in err
+    code, out, err = cli_run(["state", worker, "--at", str(first + 5), "--json"])
+    assert code == 0, err
+
+    code, out, err = cli_run(["verify", worker])
+    assert code == 0, out + err
+    assert "faithful" in out
