@@ -129,9 +129,10 @@ def test_the_rng_continues_where_the_recorded_one_was(tmp_path):
 def test_segments_forced_every_50_steps_verify_from_their_snapshots(tmp_path):
     """A simulated run recorded as segments of 50 steps, each snapshot taken
     from the live WorkerState: every segment replays from its own snapshot
-    alone. Set order is rebuilt by adding in the recorded order, which is not
-    always CPython's table layout (see the note), so the share is measured:
-    the first segment, from the empty state, is always exact."""
+    alone: the first from the empty state, every later one from a WorkerState
+    rebuilt from its snapshot, sets in their recorded order. (A rebuilt set
+    can still differ in its removed entries, which no Python API shows; on
+    long runs about 1 segment in 400 departs so: see docs/design.md.)"""
     folder = str(tmp_path / "segs")
     sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=50)))
     try:
@@ -144,8 +145,7 @@ def test_segments_forced_every_50_steps_verify_from_their_snapshots(tmp_path):
     assert firsts and all(c.exact for c in firsts)
     later = [c for c in checks if c.number > 1]
     assert all(c.snapshot_seq == 50 * (c.number - 1) for c in later)
-    exact = sum(c.exact for c in later) / len(later)
-    assert exact >= 0.85, [(c.path, c.divergence) for c in later if not c.exact][:3]
+    assert all(c.exact for c in later), [(c.path, c.divergence) for c in later if not c.exact][:3]
     # each segment is a log every reader accepts, with the full schema
     for f in sorted(os.listdir(folder)):
         for path in segment_files(os.path.join(folder, f))[:3]:
