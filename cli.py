@@ -759,7 +759,9 @@ def verify(
         with progress_bar(f"verifying {wh.address}", wh.events) as cb:
             result.workers.append(verify_worker(wh, validate=validate, progress=cb))
         # a bounded recording: every kept segment from its own snapshot too
-        result.workers[-1].inexact += departures(wh.log.file_of(wh.wlog))
+        notes = departures(wh.log.file_of(wh.wlog))
+        if notes:
+            result.workers[-1].inexact += notes
     emit(result, json=json)
     if not result.faithful:
         raise typer.Exit(1)
