@@ -643,6 +643,13 @@ def report(
     workers: list[str] = typer.Option([], "--worker", "-w",
                                       help="Only this worker: address, unique part of one, or index (repeatable)."),
     json: bool = typer.Option(False, "--json", help="Print the data the page draws as one JSON object instead."),
+    start: Optional[str] = typer.Option(None, "--from", metavar="TIME",
+                                        help="Show from this recorded time: seconds since the epoch, +S "
+                                             "seconds since the recording's first record, or a stimulus id "
+                                             "(when the last step carrying it was handled)."),
+    stop: Optional[str] = typer.Option(None, "--to", metavar="TIME",
+                                       help="Show up to this recorded time (same forms): what is not finished "
+                                            "is what was not finished then."),
 ) -> None:
     """One self-contained HTML page of the run: each worker's task stream over
     recorded time, what is not finished at the end and why, load's headline."""
@@ -659,8 +666,10 @@ def report(
             path = os.path.join(tmp, "cluster.jsonl")
             merge_logs([log], path, warn=lambda w: err.print(render.safe(f"warning: {w}")))
         history = open_history(path)
-        data = build(history, open_source(path, history=lambda: history, progress=progress_bar,
-                                          index_progress=index_progress), workers)
+        source = open_source(path, history=lambda: history, progress=progress_bar, index_progress=index_progress)
+        window = {name: None if text is None else _report_time(text, source, option)
+                  for name, option, text in (("start", "--from", start), ("stop", "--to", stop))}
+        data = build(history, source, workers, **window)
         if path != log:  # the page's commands name the cluster log `merge` writes
             data.path, data.merged = "cluster.jsonl", shlex.join(["replay", "merge", log, "-o", "cluster.jsonl"])
     if json:
@@ -674,6 +683,27 @@ def report(
         raise BadInput(f"{output}: cannot write: {e.strerror}") from None
     err.print(render.safe(f"{output}: {len(data.workers)} worker{'s' if len(data.workers) != 1 else ''}, "
                           f"{len(text.encode()):,} bytes"))
+
+
+def _report_time(text: str, source: Any, option: str) -> float:
+    """A time (:func:`parse_time`), or a stimulus id: when the last step carrying it was handled."""
+    try:
+        float(text)
+    except ValueError:
+        if not text.startswith("+"):
+            times = []
+            for w in source.workers:
+                try:
+                    step = w.position(text)
+                except BadInput:  # not this worker's
+                    continue
+                if step and w.step_times()[step - 1] is not None:
+                    times.append(w.step_times()[step - 1])
+            if not times:
+                raise BadInput(f"{option}: not a time (seconds since the epoch, or +S) nor a stimulus id "
+                               f"of any worker: {text!r}") from None
+            return max(times)
+    return parse_time(text, source.scheduler_log, source.workers, option)
 
 
 @app.command()
@@ -695,19 +725,19 @@ def disagreements(
     emit(over_run(source.path, sched, source.workers, at=t, grace=grace), json=json)
 
 
-def parse_time(text: str, sched: Any, workers: list) -> float:
+def parse_time(text: str, sched: Any, workers: list, option: str = "--at") -> float:
     """A recorded time: seconds since the epoch, or ``+S`` since the first record."""
     try:
         value = float(text)
     except ValueError:
-        raise BadInput(f"--at: not a time: {text!r} (seconds since the epoch, or +S)") from None
+        raise BadInput(f"{option}: not a time: {text!r} (seconds since the epoch, or +S)") from None
     if not text.startswith("+"):
         return value
     firsts = [t for w in workers for t in w.step_times()[:1] if t is not None]
     if sched is not None:
         firsts += [r.time for r in sched.transitions[:1]] + [c.time for c in sched.worker_changes[:1]]
     if not firsts:
-        raise BadInput("--at +S: the recording has no recorded time to count from")
+        raise BadInput(f"{option} +S: the recording has no recorded time to count from")
     return min(firsts) + value
 
 

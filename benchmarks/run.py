@@ -136,7 +136,8 @@ def rows(events: int, quick: bool) -> list[Row]:
     def shrink():
         m = isolated("shrink", f"measure({simulated_log(100_000)!r})")
         return (f"{m['events_before']} -> {m['events_after']} events, {m['replays']} replays, "
-                f"{m['seconds']:.1f} s, 1-minimal: {m['one_minimal']}"), m["one_minimal"] and m["seconds"] <= 60
+                f"{m['seconds']:.1f} s wall, {m['cpu_seconds']:.1f} s CPU (load {m['load']:.1f}), "
+                f"1-minimal: {m['one_minimal']}"), m["one_minimal"] and m["seconds"] <= 60
 
     def parallel():
         m = isolated("parallel", f"measure({50_000 if quick else 200_000})")
@@ -147,9 +148,10 @@ def rows(events: int, quick: bool) -> list[Row]:
     def report():
         m = isolated("report", f"measure({simulated_log(events)!r}, repeats={1 if quick else 3})")
         render = m.get("render_s")
-        figure = (f"{m['page_bytes'] / 1e6:.1f} MB, render {'n/a (no chromium)' if render is None else f'{render:.2f} s'}; "
-                  f"data {m['ratio']:.2f}x a bare replay ({m['bars']} bars, {m['counted']} in "
-                  f"{m['columns']} columns of {m['bucket_ms']:.1f} ms)")
+        shown = 'n/a (no chromium)' if render is None else f"{render:.2f} s ({m['render_cpu_s']:.2f} s CPU)"
+        figure = (f"{m['page_bytes'] / 1e6:.1f} MB, render {shown} beyond an empty page's; "
+                  f"data {m['ratio']:.2f}x a bare replay ({m['cpu_ratio']:.2f}x CPU; {m['bars']} bars, "
+                  f"{m['counted']} in {m['columns']} columns of {m['bucket_ms']:.1f} ms)")
         return figure, m["page_bytes"] <= 20e6 and render is not None and render <= 3
 
     return [

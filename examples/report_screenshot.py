@@ -26,7 +26,7 @@ def main() -> None:
         subprocess.run(
             ["chromium", "--headless", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp}/profile",
              "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9", "--hide-scrollbars",
-             "--virtual-time-budget=10000", "--window-size=1300,1000",
+             "--virtual-time-budget=10000", "--window-size=1450,1100",
              *(["--no-sandbox"] if os.geteuid() == 0 else []),
              f"--screenshot={os.path.join(ROOT, 'examples', 'report-cluster-log.png')}",
              "file://" + os.path.join(tmp, "report.html")],

@@ -236,7 +236,20 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             if busy:
                 parts.append(f"{_peers(busy)} answered busy" if len(busy) > 1 else f"{busy[0]} answered busy")
             if flying:
-                parts.append(f"a transfer from {_peers(flying)} is already under way")
+                # in_flight_workers without an unanswered GatherDep to the peer is
+                # stale bookkeeping: no reply will come to clear it
+                gathers = tracker.open_gathers()
+                asked = None if gathers is None else {g.peer for g in gathers}
+                stale = [] if asked is None else [w for w in flying if w not in asked]
+                under_way = [w for w in flying if w not in stale]
+                if under_way:
+                    parts.append(f"a transfer from {_peers(under_way)} is already under way")
+                if stale:
+                    detail["stale_in_flight"] = stale
+                    parts.append(
+                        f"{_peers(stale)} {'is' if len(stale) == 1 else 'are'} marked in flight "
+                        f"(in_flight_workers), but no GatherDep to {'it' if len(stale) == 1 else 'them'} "
+                        "awaits an answer: a stale entry, which nothing clears")
             every = "its only holder" if len(holders) == 1 else ("both holders" if len(holders) == 2 else f"all {len(holders)} holders")
             reason = f"fetch: {every} can't send now: " + "; ".join(parts)
         elif not holders:

@@ -41,7 +41,9 @@ NOT_PROCESSING = frozenset({None, "memory", "released", "forgotten", "error"})
 class Finding:
     """One disagreement between a worker and a peer about a key."""
 
-    #: "not held by the peer" or "peer gone"
+    #: "not held by the peer"; "peer gone" (its log ended, the worker paused
+    #: as ``Worker.close`` leaves it); "peer not recorded" (its recording
+    #: stopped while the worker still ran: what it held later is unknown)
     kind: str
     worker: str
     step: int
@@ -61,7 +63,11 @@ class Finding:
         what = "fetches" if self.state == "fetch" else "waits for a transfer of"
         if self.kind == "peer gone":
             out = (f"{self.worker} (step {self.step}, {self.state}) {what} {key_text(self.key)} from "
-                   f"{self.peer}, whose log ended at step {self.peer_step}")
+                   f"{self.peer}, whose log ended at step {self.peer_step}, the worker paused (closing)")
+        elif self.kind == "peer not recorded":
+            out = (f"{self.worker} (step {self.step}, {self.state}) {what} {key_text(self.key)} from "
+                   f"{self.peer}, whose recording stopped at step {self.peer_step} while the worker ran: "
+                   "what it held later is not in the log")
         else:
             out = (f"{self.worker} (step {self.step}, {self.state}) {what} {key_text(self.key)} from "
                    f"{self.peer}, where at that time (step {self.peer_step}) it {held}")
@@ -121,8 +127,17 @@ class SchedulerFinding:
         return Text.assemble(("disagreement: ", "bold red"), render.safe(self.text()))
 
 
-def _host(address: str) -> str:
-    rest = address.split("://", 1)[-1]
+def same_clock(a: str, b: str) -> bool:
+    """Whether two workers' recorded times come from one clock: the same host
+    (``tcp://HOST:PORT``), or the same process (``inproc://HOST/PID/N``, as
+    ``LocalCluster(processes=False)`` makes)."""
+    return _clock(a) == _clock(b)
+
+
+def _clock(address: str) -> str:
+    scheme, _, rest = address.rpartition("://")
+    if scheme == "inproc":
+        return rest.rsplit("/", 1)[0]
     return rest.rsplit(":", 1)[0]
 
 
@@ -291,6 +306,8 @@ def _between_workers(workers: list, at: dict[str, int]) -> list[Finding]:
     by_address = {w.address: w for w in workers}
     #: (peer, step) -> key -> state, each peer's state read once per step
     held: dict[tuple[str, int], dict[Any, str]] = {}
+    #: peer -> whether it still ran at the end of its log
+    running_at_end: dict[str, bool] = {}
     out: list[Finding] = []
     for address, step in at.items():
         w = by_address[address]
@@ -305,11 +322,14 @@ def _between_workers(workers: list, at: dict[str, int]) -> list[Finding]:
                 p = by_address.get(peer)
                 if p is None or p is w:
                     continue  # a peer this log did not record: nothing to compare with
-                other_host = _host(peer) != _host(address)
+                other_host = not same_clock(peer, address)
                 last = p.last_handled
                 if p.ended and last is not None and now is not None and last < now:
-                    out.append(Finding("peer gone", address, step, row.key, row.state, peer, p.events, None,
-                                       other_host))
+                    if peer not in running_at_end:
+                        # Worker.close pauses the state machine before the end record
+                        running_at_end[peer] = p.state(p.events, states=("executing",)).running
+                    kind = "peer not recorded" if running_at_end[peer] else "peer gone"
+                    out.append(Finding(kind, address, step, row.key, row.state, peer, p.events, None, other_host))
                     continue
                 peer_step = p.step_at_time(now)
                 states = held.get((peer, peer_step))

@@ -65,7 +65,8 @@ def elsewhere(records: list[dict], predicate: dict, seeds: int = SEEDS,
               rng: Optional[random.Random] = None) -> list[Seen]:
     """Replay the one-worker log ``records`` in ``seeds`` fresh interpreters,
     stock ``TaskState`` hashing and a random ``PYTHONHASHSEED`` each, and
-    observe the predicate ``predicate`` describes; what each saw, in order."""
+    observe the predicate ``predicate`` describes (as
+    :func:`~replay.shrinker.predicate_record` writes it); what each saw, in order."""
     rng = rng or random.Random()
     # stock hashing: the child must not switch TaskState to key hashing
     header = {**records[0], "deterministic": False}
@@ -99,13 +100,16 @@ def child() -> None:
     # the shrinker imports this module: import it only here, in the child
     import replay
     from replay import imports
-    from replay.shrinker import predicate_from_spec, replay_stimuli, stimuli_of
+    from replay.shrinker import predicate_from_record, replay_stimuli, stimuli_of
 
     imports.apply()
     asked = orjson.loads(sys.stdin.buffer.read())
     (history,) = replay.open(asked["log"]).workers
-    predicate = predicate_from_spec(asked["predicate"])
-    run = replay_stimuli(history.header, stimuli_of(history)[0])
+    # the parent's predicate, as a shrunk log's header keeps it; an --expr is
+    # the user's own, passed on by the parent, not read from the log
+    predicate = predicate_from_record(asked["predicate"], expr=asked["predicate"].get("expr"))
+    failed: dict[int, list] = {}
+    run = replay_stimuli(history.header, stimuli_of(history, failed)[0], store_failed=failed)
     assert not is_deterministic(), "the check needs dask's own identity hashing"
     sys.stdout.buffer.write(orjson.dumps({
         "fingerprint": as_json(predicate.observe(run)),

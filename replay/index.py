@@ -1062,3 +1062,8 @@ class IndexTracker:
             " ORDER BY step DESC LIMIT 1", (worker.wid, step)).fetchone()
         self.paused = Moment(row[0], row[1]) if row is not None and row[2] == "PauseEvent" else None
         self.raised = worker.raised(step)
+        self._gathers = worker.open_gathers(step)
+
+    def open_gathers(self) -> list:
+        """The gathers issued and not answered by the step, oldest first."""
+        return self._gathers

@@ -66,6 +66,10 @@ class _NoHistory:
             elif t["state"] == "flight":
                 self.gather[key] = (at, t.get("coming_from") or "?")
 
+    def open_gathers(self) -> None:
+        """Unknown: a dump keeps no instructions."""
+        return None
+
 
 def _dumped(final: Any, last_handled: Optional[float]) -> Optional[float]:
     """When the worker's final state was dumped (at the earliest); its last step's time if unknown."""

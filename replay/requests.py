@@ -43,6 +43,16 @@ class OpenRequests(Generic[Tag]):
         elif isinstance(inst, wsm.RetryBusyWorkerLater):
             self.retries[inst.worker].append(tag)
 
+    def answers(self, ev: wsm.StateMachineEvent) -> bool:
+        """Does ``ev`` answer an open request (without closing it)?"""
+        if isinstance(ev, (*_EXECUTE_DONE, wsm.SecedeEvent)):
+            return ev.key in self.executing
+        if isinstance(ev, wsm.GatherDepDoneEvent):
+            return bool(self.gathers.get(ev.worker))
+        if isinstance(ev, wsm.RetryBusyWorkerEvent):
+            return bool(self.retries.get(ev.worker))
+        return False
+
     def answered(self, ev: wsm.StateMachineEvent) -> Tag | None:
         """The tag of the request ``ev`` answers (closing it), if any."""
         if isinstance(ev, _EXECUTE_DONE):

@@ -55,7 +55,7 @@ Fingerprint = Optional[Hashable]
 #: events that answer an instruction: without the request that asked for
 #: them, they are messages about nothing (dask rejects them, as another bug)
 REPLIES = (wsm.GatherDepDoneEvent, wsm.ExecuteSuccessEvent, wsm.ExecuteFailureEvent,
-           wsm.RescheduleEvent, wsm.RetryBusyWorkerEvent)
+           wsm.RescheduleEvent, wsm.SecedeEvent, wsm.RetryBusyWorkerEvent)
 
 
 @dataclass(slots=True)
@@ -87,6 +87,12 @@ class Run:
     consumed: int = 0
     #: (given, fed instead) for each reply ``repair`` resized
     replaced: list = dataclasses.field(default_factory=list)
+    #: indexes of tasks told this worker alone holds a dependency it does not
+    #: (:func:`_without_lost_deps`), fed as they are
+    lost: list = dataclasses.field(default_factory=list)
+    #: with ``repair``: replies still waiting for their request when the run
+    #: stopped (never asked for, unless the run stopped early)
+    deferred: list = dataclasses.field(default_factory=list)
 
 
 #: a request's tag in :attr:`Run.open`: (issuing stimulus, keys asked for,
@@ -108,6 +114,7 @@ def replay_stimuli(
     each: Callable[[int, Run], bool] | None = None,
     track: bool = False,
     repair: set[int] | None = None,
+    store_failed: dict[int, list] | None = None,
 ) -> Run:
     """Feed ``stimuli`` one call each to a fresh ``WorkerState`` built from ``header``.
 
@@ -115,18 +122,30 @@ def replay_stimuli(
     so far, and stops the run by returning true. An exception stops it too,
     and is kept: for a candidate, a crash is an outcome like any other. With
     ``track``, a :class:`~replay.diagnosis.Tracker` follows the run, for
-    ``why``'s reasons. With ``repair`` (the ``id()`` of replies that may
-    answer nothing), a reply answering no request is left out and a transfer
-    reply takes the size its ``GatherDep`` asked for, as they come: the run is
-    the one of :attr:`Run.fed`, what was fed, and its indexes are ``fed``'s.
+    ``why``'s reasons. ``store_failed`` gives, by ``id()``, the stores into
+    the worker's data that raised while a stimulus was handled (as the log
+    recorded them for its call): a replay's data raises the same.
+
+    With ``repair`` (the ``id()`` of stimuli kept as recorded: replies that
+    may answer nothing, tasks with a lost dependency in the original), the
+    world answers the candidate as it asks: a reply answering no request yet
+    waits until its request is issued and comes right after that call (a
+    deletion moved the request: on one thread, another task ran first); one
+    never asked for is left out; a transfer reply takes the size its
+    ``GatherDep`` asked for; a task's dependency that only this worker held,
+    and that it no longer knows, is dropped (:func:`_without_lost_deps`). The run is then the one of :attr:`Run.fed`,
+    what was fed, and its indexes are ``fed``'s.
     """
     r = Replayer(header, tap_log=track)
     run = Run(r.ws, None, -1, [], Tracker() if track else None)
     requests: OpenRequests[Tag] = run.open
     fed = run.fed
+    waiting = run.deferred  # replies whose request is not issued yet (repair)
     step = 0  # numbered as in the shrunk log: events only
-    for n, s in enumerate(stimuli):
-        run.consumed = n + 1
+
+    def feed(s: Stimulus, failed: Optional[list] = None) -> bool:
+        """Handle one stimulus; true when the run stops there."""
+        nonlocal step
         i = len(fed)
         if type(s) is Resources:
             run.stopped = i
@@ -137,8 +156,6 @@ def replay_stimuli(
         else:
             answered = requests.answered(s)
             if answered is None and isinstance(s, REPLIES):
-                if repair is not None and id(s) not in repair:
-                    continue  # a message about nothing: it goes
                 run.unsolicited.append(i)
             elif isinstance(s, wsm.GatherDepDoneEvent) and answered[2] != s.total_nbytes:
                 if repair is not None:
@@ -150,20 +167,68 @@ def replay_stimuli(
             fed.append(s)
             run.parent.append(None if answered is None else answered[0])
             step += 1
-            call = RecordedCall([s], step, [0], 0.0, [], None, None)
+            call = RecordedCall([s], step, [0], 0.0, [], None, None, store_failed=failed)
             try:
                 applied = r.apply(call)
             except ReplayError as crash:
                 run.exception = crash.__cause__
-                return run
+                return True
             run.instructions.append(applied.instructions)
             for inst in applied.instructions:
                 requests.issued(inst, (i, _request_keys(inst), getattr(inst, "total_nbytes", None)))
             if run.tracker is not None:
                 run.tracker.feed(applied)
-        if each is not None and each(i, run):
+        return each is not None and each(i, run)
+
+    def answer_waiting() -> bool:
+        """Feed the waiting replies whose request is now open, oldest first."""
+        while True:
+            j = next((j for j, w in enumerate(waiting) if requests.answers(w)), None)
+            if j is None:
+                return False
+            w = waiting.pop(j)
+            if feed(w, failures(w)):
+                return True
+
+    def failures(s: Stimulus) -> Optional[list]:
+        return store_failed.get(id(s)) if store_failed else None
+
+    for n, s in enumerate(stimuli):
+        run.consumed = n + 1
+        failed = failures(s)
+        if isinstance(s, wsm.ComputeTaskEvent) and s.who_has:
+            fixed = _without_lost_deps(r.ws, s)
+            if fixed is not s:
+                if repair is None or id(s) in repair:
+                    run.lost.append(len(fed))  # as recorded: kept
+                else:
+                    run.replaced.append((s, fixed))
+                    s = fixed
+        if (repair is not None and isinstance(s, REPLIES) and id(s) not in repair
+                and not requests.answers(s)):
+            waiting.append(s)
+            continue
+        if feed(s, failed) or (waiting and answer_waiting()):
             break
     return run
+
+
+def _without_lost_deps(ws: wsm.WorkerState, ev: wsm.ComputeTaskEvent) -> wsm.ComputeTaskEvent:
+    """``ev`` without the dependencies it says this worker holds alone while
+    the worker does not know them: the stimuli that made them went with a
+    deletion, and no peer can send them (dask would wait for them forever)."""
+    lost = [d for d, holders in ev.who_has.items() if set(holders) <= {ws.address} and _nowhere(ws, d)]
+    if not lost:
+        return ev
+    return dataclasses.replace(ev, who_has={d: h for d, h in ev.who_has.items() if d not in lost},
+                               nbytes={d: n for d, n in ev.nbytes.items() if d not in lost})
+
+
+def _nowhere(ws: wsm.WorkerState, key: Any) -> bool:
+    """Does the worker not hold ``key``? (Told it does, dask drops a task it
+    is computing and looks for peers: there are none.)"""
+    ts = ws.tasks.get(key)
+    return ts is None or ts.state != "memory"
 
 
 # --- predicates ---------------------------------------------------------------
@@ -185,6 +250,11 @@ class Predicate:
         """The keys the bug is about, if known: the closure pass keeps these."""
         return set()
 
+    def subjects(self, run: Run) -> set:
+        """The keys the bug is about on ``run``, with those its state points
+        at (a stuck task's :func:`wait_subjects`): the closure pass keeps these."""
+        return self.keys()
+
     def rename(self, keys: dict) -> Predicate:
         """This predicate in a log whose keys were renamed by ``keys``."""
         return self
@@ -192,26 +262,6 @@ class Predicate:
     def outcome(self, run: Run) -> Outcome:
         """What the reproducer asserts at its end."""
         raise NotImplementedError
-
-    def spec(self) -> dict:
-        """This predicate as JSON, for another process (:func:`predicate_from_spec`)."""
-        out: dict[str, Any] = {"cls": type(self).__name__}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            v = getattr(self, f.name)
-            out[f.name] = encode_key(v) if f.name == "key" else (
-                [encode_key(k) for k in v] if f.name == "about" else v)
-        return out
-
-
-def predicate_from_spec(spec: dict) -> Predicate:
-    """The predicate :meth:`Predicate.spec` wrote."""
-    cls = _PREDICATES[spec["cls"]]
-    kwargs = {k: v for k, v in spec.items() if k != "cls"}
-    if "key" in kwargs:
-        kwargs["key"] = decode_key(kwargs["key"]) if kwargs["key"] is not None else None
-    if "about" in kwargs:
-        kwargs["about"] = frozenset(decode_key(k) for k in kwargs["about"])
-    return cls(**kwargs)
 
 
 @dataclass
@@ -233,12 +283,18 @@ class StuckPredicate(Predicate):
     def keys(self) -> set:
         return {self.key}
 
+    def subjects(self, run: Run) -> set:
+        ts = run.ws.tasks.get(self.key)
+        return {self.key} | (set() if ts is None else wait_subjects(run.ws, ts))
+
     def rename(self, keys: dict) -> Predicate:
         return dataclasses.replace(self, key=keys.get(self.key, self.key))
 
     def outcome(self, run: Run) -> Outcome:
         ts = run.ws.tasks[self.key]
-        return Stuck(self.key, ts.state, explain(run.ws, ts, run.tracker or Tracker()).reason)
+        # a peer marked in flight without a GatherDep to it unanswered
+        stale = tuple(sorted(w for w in run.ws.in_flight_workers if not run.open.gathers.get(w)))
+        return Stuck(self.key, ts.state, explain(run.ws, ts, run.tracker or Tracker()).reason, stale)
 
 
 def _asked(run: Run, peer: str, key: Any) -> bool:
@@ -275,6 +331,20 @@ def wait_evidence(run: Run, ts: wsm.TaskState) -> tuple:
     elif state in ("executing", "long-running"):
         evidence.append(ts.key in run.open.executing)
     return tuple(evidence)
+
+
+def wait_subjects(ws: wsm.WorkerState, ts: wsm.TaskState) -> set:
+    """The other tasks ``ts``'s wait is about: those holding the threads it
+    needs, those in flight from its holders, its dependencies not in memory."""
+    state = ts.previous if ts.state in ("cancelled", "resumed") else ts.state
+    if state in ("ready", "constrained"):
+        return {t.key for t in ws.executing}
+    if state in ("fetch", "flight", "missing"):
+        peers = set(ts.who_has) | ({ts.coming_from} if ts.coming_from else set())
+        return {k for w in peers for k in ws.in_flight_workers.get(w, ())}
+    if state == "waiting":
+        return {d.key for d in ts.dependencies if d.state != "memory"}
+    return set()
 
 
 @dataclass
@@ -344,11 +414,37 @@ class RaisesPredicate(Predicate):
     def outcome(self, run: Run) -> Outcome:
         e = run.exception
         assert e is not None
+        fixed = _asked_once(run)
         if isinstance(e, wsm.InvalidTransition):
-            return Raises(type(e).__name__, key=e.key, start=e.start, finish=e.finish)
+            return Raises(type(e).__name__, key=e.key, start=e.start, finish=e.finish, handled_when_fixed=fixed)
         if isinstance(e, wsm.InvalidTaskState):
-            return Raises(type(e).__name__, key=e.key, start=e.state)
-        return Raises(type(e).__name__, function=raised_at(e)[2])
+            return Raises(type(e).__name__, key=e.key, start=e.state, handled_when_fixed=fixed)
+        return Raises(type(e).__name__, function=raised_at(e)[2], handled_when_fixed=fixed)
+
+
+def _asked_once(run: Run) -> bool:
+    """Is the last stimulus of ``run`` one a correct worker receives too: not
+    a reply, or the reply to a request no other instruction of the run
+    repeats (a duplicated ``Execute`` or ``GatherDep`` is a bug of its own,
+    and its reply does not happen once that is fixed)?"""
+    i = run.stopped
+    s = run.fed[i]
+    if not isinstance(s, REPLIES):
+        return True
+    if run.parent[i] is None:
+        return False  # a reply about nothing
+
+    def about(x: wsm.Instruction) -> bool:
+        if isinstance(s, wsm.GatherDepDoneEvent):
+            return isinstance(x, wsm.GatherDep) and x.worker == s.worker
+        if isinstance(s, wsm.RetryBusyWorkerEvent):
+            return isinstance(x, wsm.RetryBusyWorkerLater) and x.worker == s.worker
+        return isinstance(x, wsm.Execute) and x.key == s.key
+
+    asked = [x for x in run.instructions[run.parent[i]] if about(x)]
+    keys = set().union(*(_request_keys(x) for x in asked)) if asked else set()
+    same = [x for insts in run.instructions for x in insts if about(x) and _request_keys(x) & keys]
+    return len(asked) == 1 and len(same) == 1
 
 
 @dataclass
@@ -420,13 +516,9 @@ class ExprPredicate(Predicate):
         return Expr(self.expr)
 
 
-#: the predicates, by class name, for :func:`predicate_from_spec`
-_PREDICATES: dict[str, type] = {c.__name__: c for c in (
-    StuckPredicate, StatePredicate, RaisesPredicate, InvalidPredicate, ExprPredicate)}
-
-
 def predicate_record(p: Predicate) -> dict:
-    """``p`` as a shrunk log's header keeps it (``schemas.records.ShrunkBy``)."""
+    """``p`` as a shrunk log's header keeps it (``schemas.records.ShrunkBy``),
+    and as the hash check's interpreters receive it: the one serialisation."""
     if isinstance(p, StuckPredicate):
         return {"predicate": "stuck", "text": p.text, "key": encode_key(p.key)}
     if isinstance(p, StatePredicate):
@@ -515,20 +607,25 @@ class Shrinker:
     single stimulus loses the bug (1-minimal).
 
     The passes, in order: cut after the first step showing the bug (before
-    the shrinker starts); keep the closure of the bug's keys; then, to a
-    fixed point, delete runs of stimuli, delete single stimuli, simplify
+    the shrinker starts; not for ``--stuck`` without a key, whose task is
+    chosen at the end of the log); keep the closure of the bug's keys and
+    of what its wait is about, else delete the longest prefix that can go
+    (galloping from the end); then, to a fixed point, delete runs of stimuli, delete single stimuli, simplify
     inside events (drop a dependency, a key, a holder, a resource
     restriction) and reset the construction inputs to ``WorkerState()``'s
     and dask's defaults; then rename keys, peers and stimulus ids and reset
     fields (annotations, texts, nbytes, timings, run ids, priorities); then
     the deleting and in-event passes once more, to a fixed point.
 
-    Stimuli that belong together are removed together: a deletion also
-    deletes every reply it leaves answering no request (``Execute*Event``,
-    ``RescheduleEvent``, ``GatherDep*Event``, ``RetryBusyWorkerEvent``), found
-    by replaying the candidate, so that a reply goes with the call that asked
-    for it, and stays when another call asks in its place (one thread freed
-    by a deleted task runs the next one).
+    Stimuli that belong together are removed together: a deletion (or a
+    dependency dropped) is repaired in the replay that checks it. A reply it
+    leaves answering no request (``Execute*Event``, ``RescheduleEvent``,
+    ``SecedeEvent``, ``GatherDep*Event``, ``RetryBusyWorkerEvent``) waits
+    until its request is issued, so that it stays when another call asks in
+    its place (one thread freed by a deleted task runs the next one), and
+    goes if none does; a task told this worker alone holds a dependency it
+    does not know any more loses that dependency. What the original itself
+    had of these is kept as recorded.
     """
 
     def __init__(self, header: dict, stimuli: list[Stimulus], predicate: Predicate,
@@ -542,14 +639,22 @@ class Shrinker:
         self.progress = progress
         #: recorded time of each stimulus, by ``id()`` of the stimuli in ``current``
         self.handled: dict[int, float] = {}
+        #: the stores into the worker's data that raised while a stimulus was
+        #: handled, by ``id()``, as the log recorded them for its call
+        self.store_failed: dict[int, list] = {}
         #: accepted changes so far: a pass that leaves it alone changed nothing
         self.changes = 0
         #: hash salts every candidate must also show the bug under
         #: (:func:`~replay.hashcheck.salted`); empty until hashing proved to matter
         self.salts: tuple[int, ...] = ()
-        #: ``id()`` of the replies in ``current`` that answer no request, as
-        #: they did in the original log: the only ones a candidate may hold
+        #: ``id()`` of the stimuli in ``current`` kept as recorded: replies that
+        #: answer no request, as they did in the original log (the only ones a
+        #: candidate may hold), and tasks told of a dependency lost there too
         self.unsolicited: set[int] = set()
+        #: what the original's replay told of ``current`` as given: each
+        #: stimulus's parent (:attr:`Run.parent`) and the predicate's
+        #: :meth:`~Predicate.subjects` (None: the closure pass replays to learn them)
+        self.known: Optional[tuple[list, set]] = None
         #: original key -> current name, original peer -> current address
         self.keys: dict = {}
         self.peers: dict = {}
@@ -558,7 +663,7 @@ class Shrinker:
 
     def run(self, stimuli: Sequence[Stimulus], header: dict | None = None) -> Run:
         self.replays += 1
-        return replay_stimuli(header or self.header, stimuli)
+        return replay_stimuli(header or self.header, stimuli, store_failed=self.store_failed)
 
     def shows(self, stimuli: Sequence[Stimulus], *, header: dict | None = None,
               predicate: Predicate | None = None, target: Fingerprint = None,
@@ -587,24 +692,56 @@ class Shrinker:
         return True
 
     def deleted(self, drop: Iterable[int]) -> list[Stimulus] | None:
-        """The current list without ``drop`` and without the replies that then
-        answer nothing (an ``Execute`` or ``GatherDep`` whose call went, or
-        that another deletion moved to another call), each transfer reply
-        carrying the size its ``GatherDep`` now asks for (one replay repairs
-        it as it goes): returned if it passes the gate, else None."""
+        """The current list without ``drop``, :meth:`repaired`, if it passes the gate."""
         gone = set(drop)
         candidate = [x for j, x in enumerate(self.current) if j not in gone]
         if len(candidate) >= len(self.current):
             return None
+        return self.repaired(candidate, shorter=True)
+
+    def repaired(self, candidate: list[Stimulus], *, shorter: bool = False) -> list[Stimulus] | None:
+        """``candidate`` without the replies that then answer nothing (an
+        ``Execute`` or ``GatherDep`` whose call went, or that a change moved to
+        another call), the others coming once asked for, each transfer reply
+        carrying the size its ``GatherDep`` now asks for, each task without a
+        dependency only this worker held and no longer knows (one replay
+        repairs it as it goes, :func:`replay_stimuli`): returned if it passes
+        the gate (and, with ``shorter``, is shorter than the current list), else None."""
         self.replays += 1
-        run = replay_stimuli(self.header, candidate, repair=self.unsolicited)
+        run = replay_stimuli(self.header, candidate, repair=self.unsolicited, store_failed=self.store_failed)
         # a run stops at a crash: what it did not reach stays as it was
-        repaired = run.fed + candidate[run.consumed:]
-        if len(repaired) >= len(self.current) or not self.holds(run, repaired):
+        repaired = run.fed + (run.deferred + candidate[run.consumed:] if run.consumed < len(candidate) else [])
+        new = self.inherit(run.replaced)
+        if (shorter and len(repaired) >= len(self.current)) or not self.holds(run, repaired):
+            self.forget(new)
             return None
-        for old, new in run.replaced:
-            self.handled[id(new)] = self.handled.get(id(old), 0.0)
         return repaired
+
+    def inherit(self, pairs: Iterable[tuple[Stimulus, Stimulus]], keys: dict | None = None) -> list[int]:
+        """Give each new stimulus of ``pairs`` (old, new) what its old one
+        carries outside itself: its recorded time, being kept as recorded,
+        its store failures (keys renamed by ``keys``). Returns the new ``id()``s,
+        for :meth:`forget` when the candidate is refused."""
+        out = []
+        for old, new in pairs:
+            if old is new:
+                continue
+            out.append(id(new))
+            self.handled[id(new)] = self.handled.get(id(old), 0.0)
+            if id(old) in self.unsolicited:
+                self.unsolicited.add(id(new))
+            failed = self.store_failed.get(id(old))
+            if failed is not None:
+                self.store_failed[id(new)] = failed if keys is None else [
+                    (keys.get(k, k), text, tb) for k, text, tb in failed]
+        return out
+
+    def forget(self, ids: Iterable[int]) -> None:
+        """Drop what :meth:`inherit` gave stimuli that go (their ids are reused)."""
+        for i in ids:
+            self.handled.pop(i, None)
+            self.unsolicited.discard(i)
+            self.store_failed.pop(i, None)
 
     def accept(self, candidate: list[Stimulus] | None) -> bool:
         """Make ``candidate`` (from :meth:`deleted`) current, if there is one."""
@@ -614,11 +751,16 @@ class Shrinker:
         self.changes += 1
         return True
 
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
+
     # --- the passes -----------------------------------------------------
 
     def shrink(self) -> None:
         """Run the passes to a fixed point."""
         self.keep_closure()
+        self.delete_prefix()
         self.reduce()
         self.simplify()
         self.reduce()
@@ -669,11 +811,16 @@ class Shrinker:
         return parent + [None] * (len(stimuli) - len(parent))
 
     def keep_closure(self) -> None:
-        """Keep only the stimuli about the bug's keys, their dependencies and
-        their dependents, and what completes them; drop the rest in one try."""
-        keys = self.predicate.keys()
-        if not keys:
+        """Keep only the stimuli about the bug's keys and what its wait waits
+        on (:func:`wait_subjects`), their dependencies and their dependents,
+        and what completes them; drop the rest in one try."""
+        if not self.predicate.keys():
             return
+        if self.known is not None:
+            parent, keys = self.known
+        else:
+            run = self.run(self.current)
+            parent, keys = run.parent, self.predicate.subjects(run)
         deps: dict = defaultdict(set)
         for s in self.current:
             if isinstance(s, wsm.ComputeTaskEvent):
@@ -682,7 +829,7 @@ class Shrinker:
         for k, ds in deps.items():
             for d in ds:
                 dependents[d].add(k)
-        parent = self.causes(self.current)
+        parent = parent + [None] * (len(self.current) - len(parent))
         keyless = {i for i, x in enumerate(self.current) if not stimulus_keys(x) and parent[i] is None}
         # the keys' neighbours first: a stuck task's story rarely needs its
         # whole ancestry, and in a long run that ancestry is most of the log
@@ -701,7 +848,34 @@ class Shrinker:
                 if len(chosen) < len(self.current) and self.accept(
                     self.deleted(i for i in range(len(self.current)) if i not in chosen)
                 ):
+                    self._say(f"closure: {len(self.current)} stimuli")
                     return
+        self._say("closure: refused")
+
+    def delete_prefix(self) -> None:
+        """Delete the longest run of stimuli from the start that can go,
+        galloping: keep the last 16, 32, 64… stimuli until the bug shows,
+        then bisect. The bug is at the end of the list (cut after its first
+        hit), so the replays cost what its history needs, not the log's length."""
+        n = len(self.current)
+        keep, best = 16, None
+        while keep < n:
+            best = self.deleted(range(n - keep))
+            if best is not None:
+                break
+            keep *= 2
+        if best is None:
+            return
+        lo, hi = keep // 2 if keep > 16 else 0, keep  # lo: tried (or too few), hi: works
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            candidate = self.deleted(range(n - mid))
+            if candidate is not None:
+                hi, best = mid, candidate
+            else:
+                lo = mid
+        self.accept(best)
+        self._say(f"prefix: {len(self.current)} stimuli")
 
     def delete_chunks(self) -> None:
         """Delete runs of stimuli (with the replies left answering nothing),
@@ -781,8 +955,8 @@ class Shrinker:
                 asked = [n for w, n in sizes[p] if w == x.worker]
                 if len(asked) == 1 and asked[0] != x.total_nbytes:
                     candidate[i] = _replace(x, total_nbytes=asked[0])
-        if candidate != self.current and self.shows(candidate, origin=self.current):
-            self.take(candidate)
+        if candidate != self.current:
+            self.attempt(candidate)
 
     def rank_priorities(self) -> None:
         """Priorities as ``(0,)``, ``(1,)``…: the ready queue's order, no more."""
@@ -792,24 +966,23 @@ class Shrinker:
         self.try_map(lambda s: _replace(s, priority=ranks[s.priority])
                      if isinstance(s, wsm.ComputeTaskEvent) else s)
 
-    def try_map(self, fn: Callable[[Stimulus], Stimulus], **shown: Any) -> bool:
+    def try_map(self, fn: Callable[[Stimulus], Stimulus], keys: dict | None = None, **shown: Any) -> bool:
         candidate = [fn(s) for s in self.current]
         if candidate == self.current:
             return False
-        if self.shows(candidate, origin=self.current, **shown):
-            self.take(candidate)
-            return True
-        return False
+        return self.attempt(candidate, keys, **shown)
 
-    def take(self, candidate: list[Stimulus]) -> None:
+    def attempt(self, candidate: list[Stimulus], keys: dict | None = None, **shown: Any) -> bool:
         """Make ``candidate``, the current list changed stimulus by stimulus,
-        current; each new stimulus keeps the recorded time of the one it replaces."""
-        for old, new in zip(self.current, candidate):
-            self.handled[id(new)] = self.handled.get(id(old), 0.0)
-            if id(old) in self.unsolicited:
-                self.unsolicited.add(id(new))
+        current if it passes the gate; each new stimulus inherits what the one
+        it replaces carries (:meth:`inherit`)."""
+        new = self.inherit(zip(self.current, candidate), keys)
+        if not self.shows(candidate, origin=self.current, **shown):
+            self.forget(new)
+            return False
         self.current = candidate
         self.changes += 1
+        return True
 
     def rename_keys(self) -> None:
         """``x``, ``y``, ``z``…, tuple keys as short tuples, in order of first use."""
@@ -837,7 +1010,7 @@ class Shrinker:
             return
         predicate = self.predicate.rename(mapping)
         target = _rename_fingerprint(self.target, mapping)
-        if self.try_map(lambda s: map_stimulus(s, key=mapping.get), predicate=predicate, target=target):
+        if self.try_map(lambda s: map_stimulus(s, key=mapping.get), mapping, predicate=predicate, target=target):
             self.predicate, self.target = predicate, target
             self.keys = mapping
 
@@ -862,8 +1035,7 @@ class Shrinker:
             mapping[w] = f"{hosts[h]}:{next(port)}"
         header = {**self.header, "worker": mapping[me]}
         candidate = [map_stimulus(s, peer=mapping.get) for s in self.current]
-        if self.shows(candidate, header=header, origin=self.current):
-            self.take(candidate)
+        if self.attempt(candidate, header=header):
             self.header = header
             self.peers = mapping
 
@@ -875,10 +1047,12 @@ class Shrinker:
         self.try_map(lambda s: map_stimulus(s, sid=ids.get))
 
     def _try_replace(self, i: int, s: Stimulus) -> bool:
-        candidate = self.current[:i] + [s] + self.current[i + 1:]
-        if self.shows(candidate, origin=self.current):
-            self.take(candidate)
+        """``current[i]`` replaced by ``s``, :meth:`repaired` (a dependency
+        dropped takes its transfer's reply along)."""
+        new = self.inherit([(self.current[i], s)])
+        if self.accept(self.repaired(self.current[:i] + [s] + self.current[i + 1:])):
             return True
+        self.forget(new)
         return False
 
 
@@ -1146,13 +1320,18 @@ def _peer_log(history: WorkerHistory, peer: str, keys: Any) -> str:
     return f"{peer}'s log goes on to step {wlog.events}; `replay why` compares what it held"
 
 
-def stimuli_of(history: WorkerHistory) -> tuple[list[Stimulus], list[float]]:
+def stimuli_of(history: WorkerHistory, store_failed: dict[int, list] | None = None,
+               ) -> tuple[list[Stimulus], list[float]]:
     """Every stimulus of a worker's log in order, one per ``handle_stimulus``
     call (a batch handles its events one after another, exactly so), with
-    the time each was handled."""
+    the time each was handled. ``store_failed``, if given, is filled with
+    each event's failed stores (its call's: only a store of those keys
+    raises), for :func:`replay_stimuli`."""
     stimuli: list[Stimulus] = []
     handled: list[float] = []
     for call in history.calls():
+        if store_failed is not None and call.store_failed:
+            store_failed.update((id(e), list(call.store_failed)) for e in call.events)
         for change in call.resources:
             # settings assigned between stimuli are not part of a reproducer:
             # a log whose bug needs them may not shrink (NotReproduced says so)
@@ -1187,19 +1366,25 @@ def choose_stuck_key(ws: wsm.WorkerState) -> Any:
     return min(stuck, key=rank).key
 
 
-def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) -> tuple[int, Fingerprint, list[int]]:
+def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate,
+               store_failed: dict[int, list]) -> tuple[int, Fingerprint, list[int], tuple[list, set]]:
     """The first stimulus after which the original shows the predicate's
-    fingerprint, that fingerprint, and the replies up to there that answer
-    no request; for end-of-log predicates, the fingerprint is the one at
-    the end of the log."""
+    fingerprint, that fingerprint, the stimuli up to there a candidate keeps
+    as they are (replies that answer no request, tasks with a lost
+    dependency: :func:`replay_stimuli`'s ``repair``), and what the closure pass needs there (the stimuli's
+    parents, the predicate's subjects); for end-of-log predicates, the
+    fingerprint is the one at the end of the log."""
     fps: list[Fingerprint] = []
+    subjects: dict = {}  # fingerprint -> the predicate's subjects where it first showed
 
     def each(i: int, run: Run) -> bool:
         fp = predicate.observe(run)
         fps.append(fp)
+        if fp is not None and fp not in subjects:
+            subjects[fp] = predicate.subjects(run)
         return predicate.first_hit and fp is not None
 
-    run = replay_stimuli(header, stimuli, each=each)
+    run = replay_stimuli(header, stimuli, each=each, store_failed=store_failed)
     if run.exception is not None:
         fp = predicate.observe(run)
         if fp is None:
@@ -1212,7 +1397,7 @@ def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) 
                 f"{run.stopped + 1} ({_first_line(run.exception)}), which is not what "
                 f"{predicate.text} asks for" + hint
             )
-        return run.stopped, fp, run.unsolicited
+        return run.stopped, fp, run.unsolicited + run.lost, (run.parent, predicate.subjects(run))
     target = fps[-1] if fps else None
     if target is None:
         if isinstance(predicate, ExprPredicate):
@@ -1222,7 +1407,8 @@ def _first_hit(header: dict, stimuli: Sequence[Stimulus], predicate: Predicate) 
                 raise BadInput(f"--expr raises {type(e).__name__}: {_first_line(e)}") from None
         raise NotReproduced(f"{predicate.text} does not hold on the original log")
     cut = fps.index(target)
-    return cut, target, [i for i in run.unsolicited if i <= cut]
+    odd = [i for i in run.unsolicited + run.lost if i <= cut]
+    return cut, target, odd, (run.parent[: cut + 1], subjects[target])
 
 
 def _first_line(e: BaseException) -> str:
@@ -1265,12 +1451,13 @@ def shrink(
 
         history = open_log(log).worker(worker)
     header = history.header
-    stimuli, handled = stimuli_of(history)
+    failed: dict[int, list] = {}
+    stimuli, handled = stimuli_of(history, failed)
     if until is not None:
         stimuli, handled = _until(stimuli, handled, history.position(until))
     replays = 0
     if predicate is None or (isinstance(predicate, StuckPredicate) and predicate.key is None):
-        end = replay_stimuli(header, stimuli)
+        end = replay_stimuli(header, stimuli, store_failed=failed)
         replays += 1
         key = None if end.exception is not None else choose_stuck_key(end.ws)
         if key is None:
@@ -1279,18 +1466,27 @@ def shrink(
         if predicate is None and until is None:
             _refuse_normal_wait(history)
         predicate = StuckPredicate(key, text=predicate.text if predicate else "--stuck")
-    cut, target, unsolicited = _first_hit(header, stimuli, predicate)
-    replays += 1
+        # the task was chosen at the end: its wait is the end's, and the log is
+        # not cut where it first showed (that would take a second replay of
+        # the whole log); the deletions drop what follows
+        cut, target = len(stimuli) - 1, predicate.observe(end)
+        unsolicited, known = end.unsolicited + end.lost, (end.parent, predicate.subjects(end))
+    else:
+        cut, target, unsolicited, known = _first_hit(header, stimuli, predicate, failed)
+        replays += 1
     if isinstance(predicate, InvalidPredicate):
-        run = replay_stimuli(header, stimuli[: cut + 1])
+        run = replay_stimuli(header, stimuli[: cut + 1], store_failed=failed)
         replays += 1
         predicate = dataclasses.replace(predicate, about=frozenset(_invalid_keys(run)))
+        known = (known[0], predicate.subjects(run))
 
     def shrinker(salts: tuple[int, ...] = ()) -> Shrinker:
         s = Shrinker(header, stimuli[: cut + 1], predicate, target, progress=progress)
         s.handled = {id(x): t for x, t in zip(stimuli, handled)}
         s.unsolicited = {id(stimuli[i]) for i in unsolicited}
         s.salts = salts
+        s.known = known
+        s.store_failed = dict(failed)
         return s
 
     s = shrinker()
@@ -1316,7 +1512,7 @@ def shrink(
             if bad:
                 raise NotReproduced(f"the shrunk log shows {predicate.text} only under some hash seeds "
                                     f"(not with PYTHONHASHSEED={bad[0]} and dask's own TaskState hashing)")
-    final = replay_stimuli(s.header, s.current, track=True)
+    final = replay_stimuli(s.header, s.current, track=True, store_failed=s.store_failed)
     assert s.predicate.observe(final) == s.target, "the shrunk list must show the bug"
     outcome = s.predicate.outcome(final)
     # the predicate goes with the shrunk log, keys renamed as the log names them
@@ -1335,7 +1531,8 @@ def shrink(
         inputs=inputs,
         header=new_header,
         outcome=outcome,
-        records=log_records(new_header, s.current, [s.handled.get(id(x), 0.0) for x in s.current], final),
+        records=log_records(new_header, s.current, [s.handled.get(id(x), 0.0) for x in s.current], final,
+                            s.store_failed),
         original_events=history.events,
         passes=s.passes,
         replays=replays + s.replays + 1,
@@ -1349,8 +1546,9 @@ def shrink(
 
 def _elsewhere(s: Shrinker) -> list[Seen]:
     """What fresh interpreters with dask's own hashing see replaying ``s``'s list."""
-    run = replay_stimuli(s.header, s.current)
-    return elsewhere(log_records(s.header, s.current, [0.0] * len(s.current), run), s.predicate.spec())
+    run = replay_stimuli(s.header, s.current, store_failed=s.store_failed)
+    return elsewhere(log_records(s.header, s.current, [0.0] * len(s.current), run, s.store_failed),
+                     predicate_record(s.predicate))
 
 
 def _until(stimuli: list[Stimulus], handled: list[float], step: int) -> tuple[list[Stimulus], list[float]]:
@@ -1397,9 +1595,11 @@ def construction_inputs(header: dict) -> dict:
     }
 
 
-def log_records(header: dict, stimuli: Sequence[Stimulus], handled: Sequence[float], run: Run) -> list[dict]:
+def log_records(header: dict, stimuli: Sequence[Stimulus], handled: Sequence[float], run: Run,
+                store_failed: dict[int, list] | None = None) -> list[dict]:
     """A log of ``stimuli``: ``header``, one step per event with what its
-    replay returned (or raised), and an end record."""
+    replay returned (or raised) and the stores that raised while it was
+    handled (``store_failed``, by ``id()``), and an end record."""
     worker = header["worker"]
     out: list[dict] = [header]
     seq = 0
@@ -1415,6 +1615,10 @@ def log_records(header: dict, stimuli: Sequence[Stimulus], handled: Sequence[flo
             rec["error"] = repr(run.exception)
         else:
             rec["instructions"] = [encode_instruction(x) for x in run.instructions[i]]
+        failed = store_failed.get(id(s)) if store_failed else None
+        if failed:
+            rec["store_failed"] = [{"key": encode_key(k), "exception_text": text, "traceback_text": tb}
+                                   for k, text, tb in failed]
         out.append(rec)
         if i == run.stopped and run.exception is not None:
             break

@@ -539,7 +539,8 @@ def test_installed_entry_point_reads_stdin(corpus):
 HOSTILE = "tcp://evil:1\x1b[31m[bold]x[/bold]\x07"
 
 
-def test_strings_from_a_log_are_shown_inert(tmp_path, cli_run, corpus):
+def test_strings_from_a_log_are_shown_inert(tmp_path, cli_run, corpus, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what a command writes by default (report.html) stays here
     path = tmp_path / "hostile.jsonl"
     path.write_bytes(corpus.lines(*corpus.records(HOSTILE, sid="\x1b]0;title\x07[red]s")))
     for command in COMMANDS:
@@ -617,8 +618,9 @@ def _audit(event: str, args: tuple) -> None:
 sys.addaudithook(_audit)
 
 
-def test_paths_named_in_a_log_are_never_opened(tmp_path, cli_run, corpus):
+def test_paths_named_in_a_log_are_never_opened(tmp_path, cli_run, corpus, monkeypatch):
     global _opened
+    monkeypatch.chdir(tmp_path)  # what a command writes by default (report.html) stays here
     secret = tmp_path / "secret.jsonl"
     secret.write_bytes(corpus.valid())
     named = str(secret)

@@ -165,9 +165,10 @@ def test_the_query_path_imports_no_state_machine(cluster):
     assert out.stdout.strip() == "[]"
 
 
-def _two_workers(tmp_path, record_log, clock_a, clock_b):
-    """A computes x and, told to, forgets it (then computes z); B, told that A
-    holds x, fetches it from A. One cluster log of both."""
+def _two_workers(tmp_path, record_log, clock_a, clock_b, closing=False):
+    """A computes x and, told to, forgets it (then computes z; ``closing``:
+    then pauses, as ``Worker.close`` does first); B, told that A holds x,
+    fetches it from A. One cluster log of both."""
     from distributed import worker_state_machine as wsm
 
     a, b = "tcp://127.0.0.1:1001", "tcp://127.0.0.1:1002"
@@ -176,6 +177,7 @@ def _two_workers(tmp_path, record_log, clock_a, clock_b):
         wsm.ExecuteSuccessEvent.dummy("x", run_id=0, stimulus_id="done-x"),
         wsm.FreeKeysEvent(keys=["x"], stimulus_id="free-x"),
         wsm.ComputeTaskEvent.dummy("z", stimulus_id="c-z"),
+        *([wsm.PauseEvent(stimulus_id="worker-close")] if closing else []),
     ], address=a, clock=clock_a)
     path_b = record_log(tmp_path / "b.jsonl", [
         wsm.ComputeTaskEvent.dummy("y", who_has={"x": [a]}, stimulus_id="c-y"),
@@ -201,14 +203,29 @@ def test_disagreement_a_peer_that_released_the_key(tmp_path, record_log, cli_run
     assert "disagreement:" in out and "had no such task" in out
 
 
-def test_disagreement_a_peer_that_left(tmp_path, record_log, cli_run):
+def test_disagreement_a_peer_that_left(tmp_path, record_log, cli_run, monkeypatch):
     import itertools
 
-    # A's log ends at 1025, before B's step at 1031
+    # A closes (pauses) and its log ends at 1030, before B's step at 1036
+    log, a, b = _two_workers(tmp_path, record_log, itertools.count(1000.0, 5.0).__next__,
+                             itertools.count(1035.0).__next__, closing=True)
+    for mode in ("auto", "off"):  # the index, and a replay
+        monkeypatch.setenv("REPLAY_INDEX", mode)
+        (d,) = orjson.loads(cli_run(["why", log, "--json"])[1])["disagreements"]
+        assert (d["kind"], d["worker"], d["peer"], d["peer_step"]) == ("peer gone", b, a, 5)
+
+
+def test_disagreement_a_peer_whose_recording_stopped(tmp_path, record_log, cli_run, monkeypatch):
+    import itertools
+
+    # A's log ends at 1025 with A still running: its recorder stopped, not the worker
     log, a, b = _two_workers(tmp_path, record_log, itertools.count(1000.0, 5.0).__next__,
                              itertools.count(1030.0).__next__)
-    (d,) = orjson.loads(cli_run(["why", log, "--json"])[1])["disagreements"]
-    assert (d["kind"], d["worker"], d["peer"], d["peer_step"]) == ("peer gone", b, a, 4)
+    for mode in ("auto", "off"):
+        monkeypatch.setenv("REPLAY_INDEX", mode)
+        (d,) = orjson.loads(cli_run(["why", log, "--json"])[1])["disagreements"]
+        assert (d["kind"], d["worker"], d["peer"], d["peer_step"]) == ("peer not recorded", b, a, 4)
+        assert "while the worker ran" in d["text"]
 
 
 def test_no_disagreement_while_the_peer_holds_it(tmp_path, record_log, cli_run):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ import replay
 from replay import imports
 from replay import shrinker as s
 from replay.record import Recorder
+from replay.testcase import once_fixed
 
 # --- the bugs, as patch modules ------------------------------------------------------
 
@@ -236,6 +238,45 @@ BUGS = [
     ("leaking_counter", LEAKING_COUNTER, leaking_counter,
      s.ExprPredicate("not ws.in_flight_workers and ws.transfer_incoming_bytes > 0"), 2),
 ]
+#: the bugs whose cause is certain, so that the reproducer carries what a
+#: correct worker does: a stale entry, a raise on an event a correct worker
+#: receives too, a broken invariant (not: the reply to a duplicated request,
+#: which a fixed worker never gets; a user's expression)
+CERTAIN = {"stale_busy", "raising_transition", "broken_invariant"}
+#: of those, the bugs whose test asserts instructions the fix changes after
+#: the bug's first effect (a stale entry stops a later request)
+STATE_ONLY = {"stale_busy"}
+
+
+def expected_holds(result: s.Shrunk, source: str, patch) -> tuple[bool, bool]:
+    """Do the reproducer's commented expected assertions hold after its
+    events on stock dask, and with the bug?"""
+    lines = source.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.lstrip().startswith("# expected, once fixed:"))
+    while not lines[start].endswith(":"):
+        start += 1
+    code = []
+    for x in lines[start + 1:]:
+        if not x.lstrip().startswith("# "):
+            break
+        code.append(x.strip()[2:])
+    peers = dict(re.findall(r'^\s+(ws\d+) = "([^"]*)"$', source, re.M))
+    held = []
+    for patched_in in (False, True):
+        if not patched_in:
+            patch.undo()
+        try:
+            run = s.replay_stimuli(result.header, result.stimuli)
+        finally:
+            if not patched_in:
+                importlib.reload(patch)
+        try:
+            for statement in code:
+                exec(statement, {"ws": run.ws, **peers})  # the test's own assertion, just written
+            held.append(True)
+        except AssertionError:
+            held.append(False)
+    return held[0], held[1]
 
 
 def record(tmp: Path, scenario) -> str:
@@ -346,11 +387,26 @@ def test_injected_bug_shrinks_to_a_reproducer_that_holds_in_plain_pytest(
     (test.parent / f"{patch.__name__}.py").write_text(source)
     seeds = [str(random.randrange(1, 2**32)) for _ in range(3)]
     runs = [(test, patch.__name__, seed) for seed in seeds] + [(test, None, seed) for seed in seeds]
+    assert ("# expected, once fixed:" in source_text) == (name in CERTAIN), source_text
+    if name in STATE_ONLY:
+        # the steps after the stale entry ask for other instructions once
+        # fixed: the expected state is checked on the events alone
+        stock, buggy = expected_holds(result, source_text, patch)
+        assert stock and not buggy, source_text
+    elif name in CERTAIN:
+        # the expected behaviour, uncommented in place of the bug's assertion:
+        # it holds on stock dask and not with the bug
+        fixed = test.with_name(f"test_{name}_fixed.py")
+        fixed.write_text(once_fixed(source_text))
+        runs += [(fixed, None, seed) for seed in seeds] + [(fixed, patch.__name__, seeds[0])]
     outcomes = plain_pytest(runs)
-    for (_, with_patch, seed), (code, output) in zip(runs, outcomes):
-        if with_patch:
-            assert code == 0, f"with the bug, PYTHONHASHSEED={seed}\n{source_text}\n{output}"
+    for (path, with_patch, seed), (code, output) in zip(runs, outcomes):
+        text = path.read_text()
+        if (with_patch is not None) == (path == test):
+            assert code == 0, f"{path.name} with the bug={bool(with_patch)}, PYTHONHASHSEED={seed}\n{text}\n{output}"
         else:
-            assert code == 1 and "1 failed" in output, f"without the bug, PYTHONHASHSEED={seed}\n{source_text}\n{output}"
+            assert code == 1 and "1 failed" in output, (
+                f"{path.name} with the bug={bool(with_patch)}, PYTHONHASHSEED={seed}\n{text}\n{output}")
     print(f"\n{name}: {wh.events} events -> {result.narrative.shrunk_events}, {seconds:.1f} s, "
-          f"1-minimal, {result.replays} replays")
+          f"1-minimal, {result.replays} replays, expected behaviour: {name in CERTAIN}")
+    print(source_text)

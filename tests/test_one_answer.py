@@ -156,7 +156,10 @@ def test_a_stale_in_flight_entry_shows(answers):
     assert {t["key"]: t["state"] for t in state["tasks"]}["x2"] == "fetch"
     (x2,) = [v for v in _why(_json(answers, "stale_in_flight", f"why {b}"))["tasks"] if v["key"] == "x2"]
     assert x2["category"] == "fetch: holders busy"
-    assert f"a transfer from {a} is already under way" in x2["reason"]
+    # no GatherDep to a is unanswered: the entry is stale, not a transfer under way
+    assert "already under way" not in x2["reason"]
+    assert f"{a} is marked in flight (in_flight_workers), but no GatherDep to it awaits an answer" in x2["reason"]
+    assert x2["detail"]["stale_in_flight"] == [a]
 
 
 def test_a_duplicated_gather_shows_twice_and_its_raise_is_named(answers):

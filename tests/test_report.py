@@ -259,8 +259,8 @@ def test_page_in_headless_chromium(cli_run, copied, fixture_path, tmp_path, name
     _page(cli_run, log, out)
     report, _ = _report(log)
     dom = _browse(out, "--dump-dom", folder=str(tmp_path))
-    # Bokeh's scripts ran and drew one stream per worker
-    assert dom.count('class="bk-Figure"') == len(report.workers)
+    # Bokeh's scripts ran: the workers' lanes, then a column per worker (its stream, task counts, slider)
+    assert dom.count('class="bk-Figure"') == 1 and dom.count('class="bk-Column"') == len(report.workers)
     for w in report.workers:
         assert f'<h2 class="worker">{w.address}</h2>' in dom
         for u in w.unfinished:
@@ -276,5 +276,293 @@ def test_page_in_headless_chromium(cli_run, copied, fixture_path, tmp_path, name
     colours = pixels.getcolors(maxcolors=1 << 20)
     assert len(colours) > 50, "a blank or text-only page"
     # the canvas holds executions drawn in their colour, not only the HTML around them
-    blue = tuple(int(COLOURS[("execute", "success")][i:i + 2], 16) for i in (1, 3, 5))
-    assert dict((c, n) for n, c in colours).get(blue, 0) > 100
+    assert dict((c, n) for n, c in colours).get(_rgb(COLOURS[("execute", "success")]), 0) > 100
+
+
+def _rgb(colour: str) -> tuple:
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+# --- paused spans, the worker's end, task counts, a window ---------------------------
+
+
+def _steps(path: str) -> dict[str, list[dict]]:
+    steps: dict[str, list[dict]] = {}
+    for rec in _lines(path):
+        if rec.get("kind") == "step":
+            steps.setdefault(rec["worker"], []).append(rec)
+    return {w: sorted(recs, key=lambda r: r["seq"]) for w, recs in steps.items()}
+
+
+def test_paused_spans_and_the_end(copied, fixture_path):
+    for name in ("cluster-log.jsonl.gz", "stuck-flight.jsonl"):
+        path = copied(fixture_path(name))
+        report, _ = _report(path, width=10**12)
+        ends = {rec["worker"]: rec for rec in _lines(path) if rec.get("kind") == "end"}
+        for w in report.workers:
+            recs = _steps(path).get(w.address, [])
+            # a PauseEvent to the first UnpauseEvent after it, as the recorded lines have them
+            expected, since = [], None
+            for rec in recs:
+                cls = rec["event"]["cls"]
+                if cls == "PauseEvent" and since is None:
+                    since = rec["seq"]
+                elif cls == "UnpauseEvent" and since is not None:
+                    expected.append((since, rec["seq"]))
+                    since = None
+            if since is not None:
+                expected.append((since, None))
+            assert [(p.start_step, p.stop_step) for p in w.paused] == expected
+            # a paused worker starts no execution: dask's _ensure_computing waits for running
+            for start, stop in expected:
+                assert not [b for b in w.bars if b.kind == "execute" and start < b.start_step
+                            and (stop is None or b.start_step < stop)]
+            # Worker.close pauses the state machine, then the teardown writes the end record
+            closing = ends.get(w.address, {}).get("reason") == "teardown" and since is not None
+            assert w.ended == (w.address in ends)
+            assert w.closed_at == (since if closing else None)
+        if name.startswith("cluster"):
+            assert all(w.closed_at for w in report.workers) and any(w.paused[:-1] for w in report.workers)
+        else:  # the recorder stopped while the stuck worker still ran
+            assert all(w.ended and w.closed_at is None and w.status == "running" for w in report.workers)
+
+
+def test_task_counts_are_the_state_machines(shipped_fixture, copied, monkeypatch):
+    """The counts the report keeps from each step's transitions == the index's
+    count of every task by state at the same steps (what a replay observed)."""
+    path = copied(shipped_fixture)
+    report, history = _report(path, width=10)  # a short log is sampled at every call
+    source = open_source(path, history=lambda: history)
+    assert source.kind == "indexed"
+    for w in report.workers:
+        answers = source.worker(w.address)
+        assert w.counts.steps and w.counts.steps[-1] == w.steps
+        for i, step in enumerate(w.counts.steps):
+            expected = {s: n for s, n in answers.state(step).task_states.items() if n and s != "forgotten"}
+            assert w.counts.at(i) == expected, (w.address, step)
+    # a long log keeps one sample per pixel column, the last call's of the column
+    coarse, _ = _report(path, width=2)
+    for c, f in zip(coarse.workers, report.workers):
+        if f.steps > 2 * 2:
+            assert len(c.counts.steps) <= 3 and c.counts.steps[-1] == f.steps
+            assert c.counts.at(len(c.counts.steps) - 1) == f.counts.at(len(f.counts.steps) - 1)
+
+
+def test_a_window_shows_what_overlaps_it(copied, fixture_path, monkeypatch):
+    path = copied(fixture_path("cluster-log.jsonl.gz"))
+    expected = expected_bars(path)
+    firsts = [min(e["handled"].values()) for e in expected.values()]
+    t0, t1 = min(firsts) + 2.0, min(firsts) + 4.0
+    history = replay.open(path)
+    report = build(history, open_source(path, history=lambda: history), width=10**12, start=t0, stop=t1)
+    assert report.origin == t0 and report.span == pytest.approx(t1 - t0)
+    monkeypatch.setenv(INDEX_ENV, "off")
+    replayed = open_source(path, history=lambda: replay.open(path))
+    for w in report.workers:
+        handled = expected[w.address]["handled"]
+        stop = max((s for s, t in handled.items() if t <= t1), default=0)
+        assert w.stop_step == stop
+        want = set()
+        for keys, start, end, outcome in expected[w.address]["execute"]:
+            if start > stop:
+                continue  # asked for after the window
+            if end is None or end > stop:
+                end, outcome = None, UNFINISHED  # not answered by the window's end
+            if handled[end if end is not None else stop] < t0:
+                continue  # over before the window
+            want.add((keys, start, end, outcome))
+        got = {(b.keys, b.start_step, b.stop_step, b.outcome) for b in w.bars if b.kind == "execute"}
+        assert got == want
+        assert not w.buckets  # no bar is shorter than a column that wide: nothing else is drawn
+        assert all(b.start >= 0 and b.stop <= t1 - t0 + 1e-9 for b in w.bars)
+        # unfinished: what why says at the window's last step, by a replay
+        verdicts = replayed.worker(w.address).why(stop).tasks
+        assert [(u.key, u.state, u.reason) for u in w.unfinished] == [(v.key, v.state, v.reason) for v in verdicts]
+    # somewhere in that window the cluster was busy
+    assert any(w.bars for w in report.workers)
+
+
+def test_window_options(cli_run, copied, fixture_path, tmp_path):
+    path = copied(fixture_path("stuck-flight.jsonl"))
+    code, out, err = cli_run(["report", path, "--json", "--from", "+0", "--to", "+0.0001"])
+    assert code == 0, err
+    data = orjson.loads(out)
+    first = min(w.wlog.first_handled for w in replay.open(path).workers)
+    assert data["start"] == first and data["stop"] == pytest.approx(first + 0.0001)
+    # a stimulus id is the time its last step was handled
+    recs = [r for recs in _steps(path).values() for r in recs]
+    sid = recs[0]["event"]["stimulus_id"]
+    code, out, err = cli_run(["report", path, "--json", "--to", sid])
+    assert code == 0, err
+    assert orjson.loads(out)["stop"] == max(r["handled"] for r in recs if r["event"]["stimulus_id"] == sid)
+    for args, words in ((["--from", "soon"], "--from: not a time (seconds since the epoch, or +S) nor a stimulus id"), (["--from", "+1", "--to", "+0"], "before"),
+                        (["--from", "+1000"], "nothing recorded")):
+        code, out, err = cli_run(["report", path, "-o", tmp_path / "r.html", *args])
+        assert code == 2 and words in err and "Traceback" not in err, err
+
+
+# --- a LocalCluster recorded here ------------------------------------------------------
+
+
+def inc(x):
+    return x + 1
+
+
+def _hold_get_data(dask_worker):
+    """``get_data`` waits until released: a peer's transfer from this worker stays in flight."""
+    import asyncio
+
+    held = asyncio.Event()
+    answer = dask_worker.handlers["get_data"]
+
+    async def get_data(comm, **kwargs):
+        await held.wait()
+        return await answer(comm, **kwargs)
+
+    dask_worker._report_test_held = held
+    dask_worker.handlers["get_data"] = get_data
+
+
+def _release_get_data(dask_worker):
+    dask_worker._report_test_held.set()
+
+
+def _in_flight(dask_worker):
+    return sorted(ts.key for ts in dask_worker.state.in_flight_tasks)
+
+
+@pytest.fixture(scope="module")
+def fresh_run(tmp_path_factory):
+    """Two workers and the scheduler, recorded here: ``y`` stuck on b with
+    ``x`` in flight from a (a's ``get_data`` holds), and ``victim`` dropped by a
+    behind the scheduler's back (the scheduler still has it processing there).
+    The recording stops while both hold."""
+    import time
+
+    import dask
+    from distributed import Client, LocalCluster, WorkerPlugin, wait
+    from distributed import worker_state_machine as wsm
+
+    from replay.merge import merge
+    from replay.record import Recorder
+    from replay.scheduler_recorder import ClusterRecorder
+
+    class DropVictim(WorkerPlugin):
+        name = "drop-victim"
+
+        def setup(self, worker):
+            self.worker = worker
+
+        def transition(self, key, start, finish, **kwargs):
+            if key == "victim" and finish == "waiting":  # on the worker's loop, not inside handle_stimulus
+                event = wsm.FreeKeysEvent(keys=["victim"], stimulus_id="drop-victim")
+                self.worker.loop.add_callback(self.worker.handle_stimulus, event)
+
+    logdir = str(tmp_path_factory.mktemp("fresh"))
+    with dask.config.set({"distributed.scheduler.worker-ttl": None}):
+        with LocalCluster(n_workers=0, processes=False, threads_per_worker=1,
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            client.register_plugin(ClusterRecorder(logdir))
+            cluster.scale(2)
+            client.wait_for_workers(2, timeout=30)
+            a, b = sorted(client.scheduler_info()["workers"])
+            client.register_plugin(DropVictim())
+            x = client.submit(inc, 1, key="x", workers=[a])
+            dep = client.submit(inc, 10, key="dep", workers=[b])
+            wait([x, dep], timeout=30)
+            client.run(_hold_get_data, workers=[a])
+            y = client.submit(inc, x, key="y", workers=[b])
+            victim = client.submit(inc, dep, key="victim", workers=[a])
+            deadline = time.monotonic() + 20
+            while client.run(_in_flight, workers=[b])[b] != ["x"]:
+                assert time.monotonic() < deadline, "x never went in flight"
+                time.sleep(0.05)
+            time.sleep(1.5)  # longer than the disagreements' grace
+            assert not y.done() and not victim.done()
+            client.unregister_worker_plugin(Recorder.name)  # the workers' end records, while stuck
+            client.run(_release_get_data, workers=[a])
+            del x, y, dep, victim
+    path = os.path.join(logdir, "cluster.jsonl")
+    merge([logdir], path)
+    assert os.path.exists(os.path.join(logdir, "scheduler.jsonl"))
+    return path, a, b
+
+
+def test_a_fresh_cluster_run_in_headless_chromium(fresh_run, cli_run, tmp_path):
+    from PIL import Image
+
+    from replay.report_page import STATE_COLOURS, UNFINISHED_COLOUR
+
+    path, a, b = fresh_run
+    report, _ = _report(path)
+    assert [w.address for w in report.workers] == [a, b] and report.scheduler
+    stuck = {w.address: {u.key: u for u in w.unfinished} for w in report.workers}
+    # dask's semantics: y waits on b for x, which b is fetching from a
+    assert stuck[b]["x"].state == "flight" and stuck[b]["y"].state == "waiting"
+    assert any("x" in line for line in stuck[b]["y"].story)
+    # the scheduler has victim processing on a, which dropped it
+    dropped = [link for link in report.links if link.kind == "scheduler and worker" and link.key == "victim"]
+    assert [(link.worker, link.peer) for link in dropped] == [(a, None)]
+    out = str(tmp_path / "r.html")
+    page = _page(cli_run, path, out)
+    assert not EXTERNAL.findall(SCRIPT.sub(rb"\1\3", page))
+    dom = _browse(out, "--dump-dom", folder=str(tmp_path))
+    assert dom.count('class="bk-Figure"') == 1 and dom.count('class="bk-Column"') == len(report.workers)
+    for w in report.workers:
+        assert f'<h2 class="worker">{w.address}</h2>' in dom
+    why_y = html.escape(stuck[b]["y"].reason, quote=False)
+    assert f'<td class="why">{why_y}</td>' in dom
+    assert "victim" in "".join(re.findall(r'<li class="disagreement">(.*?)</li>', dom))
+    # y's story, which a click on its bar opens, is in the page as plain HTML
+    stories = dict(re.findall(r'<details id="(story-\d+-\d+)"><summary>.*?</summary><pre>(.*?)</pre>', dom, re.S))
+    assert html.escape("\n".join(stuck[b]["y"].story), quote=False) in stories.values()
+    shot = str(tmp_path / "r.png")
+    _browse(out, f"--screenshot={shot}", "--window-size=1450,2400", folder=str(tmp_path))
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50, "a blank or text-only page"
+    # the canvases drew: x's open transfer in the unfinished colour; x, held in memory on a from the
+    # start, fills a's counts over the run
+    pixels = {c: n for n, c in colours}
+    assert pixels.get(_rgb(UNFINISHED_COLOUR), 0) > 20
+    assert pixels.get(_rgb(STATE_COLOURS["memory"]), 0) > 1000
+
+
+def test_the_step_slider_in_headless_chromium(cli_run, copied, fixture_path, tmp_path):
+    """The page opened at ``#w0=N&w2=M`` moves those sliders (their script runs
+    in the browser): the counts it shows are the index's at the step it names."""
+    log = copied(fixture_path("cluster-log.jsonl.gz"))
+    out = str(tmp_path / "r.html")
+    _page(cli_run, log, out)
+    source = open_source(log, history=lambda: replay.open(log))
+    asked = {0: 600, 2: 35}
+    dom = _browse(out + "#" + "&".join(f"w{i}={n}" for i, n in asked.items()), "--dump-dom", folder=str(tmp_path))
+    shown = dict(re.findall(r'<p class="at" id="at-(\d+)">(.*?)</p>', dom))
+    assert len(shown) == len(source.workers)
+    for i, w in enumerate(source.workers):
+        m = re.fullmatch(r"step (\d+): as of step (\d+) \(([\d.]+) s\), (.*)", html.unescape(shown[str(i)]))
+        assert m, shown[str(i)]
+        step, sample = int(m[1]), int(m[2])
+        assert step == asked.get(i, w.events) and sample <= step
+        counts = {} if m[4] == "no tasks" else {s: int(n) for s, n in (p.rsplit(" ", 1) for p in m[4].split(", "))}
+        assert counts == {s: n for s, n in w.state(sample).task_states.items() if n and s != "forgotten"}
+        # the last sample at or before the step: no call of the worker ended between them
+        assert not [s for s in range(sample + 1, step + 1) if w.step_times()[s - 1] != w.step_times()[sample - 1]]
+
+
+def test_links_are_the_disagreements_a_replay_finds(shipped_fixture, copied, monkeypatch):
+    """Between workers, at each one's last step: the report (asking the index)
+    draws what ``find`` says when every worker is replayed."""
+    path = copied(shipped_fixture)
+    report, _ = _report(path)
+    monkeypatch.setenv(INDEX_ENV, "off")
+    replayed = open_source(path, history=lambda: replay.open(path))
+    found = replayed.disagreements({w.address: w.events for w in replayed.workers})
+    between = [link for link in report.links if link.kind == "between workers"]
+    assert [(link.worker, link.peer, link.key, link.text) for link in between] == \
+        [(f.worker, f.peer, f.key, f.text()) for f in found if hasattr(f, "peer")]
+    by_address = {w.address: w for w in report.workers}
+    for link in between:  # drawn from the worker's last step to the peer's step at that time
+        assert link.time == by_address[link.worker].last
+        assert link.peer_time <= link.time + 1e-9 or by_address[link.peer].last < link.time
+    if "stuck-flight" in shipped_fixture:  # b waits on x from a, whose log ended
+        assert [link.key for link in between] == ["x"]

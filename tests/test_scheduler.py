@@ -13,7 +13,7 @@ import pytest
 from distributed import Client, LocalCluster, WorkerPlugin, wait
 from distributed import worker_state_machine as wsm
 
-from replay.disagreements import over_run
+from replay.disagreements import over_run, same_clock
 from replay.logfile import iter_lines
 from replay.merge import merge
 from replay.scheduler_log import SchedulerLog
@@ -177,6 +177,18 @@ def _history(logdir, address):
     import replay
 
     return replay.open(_worker_log(logdir, address), inexact=True)
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("tcp://127.0.0.1:40001", "tcp://127.0.0.1:40002", True),
+    ("tcp://10.0.0.1:40001", "tcp://10.0.0.2:40001", False),
+    ("tls://[::1]:1", "tls://[::1]:2", True),
+    # LocalCluster(processes=False): one process, one clock, whatever the counter
+    ("inproc://192.0.2.2/4242/1", "inproc://192.0.2.2/4242/7", True),
+    ("inproc://192.0.2.2/4242/1", "inproc://192.0.2.2/4343/1", False),
+])
+def test_workers_share_a_clock_on_one_host_or_in_one_process(a, b, same):
+    assert same_clock(a, b) is same and same_clock(b, a) is same
 
 
 def test_a_dropped_task_is_a_disagreement_from_when_it_was_dropped(recording, monkeypatch):

@@ -455,3 +455,45 @@ def test_shrinking_to_a_log_needs_no_pytest(fixture_path, tmp_path):
     assert out.exists()
     summary = orjson.loads(proc.stdout)
     assert summary["pytest"] is None and summary["seconds"] > 0
+
+
+def test_a_store_that_raised_is_replayed_and_kept_by_the_shrunk_log(tmp_path):
+    import orjson
+
+    from replay.logfile import LogWriter
+    from replay.record import Session
+
+    class RefusingStore(dict):
+        """A third-party mapping that refuses every value."""
+
+        def __setitem__(self, key, value):
+            raise OSError(f"no room for {key!r}")
+
+    path = tmp_path / "store.jsonl"
+    ws = wsm.WorkerState(address="tcp://127.0.0.1:1", nthreads=1, validate=False)
+    writer = LogWriter(str(path))
+    session = Session(ws, writer=writer, watch_tasks=True)
+    ws.data = RefusingStore()
+    ws.handle_stimulus(wsm.ComputeTaskEvent.dummy("y", who_has={"x": [PEER]}, stimulus_id="s1"))
+    ws.handle_stimulus(wsm.ComputeTaskEvent.dummy("other", stimulus_id="s2"))
+    ws.handle_stimulus(wsm.GatherDepSuccessEvent(worker=PEER, total_nbytes=1, data={"x": 123}, stimulus_id="s3"))
+    # dask's semantics: the fetched x cannot be stored, so it errs and y waits on it
+    assert (ws.tasks["x"].state, ws.tasks["y"].state) == ("error", "waiting")
+    session.close("test")
+    writer.close()
+
+    (wh,) = replay.open(str(path)).workers
+    result = s.shrink(wh, predicate=s.StuckPredicate("y"), hash_check=False)
+    assert [type(x).__name__ for x in result.stimuli] == ["ComputeTaskEvent", "GatherDepSuccessEvent"]
+    assert result.fingerprint[3] == "waiting: erred dependency"
+    # the shrunk log carries the failed store on the transfer's step: replayed, x errs again
+    steps = [r for r in result.records if r["kind"] == "step"]
+    assert ["store_failed" in r for r in steps] == [False, True]
+    assert result.outcome.key == "y" and [f["key"] for f in steps[1]["store_failed"]] == ["x"]
+    shrunk = tmp_path / "shrunk.jsonl"
+    shrunk.write_bytes(b"\n".join(orjson.dumps(r) for r in result.records) + b"\n")
+    worker = replay.open(str(shrunk)).worker()
+    assert worker.verify()[0] is None
+    end = worker.state_at(None)
+    assert end.tasks[result.outcome.key].state == "waiting"
+    assert [ts.state for ts in end.tasks[result.outcome.key].dependencies] == ["error"]

@@ -579,3 +579,71 @@ def test_dask_style_expects_an_assertion_its_validation_trips(monkeypatch):
     namespace: dict = {}
     exec(compile(styled, "<reproducer>", "exec"), namespace)  # our own source, just written
     namespace["test_repro"](wsm.WorkerState(address="127.0.0.1:1", transition_counter_max=50_000, validate=True))
+
+
+# --- the expected behaviour, as a commented alternative ------------------------------------
+
+
+def _cancelled_memory_raises(self, ts, value, run_id, *, stimulus_id):
+    # the bug under test: a cancelled task whose execution ends raises
+    # instead of being forgotten
+    raise RuntimeError(f"cannot forget cancelled task {ts.key!r}")
+
+
+def _run_test(source: str) -> None:
+    namespace: dict = {}
+    exec(compile(source, "<reproducer>", "exec"), namespace)  # our own source, just written
+    namespace["test_repro"]()
+
+
+def test_a_raising_transition_carries_what_a_correct_worker_does(monkeypatch):
+    from replay import shrinker as s
+    from replay.testcase import once_fixed
+
+    stimuli = [
+        ComputeTaskEvent.dummy("x", stimulus_id="s1"),
+        wsm.FreeKeysEvent(keys=["x"], stimulus_id="s2"),
+        ExecuteSuccessEvent.dummy("x", stimulus_id="s3"),
+    ]
+    header = {"kind": "header", "worker": "127.0.0.1:1", "deterministic": True, "hash_seed": "6640",
+              "from_empty": True, "state": s._default_state()}
+    with monkeypatch.context() as m:
+        m.setitem(wsm.WorkerState._TRANSITIONS_TABLE, ("cancelled", "memory"), _cancelled_memory_raises)
+        run = s.replay_stimuli(header, stimuli)
+        assert isinstance(run.exception, RuntimeError)
+        # the execution's end answers the one Execute the task got: a correct
+        # worker receives it too, so the cause is in how it is handled
+        outcome = s.RaisesPredicate().outcome(run)
+        assert outcome.handled_when_fixed
+        source = pytest_source(inputs(), stimuli, outcome, NARRATIVE)
+        fixed = once_fixed(source)
+        _run_test(source)  # the bug's test passes with the bug
+        with pytest.raises(RuntimeError, match="cannot forget cancelled task"):
+            _run_test(fixed)  # the expected behaviour does not hold with it
+    assert "# expected, once fixed: a correct worker handles this event without raising" in source
+    assert "with pytest.raises" not in fixed and "\n    ws.validate_state()\n" in fixed
+    # stock dask is the correct worker here: the expected behaviour holds, the bug's test fails
+    _run_test(fixed)
+    with pytest.raises(pytest.fail.Exception):
+        _run_test(source)
+
+
+def test_no_alternative_when_the_raising_event_answers_a_repeated_request(monkeypatch):
+    from replay import shrinker as s
+
+    original = wsm.WorkerState._ensure_computing
+
+    def twice(self):  # the bug under test: every Execute is issued twice
+        recs, instructions = original(self)
+        return recs, instructions + [i for i in instructions if isinstance(i, wsm.Execute)]
+
+    stimuli = [ComputeTaskEvent.dummy("x", stimulus_id="s1"), ExecuteSuccessEvent.dummy("x", stimulus_id="s2"),
+               ExecuteSuccessEvent.dummy("x", stimulus_id="s3")]
+    header = {"kind": "header", "worker": "127.0.0.1:1", "deterministic": True, "hash_seed": "6640",
+              "from_empty": True, "state": s._default_state()}
+    monkeypatch.setattr(wsm.WorkerState, "_ensure_computing", twice)
+    run = s.replay_stimuli(header, stimuli)
+    # the second reply answers the repeated Execute: once that is fixed it
+    # never comes, so nothing says how a correct worker would handle it
+    assert run.exception is not None and run.stopped == 2
+    assert not s.RaisesPredicate().outcome(run).handled_when_fixed

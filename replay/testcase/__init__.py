@@ -4,7 +4,9 @@ The test needs only ``distributed`` and ``pytest``. Every call it makes is run
 here first, through a real ``WorkerState`` set up exactly as the test will set
 it up, so the instructions it asserts are the real ones and its final
 assertion holds today: the test passes while the bug is there, and says which
-assertion to flip once it is fixed.
+assertion to flip once it is fixed. Where the cause is certain it also
+carries, commented, what a correct worker does instead (:func:`once_fixed`
+uncomments it).
 
 Everything taken from a log (keys, addresses, stimulus ids, exception texts) is
 written as a plain Python literal that is parsed back and compared before it
@@ -21,7 +23,7 @@ set of names.
 """
 from replay.testcase.literals import checked_literal
 from replay.testcase.outcomes import Expr, Invalid, InState, Narrative, Outcome, Raises, Resources, Stimulus, Stuck
-from replay.testcase.writer import pytest_source
+from replay.testcase.writer import once_fixed, pytest_source
 
 __all__ = ["Expr", "InState", "Invalid", "Narrative", "Outcome", "Raises", "Resources", "Stimulus", "Stuck",
-           "checked_literal", "pytest_source"]
+           "checked_literal", "once_fixed", "pytest_source"]

@@ -24,6 +24,9 @@ class Stuck:
     key: Any
     state: str
     reason: str
+    #: peers marked in ``in_flight_workers`` with no transfer from them under
+    #: way: stale bookkeeping, which a correct worker never keeps
+    stale_in_flight: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,9 @@ class Raises:
     finish: str | None = None
     #: a function the exception passes through, e.g. ``_execute_done_common``
     function: str | None = None
+    #: a correct worker receives the last event too (it is no reply to a
+    #: request made twice), so it must handle it without raising
+    handled_when_fixed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

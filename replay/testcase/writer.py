@@ -76,6 +76,38 @@ def pytest_source(
     return writer.write(stimuli)
 
 
+#: the comment opening a commented alternative (:meth:`_Writer.expected`)
+EXPECTED = "# expected, once fixed: "
+
+
+def once_fixed(source: str) -> str:
+    """``source``, a reproducer, as it reads once the bug is fixed: each
+    commented alternative uncommented in place of the bug's assertion
+    (from its ``# the bug:`` comment on). Raises ValueError without one."""
+    lines = source.splitlines()
+    out: list[str] = []
+    done = 0
+    i = 0
+    while i < len(lines):
+        if not lines[i].lstrip().startswith(EXPECTED):
+            i += 1
+            continue
+        pad = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        bug = max(j for j in range(done, i) if lines[j].startswith(pad + "# the bug"))
+        while not lines[i].endswith(":"):  # the sentence may wrap
+            i += 1
+        i += 1
+        code = []
+        while i < len(lines) and lines[i].startswith(pad + "# "):
+            code.append(pad + lines[i][len(pad) + 2:])
+            i += 1
+        out += lines[done:bug] + code
+        done = i
+    if not done:
+        raise ValueError("the test has no expected behaviour to uncomment")
+    return "\n".join(out + lines[done:]) + "\n"
+
+
 #: the inputs that are ``WorkerState`` arguments; the other two are dask config
 _ARGUMENTS = (
     "address", "nthreads", "resources", "transfer_incoming_count_limit", "validate",
@@ -600,12 +632,33 @@ class _Writer:
             head += f", match={match}):" if match else "):"
             lines.append(" " * indent + head)
             lines += _render(_Seq("ws.handle_stimulus(", [node], ")"), indent + 4)
+            if o.handled_when_fixed:
+                lines += self.expected(
+                    "a correct worker handles this event without raising, and its state stays valid",
+                    _render(_Seq("ws.handle_stimulus(", [node], ")"), indent) + [" " * indent + "ws.validate_state()"],
+                    indent,
+                )
             return lines
         lines += self.invalid_comment(final, indent, "handle_stimulus")
         lines.append(" " * indent + f"with pytest.raises({cls_name}){_as(error)}:")
         lines += _render(_Seq("ws.handle_stimulus(", [node], ")"), indent + 4)
         lines += self.cause_check(error, indent)
         return lines
+
+    def expected(self, what: str, code: list[str], indent: int) -> list[str]:
+        """What a correct worker does instead, from dask's semantics, as a
+        commented alternative to the bug's assertion: uncommented in its
+        place once the bug is fixed, it passes."""
+        pad = " " * indent
+        return _comment(EXPECTED[2:] + what + ":", indent) + [
+            pad + "# " + line[indent:] for line in code
+        ]
+
+    def peer_name(self, address: str) -> str:
+        """A peer's variable in the test, or its address where it has none."""
+        if address == self.address:
+            return "ws.address"
+        return self.peers.get(address) or repr(address)
 
     def exception_name(self, cls: type) -> str:
         if getattr(builtins, cls.__name__, None) is cls:
@@ -648,6 +701,14 @@ class _Writer:
                 text += f": {_prose(o.reason)}"
             lines += _comment(text + "; once fixed, flip this assertion (== to !=)", indent)
             lines += _render(state, indent, f"assert ws.tasks[{_flat(key)}].state == ")
+            stale = getattr(o, "stale_in_flight", ())
+            if stale:
+                lines += self.expected(
+                    "a peer is marked in flight only for keys coming from it",
+                    [pad + f"assert all(ws.tasks[k].coming_from == {v} for k in ws.in_flight_workers.get({v}, ()))"
+                     for v in map(self.peer_name, stale)],
+                    indent,
+                )
         elif isinstance(o, Invalid) and final.get("in_validate"):
             self.uses_pytest = True
             error = final["error"]
@@ -656,6 +717,7 @@ class _Writer:
             lines.append(pad + f"with pytest.raises({cls_name}){_as(error)}:")
             lines.append(pad + "    ws.validate_state()")
             lines += self.cause_check(error, indent)
+            lines += self.expected("the state machine's invariants hold", [pad + "ws.validate_state()"], indent)
         elif isinstance(o, Expr):
             text = _expr_source(self.expr, self.outcome.expr)
             lines += _comment(
