@@ -110,6 +110,20 @@ def rows(events: int, quick: bool) -> list[Row]:
         m = isolated("record_overhead", f"measure(repeats={3 if quick else 5})")
         return f"{m['ratio']:.3f}x (median of {len(m['ratios'])} pairs)", m["ratio"] <= 1.05
 
+    def snapshot_pause():
+        m = isolated("recorder_bounded", "measure_pause()")
+        return (f"median {m['median_ms']:.0f} ms (CPU {m['cpu_median_ms']:.0f} ms), worst {m['max_ms']:.0f} ms at "
+                f"{m['tasks']} tasks ({m['snapshot_bytes'] / 1e6:.1f} MB); rebuild {m['rebuild_ms']:.0f} ms; "
+                f"bare handle_stimulus {m['bare_handle_us']:.0f} µs/event in the same process"), m["max_ms"] <= 50
+
+    def bounded_recorder():
+        m = isolated("recorder_bounded", f"measure(repeats={2 if quick else 3})")
+        return (f"bounded {m['bounded']:.3f}x (CPU {m['bounded_cpu']:.3f}x), unbounded {m['unbounded']:.3f}x "
+                f"(CPU {m['unbounded_cpu']:.3f}x); {m['segments']} segments/worker in {m['seconds']:.0f} s, kept "
+                f"{m['kept_max'] / 1e6:.2f} MB of {m['max_bytes'] / 1e6:.1f} MB + one segment "
+                f"({m['largest_segment'] / 1e6:.2f} MB); pauses worst {m['pause_max_ms']:.0f} ms"), (
+            m["bounded"] <= 1.05 and m["kept_max"] <= m["max_bytes"] + m["largest_segment"])
+
     def scheduler_recorder():
         m = isolated("scheduler_overhead", f"measure(repeats={3 if quick else 5})")
         return (f"{m['ratio']:.3f}x (median of {len(m['ratios'])} pairs); hooks {m['hook_us']:.0f} µs per "
@@ -154,6 +168,9 @@ def rows(events: int, quick: bool) -> list[Row]:
         Row("replay check / raw orjson.loads", "<= 1.5x", schema),
         Row(f"peak RSS replaying {n} events - final state", "<= 200 MB", memory),
         Row("recorder overhead, real LocalCluster", "<= 1.05x", recorder),
+        Row("snapshot pause, 10,000 tasks (bounded recording)", "<= 50 ms", snapshot_pause),
+        Row("bounded recorder overhead, real LocalCluster, segment every few s", "<= 1.05x, disk <= bound + 1 segment",
+            bounded_recorder),
         Row("scheduler recorder overhead, real LocalCluster", "<= 1.05x", scheduler_recorder),
         Row("outside-change check / handle_stimulus, recorded stress run", "<= 0.10x", outside_check),
         Row("shrink a stuck 100k-event log to 1-minimal", "<= 60 s", shrink),

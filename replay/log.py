@@ -251,6 +251,10 @@ class ClusterLog:
             w = by_address[address] = WorkerLog(
                 address, len(self.workers), rec, lineno, path
             )
+            snapshot = rec.get("snapshot")
+            if type(snapshot) is dict and type(snapshot.get("seq")) is int:
+                # a segment of a bounded recording: its steps follow the snapshot's
+                w.events = snapshot["seq"]
             self.workers.append(w)
             return
         if w is None:
@@ -327,7 +331,7 @@ class ClusterLog:
                 decoded.add(cls)
             w.events = seq
             w.event_counts[cls] += 1
-            if seq == 1:
+            if w.first_handled is None:  # (a segment's first step is not step 1)
                 w.first_handled = rec.handled
             w.last_handled = rec.handled
             if rec.error is not None:

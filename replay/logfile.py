@@ -328,11 +328,20 @@ SCHEDULER_LOG_NAME = re.compile(r"scheduler(-[0-9]+)?\.jsonl(\.gz)?")
 
 def log_files(directory: str) -> list[str]:
     """The worker logs a :class:`~replay.Recorder` wrote to ``directory``
-    (not the scheduler's, which is no worker's)."""
+    (not the scheduler's, which is no worker's). A bounded worker's folder of
+    segments (``NAME.segments/``) is one log: the segments it keeps, joined
+    (:func:`replay.segments.joined`); so is ``directory`` itself if it is one."""
+    from replay import segments  # it imports this module
+
+    if segments.is_segment_folder(directory):
+        return [segments.joined(directory)]
+    names = os.listdir(directory)
     return sorted(
-        os.path.join(directory, name)
-        for name in os.listdir(directory)
-        if name.endswith((".jsonl", ".jsonl.gz")) and not SCHEDULER_LOG_NAME.fullmatch(name)
+        [os.path.join(directory, name) for name in names
+         if name.endswith((".jsonl", ".jsonl.gz")) and not SCHEDULER_LOG_NAME.fullmatch(name)]
+        + [segments.joined(os.path.join(directory, name)) for name in names
+           if name.endswith(segments.FOLDER_SUFFIX)
+           and segments.is_segment_folder(os.path.join(directory, name))]
     )
 
 
