@@ -30,6 +30,7 @@ from replay.logfile import STDIN_COPY_ENV, as_log, iter_lines, log_name, spool_s
 from replay.merge import records_of
 from replay.parallel import load_one, map_workers
 from replay.scheduler_log import SchedulerLog
+from replay.segments import departures
 from replay.source import open_source
 from replay.story import Story
 from replay.summary import LoadSummary, VerifyResult, verify_worker
@@ -804,6 +805,10 @@ def verify(
     for wh in chosen:
         with progress_bar(f"verifying {wh.address}", wh.events) as cb:
             result.workers.append(verify_worker(wh, validate=validate, progress=cb))
+        # a bounded recording: every kept segment from its own snapshot too
+        notes = departures(wh.log.file_of(wh.wlog))
+        if notes:
+            result.workers[-1].inexact += notes
     emit(result, json=json)
     if not result.faithful:
         raise typer.Exit(1)

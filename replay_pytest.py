@@ -27,6 +27,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="failed",
         help="keep the logs of failed tests only (default), or of all tests",
     )
+    group.addoption(
+        "--replay-segment-steps",
+        metavar="N",
+        type=int,
+        default=None,
+        help="record each WorkerState as segments of N steps, each from a snapshot "
+        "(a bounded recording's format, to check snapshots on a test suite)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,6 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
         from replay.pytest_plugin import StateRecorder
 
         config.pluginmanager.register(
-            StateRecorder(os.path.abspath(directory), config.getoption("--replay-keep")),
+            StateRecorder(os.path.abspath(directory), config.getoption("--replay-keep"),
+                          segment_steps=config.getoption("--replay-segment-steps")),
             "dask-replay-recorder",
         )

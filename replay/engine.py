@@ -24,6 +24,8 @@ from distributed.comm import get_address_host as _get_address_host
 from replay.determinism import is_deterministic, prepare_replay
 from replay.errors import ReplayError
 from replay.reader import Progress, RecordedCall
+from replay.segments import kept_from
+from replay.snapshot import restore
 from schemas.codec import decode_float, decode_key, decode_resources, decode_settings
 from schemas.convert import SizedValue, comparable, encode_instruction
 
@@ -239,7 +241,9 @@ class Replayer:
                 f"worker {header.get('worker')}: history partial ({header.get('history_reason')}): "
                 "it cannot be replayed from the empty state"
             )
-        if not header.get("from_empty", True):
+        #: where a segment of a bounded recording starts (:mod:`replay.snapshot`)
+        snapshot = header.get("snapshot")
+        if not header.get("from_empty", True) and snapshot is None:
             raise ReplayError(
                 f"worker {header.get('worker')} was recorded from a state that already "
                 f"held {header.get('initial_tasks')} tasks; it cannot be replayed"
@@ -275,18 +279,25 @@ class Replayer:
         threshold = s.get("transfer_incoming_bytes_throttle_threshold")
         if threshold is not None:  # older logs: the constructor's default
             self.set_settings(decode_settings({"transfer_incoming_bytes_throttle_threshold": threshold}))
+        if snapshot is not None:
+            restore(self.ws, snapshot)
+            self.warnings.append(kept_from(header))
+            if validate is not None:
+                self.ws.validate = validate
         #: the first step before which the recording noted task state changed
         #: outside ``handle_stimulus`` (a test assigning it): replay cannot follow
         self.outside_before: int | None = None
         #: the last step applied, its stimulus id ("" for the empty state) and
         #: when the recorded worker handled it (None for the empty state)
-        self.seq = 0
+        self.seq = 0 if snapshot is None else snapshot["seq"]
         self.stimulus_id = ""
-        self.handled: float | None = None
+        self.handled: float | None = None if snapshot is None else snapshot["handled"]
         self._tap: list[tuple] | None = None
         if tap_log:
             self._tap = []
             self.ws.log = _TapDeque(self._tap, maxlen=self.ws.log.maxlen)
+        #: the worker's data (checked before every call for stores armed to raise)
+        self._data: RecordedData = self.ws.data
         #: ``handle_stimulus``, with offline addresses for an inproc recording
         self._handle = self.ws.handle_stimulus
         if header["worker"].startswith("inproc://"):
@@ -329,7 +340,8 @@ class Replayer:
         raised too. A crash the recording did not have is a
         :class:`~replay.errors.ReplayError` whose ``__cause__`` is the crash.
         """
-        self._before(call)
+        if call.resources or call.store_failed or self._data.raising:
+            self._before(call)
         if not self.follow_recording or self.departed is not None or call.cut:
             # (a cut call: the recorded result is the whole call's, not comparable)
             return self._apply(call)

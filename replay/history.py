@@ -19,9 +19,10 @@ from distributed import worker_state_machine as wsm
 
 from replay.determinism import inexact_reasons
 from replay.engine import Divergence, Replayer, rare_collections
-from replay.errors import InexactReplay
+from replay.errors import InexactReplay, NotFound
 from replay.log import ClusterLog, WorkerLog
 from replay.reader import Progress, RecordedCall, read_calls
+from replay.segments import kept_from
 
 Position = int | str | None
 
@@ -83,8 +84,13 @@ class WorkerHistory:
         """The step a position names; ``None`` is the last step."""
         from replay.positions import step_of
 
-        return step_of(pos, self.address, self.events, lambda sid: self.log.last_step_of(self.wlog, sid),
+        step = step_of(pos, self.address, self.events, lambda sid: self.log.last_step_of(self.wlog, sid),
                        lambda: self.wlog.last_step_of or ())
+        snapshot = self.header.get("snapshot")
+        if snapshot is not None and step < snapshot["seq"]:
+            # a bounded recording starts at its oldest kept snapshot
+            raise NotFound(f"step {step} of {self.address} is not kept: {kept_from(self.header)}")
+        return step
 
     def calls(
         self, start: int = 1, stop: int | None = None, *, records: bool = False, instructions: bool = True

@@ -162,6 +162,9 @@ class ClusterLog:
         self.workers: list[WorkerLog] = []
         self.warnings: list[str] = []
         self.lines = 0
+        #: records the compiled schema parsed and passed (``validate``: the
+        #: rest went the pydantic way)
+        self.checked = 0
 
     @classmethod
     def open(cls, path: LogName, *, validate: bool = False) -> ClusterLog:
@@ -191,96 +194,167 @@ class ClusterLog:
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
 
-    def _scanned(self) -> Iterator[tuple[str, int, int, dict]]:
-        """Every record with its file, line and byte offset: one file is scanned
-        once with the offsets that let a worker's records be read back alone;
-        a directory's files are merged by time (each worker reads its own file)."""
-        if self.files is None:
-            for lineno, offset, rec in scan_lines(self.path, warn=self._warn, source=self.source):
-                yield self.path, lineno, offset, rec
-        else:
-            for path, lineno, rec in self._lines(self._warn):
-                yield path, lineno, 0, rec  # no offset: a worker reads its own file again
-
     def _scan(self, validate: bool) -> None:
         by_address: dict[str, WorkerLog] = {}
-        for path, lineno, offset, rec in self._scanned():
-            self.lines = lineno if self.files is None else self.lines + 1
-            kind = rec.get("kind")
-            if kind not in KINDS:
-                if kind not in SIDE_KINDS:
-                    raise LogError(path, lineno, f"unknown record kind {_short(kind)}")
-                if validate:
-                    validate_record(path, lineno, rec)
-                continue
-            address = rec.get("worker")
-            w = by_address.get(address) if type(address) is str else None
-            if validate:
-                validate_record(path, lineno, rec, _version_hint(w.header) if w is not None else "")
-            if type(address) is not str:
-                raise LogError(path, lineno, "worker: missing or not a string")
-            if kind == "header":
-                if w is not None:
-                    raise LogError(path, lineno, f"second header for worker {address}")
-                _check_header(path, lineno, rec, self._warn)
-                w = by_address[address] = WorkerLog(
-                    address, len(self.workers), rec, lineno, path
-                )
-                self.workers.append(w)
-                continue
-            if w is None:
-                raise LogError(path, lineno, f"{kind} record before the header of {address}")
-            if w.ended:
-                raise LogError(path, lineno, f"{kind} record after the end of {address}")
-            seq = rec.get("seq")
-            if kind == "step":
-                if seq != w.events + 1:
-                    raise LogError(
-                        path, lineno,
-                        f"step {_short(seq)} of {address} out of order (expected {w.events + 1})",
-                    )
-                ev = rec.get("event")
-                if type(ev) is not dict:
-                    raise LogError(path, lineno, "event: missing or not an object")
-                check_event(path, lineno, ev, w.header)
-                sid = ev.get("stimulus_id")
-                if type(sid) is not str:
-                    raise LogError(path, lineno, "event.stimulus_id: missing or not a string")
-                if validate:
-                    # the schema leaves opaque values to the decoder: a valid
-                    # log is one the engine can decode
-                    decode_step(path, lineno, rec, w.header)
-                handled = rec.get("handled")
-                if not isinstance(handled, (int, float)) or isinstance(handled, bool):
-                    raise LogError(path, lineno, "handled: missing or not a number")
-                w.events = seq
-                w.event_counts[ev["cls"]] += 1
-                if w.first_handled is None:
-                    w.first_handled = handled
-                w.last_handled = handled
-                if rec.get("error") is not None:
-                    w.errors += 1
-                w.lines.append(lineno)
-                w.offsets.append(offset)
-                w.seqs.append(seq)
-            elif kind == "resources":
-                if seq != w.events + 1:
-                    raise LogError(path, lineno, f"resources record for step {_short(seq)} of {address} out of order")
-                w.lines.append(lineno)
-                w.offsets.append(offset)
-                w.seqs.append(seq)
-                if type(rec.get("address")) is str:
-                    w.later_address = rec["address"]
-            else:  # end
-                if seq != w.events:
-                    raise LogError(path, lineno, f"end at step {_short(seq)} of {address}, which has {w.events} steps")
-                w.ended = True
-                reason = rec.get("reason")
-                w.end_reason = reason if type(reason) is str else None
-                if type(rec.get("address")) is str:
-                    w.later_address = rec["address"]
+        take = self._take
+        if self.files is not None:  # a directory's files merged by time; no
+            # offsets: each worker reads its own file again
+            for path, lineno, rec in self._lines(self._warn):
+                self.lines += 1
+                take(path, lineno, 0, rec, by_address, validate)
+        else:  # one file, scanned once with the offsets that let a worker's
+            # records be read back alone
+            path = self.path
+            lineno = passed = 0
+            if validate:  # its step, resources and end records as the compiled
+                # schema's Structs, where it passes them; imported here, for
+                # check alone: compiling the schema takes a tenth of a second
+                from schemas import compiled
+
+                checked, in_order = compiled.checked, self._checked
+                decoded: set[str] = set()
+            else:
+                checked = None
+            for lineno, offset, rec in scan_lines(path, warn=self._warn, source=self.source, checked=checked):
+                if type(rec) is not dict:
+                    if in_order(lineno, offset, rec, by_address, decoded, compiled):
+                        passed += 1
+                        continue
+                    # not in order: the general path says how
+                    rec = compiled.to_dict(rec)
+                take(path, lineno, offset, rec, by_address, validate)
+            self.lines, self.checked = lineno, passed
         if not self.workers:
             raise LogError(self.path, None, "no worker header: not a dask-replay log, or empty")
+
+    def _take(
+        self, path: str, lineno: int, offset: int, rec: dict, by_address: dict[str, WorkerLog], validate: bool
+    ) -> None:
+        """Check one record (a dict as read) and note what it says of its worker."""
+        kind = rec.get("kind")
+        if kind not in KINDS:
+            if kind not in SIDE_KINDS:
+                raise LogError(path, lineno, f"unknown record kind {_short(kind)}")
+            if validate:
+                validate_record(path, lineno, rec)
+            return
+        address = rec.get("worker")
+        w = by_address.get(address) if type(address) is str else None
+        if validate:
+            validate_record(path, lineno, rec, _version_hint(w.header) if w is not None else "")
+        if type(address) is not str:
+            raise LogError(path, lineno, "worker: missing or not a string")
+        if kind == "header":
+            if w is not None:
+                raise LogError(path, lineno, f"second header for worker {address}")
+            _check_header(path, lineno, rec, self._warn)
+            w = by_address[address] = WorkerLog(
+                address, len(self.workers), rec, lineno, path
+            )
+            snapshot = rec.get("snapshot")
+            if type(snapshot) is dict and type(snapshot.get("seq")) is int:
+                # a segment of a bounded recording: its steps follow the snapshot's
+                w.events = snapshot["seq"]
+            self.workers.append(w)
+            return
+        if w is None:
+            raise LogError(path, lineno, f"{kind} record before the header of {address}")
+        if w.ended:
+            raise LogError(path, lineno, f"{kind} record after the end of {address}")
+        seq = rec.get("seq")
+        if kind == "step":
+            if seq != w.events + 1:
+                raise LogError(
+                    path, lineno,
+                    f"step {_short(seq)} of {address} out of order (expected {w.events + 1})",
+                )
+            ev = rec.get("event")
+            if type(ev) is not dict:
+                raise LogError(path, lineno, "event: missing or not an object")
+            check_event(path, lineno, ev, w.header)
+            sid = ev.get("stimulus_id")
+            if type(sid) is not str:
+                raise LogError(path, lineno, "event.stimulus_id: missing or not a string")
+            if validate:
+                # the schema leaves opaque values to the decoder: a valid
+                # log is one the engine can decode
+                decode_step(path, lineno, rec, w.header)
+            handled = rec.get("handled")
+            if not isinstance(handled, (int, float)) or isinstance(handled, bool):
+                raise LogError(path, lineno, "handled: missing or not a number")
+            w.events = seq
+            w.event_counts[ev["cls"]] += 1
+            if w.first_handled is None:
+                w.first_handled = handled
+            w.last_handled = handled
+            if rec.get("error") is not None:
+                w.errors += 1
+            w.lines.append(lineno)
+            w.offsets.append(offset)
+            w.seqs.append(seq)
+        elif kind == "resources":
+            if seq != w.events + 1:
+                raise LogError(path, lineno, f"resources record for step {_short(seq)} of {address} out of order")
+            w.lines.append(lineno)
+            w.offsets.append(offset)
+            w.seqs.append(seq)
+            if type(rec.get("address")) is str:
+                w.later_address = rec["address"]
+        else:  # end
+            if seq != w.events:
+                raise LogError(path, lineno, f"end at step {_short(seq)} of {address}, which has {w.events} steps")
+            w.ended = True
+            reason = rec.get("reason")
+            w.end_reason = reason if type(reason) is str else None
+            if type(rec.get("address")) is str:
+                w.later_address = rec["address"]
+
+    def _checked(
+        self, lineno: int, offset: int, rec: Any, by_address: dict[str, WorkerLog], decoded: set[str],
+        compiled: Any,
+    ) -> bool:
+        """Take in a record the compiled schema passed (so the pydantic schema
+        passes it, and its event decodes), if it comes in order; False leaves
+        it to the general path (:meth:`_take`), which names what is wrong."""
+        w = by_address.get(rec.worker)
+        if w is None or w.ended:
+            return False
+        t = type(rec)
+        if t is compiled.STEP:
+            seq = rec.seq
+            if seq != w.events + 1:
+                return False
+            cls = compiled.EVENT_TAGS[type(rec.event)]
+            if cls not in decoded:
+                # once per class: the decoder and this dask's event classes agree
+                decode_step(self.path, lineno, compiled.to_dict(rec), w.header)
+                decoded.add(cls)
+            w.events = seq
+            w.event_counts[cls] += 1
+            if w.first_handled is None:  # (a segment's first step is not step 1)
+                w.first_handled = rec.handled
+            w.last_handled = rec.handled
+            if rec.error is not None:
+                w.errors += 1
+        elif t is compiled.RESOURCES:
+            seq = rec.seq
+            if seq != w.events + 1:
+                return False
+            if rec.address is not None:
+                w.later_address = rec.address
+        else:  # end
+            seq = rec.seq
+            if seq != w.events:
+                return False
+            w.ended = True
+            w.end_reason = rec.reason
+            if rec.address is not None:
+                w.later_address = rec.address
+            return True
+        w.lines.append(lineno)
+        w.offsets.append(offset)
+        w.seqs.append(seq)
+        return True
 
     def last_step_of(self, worker: WorkerLog, stimulus_id: str) -> int | None:
         """The last step of ``worker`` that carries ``stimulus_id``, if any."""

@@ -184,17 +184,24 @@ def scan_lines(
     *,
     warn: Callable[[str], None] | None = None,
     source: str | None = None,
-) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    checked: Callable[[bytes], Any] | None = None,
+) -> Iterator[tuple[int, int, Any]]:
     """:func:`iter_lines` with where each line starts: ``(line number, byte
-    offset in the uncompressed stream, record dict)``, for :func:`lines_at`."""
+    offset in the uncompressed stream, record dict)``, for :func:`lines_at`.
+
+    ``checked(line)`` is asked first, where given: what it returns other than
+    None is yielded as the line's record (a record it parsed and checked, see
+    :func:`schemas.compiled.checked`); None leaves the line to be read as here."""
     f = _open_binary(path if source is None else source)
     lineno = 0
     offset = 0
     crlf = False
+    # bound once: this loop runs for every line of every log read
+    readline, limit = f.readline, MAX_LINE + 1
     try:
         while True:
             try:
-                line = f.readline(MAX_LINE + 1)
+                line = readline(limit)
             except EOFError:
                 # a gzip stream without its end: a writer stopped mid-stream
                 if warn:
@@ -209,15 +216,21 @@ def scan_lines(
             if not line:
                 return
             lineno += 1
-            start, offset = offset, offset + len(line)
-            if len(line) > MAX_LINE:
+            n = len(line)
+            start, offset = offset, offset + n
+            if n == limit:
                 raise LogError(path, lineno, f"line longer than {MAX_LINE} bytes")
-            torn = not line.endswith(b"\n")
-            if not crlf and line.endswith(b"\r\n"):
+            torn = line[-1] != 10  # b"\n"
+            if not crlf and not torn and n > 1 and line[-2] == 13:  # b"\r\n"
                 crlf = True
                 if warn:
                     warn(f"{path}:{lineno}: CRLF line ends (converted by another tool?); "
                          "reading on")
+            if checked is not None and not torn:
+                obj = checked(line)
+                if obj is not None:
+                    yield lineno, start, obj
+                    continue
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as e:
@@ -315,11 +328,20 @@ SCHEDULER_LOG_NAME = re.compile(r"scheduler(-[0-9]+)?\.jsonl(\.gz)?")
 
 def log_files(directory: str) -> list[str]:
     """The worker logs a :class:`~replay.Recorder` wrote to ``directory``
-    (not the scheduler's, which is no worker's)."""
+    (not the scheduler's, which is no worker's). A bounded worker's folder of
+    segments (``NAME.segments/``) is one log: the segments it keeps, joined
+    (:func:`replay.segments.joined`); so is ``directory`` itself if it is one."""
+    from replay import segments  # it imports this module
+
+    if segments.is_segment_folder(directory):
+        return [segments.joined(directory)]
+    names = os.listdir(directory)
     return sorted(
-        os.path.join(directory, name)
-        for name in os.listdir(directory)
-        if name.endswith((".jsonl", ".jsonl.gz")) and not SCHEDULER_LOG_NAME.fullmatch(name)
+        [os.path.join(directory, name) for name in names
+         if name.endswith((".jsonl", ".jsonl.gz")) and not SCHEDULER_LOG_NAME.fullmatch(name)]
+        + [segments.joined(os.path.join(directory, name)) for name in names
+           if name.endswith(segments.FOLDER_SUFFIX)
+           and segments.is_segment_folder(os.path.join(directory, name))]
     )
 
 

@@ -52,7 +52,7 @@ def log_dir_name(nodeid: str) -> str:
 class StateRecorder:
     """The plugin proper, registered only when asked for."""
 
-    def __init__(self, directory: str, keep: str):
+    def __init__(self, directory: str, keep: str, segment_steps: int | None = None):
         from distributed import worker_state_machine as wsm
         from distributed.worker import Worker
 
@@ -60,6 +60,8 @@ class StateRecorder:
 
         self.directory = directory
         self.keep = keep
+        #: record as segments of this many steps, each from a snapshot
+        self.segment_steps = segment_steps
         # before any TaskState exists: a set built with identity hashes could
         # no longer find its members once hashing changes
         self.deterministic = make_deterministic()
@@ -101,10 +103,12 @@ class StateRecorder:
         if not self.recording or self.current is None:
             return
         from replay.record import Session
+        from replay.segments import Bound
 
         try:
             session = Session(
-                ws, directory=self.current, deterministic=True, watch_tasks=True
+                ws, directory=self.current, deterministic=True, watch_tasks=True,
+                bound=None if self.segment_steps is None else Bound(segment_steps=self.segment_steps),
             )
         except Exception as e:  # a recorder failure must never fail the test
             sys.stderr.write(f"dask-replay: not recording a WorkerState: {e!r}\n")

@@ -12,12 +12,14 @@ produced in its own child crosses the pipe.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import gc
 import marshal
 import os
 import struct
 from collections.abc import Callable, Iterator
 
+from distributed import worker_state_machine as wsm
 
 from replay.errors import LogError
 from replay.reader import RecordedCall
@@ -46,6 +48,51 @@ LATE_FIELDS = {
     )
     for name, fields in EVENT_FIELDS.items()
 }
+#: fields whose decoded value is the same whatever was recorded (values and
+#: types dropped, the stand-in run_spec): set on arrival, not decoded
+_CONSTANT = {DROPPED: None, TYPE: None, STAND_IN_RUN_SPEC: STAND_IN_RUN_SPEC.decode(None)}
+
+
+def _builder(name: str) -> Callable[[tuple], object]:
+    """What makes class ``name``'s event from the tuple of its packed fields.
+
+    Every call of a replay builds its events here, so the build skips what it
+    can: dask's ``StateMachineEvent.__new__`` (which only sets ``handled`` to
+    None, done here) and a decoder for a field whose value is a constant."""
+    cls = EVENT_CLASSES[name]
+    if cls.__new__ is not wsm.StateMachineEvent.__new__:  # a release that builds otherwise
+        return lambda args: cls(*_decoded(name, args))
+    init = cls.__init__
+    new = object.__new__
+    constants = tuple((i, _CONSTANT[c]) for i, (f, c) in enumerate(
+        (f, EVENT_FIELDS[name].get(f)) for f in FIELD_ORDER[name]) if c in _CONSTANT)
+    decoders = tuple((i, decode) for i, encode, decode in LATE_FIELDS[name]
+                     if i not in {j for j, _ in constants})
+
+    def build(args: tuple) -> object:
+        if constants or decoders:
+            args = list(args)
+            for i, value in constants:
+                args[i] = value
+            for i, decode in decoders:
+                args[i] = decode(args[i])
+        ev = new(cls)
+        ev.handled = None
+        init(ev, *args)
+        return ev
+
+    return build
+
+
+def _decoded(name: str, args: tuple) -> list:
+    args = list(args)
+    for i, _, decode in LATE_FIELDS[name]:
+        args[i] = decode(args[i])
+    return args
+
+
+#: each event class's :func:`_builder`
+BUILDERS = {name: _builder(name) for name in EVENT_CLASSES}
 BATCH = 256
 _LEN = struct.Struct("<Q")
 
@@ -72,17 +119,9 @@ def pack(call: RecordedCall, instructions: bool = True) -> Packed:
 
 def unpack(packed: Packed) -> RecordedCall:
     first, lines, handled, resources, evs, instructions, error, store_failed = packed
-    classes = EVENT_CLASSES
-    events = []
-    for name, args in evs:
-        late = LATE_FIELDS[name]
-        if late:
-            args = list(args)
-            for i, _, decode in late:
-                args[i] = decode(args[i])
-        events.append(classes[name](*args))
-    return RecordedCall(events, first, lines, handled, resources, instructions, error,
-                        store_failed=store_failed)
+    builders = BUILDERS
+    return RecordedCall([builders[name](args) for name, args in evs], first, lines, handled,
+                        resources, instructions, error, None, store_failed)
 
 
 def dumps(call: RecordedCall) -> bytes:
@@ -132,6 +171,22 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
+#: how far the reader may run ahead, in bytes of packed calls: the pipe's
+#: default (64 kB, a few hundred calls) stalls the replay whenever the reader
+#: does not get a core at once, on a busy machine
+PIPE_BYTES = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe hold :data:`PIPE_BYTES` (Linux; elsewhere, or above the
+    system's limit, it keeps its size)."""
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except PermissionError:  # above /proc/sys/fs/pipe-max-size for this user
+            pass
+
+
 def read_ahead(
     produce: Callable[[], Iterator[RecordedCall]], *, instructions: bool = True
 ) -> Iterator[RecordedCall]:
@@ -143,6 +198,7 @@ def read_ahead(
     an ``EOFError`` here (a bug: the child printed its traceback).
     """
     r, w = os.pipe()
+    _widen(w)
     pid = os.fork()
     if pid == 0:  # the reader
         os.close(r)
@@ -161,8 +217,7 @@ def read_ahead(
                 return
             if msg[0] == "error":
                 raise LogError(msg[1], msg[2], msg[3])
-            for packed in msg[1]:
-                yield unpack(packed)
+            yield from map(unpack, msg[1])
     finally:
         os.close(r)
         try:

@@ -5,8 +5,13 @@ Three ways to attach, all from the empty initial state:
 - ``client.register_plugin(Recorder("logs/"))`` before workers join;
 - ``Worker(plugins={Recorder("logs/")})``;
 - ``dask worker --preload replay.record``, configured through dask config
-  (``replay.directory``, ``replay.deterministic``, ``replay.compress``) or the
-  matching ``DASK_REPLAY__DIRECTORY``-style environment variables.
+  (``replay.directory``, ``replay.deterministic``, ``replay.compress``,
+  ``replay.max-bytes``, ``replay.max-age``) or the matching
+  ``DASK_REPLAY__DIRECTORY``-style environment variables.
+
+With ``max_bytes`` or ``max_age`` the recording is bounded: each worker
+writes rolling segments, each beginning with a snapshot of its whole state,
+and the oldest are deleted past the bound (:mod:`replay.segments`).
 
 ``WorkerState`` has ``__slots__``, so its ``handle_stimulus`` cannot be
 replaced on the instance; the recorder swaps the instance's class for a
@@ -25,8 +30,10 @@ What recording changes in a worker process, and nothing else:
   plugin or the preload): ``TaskState.__setattr__``, which then notes a
   state assigned between recorded calls (:class:`OutsideWatch`).
 
-It imports only the encoding half of :mod:`schemas` (no pydantic) and none of
-the replay engine.
+It imports only the encoding half of :mod:`schemas` (no pydantic), the
+segment writer and snapshot taker of a bounded recording
+(:mod:`replay.segments`, :mod:`replay.snapshot`), and none of the replay
+engine.
 """
 from __future__ import annotations
 
@@ -46,6 +53,8 @@ from distributed import worker_state_machine as wsm
 
 from replay.determinism import hash_seed, make_deterministic
 from replay.logfile import LogWriter
+from replay.segments import FOLDER_SUFFIX, ROLLED, Bound, SegmentFiles, parse_age, parse_bytes
+from replay.snapshot import take as take_snapshot
 from schemas.codec import (
     FORMAT, SETTINGS, VERSION, encode_float, encode_key, encode_resources, encode_setting,
 )
@@ -69,6 +78,13 @@ class Recorder(WorkerPlugin):
         process, which nanny-started workers have.
     compress:
         Write gzip (``.jsonl.gz``), flushed after every line.
+    max_bytes, max_age:
+        Keep at most this many bytes (``"50MB"`` or a number) or this much
+        time (``"1h"`` or seconds) of each worker's history, as rolling
+        segments of a tenth of the bound (:mod:`replay.segments`). Neither:
+        one unbounded log per worker.
+    segment_steps:
+        Also close a segment every this many steps (tests, measurements).
     """
 
     name = "dask-replay-recorder"
@@ -80,10 +96,17 @@ class Recorder(WorkerPlugin):
         *,
         deterministic: bool = True,
         compress: bool = False,
+        max_bytes: int | str | None = None,
+        max_age: float | str | None = None,
+        segment_steps: int | None = None,
     ):
         self.directory = str(directory)
         self.deterministic = deterministic
         self.compress = compress
+        max_bytes, max_age = parse_bytes(max_bytes), parse_age(max_age)
+        self.bound = (Bound(max_bytes, max_age, segment_steps)
+                      if max_bytes is not None or max_age is not None or segment_steps is not None
+                      else None)
         # one session per worker: inproc workers may share this very object
         self._sessions: dict[int, Session] = {}
 
@@ -97,6 +120,7 @@ class Recorder(WorkerPlugin):
                 directory=self.directory,
                 deterministic=self.deterministic,
                 compress=self.compress,
+                bound=self.bound,
             )
         except Exception as e:  # never take the worker down
             logger.warning("dask-replay: not recording this worker: %r", e)
@@ -115,6 +139,8 @@ async def dask_setup(worker: Any) -> None:
             cfg.get("directory", DEFAULT_DIRECTORY),
             deterministic=_truthy(cfg.get("deterministic", True)),
             compress=_truthy(cfg.get("compress", False)),
+            max_bytes=cfg.get("max-bytes"),
+            max_age=cfg.get("max-age"),
         )
     )
 
@@ -313,6 +339,7 @@ class Session:
         clock: Any = time.time,
         pid: int | None = None,
         watch_tasks: bool = False,
+        bound: Bound | None = None,
     ):
         """Start recording ``ws``.
 
@@ -322,7 +349,8 @@ class Session:
         simulation can write the same bytes for the same seed.
         ``watch_tasks`` notes changes made outside ``handle_stimulus`` before
         each stimulus (:class:`OutsideWatch`): meant for test suites, where
-        tests assign task state directly.
+        tests assign task state directly. ``bound`` writes rolling segments
+        to ``directory`` instead of one log (:mod:`replay.segments`).
         """
         self.ws = ws
         self.directory = directory
@@ -333,6 +361,12 @@ class Session:
         self.seq = 0
         self.writer = writer
         self._owns_writer = writer is None
+        self.bound = bound
+        #: with a bound: the worker's segments
+        self.segments: SegmentFiles | None = None
+        #: with a bound: how long each snapshot held the event loop, seconds
+        self.snapshot_pauses: list[float] = []
+        self._last_handled: float | None = None
         self.active = True
         #: the worker's name in every record, fixed when the header is
         #: written: its address then, or ``pid-N`` if it had none yet
@@ -450,7 +484,32 @@ class Session:
         _calls_running -= 1
         self._guard(self._write_steps, encoded, handled, instructions, None)
         self._guard(self._remember, ws)
+        if self.segments is not None and self.active:
+            self._guard(self._after_call, ws, len(stims), handled)
         return instructions
+
+    def _after_call(self, ws: wsm.WorkerState, n: int, handled: float) -> None:
+        segments = self.segments
+        assert segments is not None
+        segments.wrote_steps(n, handled)
+        self._last_handled = handled
+        if segments.due(handled):
+            self._roll(ws, handled)
+
+    def _roll(self, ws: wsm.WorkerState, now: float) -> None:
+        """Close the segment being written and begin the next with a snapshot."""
+        segments = self.segments
+        assert segments is not None and self.writer is not None
+        self.writer.write({"kind": "end", "worker": self.name, "seq": self.seq,
+                           "time": now, "reason": ROLLED})
+        t0 = time.perf_counter()
+        snapshot = take_snapshot(ws, seq=self.seq, handled=self._last_handled)
+        self.writer = segments.open_next()
+        self.writer.write({**self._header, "from_empty": False, "segment": segments.number,
+                           "snapshot": snapshot})
+        segments.header_written()
+        self.snapshot_pauses.append(time.perf_counter() - t0)
+        segments.prune(now)
 
     def _remember(self, ws: wsm.WorkerState) -> None:
         """What this call left, to tell later changes made outside
@@ -514,13 +573,19 @@ class Session:
         os.makedirs(self.directory, exist_ok=True)
         stem = re.sub(r"[^A-Za-z0-9.]+", "-", self.address).strip("-")
         ext = ".jsonl.gz" if self.compress else ".jsonl"
+        if self.bound is not None:
+            ext = FOLDER_SUFFIX
         path = os.path.join(self.directory, stem + ext)
         n = 0
         while os.path.exists(path):  # a restarted worker may reuse its port
             n += 1
             path = os.path.join(self.directory, f"{stem}-{n}{ext}")
-        self.writer = LogWriter(path, compress=self.compress)
         self.path = path
+        if self.bound is not None:
+            self.segments = SegmentFiles(path, self.bound, compress=self.compress)
+            self.writer = self.segments.open_next()
+            return
+        self.writer = LogWriter(path, compress=self.compress)
 
     _header_written = False
 
@@ -559,6 +624,7 @@ class Session:
         if self._address is None:
             # named before it had one: replay starts without, as the worker did
             header["address"] = None
+        self._header = header
         self.writer.write(header)
 
     def _write_changes(self, ws: wsm.WorkerState) -> None:
@@ -635,6 +701,9 @@ class Session:
     def _close_writer(self) -> None:
         if self.writer is not None and self._owns_writer:
             try:
-                self.writer.close()
+                if self.segments is not None:
+                    self.segments.close()
+                else:
+                    self.writer.close()
             except Exception:
                 pass

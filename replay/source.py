@@ -308,6 +308,10 @@ def open_source(path: LogName, *, history: Any = None, progress: ProgressFactory
         return PartialLog(opened)
     if path == "-" or mode == "off":
         return ReplayedSource(opened, progress)
+    if any(w.header.get("snapshot") for w in opened.workers):
+        # the index writes what changed since the empty state: a bounded
+        # recording, which starts from a snapshot (replay.segments), is replayed
+        return ReplayedSource(opened, progress)
     if index_later is not None and (mode == "later" or log_bytes(path) >= LATER_BYTES):
         # the first answer at a replay's speed; the index follows
         index_later(path)

@@ -33,6 +33,7 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeA
 from schemas.codec import FORMAT, VERSION
 from schemas.events import AnyEvent
 from schemas.instructions import AnyInstruction
+from schemas.snapshot import Snapshot
 from schemas.types import DistributedRelease, EncodedKey, Model, Number, Resources, Value
 
 __all__ = [
@@ -154,6 +155,11 @@ class Header(Model):
     continued: Optional[Continued] = None
     #: set on a log written by ``replay shrink -o``
     shrunk: Optional[ShrunkBy] = None
+    #: a bounded recording's segment (:mod:`replay.segments`): its number,
+    #: and, from the second on, the worker's state after the step before
+    #: its first (``from_empty`` is then false)
+    segment: Optional[Annotated[StrictInt, Field(ge=1)]] = None
+    snapshot: Optional[Snapshot] = None
 
 
 class StoreFailure(Model):

@@ -27,8 +27,9 @@ import pytest
 import typer.main
 
 import cli
-from replay.log import ClusterLog, decode_step
+from replay.log import ClusterLog, decode_step, summary
 from replay.logfile import MAX_LINE, LogError, LogWriter
+from schemas import compiled
 from schemas.records import VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,6 +323,35 @@ def test_reader(name, validate, tmp_path, stdin, corpus):
             assert len(log.warnings) == 1 and case.text in log.warnings[0], log.warnings
         else:
             assert log.warnings == []
+
+
+def _check(path: str) -> tuple[tuple, ClusterLog | None]:
+    """What ``replay check`` makes of a log: its summary or its one error line."""
+    try:
+        log = ClusterLog.open(path, validate=True)
+    except LogError as e:
+        return ("error", str(e)), None
+    return ("ok", summary(log)), log
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_check_compiled_and_pydantic_agree(name, tmp_path, stdin, corpus, monkeypatch):
+    """``replay check`` says the same with its compiled schema (schemas.compiled)
+    as the pydantic way alone, and the compiled schema answered every step
+    and end record of a log it reads."""
+    path, data = build(name, tmp_path, corpus)
+    if data is not None:
+        stdin(data)
+    fast, log = _check(path)
+    if data is not None:
+        stdin(data)
+    with monkeypatch.context() as m:
+        m.setattr(compiled, "checked", lambda line: None)
+        slow, slow_log = _check(path)
+    assert fast == slow
+    if log is not None:
+        assert slow_log.checked == 0
+        assert log.checked == sum(w.events + w.ended for w in log.workers) > 0 or name == "header only"
 
 
 # --- every command that reads a log -----------------------------------------

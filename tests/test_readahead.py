@@ -89,3 +89,38 @@ def test_bad_event_in_reader_process_names_its_line(tmp_path, cluster_log, read_
     assert "priority" in str(e.value)
     (reader,) = pids()
     assert reader != os.getpid()  # the child found it and named the line
+
+
+def test_events_built_from_the_pipe_equal_the_decoded_ones(fixture_path):
+    """The read-ahead builds events without dask's ``__new__`` and without
+    decoding fields whose value is a constant: each must equal, field by
+    field, what the in-process decoder builds from the same record."""
+    import dataclasses
+
+    from replay import readahead
+    from replay.logfile import iter_lines
+    from replay.reader import RecordedCall
+    from schemas.convert import EVENT_CLASSES, decode_event, encode_event
+
+    # on this release every class takes the fast build, not the fallback
+    assert all(b.__name__ == "build" for b in readahead.BUILDERS.values())
+    seen = set()
+    for name in ("cluster-log.jsonl.gz", "stuck-flight.jsonl", "stuck-6705.jsonl", "stuck-constrained.jsonl"):
+        for _, rec in iter_lines(fixture_path(name)):
+            if rec["kind"] != "step":
+                continue
+            here = decode_event(rec["event"])
+            call = RecordedCall([here], rec["seq"], [1], rec["handled"], [], None, None)
+            (built,) = readahead.loads(readahead.dumps(call)).events
+            assert type(built) is type(here) and built.handled is None
+            for f in dataclasses.fields(here):
+                a, b = getattr(built, f.name), getattr(here, f.name)
+                if any(i == readahead.FIELD_ORDER[type(here).__name__].index(f.name)
+                       for i, _, _ in readahead.LATE_FIELDS[type(here).__name__]):
+                    assert type(a) is type(b), f.name  # objects compared by their encoding below
+                else:
+                    assert (a, type(a)) == (b, type(b)), f.name
+            assert encode_event(built) == encode_event(here)
+            seen.add(type(here).__name__)
+    # the classes with constant or decoded fields are among those met
+    assert {"ComputeTaskEvent", "ExecuteSuccessEvent", "GatherDepSuccessEvent"} <= seen <= set(EVENT_CLASSES)

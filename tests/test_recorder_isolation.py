@@ -19,6 +19,7 @@ import replay
 #: what ``import replay.record`` may bring into a worker
 RECORDER_MODULES = {
     "replay", "replay.record", "replay.determinism", "replay.errors", "replay.logfile",
+    "replay.segments", "replay.snapshot",  # bounded recording: segments and their snapshots
     "schemas", "schemas.codec", "schemas.convert", "schemas.versions",
     "orjson", "orjson.orjson",  # the log writer's JSON encoder
 }

@@ -116,6 +116,7 @@ class Cluster:
         rng: random.Random,
         injector: Injector,
         graph: TaskGraph,
+        segments: tuple[str, Any] | None = None,
     ):
         self.loop = loop
         self.rng = rng
@@ -135,7 +136,11 @@ class Cluster:
                 transfer_incoming_bytes_limit=400e6,
                 transfer_message_bytes_limit=50e6,
             )
-            session = Session(ws, writer=writer, clock=loop.clock, pid=0, deterministic=True)
+            if segments is None:
+                session = Session(ws, writer=writer, clock=loop.clock, pid=0, deterministic=True)
+            else:  # each worker's rolling segments in a folder (replay.segments)
+                session = Session(ws, directory=segments[0], bound=segments[1], clock=loop.clock,
+                                  pid=0, deterministic=True)
             w = RecordedWorker(address, ws, session, dict(ws.total_resources))
             self.workers.append(w)
             self.nodes[address] = w

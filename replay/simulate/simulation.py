@@ -86,7 +86,10 @@ class Simulation:
         peers: int = 2,
         faults: Faults | None = None,
         window: int = 400,
+        segments: tuple[str, Any] | None = None,
     ):
+        """``segments``: ``(directory, bound)`` records each worker as a
+        bounded recording (:mod:`replay.segments`) instead of into ``writer``."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         if peers < 0 or window < 1:
@@ -99,7 +102,8 @@ class Simulation:
         self.injector = injector = Injector(faults if faults is not None else Faults())
         self.graph = graph = TaskGraph(rng, window)
         self.cluster = cluster = Cluster(
-            writer, workers=workers, peers=peers, loop=loop, rng=rng, injector=injector, graph=graph
+            writer, workers=workers, peers=peers, loop=loop, rng=rng, injector=injector, graph=graph,
+            segments=segments,
         )
         graph.restricted = bool(cluster.gpu_workers)
         self.scheduler = scheduler = Scheduler(loop, rng, injector, graph, cluster)

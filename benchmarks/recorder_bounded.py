@@ -1,0 +1,196 @@
+"""Bounded recording: the snapshot pause, the recorder's overhead with rolling
+segments, and the disk a worker keeps, measured side by side.
+
+- Pause: a real ``WorkerState`` holding 10,000 tasks (5,000 computed tasks,
+  each with one input on a peer, driven through ``handle_stimulus`` into
+  every state: memory, executing, ready, fetch, flight, waiting); the time
+  ``Session._roll`` holds the event loop (snapshot, encoding, header
+  written), median and worst of several, and the time to rebuild a
+  ``WorkerState`` from it (off the worker, at read time).
+- Overhead: the workload of ``record_overhead.py`` on a real two-worker
+  ``LocalCluster`` (nanny processes), bare, recorded unbounded and recorded
+  with a bound whose segments roll every few seconds, in rotating order in
+  one run; wall ratios and the workers' CPU-time ratios (RUSAGE_CHILDREN).
+- Disk: each bounded worker's folder after the run against the bound plus
+  one segment.
+
+    python benchmarks/recorder_bounded.py [--repeats N] [--tasks N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from operator import add
+
+from _common import ROOT  # noqa: F401  (puts the project on sys.path)
+
+import dask  # noqa: E402
+import orjson  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+from distributed import worker_state_machine as wsm  # noqa: E402
+
+from record_overhead import graph  # noqa: E402
+from replay import Recorder  # noqa: E402
+from replay.determinism import make_deterministic  # noqa: E402
+from replay.engine import Replayer  # noqa: E402
+from replay.record import Session  # noqa: E402
+from replay.segments import Bound, segment_files  # noqa: E402
+
+
+def busy_state(tasks: int, folder: str | None = None) -> tuple[wsm.WorkerState, Session | None]:
+    """A WorkerState holding ``tasks`` tasks in every state, recorded as
+    segments into ``folder`` if given."""
+    make_deterministic()
+    ws = wsm.WorkerState(nthreads=4, address="tcp://127.0.0.1:1", validate=False,
+                         transfer_incoming_count_limit=4)
+    session = None
+    if folder is not None:
+        # key hashing is on already: no seed check
+        session = Session(ws, directory=folder, deterministic=False, bound=Bound(segment_steps=10**9))
+    n = tasks // 2
+    peers = [f"tcp://127.0.0.2:{p}" for p in range(8)]
+    evs = [wsm.ComputeTaskEvent.dummy(("y", i), who_has={("x", i): [peers[i % 8]]},
+                                      priority=(0, i), stimulus_id=f"c{i}") for i in range(n)]
+    ws.handle_stimulus(*evs)
+    # some inputs arrive: their tasks become ready, and a few start
+    for i in range(0, n, 3):
+        ws.handle_stimulus(wsm.UpdateDataEvent(data={("x", i): 1}, stimulus_id=f"u{i}"))
+    return ws, session
+
+
+def measure_pause(tasks: int = 10_000, repeats: int = 7) -> dict:
+    folder = tempfile.mkdtemp(prefix="dask-replay-bench-")
+    ws, session = busy_state(tasks, folder)
+    assert session is not None and session.active
+    try:
+        cpu = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            session._roll(ws, time.time())
+            cpu.append(time.process_time() - t0)
+        pauses = session.snapshot_pauses
+        # what the box gives now: a bare handle_stimulus, per event
+        bare, _ = busy_state(2000)
+        evs = [wsm.ComputeTaskEvent.dummy(("z", i), who_has={("q", i): ["tcp://127.0.0.2:1"]},
+                                          priority=(1, i), stimulus_id="z") for i in range(2000)]
+        t0 = time.process_time()
+        for ev in evs:
+            bare.handle_stimulus(ev)
+        bare_us = (time.process_time() - t0) / len(evs) * 1e6
+        header = orjson.loads(open(segment_files(session.path)[-1], "rb").readline())
+        nbytes = len(orjson.dumps(header["snapshot"]))
+        t0 = time.perf_counter()
+        r = Replayer(header)
+        rebuild = time.perf_counter() - t0
+        assert len(r.ws.tasks) == len(ws.tasks)
+    finally:
+        session.close("benchmark")
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "tasks": len(ws.tasks),
+        "median_ms": statistics.median(pauses) * 1e3,
+        "max_ms": max(pauses) * 1e3,
+        "cpu_median_ms": statistics.median(cpu) * 1e3,
+        "bare_handle_us": bare_us,
+        "snapshot_bytes": nbytes,
+        "rebuild_ms": rebuild * 1e3,
+    }
+
+
+def run_once(leaves: int, mode: str, max_bytes: int) -> dict:
+    logdir = tempfile.mkdtemp(prefix="dask-replay-bench-")
+    dsk, (root,) = graph(leaves)
+    try:
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with dask.config.set({"distributed.scheduler.worker-ttl": None}):
+            with LocalCluster(
+                n_workers=0, processes=True, threads_per_worker=1,
+                dashboard_address="127.0.0.1:0", host="127.0.0.1",
+            ) as cluster, Client(cluster) as client:
+                if mode == "unbounded":
+                    client.register_plugin(Recorder(logdir))
+                elif mode == "bounded":
+                    client.register_plugin(Recorder(logdir, max_bytes=max_bytes))
+                cluster.scale(2)
+                client.wait_for_workers(2, timeout=60)
+                client.get({("w", i): (add, i, 1) for i in range(20)}, [("w", i) for i in range(20)])
+                start = time.perf_counter()
+                result = client.get(dsk, root)
+                elapsed = time.perf_counter() - start
+                assert result == sum(2 * i + 2 for i in range(leaves)), result
+                pauses = []
+                if mode == "bounded":
+                    pauses = sum(client.run(lambda dask_worker: [
+                        p for plugin in dask_worker.plugins.values() if isinstance(plugin, Recorder)
+                        for s in plugin._sessions.values() for p in s.snapshot_pauses]).values(), [])
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = {"seconds": elapsed, "cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+               "pauses": pauses}
+        if mode == "bounded":
+            folders = [os.path.join(logdir, f) for f in os.listdir(logdir) if f.endswith(".segments")]
+            out["kept"] = [sum(os.path.getsize(p) for p in segment_files(f)) for f in folders]
+            out["largest_segment"] = max(os.path.getsize(p) for f in folders for p in segment_files(f))
+            out["segments"] = [int(os.path.basename(segment_files(f)[-1]).split(".")[0]) for f in folders]
+        if mode == "unbounded":
+            out["written"] = [os.path.getsize(os.path.join(logdir, f)) for f in os.listdir(logdir)]
+        return out
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+
+
+def measure(repeats: int = 3, leaves: int = 1024, max_bytes: int = 1_000_000) -> dict:
+    """Bare, unbounded and bounded runs in rotating order; median ratios."""
+    modes = ["bare", "unbounded", "bounded"]
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    for i in range(repeats):
+        for m in modes[i % 3:] + modes[: i % 3]:
+            runs[m].append(run_once(leaves, m, max_bytes))
+
+    def ratio(m: str, key: str) -> float:
+        return statistics.median(r[key] / b[key] for r, b in zip(runs[m], runs["bare"]))
+
+    bounded = runs["bounded"]
+    pauses = [p for r in bounded for p in r["pauses"]]
+    return {
+        "unbounded": ratio("unbounded", "seconds"),
+        "bounded": ratio("bounded", "seconds"),
+        "unbounded_cpu": ratio("unbounded", "cpu"),
+        "bounded_cpu": ratio("bounded", "cpu"),
+        "max_bytes": max_bytes,
+        "written": max(max(r["written"]) for r in runs["unbounded"]),
+        "kept_max": max(max(r["kept"]) for r in bounded),
+        "largest_segment": max(r["largest_segment"] for r in bounded),
+        "segments": max(max(r["segments"]) for r in bounded),
+        "seconds": statistics.median(r["seconds"] for r in bounded),
+        "pause_max_ms": max(pauses) * 1e3 if pauses else 0.0,
+        "pause_median_ms": statistics.median(pauses) * 1e3 if pauses else 0.0,
+        "runs": runs,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tasks", type=int, default=1024, help="leaves of the graph")
+    ap.add_argument("--max-bytes", type=int, default=1_000_000)
+    args = ap.parse_args()
+    p = measure_pause()
+    print(f"snapshot pause at {p['tasks']} tasks: median {p['median_ms']:.1f} ms (CPU "
+          f"{p['cpu_median_ms']:.1f} ms), worst {p['max_ms']:.1f} ms ({p['snapshot_bytes'] / 1e6:.1f} MB); "
+          f"rebuild {p['rebuild_ms']:.0f} ms; a bare handle_stimulus {p['bare_handle_us']:.0f} µs/event now")
+    m = measure(args.repeats, args.tasks, args.max_bytes)
+    print(f"overhead vs bare, median of {args.repeats} rotations: unbounded {m['unbounded']:.3f}x "
+          f"(CPU {m['unbounded_cpu']:.3f}x), bounded {m['bounded']:.3f}x (CPU {m['bounded_cpu']:.3f}x)")
+    print(f"bounded: {m['segments']} segments per worker in {m['seconds']:.1f} s; kept at most "
+          f"{m['kept_max']} B of bound {m['max_bytes']} + one segment ({m['largest_segment']} B); "
+          f"an unbounded worker wrote {m['written']} B; pauses median {m['pause_median_ms']:.1f} ms, "
+          f"worst {m['pause_max_ms']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

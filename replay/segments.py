@@ -1,0 +1,318 @@
+"""Bounded recording: a worker's log as rolling segments, each from a snapshot.
+
+A worker recorded with a bound (``Recorder(..., max_bytes=, max_age=)``, or
+config ``replay.max-bytes`` / ``replay.max-age``) writes a folder
+``<worker>.segments/`` of numbered files ``000001.jsonl``, ``000002.jsonl``,
+… Each file is a log of its own:
+
+- the first begins, like an unbounded log, at the empty state;
+- every later one begins with a header whose ``snapshot``
+  (:mod:`replay.snapshot`) is the worker's whole state after the step before
+  its first, so it replays from there alone (``from_empty`` false,
+  ``segment`` its number);
+- each ends with an ``end`` record (reason ``"segment"``) once the next has
+  begun.
+
+A segment is closed when its steps reach a tenth of the bound (bytes, not
+counting its snapshot, or age), or ``segment_steps`` steps if given. When the folder passes ``max_bytes``, or a
+closed segment's last step is older than ``max_age``, the oldest closed
+segments are deleted: a worker keeps at most the bound plus the segment
+being written.
+
+Reading: :func:`segment_files` lists a folder's segments in order;
+:func:`joined` makes one log of the segments kept (the oldest's header and
+snapshot, then every kept step), which every read command takes as an
+ordinary log starting at that snapshot's step.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from replay.logfile import LogWriter
+
+#: ``000001.jsonl`` (or ``.jsonl.gz``): a segment and its number
+SEGMENT_NAME = re.compile(r"([0-9]{6,})\.jsonl(\.gz)?")
+#: the folder suffix of a worker's segments
+FOLDER_SUFFIX = ".segments"
+#: the reason an ``end`` record gives for a segment closed for the next one
+ROLLED = "segment"
+
+
+def parse_bytes(value: Any) -> int | None:
+    """``50MB``, ``2 GiB``, ``1e6`` or a number of bytes (dask's parser)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    from dask.utils import parse_bytes as dask_parse_bytes  # dask's own, used by its config
+
+    return int(dask_parse_bytes(value))
+
+
+def parse_age(value: Any) -> float | None:
+    """``1h``, ``30 minutes`` or seconds (dask's parser)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    from dask.utils import parse_timedelta  # dask's own, used by its config
+
+    return float(parse_timedelta(value, default="s"))
+
+
+@dataclass(frozen=True)
+class Bound:
+    """How much of a worker's history a bounded recording keeps."""
+
+    #: bytes of segments kept per worker (None: no limit on bytes)
+    max_bytes: int | None = None
+    #: seconds of history kept per worker (None: no limit on age)
+    max_age: float | None = None
+    #: a segment closes at this many steps (forced segments, for tests and
+    #: measurements); by default only bytes and age close one
+    segment_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_bytes is None and self.max_age is None and self.segment_steps is None:
+            raise ValueError("a bound needs max_bytes, max_age or segment_steps")
+        if self.max_bytes is not None and self.max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {self.max_bytes}")
+        if self.max_age is not None and self.max_age <= 0:
+            raise ValueError(f"max_age must be positive, got {self.max_age}")
+
+    @property
+    def segment_bytes(self) -> int | None:
+        return None if self.max_bytes is None else max(1, self.max_bytes // 10)
+
+    @property
+    def segment_age(self) -> float | None:
+        return None if self.max_age is None else self.max_age / 10
+
+
+class SegmentFiles:
+    """The segments of one worker in its folder: which to write, which to drop."""
+
+    def __init__(self, folder: str, bound: Bound, *, compress: bool = False):
+        self.folder = folder
+        self.bound = bound
+        self.compress = compress
+        os.makedirs(folder, exist_ok=True)
+        #: closed segments kept, oldest first: (path, bytes, last handled time)
+        self.closed: list[tuple[str, int, float | None]] = []
+        self.number = 0
+        self.writer: LogWriter | None = None
+        #: of the segment being written: its first step's time and its steps
+        self.started: float | None = None
+        self.steps = 0
+        self.last_handled: float | None = None
+        #: bytes of the segment's header (and snapshot): a segment closes
+        #: when its steps reach a tenth of the bound, whatever its snapshot
+        self.base = 0
+
+    def open_next(self) -> LogWriter:
+        """Close the segment being written (keeping it) and start the next."""
+        if self.writer is not None:
+            path = self.writer.path
+            self.writer.close()
+            self.closed.append((path, os.path.getsize(path), self.last_handled))
+        self.number += 1
+        ext = ".jsonl.gz" if self.compress else ".jsonl"
+        self.writer = LogWriter(os.path.join(self.folder, f"{self.number:06d}{ext}"),
+                                compress=self.compress)
+        self.started = None
+        self.steps = 0
+        self.base = 0
+        return self.writer
+
+    def header_written(self) -> None:
+        self.base = self.size()
+
+    def wrote_steps(self, n: int, handled: float) -> None:
+        self.steps += n
+        if self.started is None:
+            self.started = handled
+        self.last_handled = handled
+
+    def due(self, now: float) -> bool:
+        """Whether the segment being written is full."""
+        b = self.bound
+        if b.segment_steps is not None and self.steps >= b.segment_steps:
+            return True
+        if b.segment_bytes is not None and self.size() - self.base >= b.segment_bytes:
+            return True
+        age = b.segment_age
+        return age is not None and self.started is not None and now - self.started >= age
+
+    def size(self) -> int:
+        w = self.writer
+        return 0 if w is None else w._raw.tell()
+
+    def prune(self, now: float) -> list[str]:
+        """Delete the oldest closed segments past the bound; the deleted paths."""
+        b = self.bound
+        gone = []
+        while self.closed:
+            path, size, last = self.closed[0]
+            over_bytes = (b.max_bytes is not None
+                          and sum(s for _, s, _ in self.closed) + self.size() > b.max_bytes)
+            too_old = b.max_age is not None and last is not None and now - last > b.max_age
+            if not (over_bytes or too_old):
+                break
+            self.closed.pop(0)
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+            gone.append(path)
+        return gone
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def segment_files(folder: str) -> list[str]:
+    """A folder's segments, oldest first."""
+    found = []
+    for name in os.listdir(folder):
+        m = SEGMENT_NAME.fullmatch(name)
+        if m:
+            found.append((int(m.group(1)), os.path.join(folder, name)))
+    return [p for _, p in sorted(found)]
+
+
+def is_segment_folder(path: str) -> bool:
+    return os.path.isdir(path) and bool(segment_files(path))
+
+
+# --- reading ------------------------------------------------------------
+
+
+@dataclass
+class SegmentCheck:
+    """One segment replayed from its own start and compared with its steps."""
+
+    path: str
+    #: its number, and the step its snapshot was taken after (0: the empty state)
+    number: int
+    snapshot_seq: int
+    #: the last step it holds
+    last: int
+    #: the first difference (a :class:`~replay.engine.Divergence`), or None: exact
+    divergence: Any = None
+
+    @property
+    def exact(self) -> bool:
+        return self.divergence is None
+
+
+def verify_segment(path: str) -> SegmentCheck:
+    """Replay a segment from its snapshot (or from the empty state, the first)
+    and compare every step with the recording."""
+    # the engine is the reading side's: never loaded by the recorder
+    from replay.engine import Replayer
+    from replay.log import ClusterLog
+    from replay.reader import read_calls
+
+    log = ClusterLog.open(path)
+    (w,) = log.workers
+    snapshot = w.header.get("snapshot")
+    first = 0 if snapshot is None else snapshot["seq"]
+    check = SegmentCheck(path, w.header.get("segment") or 1, first, w.events)
+    r = Replayer(w.header)
+    for call in read_calls(log, w, first + 1, records=False):
+        d = r.verify(call)
+        if d is not None:
+            check.divergence = d
+            break
+    return check
+
+
+def verify_folder(folder: str) -> list[SegmentCheck]:
+    """Every kept segment of a bounded recording, each from its own snapshot."""
+    return [verify_segment(p) for p in segment_files(folder)]
+
+
+#: the log :func:`joined` writes in a segment folder (hidden: not a segment)
+JOINED = ".joined.jsonl"
+
+
+def joined(folder: str) -> str:
+    """One log of the segments a folder keeps: the oldest kept segment's
+    header (and snapshot), then every kept segment's steps and resource
+    changes, and the last one's ``end`` if it has one. Rewritten when the
+    segments changed (by name, size and time); a bounded recording is at most
+    its bound, so the copy is too."""
+    from replay.logfile import iter_lines, write_records  # this module is the recorder's: read side only
+
+    files = segment_files(folder)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no segments")
+    stamp = [[os.path.basename(p), os.path.getsize(p), os.stat(p).st_mtime_ns] for p in files]
+    out = os.path.join(folder, JOINED)
+    stamp_path = out + ".stamp"
+    try:
+        with open(stamp_path, "rb") as f:
+            if f.read() == repr(stamp).encode() and os.path.exists(out):
+                return out
+    except FileNotFoundError:
+        pass
+
+    def records():
+        for n, path in enumerate(files):
+            for _, rec in iter_lines(path, source=path):
+                kind = rec.get("kind")
+                if kind == "header":
+                    if n == 0:
+                        yield rec
+                elif kind == "end" and rec.get("reason") == ROLLED:
+                    continue
+                else:
+                    yield rec
+
+    tmp = out + ".tmp"
+    write_records(tmp, records())
+    os.replace(tmp, out)
+    with open(stamp_path, "wb") as f:
+        f.write(repr(stamp).encode())
+    return out
+
+
+def kept_from(header: dict) -> str | None:
+    """What a log starting at a snapshot does not have, in words; None for a
+    log from the empty state."""
+    snap = header.get("snapshot")
+    if not snap:
+        return None
+    import time  # only for the words: how long ago
+
+    text = f"history before step {snap['seq']:,}"
+    handled = snap.get("handled")
+    if isinstance(handled, (int, float)):
+        ago = max(0.0, time.time() - handled)
+        text += f" ({_ago(ago)} ago)"
+    return text + " not kept (bounded recording: it starts from the snapshot there)"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def departures(log_file: str) -> list[str]:
+    """For a bounded recording's joined log, each kept segment that does not
+    replay exactly from its own snapshot, in words; [] for any other log."""
+    if os.path.basename(log_file) != JOINED:
+        return []
+    return [f"inexact from the snapshot at step {c.snapshot_seq:,} (segment {c.number}: "
+            f"{c.divergence.kind} differ at step {c.divergence.seq:,})"
+            for c in verify_folder(os.path.dirname(log_file)) if not c.exact]

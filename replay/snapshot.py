@@ -1,0 +1,532 @@
+"""A ``WorkerState`` as data, and a real ``WorkerState`` rebuilt from it.
+
+:func:`take` reads everything the state machine reads, as JSON-ready data
+(never pickle); :func:`restore` puts it into a freshly constructed real
+``WorkerState`` so that replaying the following events from it does what the
+recorded worker did. A bounded recording (:mod:`replay.segments`) starts each
+segment with one.
+
+What makes the rebuilt worker behave as the recorded one:
+
+- every ``TaskState`` field the state machine reads, and its tasks in
+  ``ws.tasks`` order;
+- every worker-level container and counter, the resources, the settings, the
+  address, ``rng``'s state and ``task_counter``'s counts;
+- order. The state machine acts in the iteration order of its sets
+  (``ready``'s ties, ``dependents``, ``who_has``, ``executing`` …). Sets are
+  written in their iteration order and rebuilt by adding in that order,
+  which under key hashing (:mod:`replay.determinism`) gives back the same
+  order unless the recorded set's hash table held deleted entries that
+  displaced an item; dicts keep insertion order exactly. ``HeapSet`` heaps
+  are written entry by entry, stale entries included (``(priority, counter,
+  task)`` with -1 for a task no longer alive), so ``pop`` and ``peek`` take
+  the recorded entries in the recorded order.
+
+Tasks are numbered by their place in ``ws.tasks``; a task referred to but
+not in ``ws.tasks`` (a broken state) is written after them as an orphan.
+
+Not written: values (``ws.data`` keeps its keys; replay holds no values),
+run specs (a stand-in, as for every replayed ``ComputeTaskEvent``), the
+exception objects (their ``repr``, as events carry them), ``ts.type`` (as
+replay has it: none), ``ws.log`` and ``ws.stimulus_log`` (what happened
+before the snapshot is not kept), ``threads`` and ``plugins``.
+
+It runs on the worker's event loop: it imports only the state machine and
+the encoding half of :mod:`schemas`.
+"""
+from __future__ import annotations
+
+import heapq
+import weakref
+from collections.abc import Iterable
+from sys import getsizeof
+from time import monotonic
+from typing import Any
+
+from distributed import worker_state_machine as wsm
+
+from schemas.codec import decode_float, decode_key, decode_value, encode_float, encode_key, encode_value
+from schemas.convert import RUN_SPEC, RecordedException, _exc_encode, _priority_decode, _priority_encode
+
+#: the snapshot record's version: a reader refuses another
+SNAPSHOT_VERSION = 1
+
+#: ``TaskState`` fields in a task row, after the key; containers of tasks are
+#: task numbers, in iteration order
+TASK_FIELDS = (
+    "state", "previous", "next", "priority", "run_id", "run_spec", "nbytes", "done",
+    "suspicious_count", "coming_from", "exception", "traceback", "exception_text",
+    "traceback_text", "type", "start_time", "stop_time", "startstops", "metadata",
+    "annotations", "span_id", "resource_restrictions", "who_has",
+    "dependencies", "dependents", "waiting_for_data", "waiters", "tables",
+)
+#: the task sets whose table sizes a row's ``tables`` gives (null: all 8)
+ROW_SETS = ("who_has", "dependencies", "dependents", "waiting_for_data", "waiters")
+#: the task sets of a ``WorkerState``
+TASK_SETS = ("waiting", "executing", "long_running", "in_flight_tasks", "missing_dep_flight")
+#: plain numbers and flags of a ``WorkerState``
+COUNTERS = (
+    "fetch_count", "transfer_incoming_bytes", "transfer_incoming_count_total", "generation",
+    "executed_count", "nbytes", "transition_counter", "running",
+)
+#: settings tests and workers assign (floats may be infinite)
+SETTINGS = (
+    "nthreads", "transfer_incoming_count_limit", "transfer_incoming_bytes_limit",
+    "transfer_incoming_bytes_throttle_threshold", "transfer_message_bytes_limit", "validate",
+    "transition_counter_max",
+)
+
+
+def _opt_float(x: Any) -> Any:
+    return None if x is None else encode_float(float(x))
+
+
+def _float_back(x: Any) -> Any:
+    return None if x is None else decode_float(x)
+
+
+class _Numbering:
+    """Task numbers: ``ws.tasks`` order, then orphans as they are met."""
+
+    __slots__ = ("number", "tasks")
+
+    def __init__(self, tasks: Iterable[wsm.TaskState]):
+        self.tasks = list(tasks)
+        self.number = {id(ts): i for i, ts in enumerate(self.tasks)}
+
+    def __call__(self, ts: wsm.TaskState) -> int:
+        n = self.number.get(id(ts))
+        if n is None:
+            n = self.number[id(ts)] = len(self.tasks)
+            self.tasks.append(ts)
+        return n
+
+
+def _key(key: Any) -> Any:
+    # most keys are a str, or a tuple of str and int: JSON as they are
+    t = type(key)
+    if t is str:
+        return key
+    if t is tuple and len(key) == 2 and type(key[0]) is str and type(key[1]) is int:
+        return [key[0], key[1]]
+    return encode_key(key)
+
+
+def _priority(prio: tuple) -> list:
+    for v in prio:
+        if type(v) is not int:
+            return _priority_encode(prio)
+    return list(prio)
+
+
+def _task_row(ts: wsm.TaskState, num: _Numbering) -> list:
+    """One task as a row. The hot loop of a snapshot (it holds the worker's
+    event loop): the common cases (str and tuple keys, int priorities,
+    empty containers) take no call into the codec."""
+    nget = num.number.get
+    prio = ts.priority
+    deps, dependents, wfd, waiters, who_has = (
+        ts.dependencies, ts.dependents, ts.waiting_for_data, ts.waiters, ts.who_has)
+    row = [
+        _key(ts.key), ts.state, ts.previous, ts.next,
+        None if prio is None else _priority(prio),
+        ts.run_id, ts.run_spec is not None, ts.nbytes, ts.done, ts.suspicious_count,
+        ts.coming_from, None if ts.exception is None else _exc_encode(ts.exception),
+        ts.traceback is not None, ts.exception_text, ts.traceback_text,
+        None if ts.type is None else getattr(ts.type, "__qualname__", str(ts.type)),
+        _opt_float(ts.start_time), _opt_float(ts.stop_time),
+        encode_value(ts.startstops) if ts.startstops else [],
+        encode_value(ts.metadata) if ts.metadata else None,
+        None if ts.annotations is None else encode_value(ts.annotations),
+        ts.span_id,
+        {k: encode_float(float(v)) for k, v in ts.resource_restrictions.items()}
+        if ts.resource_restrictions is not None else None,
+        list(who_has) if who_has else [],
+        [nget(id(d)) for d in deps] if deps else [],
+        [nget(id(d)) for d in dependents] if dependents else [],
+        [nget(id(d)) for d in wfd] if wfd else [],
+        [nget(id(d)) for d in waiters] if waiters else [],
+        _tables(who_has, deps, dependents, wfd, waiters),
+    ]
+    for i in range(-5, -1):
+        if None in row[i]:  # a task not in ws.tasks: numbered as an orphan
+            row[i] = [num(d) for d in (deps, dependents, wfd, waiters)[i + 5]]
+    return row
+
+
+def _tables(*sets: set) -> list[int] | None:
+    small = _SMALL
+    if (getsizeof(sets[0]) == small and getsizeof(sets[1]) == small and getsizeof(sets[2]) == small
+            and getsizeof(sets[3]) == small and getsizeof(sets[4]) == small):
+        return None
+    return [table_size(s) for s in sets]
+
+
+def _heapset(hs: Any, num: _Numbering) -> dict:
+    heap = []
+    for k, i, ref in hs._heap:
+        ts = ref()
+        heap.append([_priority_encode(k) if type(k) is tuple else encode_value(k), i,
+                     -1 if ts is None else num(ts)])
+    return {"items": [num(ts) for ts in hs._data], "heap": heap, "inc": hs._inc,
+            "sorted": hs._sorted, "table": table_size(hs._data)}
+
+
+def take(ws: wsm.WorkerState, *, seq: int, handled: float | None) -> dict:
+    """The ``snapshot`` of ``ws`` after step ``seq`` (handled at ``handled``)."""
+    num = _Numbering(ws.tasks.values())
+    out: dict[str, Any] = {
+        "version": SNAPSHOT_VERSION,
+        "seq": seq,
+        "handled": handled,
+        "address": getattr(ws, "address", None),
+        "settings": {n: _setting(getattr(ws, n)) for n in SETTINGS},
+        "total_resources": {k: encode_float(float(v)) for k, v in ws.total_resources.items()},
+        "available_resources": {k: encode_float(float(v)) for k, v in ws.available_resources.items()},
+        "counters": {n: getattr(ws, n) for n in COUNTERS},
+        "sets": {n: [num(ts) for ts in getattr(ws, n)] for n in TASK_SETS},
+        "tables": {n: table_size(getattr(ws, n)) for n in TASK_SETS + ("busy_workers",)},
+        "ready": _heapset(ws.ready, num),
+        "constrained": _heapset(ws.constrained, num),
+        "data_needed": [[w, _heapset(hs, num)] for w, hs in ws.data_needed.items()],
+        "has_what": [[w, [encode_key(k) for k in keys], table_size(keys)]
+                     for w, keys in ws.has_what.items()],
+        "in_flight_workers": [[w, [encode_key(k) for k in keys], table_size(keys)]
+                              for w, keys in ws.in_flight_workers.items()],
+        "busy_workers": list(ws.busy_workers),
+        "data": [encode_key(k) for k in ws.data],
+        "actors": [encode_key(k) for k in ws.actors],
+        "rng": _rng_state(ws.rng),
+        "task_counter": _task_counter(ws.task_counter, num),
+    }
+    # rows last: the containers above may have numbered orphans
+    rows = []
+    i = 0
+    while i < len(num.tasks):
+        rows.append(_task_row(num.tasks[i], num))
+        i += 1
+    out["tasks"] = rows[: len(ws.tasks)]
+    out["orphans"] = rows[len(ws.tasks):]
+    return out
+
+
+def _setting(v: Any) -> Any:
+    if type(v) is float:
+        return encode_float(v)
+    return v
+
+
+def _rng_state(rng: Any) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _task_counter(tc: Any, num: _Numbering) -> dict:
+    return {
+        "current": [[p, s, n] for (p, s), n in tc._current_count.items()],
+        "cumulative": [[p, s, encode_float(t)] for (p, s), t in tc._cumulative_elapsed.items()],
+        "new": [num(ts) for ts in tc._new_tasks],
+    }
+
+
+# --- rebuilding -------------------------------------------------------
+
+
+class _Gone:
+    """What a stale heap entry points to: nothing alive."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _dead_ref() -> weakref.ref:
+    return weakref.ref(_Gone())
+
+
+def restore(ws: wsm.WorkerState, snap: dict) -> None:
+    """Fill ``ws``, a real ``WorkerState`` freshly built from the recording's
+    construction inputs (as :class:`~replay.engine.Replayer` builds it), with
+    the state of ``snap``. Under key hashing, as the recording was."""
+    rows = snap["tasks"] + snap["orphans"]
+    tasks = [wsm.TaskState(decode_key(row[0])) for row in rows]
+    for ts, row in zip(tasks, rows):
+        _fill_task(ts, row, tasks)
+    n = len(snap["tasks"])
+    ws.tasks = {ts.key: ts for ts in tasks[:n]}
+    address = snap.get("address")
+    if address is not None:
+        ws.address = address
+    for name, v in snap["settings"].items():
+        setattr(ws, name, _float_back(v) if isinstance(v, dict) else v)
+    for name, v in snap["counters"].items():
+        setattr(ws, name, v)
+    ws.total_resources = {k: decode_float(v) for k, v in snap["total_resources"].items()}
+    ws.available_resources = {k: decode_float(v) for k, v in snap["available_resources"].items()}
+    tables = snap["tables"]
+    for name, items in snap["sets"].items():
+        setattr(ws, name, ordered_set([tasks[i] for i in items], tables[name]))
+    _fill_heapset(ws.ready, snap["ready"], tasks)
+    _fill_heapset(ws.constrained, snap["constrained"], tasks)
+    ws.data_needed.clear()
+    for w, hs in snap["data_needed"]:
+        _fill_heapset(ws.data_needed[w], hs, tasks)
+    ws.has_what.clear()
+    for w, keys, size in snap["has_what"]:
+        ws.has_what[w] = ordered_set([decode_key(k) for k in keys], size)
+    ws.in_flight_workers = {w: ordered_set([decode_key(k) for k in keys], size)
+                            for w, keys, size in snap["in_flight_workers"]}
+    ws.busy_workers = ordered_set(snap["busy_workers"], tables["busy_workers"])
+    data = ws.data
+    data.clear()
+    for k in snap["data"]:
+        data[decode_key(k)] = None
+    ws.actors = {decode_key(k): None for k in snap["actors"]}
+    version, internal, gauss = snap["rng"]
+    ws.rng.setstate((version, tuple(internal), gauss))
+    tc = ws.task_counter
+    tc._current_count.clear()
+    for p, s, c in snap["task_counter"]["current"]:
+        tc._current_count[p, s] = c
+    tc._cumulative_elapsed.clear()
+    for p, s, t in snap["task_counter"]["cumulative"]:
+        tc._cumulative_elapsed[p, s] = decode_float(t)
+    tc._new_tasks = ordered_set([tasks[i] for i in snap["task_counter"]["new"]])
+    tc._previous_ts = monotonic() if tc._current_count else None
+
+
+def _fill_task(ts: wsm.TaskState, row: list, tasks: list[wsm.TaskState]) -> None:
+    (_, ts.state, ts.previous, ts.next, prio, ts.run_id, has_run_spec, ts.nbytes, ts.done,
+     ts.suspicious_count, ts.coming_from, exception, has_traceback, ts.exception_text,
+     ts.traceback_text, _type, start, stop, startstops, metadata, annotations, ts.span_id,
+     restrictions, who_has, deps, dependents, waiting_for_data, waiters, tables) = row
+    t = tables or (8, 8, 8, 8, 8)
+    ts.priority = None if prio is None else _priority_decode(prio)
+    ts.run_spec = RUN_SPEC if has_run_spec else None
+    # as replay decodes an event's exception: its repr; the traceback object is not kept
+    ts.exception = None if exception is None else wsm.Serialize(RecordedException(exception))
+    ts.traceback = None
+    ts.start_time = _float_back(start)
+    ts.stop_time = _float_back(stop)
+    ts.startstops = decode_value(startstops)
+    ts.metadata = {} if metadata is None else decode_value(metadata)
+    ts.annotations = None if annotations is None else decode_value(annotations)
+    ts.resource_restrictions = (None if restrictions is None
+                                else {k: decode_float(v) for k, v in restrictions.items()})
+    ts.who_has = ordered_set(who_has, t[0])
+    ts.dependencies = ordered_set([tasks[i] for i in deps], t[1])
+    ts.dependents = ordered_set([tasks[i] for i in dependents], t[2])
+    ts.waiting_for_data = ordered_set([tasks[i] for i in waiting_for_data], t[3])
+    ts.waiters = ordered_set([tasks[i] for i in waiters], t[4])
+
+
+def _fill_heapset(hs: Any, snap: dict, tasks: list[wsm.TaskState]) -> None:
+    hs._data = ordered_set([tasks[i] for i in snap["items"]], snap["table"])
+    gone = _Gone()  # one object, dropped at the end: every stale entry's referent
+    heap = []
+    for k, i, n in snap["heap"]:
+        key = _priority_decode(k) if type(k) is list else decode_value(k)
+        heap.append((key, i, weakref.ref(gone if n < 0 else tasks[n])))
+    hs._heap = heap
+    hs._inc = snap["inc"]
+    hs._sorted = snap["sorted"]
+    del gone
+
+
+
+# --- sets in their recorded order -----------------------------------------
+#
+# A set iterates in the order of its hash table's slots. Adding the recorded
+# items in their iteration order gives that order back only if the table has
+# the recorded size (sets do not shrink when items leave) and no item sits
+# past a slot that held an item since removed. The snapshot writes each
+# set's table size (from ``sys.getsizeof``) where it is not the built-in 8
+# slots, and :func:`ordered_set` rebuilds the order: each item is given the
+# first slot of its probe sequence after the previous item's slot; the slots
+# its probe passes first and no item holds get a blocker (an object with
+# that hash, removed afterwards, as the recorded set's removed items were);
+# blockers then items go into an empty table through ``set.update(dict)``,
+# which sizes the table once and adds in the dict's order. The result is
+# checked against the recorded order; where it differs the set is built by
+# adding in order (the tests count how often).
+
+#: ``sys.getsizeof`` of a set on its built-in table of 8 slots, and per slot beyond
+_SMALL = getsizeof(set())
+_ENTRY = 16
+_LINEAR_PROBES = 9
+_PERTURB_SHIFT = 5
+
+
+def table_size(s: set) -> int:
+    """Slots of a set's hash table (8 while it uses its built-in table)."""
+    n = getsizeof(s) - _SMALL
+    return 8 if n <= 0 else n // _ENTRY
+
+
+class _Blocker:
+    """An item with a chosen hash, equal only to itself: it holds a slot."""
+
+    __slots__ = ("h",)
+
+    def __init__(self, h: int):
+        self.h = h
+
+    def __hash__(self) -> int:
+        return self.h
+
+
+def _probe(h: int, mask: int) -> Iterable[int]:
+    """The slots CPython's ``set_add_entry`` probes for hash ``h``, in order."""
+    perturb = h & 0xFFFFFFFFFFFFFFFF
+    i = perturb & mask
+    for _ in range(8 * (mask + 1)):
+        if i + _LINEAR_PROBES <= mask:
+            yield from range(i, i + _LINEAR_PROBES + 1)
+        else:
+            yield i
+        perturb >>= _PERTURB_SHIFT
+        i = (i * 5 + 1 + perturb) & mask
+
+
+def _clean_slots(items: list, mask: int, budget: int = 400) -> tuple[list[int], list[list[int]]] | None:
+    """Slots for ``items`` in increasing order such that every slot a probe
+    passes first is another item's: a table built without removals. A
+    depth-first search over each item's probe, ``budget`` nodes at most."""
+    paths = []
+    for x in items:
+        path: list[int] = []
+        for p in _probe(hash(x), mask):
+            if p not in path:
+                path.append(p)
+            if len(path) > min(mask, 24):
+                break
+        paths.append(path)
+    slots: list[int] = []
+    passes: list[list[int]] = []
+    nodes = 0
+
+    def search(i: int, last: int) -> bool:
+        nonlocal nodes
+        if i == len(items):
+            held = set(slots)
+            return all(q in held for ps in passes for q in ps)
+        for at, p in enumerate(paths[i]):
+            nodes += 1
+            if nodes > budget:
+                return False
+            if p <= last or p in slots:
+                continue
+            slots.append(p)
+            passes.append(paths[i][:at])
+            if search(i + 1, p):
+                return True
+            slots.pop()
+            passes.pop()
+        return False
+
+    return (slots, passes) if search(0, -1) else None
+
+
+def _slotted(items: list, size: int, lowest: bool | None) -> set | None:
+    """``items`` in a fresh table of ``size`` slots, iterating in their order;
+    None where that cannot be built. Each item takes the first slot of its
+    probe after the previous item's, or with ``lowest`` the lowest (more
+    blockers, more room for the items after it)."""
+    mask = size - 1
+    # each item's slot: the lowest its probe reaches after the previous item's
+    slots: list[int] = []
+    passes: list[list[int]] = []
+    last = -1
+    if lowest is None:  # as a table that never lost an item
+        found = _clean_slots(items, mask)
+        if found is None:
+            return None
+        slots, passes = found
+    for x in items if lowest is not None else ():
+        path = []
+        best = None
+        for n, p in enumerate(_probe(hash(x), mask)):
+            if n > 3 * (_LINEAR_PROBES + 1) and best is not None:
+                break
+            if p > last and p not in path and (best is None or p < best[0]):
+                best = (p, len(path))
+                if not lowest:
+                    path.append(p)
+                    break
+            path.append(p)
+        if best is None:
+            return None
+        slot, at = best
+        slots.append(slot)
+        passes.append([q for q in path[:at] if q != slot])
+        last = slot
+    holder = {s: i for i, s in enumerate(slots)}
+    blocked = sorted({q for ps in passes for q in ps if q not in holder})
+    # an item goes in after the items holding the slots its probe passes first
+    after = [{holder[q] for q in ps if q in holder} for ps in passes]
+    if any(i in a for i, a in enumerate(after)):
+        return None
+    # in iteration order where nothing says otherwise (a heap: O(n log n))
+    before: list[list[int]] = [[] for _ in items]
+    pending = [len(a) for a in after]
+    for i, a in enumerate(after):
+        for j in a:
+            before[j].append(i)
+    free = [i for i, n in enumerate(pending) if not n]
+    heapq.heapify(free)
+    placed: list[int] = []
+    while free:
+        i = heapq.heappop(free)
+        placed.append(i)
+        for k in before[i]:
+            pending[k] -= 1
+            if not pending[k]:
+                heapq.heappush(free, k)
+    if len(placed) != len(items):
+        return None  # each waits for another
+    items = [items[i] for i in placed]
+    taken = set(slots) | set(blocked)
+    blockers = [_Blocker(b) for b in blocked]
+    order: dict = dict.fromkeys(blockers)
+    order.update(dict.fromkeys(items))
+    # the table is sized once, to the first power of two above twice the
+    # number added, when that number is at least 5: pad with more blockers
+    free = (b for b in range(size) if b not in taken)
+    pad = []
+    while size > 8 and len(order) + len(pad) < max(size // 4, 5):
+        b = next(free, None)
+        if b is None:
+            return None
+        pad.append(_Blocker(b))
+    order.update(dict.fromkeys(pad))
+    s: set = set()
+    first = list(order)
+    head = first[: max(size // 2 - 1, 0)] if size > 8 else []
+    s.update(dict.fromkeys(head))
+    for x in first[len(head):]:
+        s.add(x)
+    if table_size(s) != size:
+        return None
+    for b in blockers:
+        s.discard(b)
+    for b in pad:
+        s.discard(b)
+    return s
+
+
+def ordered_set(items: Iterable, size: int = 8) -> set:
+    """A set of ``items`` iterating in their order, in a table of ``size``
+    slots where that can be rebuilt (see above)."""
+    items = list(items)
+    out = set()
+    for x in items:
+        out.add(x)
+    if table_size(out) == size and _same_order(out, items):
+        return out
+    for lowest in (None, False, True):
+        rebuilt = _slotted(items, size, lowest)
+        if rebuilt is not None and _same_order(rebuilt, items):
+            return rebuilt
+    return out
+
+
+def _same_order(s: set, items: list) -> bool:
+    return len(s) == len(items) and all(a is b for a, b in zip(s, items))

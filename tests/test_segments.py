@@ -1,0 +1,254 @@
+"""Bounded recording: snapshots rebuilt into real WorkerStates, segments that
+verify from their snapshot, a LocalCluster that stays within its bound."""
+from __future__ import annotations
+
+import os
+
+import dask
+import orjson
+import pytest
+from distributed import Client, LocalCluster, wait
+
+from replay import Recorder
+from replay.engine import Replayer
+from replay.log import ClusterLog
+from replay.logfile import LineWriter, iter_lines
+from replay.reader import read_calls
+from replay.segments import Bound, segment_files, verify_folder
+from replay.simulate.simulation import Simulation
+from replay.snapshot import TASK_FIELDS, restore, take
+from schemas.snapshot import Snapshot
+
+#: the fields of a task row holding sets, whose order a rebuild may not keep
+_SET_FIELDS = {TASK_FIELDS.index(n) + 1 for n in ("who_has", "dependencies", "dependents",
+                                                   "waiting_for_data", "waiters")}
+
+#: what a rebuild holds as a replay from the empty state does: no type
+#: object, no traceback object (their texts are kept)
+_NOT_KEPT = {TASK_FIELDS.index(n) + 1 for n in ("type", "traceback")}
+
+
+def _simulated(tmp_path, events: int, seed: int) -> str:
+    path = str(tmp_path / "sim.jsonl")
+    with open(path, "wb") as f:
+        sim = Simulation(LineWriter(f), seed=seed)
+        try:
+            sim.run(events)
+        finally:
+            sim.close()
+    return path
+
+
+def _as_data(snap: dict) -> dict:
+    """A snapshot with every set's members sorted: what must survive a rebuild
+    exactly whatever the sets' internal order."""
+    out = orjson.loads(orjson.dumps(snap))
+    del out["settings"]["validate"]  # the rebuilt one validates: asked for below
+    for rows in (out["tasks"], out["orphans"]):
+        for row in rows:
+            for i in _SET_FIELDS:
+                row[i] = sorted(row[i], key=repr)
+            for i in _NOT_KEPT:
+                row[i] = None
+    out["sets"] = {k: sorted(v) for k, v in out["sets"].items()}
+    for hs in [out["ready"], out["constrained"], *(h for _, h in out["data_needed"])]:
+        hs["items"] = sorted(hs["items"])
+    out["has_what"] = [[w, sorted(k, key=repr)] for w, k, _ in out["has_what"]]
+    out["in_flight_workers"] = [[w, sorted(k, key=repr)] for w, k, _ in out["in_flight_workers"]]
+    # table sizes: compared by _orders_kept, with the orders
+    del out["tables"]
+    for row in out["tasks"] + out["orphans"]:
+        row[-1] = None
+    for hs in [out["ready"], out["constrained"], *(h for _, h in out["data_needed"])]:
+        del hs["table"]
+    out["busy_workers"] = sorted(out["busy_workers"])
+    out["task_counter"]["new"] = sorted(out["task_counter"]["new"])
+    return out
+
+
+def test_a_rebuilt_worker_holds_what_the_snapshot_held(tmp_path):
+    """Replay a simulated log; every 150 steps rebuild a real WorkerState from a
+    snapshot that went through JSON and the schema, and take it again: the
+    same tasks, fields, containers, heaps (stale entries included), counters
+    and rng. Dask's own invariants hold on the rebuilt state."""
+    path = _simulated(tmp_path, 3000, seed=2)
+    log = ClusterLog.open(path)
+    compared = orders_kept = orders = 0
+    for w in log.workers:
+        r = Replayer(w.header)
+        for n, call in enumerate(read_calls(log, w, records=False)):
+            r.apply(call)
+            if n % 150 or not r.ws.tasks:
+                continue
+            snap = take(r.ws, seq=r.seq, handled=r.handled)
+            data = orjson.loads(orjson.dumps(snap))
+            Snapshot.model_validate(data)
+            rebuilt = Replayer({**w.header, "from_empty": False, "snapshot": data}, validate=True)
+            assert rebuilt.seq == r.seq
+            rebuilt.ws.validate_state()
+            again = take(rebuilt.ws, seq=rebuilt.seq, handled=rebuilt.handled)
+            assert _as_data(again) == _as_data(snap)
+            kept, sets = _orders_kept(snap, again)
+            orders_kept += kept
+            orders += sets
+            # a dict's order is kept exactly
+            assert list(rebuilt.ws.tasks) == list(r.ws.tasks)
+            assert list(rebuilt.ws.data_needed) == list(r.ws.data_needed)
+            compared += 1
+    assert compared >= 20
+    # every set's iteration order (and table size) is rebuilt, but for a few
+    # whose table layout the rebuild cannot find (see replay.snapshot)
+    assert orders_kept >= 0.995 * orders, (orders_kept, orders)
+
+
+def _orders_kept(a: dict, b: dict) -> tuple[int, int]:
+    """Of the sets of two snapshots, how many iterate alike in tables of the
+    same size, and how many there are."""
+    pairs = [(x[i], y[i]) for rows in ("tasks", "orphans") for x, y in zip(a[rows], b[rows])
+             for i in _SET_FIELDS]
+    pairs += [(x[-1], y[-1]) for rows in ("tasks", "orphans") for x, y in zip(a[rows], b[rows])]
+    pairs += [(a["sets"][n], b["sets"][n]) for n in a["sets"]] + [(a["tables"], b["tables"])]
+    pairs += [(x[1:], y[1:]) for k in ("has_what", "in_flight_workers") for x, y in zip(a[k], b[k])]
+    pairs += [((x["items"], x["table"]), (y["items"], y["table"]))
+              for x, y in zip([a["ready"], a["constrained"], *(h for _, h in a["data_needed"])],
+                              [b["ready"], b["constrained"], *(h for _, h in b["data_needed"])])]
+    return sum(x == y for x, y in pairs), len(pairs)
+
+
+def test_the_rng_continues_where_the_recorded_one_was(tmp_path):
+    path = _simulated(tmp_path, 400, seed=4)
+    log = ClusterLog.open(path)
+    w = log.workers[0]
+    r = Replayer(w.header).run(read_calls(log, w, records=False))
+    r.ws.rng.random()  # no longer a fresh Random(0)
+    rebuilt = Replayer({**w.header, "from_empty": False,
+                        "snapshot": orjson.loads(orjson.dumps(take(r.ws, seq=r.seq, handled=r.handled)))})
+    assert [rebuilt.ws.rng.random() for _ in range(3)] == [r.ws.rng.random() for _ in range(3)]
+
+
+def test_segments_forced_every_50_steps_verify_from_their_snapshots(tmp_path):
+    """A simulated run recorded as segments of 50 steps, each snapshot taken
+    from the live WorkerState: every segment replays from its own snapshot
+    alone: the first from the empty state, every later one from a WorkerState
+    rebuilt from its snapshot, sets in their recorded order. (A rebuilt set
+    can still differ in its removed entries, which no Python API shows; on
+    long runs about 1 segment in 400 departs so: see docs/design.md.)"""
+    folder = str(tmp_path / "segs")
+    sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=50)))
+    try:
+        sim.run(3000)
+    finally:
+        sim.close()
+    checks = [c for f in sorted(os.listdir(folder)) for c in verify_folder(os.path.join(folder, f))]
+    assert len(checks) >= 55
+    firsts = [c for c in checks if c.number == 1]
+    assert firsts and all(c.exact for c in firsts)
+    later = [c for c in checks if c.number > 1]
+    assert all(c.snapshot_seq == 50 * (c.number - 1) for c in later)
+    assert all(c.exact for c in later), [(c.path, c.divergence) for c in later if not c.exact][:3]
+    # each segment is a log every reader accepts, with the full schema
+    for f in sorted(os.listdir(folder)):
+        for path in segment_files(os.path.join(folder, f))[:3]:
+            ClusterLog.open(path, validate=True)
+
+
+def test_a_segment_departs_when_its_snapshot_is_wrong(tmp_path, cli_run):
+    """The comparison can fail: a snapshot with one task's state changed
+    does not verify."""
+    folder = str(tmp_path / "segs")
+    sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=100)))
+    try:
+        sim.run(800)
+    finally:
+        sim.close()
+    worker = os.path.join(folder, sorted(os.listdir(folder))[0])
+    checks = verify_folder(worker)
+    good = next(c for c in checks if c.number > 1 and c.exact)
+    lines = [rec for _, rec in iter_lines(good.path)]
+    snap = lines[0]["snapshot"]
+    # the worker forgets it may run tasks: a step that would start one now does not
+    snap["settings"]["nthreads"] = 0 if snap["sets"]["executing"] else snap["settings"]["nthreads"]
+    snap["counters"]["running"] = False
+    with open(good.path, "wb") as f:
+        for rec in lines:
+            f.write(orjson.dumps(rec) + b"\n")
+    assert not verify_folder(worker)[checks.index(good)].exact
+    # verify names it, though the segments joined replay exactly from the start
+    code, out, err = cli_run(["verify", worker])
+    assert code == 1
+    assert f"inexact from the snapshot at step {good.snapshot_seq:,} (segment {good.number}" in out
+
+
+def inc(x):
+    return x + 1
+
+
+def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
+    """A real LocalCluster recorded with a bound of 60 kB writes several times
+    that: each worker keeps at most the bound plus one segment, the oldest
+    segments are gone, the first kept one starts from a snapshot, and the
+    kept segments replay from their snapshots."""
+    logdir = str(tmp_path / "logs")
+    bound = 60_000
+    with dask.config.set({"distributed.admin.low-level-log-length": 100_000}):
+        with LocalCluster(n_workers=0, processes=False, threads_per_worker=2,
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            client.register_plugin(Recorder(logdir, max_bytes=bound))
+            cluster.scale(2)
+            client.wait_for_workers(2, timeout=30)
+            for wave in range(8):
+                futs = client.map(inc, range(wave * 60, wave * 60 + 60))
+                total = client.submit(sum, futs)
+                wait(total, timeout=30)
+                del futs, total
+            pauses = client.run(lambda dask_worker: next(iter(
+                s.snapshot_pauses for p in dask_worker.plugins.values()
+                if isinstance(p, Recorder) for s in p._sessions.values())))
+    folders = sorted(os.listdir(logdir))
+    assert len(folders) == 2 and all(f.endswith(".segments") for f in folders)
+    for f in folders:
+        files = segment_files(os.path.join(logdir, f))
+        sizes = [os.path.getsize(p) for p in files]
+        assert sum(sizes) <= bound + max(sizes)
+        first_kept = int(os.path.basename(files[0]).split(".")[0])
+        assert first_kept > 1, "the oldest segments are deleted"
+        # segments close at a tenth of the bound: this many wrote several times it
+        last = int(os.path.basename(files[-1]).split(".")[0])
+        assert last >= 30
+        header = next(iter_lines(files[0]))[1]
+        assert header["snapshot"]["seq"] > 0 and header["segment"] == first_kept
+        checks = verify_folder(os.path.join(logdir, f))
+        assert sum(c.exact for c in checks) >= len(checks) - 1
+    assert all(pauses.values())
+
+
+def test_read_commands_take_a_bounded_recording(tmp_path, cli_run):
+    """A folder whose oldest segments are gone: load says what is not kept,
+    a position before the oldest snapshot is refused (exit 2, one line), a
+    kept one is answered, and verify replays every kept segment."""
+    folder = str(tmp_path / "segs")
+    sim = Simulation(None, seed=3, segments=(folder, Bound(segment_steps=60)))
+    try:
+        sim.run(1200)
+    finally:
+        sim.close()
+    worker = os.path.join(folder, sorted(os.listdir(folder))[0])
+    files = segment_files(worker)
+    for path in files[:3]:  # as the bound would have deleted them
+        os.remove(path)
+    first = next(iter_lines(files[3]))[1]["snapshot"]["seq"]
+    assert first == 180
+
+    code, out, err = cli_run(["load", worker, "--json"])
+    assert code == 0, err
+    (w,) = orjson.loads(out)["workers"]
+    assert any(f"history before step {first}" in text and "not kept" in text for text in w["warnings"])
+
+    code, out, err = cli_run(["state", worker, "--at", str(first - 1)])
+    assert code == 2 and f"is not kept: history before step {first}" in err
+    code, out, err = cli_run(["state", worker, "--at", str(first + 5), "--json"])
+    assert code == 0, err
+
+    code, out, err = cli_run(["verify", worker])
+    assert code == 0, out + err
+    assert "faithful" in out
