@@ -24,7 +24,7 @@ from replay import imports, parallel, render
 from replay.diagnosis import ClusterWhy
 from replay.disagreements import over_run
 from replay.errors import BadInput, NotFound
-from replay.index import build, index_in_background, index_path
+from replay.index import background_failure, build, index_in_background, index_path
 from replay.literal import key_text
 from replay.logfile import STDIN_COPY_ENV, as_log, iter_lines, log_name, spool_stdin, write_records
 from replay.merge import records_of
@@ -287,6 +287,10 @@ def index_afterwards(log: Any) -> None:
     """Once this command has answered, index ``log`` in the background."""
 
     def start() -> None:
+        failed = background_failure(log)
+        if failed is not None:
+            err.print(render.safe(f"warning: the last background indexing of {log_name(log)} stopped without "
+                                  f"writing its index: {failed}; `replay index` on the log shows why"))
         pid = index_in_background(log)
         if pid is not None:
             err.print(render.safe(f"note: indexing {log_name(log)} in the background (pid {pid}); "

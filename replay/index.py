@@ -249,11 +249,27 @@ def index_in_background(log: LogName) -> Optional[int]:
     os.makedirs(os.path.dirname(lock), exist_ok=True)
     # the installed command line, never a cli.py of the current directory
     code = "import sys; sys.path[:] = [p for p in sys.path if p]; import cli; cli.main()"
-    p = subprocess.Popen([sys.executable, "-c", code, "index", *files], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # what it says is kept: a failure must reach the next command (background_failure)
+    with open(index_path(log) + ".stderr", "wb") as said:
+        p = subprocess.Popen([sys.executable, "-c", code, "index", *files], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=said, start_new_session=True)
     with open(lock, "w") as f:
         f.write(str(p.pid))
     return p.pid
+
+
+def background_failure(log: LogName) -> Optional[str]:
+    """The last line the background indexer of ``log`` wrote, if it stopped
+    without writing the index (its lock is left, its pid gone); else None."""
+    lock = index_path(log) + ".lock"
+    if not os.path.exists(lock) or _indexer_running(lock) is not None:
+        return None
+    try:
+        with open(index_path(log) + ".stderr", errors="replace") as f:
+            said = [line.strip() for line in f if line.strip()]
+    except OSError:
+        said = []
+    return said[-1] if said else "it stopped without a word (killed?)"
 
 
 # --- a read-only WorkerState at one step -------------------------------------------
@@ -751,10 +767,11 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
     os.replace(tmp, path)
     lock = path + ".lock"
     if os.path.exists(lock) and _indexer_running(lock) in (None, os.getpid()):
-        try:
-            os.unlink(lock)
-        except FileNotFoundError:  # another indexer of the log got there first
-            pass
+        for done in (lock, path + ".stderr"):
+            try:
+                os.unlink(done)
+            except FileNotFoundError:  # another indexer of the log got there first
+                pass
     return path
 
 

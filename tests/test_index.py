@@ -266,6 +266,34 @@ def test_the_first_answer_replays_and_the_index_follows(how, tmp_path, cli_run, 
     assert cli_run(["load", "--json", log]) == (0, first, "")
 
 
+def test_a_failed_background_indexer_is_reported_by_the_next_command(tmp_path, cli_run, monkeypatch):
+    log = str(tmp_path / "stuck.jsonl")
+    shutil.copy(os.path.join(ROOT, "fixtures", "stuck-6705.jsonl"), log)
+    # a module every replaying process imports (--import), refusing in the indexer alone
+    (tmp_path / "refuse_index.py").write_text(
+        'import sys\nif "index" in sys.argv:\n    raise RuntimeError("this indexer is refused")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("REPLAY_IMPORT", "refuse_index")
+    monkeypatch.setenv("REPLAY_IMPORT_PATH", str(tmp_path))
+    monkeypatch.setenv("REPLAY_INDEX", "later")
+    code, first, err = cli_run(["load", "--json", log])
+    assert code == 0 and "warning" not in err, err
+    _, status = os.waitpid(_background_pid(err), 0)
+    assert os.waitstatus_to_exitcode(status) != 0 and Index.open(log) is None
+    # the next command answers as before, says what became of the indexer, and tries again
+    code, again, err = cli_run(["load", "--json", log])
+    assert code == 0 and again == first
+    assert ("stopped without writing its index: RuntimeError: this indexer is refused; "
+            "`replay index` on the log shows why") in " ".join(err.split()), err
+    os.waitpid(_background_pid(err), 0)
+    # an index written since: nothing left to say
+    monkeypatch.delenv("REPLAY_IMPORT")
+    assert cli_run(["index", log])[0] == 0
+    monkeypatch.setenv("REPLAY_INDEX", "auto")
+    assert cli_run(["load", "--json", log]) == (0, first, "")
+    assert not os.path.exists(index_path(log) + ".stderr")
+
+
 def test_a_small_log_is_indexed_in_the_same_pass(tmp_path, cli_run, monkeypatch):
     from replay.source import open_source
 
