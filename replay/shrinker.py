@@ -1416,6 +1416,14 @@ def _first_line(e: BaseException) -> str:
     return lines[0][:200] if lines else ""
 
 
+def _kept_note(kept_from: int | None) -> str:
+    """What a failure to reproduce says of a bounded recording's missing history."""
+    if kept_from is None:
+        return ""
+    return (f" (replayed from the empty state, as a reproducer starts: this bounded recording "
+            f"keeps its history from step {kept_from} on, and what its snapshot held is not replayed)")
+
+
 def shrink(
     log: str | WorkerHistory,
     worker: str | int | None = None,
@@ -1451,6 +1459,12 @@ def shrink(
 
         history = open_log(log).worker(worker)
     header = history.header
+    kept_from = None if header.get("snapshot") is None else header["snapshot"]["seq"]
+    if kept_from is not None:
+        # a reproducer starts from WorkerState(): the kept history of a bounded
+        # recording is shrunk from the empty state, not from its snapshot
+        header = {k: v for k, v in header.items() if k not in ("snapshot", "segment")}
+        header["from_empty"] = True
     failed: dict[int, list] = {}
     stimuli, handled = stimuli_of(history, failed)
     if until is not None:
@@ -1462,7 +1476,7 @@ def shrink(
         key = None if end.exception is not None else choose_stuck_key(end.ws)
         if key is None:
             raise NotReproduced("no task is stuck at the end of the log; say what to look for "
-                                "(--stuck KEY, --state, --raises, --invalid or --expr)")
+                                "(--stuck KEY, --state, --raises, --invalid or --expr)" + _kept_note(kept_from))
         if predicate is None and until is None:
             _refuse_normal_wait(history)
         predicate = StuckPredicate(key, text=predicate.text if predicate else "--stuck")
@@ -1472,7 +1486,12 @@ def shrink(
         cut, target = len(stimuli) - 1, predicate.observe(end)
         unsolicited, known = end.unsolicited + end.lost, (end.parent, predicate.subjects(end))
     else:
-        cut, target, unsolicited, known = _first_hit(header, stimuli, predicate, failed)
+        try:
+            cut, target, unsolicited, known = _first_hit(header, stimuli, predicate, failed)
+        except NormalWait:
+            raise
+        except NotReproduced as e:
+            raise NotReproduced(f"{e}{_kept_note(kept_from)}") from None
         replays += 1
     if isinstance(predicate, InvalidPredicate):
         run = replay_stimuli(header, stimuli[: cut + 1], store_failed=failed)
