@@ -6,7 +6,6 @@ import os
 
 import dask
 import orjson
-import pytest
 from distributed import Client, LocalCluster, wait
 
 from replay import Recorder
@@ -16,7 +15,7 @@ from replay.logfile import LineWriter, iter_lines
 from replay.reader import read_calls
 from replay.segments import Bound, segment_files, verify_folder
 from replay.simulate.simulation import Simulation
-from replay.snapshot import TASK_FIELDS, restore, take
+from replay.snapshot import TASK_FIELDS, take
 from schemas.snapshot import Snapshot
 
 #: the fields of a task row holding sets, whose order a rebuild may not keep
