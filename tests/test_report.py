@@ -25,7 +25,6 @@ import orjson
 import pytest
 
 import replay
-from replay.literal import key_text
 from replay.report import PLOT_WIDTH, UNFINISHED, build
 from replay.source import INDEX_ENV, ReplayedSource, open_source
 from schemas.codec import decode_collection, decode_key
