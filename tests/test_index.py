@@ -8,6 +8,7 @@ the shipped fixtures and on simulated logs with faults.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -239,11 +240,16 @@ def test_no_disagreement_while_the_peer_holds_it(tmp_path, record_log, cli_run):
 
 def _background_pid(err: str) -> int:
     """The pid a command's note names for the indexer it started."""
-    import re
-
     found = re.search(r"indexing .* in the background \(pid (\d+)\)", err)
     assert found, err
     return int(found.group(1))
+
+
+def _said(err: str) -> str:
+    """A command's stderr without the warning every read of a fixture recorded
+    under another ``distributed`` release gives (CI also runs the oldest one)."""
+    return "".join(line for line in err.splitlines(keepends=True)
+                   if not re.search(r": recorded with distributed .*; event classes may differ$", line))
 
 
 @pytest.mark.parametrize("how", ["later", "big"])
@@ -263,7 +269,8 @@ def test_the_first_answer_replays_and_the_index_follows(how, tmp_path, cli_run, 
     assert os.waitstatus_to_exitcode(status) == 0
     assert Index.open(log) is not None and not os.path.exists(index_path(log) + ".lock")
     monkeypatch.setenv("REPLAY_INDEX", "required")  # only the index may answer now
-    assert cli_run(["load", "--json", log]) == (0, first, "")
+    code, again, err = cli_run(["load", "--json", log])
+    assert (code, again, _said(err)) == (0, first, "")
 
 
 def test_a_failed_background_indexer_is_reported_by_the_next_command(tmp_path, cli_run, monkeypatch):
@@ -277,7 +284,7 @@ def test_a_failed_background_indexer_is_reported_by_the_next_command(tmp_path, c
     monkeypatch.setenv("REPLAY_IMPORT_PATH", str(tmp_path))
     monkeypatch.setenv("REPLAY_INDEX", "later")
     code, first, err = cli_run(["load", "--json", log])
-    assert code == 0 and "warning" not in err, err
+    assert code == 0 and "warning" not in _said(err), err
     _, status = os.waitpid(_background_pid(err), 0)
     assert os.waitstatus_to_exitcode(status) != 0 and Index.open(log) is None
     # the next command answers as before, says what became of the indexer, and tries again
@@ -290,7 +297,8 @@ def test_a_failed_background_indexer_is_reported_by_the_next_command(tmp_path, c
     monkeypatch.delenv("REPLAY_IMPORT")
     assert cli_run(["index", log])[0] == 0
     monkeypatch.setenv("REPLAY_INDEX", "auto")
-    assert cli_run(["load", "--json", log]) == (0, first, "")
+    code, again, err = cli_run(["load", "--json", log])
+    assert (code, again, _said(err)) == (0, first, "")
     assert not os.path.exists(index_path(log) + ".stderr")
 
 
