@@ -55,10 +55,10 @@ from replay import codeid
 from replay.diagnosis import Tracker, why, why_view
 from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
-from replay.literal import key_text, sort_key
+from replay.literal import jsonable, key_text, sort_key
 from replay.logfile import LogName, log_inputs, log_name
 from replay.positions import choose_worker, step_of
-from replay.render import event_text
+from replay.render import encoded_text, event_text
 from replay.scheduler_log import attach_scheduler_log
 from replay.story import (
     Story,
@@ -93,7 +93,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 16
+VERSION = 17
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -488,6 +488,45 @@ class Containers:
         return orjson.dumps(k).decode() if peer is None else orjson.dumps([peer, k]).decode()
 
 
+def rendered_fields() -> dict[str, list]:
+    """Per event and instruction class whose text an index makes when read
+    (:func:`~replay.render.encoded_text`): its shown fields, in the class's
+    order, each with the name of its decoder (:data:`replay.render.DECODERS`).
+    A class with a field the log does not hold as its codec decodes it (a
+    release's class-only field) is left out: its text is written instead."""
+    from schemas import convert as c  # writing only: the codecs' tables import distributed
+
+    from replay.render import _shown_fields
+
+    names = {id(c.PLAIN): "plain", id(c.STR): "plain", id(c.INT): "plain", id(c.BOOL): "plain",
+             id(c.OPT_STR): "plain", id(c.OPT_INT): "plain", id(c.FLOAT): "float", id(c.OPT_FLOAT): "opt_float",
+             id(c.KEY): "key", id(c.KEYS): "keys", id(c.WHO_HAS): "who_has", id(c.NBYTES_MAP): "nbytes_map",
+             id(c.SIZES): "sizes", id(c.PRIORITY): "priority", id(c.RESOURCES): "resources",
+             id(c.VALUE): "value", id(c.DROPPED): "none", id(c.TYPE): "none"}
+    out: dict[str, list] = {}
+    for table, classes in ((c.EVENT_FIELDS, c.EVENT_CLASSES), (c.INSTRUCTION_FIELDS, c.INSTRUCTION_CLASSES)):
+        for name, codecs in table.items():
+            absent = c.ERA.log_only.get(name, ())
+            row = []
+            for f in _shown_fields(classes[name]):
+                codec = codecs.get(f)
+                if codec is None or f in absent or id(codec) not in names or f in c.ERA.class_only.get(name, {}):
+                    break
+                row.append([f, names[id(codec)]])
+            else:
+                out[name] = row
+    return out
+
+
+def _has_repr(value: Any) -> bool:
+    """An encoded value (:func:`schemas.codec.encode_value`) holds an object kept as its ``repr``."""
+    if type(value) is list:
+        return any(map(_has_repr, value))
+    if type(value) is dict:
+        return "repr" in value or any(map(_has_repr, value.values()))
+    return False
+
+
 class _Writer:
     """Follows one worker's tapped replay and writes what each step observed.
 
@@ -498,9 +537,12 @@ class _Writer:
     step changed go into a compressed block per :data:`CHANGES` steps.
     """
 
-    def __init__(self, db: sqlite3.Connection, wid: int, address: str):
+    def __init__(self, db: sqlite3.Connection, wid: int, address: str, rendered: dict):
         # writing replays; only reading must stay free of the state machine
         from replay.requests import OpenRequests
+        from schemas.convert import encode_instruction
+
+        self.encode_instruction = encode_instruction
 
         self.db, self.wid, self.address = db, wid, address
         self.tracker = Tracker()
@@ -534,6 +576,11 @@ class _Writer:
         self.steps: list[tuple] = []
         #: [step, handled, class] of every PauseEvent and UnpauseEvent
         self.pauses: list[list] = []
+        #: class -> its shown fields and their decoders, for the classes whose
+        #: text is made when read (:func:`rendered_fields`)
+        self.rendered = rendered
+        #: key -> jsonable(key)
+        self.jkeys: dict[Any, Any] = {}
 
     def kid(self, key: Any) -> int:
         kid = self.kids.get(key)
@@ -568,26 +615,28 @@ class _Writer:
             if tag is not None:
                 tag[2] = step
                 answered = tag[5]
-            text = event_text(ev)
             cls = type(ev).__name__
             self.steps.append((wid, step, handled, sid, cls))
             if cls in ("PauseEvent", "UnpauseEvent"):
                 self.pauses.append([step, handled, cls])
             touched = set(named) | set(answered)
-            lines = [["event", text, {"event": s.record["event"]}, [kid(k) for k in touched]]]
+            # an event's and an instruction's text is made when read (encoded_text)
+            # from its payload, a transition's too (transition_text)
+            lines = [["event", None if cls in self.rendered else event_text(ev), {"event": s.record["event"]},
+                      [kid(k) for k in touched]]]
             for entry in s.log:
                 keys = entry_keys(entry, self.known)
                 touched.update(keys)
                 if is_transition(entry):
-                    # most lines are transitions: their text is made when read (transition_text)
-                    lines.append(["transition", None, line_data("transition", entry), [kid(k) for k in keys]])
+                    lines.append(["transition", None, self._transition(entry), [kid(k) for k in keys]])
                 else:
                     lines.append(["log", line_text("log", entry), line_data("log", entry), [kid(k) for k in keys]])
             for inst in s.instructions:
                 keys = instruction_keys(inst)
                 touched |= keys
-                lines.append(["instruction", line_text("instruction", inst), line_data("instruction", inst),
-                              [kid(k) for k in keys]])
+                enc = self.encode_instruction(inst)
+                lines.append(["instruction", None if self._renders(inst, enc) else line_text("instruction", inst),
+                              {"instruction": enc}, [kid(k) for k in keys]])
                 row = None
                 if isinstance(inst, wsm.GatherDep):
                     gkeys = sorted(inst.to_gather, key=sort_key)
@@ -619,6 +668,40 @@ class _Writer:
                 self._keyframe(step)
         if len(self.steps) >= 10_000:
             self.flush()
+
+    def _jkey(self, key: Any) -> Any:
+        """``jsonable(key)``, once per key."""
+        j = self.jkeys.get(key)
+        if j is None:
+            j = self.jkeys[key] = jsonable(key)
+        return j
+
+    def _transition(self, entry: tuple) -> dict:
+        """``line_data("transition", entry)``, with each key's JSON made once."""
+        key, start, finish, final, recs, _, _ = entry
+        if all(type(k) is str for k in recs):
+            r: Any = {k: v if type(v) is str else jsonable(v) for k, v in recs.items()}
+        else:
+            r = [[self._jkey(k), v if type(v) is str else jsonable(v)] for k, v in recs.items()]
+        return {"transition": {"key": self._jkey(key), "start": start, "finish": finish, "final": final,
+                               "recommendations": r}}
+
+    def _renders(self, inst: Any, enc: dict) -> bool:
+        """Whether :func:`~replay.render.encoded_text` of ``enc`` spells the
+        instruction as :func:`~replay.render.event_text` does: a value kept as
+        its ``repr`` (a ``{"repr": …}`` tag) or a dropped field that the
+        object holds as more than bytes would not."""
+        fields = self.rendered.get(type(inst).__name__)
+        if fields is None:
+            return False
+        for name, codec in fields:
+            if codec == "none":
+                v = getattr(inst, name)
+                if v is not None and not isinstance(v, bytes):
+                    return False
+            elif codec == "value" and _has_repr(enc[name]):
+                return False
+        return True
 
     def _block(self, lines: list) -> None:
         self.block.append(lines)
@@ -722,8 +805,9 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
         # a scratch file until it is complete: no journal, and room to sort indexes
         db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;"
                          + _SCHEMA)
+        rendered = rendered_fields()
         for wid, wh in enumerate(history.workers):
-            w = _Writer(db, wid, wh.address)
+            w = _Writer(db, wid, wh.address, rendered)
             crash = crash_step = invariant = None
             cb = None if progress is None else (lambda step, a=wh.address: progress(a, step))
             r = wh.replayer(tap_log=True, follow_recording=True)
@@ -760,6 +844,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
         ident["code"] = code_identity()
         # what reading the log found (a torn last line…): said again by every answer
         ident["warnings"] = list(history.warnings)
+        ident["fields"] = rendered
         db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, orjson.dumps(v).decode()) for k, v in ident.items()])
         db.commit()
     finally:
@@ -816,6 +901,9 @@ class Index:
         self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         row = self.db.execute("SELECT value FROM meta WHERE name = 'warnings'").fetchone()
         self.warnings: list[str] = [] if row is None else orjson.loads(row[0])
+        (fields,) = self.db.execute("SELECT value FROM meta WHERE name = 'fields'").fetchone()
+        #: class -> its shown fields, for the texts made when read (rendered_fields)
+        self.fields: dict[str, list] = orjson.loads(fields)
         self.workers = [
             IndexedWorker(self, wid, address, events, orjson.loads(info))
             for wid, address, events, info in self.db.execute(
@@ -844,6 +932,7 @@ class Index:
             return None
         code = have.pop("code", None)
         have.pop("warnings", None)
+        have.pop("fields", None)
         if have != want or code is None or not same_code(code):
             return None
         return cls(log, path)
@@ -1060,10 +1149,16 @@ class IndexedWorker:
         """The story lines of ``steps`` (ascending), read block by block, with
         the text of every line (a transition's is made here)."""
 
+        fields = self.index.fields
         for step, lines in self._raw_lines(steps):
             for line in lines:
                 if line[1] is None:
-                    line[1] = transition_text(line[2]["transition"])
+                    kind = line[0]
+                    if kind == "transition":
+                        line[1] = transition_text(line[2]["transition"])
+                    else:
+                        d = line[2][kind]
+                        line[1] = encoded_text(d, fields[d["cls"]])
             yield step, lines
 
     def _raw_lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:

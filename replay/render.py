@@ -112,6 +112,58 @@ def event_text(obj: Any) -> str:
     return f"{type(obj).__name__} {fields_text(obj)}".rstrip()
 
 
+class _Sized:
+    """What ``schemas.convert.SizedValue`` prints as (that module imports
+    ``distributed``; an index renders without it)."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int):
+        self.nbytes = nbytes
+
+    def __repr__(self) -> str:
+        return f"<SizedValue {self.nbytes} B>"
+
+
+def _decoders() -> dict[str, Any]:
+    from schemas.codec import (decode_collection, decode_float, decode_key, decode_key_map,
+                               decode_resources, decode_value, decode_who_has)
+
+    return {
+        "plain": lambda x: x,
+        "float": decode_float,
+        "opt_float": lambda x: None if x is None else decode_float(x),
+        "key": decode_key,
+        "keys": decode_collection,
+        "who_has": decode_who_has,
+        "nbytes_map": decode_key_map,
+        "sizes": lambda o: decode_key_map(o, _Sized),
+        "priority": lambda x: tuple(decode_value(v) for v in x),
+        "resources": lambda x: None if x is None else decode_resources(x),
+        "value": decode_value,
+        "none": lambda x: None,
+    }
+
+
+#: how each field codec of :mod:`schemas.convert` decodes, by the name an
+#: index gives it (the field values the state machine was fed or returned)
+DECODERS: dict[str, Any] = _decoders()
+
+
+def encoded_text(d: dict, fields: list) -> str:
+    """:func:`event_text` of an event or instruction from its encoding (the
+    log's, :func:`schemas.convert.encode_event`), given its class's shown
+    fields as ``[[name, decoder]…]`` in the class's order (an index writes
+    them down with ``distributed`` at hand; this needs neither)."""
+    parts = []
+    for name, codec in fields:
+        v = DECODERS[codec](d[name])
+        if v is None or isinstance(v, bytes) or (isinstance(v, (list, tuple, set, frozenset, dict)) and not v):
+            continue
+        parts.append(f"{name}={literal(v, 120)}")
+    return f"{d['cls']} {' '.join(parts)}".rstrip()
+
+
 def step_line(brief: Any) -> Text:
     """A :class:`~replay.views.StepBrief` in one line."""
     fields = brief.text[len(brief.cls):]
