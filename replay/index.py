@@ -435,57 +435,106 @@ class Containers:
     derived from task states: a bookkeeping bug (a stale ``in_flight_workers``
     entry, a task queued twice or in no queue) is what the views must show.
 
-    :meth:`changes` compares each container's members with the last step's
-    as sets of the real objects (cheap: a step moves a few of thousands) and
-    returns the members added and removed, as texts. ``strays`` are members
-    whose ``TaskState`` is not the one ``ws.tasks`` holds (a task forgotten
-    but still queued), with their state and priority.
+    :meth:`changes` returns the members each container gained and lost in
+    the step, as texts. Small containers (sets) are compared whole with the
+    last step's. A ``HeapSet`` (``ready``, ``constrained``, each peer's
+    ``data_needed``: thousands of tasks, of which a step moves a few) counts
+    its additions (``_inc``): unchanged count and size, it did not change;
+    else the step's tasks (the keys its event, log entries and instructions
+    name) are looked up in it, and when they account for every addition and
+    for the change of size, they are its whole change (any other member that
+    left or came would break one of the two counts); when they do not, it is
+    compared whole. ``strays`` are members whose ``TaskState`` is not the one
+    ``ws.tasks`` holds (a task forgotten but still queued), with their state
+    and priority.
     """
 
     def __init__(self, ktext: Callable[[Any], str] = _ktext) -> None:
         #: container (a peer's: (name, peer)) -> its members at the last step
         self.was: dict[Any, set] = {}
+        #: a HeapSet container -> (the object, its additions, its size) at the last step
+        self.marks: dict[Any, tuple] = {}
         self.strays: dict[str, list] = {}
         self.ktext = ktext
+        #: how many times a HeapSet was compared whole (its counts not explained)
+        self.whole = 0
 
-    def changes(self, ws: Any) -> dict[str, list[str]]:
-        now: dict[Any, set] = {
-            "executing": _as_set(ws.executing), "long_running": _as_set(ws.long_running),
-            "ready": _as_set(ws.ready), "constrained": _as_set(ws.constrained),
-            "missing": _as_set(ws.missing_dep_flight),
-        }
+    def _heap(self, name: Any, heap: Any, tasks: list, out: dict) -> None:
+        inc = getattr(heap, "_inc", None)
+        mark = self.marks.get(name)
+        n = len(heap)
+        was = self.was.get(name)
+        if mark is not None and mark[0] is heap and inc is not None and was is not None:
+            if mark[1] == inc and mark[2] == n:
+                return
+            data = heap._data
+            added = [t for t in tasks if t in data and t not in was]
+            removed = [t for t in tasks if t not in data and t in was]
+            if inc - mark[1] == len(added) and mark[2] + len(added) - len(removed) == n:
+                was.update(added)
+                was.difference_update(removed)
+                self.marks[name] = (heap, inc, n)
+                if added:
+                    out[name, "+"] = added
+                if removed:
+                    out[name, "-"] = removed
+                return
+            self.whole += 1
+        self.marks[name] = (heap, inc, n)
+        self._whole(name, set(getattr(heap, "_data", heap)), out)
+
+    def _whole(self, name: Any, now: set, out: dict) -> None:
+        a = self.was.get(name, set())
+        if a != now:
+            if now - a:
+                out[name, "+"] = now - a
+            if a - now:
+                out[name, "-"] = a - now
+        self.was[name] = now
+
+    def changes(self, ws: Any, tasks: list) -> dict[str, list[str]]:
+        """The step's changes; ``tasks``: the ``TaskState`` of each key it named."""
+        out: dict[Any, Any] = {}
+        self._whole("executing", set(ws.executing), out)
+        self._whole("long_running", set(ws.long_running), out)
+        self._whole("missing", set(ws.missing_dep_flight), out)
+        self._heap("ready", ws.ready, tasks, out)
+        self._heap("constrained", ws.constrained, tasks, out)
+        peers = set()
         for w, keys in ws.in_flight_workers.items():
             # the peer itself is a member: an entry without keys still means
             # "a transfer from w is under way" to the state machine
-            now["in_flight_workers", w] = _as_set(keys) | {_PEER}
+            name = ("in_flight_workers", w)
+            peers.add(name)
+            self._whole(name, set(keys) | {_PEER}, out)
         for w, tss in ws.data_needed.items():
             if tss:  # validate=True can leave empty entries behind
-                now["data_needed", w] = _as_set(tss)
-        out: dict[str, list[str]] = {}
-        for name in now.keys() | self.was.keys():
-            a, b = self.was.get(name, set()), now.get(name, set())
-            if a == b:
-                continue
+                name = ("data_needed", w)
+                peers.add(name)
+                self._heap(name, tss, tasks, out)
+        for name in [n for n in self.was if type(n) is tuple and n not in peers]:
+            if self.was[name]:
+                out[name, "-"] = self.was[name]
+            del self.was[name]
+            self.marks.pop(name, None)
+        texts: dict[str, list[str]] = {}
+        for (name, sign), members in out.items():
             field, peer = (name, None) if isinstance(name, str) else name
-            for sign, members in (("+", b - a), ("-", a - b)):
-                if members:
-                    out.setdefault(sign + field, []).extend(self._text(ws, field, peer, m, sign) for m in members)
-        self.was = {k: v for k, v in now.items()}
-        return {k: sorted(v) for k, v in out.items()}
+            texts.setdefault(sign + field, []).extend(self._text(ws, field, peer, m, sign) for m in members)
+        return {k: sorted(v) for k, v in texts.items()}
 
     def _text(self, ws: Any, field: str, peer: Optional[str], member: Any, sign: str) -> str:
         if member is _PEER:
             return orjson.dumps([peer]).decode()
         if field == "in_flight_workers":  # keys, not tasks
             return orjson.dumps([peer, orjson.Fragment(self.ktext(member))]).decode()
-        k = orjson.Fragment(self.ktext(member.key))
+        text = self.ktext(member.key)
         if sign == "+":
-            text = orjson.dumps(k).decode()
             if ws.tasks.get(member.key) is not member:
                 self.strays[text] = [member.state, None if member.priority is None else list(member.priority)]
-            else:
+            elif self.strays:
                 self.strays.pop(text, None)
-        return orjson.dumps(k).decode() if peer is None else orjson.dumps([peer, k]).decode()
+        return text if peer is None else orjson.dumps([peer, orjson.Fragment(text)]).decode()
 
 
 def rendered_fields() -> dict[str, list]:
@@ -562,9 +611,12 @@ class _Writer:
         #: kid -> [[step, peer]…] of its GatherDeps; steps of its Executes
         self.gathered: dict[int, list] = {}
         self.executed: dict[int, array] = {}
-        #: key -> the row last written (JSON)
+        #: key -> the row last written (JSON), and what it was made of
         self.rows: dict[Any, str] = {}
+        self.sigs: dict[Any, tuple] = {}
         self.counters: dict = {}
+        #: what the counters were made of at the last step (_counters)
+        self.sig: tuple = ()
         self.containers = Containers(self.ktext)
         #: container -> its members now, as texts (for keyframes)
         self.members: dict[str, set[str]] = {}
@@ -659,7 +711,7 @@ class _Writer:
                 story[k].append(step)
             # as the Tracker decides: a task changed if the step left it elsewhere
             tasks = self._tasks(step, touched, ws, changed_states(s.log).keys())
-            counters = self._counters(ws)
+            counters = self._counters(ws, [ts for ts in map(ws.tasks.get, touched) if ts is not None])
             if tasks or counters:
                 self.change_block.append([step, tasks, counters])
             if step % CHANGES == 0:
@@ -733,17 +785,29 @@ class _Writer:
             if ts is None:
                 if was is not None:
                     del self.rows[key]
+                    del self.sigs[key]
                     k = self.kid(key)
                     self.changed[k].append(step)
                     if moved:
                         self.moved[k].append(step)
                     out.append([k, self.encoded[k], int(moved), None])
                 continue
-            row = task_row(ts, self.ktext)
-            if row != was:
-                self.rows[key] = row
-            elif not moved:
-                continue
+            # what task_row reads, compared first: a step names more tasks than it changes
+            rr = ts.resource_restrictions
+            sig = (ts.state, ts.previous, ts.next, ts.priority, ts.nbytes, ts.coming_from, ts.run_id,
+                   ts.exception_text, frozenset(ts.who_has), frozenset(ts.dependencies),
+                   tuple(rr.items()) if rr else None)
+            if was is not None and self.sigs[key] == sig:
+                if not moved:
+                    continue
+                row = was
+            else:
+                self.sigs[key] = sig
+                row = task_row(ts, self.ktext)
+                if row != was:
+                    self.rows[key] = row
+                elif not moved:
+                    continue
             k = self.kid(key)
             self.changed[k].append(step)
             if moved:
@@ -760,12 +824,20 @@ class _Writer:
         self.db.execute("INSERT INTO keyframes VALUES (?, ?, ?)",
                         (self.wid, step, zlib.compress(orjson.dumps(frame), 6)))
 
-    def _counters(self, ws: Any) -> Optional[dict]:
-        c = counters_row(ws)
-        changed = {k: v for k, v in c.items() if self.counters.get(k) != v}
-        self.counters = c
+    def _counters(self, ws: Any, tasks: list) -> Optional[dict]:
+        # what counters_row reads, compared first: most steps change none of it
+        sig = (ws.nthreads, ws.transfer_incoming_count, ws.transfer_incoming_count_limit,
+               ws.transfer_incoming_bytes, ws.transfer_incoming_bytes_limit, ws.nbytes, ws.running,
+               tuple(ws.total_resources.items()), tuple(ws.available_resources.items()),
+               frozenset(ws.busy_workers))
+        changed = {}
+        if sig != self.sig:
+            self.sig = sig
+            c = counters_row(ws)
+            changed = {k: v for k, v in c.items() if self.counters.get(k) != v}
+            self.counters = c
         # "+f" / "-f": the members the step added to and removed from container f
-        for name, texts in self.containers.changes(ws).items():
+        for name, texts in self.containers.changes(ws, tasks).items():
             changed[name] = texts
             members = self.members.setdefault(name[1:], set())
             (members.update if name[0] == "+" else members.difference_update)(texts)
