@@ -6,10 +6,15 @@ replay observes. :func:`build` runs that replay once per worker (the same
 tapped :func:`~replay.views.walk` the views use) and writes to SQLite, beside
 the log or in a cache folder:
 
-- ``steps``: per step, its recorded time, stimulus id and event class;
+- ``steps``: per run of :data:`STEPS` steps, zlib-compressed, each step's
+  recorded time, stimulus id and event class; with the earliest time of the
+  run and the sorted CRC-32s of its stimulus ids (where to look for one);
 - ``blocks``: per run of :data:`BLOCK` steps, every story line of each step
   (its event, the transitions and log entries it caused, its instructions)
-  with its text, payload and the keys it names, zlib-compressed;
+  with its payload and the keys it names, zlib-compressed; an event's,
+  instruction's and transition's text is made from its payload when read
+  (:func:`~replay.render.encoded_text`, with the shown fields and codecs of
+  each class the writer wrote down: ``meta.fields``);
 - ``changes``: per run of :data:`CHANGES` steps, zlib-compressed, the task
   rows (state, previous, next, priority, who_has, …) each step changed and
   the worker's counters and containers (running, transfers, memory,
@@ -95,20 +100,22 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 #: every change to what is written)
 VERSION = 17
 #: steps per compressed block of story lines
-BLOCK = 64
+BLOCK = 256
 #: steps between two keyframes of the task table
 KEYFRAME = 2000
 #: steps per compressed block of changes (task rows, counters, containers);
 #: a keyframe starts a block
 CHANGES = 250
+#: steps per row of ``steps`` (their times, stimulus ids and event classes)
+STEPS = 4096
 #: bytes of the log's head that identify it, with its size and mtime
 HEAD = 1 << 16
 
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE workers (wid INTEGER PRIMARY KEY, address TEXT, events INTEGER, info TEXT);
-CREATE TABLE steps (wid INTEGER, step INTEGER, handled REAL, stimulus_id TEXT, cls TEXT,
-                    PRIMARY KEY (wid, step)) WITHOUT ROWID;
+CREATE TABLE steps (wid INTEGER, first INTEGER, low REAL, sids BLOB, data BLOB,
+                    PRIMARY KEY (wid, first)) WITHOUT ROWID;
 CREATE TABLE blocks (wid INTEGER, first INTEGER, data BLOB, PRIMARY KEY (wid, first)) WITHOUT ROWID;
 CREATE TABLE keys (wid INTEGER, key TEXT, kid INTEGER, changed BLOB, moved BLOB, story BLOB,
                    gathers TEXT, executes BLOB, PRIMARY KEY (wid, key)) WITHOUT ROWID;
@@ -118,8 +125,6 @@ CREATE TABLE gathers (wid INTEGER, issued INTEGER, answered INTEGER, peer TEXT, 
 """
 # built after the bulk insert: cheaper than keeping them up to date
 _INDEXES = """
-CREATE INDEX steps_by_stimulus ON steps (wid, stimulus_id, step);
-CREATE INDEX steps_by_time ON steps (wid, handled);
 CREATE INDEX gathers_by_step ON gathers (wid, issued);
 """
 
@@ -567,6 +572,11 @@ def rendered_fields() -> dict[str, list]:
     return out
 
 
+def _crc(sid: str) -> int:
+    """Where the index looks for a stimulus id: its CRC-32."""
+    return zlib.crc32(sid.encode("utf-8", "surrogatepass"))
+
+
 def _has_repr(value: Any) -> bool:
     """An encoded value (:func:`schemas.codec.encode_value`) holds an object kept as its ``repr``."""
     if type(value) is list:
@@ -625,7 +635,9 @@ class _Writer:
         self.block_first = 1
         #: this block's changed steps: [step, [[kid, key, moved, row or None]…], counters change or None]
         self.change_block: list = []
-        self.steps: list[tuple] = []
+        #: the steps of this run of STEPS: recorded times, stimulus ids, event classes
+        self.steps: tuple[list, list, list] = ([], [], [])
+        self.steps_first = 1
         #: [step, handled, class] of every PauseEvent and UnpauseEvent
         self.pauses: list[list] = []
         #: class -> its shown fields and their decoders, for the classes whose
@@ -668,7 +680,9 @@ class _Writer:
                 tag[2] = step
                 answered = tag[5]
             cls = type(ev).__name__
-            self.steps.append((wid, step, handled, sid, cls))
+            self.steps[0].append(handled)
+            self.steps[1].append(sid)
+            self.steps[2].append(cls)
             if cls in ("PauseEvent", "UnpauseEvent"):
                 self.pauses.append([step, handled, cls])
             touched = set(named) | set(answered)
@@ -718,7 +732,7 @@ class _Writer:
                 self._write_changes()
             if step % KEYFRAME == 0:
                 self._keyframe(step)
-        if len(self.steps) >= 10_000:
+        if len(self.steps[0]) >= STEPS:
             self.flush()
 
     def _jkey(self, key: Any) -> Any:
@@ -847,8 +861,15 @@ class _Writer:
         return changed or None
 
     def flush(self) -> None:
-        self.db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?)", self.steps)
-        self.steps = []
+        handled, sids, classes = self.steps
+        if handled:
+            times = [t for t in handled if t is not None]
+            crcs = array("I", sorted({_crc(sid) for sid in sids}))
+            self.db.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?)", (
+                self.wid, self.steps_first, min(times) if times else None, crcs.tobytes(),
+                zlib.compress(orjson.dumps(self.steps), 6)))
+            self.steps_first += len(handled)
+            self.steps = ([], [], [])
 
     def close(self) -> None:
         self._write_block()
@@ -856,9 +877,9 @@ class _Writer:
         self.flush()
         self.db.executemany("INSERT INTO gathers VALUES (?, ?, ?, ?, ?)", [r[:5] for r in self.gather_rows])
         self.db.executemany("INSERT OR IGNORE INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
-            (self.wid, orjson.dumps(enc).decode(), k, self.changed[k].tobytes(), self.moved[k].tobytes(),
-             self.story[k].tobytes(), orjson.dumps(self.gathered.get(k, [])).decode(),
-             self.executed.get(k, array("i")).tobytes())
+            (self.wid, orjson.dumps(enc).decode(), k, _packed(self.changed[k]), _packed(self.moved[k]),
+             _packed(self.story[k]), orjson.dumps(self.gathered.get(k, [])).decode(),
+             _packed(self.executed.get(k, ())))
             for k, enc in enumerate(self.encoded)))
 
 
@@ -1042,6 +1063,9 @@ class IndexedWorker:
         self._frames: dict[int, tuple[dict, dict]] = {}
         #: first step -> a block of changes, the last few decoded (never changed)
         self._blocks: dict[int, list] = {}
+        #: first step -> a run of steps (_run), the last few decoded
+        self._runs: dict[int, tuple[list, list, list]] = {}
+        self._times: Optional[list[Optional[float]]] = None
 
     @property
     def ended(self) -> bool:
@@ -1063,25 +1087,70 @@ class IndexedWorker:
         return step_of(pos, self.address, self.events, self._last_step_of, self._stimulus_ids)
 
     def _stimulus_ids(self) -> list[str]:
-        return [sid for (sid,) in self.db.execute("SELECT DISTINCT stimulus_id FROM steps WHERE wid = ?",
-                                                   (self.wid,))]
+        return list(dict.fromkeys(sid for first, _ in self._step_runs() for sid in self._run(first)[1]))
 
     def _last_step_of(self, stimulus_id: str) -> Optional[int]:
-        return self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND stimulus_id = ?",
-                               (self.wid, stimulus_id)).fetchone()[0]
+        steps = self._steps_of(stimulus_id, self.events)
+        return steps[-1] if steps else None
+
+    def _step_runs(self) -> list[tuple[int, Optional[float]]]:
+        """Each run of steps: its first step and its earliest recorded time."""
+        return self.db.execute("SELECT first, low FROM steps WHERE wid = ? ORDER BY first", (self.wid,)).fetchall()
+
+    def _run(self, first: int) -> tuple[list, list, list]:
+        """The run of steps from ``first``: their times, stimulus ids and classes (the last few kept)."""
+        run = self._runs.get(first)
+        if run is None:
+            (data,) = self.db.execute("SELECT data FROM steps WHERE wid = ? AND first = ?",
+                                      (self.wid, first)).fetchone()
+            run = self._runs[first] = orjson.loads(zlib.decompress(data))
+            while len(self._runs) > 8:
+                del self._runs[next(iter(self._runs))]
+        return run
+
+    def _stored(self) -> int:
+        """The last step the index holds (replay stopped there, or the log did)."""
+        runs = self._step_runs()
+        return 0 if not runs else runs[-1][0] + len(self._run(runs[-1][0])[0]) - 1
+
+    def _step(self, step: int) -> tuple[Optional[float], str, str]:
+        """A step's recorded time, stimulus id and event class."""
+        first = (step - 1) // STEPS * STEPS + 1
+        run = self._run(first)
+        i = step - first
+        return run[0][i], run[1][i], run[2][i]
+
+    def _steps_of(self, stimulus_id: str, stop: int) -> list[int]:
+        """The steps up to ``stop`` that carry ``stimulus_id``, ascending."""
+        crc = _crc(stimulus_id)
+        out = []
+        for first, crcs in self.db.execute("SELECT first, sids FROM steps WHERE wid = ? AND first <= ?"
+                                           " ORDER BY first", (self.wid, stop)):
+            packed = _unsigned(crcs)
+            i = bisect_right(packed, crc)
+            if i and packed[i - 1] == crc:
+                sids = self._run(first)[1]
+                out += [first + i for i, sid in enumerate(sids) if sid == stimulus_id and first + i <= stop]
+        return out
 
     def step_times(self) -> list[Optional[float]]:
-        """The recorded time of every step, in order."""
-        return [t for (t,) in self.db.execute("SELECT handled FROM steps WHERE wid = ? ORDER BY step",
-                                              (self.wid,))]
+        """The recorded time of every step, in order (read once)."""
+        if self._times is None:
+            self._times = [t for first, _ in self._step_runs() for t in self._run(first)[0]]
+        return self._times
 
     def step_at_time(self, t: Optional[float]) -> int:
         """The last step this worker had handled at recorded time ``t`` (0: none yet)."""
         if t is None:
             return 0
-        row = self.db.execute("SELECT max(step) FROM steps WHERE wid = ? AND handled <= ?",
-                              (self.wid, t)).fetchone()
-        return row[0] or 0
+        for first, low in reversed(self._step_runs()):
+            # a run whose earliest time is later holds no such step
+            if low is not None and low <= t:
+                times = self._run(first)[0]
+                for i in range(len(times) - 1, -1, -1):
+                    if times[i] is not None and times[i] <= t:
+                        return first + i
+        return 0
 
     def key_row(self, key: Any) -> Optional[tuple]:
         """What the index keeps of ``key`` (None: the worker never named it):
@@ -1130,8 +1199,7 @@ class IndexedWorker:
     def _step_row(self, step: int) -> tuple[str, Optional[float]]:
         if step == 0:
             return "", None
-        sid, handled = self.db.execute("SELECT stimulus_id, handled FROM steps WHERE wid = ? AND step = ?",
-                                       (self.wid, step)).fetchone()
+        handled, sid, _ = self._step(step)
         return sid, handled
 
     # --- the worker at a step -------------------------------------------
@@ -1199,17 +1267,15 @@ class IndexedWorker:
         """The gathers issued by ``step`` and not answered by it, oldest first."""
 
         rows = self.db.execute(
-            "SELECT g.issued, s.handled, g.peer, g.keys FROM gathers g JOIN steps s ON s.wid = g.wid AND s.step = g.issued"
-            " WHERE g.wid = ? AND g.issued <= ? AND (g.answered IS NULL OR g.answered > ?)", (self.wid, step, step))
-        return sorted((Gather(issued, handled, peer, tuple(decode_key(k) for k in orjson.loads(keys)))
-                       for issued, handled, peer, keys in rows), key=lambda g: (g.step, g.peer))
+            "SELECT issued, peer, keys FROM gathers"
+            " WHERE wid = ? AND issued <= ? AND (answered IS NULL OR answered > ?)", (self.wid, step, step))
+        return sorted((Gather(issued, self._step(issued)[0], peer, tuple(decode_key(k) for k in orjson.loads(keys)))
+                       for issued, peer, keys in rows), key=lambda g: (g.step, g.peer))
 
     def diff(self, first: int, last: int) -> Any:
         before, after = self.state(first), self.state(last)
         last = after.step  # a replay that stopped early: the steps it reached
-        rows = self.db.execute(
-            "SELECT step, handled, stimulus_id, cls FROM steps WHERE wid = ? AND step > ? AND step <= ?"
-            " ORDER BY step LIMIT ?", (self.wid, first, last, DIFF_STEPS)).fetchall()
+        rows = [(step, *self._step(step)) for step in range(first + 1, min(last, first + DIFF_STEPS, self._stored()) + 1)]
         # a step's first story line is its event, in words
         texts = {step: lines[0][1] for step, lines in self._lines([r[0] for r in rows])}
         briefs = [StepBrief(step, handled, sid, cls, texts[step]) for step, handled, sid, cls in rows]
@@ -1252,13 +1318,9 @@ class IndexedWorker:
         if not steps:
             return {}
         out = {}
-        for i in range(0, len(steps), 900):
-            chunk = steps[i:i + 900]
-            q = ",".join("?" * len(chunk))
-            for step, handled, sid in self.db.execute(
-                f"SELECT step, handled, stimulus_id FROM steps WHERE wid = ? AND step IN ({q})", (self.wid, *chunk)
-            ):
-                out[step] = (handled, sid)
+        for step in steps:
+            handled, sid, _ = self._step(step)
+            out[step] = (handled, sid)
         return out
 
     def _start(self) -> Optional[float]:
@@ -1285,8 +1347,7 @@ class IndexedWorker:
 
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
         stop, note = self._reach(stop)
-        rows = self.db.execute("SELECT step, handled FROM steps WHERE wid = ? AND stimulus_id = ? AND step <= ?"
-                               " ORDER BY step", (self.wid, stimulus_id, stop)).fetchall()
+        rows = [(step, self._step(step)[0]) for step in self._steps_of(stimulus_id, stop)]
         if not rows:
             raise NotFound(f"no step of {self.address} has stimulus id {stimulus_id!r}")
         times = dict(rows)
@@ -1332,10 +1393,40 @@ class IndexedWorker:
         )
 
 
-def _steps(packed: bytes) -> array:
-    """A packed array of steps (ascending), as the writer wrote it."""
-    out = array("i")
+def _unsigned(packed: bytes) -> array:
+    """A packed array of CRC-32s, as the writer wrote it."""
+    out = array("I")
     out.frombytes(packed)
+    return out
+
+
+def _packed(steps: Any) -> bytes:
+    """Ascending steps as the differences between them, 7 bits a byte (a
+    key's steps are mostly close together: a byte or two each)."""
+    out = bytearray()
+    prev = 0
+    for step in steps:
+        d = step - prev
+        prev = step
+        while d >= 0x80:
+            out.append(d & 0x7F | 0x80)
+            d >>= 7
+        out.append(d)
+    return bytes(out)
+
+
+def _steps(packed: bytes) -> array:
+    """Steps packed by :func:`_packed`."""
+    out = array("i")
+    step = d = shift = 0
+    for b in packed:
+        d |= (b & 0x7F) << shift
+        if b & 0x80:
+            shift += 7
+        else:
+            step += d
+            out.append(step)
+            d = shift = 0
     return out
 
 
