@@ -100,7 +100,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 #: every change to what is written)
 VERSION = 17
 #: steps per compressed block of story lines
-BLOCK = 256
+BLOCK = 64
 #: steps between two keyframes of the task table
 KEYFRAME = 2000
 #: steps per compressed block of changes (task rows, counters, containers);
@@ -897,6 +897,8 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
     try:
         # a scratch file until it is complete: no journal, and room to sort indexes
         db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;"
+                         # small pages: less of each compressed block's last page left empty
+                         " PRAGMA page_size=1024;"
                          + _SCHEMA)
         rendered = rendered_fields()
         for wid, wh in enumerate(history.workers):
@@ -1277,29 +1279,26 @@ class IndexedWorker:
         last = after.step  # a replay that stopped early: the steps it reached
         rows = [(step, *self._step(step)) for step in range(first + 1, min(last, first + DIFF_STEPS, self._stored()) + 1)]
         # a step's first story line is its event, in words
-        texts = {step: lines[0][1] for step, lines in self._lines([r[0] for r in rows])}
+        texts = {step: self._text(lines[0]) for step, lines in self._lines([r[0] for r in rows])}
         briefs = [StepBrief(step, handled, sid, cls, texts[step]) for step, handled, sid, cls in rows]
         return DiffView(before, after, briefs, last - first)
 
     # --- stories -----------------------------------------------------------
 
+    def _text(self, line: list) -> str:
+        """A story line's text: made here from its payload unless the writer kept it."""
+        if line[1] is None:
+            kind = line[0]
+            if kind == "transition":
+                line[1] = transition_text(line[2]["transition"])
+            else:
+                d = line[2][kind]
+                line[1] = encoded_text(d, self.index.fields[d["cls"]])
+        return line[1]
+
     def _lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:
-        """The story lines of ``steps`` (ascending), read block by block, with
-        the text of every line (a transition's is made here)."""
-
-        fields = self.index.fields
-        for step, lines in self._raw_lines(steps):
-            for line in lines:
-                if line[1] is None:
-                    kind = line[0]
-                    if kind == "transition":
-                        line[1] = transition_text(line[2]["transition"])
-                    else:
-                        d = line[2][kind]
-                        line[1] = encoded_text(d, fields[d["cls"]])
-            yield step, lines
-
-    def _raw_lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:
+        """The story lines of ``steps`` (ascending), read block by block; a
+        line's text may be None until :meth:`_text` makes it."""
         block: Optional[list] = None
         first = -1
         for step in steps:
@@ -1312,7 +1311,10 @@ class IndexedWorker:
 
     def lines_of(self, step: int) -> list:
         """The story lines of one step: ``[kind, text, payload, keys]`` each."""
-        return next(self._lines([step]))[1]
+        lines = next(self._lines([step]))[1]
+        for line in lines:
+            self._text(line)
+        return lines
 
     def _handled(self, steps: list[int]) -> dict[int, tuple[float, str]]:
         if not steps:
@@ -1335,9 +1337,9 @@ class IndexedWorker:
         lines = []
         for step, step_lines in self._lines(steps):
             handled, sid = times[step]
-            for kind, text, data, named in step_lines:
-                if not wanted.isdisjoint(named):
-                    lines.append(StoryLine(step, handled, self.address, sid, kind, text, data))
+            for line in step_lines:
+                if not wanted.isdisjoint(line[3]):
+                    lines.append(StoryLine(step, handled, self.address, sid, line[0], self._text(line), line[2]))
         if not lines:
             known = {_kparse(k) for (k,) in self.db.execute(
                 "SELECT key FROM keys WHERE wid = ? AND length(story) > 0", (self.wid,))}
@@ -1352,9 +1354,9 @@ class IndexedWorker:
             raise NotFound(f"no step of {self.address} has stimulus id {stimulus_id!r}")
         times = dict(rows)
         lines = [
-            StoryLine(step, times[step], self.address, stimulus_id, kind, text, data)
+            StoryLine(step, times[step], self.address, stimulus_id, line[0], self._text(line), line[2])
             for step, step_lines in self._lines([s for s, _ in rows])
-            for kind, text, data, _ in step_lines
+            for line in step_lines
         ]
         return Story(f"stimulus {stimulus_id}", lines, self._start(), stimulus_id=stimulus_id, note=note)
 
