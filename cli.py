@@ -522,18 +522,19 @@ def story(
 
     def one(w: Any) -> Any:
         stop = w.position(at)
-        close_ids = ""
+        not_an_id: Optional[NotFound] = None
         if not key_or_stimulus.isdigit():
             try:
                 sid_step = w.position(key_or_stimulus)
             except NotFound as e:
-                close_ids = str(e).partition("; closest: ")[2]
+                not_an_id = e  # its closest ids are looked for only if the key has no story either
             else:
                 return w.stimulus_story(min(stop, sid_step), key_or_stimulus)
         key = parse_keys([key_or_stimulus])[0]
         try:
             return w.key_story(stop, key)
         except NotFound as e:
+            close_ids = "" if not_an_id is None else str(not_an_id).partition("; closest: ")[2]
             nor = f"nor is it a stimulus id; closest: {close_ids}" if close_ids else "nor is it a stimulus id"
             raise NotFound(f"{log}: {e} ({nor})") from None
 
