@@ -10,10 +10,10 @@
 With ``--vs ROOT`` (another checkout of the project, e.g. ``git worktree add
 /tmp/base main``) each figure is also taken with ROOT's code, interleaved
 run by run, so that both see the same load; the machine's load average is
-printed beside them. The warm figures of each tree come from a process of
-its own.
+printed beside them. The warm figures of each tree come from processes of
+its own, the trees in turn on other random steps each round.
 
-    python benchmarks/views.py [LOG] [--events N] [--runs K] [--steps S] [--vs ROOT]
+    python benchmarks/views.py [LOG] [--events N] [--runs K] [--steps S] [--vs ROOT] [--only fresh|warm]
 """
 from __future__ import annotations
 
@@ -145,7 +145,28 @@ def measure_warm(path: str, steps: int = 50, seed: int = 0) -> dict:
         "p95_ms": {k: _p95(v) for k, v in wall.items()},
         "cpu_median_ms": {k: statistics.median(v) for k, v in cpu.items()},
         "load": load, "tasks_median": statistics.median(len(w.frozen(s).ws.tasks) for s in at[:5]),
+        "wall_ms": wall, "cpu_ms": cpu,
     }
+
+
+def warm_side_by_side(roots: tuple[str, ...], path: str, steps: int, rounds: int = 4) -> dict:
+    """:func:`measure_warm` of each tree in turn, ``rounds`` times on other
+    random steps, so that every tree sees the same load; per tree: medians and
+    p95 over every round's steps, and the load at each round."""
+    out: dict = {r: {"wall_ms": {}, "cpu_ms": {}, "load": []} for r in roots}
+    for i in range(rounds):
+        for root in roots:
+            m = warm_in(root, path, max(1, steps // rounds), seed=i)
+            for part in ("wall_ms", "cpu_ms"):
+                for view, xs in m[part].items():
+                    out[root][part].setdefault(view, []).extend(xs)
+            out[root]["load"] += m["load"]
+            out[root]["tasks_median"] = m["tasks_median"]
+    for m in out.values():
+        m["median_ms"] = {k: statistics.median(v) for k, v in m["wall_ms"].items()}
+        m["p95_ms"] = {k: _p95(v) for k, v in m["wall_ms"].items()}
+        m["cpu_median_ms"] = {k: statistics.median(v) for k, v in m["cpu_ms"].items()}
+    return out
 
 
 def warm_in(root: str, path: str, steps: int, seed: int = 0) -> dict:
@@ -168,6 +189,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="fresh processes per view (random steps)")
     ap.add_argument("--steps", type=int, default=50, help="random steps of the warm views")
     ap.add_argument("--vs", metavar="ROOT", help="another checkout to time side by side (run first)")
+    ap.add_argument("--only", choices=("fresh", "warm"), help="one of the two")
     a = ap.parse_args()
     if a.log:
         path = a.log
@@ -178,14 +200,18 @@ def main() -> None:
         path = simulated_log(a.events)
     roots = (a.vs, ROOT) if a.vs else (ROOT,)
     print(f"{path}; {os.cpu_count()} CPUs; fresh: median of {a.runs}; warm: {a.steps} steps", flush=True)
-    f = measure_fresh(path, a.runs, roots)
-    for root in roots:
-        print(f"[{root}] fresh, load {f['load'][0]:.1f}-{f['load'][1]:.1f}", flush=True)
-        print("  " + _row("wall", f["wall_s"][root], "s"))
-        print("  " + _row("CPU ", f["cpu_s"][root], "s"))
-    for root in roots:
-        m = warm_in(root, path, a.steps)
-        print(f"[{root}] warm, load {m['load'][0]:.1f}-{m['load'][1]:.1f}, ~{m['tasks_median']:.0f} tasks", flush=True)
+    if a.only != "warm":
+        f = measure_fresh(path, a.runs, roots)
+        for root in roots:
+            print(f"[{root}] fresh, load {f['load'][0]:.1f}-{f['load'][1]:.1f}", flush=True)
+            print("  " + _row("wall", f["wall_s"][root], "s"))
+            print("  " + _row("CPU ", f["cpu_s"][root], "s"))
+    if a.only == "fresh":
+        return
+    warm = warm_side_by_side(roots, path, a.steps) if len(roots) > 1 else {ROOT: warm_in(ROOT, path, a.steps)}
+    for root, m in warm.items():
+        print(f"[{root}] warm, load {min(m['load']):.1f}-{max(m['load']):.1f}, ~{m['tasks_median']:.0f} tasks",
+              flush=True)
         print("  " + _row("median", m["median_ms"], "ms"))
         print("  " + _row("p95   ", m["p95_ms"], "ms"))
         print("  " + _row("CPU median", m["cpu_median_ms"], "ms"))
