@@ -644,8 +644,14 @@ class DiffView:
                 "changed": [c.to_json() for c in changes if c.before is not None and c.after is not None],
             },
             "collections": jsonable(self.collections),
-            "resources": {},
+            **self._counters(),
         }
+        return out
+
+    def _counters(self) -> dict[str, Any]:
+        """What changed of the resources (always there), running and nbytes (when changed)."""
+        a, b = self.before, self.after
+        out: dict[str, Any] = {"resources": {}}
         for part in ("total_resources", "available_resources"):
             ra, rb = getattr(a.counters, part), getattr(b.counters, part)
             ch = {r: [ra.get(r), rb.get(r)] for r in sorted(ra.keys() | rb.keys()) if ra.get(r) != rb.get(r)}
@@ -666,8 +672,8 @@ class DiffView:
         n = self.steps_total
         yield Text(f"{n} step{'' if n == 1 else 's'} between:", style="bold")
         yield from self._steps()
-        data = self.to_json()
-        changes = self.tasks
+        # each computed once: the JSON of every change is not needed here
+        data, changes, collections = self._counters(), self.tasks, self.collections
         if changes:
             yield Text("what changed:", style="bold")
         for c in changes:
@@ -678,7 +684,7 @@ class DiffView:
             else:
                 yield Text.assemble(("~ ", "yellow"), render.value(c.key, None), " ",
                                     render.safe(c.before.state_text()), " → ", render.safe(c.after.state_text()))
-        for name, ch in self.collections.items():
+        for name, ch in collections.items():
             per_peer = ch if name in ("data_needed", "in_flight_workers") else {"": ch}
             for peer, c in per_peer.items():
                 label = f"{name.replace('_', '-')} {peer}".rstrip()
@@ -692,7 +698,7 @@ class DiffView:
         for f in ("running", "nbytes"):
             if f in data:
                 yield Text(f"{f}: {data[f][0]} → {data[f][1]}")
-        if not (changes or self.collections or data["resources"] or "running" in data or "nbytes" in data):
+        if not (changes or collections or data["resources"] or "running" in data or "nbytes" in data):
             yield Text("no change")
 
     def _steps(self) -> RenderResult:
