@@ -30,8 +30,8 @@ What recording changes in a worker process, and nothing else:
   plugin or the preload): ``TaskState.__setattr__``, which then notes a
   state assigned between recorded calls (:class:`OutsideWatch`);
 - only with a bound: at each segment, a thread that encodes and writes the
-  snapshot, and the garbage collector paused while the state is captured
-  (:mod:`replay.segments`, :mod:`replay.snapshot`).
+  snapshot, and the garbage collector paused from the capture of the state
+  until that thread has encoded it (:mod:`replay.segments`, :mod:`replay.snapshot`).
 
 It imports only the encoding half of :mod:`schemas` (no pydantic), the
 segment writer and snapshot taker of a bounded recording
@@ -142,8 +142,9 @@ async def dask_setup(worker: Any) -> None:
             cfg.get("directory", DEFAULT_DIRECTORY),
             deterministic=_truthy(cfg.get("deterministic", True)),
             compress=_truthy(cfg.get("compress", False)),
-            max_bytes=cfg.get("max-bytes"),
-            max_age=cfg.get("max-age"),
+            # dask's lookup: DASK_REPLAY__MAX_BYTES (and YAML) spell it max_bytes
+            max_bytes=dask.config.get("replay.max-bytes", default=None),
+            max_age=dask.config.get("replay.max-age", default=None),
         )
     )
 
@@ -507,7 +508,7 @@ class Session:
                            "time": now, "reason": ROLLED})
         t0 = time.perf_counter()
         # only the capture holds the loop: the snapshot is encoded on a thread
-        cap = capture_snapshot(ws, seq=self.seq, handled=self._last_handled)
+        cap = capture_snapshot(ws, seq=self.seq, handled=self._last_handled, pause_gc=True)
         self.writer = segments.open_next()
         self.writer.begin({**self._header, "from_empty": False, "segment": segments.number}, cap)
         self.snapshot_pauses.append(time.perf_counter() - t0)

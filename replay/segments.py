@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replay.logfile import LogWriter, encode_line
-from replay.snapshot import Capture, encode
+from replay.snapshot import Capture, encode_line_with, resume_gc
 
 #: ``000001.jsonl`` (or ``.jsonl.gz``): a segment and its number
 SEGMENT_NAME = re.compile(r"([0-9]{6,})\.jsonl(\.gz)?")
@@ -118,7 +118,8 @@ class SegmentWriter(LogWriter):
         self.base: int | None = 0
 
     def begin(self, header: dict, cap: Capture) -> None:
-        """Write ``header`` with the ``snapshot`` encoded from ``cap``, on a thread."""
+        """Write ``header`` with the ``snapshot`` encoded from ``cap``, on a
+        thread, which then resumes the garbage collector if the capture paused it."""
         assert self._thread is None and self._raw.tell() == 0
         self._held = []
         self.base = None
@@ -128,7 +129,10 @@ class SegmentWriter(LogWriter):
 
     def _write_header(self, header: dict, cap: Capture) -> None:
         try:
-            line = encode_line({**header, "snapshot": encode(cap)})
+            try:
+                line = encode_line_with(header, cap)
+            finally:
+                resume_gc(cap)
             del cap  # the tasks it holds alive
             self.write_line(line)  # alone on the file: the loop's lines are held
             self.base = self._raw.tell()

@@ -39,13 +39,14 @@ from __future__ import annotations
 import gc
 import heapq
 import weakref
-from collections.abc import Iterable
-from itertools import chain
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 from operator import attrgetter
 from sys import getsizeof
 from time import monotonic
 from typing import Any
 
+import orjson
 from distributed import worker_state_machine as wsm
 
 from schemas.codec import decode_float, decode_key, decode_value, encode_float, encode_key, encode_value
@@ -148,7 +149,7 @@ class _Rows:
         # lists and dicts the state machine appends to or updates in place:
         # copied (their items are not changed once added)
         self.startstops = list(map(tuple, map(_GET_STARTSTOPS, tasks)))
-        self.metadata = [m and dict(m) for m in map(_GET_METADATA, tasks)]
+        self.metadata = [dict(m) if m else None for m in map(_GET_METADATA, tasks)]
         self.annotations = [None if a is None else dict(a) for a in map(_GET_ANNOTATIONS, tasks)]
         self.restrictions = [None if r is None else dict(r) for r in map(_GET_RESTRICTIONS, tasks)]
 
@@ -176,9 +177,11 @@ class Capture:
     __slots__ = ("seq", "handled", "address", "settings", "total_resources", "available_resources",
                  "counters", "sets", "tables", "ready", "constrained", "data_needed", "has_what",
                  "in_flight_workers", "busy_workers", "data", "actors", "rng", "task_counter",
-                 "tasks", "rows", "orphans")
+                 "tasks", "rows", "orphans", "gc_paused")
 
     def __init__(self, ws: wsm.WorkerState, seq: int, handled: float | None):
+        #: whether :func:`resume_gc` turns the garbage collector back on
+        self.gc_paused = False
         self.seq = seq
         self.handled = handled
         self.address = getattr(ws, "address", None)
@@ -232,18 +235,39 @@ class Capture:
             self.task_counter[2])
 
 
-def capture(ws: wsm.WorkerState, *, seq: int, handled: float | None) -> Capture:
+def capture(ws: wsm.WorkerState, *, seq: int, handled: float | None, pause_gc: bool = False) -> Capture:
     """The part of a snapshot that must run while the state machine is
-    still: ``ws`` read at this instant, for :func:`encode` at any later time."""
-    # a capture allocates a few objects per task: collecting garbage in the
-    # middle of it (a full collection, at 10,000 tasks) would double the pause
+    still: ``ws`` read at this instant, for :func:`encode` at any later time.
+
+    The garbage collector is paused meanwhile: a capture allocates a few
+    objects per task, and a collection in the middle of it (a full one, at
+    10,000 tasks) would double the pause. With ``pause_gc`` it stays paused
+    until :func:`resume_gc`, after the capture is encoded: the objects of
+    both then die without a collection having moved them to an older
+    generation, so they leave no full collection due (which would otherwise
+    come in the encoding thread, holding the GIL, or soon after on the loop).
+    """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return Capture(ws, seq, handled)
-    finally:
+        cap = Capture(ws, seq, handled)
+    except BaseException:
         if enabled:
             gc.enable()
+        raise
+    if not pause_gc:
+        if enabled:
+            gc.enable()
+    else:
+        cap.gc_paused = enabled
+    return cap
+
+
+def resume_gc(cap: Capture) -> None:
+    """The garbage collector as before :func:`capture` paused it (``pause_gc``)."""
+    if cap.gc_paused:
+        cap.gc_paused = False
+        gc.enable()
 
 
 def take(ws: wsm.WorkerState, *, seq: int, handled: float | None) -> dict:
@@ -253,6 +277,39 @@ def take(ws: wsm.WorkerState, *, seq: int, handled: float | None) -> dict:
 
 def encode(cap: Capture) -> dict:
     """A capture as the ``snapshot`` record (JSON-ready data). Reads only ``cap``."""
+    out, rows = _encode(cap)
+    every = list(rows)
+    out["tasks"] = every[: len(cap.tasks)]
+    out["orphans"] = every[len(cap.tasks):]
+    return out
+
+
+def encode_line_with(record: dict, cap: Capture, *, chunk: int = 100) -> bytes:
+    """The log line of ``record`` with ``"snapshot": encode(cap)`` added last:
+    the bytes of ``encode_line({**record, "snapshot": encode(cap)})``, made
+    with the task rows turned into JSON ``chunk`` at a time. The rows then die
+    young: all of them alive at once would reach the garbage collector's
+    oldest generation and set off a full collection, which holds the GIL
+    (about 100 ms at 10,000 tasks) from the worker's event loop."""
+    assert "snapshot" not in record
+    out, rows = _encode(cap)
+    head = orjson.dumps({**record, "snapshot": out})
+    assert head.endswith(b"}}")
+    parts = [head[:-2], b',"tasks":[']
+    n = len(cap.tasks)
+    done = 0
+    while done < n:
+        batch = list(islice(rows, min(chunk, n - done)))
+        parts.append((b"," if done else b"") + orjson.dumps(batch)[1:-1])
+        done += len(batch)
+    parts.append(b'],"orphans":')
+    parts.append(orjson.dumps(list(rows)))  # the few of a broken state
+    parts.append(b"}}\n")
+    return b"".join(parts)
+
+
+def _encode(cap: Capture) -> tuple[dict, Iterator[list]]:
+    """The snapshot but its task rows, and the rows (tasks, then orphans)."""
     num = _Numbering(cap.tasks)
     out: dict[str, Any] = {
         "version": SNAPSHOT_VERSION,
@@ -277,16 +334,18 @@ def encode(cap: Capture) -> dict:
         "rng": _rng_state(cap.rng),
         "task_counter": _task_counter(cap.task_counter, num),
     }
+
     # rows last: the containers above may have numbered orphans
-    rows = [_task_row(cap.rows, i, num) for i in range(len(cap.tasks))]
-    i = len(rows)
-    while i < len(num.tasks):  # orphans, as numbered; their rows may number more
-        orphan_rows, j = cap.orphans[id(num.tasks[i])]
-        rows.append(_task_row(orphan_rows, j, num))
-        i += 1
-    out["tasks"] = rows[: len(cap.tasks)]
-    out["orphans"] = rows[len(cap.tasks):]
-    return out
+    def rows() -> Iterator[list]:
+        for i in range(len(cap.tasks)):
+            yield _task_row(cap.rows, i, num)
+        i = len(cap.tasks)
+        while i < len(num.tasks):  # orphans, as numbered; their rows may number more
+            orphan_rows, j = cap.orphans[id(num.tasks[i])]
+            yield _task_row(orphan_rows, j, num)
+            i += 1
+
+    return out, rows()
 
 
 def _key(key: Any) -> Any:
