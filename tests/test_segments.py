@@ -376,3 +376,15 @@ def test_the_stepper_story_and_shrink_take_a_bounded_recording(tmp_path, cli_run
     # snapshot already trips the state machine: no reproducer comes of it)
     code, out, err = cli_run(["shrink", worker, "--expr", "len(ws.tasks) >= 3"])
     assert code == 1 and f"keeps its history from step {first} on" in err, err
+
+
+def test_the_preload_takes_the_bound_as_the_environment_spells_it(tmp_path):
+    """``DASK_REPLAY__MAX_BYTES=50MB`` reaches dask's config as ``max_bytes``:
+    the preload's worker records segments, not an unbounded log."""
+    logdir = str(tmp_path / "logs")
+    with dask.config.set({"replay": {"directory": logdir, "max_bytes": "50MB"}}):
+        with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, preload=["replay.record"],
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            assert client.submit(inc, 1).result() == 2
+    (folder,) = os.listdir(logdir)
+    assert folder.endswith(".segments"), folder
