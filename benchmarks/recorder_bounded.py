@@ -75,6 +75,7 @@ def measure_pause(tasks: int = 10_000, repeats: int = 7) -> dict:
             t0 = time.process_time()
             session._roll(ws, time.time())
             cpu.append(time.process_time() - t0)
+            session.writer.wait()  # the thread's encoding: not the loop's pause
         pauses = session.snapshot_pauses
         # what the box gives now: a bare handle_stimulus, per event
         bare, _ = busy_state(2000)
