@@ -57,7 +57,6 @@ from distributed import worker_state_machine as wsm
 from replay.determinism import hash_seed, make_deterministic
 from replay.logfile import LogWriter
 from replay.segments import FOLDER_SUFFIX, ROLLED, Bound, SegmentFiles, parse_age, parse_bytes
-from replay.snapshot import capture as capture_snapshot
 from schemas.codec import (
     FORMAT, SETTINGS, VERSION, encode_float, encode_key, encode_resources, encode_setting,
 )
@@ -507,10 +506,9 @@ class Session:
         self.writer.write({"kind": "end", "worker": self.name, "seq": self.seq,
                            "time": now, "reason": ROLLED})
         t0 = time.perf_counter()
-        # only the capture holds the loop: the snapshot is encoded on a thread
-        cap = capture_snapshot(ws, seq=self.seq, handled=self._last_handled, pause_gc=True)
-        self.writer = segments.open_next()
-        self.writer.begin({**self._header, "from_empty": False, "segment": segments.number}, cap)
+        # only the capture holds the loop: a thread encodes and writes the snapshot
+        self.writer = segments.open_next_from(ws, {**self._header, "from_empty": False},
+                                              seq=self.seq, handled=self._last_handled)
         self.snapshot_pauses.append(time.perf_counter() - t0)
         segments.prune(now)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replay.logfile import LogWriter, encode_line
-from replay.snapshot import Capture, encode_line_with, resume_gc
+from replay.snapshot import Capture, capture, encode_line_with, resume_gc
 
 #: ``000001.jsonl`` (or ``.jsonl.gz``): a segment and its number
 SEGMENT_NAME = re.compile(r"([0-9]{6,})\.jsonl(\.gz)?")
@@ -217,6 +217,20 @@ class SegmentFiles:
         if self.started is None:
             self.started = handled
         self.last_handled = handled
+
+    def open_next_from(self, ws: Any, header: dict, *, seq: int, handled: float | None) -> SegmentWriter:
+        """Close the segment being written and begin the next with ``header``
+        and a snapshot of ``ws`` after step ``seq``: captured now, while the
+        state machine is still, then encoded and written by the new segment's
+        thread (:class:`SegmentWriter`)."""
+        cap = capture(ws, seq=seq, handled=handled, pause_gc=True)
+        try:
+            writer = self.open_next()
+            writer.begin({**header, "segment": self.number}, cap)
+        except BaseException:
+            resume_gc(cap)  # no thread will
+            raise
+        return writer
 
     def due(self, now: float) -> bool:
         """Whether the segment being written is full."""

@@ -2,6 +2,7 @@
 verify from their snapshot, a LocalCluster that stays within its bound."""
 from __future__ import annotations
 
+import gc
 import os
 
 import dask
@@ -186,11 +187,13 @@ def test_lines_written_while_a_snapshot_is_encoded_follow_it(tmp_path):
     records = [{"kind": "step", "seq": r.seq + i} for i in range(1, 200)]
     out = str(tmp_path / "000002.jsonl")
     writer = SegmentWriter(out)
-    writer.begin(header, capture(r.ws, seq=r.seq, handled=r.handled))
+    assert gc.isenabled()
+    writer.begin(header, capture(r.ws, seq=r.seq, handled=r.handled, pause_gc=True))
     assert writer._thread is not None and writer.base is None  # the threaded path
     for rec in records:
         writer.write(rec)
     writer.close()
+    assert gc.isenabled()  # resumed by the thread once the snapshot was encoded
     expected = encode_line({**header, "snapshot": take(r.ws, seq=r.seq, handled=r.handled)})
     with open(out, "rb") as f:
         assert f.read() == expected + b"".join(encode_line(rec) for rec in records)
