@@ -40,7 +40,7 @@ import gc
 import heapq
 import weakref
 from collections.abc import Iterable, Iterator
-from itertools import chain, islice
+from itertools import chain, compress, cycle, islice
 from operator import attrgetter
 from sys import getsizeof
 from time import monotonic
@@ -126,7 +126,9 @@ _PLAIN = attrgetter(
     "traceback_text", "type", "start_time", "stop_time", "span_id",
 )
 #: a task's sets (copied as tuples in iteration order, with their table sizes)
-_GET_SETS = tuple(attrgetter(n) for n in ROW_SETS)
+_GET_SETS = attrgetter(*ROW_SETS)
+#: which of a task's sets hold tasks (all but ``who_has``)
+_OF_TASKS = (False,) + (True,) * (len(ROW_SETS) - 1)
 _GET_STARTSTOPS = attrgetter("startstops")
 _GET_METADATA = attrgetter("metadata")
 _GET_ANNOTATIONS = attrgetter("annotations")
@@ -141,11 +143,13 @@ class _Rows:
     def __init__(self, tasks: list[wsm.TaskState]):
         #: per task: the tuple of :data:`_PLAIN`
         self.plain = list(map(_PLAIN, tasks))
-        live = [list(map(get, tasks)) for get in _GET_SETS]
-        #: per set of :data:`ROW_SETS`, per task: its members in iteration order
-        self.sets = [list(map(tuple, s)) for s in live]
+        # all sets of all tasks in one list, a task's ROW_SETS after another's
+        live = list(chain.from_iterable(map(_GET_SETS, tasks)))
+        #: per task, per set of :data:`ROW_SETS` (task ``i``'s ``j``-th at
+        #: ``5 * i + j``): its members in iteration order
+        self.sets = list(map(tuple, live))
         #: the same, their ``set.__sizeof__`` (:func:`_slots` gives the table)
-        self.sizes = [list(map(_SIZEOF, s)) for s in live]
+        self.sizes = list(map(_SIZEOF, live))
         # lists and dicts the state machine appends to or updates in place:
         # copied (their items are not changed once added)
         self.startstops = list(map(tuple, map(_GET_STARTSTOPS, tasks)))
@@ -155,7 +159,7 @@ class _Rows:
 
     def referenced(self) -> Iterable[wsm.TaskState]:
         """Every task a task set of these rows holds."""
-        return chain.from_iterable(chain.from_iterable(self.sets[1:]))
+        return chain.from_iterable(compress(self.sets, cycle(_OF_TASKS)))
 
 
 #: a ``HeapSet`` at one instant: its members, its heap with each entry's task
@@ -372,7 +376,8 @@ def _task_row(rows: _Rows, i: int, num: _Numbering) -> list:
     (key, state, previous, next_, prio, run_id, run_spec, nbytes, done, suspicious_count,
      coming_from, exception, traceback, exception_text, traceback_text, type_, start_time,
      stop_time, span_id) = rows.plain[i]
-    who_has, deps, dependents, wfd, waiters = (s[i] for s in rows.sets)
+    k = i * 5
+    who_has, deps, dependents, wfd, waiters = rows.sets[k:k + 5]
     startstops, metadata, annotations, restrictions = (
         rows.startstops[i], rows.metadata[i], rows.annotations[i], rows.restrictions[i])
     row = [
@@ -394,7 +399,7 @@ def _task_row(rows: _Rows, i: int, num: _Numbering) -> list:
         [nget(id(d)) for d in dependents] if dependents else [],
         [nget(id(d)) for d in wfd] if wfd else [],
         [nget(id(d)) for d in waiters] if waiters else [],
-        _tables([s[i] for s in rows.sizes]),
+        _tables(rows.sizes[k:k + 5]),
     ]
     for j in range(-5, -1):
         if None in row[j]:  # a task not in ws.tasks: numbered as an orphan
