@@ -31,8 +31,9 @@ exception objects (their ``repr``, as events carry them), ``ts.type`` (as
 replay has it: none), ``ws.log`` and ``ws.stimulus_log`` (what happened
 before the snapshot is not kept), ``threads`` and ``plugins``.
 
-It runs on the worker's event loop: it imports only the state machine and
-the encoding half of :mod:`schemas`.
+It runs in the worker: :func:`capture` on its event loop, the encoding on a
+thread of the segment writer (see "taking" below). It imports only the state
+machine, orjson and the encoding half of :mod:`schemas`.
 """
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ import weakref
 from collections.abc import Iterable, Iterator
 from itertools import chain, compress, cycle, islice
 from operator import attrgetter
-from sys import getsizeof
 from time import monotonic
 from typing import Any
 
@@ -111,12 +111,13 @@ class _Numbering:
 # A snapshot must be of one instant: the state machine may not run while it
 # is read. Reading is cheap when it is done by C loops (``map`` with an
 # ``attrgetter``, ``tuple`` of a set keeps its iteration order,
-# ``getsizeof`` its table) and copies only what the state machine mutates in
-# place; turning that into JSON-ready rows (numbering tasks, encoding keys,
-# floats, priorities) is what costs, and needs nothing live. So
-# :func:`capture` runs while the worker's event loop waits, and
-# :func:`encode`, which only reads the capture, may run later on another
-# thread (:mod:`replay.segments` does); :func:`take` does both at once.
+# ``set.__sizeof__`` its table) and copies only what the state machine
+# mutates in place; turning that into JSON-ready rows (numbering tasks,
+# encoding keys, floats, priorities) is what costs, and needs nothing live.
+# So :func:`capture` runs while the worker's event loop waits, and
+# :func:`encode` / :func:`encode_line_with`, which only read the capture, may
+# run later on another thread (:mod:`replay.segments` does); :func:`take`
+# does both at once.
 
 #: a task's fields that are immutable values (or objects only encoded by
 #: identity or ``repr``), read by one C call
@@ -552,7 +553,7 @@ def _fill_heapset(hs: Any, snap: dict, tasks: list[wsm.TaskState]) -> None:
 # items in their iteration order gives that order back only if the table has
 # the recorded size (sets do not shrink when items leave) and no item sits
 # past a slot that held an item since removed. The snapshot writes each
-# set's table size (from ``sys.getsizeof``) where it is not the built-in 8
+# set's table size (from its size in bytes) where it is not the built-in 8
 # slots, and :func:`ordered_set` rebuilds the order: each item is given the
 # first slot of its probe sequence after the previous item's slot; the slots
 # its probe passes first and no item holds get a blocker (an object with
@@ -562,11 +563,10 @@ def _fill_heapset(hs: Any, snap: dict, tasks: list[wsm.TaskState]) -> None:
 # checked against the recorded order; where it differs the set is built by
 # adding in order (the tests count how often).
 
-#: ``sys.getsizeof`` of a set on its built-in table of 8 slots, and per slot beyond
-_SMALL = getsizeof(set())
-#: the same without the garbage collector's header: ``set.__sizeof__``,
-#: called directly (a third of ``getsizeof``'s cost, 50,000 times a snapshot)
+#: a set's size in bytes: ``set.__sizeof__`` called directly (``sys.getsizeof``
+#: without the collector's header, at a third of its cost: 50,000 calls a snapshot)
 _SIZEOF = set.__sizeof__
+#: that of a set on its built-in table of 8 slots, and the bytes per slot beyond
 _SMALL_SIZEOF = _SIZEOF(set())
 _ENTRY = 16
 _LINEAR_PROBES = 9
