@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 
 import dask
 import orjson
@@ -15,6 +16,7 @@ from replay.engine import Replayer
 from replay.log import ClusterLog
 from replay.logfile import LineWriter, encode_line, iter_lines
 from replay.reader import read_calls
+from replay import segments
 from replay.segments import Bound, SegmentWriter, segment_files, verify_folder
 from replay.simulate.simulation import Simulation
 from replay.snapshot import TASK_FIELDS, capture, encode, encode_line_with, take
@@ -175,10 +177,19 @@ def test_a_capture_holds_the_orphans_of_a_broken_state():
     assert snap["orphans"][0][1] == "flight"
 
 
-def test_lines_written_while_a_snapshot_is_encoded_follow_it(tmp_path):
+def test_lines_written_while_a_snapshot_is_encoded_follow_it(tmp_path, monkeypatch):
     """A segment's header is encoded on a thread; the lines the event loop
     writes meanwhile are held and follow it: the file holds the bytes a
-    synchronous write would have."""
+    synchronous write would have. (The thread's encoding waits until the
+    lines are written, so that they are held whatever the machine's speed.)"""
+    go = threading.Event()
+    real = segments.encode_line_with
+
+    def encode_when_told(*args, **kwargs):
+        assert go.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segments, "encode_line_with", encode_when_told)
     path = _simulated(tmp_path, 600, seed=6)
     log = ClusterLog.open(path)
     w = log.workers[0]
@@ -189,9 +200,10 @@ def test_lines_written_while_a_snapshot_is_encoded_follow_it(tmp_path):
     writer = SegmentWriter(out)
     assert gc.isenabled()
     writer.begin(header, capture(r.ws, seq=r.seq, handled=r.handled, pause_gc=True))
-    assert writer._thread is not None and writer.base is None  # the threaded path
     for rec in records:
         writer.write(rec)
+    assert writer.pending and writer.base is None and len(writer._held) == len(records)
+    go.set()
     writer.close()
     assert gc.isenabled()  # resumed by the thread once the snapshot was encoded
     expected = encode_line({**header, "snapshot": take(r.ws, seq=r.seq, handled=r.handled)})
