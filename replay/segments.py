@@ -30,10 +30,12 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replay.logfile import LogWriter, encode_line
-from replay.snapshot import Capture, capture, encode_line_with, resume_gc
+
+if TYPE_CHECKING:
+    from replay.snapshot import Capture
 
 #: ``000001.jsonl`` (or ``.jsonl.gz``): a segment and its number
 SEGMENT_NAME = re.compile(r"([0-9]{6,})\.jsonl(\.gz)?")
@@ -128,6 +130,9 @@ class SegmentWriter(LogWriter):
         self._thread.start()
 
     def _write_header(self, header: dict, cap: Capture) -> None:
+        # here, not at the top: the read commands import this module without distributed
+        from replay.snapshot import encode_line_with, resume_gc
+
         try:
             try:
                 line = encode_line_with(header, cap)
@@ -223,6 +228,9 @@ class SegmentFiles:
         and a snapshot of ``ws`` after step ``seq``: captured now, while the
         state machine is still, then encoded and written by the new segment's
         thread (:class:`SegmentWriter`)."""
+        # here, not at the top: the read commands import this module without distributed
+        from replay.snapshot import capture, resume_gc
+
         cap = capture(ws, seq=seq, handled=handled, pause_gc=True)
         try:
             writer = self.open_next()

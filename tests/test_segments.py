@@ -16,7 +16,7 @@ from replay.engine import Replayer
 from replay.log import ClusterLog
 from replay.logfile import LineWriter, encode_line, iter_lines
 from replay.reader import read_calls
-from replay import segments
+from replay import snapshot
 from replay.segments import Bound, SegmentWriter, segment_files, verify_folder
 from replay.simulate.simulation import Simulation
 from replay.snapshot import TASK_FIELDS, capture, encode, encode_line_with, take
@@ -183,13 +183,13 @@ def test_lines_written_while_a_snapshot_is_encoded_follow_it(tmp_path, monkeypat
     synchronous write would have. (The thread's encoding waits until the
     lines are written, so that they are held whatever the machine's speed.)"""
     go = threading.Event()
-    real = segments.encode_line_with
+    real = snapshot.encode_line_with
 
     def encode_when_told(*args, **kwargs):
         assert go.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(segments, "encode_line_with", encode_when_told)
+    monkeypatch.setattr(snapshot, "encode_line_with", encode_when_told)
     path = _simulated(tmp_path, 600, seed=6)
     log = ClusterLog.open(path)
     w = log.workers[0]
