@@ -1,6 +1,9 @@
 """Bounded recording: the snapshot pause, the recorder's overhead with rolling
 segments, and the disk a worker keeps, measured side by side.
 
+- Pause side by side (``measure_capture``): on one state, alternating, the
+  snapshot encoded and written on the loop against the capture the loop
+  waits for now, and the loop's longest tick while the thread encodes.
 - Pause: a real ``WorkerState`` holding 10,000 tasks (5,000 computed tasks,
   each with one input on a peer, driven through ``handle_stimulus`` into
   every state: memory, executing, ready, fetch, flight, waiting); the time
@@ -14,7 +17,7 @@ segments, and the disk a worker keeps, measured side by side.
 - Disk: each bounded worker's folder after the run against the bound plus
   one segment.
 
-    python benchmarks/recorder_bounded.py [--repeats N] [--tasks N]
+    python benchmarks/recorder_bounded.py [--repeats N] [--tasks N] [--pause-only]
 """
 from __future__ import annotations
 
