@@ -32,10 +32,11 @@ from schemas.convert import (
     STAND_IN_RUN_SPEC,
     TRACEBACK,
     TYPE,
+    SizedValue,
 )
 
 #: fields whose decoded value is an object marshal cannot carry: they cross
-#: the pipe as their JSON and are decoded on arrival
+#: the pipe as their JSON and are decoded on arrival (less those below)
 _LATE = {DROPPED, SIZES, EXCEPTION, TRACEBACK, TYPE, STAND_IN_RUN_SPEC}
 #: every event class's fields in ``__init__`` order: events cross as tuples
 FIELD_ORDER = {
@@ -49,8 +50,47 @@ LATE_FIELDS = {
     for name, fields in EVENT_FIELDS.items()
 }
 #: fields whose decoded value is the same whatever was recorded (values and
-#: types dropped, the stand-in run_spec): set on arrival, not decoded
+#: types dropped, the stand-in run_spec): they cross as None and are set on
+#: arrival, not decoded (a None constant is already there)
 _CONSTANT = {DROPPED: None, TYPE: None, STAND_IN_RUN_SPEC: STAND_IN_RUN_SPEC.decode(None)}
+
+
+def _sizes_pack(data: dict) -> dict:
+    # the keys cross decoded, the values as their sizes: only the stand-ins
+    # are made on arrival
+    return dict(zip(data, [n for _, n in SIZES.encode(data)]))
+
+
+def _sizes_unpack(sizes: dict) -> dict:
+    return {k: SizedValue(n) for k, n in sizes.items()}
+
+
+def _none(x: object) -> None:
+    return None
+
+
+def _packers(name: str) -> tuple:
+    """(position, packer) of class ``name``'s fields that cross otherwise than as they are."""
+    out = []
+    for i, encode, _ in LATE_FIELDS[name]:
+        codec = EVENT_FIELDS[name][FIELD_ORDER[name][i]]
+        out.append((i, _none if codec in _CONSTANT else _sizes_pack if codec is SIZES else encode))
+    return tuple(out)
+
+
+def _unpackers(name: str) -> tuple:
+    """(position, what makes the field's value from what crossed) of class
+    ``name``'s fields that need it on arrival."""
+    out = []
+    for i, _, decode in LATE_FIELDS[name]:
+        codec = EVENT_FIELDS[name][FIELD_ORDER[name][i]]
+        if codec in _CONSTANT:
+            constant = _CONSTANT[codec]
+            if constant is not None:
+                out.append((i, lambda _, c=constant: c))
+        else:
+            out.append((i, _sizes_unpack if codec is SIZES else decode))
+    return tuple(out)
 
 
 def _builder(name: str) -> Callable[[tuple], object]:
@@ -60,22 +100,23 @@ def _builder(name: str) -> Callable[[tuple], object]:
     can: dask's ``StateMachineEvent.__new__`` (which only sets ``handled`` to
     None, done here) and a decoder for a field whose value is a constant."""
     cls = EVENT_CLASSES[name]
+    fixes = _unpackers(name)
     if cls.__new__ is not wsm.StateMachineEvent.__new__:  # a release that builds otherwise
-        return lambda args: cls(*_decoded(name, args))
+        def build_otherwise(args: tuple) -> object:
+            args = list(args)
+            for i, fix in fixes:
+                args[i] = fix(args[i])
+            return cls(*args)
+
+        return build_otherwise
     init = cls.__init__
     new = object.__new__
-    constants = tuple((i, _CONSTANT[c]) for i, (f, c) in enumerate(
-        (f, EVENT_FIELDS[name].get(f)) for f in FIELD_ORDER[name]) if c in _CONSTANT)
-    decoders = tuple((i, decode) for i, encode, decode in LATE_FIELDS[name]
-                     if i not in {j for j, _ in constants})
 
     def build(args: tuple) -> object:
-        if constants or decoders:
+        if fixes:
             args = list(args)
-            for i, value in constants:
-                args[i] = value
-            for i, decode in decoders:
-                args[i] = decode(args[i])
+            for i, fix in fixes:
+                args[i] = fix(args[i])
         ev = new(cls)
         ev.handled = None
         init(ev, *args)
@@ -84,20 +125,18 @@ def _builder(name: str) -> Callable[[tuple], object]:
     return build
 
 
-def _decoded(name: str, args: tuple) -> list:
-    args = list(args)
-    for i, _, decode in LATE_FIELDS[name]:
-        args[i] = decode(args[i])
-    return args
-
-
+#: event classes cross as their number in this tuple
+CLASS_NAMES = tuple(EVENT_CLASSES)
+_CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
+_PACKERS = {name: _packers(name) for name in CLASS_NAMES}
 #: each event class's :func:`_builder`
-BUILDERS = {name: _builder(name) for name in EVENT_CLASSES}
+BUILDERS = {name: _builder(name) for name in CLASS_NAMES}
+_BUILD = tuple(BUILDERS[name] for name in CLASS_NAMES)
 BATCH = 256
 _LEN = struct.Struct("<Q")
 
-#: a call as plain values: (first, lines, handled, resources, [(class name,
-#: args)], instructions, error, store failures)
+#: a call as plain values: (first, lines, handled, resources, [(class
+#: number, args)], instructions, error, store failures)
 Packed = tuple
 
 
@@ -109,9 +148,9 @@ def pack(call: RecordedCall, instructions: bool = True) -> Packed:
     for ev in call.events:
         name = type(ev).__name__
         args = [getattr(ev, f) for f in FIELD_ORDER[name]]
-        for i, encode, _ in LATE_FIELDS[name]:
-            args[i] = encode(args[i])
-        events.append((name, tuple(args)))
+        for i, packer in _PACKERS[name]:
+            args[i] = packer(args[i])
+        events.append((_CLASS_ID[name], tuple(args)))
     kept = call.instructions if instructions else None
     return (call.first, call.lines, call.handled, call.resources, events, kept, call.error,
             call.store_failed)
@@ -119,8 +158,8 @@ def pack(call: RecordedCall, instructions: bool = True) -> Packed:
 
 def unpack(packed: Packed) -> RecordedCall:
     first, lines, handled, resources, evs, instructions, error, store_failed = packed
-    builders = BUILDERS
-    return RecordedCall([builders[name](args) for name, args in evs], first, lines, handled,
+    build = _BUILD
+    return RecordedCall([build[c](args) for c, args in evs], first, lines, handled,
                         resources, instructions, error, None, store_failed)
 
 

@@ -35,6 +35,7 @@ import os
 import signal
 import socket
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection, Pipe
@@ -154,6 +155,9 @@ class Seeker:
         self._unmeasured = 0
         #: leave dense snapshots where seeks land (off: only the first pass's)
         self.dense_window = True
+        #: CPU seconds the last seek took in the process that replayed it (a
+        #: busy machine stretches its wall time, not this)
+        self.seek_cpu = 0.0
 
     def __enter__(self) -> Seeker:
         return self
@@ -295,7 +299,7 @@ class Seeker:
         if self.dense_window and stop - at > DENSE_FROM:
             marks = tuple(range(max(at + DENSE_EVERY, stop - DENSE_WINDOW), stop, DENSE_EVERY))
         conn.send((self.spool.extents(at, stop), stop, step, fn, args, marks))
-        outcome, result, left = conn.recv()
+        outcome, result, left, self.seek_cpu = conn.recv()
         for dense_step, dense_pid in left:
             self._add_dense(dense_step, Connection(recv_handle(conn)), dense_pid)
             self._unmeasured += 1
@@ -372,7 +376,7 @@ def _serve(conn: Connection, replayer: Replayer, fd: int, follower: Any) -> None
             except BaseException:  # report, never hang the caller
                 result = ("bug", traceback.format_exc(), left)
             try:
-                conn.send(result)
+                conn.send((*result, time.process_time()))  # a fork's CPU time starts at 0
                 for end in ends:
                     send_handle(conn, end.fileno(), os.getppid())
             finally:

@@ -46,3 +46,26 @@ def test_backward_then_forward_in_process(history, fingerprint_ws):
     early = fingerprint_ws(history.state_at(3))
     assert early != late
     assert fingerprint_ws(history.state_at(history.events)) == late
+
+
+def _spin(replayer, seconds):
+    import time
+
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return replayer.seq
+
+
+def test_a_seek_reports_the_cpu_time_of_the_fork_that_answered(seeker):
+    # the view burns 50 ms of CPU in the fork: the seeker is told of it, not
+    # of the wall time (and this process spent next to none)
+    import time
+
+    c = time.process_time()
+    assert seeker.view(5, _spin, 0.05) == 5
+    here = time.process_time() - c
+    assert seeker.seek_cpu >= 0.05
+    assert here < seeker.seek_cpu
+    seeker.view(5, _spin, 0.0)
+    assert seeker.seek_cpu < 0.05  # each seek's own
