@@ -21,7 +21,6 @@ answered, the execution that never ended, the pause never lifted.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional
@@ -587,20 +586,16 @@ def continue_worker(
     )
 
 
-#: ``why`` runs a continuation only on logs this short (:data:`WHY_MAX_STEPS`),
-#: this far, and for this long (seconds of replay): cheap
+#: ``why`` runs a continuation only on logs this short (:data:`WHY_MAX_STEPS`)
+#: and this far: cheap. A bound of work, not of time, so that every path
+#: (and a loaded machine) gives the same answer.
 WHY_EVENTS = 1_000
-WHY_SECONDS = 2.0
 
 
-class _TooLong(Exception):
-    """The replay before a short continuation ran out of time."""
-
-
-def short_verdict(history: WorkerHistory, pos: Any = None, seconds: float = WHY_SECONDS) -> Optional[str]:
+def short_verdict(history: WorkerHistory, pos: Any = None) -> Optional[str]:
     """The verdict of a continuation from ``pos`` when it is cheap (a log of
-    at most :data:`WHY_MAX_STEPS` steps, replayed within ``seconds``, at most
-    :data:`WHY_EVENTS` events driven), for ``why``'s extra line; None otherwise.
+    at most :data:`WHY_MAX_STEPS` steps, at most :data:`WHY_EVENTS` events
+    driven), for ``why``'s extra line; None otherwise.
 
     The replay to ``pos`` is checked against the recording as it goes, so
     that a replay under another hash seed than the recording's (``why`` does
@@ -609,16 +604,7 @@ def short_verdict(history: WorkerHistory, pos: Any = None, seconds: float = WHY_
     """
     if history.events > WHY_MAX_STEPS or history.header.get("history") == "partial":
         return None
-    deadline = time.monotonic() + seconds
-
-    def in_time(step: int) -> None:
-        if time.monotonic() > deadline:
-            raise _TooLong
-
-    try:
-        c = continue_worker(history, pos, events=WHY_EVENTS, until_divergence=True, progress=in_time)
-    except _TooLong:
-        return None
+    c = continue_worker(history, pos, events=WHY_EVENTS, until_divergence=True)
     return None if c.divergence is not None else c.headline()
 
 

@@ -490,13 +490,15 @@ def test_a_cluster_recorded_through_the_stale_entry_finishes_without_it(stale_cl
     assert classes(departed.steps) == ["GatherDepSuccessEvent", "ExecuteSuccessEvent"]
 
 
-def test_why_leaves_out_a_continuation_that_is_not_cheap(fixture_path):
+def test_why_leaves_out_a_continuation_that_is_not_cheap(fixture_path, monkeypatch):
     from replay.continuation import short_verdict
 
     w = replay.open(fixture_path("cluster-log.jsonl.gz")).worker(1)
     assert w.events > 100
-    # no time at all: the replay stops at its first call, and there is no line
-    assert short_verdict(w, seconds=0.0) is None
+    # a bound of steps, not of time: a log one step longer than it gets no line
+    monkeypatch.setattr("replay.continuation.WHY_MAX_STEPS", w.events - 1)
+    assert short_verdict(w) is None
+    monkeypatch.setattr("replay.continuation.WHY_MAX_STEPS", w.events)
     assert short_verdict(w) == w.continue_from(events=1_000).headline()
 
 
