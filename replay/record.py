@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copyreg
 import logging
+import operator
 import os
 import re
 import sys
@@ -61,6 +62,9 @@ from schemas.codec import (
 from schemas.convert import encode_event, encode_instruction
 
 logger = logging.getLogger("replay.record")
+
+#: the settings of a WorkerState as a tuple, read in C: twice per stimulus
+_settings_of = operator.attrgetter(*SETTINGS)
 
 DEFAULT_DIRECTORY = "replay-logs"
 
@@ -472,7 +476,8 @@ class Session:
             self._fail(e)
             return base.handle_stimulus(ws, *stims)
 
-        self._store_failed = []
+        if self._store_failed:
+            self._store_failed = []
         _calls_running += 1
         try:
             instructions = base.handle_stimulus(ws, *stims)
@@ -482,10 +487,13 @@ class Session:
             self._guard(self._remember, ws)
             raise
         _calls_running -= 1
-        self._guard(self._write_steps, encoded, handled, instructions, None)
-        self._guard(self._remember, ws)
-        if self.segments is not None and self.active:
-            self._guard(self._after_call, ws, len(stims), handled)
+        try:
+            self._write_steps(encoded, handled, instructions, None)
+            self._remember(ws)
+            if self.segments is not None:
+                self._after_call(ws, len(stims), handled)
+        except Exception as e:
+            self._fail(e)
         return instructions
 
     def _after_call(self, ws: wsm.WorkerState, n: int, handled: float) -> None:
@@ -514,7 +522,7 @@ class Session:
     def _remember(self, ws: wsm.WorkerState) -> None:
         """What this call left, to tell later changes made outside
         ``handle_stimulus`` from the state machine's own."""
-        self._settings = tuple(getattr(ws, n) for n in SETTINGS)
+        self._settings = _settings_of(ws)
         if ws.total_resources != self._resources:
             self._resources = dict(ws.total_resources)
         if ws.available_resources != self._available:
@@ -599,7 +607,7 @@ class Session:
         self.inputs = state_inputs(ws)
         # as a WorkerState built from the header starts: what a replay has
         # before step 1, so that a difference becomes a record
-        self._settings = tuple(getattr(ws, n) for n in SETTINGS)
+        self._settings = _settings_of(ws)
         self._resources = dict(ws.total_resources)
         self._available = dict(ws.total_resources)
         self._address = _address_of(ws)
@@ -633,7 +641,7 @@ class Session:
         a setting assigned (``settings``), the worker's address once it has
         one (``address``), or, watched, task state (``outside``, which replay
         cannot reproduce)."""
-        settings = tuple(getattr(ws, n) for n in SETTINGS)
+        settings = _settings_of(ws)
         changed_settings = settings != self._settings
         changed_resources = (
             ws.total_resources != self._resources or ws.available_resources != self._available
