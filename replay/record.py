@@ -520,14 +520,14 @@ class Session:
         segments.prune(now)
 
     def _remember(self, ws: wsm.WorkerState) -> None:
-        """What this call left, to tell later changes made outside
-        ``handle_stimulus`` from the state machine's own."""
-        self._settings = _settings_of(ws)
-        if ws.total_resources != self._resources:
-            self._resources = dict(ws.total_resources)
+        """What this call left of what the state machine changes itself (the
+        available resources), to tell later changes made outside
+        ``handle_stimulus`` from its own. Settings, total resources and the
+        address it never changes: :meth:`_write_changes` remembers them when
+        it writes them (were one changed by a call, the next call would
+        write it once, as a replay has it already)."""
         if ws.available_resources != self._available:
             self._available = dict(ws.available_resources)
-        self._address = _address_of(ws)
         if self.watch is not None:
             self.watch.remember()
 
@@ -545,6 +545,14 @@ class Session:
         assert self.writer is not None
         name = self.name
         last = len(encoded) - 1
+        if not last and error is None and not self._store_failed and instructions is not None:
+            # one event, the common call: its line without the batch bookkeeping
+            self.writer.write({
+                "kind": "step", "worker": name, "seq": self.seq + 1, "handled": handled,
+                "event": encoded[0], "instructions": [encode_instruction(x) for x in instructions],
+            })
+            self.seq += 1
+            return
         for i, ev in enumerate(encoded):
             rec: dict[str, Any] = {
                 "kind": "step",
@@ -670,6 +678,11 @@ class Session:
             rec["outside"] = outside
         assert self.writer is not None
         self.writer.write(rec)
+        # what a replay has from here on
+        self._settings = settings
+        self._resources = dict(ws.total_resources)
+        self._available = dict(ws.available_resources)
+        self._address = address
 
     def close(self, reason: str) -> None:
         if self.active and self._header_written:
