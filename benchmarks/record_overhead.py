@@ -70,6 +70,49 @@ def _cpu() -> float:
     return time.process_time()
 
 
+def _time_the_recorder() -> dict:
+    """In a worker: from now on, the thread CPU time of each recorded call
+    with and without the real ``handle_stimulus`` inside it; the difference
+    is the recorder's own work on the event loop, measured in the run itself
+    (the two clock reads around the inner call count as the recorder's)."""
+    from replay import record
+
+    cls = record.Session
+    acc = {"calls": 0, "total": 0.0, "inner": 0.0}
+    clock = time.thread_time
+    real = getattr(cls, "_real_handle", cls.handle)
+
+    class Timed:
+        def __init__(self, base: type):
+            self.base = base
+
+        def handle_stimulus(self, ws, *stims):
+            t = clock()
+            try:
+                return self.base.handle_stimulus(ws, *stims)
+            finally:
+                acc["inner"] += clock() - t
+
+    def handle(self, ws, base, stims):
+        t = clock()
+        try:
+            return real(self, ws, Timed(base), stims)
+        finally:
+            acc["total"] += clock() - t
+            acc["calls"] += 1
+
+    cls._real_handle = real
+    cls.handle = handle
+    cls._timing = acc
+    return acc
+
+
+def _recorder_time() -> dict:
+    from replay import record
+
+    return dict(record.Session._timing)
+
+
 def run_once(leaves: int, record: bool) -> dict:
     """Seconds the workload took, the workers' CPU seconds on it, and how many
     events were recorded."""
@@ -87,11 +130,14 @@ def run_once(leaves: int, record: bool) -> dict:
                 client.wait_for_workers(2, timeout=60)
                 # warm both workers up (imports, first connections) untimed
                 client.get({("w", i): (add, i, 1) for i in range(20)}, [("w", i) for i in range(20)])
+                if record:
+                    client.run(_time_the_recorder)
                 cpu0 = client.run(_cpu)
                 start = time.perf_counter()
                 result = client.get(dsk, root)
                 elapsed = time.perf_counter() - start
                 cpu1 = client.run(_cpu)
+                timing = client.run(_recorder_time) if record else {}
                 assert result == sum(2 * i + 2 for i in range(leaves)), result
         events = 0
         if record:
@@ -99,7 +145,10 @@ def run_once(leaves: int, record: bool) -> dict:
             merge(log_files(logdir), merged)
             events = sum(w.events for w in ClusterLog.open(merged).workers)
         cpu = sum(cpu1[w] - cpu0[w] for w in cpu1)
-        return {"seconds": elapsed, "cpu": cpu, "events": events}
+        own = sum(t["total"] - t["inner"] for t in timing.values())
+        return {"seconds": elapsed, "cpu": cpu, "events": events, "recorder_cpu": own,
+                "handle_cpu": sum(t["inner"] for t in timing.values()),
+                "calls": sum(t["calls"] for t in timing.values())}
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
 
@@ -157,6 +206,13 @@ def measure(repeats: int = 5, leaves: int = 1024, against: str | None = None) ->
         "events": max(r["events"] for r in runs["recorded"]),
         "load": load,
     }
+    for mode in modes[1:]:
+        # the recorder's own CPU against the rest of the workers' CPU, in each run
+        own = [r["cpu"] / (r["cpu"] - r["recorder_cpu"]) for r in runs[mode]]
+        out[f"{mode}_own_ratio"] = statistics.median(own)
+        out[f"{mode}_us_per_call"] = statistics.median(r["recorder_cpu"] / r["calls"] * 1e6 for r in runs[mode])
+        out[f"{mode}_handle_us_per_call"] = statistics.median(
+            r["handle_cpu"] / r["calls"] * 1e6 for r in runs[mode])
     if against:
         out["before_ratio"] = statistics.median(ratios("before", "seconds"))
         out["before_cpu_ratio"] = statistics.median(ratios("before", "cpu"))
@@ -255,6 +311,10 @@ def main() -> None:
     if against:
         print(f"  recorder of {args.against}: wall {m['before_ratio']:.3f}x, "
               f"workers' CPU {m['before_cpu_ratio']:.3f}x")
+    for mode, name in [("recorded", "this checkout")] + ([("before", args.against)] if against else []):
+        print(f"the recorder's own CPU in the workers, {name}: {m[mode + '_us_per_call']:.1f} us per call "
+              f"beside {m[mode + '_handle_us_per_call']:.1f} us in handle_stimulus; workers' CPU / "
+              f"(workers' CPU - recorder's) = {m[mode + '_own_ratio']:.3f}x (median of runs)")
     for name, checkout in [("this checkout", None)] + ([(args.against, against)] if against else []):
         h = _handle_in_process(checkout) if against else measure_handle()
         print(
