@@ -2,7 +2,9 @@
 
 What needs the state machine or the schemas (``distributed``, pydantic) is
 imported inside the command that needs it: an answer from a log's index
-loads neither (``tests/test_index.py`` holds it to that).
+loads neither (``tests/test_index.py`` holds it to that). So is what only a
+replay or another command reads (the log's records, local processes): a
+fresh process that answers from an index imports what answering needs.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from importlib.metadata import version
 from typing import Any, Callable, Optional
 
 import orjson
@@ -20,17 +21,14 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from replay import imports, parallel, render
-from replay.diagnosis import ClusterWhy
+from replay import imports, render
+from replay.diagnosis import WHY_MAX_STEPS, ClusterWhy
 from replay.disagreements import over_run
 from replay.errors import BadInput, NotFound
 from replay.index import background_failure, build, index_in_background, index_path
 from replay.literal import key_text
 from replay.logfile import STDIN_COPY_ENV, as_log, iter_lines, log_name, spool_stdin, write_records
-from replay.merge import records_of
-from replay.parallel import load_one, map_workers
 from replay.scheduler_log import SchedulerLog
-from replay.segments import departures
 from replay.source import open_source
 from replay.story import Story
 from replay.summary import LoadSummary, VerifyResult, verify_worker
@@ -87,6 +85,7 @@ def _named(p: Any) -> Any:
 
 def _version(show: bool) -> None:
     if show:
+        from importlib.metadata import version  # ~50 ms: only for --version
 
         out.print(f"dask-replay {version('dask-replay')} (distributed {version('distributed')})")
         raise typer.Exit()
@@ -235,6 +234,7 @@ def ensure_recorded_seed(path: Any) -> None:
     copied to a file first, which the re-executed command reads instead.
     """
     from replay.determinism import reexec_with_seed
+    from replay.merge import records_of
 
     source = None
     if path == "-":
@@ -421,6 +421,7 @@ def load(
     log = one_log(logs)
 
     if side_by_side(jobs, scheduler, log):
+        from replay.parallel import load_one, map_workers  # local processes: only when asked for
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")
@@ -521,18 +522,19 @@ def story(
 
     def one(w: Any) -> Any:
         stop = w.position(at)
-        close_ids = ""
+        not_an_id: Optional[NotFound] = None
         if not key_or_stimulus.isdigit():
             try:
                 sid_step = w.position(key_or_stimulus)
             except NotFound as e:
-                close_ids = str(e).partition("; closest: ")[2]
+                not_an_id = e  # its closest ids are looked for only if the key has no story either
             else:
                 return w.stimulus_story(min(stop, sid_step), key_or_stimulus)
         key = parse_keys([key_or_stimulus])[0]
         try:
             return w.key_story(stop, key)
         except NotFound as e:
+            close_ids = "" if not_an_id is None else str(not_an_id).partition("; closest: ")[2]
             nor = f"nor is it a stimulus id; closest: {close_ids}" if close_ids else "nor is it a stimulus id"
             raise NotFound(f"{log}: {e} ({nor})") from None
 
@@ -582,10 +584,6 @@ def why(
     html: Optional[str] = HTML,
 ) -> None:
     """Why tasks are not finished at a step: what each waits for, since when, in recorded time."""
-    # a continuation replays with the state machine: imported only when why runs
-    from replay.continuation import WHY_MAX_STEPS, short_verdict
-    from replay.history import open as replay_open
-
     source = open_answers(log)
     chosen = source.workers if worker is None else [source.worker(worker)]
     wanted = None if key is None else parse_keys([key])[0]
@@ -600,6 +598,10 @@ def why(
     findings = source.disagreements({v.worker: v.step for v in views}) if wanted is None else []
     short = [v for v in views if v.tasks and source.worker(v.worker).events <= WHY_MAX_STEPS]
     if wanted is None and short and source.kind != "partial":
+        # a continuation replays with the state machine: imported only for a short log
+        from replay.continuation import short_verdict
+        from replay.history import open as replay_open
+
         # one line from a short continuation: is the hang inside the worker? It
         # replays, so with the recorded seed, as a replayed answer is: the same
         # line whichever source answered the rest
@@ -792,12 +794,14 @@ def verify(
     json: bool = JSON,
 ) -> None:
     """Replay and compare with the recording; exit 1 at the first divergence."""
-    log = one_log(logs)
+    from replay.segments import departures  # a replay's reading: not the index's query path
 
+    log = one_log(logs)
     history = open_history(log)
     chosen = history.workers if worker is None else [history.worker(worker)]
     result = VerifyResult([])
     if side_by_side(jobs, scheduler, log):
+        from replay import parallel  # local processes: only when asked for
 
         if log == "-":
             raise BadInput("--jobs and --scheduler need a file: standard input cannot be read again")

@@ -5,7 +5,8 @@ views answered from it, each side by side with what it replaces.
 - index size / log size;
 - peak RSS while indexing, above the replayed final state's;
 - a fresh CLI process answering load, state, diff, story and why from the
-  index (wall time, median), and inside a warm process (the stepper's case);
+  index (wall time, median), and inside a warm process (the stepper's case),
+  as ``benchmarks/views.py`` measures them;
 - the first ``replay load`` of a log that has no index / ``REPLAY_INDEX=off``
   ``replay load`` (a big log's first answer replays and indexes afterwards).
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -63,13 +63,6 @@ def measure_build(path: str) -> dict:
         "size_ratio": os.path.getsize(out) / os.path.getsize(path),
         "rss_growth_mb": indexing - final,
     }
-
-
-def _cli(args: list[str]) -> float:
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                   env=dict(os.environ, REPLAY_INDEX="required"))
-    return time.perf_counter() - t
 
 
 def _timed_load(log: str, mode: str) -> tuple[float, float, str]:
@@ -130,48 +123,12 @@ def measure_first_load(path: str, pairs: int = 2) -> dict:
 
 
 def measure_queries(path: str, repeats: int = 5, seed: int = 0) -> dict:
-    """Fresh CLI processes against a current index (REPLAY_INDEX=required: a
-    stale or missing index fails instead of replaying), and the same views in
-    this process."""
-    from replay.index import Index
+    """Fresh CLI processes against a current index, and the same views in this
+    process: :mod:`views` (``benchmarks/views.py``) measures both."""
+    import views
 
-    index = Index.open(path)
-    if index is None:
-        raise ValueError(f"{path}: no current index; build it first")
-    rng = random.Random(seed)
-    w = max(index.workers, key=lambda w: w.events)
-    steps = [rng.randint(1, w.events) for _ in range(repeats)]
-    key = next(iter(w.frozen(w.events // 2).ws.tasks), None)
-    from replay.literal import key_text
-
-    cold: dict[str, list[float]] = {}
-    for step in steps:
-        for name, args in {
-            "load": ["load", path],
-            "state": ["state", path, "-w", w.address, "--at", str(step)],
-            "diff": ["diff", path, f"{max(0, step - 1000)}..{step}", "-w", w.address],
-            "story": ["story", path, key_text(key), "-w", w.address, "--at", str(step)],
-            "why": ["why", path, "-w", w.address, "--at", str(step)],
-        }.items():
-            cold.setdefault(name, []).append(_cli(args))
-    warm: dict[str, list[float]] = {}
-    for step in steps:
-        for name, fn in {
-            "state": lambda: w.state(step),
-            "diff": lambda: w.diff(step - 1, step),
-            "why": lambda: w.why(step),
-            "story": lambda: w.key_story(step, key),
-        }.items():
-            t = time.perf_counter()
-            try:
-                fn()
-            except LookupError:  # the key not seen by then: still a full query
-                pass
-            warm.setdefault(name, []).append(time.perf_counter() - t)
-    return {
-        "cold_s": {k: statistics.median(v) for k, v in cold.items()},
-        "warm_ms": {k: statistics.median(v) * 1e3 for k, v in warm.items()},
-    }
+    fresh, warm = views.measure_fresh(path, repeats, seed=seed), views.measure_warm(path, seed=seed)
+    return {"cold_s": next(iter(fresh["wall_s"].values())), "warm_ms": warm["median_ms"]}
 
 
 if __name__ == "__main__":

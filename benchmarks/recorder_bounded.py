@@ -1,6 +1,9 @@
 """Bounded recording: the snapshot pause, the recorder's overhead with rolling
 segments, and the disk a worker keeps, measured side by side.
 
+- Pause side by side (``measure_capture``): on one state, alternating, the
+  snapshot encoded and written on the loop against the capture the loop
+  waits for now, and the loop's longest tick while the thread encodes.
 - Pause: a real ``WorkerState`` holding 10,000 tasks (5,000 computed tasks,
   each with one input on a peer, driven through ``handle_stimulus`` into
   every state: memory, executing, ready, fetch, flight, waiting); the time
@@ -15,7 +18,7 @@ segments, and the disk a worker keeps, measured side by side.
 - Disk: each bounded worker's folder after the run against the bound plus
   one segment.
 
-    python benchmarks/recorder_bounded.py [--repeats N] [--tasks N]
+    python benchmarks/recorder_bounded.py [--repeats N] [--tasks N] [--pause-only]
 """
 from __future__ import annotations
 
@@ -38,8 +41,10 @@ from record_overhead import _cpu, graph  # noqa: E402
 from replay import Recorder  # noqa: E402
 from replay.determinism import make_deterministic  # noqa: E402
 from replay.engine import Replayer  # noqa: E402
+from replay.logfile import encode_line  # noqa: E402
 from replay.record import Session  # noqa: E402
 from replay.segments import Bound, segment_files  # noqa: E402
+from replay.snapshot import take  # noqa: E402
 
 
 def busy_state(tasks: int, folder: str | None = None) -> tuple[wsm.WorkerState, Session | None]:
@@ -73,6 +78,7 @@ def measure_pause(tasks: int = 10_000, repeats: int = 7) -> dict:
             t0 = time.process_time()
             session._roll(ws, time.time())
             cpu.append(time.process_time() - t0)
+            session.writer.wait()  # the thread's encoding: not the loop's pause
         pauses = session.snapshot_pauses
         # what the box gives now: a bare handle_stimulus, per event
         bare, _ = busy_state(2000)
@@ -100,6 +106,80 @@ def measure_pause(tasks: int = 10_000, repeats: int = 7) -> dict:
         "snapshot_bytes": nbytes,
         "rebuild_ms": rebuild * 1e3,
     }
+
+
+def measure_capture(tasks: int = 10_000, repeats: int = 9) -> dict:
+    """The event loop's pause at a segment, side by side in one process, on
+    the same ``WorkerState``, alternating: the whole snapshot encoded and
+    written on the loop (as the recorder did before the capture existed:
+    ``take``, then the header line written) against ``Session._roll`` now
+    (the capture on the loop, encoded on a thread). While the thread
+    encodes, a loop of small ticks (0.5 ms asleep, then about 0.1 ms of
+    work, as an event loop between messages) measures its longest tick: the
+    loop's longest wait for the GIL the thread holds, plus the tick."""
+    folder = tempfile.mkdtemp(prefix="dask-replay-bench-")
+    ws, session = busy_state(tasks, folder)
+    assert session is not None and session.active
+    whole_cpu, whole_wall, cpu, wall, stall, encode_wall, alone = [], [], [], [], [], [], []
+    try:
+        for _ in range(repeats):
+            with open(os.path.join(folder, "whole.jsonl"), "wb", buffering=0) as f:
+                c0, t0 = time.process_time(), time.perf_counter()
+                f.write(encode_line({"kind": "header", "snapshot": take(ws, seq=session.seq, handled=None)}))
+                whole_cpu.append(time.process_time() - c0)
+                whole_wall.append(time.perf_counter() - t0)
+            c0, t0 = time.process_time(), time.perf_counter()
+            session._roll(ws, time.time())
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - t0)
+            writer = session.writer
+            assert writer is not None and writer._thread is not None  # encoded on the thread
+            # each tick: asleep 0.5 ms (the GIL released), then 0.1 ms of work;
+            # the longest: the GIL held by the thread, or the box's load, which
+            # the same ticks as long again without the thread measure
+            stall.append(_longest_tick(lambda: writer.pending))
+            encode_wall.append(time.perf_counter() - t0)
+            writer.wait()
+            until = time.perf_counter() + encode_wall[-1]
+            alone.append(_longest_tick(lambda: time.perf_counter() < until))
+    finally:
+        session.close("benchmark")
+        shutil.rmtree(folder, ignore_errors=True)
+    ms = 1e3
+    return {
+        "tasks": len(ws.tasks),
+        "whole_median_ms": statistics.median(whole_wall) * ms, "whole_max_ms": max(whole_wall) * ms,
+        "whole_cpu_median_ms": statistics.median(whole_cpu) * ms, "whole_cpu_max_ms": max(whole_cpu) * ms,
+        "median_ms": statistics.median(wall) * ms, "max_ms": max(wall) * ms,
+        "cpu_median_ms": statistics.median(cpu) * ms, "cpu_max_ms": max(cpu) * ms,
+        "stall_median_ms": statistics.median(stall) * ms, "stall_max_ms": max(stall) * ms,
+        "encoded_median_ms": statistics.median(encode_wall) * ms,
+        "alone_median_ms": statistics.median(alone) * ms, "alone_max_ms": max(alone) * ms,
+    }
+
+
+def _longest_tick(going) -> float:
+    last, worst = time.perf_counter(), 0.0
+    while going():
+        time.sleep(0.0005)
+        x = 0
+        for i in range(300):
+            x += i
+        now = time.perf_counter()
+        worst = max(worst, now - last)
+        last = now
+    return worst
+
+
+def print_capture(p: dict) -> None:
+    print(f"pause at a segment, {p['tasks']} tasks, side by side: snapshot encoded on the loop (before) "
+          f"median {p['whole_median_ms']:.1f} ms, max {p['whole_max_ms']:.1f} ms (CPU median "
+          f"{p['whole_cpu_median_ms']:.1f}, max {p['whole_cpu_max_ms']:.1f}); captured on the loop (now) "
+          f"median {p['median_ms']:.1f} ms, max {p['max_ms']:.1f} ms (CPU median {p['cpu_median_ms']:.1f}, "
+          f"max {p['cpu_max_ms']:.1f}); the thread wrote it {p['encoded_median_ms']:.0f} ms after (median), "
+          f"the longest tick of a loop meanwhile {p['stall_max_ms']:.1f} ms (median of each run's longest "
+          f"{p['stall_median_ms']:.1f} ms), without the thread for as long {p['alone_max_ms']:.1f} ms "
+          f"(median {p['alone_median_ms']:.1f} ms; a tick is about 0.6 ms)")
 
 
 def run_once(leaves: int, mode: str, max_bytes: int) -> dict:
@@ -178,7 +258,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=1024, help="leaves of the graph")
     ap.add_argument("--max-bytes", type=int, default=1_000_000)
+    ap.add_argument("--pause-only", action="store_true", help="only the pause at a segment, side by side")
     args = ap.parse_args()
+    print_capture(measure_capture())
+    if args.pause_only:
+        return
     p = measure_pause()
     print(f"snapshot pause at {p['tasks']} tasks: median {p['median_ms']:.1f} ms (CPU "
           f"{p['cpu_median_ms']:.1f} ms), worst {p['max_ms']:.1f} ms ({p['snapshot_bytes'] / 1e6:.1f} MB); "

@@ -31,7 +31,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay import render
-from replay.diagnosis import Tracker, Verdict, explain
+from replay.diagnosis import WHY_MAX_STEPS, Tracker, Verdict, explain
 from replay.engine import Applied, Divergence, Replayer, differing_instructions
 from replay.errors import BadInput, ReplayError
 from replay.history import WorkerHistory
@@ -587,9 +587,8 @@ def continue_worker(
     )
 
 
-#: ``why`` runs a continuation only on logs this short, this far, and for
-#: this long (seconds of replay): cheap
-WHY_MAX_STEPS = 20_000
+#: ``why`` runs a continuation only on logs this short (:data:`WHY_MAX_STEPS`),
+#: this far, and for this long (seconds of replay): cheap
 WHY_EVENTS = 1_000
 WHY_SECONDS = 2.0
 

@@ -169,6 +169,12 @@ class Verdict:
         return out
 
 
+#: ``why`` runs a short continuation (:func:`replay.continuation.short_verdict`)
+#: only on logs of at most this many steps; here, not there, so that ``why`` on
+#: a longer log decides without importing the state machine
+WHY_MAX_STEPS = 20_000
+
+
 # --- explaining one task ----------------------------------------------------
 
 #: what a cancelled or resumed task still waits for, by its previous state

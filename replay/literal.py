@@ -165,6 +165,14 @@ def _dataclass(value: Any, out: list[str], budget: _Budget) -> None:
 
 def _order(x: Any) -> tuple:
     # keys of one worker mix str, int and tuples: by type name, then value
+    t = type(x)
+    # the common types first, by identity: a view sorts thousands of keys
+    if t is str:
+        return ("str", 0, repr(x))
+    if t is tuple:
+        return ("tuple", 0, tuple([_order(v) for v in x]))
+    if t is int or t is float:
+        return ("number", x, "")
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return ("number", x, "")
     if isinstance(x, tuple):

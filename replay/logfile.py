@@ -56,7 +56,10 @@ class LogWriter:
         self._gz = gzip.GzipFile(fileobj=self._raw, mode="ab") if compress else None
 
     def write(self, record: dict) -> None:
-        line = encode_line(record)
+        self.write_line(encode_line(record))
+
+    def write_line(self, line: bytes) -> None:
+        """One line already encoded (:func:`encode_line`)."""
         if self._gz is None:
             # an unbuffered file may take part of a line (disk full, signal);
             # the rest must follow or the next line would be glued to it

@@ -60,7 +60,29 @@ def step_of(pos: Any, address: str, events: int, last_step_of: Callable[[str], O
         return step
     step = last_step_of(pos)
     if step is None:
-        close = difflib.get_close_matches(str(pos), list(known()), n=3, cutoff=0.6) if known else []
-        raise NotFound(f"no step of {address} has stimulus id {pos!r}"
-                       + (f"; closest: {', '.join(close)}" if close else ""))
+        raise NoSuchStimulus(address, pos, known)
     return step
+
+
+class NoSuchStimulus(NotFound):
+    """No step of a worker carries this stimulus id. The message names the
+    closest ids, looked for when it is first read: a caller that tries a text
+    as a stimulus id and then as a key (``replay story``) seldom shows it, and
+    a long log has hundreds of thousands of ids to compare."""
+
+    def __init__(self, address: str, pos: Any, known: Optional[Callable[[], Iterable[str]]] = None):
+        super().__init__(f"no step of {address} has stimulus id {pos!r}")
+        self.pos, self._known = pos, known
+        self._text: Optional[str] = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            close = difflib.get_close_matches(str(self.pos), list(self._known()), n=3, cutoff=0.6) \
+                if self._known else []
+            self._text = self.message + (f"; closest: {', '.join(close)}" if close else "")
+            self._known = None
+        return self._text
+
+    def __reduce__(self) -> tuple:
+        # across processes as the plain error it reads as
+        return NotFound, (str(self),)

@@ -28,7 +28,10 @@ What recording changes in a worker process, and nothing else:
 - only while a session watches for changes made outside ``handle_stimulus``
   (``watch_tasks``, used by ``pytest --replay-record``, never by the worker
   plugin or the preload): ``TaskState.__setattr__``, which then notes a
-  state assigned between recorded calls (:class:`OutsideWatch`).
+  state assigned between recorded calls (:class:`OutsideWatch`);
+- only with a bound: at each segment, a thread that encodes and writes the
+  snapshot, and the garbage collector paused from the capture of the state
+  until that thread has encoded it (:mod:`replay.segments`, :mod:`replay.snapshot`).
 
 It imports only the encoding half of :mod:`schemas` (no pydantic), the
 segment writer and snapshot taker of a bounded recording
@@ -55,7 +58,6 @@ from distributed import worker_state_machine as wsm
 from replay.determinism import hash_seed, make_deterministic
 from replay.logfile import LogWriter
 from replay.segments import FOLDER_SUFFIX, ROLLED, Bound, SegmentFiles, parse_age, parse_bytes
-from replay.snapshot import take as take_snapshot
 from schemas.codec import (
     FORMAT, SETTINGS, VERSION, encode_float, encode_key, encode_resources, encode_setting,
 )
@@ -143,8 +145,9 @@ async def dask_setup(worker: Any) -> None:
             cfg.get("directory", DEFAULT_DIRECTORY),
             deterministic=_truthy(cfg.get("deterministic", True)),
             compress=_truthy(cfg.get("compress", False)),
-            max_bytes=cfg.get("max-bytes"),
-            max_age=cfg.get("max-age"),
+            # dask's lookup: DASK_REPLAY__MAX_BYTES (and YAML) spell it max_bytes
+            max_bytes=dask.config.get("replay.max-bytes", default=None),
+            max_age=dask.config.get("replay.max-age", default=None),
         )
     )
 
@@ -511,11 +514,9 @@ class Session:
         self.writer.write({"kind": "end", "worker": self.name, "seq": self.seq,
                            "time": now, "reason": ROLLED})
         t0 = time.perf_counter()
-        snapshot = take_snapshot(ws, seq=self.seq, handled=self._last_handled)
-        self.writer = segments.open_next()
-        self.writer.write({**self._header, "from_empty": False, "segment": segments.number,
-                           "snapshot": snapshot})
-        segments.header_written()
+        # only the capture holds the loop: a thread encodes and writes the snapshot
+        self.writer = segments.open_next_from(ws, {**self._header, "from_empty": False},
+                                              seq=self.seq, handled=self._last_handled)
         self.snapshot_pauses.append(time.perf_counter() - t0)
         segments.prune(now)
 

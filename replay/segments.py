@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from replay.logfile import LogWriter
+from replay.logfile import LogWriter, encode_line
+
+if TYPE_CHECKING:
+    from replay.snapshot import Capture
 
 #: ``000001.jsonl`` (or ``.jsonl.gz``): a segment and its number
 SEGMENT_NAME = re.compile(r"([0-9]{6,})\.jsonl(\.gz)?")
@@ -92,6 +96,95 @@ class Bound:
         return None if self.max_age is None else self.max_age / 10
 
 
+class SegmentWriter(LogWriter):
+    """A segment's file, whose first line (the header with its snapshot) is
+    encoded on a thread of its own.
+
+    The worker's event loop only captures the state (:func:`~replay.snapshot.capture`,
+    the part that needs the state machine still); :meth:`begin` hands the
+    capture to a thread that encodes it and writes the header. Lines written
+    meanwhile are held in memory, in order, and follow the header, so the
+    file holds the same bytes as if the snapshot had been written at once.
+    :meth:`close` waits for the thread. An error of the thread (a bug) is
+    raised by the next ``write`` or by ``close``.
+    """
+
+    def __init__(self, path: str, *, compress: bool = False):
+        super().__init__(path, compress=compress)
+        self._lock = threading.Lock()
+        #: lines written while the header is being encoded; None: written through
+        self._held: list[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        #: bytes on disk once the header is written (None until then)
+        self.base: int | None = 0
+
+    def begin(self, header: dict, cap: Capture) -> None:
+        """Write ``header`` with the ``snapshot`` encoded from ``cap``, on a
+        thread, which then resumes the garbage collector if the capture paused it."""
+        assert self._thread is None and self._raw.tell() == 0
+        self._held = []
+        self.base = None
+        self._thread = threading.Thread(target=self._write_header, args=(header, cap),
+                                        name="dask-replay-snapshot", daemon=True)
+        self._thread.start()
+
+    def _write_header(self, header: dict, cap: Capture) -> None:
+        # here, not at the top: the read commands import this module without distributed
+        from replay.snapshot import encode_line_with, resume_gc
+
+        try:
+            try:
+                line = encode_line_with(header, cap)
+            finally:
+                resume_gc(cap)
+            del cap  # the tasks it holds alive
+            self.write_line(line)  # alone on the file: the loop's lines are held
+            self.base = self._raw.tell()
+        except BaseException as e:  # raised again on the event loop
+            self._error = e
+        while True:  # the lines held, without holding the lock while writing
+            with self._lock:
+                lines, self._held = self._held, []
+                if not lines:
+                    self._held = None
+                    return
+            for held in lines:
+                self.write_line(held)
+
+    def write(self, record: dict) -> None:
+        if self._error is not None:
+            self._raise()
+        line = encode_line(record)
+        with self._lock:
+            if self._held is not None:
+                self._held.append(line)
+                return
+        self.write_line(line)
+
+    @property
+    def pending(self) -> bool:
+        """Whether the header is still being encoded."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Until the header and the lines held are written."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            self._raise()
+
+    def _raise(self) -> None:
+        e, self._error = self._error, None
+        raise RuntimeError(f"{self.path}: the snapshot could not be written") from e
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            super().close()
+
+
 class SegmentFiles:
     """The segments of one worker in its folder: which to write, which to drop."""
 
@@ -103,32 +196,26 @@ class SegmentFiles:
         #: closed segments kept, oldest first: (path, bytes, last handled time)
         self.closed: list[tuple[str, int, float | None]] = []
         self.number = 0
-        self.writer: LogWriter | None = None
+        self.writer: SegmentWriter | None = None
         #: of the segment being written: its first step's time and its steps
         self.started: float | None = None
         self.steps = 0
         self.last_handled: float | None = None
-        #: bytes of the segment's header (and snapshot): a segment closes
-        #: when its steps reach a tenth of the bound, whatever its snapshot
-        self.base = 0
 
-    def open_next(self) -> LogWriter:
-        """Close the segment being written (keeping it) and start the next."""
+    def open_next(self) -> SegmentWriter:
+        """Close the segment being written (keeping it) and start the next.
+        Waits for the segment's snapshot if it is still being written."""
         if self.writer is not None:
             path = self.writer.path
             self.writer.close()
             self.closed.append((path, os.path.getsize(path), self.last_handled))
         self.number += 1
         ext = ".jsonl.gz" if self.compress else ".jsonl"
-        self.writer = LogWriter(os.path.join(self.folder, f"{self.number:06d}{ext}"),
-                                compress=self.compress)
+        self.writer = SegmentWriter(os.path.join(self.folder, f"{self.number:06d}{ext}"),
+                                    compress=self.compress)
         self.started = None
         self.steps = 0
-        self.base = 0
         return self.writer
-
-    def header_written(self) -> None:
-        self.base = self.size()
 
     def wrote_steps(self, n: int, handled: float) -> None:
         self.steps += n
@@ -136,12 +223,32 @@ class SegmentFiles:
             self.started = handled
         self.last_handled = handled
 
+    def open_next_from(self, ws: Any, header: dict, *, seq: int, handled: float | None) -> SegmentWriter:
+        """Close the segment being written and begin the next with ``header``
+        and a snapshot of ``ws`` after step ``seq``: captured now, while the
+        state machine is still, then encoded and written by the new segment's
+        thread (:class:`SegmentWriter`)."""
+        # here, not at the top: the read commands import this module without distributed
+        from replay.snapshot import capture, resume_gc
+
+        cap = capture(ws, seq=seq, handled=handled, pause_gc=True)
+        try:
+            writer = self.open_next()
+            writer.begin({**header, "segment": self.number}, cap)
+        except BaseException:
+            resume_gc(cap)  # no thread will
+            raise
+        return writer
+
     def due(self, now: float) -> bool:
         """Whether the segment being written is full."""
         b = self.bound
         if b.segment_steps is not None and self.steps >= b.segment_steps:
             return True
-        if b.segment_bytes is not None and self.size() - self.base >= b.segment_bytes:
+        # bytes of steps: a segment closes when its steps reach a tenth of
+        # the bound, whatever its snapshot (none counted before it is written)
+        base = None if self.writer is None else self.writer.base
+        if b.segment_bytes is not None and base is not None and self.size() - base >= b.segment_bytes:
             return True
         age = b.segment_age
         return age is not None and self.started is not None and now - self.started >= age

@@ -56,11 +56,28 @@ def check_states(states: Iterable[str]) -> None:
                            + (f"closest: {', '.join(close)}" if close else f"the states: {', '.join(STATE_ORDER)}"))
 
 
+_RANKS = {state: i for i, state in enumerate(STATE_ORDER)}
+
+
 def _state_rank(state: str) -> int:
-    try:
-        return STATE_ORDER.index(state)
-    except ValueError:  # a state this list does not know: with the unfinished ones
-        return STATE_ORDER.index("waiting")
+    # a state this list does not know: with the unfinished ones
+    return _RANKS.get(state, _RANKS["waiting"])
+
+
+def _in_view_order(tasks: Iterable[Any]) -> list:
+    """Tasks by (:func:`_state_rank`, :func:`~replay.literal.sort_key` of the
+    key): each rank's tasks sorted apart, the ranks in order (no pair of
+    tasks is compared by rank; the order of one sort by both)."""
+    by_rank: dict[int, list] = {}
+    for ts in tasks:
+        rank = _RANKS.get(ts.state)
+        by_rank.setdefault(_state_rank(ts.state) if rank is None else rank, []).append(ts)
+    out: list = []
+    for rank in sorted(by_rank):
+        group = by_rank[rank]
+        group.sort(key=lambda ts: sort_key(ts.key))
+        out += group
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,11 +400,10 @@ class StateView:
         counts: dict[str, int] = {}
         for ts in ws.tasks.values():
             counts[ts.state] = counts.get(ts.state, 0) + 1
-        chosen = [
+        chosen = _in_view_order(
             ts for ts in ws.tasks.values()
             if (not states or ts.state in states) and (not keys or ts.key in keys)
-        ]
-        chosen.sort(key=lambda ts: (_state_rank(ts.state), sort_key(ts.key)))
+        )
         filters: dict[str, Any] = {}
         if states:
             filters["state"] = sorted(states)
@@ -578,12 +594,13 @@ class DiffView:
     def tasks(self) -> list[TaskChange]:
         a = {t.key: t for t in self.before.tasks}
         b = {t.key: t for t in self.after.tasks}
-        out = []
-        for key in sorted(a.keys() | b.keys(), key=sort_key):
+        changed = []
+        for key in a.keys() | b.keys():
             ta, tb = a.get(key), b.get(key)
             if ta is None or tb is None or (ta.state, ta.previous, ta.next) != (tb.state, tb.previous, tb.next):
-                out.append(TaskChange(key, ta, tb))
-        return out
+                changed.append(key)
+        # only the changed keys sorted: two steps apart, a few of thousands
+        return [TaskChange(key, a.get(key), b.get(key)) for key in sorted(changed, key=sort_key)]
 
     @property
     def collections(self) -> dict[str, Any]:
@@ -627,8 +644,14 @@ class DiffView:
                 "changed": [c.to_json() for c in changes if c.before is not None and c.after is not None],
             },
             "collections": jsonable(self.collections),
-            "resources": {},
+            **self._counters(),
         }
+        return out
+
+    def _counters(self) -> dict[str, Any]:
+        """What changed of the resources (always there), running and nbytes (when changed)."""
+        a, b = self.before, self.after
+        out: dict[str, Any] = {"resources": {}}
         for part in ("total_resources", "available_resources"):
             ra, rb = getattr(a.counters, part), getattr(b.counters, part)
             ch = {r: [ra.get(r), rb.get(r)] for r in sorted(ra.keys() | rb.keys()) if ra.get(r) != rb.get(r)}
@@ -649,8 +672,8 @@ class DiffView:
         n = self.steps_total
         yield Text(f"{n} step{'' if n == 1 else 's'} between:", style="bold")
         yield from self._steps()
-        data = self.to_json()
-        changes = self.tasks
+        # each computed once: the JSON of every change is not needed here
+        data, changes, collections = self._counters(), self.tasks, self.collections
         if changes:
             yield Text("what changed:", style="bold")
         for c in changes:
@@ -661,7 +684,7 @@ class DiffView:
             else:
                 yield Text.assemble(("~ ", "yellow"), render.value(c.key, None), " ",
                                     render.safe(c.before.state_text()), " → ", render.safe(c.after.state_text()))
-        for name, ch in self.collections.items():
+        for name, ch in collections.items():
             per_peer = ch if name in ("data_needed", "in_flight_workers") else {"": ch}
             for peer, c in per_peer.items():
                 label = f"{name.replace('_', '-')} {peer}".rstrip()
@@ -675,7 +698,7 @@ class DiffView:
         for f in ("running", "nbytes"):
             if f in data:
                 yield Text(f"{f}: {data[f][0]} → {data[f][1]}")
-        if not (changes or self.collections or data["resources"] or "running" in data or "nbytes" in data):
+        if not (changes or collections or data["resources"] or "running" in data or "nbytes" in data):
             yield Text("no change")
 
     def _steps(self) -> RenderResult:

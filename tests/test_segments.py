@@ -2,20 +2,24 @@
 verify from their snapshot, a LocalCluster that stays within its bound."""
 from __future__ import annotations
 
+import gc
 import os
+import threading
 
 import dask
 import orjson
 from distributed import Client, LocalCluster, wait
+from distributed import worker_state_machine as wsm
 
 from replay import Recorder
 from replay.engine import Replayer
 from replay.log import ClusterLog
-from replay.logfile import LineWriter, iter_lines
+from replay.logfile import LineWriter, encode_line, iter_lines
 from replay.reader import read_calls
-from replay.segments import Bound, segment_files, verify_folder
+from replay import snapshot
+from replay.segments import Bound, SegmentWriter, segment_files, verify_folder
 from replay.simulate.simulation import Simulation
-from replay.snapshot import TASK_FIELDS, take
+from replay.snapshot import TASK_FIELDS, capture, encode, encode_line_with, take
 from schemas.snapshot import Snapshot
 
 #: the fields of a task row holding sets, whose order a rebuild may not keep
@@ -112,6 +116,100 @@ def _orders_kept(a: dict, b: dict) -> tuple[int, int]:
               for x, y in zip([a["ready"], a["constrained"], *(h for _, h in a["data_needed"])],
                               [b["ready"], b["constrained"], *(h for _, h in b["data_needed"])])]
     return sum(x == y for x, y in pairs), len(pairs)
+
+
+def test_a_capture_encoded_later_is_the_snapshot_of_its_instant(tmp_path, fixture_path):
+    """A segment's snapshot is captured while the state machine is still and
+    encoded afterwards, on a thread, while the worker goes on: encoded after
+    hundreds of later steps, a capture gives exactly the snapshot of the
+    instant it was taken (nothing it holds is the live, mutated state). On a
+    simulated run and on recordings of stuck workers."""
+    logs = [_simulated(tmp_path, 2000, seed=5),
+            fixture_path("stuck-6705.jsonl"), fixture_path("stuck-flight.jsonl")]
+    compared = 0
+    for path in logs:
+        log = ClusterLog.open(path)
+        for w in log.workers:
+            r = Replayer(w.header)
+            pending = []
+            for n, call in enumerate(read_calls(log, w, records=False)):
+                r.apply(call)
+                if n % 37 == 0 and r.ws.tasks:
+                    pending.append((capture(r.ws, seq=r.seq, handled=r.handled), encode_line(
+                        {"kind": "header", "snapshot": take(r.ws, seq=r.seq, handled=r.handled)})))
+                if len(pending) > 8 or n % 37 == 36 and len(pending) > 4:  # some steps later
+                    cap, then = pending.pop(0)
+                    assert encode_line({"kind": "header", "snapshot": encode(cap)}) == then
+                    # the same bytes, the rows encoded a few at a time (as the recorder's thread does)
+                    assert encode_line_with({"kind": "header"}, cap, chunk=7) == then
+                    compared += 1
+    assert compared >= 30
+
+
+def test_a_capture_holds_the_orphans_of_a_broken_state():
+    """A task referred to but no longer in ``ws.tasks`` (a broken state) is
+    captured with the rest: changed after the capture, it is encoded as it
+    was."""
+    ws = wsm.WorkerState(nthreads=1, address="tcp://127.0.0.1:1", validate=False)
+    ws.handle_stimulus(wsm.ComputeTaskEvent.dummy(
+        "y", who_has={"x": ["tcp://127.0.0.2:1"]}, priority=(0,), stimulus_id="s1"))
+    x = ws.tasks.pop("x")  # y still depends on it
+    # containers the state machine fills in place
+    x.startstops.append({"action": "transfer", "start": 1.0, "stop": 2.0, "source": "tcp://127.0.0.2:1"})
+    x.metadata["b"] = 0
+    x.annotations = {"retries": 1}
+    x.resource_restrictions = {"R": 1.0}
+    before = orjson.dumps(take(ws, seq=1, handled=None))
+    cap = capture(ws, seq=1, handled=None)
+    x.state = "memory"
+    x.who_has.add("tcp://127.0.0.3:1")
+    x.dependents.add(wsm.TaskState("z"))
+    x.priority = (1,)
+    x.metadata.update({"a": 1})
+    x.startstops.append({"action": "compute", "start": 2.0, "stop": 3.0})
+    x.annotations["retries"] = 2
+    x.resource_restrictions["R"] = 2.0
+    assert orjson.dumps(encode(cap)) == before
+    assert encode_line_with({}, cap, chunk=1) == encode_line({"snapshot": orjson.loads(before)})
+    snap = orjson.loads(before)
+    assert [row[0] for row in snap["orphans"]] == ["x"]
+    # as it was: fetched from its peer at once (a free transfer slot)
+    assert snap["orphans"][0][1] == "flight"
+
+
+def test_lines_written_while_a_snapshot_is_encoded_follow_it(tmp_path, monkeypatch):
+    """A segment's header is encoded on a thread; the lines the event loop
+    writes meanwhile are held and follow it: the file holds the bytes a
+    synchronous write would have. (The thread's encoding waits until the
+    lines are written, so that they are held whatever the machine's speed.)"""
+    go = threading.Event()
+    real = snapshot.encode_line_with
+
+    def encode_when_told(*args, **kwargs):
+        assert go.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot, "encode_line_with", encode_when_told)
+    path = _simulated(tmp_path, 600, seed=6)
+    log = ClusterLog.open(path)
+    w = log.workers[0]
+    r = Replayer(w.header).run(read_calls(log, w, records=False))
+    header = {"kind": "header", "segment": 2}
+    records = [{"kind": "step", "seq": r.seq + i} for i in range(1, 200)]
+    out = str(tmp_path / "000002.jsonl")
+    writer = SegmentWriter(out)
+    assert gc.isenabled()
+    writer.begin(header, capture(r.ws, seq=r.seq, handled=r.handled, pause_gc=True))
+    for rec in records:
+        writer.write(rec)
+    assert writer.pending and writer.base is None and len(writer._held) == len(records)
+    go.set()
+    writer.close()
+    assert gc.isenabled()  # resumed by the thread once the snapshot was encoded
+    expected = encode_line({**header, "snapshot": take(r.ws, seq=r.seq, handled=r.handled)})
+    with open(out, "rb") as f:
+        assert f.read() == expected + b"".join(encode_line(rec) for rec in records)
+    assert writer.base == len(expected)
 
 
 def test_the_rng_continues_where_the_recorded_one_was(tmp_path):
@@ -293,3 +391,15 @@ def test_the_stepper_story_and_shrink_take_a_bounded_recording(tmp_path, cli_run
     # snapshot already trips the state machine: no reproducer comes of it)
     code, out, err = cli_run(["shrink", worker, "--expr", "len(ws.tasks) >= 3"])
     assert code == 1 and f"keeps its history from step {first} on" in err, err
+
+
+def test_the_preload_takes_the_bound_as_the_environment_spells_it(tmp_path):
+    """``DASK_REPLAY__MAX_BYTES=50MB`` reaches dask's config as ``max_bytes``:
+    the preload's worker records segments, not an unbounded log."""
+    logdir = str(tmp_path / "logs")
+    with dask.config.set({"replay": {"directory": logdir, "max_bytes": "50MB"}}):
+        with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, preload=["replay.record"],
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            assert client.submit(inc, 1).result() == 2
+    (folder,) = os.listdir(logdir)
+    assert folder.endswith(".segments"), folder
