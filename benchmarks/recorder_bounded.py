@@ -13,7 +13,8 @@ segments, and the disk a worker keeps, measured side by side.
 - Overhead: the workload of ``record_overhead.py`` on a real two-worker
   ``LocalCluster`` (nanny processes), bare, recorded unbounded and recorded
   with a bound whose segments roll every few seconds, in rotating order in
-  one run; wall ratios and the workers' CPU-time ratios (RUSAGE_CHILDREN).
+  one run; wall ratios and the workers' CPU-time ratios (``process_time`` in
+  each worker around the workload).
 - Disk: each bounded worker's folder after the run against the bound plus
   one segment.
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import tempfile
@@ -37,7 +37,7 @@ import orjson  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 from distributed import worker_state_machine as wsm  # noqa: E402
 
-from record_overhead import graph  # noqa: E402
+from record_overhead import _cpu, graph  # noqa: E402
 from replay import Recorder  # noqa: E402
 from replay.determinism import make_deterministic  # noqa: E402
 from replay.engine import Replayer  # noqa: E402
@@ -186,7 +186,6 @@ def run_once(leaves: int, mode: str, max_bytes: int) -> dict:
     logdir = tempfile.mkdtemp(prefix="dask-replay-bench-")
     dsk, (root,) = graph(leaves)
     try:
-        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with dask.config.set({"distributed.scheduler.worker-ttl": None}):
             with LocalCluster(
                 n_workers=0, processes=True, threads_per_worker=1,
@@ -199,18 +198,19 @@ def run_once(leaves: int, mode: str, max_bytes: int) -> dict:
                 cluster.scale(2)
                 client.wait_for_workers(2, timeout=60)
                 client.get({("w", i): (add, i, 1) for i in range(20)}, [("w", i) for i in range(20)])
+                cpu0 = client.run(_cpu)
                 start = time.perf_counter()
                 result = client.get(dsk, root)
                 elapsed = time.perf_counter() - start
+                cpu1 = client.run(_cpu)
                 assert result == sum(2 * i + 2 for i in range(leaves)), result
                 pauses = []
                 if mode == "bounded":
                     pauses = sum(client.run(lambda dask_worker: [
                         p for plugin in dask_worker.plugins.values() if isinstance(plugin, Recorder)
                         for s in plugin._sessions.values() for p in s.snapshot_pauses]).values(), [])
-        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = {"seconds": elapsed, "cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
-               "pauses": pauses}
+        # the workers' CPU on the workload, all their threads (not their start)
+        out = {"seconds": elapsed, "cpu": sum(cpu1[w] - cpu0[w] for w in cpu1), "pauses": pauses}
         if mode == "bounded":
             folders = [os.path.join(logdir, f) for f in os.listdir(logdir) if f.endswith(".segments")]
             out["kept"] = [sum(os.path.getsize(p) for p in segment_files(f)) for f in folders]

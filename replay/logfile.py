@@ -63,12 +63,16 @@ class LogWriter:
         if self._gz is None:
             # an unbuffered file may take part of a line (disk full, signal);
             # the rest must follow or the next line would be glued to it
-            view = memoryview(line)
-            while view:
-                n = self._raw.write(view)
-                if n is None:
-                    raise BlockingIOError(f"{self.path}: write would block")
-                view = view[n:]
+            n = self._raw.write(line)
+            if n != len(line):
+                view = memoryview(line)
+                while True:
+                    if n is None:
+                        raise BlockingIOError(f"{self.path}: write would block")
+                    view = view[n:]
+                    if not view:
+                        break
+                    n = self._raw.write(view)
         else:
             self._gz.write(line)
             self._gz.flush(zlib.Z_SYNC_FLUSH)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copyreg
 import logging
+import operator
 import os
 import re
 import sys
@@ -63,6 +64,9 @@ from schemas.codec import (
 from schemas.convert import encode_event, encode_instruction
 
 logger = logging.getLogger("replay.record")
+
+#: the settings of a WorkerState as a tuple, read in C: twice per stimulus
+_settings_of = operator.attrgetter(*SETTINGS)
 
 DEFAULT_DIRECTORY = "replay-logs"
 
@@ -475,7 +479,8 @@ class Session:
             self._fail(e)
             return base.handle_stimulus(ws, *stims)
 
-        self._store_failed = []
+        if self._store_failed:
+            self._store_failed = []
         _calls_running += 1
         try:
             instructions = base.handle_stimulus(ws, *stims)
@@ -485,10 +490,13 @@ class Session:
             self._guard(self._remember, ws)
             raise
         _calls_running -= 1
-        self._guard(self._write_steps, encoded, handled, instructions, None)
-        self._guard(self._remember, ws)
-        if self.segments is not None and self.active:
-            self._guard(self._after_call, ws, len(stims), handled)
+        try:
+            self._write_steps(encoded, handled, instructions, None)
+            self._remember(ws)
+            if self.segments is not None:
+                self._after_call(ws, len(stims), handled)
+        except Exception as e:
+            self._fail(e)
         return instructions
 
     def _after_call(self, ws: wsm.WorkerState, n: int, handled: float) -> None:
@@ -513,14 +521,14 @@ class Session:
         segments.prune(now)
 
     def _remember(self, ws: wsm.WorkerState) -> None:
-        """What this call left, to tell later changes made outside
-        ``handle_stimulus`` from the state machine's own."""
-        self._settings = tuple(getattr(ws, n) for n in SETTINGS)
-        if ws.total_resources != self._resources:
-            self._resources = dict(ws.total_resources)
+        """What this call left of what the state machine changes itself (the
+        available resources), to tell later changes made outside
+        ``handle_stimulus`` from its own. Settings, total resources and the
+        address it never changes: :meth:`_write_changes` remembers them when
+        it writes them (were one changed by a call, the next call would
+        write it once, as a replay has it already)."""
         if ws.available_resources != self._available:
             self._available = dict(ws.available_resources)
-        self._address = _address_of(ws)
         if self.watch is not None:
             self.watch.remember()
 
@@ -538,6 +546,14 @@ class Session:
         assert self.writer is not None
         name = self.name
         last = len(encoded) - 1
+        if not last and error is None and not self._store_failed and instructions is not None:
+            # one event, the common call: its line without the batch bookkeeping
+            self.writer.write({
+                "kind": "step", "worker": name, "seq": self.seq + 1, "handled": handled,
+                "event": encoded[0], "instructions": [encode_instruction(x) for x in instructions],
+            })
+            self.seq += 1
+            return
         for i, ev in enumerate(encoded):
             rec: dict[str, Any] = {
                 "kind": "step",
@@ -600,7 +616,7 @@ class Session:
         self.inputs = state_inputs(ws)
         # as a WorkerState built from the header starts: what a replay has
         # before step 1, so that a difference becomes a record
-        self._settings = tuple(getattr(ws, n) for n in SETTINGS)
+        self._settings = _settings_of(ws)
         self._resources = dict(ws.total_resources)
         self._available = dict(ws.total_resources)
         self._address = _address_of(ws)
@@ -634,7 +650,7 @@ class Session:
         a setting assigned (``settings``), the worker's address once it has
         one (``address``), or, watched, task state (``outside``, which replay
         cannot reproduce)."""
-        settings = tuple(getattr(ws, n) for n in SETTINGS)
+        settings = _settings_of(ws)
         changed_settings = settings != self._settings
         changed_resources = (
             ws.total_resources != self._resources or ws.available_resources != self._available
@@ -663,6 +679,11 @@ class Session:
             rec["outside"] = outside
         assert self.writer is not None
         self.writer.write(rec)
+        # what a replay has from here on
+        self._settings = settings
+        self._resources = dict(ws.total_resources)
+        self._available = dict(ws.available_resources)
+        self._address = address
 
     def close(self, reason: str) -> None:
         if self.active and self._header_written:

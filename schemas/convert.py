@@ -136,7 +136,7 @@ def _type_encode(x: Any) -> str | None:
 
 def _sizes_encode(data: dict) -> list:
     return [
-        [encode_key(k), v.nbytes if type(v) is SizedValue else safe_sizeof(v)]
+        [_key(k), v.nbytes if type(v) is SizedValue else safe_sizeof(v)]
         for k, v in data.items()
     ]
 
@@ -301,7 +301,9 @@ class UnknownClass(CodecError):
     pass
 
 
-def _encode(obj: Any, table: dict[str, dict[str, Field]]) -> dict:
+def _encode_slowly(obj: Any, table: dict[str, dict[str, Field]]) -> dict:
+    """Encode field by field through the tables: the reference the compiled
+    encoders below must equal, and the path that names a field that is wrong."""
     name = type(obj).__name__
     try:
         fields = table[name]
@@ -311,8 +313,154 @@ def _encode(obj: Any, table: dict[str, dict[str, Field]]) -> dict:
     absent = ERA.log_only.get(name, ())
     for field, codec in fields.items():
         # a field this release's class lacks is written as null (schemas.versions)
-        out[field] = None if field in absent else codec.encode(getattr(obj, field))
+        try:
+            out[field] = None if field in absent else codec.encode(getattr(obj, field))
+        except CodecError as e:
+            raise CodecError(f"{name}.{field}: {e}") from None
     return out
+
+
+# Compiled encoders ------------------------------------------------------------
+#
+# The recorder encodes every event and instruction on the worker's event loop,
+# where the loop above costs a Python call per field and per key. Each class
+# gets one function, generated from its table, that builds the dict in one
+# display; the common shapes (a key that is a string, or a tuple of strings
+# and ints; finite floats; startstops) are encoded inline, anything else by
+# the field's own codec. Their result equals ``_encode_slowly``'s, byte for
+# byte once dumped (tests/test_recorder_encoding.py compares the two).
+
+_SIMPLE_KEY_PARTS = frozenset({str, int})
+_STRINGS = frozenset({str})
+#: what ``encode_value`` returns unchanged, by exact type
+_PLAIN_VALUES = frozenset({str, int, bool, type(None)})
+
+
+def _key(k: Any) -> Any:
+    t = type(k)
+    if t is str or t is int:
+        return k
+    if t is tuple and _SIMPLE_KEY_PARTS.issuperset(map(type, k)):
+        return list(k)
+    return encode_key(k)
+
+
+def _keys(items: Any) -> Any:
+    enc = [k if type(k) is str else _key(k) for k in items]
+    t = type(items)
+    if t is list:
+        return enc
+    if t is tuple:
+        return {"tuple": enc}
+    if t is set or t is frozenset:
+        return {"set": enc}
+    return enc
+
+
+def _workers(ws: Any) -> Any:
+    if not _STRINGS.issuperset(map(type, ws)):
+        return encode_collection(ws, _str)  # raises, naming the value
+    t = type(ws)
+    if t is tuple:
+        return {"tuple": list(ws)}
+    if t is set or t is frozenset:
+        return {"set": list(ws)}
+    return list(ws)
+
+
+def _who_has(who_has: Any) -> list:
+    return [[k if type(k) is str else _key(k), _workers(ws)] for k, ws in who_has.items()]
+
+
+def _nbytes(mapping: Any) -> list:
+    return [[k if type(k) is str else _key(k), n] for k, n in mapping.items()]
+
+
+def _priority(x: Any) -> list:
+    return list(x) if _PLAIN_VALUES.issuperset(map(type, x)) else _priority_encode(x)
+
+
+def _value(x: Any) -> Any:
+    t = type(x)
+    if t is str or t is int or t is bool or x is None:
+        return x
+    if t is float:
+        return x if x - x == 0.0 else encode_float(x)  # inf - inf and nan - nan are nan
+    if t is list:
+        return [_value(v) for v in x]
+    if t is dict:
+        # startstops: dicts of strings and finite floats
+        return {"dict": [
+            [k if type(k) is str else _value(k),
+             v if type(v) is str or (type(v) is float and v - v == 0.0) else _value(v)]
+            for k, v in x.items()
+        ]}
+    if t is tuple:
+        return {"tuple": [_value(v) for v in x]}
+    return encode_value(x)
+
+
+#: how a compiled encoder writes a field of each codec, ``{v}`` being a fresh
+#: name and ``{a}`` the attribute read; a codec not here is called
+_INLINE: dict[int, str] = {
+    id(STR): "o.{a}",
+    id(INT): "o.{a}",
+    id(BOOL): "o.{a}",
+    id(OPT_STR): "o.{a}",
+    id(OPT_INT): "o.{a}",
+    id(PLAIN): "o.{a}",
+    id(KEY): "({v} if type({v} := o.{a}) is str else _key({v}))",
+    id(KEYS): "_keys(o.{a})",
+    id(WHO_HAS): "_who_has(o.{a})",
+    id(NBYTES_MAP): "_nbytes(o.{a})",
+    id(PRIORITY): "_priority(o.{a})",
+    id(VALUE): "_value(o.{a})",
+    id(FLOAT): "({v} if type({v} := o.{a}) is float and {v} - {v} == 0.0 else {c}({v}))",
+    id(OPT_FLOAT): "({v} if ({v} := o.{a}) is None or (type({v}) is float and {v} - {v} == 0.0) "
+                   "else {c}({v}))",
+}
+
+
+def _compile(name: str, fields: dict[str, Field]) -> Callable[[Any], dict]:
+    # one generated dict display per class, as dataclasses generates __init__
+    env: dict[str, Any] = {"_key": _key, "_keys": _keys, "_who_has": _who_has,
+                           "_nbytes": _nbytes, "_priority": _priority, "_value": _value}
+    absent = ERA.log_only.get(name, ())
+    items = [f"'cls': {name!r}", "'stimulus_id': o.stimulus_id"]
+    for i, (field, codec) in enumerate(fields.items()):
+        if field in absent:
+            expr = "None"  # a field this release's class lacks (schemas.versions)
+        else:
+            env[f"_c{i}"] = codec.encode
+            expr = _INLINE.get(id(codec), "{c}(o.{a})").format(v=f"v{i}", a=field, c=f"_c{i}")
+        items.append(f"{field!r}: {expr}")
+    exec(f"def encode_{name}(o):\n    return {{{', '.join(items)}}}\n", env)
+    return env[f"encode_{name}"]
+
+
+_EVENT_ENCODERS = {name: _compile(name, fields) for name, fields in EVENT_FIELDS.items()}
+_INSTRUCTION_ENCODERS = {name: _compile(name, fields) for name, fields in INSTRUCTION_FIELDS.items()}
+
+
+def encode_event(ev: wsm.StateMachineEvent) -> dict:
+    """A live event as a JSON-ready dict; call it before the event is handled."""
+    encode = _EVENT_ENCODERS.get(type(ev).__name__)
+    if encode is None:
+        raise UnknownClass(f"unknown class {type(ev).__name__!r}")
+    try:
+        return encode(ev)
+    except CodecError:
+        return _encode_slowly(ev, EVENT_FIELDS)  # raises, naming the field
+
+
+def encode_instruction(inst: wsm.Instruction) -> dict:
+    encode = _INSTRUCTION_ENCODERS.get(type(inst).__name__)
+    if encode is None:
+        raise UnknownClass(f"unknown class {type(inst).__name__!r}")
+    try:
+        return encode(inst)
+    except CodecError:
+        return _encode_slowly(inst, INSTRUCTION_FIELDS)  # raises, naming the field
 
 
 def _decode_slowly(d: dict, table: dict[str, dict[str, Field]], classes: dict[str, type]):
@@ -367,11 +515,6 @@ def _decoders(table: dict[str, dict[str, Field]], classes: dict[str, type]) -> d
 _EVENT_DECODERS = _decoders(EVENT_FIELDS, EVENT_CLASSES)
 _INSTRUCTION_DECODERS = _decoders(INSTRUCTION_FIELDS, INSTRUCTION_CLASSES)
 
-def encode_event(ev: wsm.StateMachineEvent) -> dict:
-    """A live event as a JSON-ready dict; call it before the event is handled."""
-    return _encode(ev, EVENT_FIELDS)
-
-
 def decode_event(d: dict) -> wsm.StateMachineEvent:
     """A real dask event, ready for ``WorkerState.handle_stimulus``."""
     try:
@@ -379,10 +522,6 @@ def decode_event(d: dict) -> wsm.StateMachineEvent:
     except (KeyError, TypeError):
         raise UnknownClass(f"unknown event class {d.get('cls')!r}") from None
     return decode(d)
-
-
-def encode_instruction(inst: wsm.Instruction) -> dict:
-    return _encode(inst, INSTRUCTION_FIELDS)
 
 
 def decode_instruction(d: dict) -> wsm.Instruction:
