@@ -136,7 +136,11 @@ def decode_key(obj: Any) -> Any:
 
 
 def encode_collection(items: Collection, item=encode_key) -> Any:
-    enc = [item(k) for k in items]
+    return tag_collection(items, [item(k) for k in items])
+
+
+def tag_collection(items: Collection, enc: list) -> Any:
+    """``enc``, the encoded members of ``items``, tagged with its kind of collection."""
     t = type(items)
     if t is list:
         return enc

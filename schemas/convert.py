@@ -36,6 +36,7 @@ from schemas.codec import (
     encode_resources,
     encode_value,
     encode_who_has,
+    tag_collection,
 )
 
 
@@ -346,15 +347,7 @@ def _key(k: Any) -> Any:
 
 
 def _keys(items: Any) -> Any:
-    enc = [k if type(k) is str else _key(k) for k in items]
-    t = type(items)
-    if t is list:
-        return enc
-    if t is tuple:
-        return {"tuple": enc}
-    if t is set or t is frozenset:
-        return {"set": enc}
-    return enc
+    return tag_collection(items, [k if type(k) is str else _key(k) for k in items])
 
 
 def _workers(ws: Any) -> Any:
@@ -444,23 +437,21 @@ _INSTRUCTION_ENCODERS = {name: _compile(name, fields) for name, fields in INSTRU
 
 def encode_event(ev: wsm.StateMachineEvent) -> dict:
     """A live event as a JSON-ready dict; call it before the event is handled."""
-    encode = _EVENT_ENCODERS.get(type(ev).__name__)
-    if encode is None:
-        raise UnknownClass(f"unknown class {type(ev).__name__!r}")
-    try:
-        return encode(ev)
-    except CodecError:
-        return _encode_slowly(ev, EVENT_FIELDS)  # raises, naming the field
+    return _encode(ev, _EVENT_ENCODERS, EVENT_FIELDS)
 
 
 def encode_instruction(inst: wsm.Instruction) -> dict:
-    encode = _INSTRUCTION_ENCODERS.get(type(inst).__name__)
+    return _encode(inst, _INSTRUCTION_ENCODERS, INSTRUCTION_FIELDS)
+
+
+def _encode(obj: Any, encoders: dict, fields: dict) -> dict:
+    encode = encoders.get(type(obj).__name__)
     if encode is None:
-        raise UnknownClass(f"unknown class {type(inst).__name__!r}")
+        raise UnknownClass(f"unknown class {type(obj).__name__!r}")
     try:
-        return encode(inst)
+        return encode(obj)
     except CodecError:
-        return _encode_slowly(inst, INSTRUCTION_FIELDS)  # raises, naming the field
+        return _encode_slowly(obj, fields)  # raises, naming the field
 
 
 def _decode_slowly(d: dict, table: dict[str, dict[str, Field]], classes: dict[str, type]):
