@@ -546,14 +546,6 @@ class Session:
         assert self.writer is not None
         name = self.name
         last = len(encoded) - 1
-        if not last and error is None and not self._store_failed and instructions is not None:
-            # one event, the common call: its line without the batch bookkeeping
-            self.writer.write({
-                "kind": "step", "worker": name, "seq": self.seq + 1, "handled": handled,
-                "event": encoded[0], "instructions": [encode_instruction(x) for x in instructions],
-            })
-            self.seq += 1
-            return
         for i, ev in enumerate(encoded):
             rec: dict[str, Any] = {
                 "kind": "step",

@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import functools
 import re
+from collections.abc import Iterable
 from typing import Any, Optional
 
 from rich import box
@@ -89,12 +90,15 @@ def keys_line(label: str, keys: list, shown: int = 20) -> Text:
 
 def fields_text(obj: Any, limit: int = 120) -> str:
     """``field=value …`` of an event or instruction, bulky fields left out."""
+    return _spell(((name, getattr(obj, name)) for name in _shown_fields(type(obj))), limit)
+
+
+def _spell(fields: Iterable[tuple[str, Any]], limit: int) -> str:
+    """``name=value …`` of the fields worth showing: not None, not empty, not
+    bytes (a pickled type, whose name is in another field)."""
     parts = []
-    for name in _shown_fields(type(obj)):
-        v = getattr(obj, name)
-        if isinstance(v, bytes):  # a pickled type: its name is in another field
-            continue
-        if v is None or (isinstance(v, (list, tuple, set, frozenset, dict)) and not v):
+    for name, v in fields:
+        if v is None or isinstance(v, bytes) or (isinstance(v, (list, tuple, set, frozenset, dict)) and not v):
             continue
         parts.append(f"{name}={literal(v, limit)}")
     return " ".join(parts)
@@ -155,13 +159,8 @@ def encoded_text(d: dict, fields: list) -> str:
     log's, :func:`schemas.convert.encode_event`), given its class's shown
     fields as ``[[name, decoder]…]`` in the class's order (an index writes
     them down with ``distributed`` at hand; this needs neither)."""
-    parts = []
-    for name, codec in fields:
-        v = DECODERS[codec](d[name])
-        if v is None or isinstance(v, bytes) or (isinstance(v, (list, tuple, set, frozenset, dict)) and not v):
-            continue
-        parts.append(f"{name}={literal(v, 120)}")
-    return f"{d['cls']} {' '.join(parts)}".rstrip()
+    text = _spell(((name, DECODERS[codec](d[name])) for name, codec in fields), 120)
+    return f"{d['cls']} {text}".rstrip()
 
 
 def step_line(brief: Any) -> Text:

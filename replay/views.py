@@ -70,8 +70,7 @@ def _in_view_order(tasks: Iterable[Any]) -> list:
     tasks is compared by rank; the order of one sort by both)."""
     by_rank: dict[int, list] = {}
     for ts in tasks:
-        rank = _RANKS.get(ts.state)
-        by_rank.setdefault(_state_rank(ts.state) if rank is None else rank, []).append(ts)
+        by_rank.setdefault(_state_rank(ts.state), []).append(ts)
     out: list = []
     for rank in sorted(by_rank):
         group = by_rank[rank]
