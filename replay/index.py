@@ -1101,14 +1101,18 @@ class IndexedWorker:
 
     def _run(self, first: int) -> tuple[list, list, list]:
         """The run of steps from ``first``: their times, stimulus ids and classes (the last few kept)."""
-        run = self._runs.get(first)
-        if run is None:
-            (data,) = self.db.execute("SELECT data FROM steps WHERE wid = ? AND first = ?",
+        return self._cached(self._runs, "steps", first, 8)
+
+    def _cached(self, cache: dict, table: str, first: int, most: int) -> Any:
+        """The decompressed block of ``table`` from ``first``, kept in ``cache`` (the ``most`` last read)."""
+        block = cache.get(first)
+        if block is None:
+            (data,) = self.db.execute(f"SELECT data FROM {table} WHERE wid = ? AND first = ?",
                                       (self.wid, first)).fetchone()
-            run = self._runs[first] = orjson.loads(zlib.decompress(data))
-            while len(self._runs) > 8:
-                del self._runs[next(iter(self._runs))]
-        return run
+            block = cache[first] = orjson.loads(zlib.decompress(data))
+            while len(cache) > most:
+                del cache[next(iter(cache))]
+        return block
 
     def _stored(self) -> int:
         """The last step the index holds (replay stopped there, or the log did)."""
@@ -1187,13 +1191,7 @@ class IndexedWorker:
         ``[step, [[kid, key, moved, row or None]…], counters change or None]``."""
         for (first,) in self.db.execute("SELECT first FROM changes WHERE wid = ? AND first > ? AND first <= ?"
                                         " ORDER BY first", (self.wid, after // CHANGES * CHANGES, until)):
-            block = self._blocks.get(first)
-            if block is None:
-                (data,) = self.db.execute("SELECT data FROM changes WHERE wid = ? AND first = ?",
-                                          (self.wid, first)).fetchone()
-                block = self._blocks[first] = orjson.loads(zlib.decompress(data))
-                while len(self._blocks) > 16:
-                    del self._blocks[next(iter(self._blocks))]
+            block = self._cached(self._blocks, "changes", first, 16)
             for entry in block:
                 if after < entry[0] <= until:
                     yield entry
