@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from bisect import bisect_right
+from itertools import accumulate
 import importlib.metadata
 import os
 import sqlite3
@@ -55,13 +56,14 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import orjson
+import zstandard
 
 from replay import codeid
 from replay.diagnosis import Tracker, why, why_view
 from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
 from replay.literal import jsonable, key_text, sort_key
-from replay.logfile import LogName, log_inputs, log_name
+from replay.logfile import GZIP_MAGIC, LogError, LogName, lines_at, log_inputs, log_name
 from replay.positions import choose_worker, step_of
 from replay.render import encoded_text, event_text
 from replay.scheduler_log import attach_scheduler_log
@@ -98,7 +100,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 17
+VERSION = 18
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -108,8 +110,17 @@ KEYFRAME = 2000
 CHANGES = 250
 #: steps per row of ``steps`` (their times, stimulus ids and event classes)
 STEPS = 4096
+#: keys per row of ``kids`` (what the index keeps of each key)
+KIDS = 256
 #: bytes of the log's head that identify it, with its size and mtime
 HEAD = 1 << 16
+#: zstd level of every compressed blob (9: as fast as zlib's 6 here, a tenth smaller)
+LEVEL = 9
+#: blocks of story lines and of changes a worker's dictionary is trained on
+#: (its first ones); a worker with fewer is compressed without one
+TRAIN = 32
+#: bytes of such a dictionary
+DICT_BYTES = 32768
 
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
@@ -117,11 +128,12 @@ CREATE TABLE workers (wid INTEGER PRIMARY KEY, address TEXT, events INTEGER, inf
 CREATE TABLE steps (wid INTEGER, first INTEGER, low REAL, sids BLOB, data BLOB,
                     PRIMARY KEY (wid, first)) WITHOUT ROWID;
 CREATE TABLE blocks (wid INTEGER, first INTEGER, data BLOB, PRIMARY KEY (wid, first)) WITHOUT ROWID;
-CREATE TABLE keys (wid INTEGER, key TEXT, kid INTEGER, changed BLOB, moved BLOB, story BLOB,
-                   gathers TEXT, executes BLOB, PRIMARY KEY (wid, key)) WITHOUT ROWID;
+CREATE TABLE keys (wid INTEGER, crc INTEGER, kid INTEGER, PRIMARY KEY (wid, crc, kid)) WITHOUT ROWID;
+CREATE TABLE kids (wid INTEGER, first INTEGER, data BLOB, PRIMARY KEY (wid, first)) WITHOUT ROWID;
 CREATE TABLE changes (wid INTEGER, first INTEGER, data BLOB, PRIMARY KEY (wid, first)) WITHOUT ROWID;
 CREATE TABLE keyframes (wid INTEGER, step INTEGER, data BLOB, PRIMARY KEY (wid, step)) WITHOUT ROWID;
 CREATE TABLE gathers (wid INTEGER, issued INTEGER, answered INTEGER, peer TEXT, keys TEXT);
+CREATE TABLE dicts (wid INTEGER, kind TEXT, data BLOB, PRIMARY KEY (wid, kind)) WITHOUT ROWID;
 """
 # built after the bulk insert: cheaper than keeping them up to date
 _INDEXES = """
@@ -586,6 +598,70 @@ def _has_repr(value: Any) -> bool:
     return False
 
 
+class _Packer:
+    """Writes one worker's compressed blocks of one table (``blocks`` or
+    ``changes``): zstd, with a dictionary trained on the worker's first
+    :data:`TRAIN` blocks (kept in ``dicts``; the blocks repeat the same
+    field names, classes and key names, which each small block would
+    otherwise spell out again). Blocks are held until it is trained; a worker
+    with fewer blocks is compressed without one."""
+
+    def __init__(self, db: sqlite3.Connection, wid: int, table: str):
+        self.db, self.wid, self.table = db, wid, table
+        self.held: list[tuple[int, bytes]] = []
+        self.zc: Optional[zstandard.ZstdCompressor] = None
+
+    def add(self, first: int, raw: bytes) -> None:
+        if self.zc is None:
+            self.held.append((first, raw))
+            if len(self.held) >= TRAIN:
+                try:
+                    trained = zstandard.train_dictionary(DICT_BYTES, [r for _, r in self.held])
+                except zstandard.ZstdError:  # samples it cannot learn from: none
+                    trained = None
+                self._start(trained)
+        else:
+            self.db.execute(f"INSERT INTO {self.table} VALUES (?, ?, ?)", (self.wid, first, self.zc.compress(raw)))
+
+    def _start(self, trained: Optional[zstandard.ZstdCompressionDict]) -> None:
+        if trained is not None:
+            self.db.execute("INSERT INTO dicts VALUES (?, ?, ?)", (self.wid, self.table, trained.as_bytes()))
+        self.zc = zstandard.ZstdCompressor(level=LEVEL, dict_data=trained)
+        held, self.held = self.held, []
+        for first, raw in held:
+            self.add(first, raw)
+
+    def close(self) -> None:
+        if self.zc is None:
+            self._start(None)
+
+
+def _compress(raw: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=LEVEL).compress(raw)
+
+
+def _lean(d: dict, sid: str) -> Optional[int]:
+    """Where ``d`` (an event's or instruction's encoding) held the step's
+    stimulus id, which it no longer holds (:func:`_full` puts it back); None
+    when it held another (kept)."""
+    if d.get("stimulus_id") != sid:
+        return None
+    at = list(d).index("stimulus_id")
+    del d["stimulus_id"]
+    return at
+
+
+def _full(line: list, sid: str) -> list:
+    """A story line as :func:`_lean` found it: the step's stimulus id back
+    in its place in the payload."""
+    if len(line) > 4:
+        kind = line[0]
+        items = list(line[2][kind].items())
+        items.insert(line.pop(), ("stimulus_id", sid))
+        line[2] = {kind: dict(items)}
+    return line
+
+
 class _Writer:
     """Follows one worker's tapped replay and writes what each step observed.
 
@@ -596,7 +672,8 @@ class _Writer:
     step changed go into a compressed block per :data:`CHANGES` steps.
     """
 
-    def __init__(self, db: sqlite3.Connection, wid: int, address: str, rendered: dict):
+    def __init__(self, db: sqlite3.Connection, wid: int, address: str, rendered: dict,
+                 locate: Optional[Callable[[int], Optional[tuple[int, int]]]] = None):
         # writing replays; only reading must stay free of the state machine
         from replay.requests import OpenRequests
         from schemas.convert import encode_instruction
@@ -633,11 +710,17 @@ class _Writer:
         self.strays: dict[str, list] = {}
         self.block: list = []
         self.block_first = 1
+        self.packers = {t: _Packer(db, wid, t) for t in ("blocks", "changes")}
         #: this block's changed steps: [step, [[kid, key, moved, row or None]…], counters change or None]
         self.change_block: list = []
-        #: the steps of this run of STEPS: recorded times, stimulus ids, event classes
-        self.steps: tuple[list, list, list] = ([], [], [])
+        #: the steps of this run of STEPS: recorded times, stimulus ids, event
+        #: classes, and where each step's line is in the log (line, byte
+        #: offset; each the difference from the step before's, None: unknown)
+        self.steps: tuple[list, list, list, list, list] = ([], [], [], [], [])
         self.steps_first = 1
+        #: step -> its line and byte offset in the log, where an event can be read again (_locator)
+        self.locate = locate
+        self.last_at = (0, 0)
         #: [step, handled, class] of every PauseEvent and UnpauseEvent
         self.pauses: list[list] = []
         #: class -> its shown fields and their decoders, for the classes whose
@@ -680,16 +763,32 @@ class _Writer:
                 tag[2] = step
                 answered = tag[5]
             cls = type(ev).__name__
-            self.steps[0].append(handled)
-            self.steps[1].append(sid)
-            self.steps[2].append(cls)
+            steps = self.steps
+            steps[0].append(handled)
+            steps[1].append(sid)
+            steps[2].append(cls)
+            at = None if self.locate is None else self.locate(step)
+            if at is None:
+                steps[3].append(None)
+                steps[4].append(None)
+            else:
+                steps[3].append(at[0] - self.last_at[0])
+                steps[4].append(at[1] - self.last_at[1])
+                self.last_at = at
             if cls in ("PauseEvent", "UnpauseEvent"):
                 self.pauses.append([step, handled, cls])
             touched = set(named) | set(answered)
             # an event's and an instruction's text is made when read (encoded_text)
             # from its payload, a transition's too (transition_text)
-            lines = [["event", None if cls in self.rendered else event_text(ev), {"event": s.record["event"]},
-                      [kid(k) for k in touched]]]
+            text = None if cls in self.rendered else event_text(ev)
+            if at is not None:  # read from the log when asked for (IndexedWorker._fill)
+                lines = [["event", text, None, [kid(k) for k in touched]]]
+            else:
+                event = dict(s.record["event"])  # the reader's own stays as read
+                where = _lean(event, sid)
+                lines = [["event", text, {"event": event}, [kid(k) for k in touched]]]
+                if where is not None:
+                    lines[0].append(where)
             for entry in s.log:
                 keys = entry_keys(entry, self.known)
                 touched.update(keys)
@@ -701,8 +800,12 @@ class _Writer:
                 keys = instruction_keys(inst)
                 touched |= keys
                 enc = self.encode_instruction(inst)
-                lines.append(["instruction", None if self._renders(inst, enc) else line_text("instruction", inst),
-                              {"instruction": enc}, [kid(k) for k in keys]])
+                line = ["instruction", None if self._renders(inst, enc) else line_text("instruction", inst),
+                        {"instruction": enc}, [kid(k) for k in keys]]
+                where = _lean(enc, sid)
+                if where is not None:
+                    line.append(where)
+                lines.append(line)
                 row = None
                 if isinstance(inst, wsm.GatherDep):
                     gkeys = sorted(inst.to_gather, key=sort_key)
@@ -776,8 +879,7 @@ class _Writer:
 
     def _write_block(self) -> None:
         if self.block:
-            self.db.execute("INSERT INTO blocks VALUES (?, ?, ?)",
-                            (self.wid, self.block_first, zlib.compress(orjson.dumps(self.block), 6)))
+            self.packers["blocks"].add(self.block_first, orjson.dumps(self.block))
             self.block_first += len(self.block)
             self.block = []
 
@@ -786,8 +888,7 @@ class _Writer:
         run of :data:`CHANGES`: it is written at each multiple)."""
         if self.change_block:
             first = (self.change_block[0][0] - 1) // CHANGES * CHANGES + 1
-            self.db.execute("INSERT INTO changes VALUES (?, ?, ?)",
-                            (self.wid, first, zlib.compress(orjson.dumps(self.change_block), 6)))
+            self.packers["changes"].add(first, orjson.dumps(self.change_block))
             self.change_block = []
 
     def _tasks(self, step: int, touched: set, ws: Any, moved_keys: Any) -> list:
@@ -836,7 +937,7 @@ class _Writer:
             "members": {f: sorted(m) for f, m in self.members.items()},
         }
         self.db.execute("INSERT INTO keyframes VALUES (?, ?, ?)",
-                        (self.wid, step, zlib.compress(orjson.dumps(frame), 6)))
+                        (self.wid, step, _compress(orjson.dumps(frame))))
 
     def _counters(self, ws: Any, tasks: list) -> Optional[dict]:
         # what counters_row reads, compared first: most steps change none of it
@@ -861,26 +962,32 @@ class _Writer:
         return changed or None
 
     def flush(self) -> None:
-        handled, sids, classes = self.steps
+        handled = self.steps[0]
+        sids = self.steps[1]
         if handled:
             times = [t for t in handled if t is not None]
             crcs = array("I", sorted({_crc(sid) for sid in sids}))
             self.db.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?)", (
                 self.wid, self.steps_first, min(times) if times else None, crcs.tobytes(),
-                zlib.compress(orjson.dumps(self.steps), 6)))
+                _compress(orjson.dumps(self.steps))))
             self.steps_first += len(handled)
-            self.steps = ([], [], [])
+            self.steps = ([], [], [], [], [])
+            self.last_at = (0, 0)
 
     def close(self) -> None:
         self._write_block()
         self._write_changes()
+        for packer in self.packers.values():
+            packer.close()
         self.flush()
         self.db.executemany("INSERT INTO gathers VALUES (?, ?, ?, ?, ?)", [r[:5] for r in self.gather_rows])
-        self.db.executemany("INSERT OR IGNORE INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
-            (self.wid, orjson.dumps(enc).decode(), k, _packed(self.changed[k]), _packed(self.moved[k]),
-             _packed(self.story[k]), orjson.dumps(self.gathered.get(k, [])).decode(),
-             _packed(self.executed.get(k, ())))
-            for k, enc in enumerate(self.encoded)))
+        self.db.executemany("INSERT INTO keys VALUES (?, ?, ?)",
+                            ((self.wid, _crc(text), k) for k, text in enumerate(self.texts)))
+        for first in range(0, len(self.encoded), KIDS):
+            rows = [[self.encoded[k], _deltas(self.changed[k]), _deltas(self.moved[k]), _deltas(self.story[k]),
+                     self.gathered.get(k, []), _deltas(self.executed.get(k, ()))]
+                    for k in range(first, min(first + KIDS, len(self.encoded)))]
+            self.db.execute("INSERT INTO kids VALUES (?, ?, ?)", (self.wid, first, _compress(orjson.dumps(rows))))
 
 
 def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> str:
@@ -902,7 +1009,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                          + _SCHEMA)
         rendered = rendered_fields()
         for wid, wh in enumerate(history.workers):
-            w = _Writer(db, wid, wh.address, rendered)
+            w = _Writer(db, wid, wh.address, rendered, _locator(history, wh))
             crash = crash_step = invariant = None
             cb = None if progress is None else (lambda step, a=wh.address: progress(a, step))
             r = wh.replayer(tap_log=True, follow_recording=True)
@@ -953,6 +1060,30 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
             except FileNotFoundError:  # another indexer of the log got there first
                 pass
     return path
+
+
+def _locator(history: Any, wh: Any) -> Optional[Callable[[int], Optional[tuple[int, int]]]]:
+    """Where each step's line is in a log of one uncompressed file: its line
+    number and byte offset, from the reading's scan (the index then keeps
+    where its event is, not the event: the index is current only while the
+    log is the same, by size, mtime and head). None for any other log."""
+    log = history.log
+    if history.path == "<stdin>" or log.files is not None:
+        return None
+    with open(log.source, "rb") as f:
+        if f.read(2) == GZIP_MAGIC:
+            return None
+    wlog = wh.wlog
+    seqs, lines, offsets = wlog.seqs, wlog.lines, wlog.offsets
+    if not (len(seqs) == len(lines) == len(offsets)):
+        return None
+
+    def locate(step: int) -> Optional[tuple[int, int]]:
+        # a resources record carries the step it precedes: the step's line is the last
+        i = bisect_right(seqs, step) - 1
+        return (lines[i], offsets[i]) if i >= 0 and seqs[i] == step else None
+
+    return locate
 
 
 def _one_by_one(call: Any) -> Iterator[Any]:
@@ -1067,7 +1198,22 @@ class IndexedWorker:
         self._blocks: dict[int, list] = {}
         #: first step -> a run of steps (_run), the last few decoded
         self._runs: dict[int, tuple[list, list, list]] = {}
+        #: first kid -> a row of kids, the last few decoded
+        self._kids: dict[int, list] = {}
+        #: first step of a run -> its steps' lines and byte offsets in the log
+        self._wheres: dict[int, tuple[list, list]] = {}
         self._times: Optional[list[Optional[float]]] = None
+        #: table -> the decompressor of its blobs (with the worker's dictionary, if any)
+        self._unpackers: dict[str, zstandard.ZstdDecompressor] = {}
+
+    def _unpack(self, table: str, blob: bytes) -> Any:
+        """A blob of ``table`` as the writer packed it (:class:`_Packer`, :func:`_compress`)."""
+        d = self._unpackers.get(table)
+        if d is None:
+            row = self.db.execute("SELECT data FROM dicts WHERE wid = ? AND kind = ?", (self.wid, table)).fetchone()
+            d = self._unpackers[table] = zstandard.ZstdDecompressor(
+                dict_data=None if row is None else zstandard.ZstdCompressionDict(row[0]))
+        return orjson.loads(d.decompress(blob))
 
     @property
     def ended(self) -> bool:
@@ -1099,6 +1245,36 @@ class IndexedWorker:
         """Each run of steps: its first step and its earliest recorded time."""
         return self.db.execute("SELECT first, low FROM steps WHERE wid = ? ORDER BY first", (self.wid,)).fetchall()
 
+    def _where(self, step: int) -> tuple[int, int]:
+        """The line and byte offset of ``step``'s line in the log (the writer knew them)."""
+        first = (step - 1) // STEPS * STEPS + 1
+        at = self._wheres.get(first)
+        if at is None:
+            run = self._run(first)
+            at = self._wheres[first] = ([], [])
+            for i in (3, 4):
+                n = 0
+                for d in run[i]:
+                    if d is not None:
+                        n += d
+                    at[i - 3].append(n)
+            while len(self._wheres) > 8:
+                del self._wheres[next(iter(self._wheres))]
+        return at[0][step - first], at[1][step - first]
+
+    def _fill(self, found: list[tuple[int, list]]) -> None:
+        """The events of these story lines that the index left in the log,
+        read there (``found``: ``(step, line)``, ascending steps)."""
+        want = [(step, line) for step, line in found if line[2] is None]
+        if not want:
+            return
+        at = [self._where(step) for step, _ in want]
+        read = lines_at(self.index.path, [a[0] for a in at], [a[1] for a in at], source=self.index.log)
+        for (step, line), (lineno, rec) in zip(want, read):
+            if rec.get("kind") != "step" or rec.get("seq") != step or "event" not in rec:
+                raise LogError(self.index.path, lineno, "not the record indexed: the log changed since it was indexed")
+            line[2] = {"event": rec["event"]}
+
     def _run(self, first: int) -> tuple[list, list, list]:
         """The run of steps from ``first``: their times, stimulus ids and classes (the last few kept)."""
         return self._cached(self._runs, "steps", first, 8)
@@ -1109,7 +1285,7 @@ class IndexedWorker:
         if block is None:
             (data,) = self.db.execute(f"SELECT data FROM {table} WHERE wid = ? AND first = ?",
                                       (self.wid, first)).fetchone()
-            block = cache[first] = orjson.loads(zlib.decompress(data))
+            block = cache[first] = self._unpack(table, data)
             while len(cache) > most:
                 del cache[next(iter(cache))]
         return block
@@ -1162,12 +1338,24 @@ class IndexedWorker:
         """What the index keeps of ``key`` (None: the worker never named it):
         its kid, the steps its row changed, it moved, its story has a line
         (arrays), its gathers ``[[step, peer]…]``, its executes (array)."""
-        row = self.db.execute("SELECT kid, changed, moved, story, gathers, executes FROM keys"
-                              " WHERE wid = ? AND key = ?", (self.wid, _ktext(key))).fetchone()
-        if row is None:
-            return None
-        kid, changed, moved, story, gathers, executes = row
-        return kid, _steps(changed), _steps(moved), _steps(story), orjson.loads(gathers), _steps(executes)
+        text = _ktext(key)
+        # the first key of that spelling (the CRC-32 of another may be the same)
+        for (kid,) in self.db.execute("SELECT kid FROM keys WHERE wid = ? AND crc = ? ORDER BY kid",
+                                      (self.wid, _crc(text))):
+            enc, changed, moved, story, gathers, executes = self._kid(kid)
+            if orjson.dumps(enc).decode() == text:
+                return kid, _steps(changed), _steps(moved), _steps(story), gathers, _steps(executes)
+        return None
+
+    def _kid(self, kid: int) -> list:
+        """The row of ``kids`` that holds ``kid``'s: its encoding and packed steps."""
+        first = kid // KIDS * KIDS
+        return self._cached(self._kids, "kids", first, 8)[kid - first]
+
+    def _storied(self) -> set:
+        """Every key with a story line."""
+        return {decode_key(row[0]) for (data,) in self.db.execute("SELECT data FROM kids WHERE wid = ?", (self.wid,))
+                for row in self._unpack("kids", data) if row[3]}
 
     def task_at(self, key: Any, step: int) -> Optional[list]:
         """The row of ``key`` after ``step`` (None if the worker had no such task):
@@ -1217,7 +1405,7 @@ class IndexedWorker:
             if since:
                 (blob,) = self.db.execute("SELECT data FROM keyframes WHERE wid = ? AND step = ?",
                                           (self.wid, since)).fetchone()
-                data = orjson.loads(zlib.decompress(blob))
+                data = self._unpack("keyframes", blob)
                 rows = {decode_key(k): r for k, r in data["tasks"]}
                 counters.update(data["counters"])
                 for f, members in data["members"].items():
@@ -1277,14 +1465,20 @@ class IndexedWorker:
         last = after.step  # a replay that stopped early: the steps it reached
         rows = [(step, *self._step(step)) for step in range(first + 1, min(last, first + DIFF_STEPS, self._stored()) + 1)]
         # a step's first story line is its event, in words
-        texts = {step: self._text(lines[0]) for step, lines in self._lines([r[0] for r in rows])}
+        sids = {r[0]: r[2] for r in rows}
+        events = [(step, lines[0]) for step, lines in self._lines(list(sids))]
+        self._fill(events)
+        texts = {step: self._text(line, sids[step]) for step, line in events}
         briefs = [StepBrief(step, handled, sid, cls, texts[step]) for step, handled, sid, cls in rows]
         return DiffView(before, after, briefs, last - first)
 
     # --- stories -----------------------------------------------------------
 
-    def _text(self, line: list) -> str:
-        """A story line's text: made here from its payload unless the writer kept it."""
+    def _text(self, line: list, sid: str) -> str:
+        """A story line's text: made here from its payload unless the writer
+        kept it; its payload made whole (:func:`_full`) with the step's
+        stimulus id ``sid``."""
+        _full(line, sid)
         if line[1] is None:
             kind = line[0]
             if kind == "transition":
@@ -1304,14 +1498,16 @@ class IndexedWorker:
             if want != first:
                 (data,) = self.db.execute("SELECT data FROM blocks WHERE wid = ? AND first = ?",
                                           (self.wid, want)).fetchone()
-                block, first = orjson.loads(zlib.decompress(data)), want
+                block, first = self._unpack("blocks", data), want
             yield step, block[step - first]
 
     def lines_of(self, step: int) -> list:
         """The story lines of one step: ``[kind, text, payload, keys]`` each."""
         lines = next(self._lines([step]))[1]
+        self._fill([(step, lines[0])])
+        sid = self._step(step)[1]
         for line in lines:
-            self._text(line)
+            self._text(line, sid)
         return lines
 
     def _handled(self, steps: list[int]) -> dict[int, tuple[float, str]]:
@@ -1332,16 +1528,16 @@ class IndexedWorker:
         wanted = {f[0] for f in found}
         steps = sorted({s for f in found for s in f[3][:bisect_right(f[3], stop)]})
         times = self._handled(steps)
+        found = [(step, line) for step, step_lines in self._lines(steps) for line in step_lines
+                 if not wanted.isdisjoint(line[3])]
+        self._fill(found)
         lines = []
-        for step, step_lines in self._lines(steps):
+        for step, line in found:
             handled, sid = times[step]
-            for line in step_lines:
-                if not wanted.isdisjoint(line[3]):
-                    lines.append(StoryLine(step, handled, self.address, sid, line[0], self._text(line), line[2]))
+            text = self._text(line, sid)
+            lines.append(StoryLine(step, handled, self.address, sid, line[0], text, line[2]))
         if not lines:
-            known = {_kparse(k) for (k,) in self.db.execute(
-                "SELECT key FROM keys WHERE wid = ? AND length(story) > 0", (self.wid,))}
-            raise NotFound(no_such_key(set(keys), known, self.address))
+            raise NotFound(no_such_key(set(keys), self._storied(), self.address))
         about = ", ".join(sorted(key_text(k) for k in keys))
         return Story(about, lines, self._start(), keys=sorted(keys, key=sort_key), note=note)
 
@@ -1351,11 +1547,12 @@ class IndexedWorker:
         if not rows:
             raise NotFound(f"no step of {self.address} has stimulus id {stimulus_id!r}")
         times = dict(rows)
-        lines = [
-            StoryLine(step, times[step], self.address, stimulus_id, line[0], self._text(line), line[2])
-            for step, step_lines in self._lines([s for s, _ in rows])
-            for line in step_lines
-        ]
+        found = [(step, line) for step, step_lines in self._lines([s for s, _ in rows]) for line in step_lines]
+        self._fill(found)
+        lines = []
+        for step, line in found:
+            text = self._text(line, stimulus_id)
+            lines.append(StoryLine(step, times[step], self.address, stimulus_id, line[0], text, line[2]))
         return Story(f"stimulus {stimulus_id}", lines, self._start(), stimulus_id=stimulus_id, note=note)
 
     # --- why -------------------------------------------------------------
@@ -1393,40 +1590,26 @@ class IndexedWorker:
         )
 
 
+def _deltas(steps: Any) -> list[int]:
+    """Ascending steps as the differences between them (small numbers, which
+    JSON spells in a digit or two and which compress well)."""
+    out = []
+    prev = 0
+    for step in steps:
+        out.append(step - prev)
+        prev = step
+    return out
+
+
+def _steps(deltas: list[int]) -> array:
+    """Steps written by :func:`_deltas`."""
+    return array("i", accumulate(deltas))
+
+
 def _unsigned(packed: bytes) -> array:
     """A packed array of CRC-32s, as the writer wrote it."""
     out = array("I")
     out.frombytes(packed)
-    return out
-
-
-def _packed(steps: Any) -> bytes:
-    """Ascending steps as the differences between them, 7 bits a byte (a
-    key's steps are mostly close together: a byte or two each)."""
-    out = bytearray()
-    prev = 0
-    for step in steps:
-        d = step - prev
-        prev = step
-        while d >= 0x80:
-            out.append(d & 0x7F | 0x80)
-            d >>= 7
-        out.append(d)
-    return bytes(out)
-
-
-def _steps(packed: bytes) -> array:
-    """Steps packed by :func:`_packed`."""
-    out = array("i")
-    step = d = shift = 0
-    for b in packed:
-        d |= (b & 0x7F) << shift
-        if b & 0x80:
-            shift += 7
-        else:
-            step += d
-            out.append(step)
-            d = shift = 0
     return out
 
 
