@@ -94,7 +94,8 @@ def rows(events: int, quick: bool) -> list[Row]:
 
     def index_rss():
         m = index_facts or isolated("index", f"measure_build({simulated_log(events)!r})")
-        return f"+{m['rss_growth_mb']:.0f} MB", m["rss_growth_mb"] <= 300
+        return (f"+{m['rss_growth_mb']:.0f} MB ({m['rss_indexing_mb']:.0f} vs {m['rss_replay_mb']:.0f} MB, sampled"
+                f" with the reader child)", m["rss_growth_mb"] <= 300)
 
     def first_load():
         m = isolated("index", f"measure_first_load({simulated_log(events)!r})")

@@ -789,6 +789,8 @@ class _Writer:
                 lines = [["event", text, {"event": event}, [kid(k) for k in touched]]]
                 if where is not None:
                     lines[0].append(where)
+            # the instructions the log holds for the step, if it is read again
+            recorded = None if at is None else s.record.get("instructions")
             for entry in s.log:
                 keys = entry_keys(entry, self.known)
                 touched.update(keys)
@@ -796,15 +798,19 @@ class _Writer:
                     lines.append(["transition", None, self._transition(entry), [kid(k) for k in keys]])
                 else:
                     lines.append(["log", line_text("log", entry), line_data("log", entry), [kid(k) for k in keys]])
-            for inst in s.instructions:
+            for j, inst in enumerate(s.instructions):
                 keys = instruction_keys(inst)
                 touched |= keys
                 enc = self.encode_instruction(inst)
                 line = ["instruction", None if self._renders(inst, enc) else line_text("instruction", inst),
                         {"instruction": enc}, [kid(k) for k in keys]]
-                where = _lean(enc, sid)
-                if where is not None:
-                    line.append(where)
+                if recorded is not None and j < len(recorded) and recorded[j] == enc \
+                        and orjson.dumps(recorded[j]) == orjson.dumps(enc):
+                    line[2] = j  # the recorded one, spelled alike: read from the log when asked for
+                else:
+                    where = _lean(enc, sid)
+                    if where is not None:
+                        line.append(where)
                 lines.append(line)
                 row = None
                 if isinstance(inst, wsm.GatherDep):
@@ -1263,17 +1269,23 @@ class IndexedWorker:
         return at[0][step - first], at[1][step - first]
 
     def _fill(self, found: list[tuple[int, list]]) -> None:
-        """The events of these story lines that the index left in the log,
-        read there (``found``: ``(step, line)``, ascending steps)."""
-        want = [(step, line) for step, line in found if line[2] is None]
+        """The payloads of these story lines that the index left in the log
+        (an event: None; a recorded instruction: its place in the step's
+        ``instructions``), read there (``found``: ``(step, line)``, ascending
+        steps)."""
+        want: dict[int, list] = {}
+        for step, line in found:
+            if line[2] is None or type(line[2]) is int:
+                want.setdefault(step, []).append(line)
         if not want:
             return
-        at = [self._where(step) for step, _ in want]
+        at = [self._where(step) for step in want]
         read = lines_at(self.index.path, [a[0] for a in at], [a[1] for a in at], source=self.index.log)
-        for (step, line), (lineno, rec) in zip(want, read):
+        for (step, lines), (lineno, rec) in zip(want.items(), read):
             if rec.get("kind") != "step" or rec.get("seq") != step or "event" not in rec:
                 raise LogError(self.index.path, lineno, "not the record indexed: the log changed since it was indexed")
-            line[2] = {"event": rec["event"]}
+            for line in lines:
+                line[2] = {"event": rec["event"]} if line[2] is None else {"instruction": rec["instructions"][line[2]]}
 
     def _run(self, first: int) -> tuple[list, list, list]:
         """The run of steps from ``first``: their times, stimulus ids and classes (the last few kept)."""
@@ -1504,7 +1516,7 @@ class IndexedWorker:
     def lines_of(self, step: int) -> list:
         """The story lines of one step: ``[kind, text, payload, keys]`` each."""
         lines = next(self._lines([step]))[1]
-        self._fill([(step, lines[0])])
+        self._fill([(step, line) for line in lines])
         sid = self._step(step)[1]
         for line in lines:
             self._text(line, sid)
