@@ -19,8 +19,9 @@ the log or in a cache folder:
   rows (state, previous, next, priority, who_has, …) each step changed and
   the worker's counters and containers (running, transfers, memory,
   resources, busy peers, ready, in flight…) it changed; with ``keyframes``
-  of every row each :data:`KEYFRAME` steps, the tasks at any step are a
-  keyframe plus a bounded number of changes;
+  of every row each :data:`KEYFRAME` steps (every :data:`FULL`-th whole,
+  those between as the rows changed since it), the tasks at any step are
+  a keyframe plus a bounded number of changes;
 - ``keys``: per key, its interned id (story lines and changes name keys by
   it) and packed arrays of steps: where its row changed, where it moved
   (for ``why``), where its story has a line, its GatherDep and Execute
@@ -105,6 +106,10 @@ VERSION = 18
 BLOCK = 64
 #: steps between two keyframes of the task table
 KEYFRAME = 2000
+#: every FULL-th keyframe holds every row; those between hold the rows that
+#: changed since it (a worker that keeps thousands of tasks rewrote them all
+#: at each keyframe: at a million steps, more than a tenth of the log)
+FULL = 10
 #: steps per compressed block of changes (task rows, counters, containers);
 #: a keyframe starts a block
 CHANGES = 250
@@ -701,6 +706,9 @@ class _Writer:
         #: key -> the row last written (JSON), and what it was made of
         self.rows: dict[Any, str] = {}
         self.sigs: dict[Any, tuple] = {}
+        #: the rows of the last whole keyframe, and its step
+        self.full_rows: dict[Any, str] = {}
+        self.full_step: Optional[int] = None
         self.counters: dict = {}
         #: what the counters were made of at the last step (_counters)
         self.sig: tuple = ()
@@ -937,11 +945,19 @@ class _Writer:
         return out
 
     def _keyframe(self, step: int) -> None:
-        frame = {
-            "tasks": [[self.encoded[self.kids[k]], orjson.Fragment(v)] for k, v in self.rows.items()],
+        enc, kids = self.encoded, self.kids
+        frame: dict[str, Any] = {
             "counters": {**self.counters, "strays": self.strays},
             "members": {f: sorted(m) for f, m in self.members.items()},
         }
+        if self.full_step is None or step // KEYFRAME % FULL == 0:
+            frame["tasks"] = [[enc[kids[k]], orjson.Fragment(v)] for k, v in self.rows.items()]
+            self.full_rows, self.full_step = dict(self.rows), step
+        else:  # the rows that differ from the last whole keyframe's (None: gone)
+            full = self.full_rows
+            frame["base"] = self.full_step
+            frame["tasks"] = [[enc[kids[k]], orjson.Fragment(v)] for k, v in self.rows.items()
+                              if full.get(k) is not v] + [[enc[kids[k]], None] for k in full if k not in self.rows]
         self.db.execute("INSERT INTO keyframes VALUES (?, ?, ?)",
                         (self.wid, step, _compress(orjson.dumps(frame))))
 
@@ -1410,6 +1426,12 @@ class IndexedWorker:
         row = self.db.execute("SELECT max(step) FROM keyframes WHERE wid = ? AND step <= ?",
                               (self.wid, step)).fetchone()
         since = row[0] or 0
+        rows, counters = self._frame(since)
+        return since, rows, counters
+
+    def _frame(self, since: int) -> tuple[dict, dict]:
+        """The rows and counters of the keyframe at step ``since``, a
+        keyframe between whole ones made whole (its whole one is kept too)."""
         cached = self._frames.get(since)
         if cached is None:
             rows: dict[Any, list] = {}
@@ -1418,14 +1440,22 @@ class IndexedWorker:
                 (blob,) = self.db.execute("SELECT data FROM keyframes WHERE wid = ? AND step = ?",
                                           (self.wid, since)).fetchone()
                 data = self._unpack("keyframes", blob)
-                rows = {decode_key(k): r for k, r in data["tasks"]}
+                if "base" in data:
+                    rows = dict(self._frame(data["base"])[0])
+                    for k, r in data["tasks"]:
+                        if r is None:
+                            del rows[decode_key(k)]
+                        else:
+                            rows[decode_key(k)] = r
+                else:
+                    rows = {decode_key(k): r for k, r in data["tasks"]}
                 counters.update(data["counters"])
                 for f, members in data["members"].items():
                     counters[f] = frozenset(members)
             cached = self._frames[since] = (rows, counters)
-            while len(self._frames) > 4:
+            while len(self._frames) > 6:
                 del self._frames[next(iter(self._frames))]
-        return since, cached[0], cached[1]
+        return cached
 
     def frozen(self, step: int) -> FrozenReplayer:
         """The stand-in ``WorkerState`` at ``step``."""

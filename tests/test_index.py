@@ -101,6 +101,30 @@ def test_index_equals_replay_on_a_simulated_log_with_faults(simulated, data):
     same_views_somewhere(data, *simulated)
 
 
+def test_keyframes_whole_and_between(simulated, tmp_path, monkeypatch):
+    """Keyframes every 100 steps, every third whole (those between hold the
+    rows changed since it): the views read through both kinds, and the log's
+    events read again, equal the replay's."""
+    import replay.index as ix
+
+    monkeypatch.setattr(ix, "KEYFRAME", 100)
+    monkeypatch.setattr(ix, "CHANGES", 50)
+    monkeypatch.setattr(ix, "FULL", 3)
+    log = str(tmp_path / "sim.jsonl")
+    shutil.copy(simulated[0].path, log)
+    history = replay.open(log)
+    build(history)
+    index = Index.open(log)
+    for wh, iw in zip(history.workers, index.workers):
+        frames = {step: "base" in iw._unpack("keyframes", data) for step, data in index.db.execute(
+            "SELECT step, data FROM keyframes WHERE wid = ?", (iw.wid,))}
+        # both kinds were written, and a worker's first keyframe is whole
+        assert set(frames.values()) == {True, False} and not frames[min(frames)]
+        # just after a whole keyframe, after one between, and far from either
+        for step in (300, 301, 499, 500, 777, wh.events):
+            same_views(wh, iw, min(step, wh.events))
+
+
 def test_batch_steps_from_the_index(tmp_path, record_log):
     from distributed import worker_state_machine as wsm
 
