@@ -6,27 +6,37 @@ replay observes. :func:`build` runs that replay once per worker (the same
 tapped :func:`~replay.views.walk` the views use) and writes to SQLite, beside
 the log or in a cache folder:
 
-- ``steps``: per run of :data:`STEPS` steps, zlib-compressed, each step's
-  recorded time, stimulus id and event class; with the earliest time of the
-  run and the sorted CRC-32s of its stimulus ids (where to look for one);
+- ``steps``: per run of :data:`STEPS` steps, compressed, each step's
+  recorded time, stimulus id and event class, and where its line is in the
+  log (line number, byte offset: a log of one uncompressed file); with the
+  earliest time of the run and the sorted CRC-32s of its stimulus ids
+  (where to look for one);
 - ``blocks``: per run of :data:`BLOCK` steps, every story line of each step
   (its event, the transitions and log entries it caused, its instructions)
-  with its payload and the keys it names, zlib-compressed; an event's,
+  with its payload and the keys it names, compressed; an event's,
   instruction's and transition's text is made from its payload when read
   (:func:`~replay.render.encoded_text`, with the shown fields and codecs of
-  each class the writer wrote down: ``meta.fields``);
-- ``changes``: per run of :data:`CHANGES` steps, zlib-compressed, the task
+  each class the writer wrote down: ``meta.fields``). Where the log's line
+  is known, the event's payload and that of each instruction replay made
+  byte for byte as recorded are not copied: they are read from the log
+  when asked for (:meth:`IndexedWorker._fill`); a payload's stimulus id is
+  left out where it is the step's (:func:`_lean`);
+- ``changes``: per run of :data:`CHANGES` steps, compressed, the task
   rows (state, previous, next, priority, who_has, …) each step changed and
   the worker's counters and containers (running, transfers, memory,
   resources, busy peers, ready, in flight…) it changed; with ``keyframes``
   of every row each :data:`KEYFRAME` steps (every :data:`FULL`-th whole,
   those between as the rows changed since it), the tasks at any step are
   a keyframe plus a bounded number of changes;
-- ``keys``: per key, its interned id (story lines and changes name keys by
-  it) and packed arrays of steps: where its row changed, where it moved
-  (for ``why``), where its story has a line, its GatherDep and Execute
-  instructions. One row per key, written once: no table grows a row per
-  change, and no secondary index is built over them.
+- ``keys`` and ``kids``: per key, its interned id (story lines and changes
+  name keys by it), found by the CRC-32 of its spelling, and, in compressed
+  runs of :data:`KIDS` keys, its steps: where its row changed, where it
+  moved (for ``why``), where its story has a line, its GatherDep and
+  Execute instructions. Written once: no table grows a row per change, and
+  no secondary index is built over them.
+
+Blobs are zstd; story and change blocks with a dictionary trained on the
+worker's first blocks (``dicts``, :class:`_Packer`).
 
 A query rebuilds a read-only stand-in of the ``WorkerState`` at the step
 (:class:`FrozenWorker`) and hands it to the same view code a replay feeds:
@@ -39,7 +49,7 @@ SQLite reads.
 
 The index holds JSON and text only; nothing in it can execute. It is keyed by
 the log's size, modification time and a hash of its head: a log that changed
-is indexed anew.
+is indexed anew (and so the byte offsets it keeps into the log stay true).
 """
 from __future__ import annotations
 
