@@ -282,7 +282,7 @@ def inc(x):
 
 def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
     """A real LocalCluster recorded with a bound of 60 kB writes several times
-    that: each worker keeps at most the bound plus one segment, the oldest
+    that: each worker keeps at most the bound, the segment being written included, the oldest
     segments are gone, the first kept one starts from a snapshot, and the
     kept segments replay from their snapshots."""
     logdir = str(tmp_path / "logs")
@@ -306,7 +306,7 @@ def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
     for f in folders:
         files = segment_files(os.path.join(logdir, f))
         sizes = [os.path.getsize(p) for p in files]
-        assert sum(sizes) <= bound + max(sizes)
+        assert sum(sizes) <= bound
         first_kept = int(os.path.basename(files[0]).split(".")[0])
         assert first_kept > 1, "the oldest segments are deleted"
         # segments close at a tenth of the bound: this many wrote several times it
@@ -317,6 +317,39 @@ def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
         checks = verify_folder(os.path.join(logdir, f))
         assert sum(c.exact for c in checks) >= len(checks) - 1
     assert all(pauses.values())
+
+
+def test_a_worker_never_keeps_more_than_its_bound(tmp_path, monkeypatch):
+    """Measured on disk after every call, not only once the run is over: the
+    closed segments and the one being written stay within the bound all
+    along, while the run writes several times the bound."""
+    from replay import segments as seg
+
+    folder = str(tmp_path / "segs")
+    bound = 600_000
+    worst: dict[str, int] = {}
+    written: dict[str, int] = {}
+    wrote_steps = seg.SegmentFiles.wrote_steps
+
+    def measured(self, n, handled):
+        wrote_steps(self, n, handled)
+        kept = sum(os.path.getsize(p) for p in segment_files(self.folder))
+        worst[self.folder] = max(worst.get(self.folder, 0), kept)
+        written[self.folder] = sum(size for _, size, _ in self.closed) + self.size()
+
+    monkeypatch.setattr(seg.SegmentFiles, "wrote_steps", measured)
+    sim = Simulation(None, seed=2, segments=(folder, Bound(max_bytes=bound)))
+    try:
+        sim.run(8000)
+    finally:
+        sim.close()
+    assert len(worst) == 2
+    for path, most in worst.items():
+        files = segment_files(path)
+        numbers = [int(os.path.basename(p).split(".")[0]) for p in files]
+        # several times the bound went through the folder: the oldest are gone
+        assert numbers[0] > 1 and numbers[-1] * bound / 10 > 2 * bound
+        assert most <= bound, (path, most)
 
 
 def test_read_commands_take_a_bounded_recording(tmp_path, cli_run):
