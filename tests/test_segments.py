@@ -276,6 +276,49 @@ def test_a_segment_departs_when_its_snapshot_is_wrong(tmp_path, cli_run):
     assert f"inexact from the snapshot at step {good.snapshot_seq:,} (segment {good.number}" in out
 
 
+def test_read_commands_name_the_snapshot_they_replay_from(tmp_path, cli_run):
+    """The read commands replay from the oldest kept snapshot: where that one
+    is wrong (the worker forgets it may run tasks, so a step that would start
+    one does not), load and why say where their replay departs and that it
+    is "inexact from the snapshot at step N", as verify does; the event
+    count is of the steps kept, not the last step's number."""
+    folder = str(tmp_path / "segs")
+    sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=100)))
+    try:
+        sim.run(800)
+    finally:
+        sim.close()
+    worker = next(os.path.join(folder, f) for f in sorted(os.listdir(folder)))
+    files = segment_files(worker)
+    for path in files[:2]:  # as the bound would have deleted them
+        os.remove(path)
+    lines = [rec for _, rec in iter_lines(files[2])]
+    snap = lines[0]["snapshot"]
+    first = snap["seq"]
+    assert snap["sets"]["executing"], "the wrong snapshot must matter: a task runs there"
+    snap["settings"]["nthreads"] = 0
+    snap["counters"]["running"] = False
+    with open(files[2], "wb") as f:
+        for rec in lines:
+            f.write(orjson.dumps(rec) + b"\n")
+    named = f"inexact from the snapshot at step {first:,}"
+
+    code, out, err = cli_run(["load", worker, "--json"])
+    assert code == 0, err
+    (w,) = orjson.loads(out)["workers"]
+    assert w["departed"] is not None and named in w["departed"]["text"], w["departed"]
+    kept = sum(w["event_counts"].values())
+    assert kept == w["events"] - first
+    code, out, err = cli_run(["load", worker])
+    assert code == 0, err
+    assert named in out and f"{kept} events (steps {first + 1}–{w['events']})" in out
+    code, out, err = cli_run(["why", worker, "--at", str(w["departed"]["step"] + 1)])
+    assert code == 0, err
+    assert named in out + err
+    code, out, err = cli_run(["verify", worker])
+    assert code == 1 and named in out
+
+
 def inc(x):
     return x + 1
 
