@@ -319,6 +319,30 @@ def test_read_commands_name_the_snapshot_they_replay_from(tmp_path, cli_run):
     assert code == 1 and named in out
 
 
+def test_verifying_segments_under_another_hash_seed_is_refused(tmp_path):
+    """Sets of string keys iterate in hash order: a segment replayed from
+    Python under a seed other than the recorded one would depart for that
+    reason alone, so verify_folder refuses, naming the seed, as every replay
+    of the Python API does, instead of calling each segment inexact."""
+    import subprocess
+    import sys
+
+    folder = str(tmp_path / "segs")
+    sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=100)))
+    try:
+        sim.run(300)
+    finally:
+        sim.close()
+    worker = os.path.join(folder, sorted(os.listdir(folder))[0])
+    recorded = next(iter_lines(segment_files(worker)[0]))[1]["hash_seed"]
+    other = "1" if recorded != "1" else "2"
+    code = ("import sys\nfrom replay.errors import InexactReplay\nfrom replay.segments import verify_folder\n"
+            "try:\n    verify_folder(sys.argv[1])\nexcept InexactReplay as e:\n    print(e)")
+    p = subprocess.run([sys.executable, "-c", code, worker], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONHASHSEED=other), check=True)
+    assert f"recorded with PYTHONHASHSEED={recorded}, replaying with {other}" in p.stdout, p.stdout + p.stderr
+
+
 def inc(x):
     return x + 1
 
