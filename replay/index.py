@@ -111,7 +111,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 18
+VERSION = 19
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -1019,7 +1019,9 @@ class _Writer:
             rows = [[self.encoded[k], _deltas(self.changed[k]), _deltas(self.moved[k]), _deltas(self.story[k]),
                      self.gathered.get(k, []), _deltas(self.executed.get(k, ()))]
                     for k in range(first, min(first + KIDS, len(self.encoded)))]
-            self.db.execute("INSERT INTO kids VALUES (?, ?, ?)", (self.wid, first, _compress(orjson.dumps(rows))))
+            # a line per key: a query parses the one it asks for
+            self.db.execute("INSERT INTO kids VALUES (?, ?, ?)",
+                            (self.wid, first, _compress(b"\n".join(map(orjson.dumps, rows)))))
 
 
 def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> str:
@@ -1230,8 +1232,8 @@ class IndexedWorker:
         self._blocks: dict[int, list] = {}
         #: first step -> a run of steps (_run), the last few decoded
         self._runs: dict[int, tuple[list, list, list]] = {}
-        #: first kid -> a row of kids, the last few decoded
-        self._kids: dict[int, list] = {}
+        #: first kid -> a row of kids, a line per key, the last few decompressed
+        self._kids: dict[int, list[bytes]] = {}
         #: first step of a run -> its steps' lines and byte offsets in the log
         self._wheres: dict[int, tuple[list, list]] = {}
         self._times: Optional[list[Optional[float]]] = None
@@ -1240,12 +1242,16 @@ class IndexedWorker:
 
     def _unpack(self, table: str, blob: bytes) -> Any:
         """A blob of ``table`` as the writer packed it (:class:`_Packer`, :func:`_compress`)."""
+        return orjson.loads(self._raw(table, blob))
+
+    def _raw(self, table: str, blob: bytes) -> bytes:
+        """A blob of ``table`` decompressed."""
         d = self._unpackers.get(table)
         if d is None:
             row = self.db.execute("SELECT data FROM dicts WHERE wid = ? AND kind = ?", (self.wid, table)).fetchone()
             d = self._unpackers[table] = zstandard.ZstdDecompressor(
                 dict_data=None if row is None else zstandard.ZstdCompressionDict(row[0]))
-        return orjson.loads(d.decompress(blob))
+        return d.decompress(blob)
 
     @property
     def ended(self) -> bool:
@@ -1388,12 +1394,18 @@ class IndexedWorker:
     def _kid(self, kid: int) -> list:
         """The row of ``kids`` that holds ``kid``'s: its encoding and packed steps."""
         first = kid // KIDS * KIDS
-        return self._cached(self._kids, "kids", first, 8)[kid - first]
+        lines = self._kids.get(first)
+        if lines is None:
+            (data,) = self.db.execute("SELECT data FROM kids WHERE wid = ? AND first = ?", (self.wid, first)).fetchone()
+            lines = self._kids[first] = self._raw("kids", data).split(b"\n")
+            while len(self._kids) > 64:
+                del self._kids[next(iter(self._kids))]
+        return orjson.loads(lines[kid - first])
 
     def _storied(self) -> set:
         """Every key with a story line."""
         return {decode_key(row[0]) for (data,) in self.db.execute("SELECT data FROM kids WHERE wid = ?", (self.wid,))
-                for row in self._unpack("kids", data) if row[3]}
+                for row in map(orjson.loads, self._raw("kids", data).split(b"\n")) if row[3]}
 
     def task_at(self, key: Any, step: int) -> Optional[list]:
         """The row of ``key`` after ``step`` (None if the worker had no such task):
