@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Optional
 from distributed import worker_state_machine as wsm
 
 from replay.errors import LogError
+from replay.log import decode_step
 from schemas.codec import CodecError, decode_key, decode_resources, decode_settings
 
 if TYPE_CHECKING:
@@ -171,21 +172,20 @@ def _call(
     keep: bool,
     last: dict | None = None,
 ) -> RecordedCall:
-    from replay.log import decode_step
-
     last = steps[-1][1] if last is None else last
     failed = last.get("store_failed")
+    # positional: this runs once per call of every replay
     return RecordedCall(
-        events=[decode_step(path, lineno, rec, header) for lineno, rec in steps],
-        first=steps[0][1]["seq"],
-        lines=[lineno for lineno, _ in steps],
-        handled=last["handled"],
-        resources=resources,
-        instructions=last.get("instructions"),
-        error=last.get("error"),
-        records=[rec for _, rec in steps] if keep else None,
-        store_failed=None if failed is None else _store_failed(path, steps[-1][0], failed),
-        cut=last is not steps[-1][1],
+        [decode_step(path, lineno, rec, header) for lineno, rec in steps],
+        steps[0][1]["seq"],
+        [lineno for lineno, _ in steps],
+        last["handled"],
+        resources,
+        last.get("instructions"),
+        last.get("error"),
+        [rec for _, rec in steps] if keep else None,
+        None if failed is None else _store_failed(path, steps[-1][0], failed),
+        last is not steps[-1][1],
     )
 
 
