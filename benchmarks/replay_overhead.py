@@ -84,8 +84,10 @@ def _spread(xs: list[float]) -> dict:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
 
-def measure(path: str, repeats: int = 5, steps: int | None = None) -> dict:
-    """``repeats`` pairs of bare and replay over the first ``steps`` steps."""
+def measure(path: str, repeats: int = 5, steps: int | None = None, extras: bool = True) -> dict:
+    """``repeats`` pairs of bare and replay over the first ``steps`` steps;
+    with ``extras`` also the pipeline alone, bare under replay's collector
+    thresholds and the replay without a reader process, each pair."""
     pairs = repeats
     w = max(replay.open(path).workers, key=lambda w: w.events)
     stop = w.events if steps is None else min(steps, w.events)
@@ -107,19 +109,19 @@ def measure(path: str, repeats: int = 5, steps: int | None = None) -> dict:
                 row["bare_wall"], row["bare_cpu"] = _bare(w, calls)
             else:
                 row["wall"], row["cpu"], row["reader_cpu"] = _replay(w, stop)
-        with rare_collections():
-            _, row["bare_rare_cpu"] = _bare(w, calls)
-        _, row["pipeline_cpu"], _ = _replay(w, stop, noop=True)
-        row["in_process_wall"], row["in_process_cpu"], _ = _replay(w, stop, in_process=True)
+        if extras:
+            with rare_collections():
+                _, row["bare_rare_cpu"] = _bare(w, calls)
+            _, row["pipeline_cpu"], _ = _replay(w, stop, noop=True)
+            row["in_process_wall"], row["in_process_cpu"], _ = _replay(w, stop, in_process=True)
         rows.append(row)
         load.append(os.getloadavg()[0])
     n = stop
     total = [(r["cpu"] + r["reader_cpu"]) / r["bare_cpu"] for r in rows]
     own = [r["cpu"] / r["bare_cpu"] for r in rows]
     wall = [r["wall"] / r["bare_wall"] for r in rows]
-    in_process = [r["in_process_cpu"] / r["bare_cpu"] for r in rows]
     med = statistics.median
-    return {
+    m = {
         "events": n,
         "pairs": pairs,
         #: the judged ratio: (replay CPU + its reader's CPU) / bare CPU, median of the pairs
@@ -135,20 +137,25 @@ def measure(path: str, repeats: int = 5, steps: int | None = None) -> dict:
         "reader_cpu_s": med(r["reader_cpu"] for r in rows),
         "bare_wall_us_per_event": med(r["bare_wall"] for r in rows) / n * 1e6,
         "replay_wall_us_per_event": med(r["wall"] for r in rows) / n * 1e6,
-        "pipeline_us_per_event": med(r["pipeline_cpu"] for r in rows) / n * 1e6,
-        "pipeline_share": med(r["pipeline_cpu"] / r["bare_cpu"] for r in rows),
-        #: the replay without a reader process: its CPU / bare CPU, and its wall / bare wall
-        "in_process_cpu_ratio": med(in_process),
-        "in_process_cpu_spread": _spread(in_process),
-        "in_process_wall_ratio": med(r["in_process_wall"] / r["bare_wall"] for r in rows),
-        "ratio_to_bare_rare_gc": med(r["cpu"] / r["bare_rare_cpu"] for r in rows),
         "load": load,
     }
+    if extras:
+        in_process = [r["in_process_cpu"] / r["bare_cpu"] for r in rows]
+        m.update({
+            "pipeline_us_per_event": med(r["pipeline_cpu"] for r in rows) / n * 1e6,
+            "pipeline_share": med(r["pipeline_cpu"] / r["bare_cpu"] for r in rows),
+            #: the replay without a reader process: its CPU / bare CPU, and its wall / bare wall
+            "in_process_cpu_ratio": med(in_process),
+            "in_process_cpu_spread": _spread(in_process),
+            "in_process_wall_ratio": med(r["in_process_wall"] / r["bare_wall"] for r in rows),
+            "ratio_to_bare_rare_gc": med(r["cpu"] / r["bare_rare_cpu"] for r in rows),
+        })
+    return m
 
 
 def report(m: dict) -> str:
     t, o, w = m["total_cpu_spread"], m["cpu_spread"], m["wall_spread"]
-    return "\n".join([
+    lines = [
         f"{m['events']} events, {m['pairs']} alternating pairs, medians (min-max over the pairs); "
         f"load average {' -> '.join(f'{x:.1f}' for x in m['load'])}",
         f"replay CPU incl. its reader / bare CPU = {t['median']:.3f}x ({t['min']:.3f}-{t['max']:.3f})  (target <= 1.10x)",
@@ -157,6 +164,10 @@ def report(m: dict) -> str:
         f"+ reader {m['reader_us_per_event']:.1f} µs",
         f"  wall: {w['median']:.3f}x ({w['min']:.3f}-{w['max']:.3f}); "
         f"{m['replay_wall_us_per_event']:.1f} vs {m['bare_wall_us_per_event']:.1f} µs/event",
+    ]
+    if "pipeline_share" not in m:
+        return "\n".join(lines)
+    return "\n".join(lines + [
         f"  the pipeline alone (a state machine that does nothing): {m['pipeline_us_per_event']:.2f} µs/event "
         f"of this process's CPU, {m['pipeline_share'] * 100:.1f}% of bare's",
         f"  replay process / bare under replay's collector thresholds: {m['ratio_to_bare_rare_gc']:.3f}x",
@@ -172,5 +183,7 @@ if __name__ == "__main__":
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--pairs", "--repeats", dest="pairs", type=int, default=5)
     ap.add_argument("--steps", type=int, default=None, help="replay only the first N steps")
+    ap.add_argument("--no-extras", dest="extras", action="store_false",
+                    help="only the pairs of bare and replay")
     a = ap.parse_args()
-    print(report(measure(a.log or simulated_log(a.events), a.pairs, a.steps)))
+    print(report(measure(a.log or simulated_log(a.events), a.pairs, a.steps, a.extras)))
