@@ -32,6 +32,7 @@ import argparse
 import os
 import resource
 import statistics
+import sys
 import time
 
 from _common import decoded, ensure_seed, simulated_log
@@ -116,6 +117,10 @@ def measure(path: str, repeats: int = 5, steps: int | None = None, extras: bool 
             row["in_process_wall"], row["in_process_cpu"], _ = _replay(w, stop, in_process=True)
         rows.append(row)
         load.append(os.getloadavg()[0])
+        # each pair as it ends (stderr: run.py reads stdout), so a long run that is stopped still says something
+        print(f"pair {i + 1}: CPU incl. the reader {(row['cpu'] + row['reader_cpu']) / row['bare_cpu']:.3f}x, "
+              f"this process {row['cpu'] / row['bare_cpu']:.3f}x, wall {row['wall'] / row['bare_wall']:.3f}x "
+              f"(bare {row['bare_cpu']:.1f} s CPU; load {load[-1]:.1f})", file=sys.stderr, flush=True)
     n = stop
     total = [(r["cpu"] + r["reader_cpu"]) / r["bare_cpu"] for r in rows]
     own = [r["cpu"] / r["bare_cpu"] for r in rows]
