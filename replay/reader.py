@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Optional
 from distributed import worker_state_machine as wsm
 
 from replay.errors import LogError
-from replay.log import decode_step
 from schemas.codec import CodecError, decode_key, decode_resources, decode_settings
 
 if TYPE_CHECKING:
@@ -133,6 +132,10 @@ def read_calls(
 def _read(
     log: ClusterLog, worker: WorkerLog, start: int, stop: int, keep: bool
 ) -> Iterator[RecordedCall]:
+    # once per read, not per call: importing replay.log at the top would bring
+    # pydantic to every importer of the engine
+    from replay.log import decode_step
+
     path, header = log.file_of(worker), worker.header
     resources: list[ResourcesChange] = []
     steps: list[tuple[int, dict]] = []
@@ -143,14 +146,14 @@ def _read(
             continue
         if rec["seq"] > stop:
             if steps:  # stop falls inside a batch: its head, so every step is a position
-                yield _call(path, header, resources, steps, keep, _call_end(records, rec))
+                yield _call(decode_step, path, header, resources, steps, keep, _call_end(records, rec))
             return
         steps.append((lineno, rec))
         if "instructions" in rec or "error" in rec:
-            yield _call(path, header, resources, steps, keep)
+            yield _call(decode_step, path, header, resources, steps, keep)
             resources, steps = [], []
     if steps:  # a torn batch: the worker died while handling it
-        yield _call(path, header, resources, steps, keep)
+        yield _call(decode_step, path, header, resources, steps, keep)
 
 
 def _call_end(records: Iterator[tuple[int, dict]], rec: dict) -> dict:
@@ -165,6 +168,7 @@ def _call_end(records: Iterator[tuple[int, dict]], rec: dict) -> dict:
 
 
 def _call(
+    decode_step: Callable[..., wsm.StateMachineEvent],
     path: str,
     header: dict,
     resources: list[ResourcesChange],
