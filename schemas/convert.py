@@ -339,13 +339,16 @@ _TYPE_NAMES: dict[type, str | None] = {}
 
 
 def _key(k: Any) -> Any:
-    # a loop over a short tuple costs less than a set test over map(type, k)
-    if type(k) is tuple:
+    t = type(k)
+    if t is tuple:
+        # a loop over a short tuple costs less than a set test over map(type, k)
         for part in k:
             if type(part) is not str and type(part) is not int:
                 return encode_key(k)
         return list(k)
-    return k if type(k) is int else encode_key(k)
+    if t is str or t is int:
+        return k
+    return encode_key(k)
 
 
 def _keys(items: Any) -> Any:
@@ -380,7 +383,8 @@ def _priority(x: Any) -> list:
 
 
 def _type_name(x: Any) -> str | None:
-    if isinstance(x, type):
+    # a class renamed after its first result would keep its first name here
+    if isinstance(x, type) and getattr(type(x), "__hash__", None) is type.__hash__:
         name = _TYPE_NAMES.get(x)
         if name is None:
             if len(_TYPE_NAMES) >= 256:
