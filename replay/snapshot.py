@@ -42,7 +42,7 @@ import heapq
 import weakref
 from collections.abc import Iterable, Iterator
 from itertools import chain, compress, cycle, islice
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from time import monotonic
 from typing import Any
 
@@ -159,17 +159,23 @@ class _Rows:
         self.restrictions = [None if r is None else dict(r) for r in map(_GET_RESTRICTIONS, tasks)]
 
     def referenced(self) -> Iterable[wsm.TaskState]:
-        """Every task a task set of these rows holds."""
-        return chain.from_iterable(compress(self.sets, cycle(_OF_TASKS)))
+        """Every task a task set of these rows holds (the empty sets skipped
+        in a C loop: most are)."""
+        return chain.from_iterable(filter(None, compress(self.sets, cycle(_OF_TASKS))))
 
 
-#: a ``HeapSet`` at one instant: its members, its heap with each entry's task
-#: (None where no longer alive), its counter, sortedness and table size
-_HeapCapture = tuple[tuple, list, int, bool, int]
+#: a ``HeapSet`` at one instant: its members, its heap's entries ``(priority,
+#: counter, weak reference)``, each entry's task (None where no longer
+#: alive), its counter, sortedness and table size
+_HeapCapture = tuple[tuple, list, list, int, bool, int]
+_THIRD = itemgetter(2)
+#: a weak reference's referent, called in a C loop
+_DEREF = weakref.ref.__call__
 
 
 def _capture_heapset(hs: Any) -> _HeapCapture:
-    return (tuple(hs._data), [(k, i, ref()) for k, i, ref in hs._heap], hs._inc, hs._sorted,
+    heap = list(hs._heap)
+    return (tuple(hs._data), heap, list(map(_DEREF, map(_THIRD, heap))), hs._inc, hs._sorted,
             table_size(hs._data))
 
 
@@ -236,7 +242,7 @@ class Capture:
         return chain(
             self.rows.referenced(), chain.from_iterable(self.sets),
             chain.from_iterable(items for items, *_ in heaps),
-            (ts for _, _, ts in chain.from_iterable(heap for _, heap, *_ in heaps) if ts is not None),
+            filter(None, chain.from_iterable(alive for _, _, alive, *_ in heaps)),
             self.task_counter[2])
 
 
@@ -417,9 +423,9 @@ def _tables(sizes: list[int]) -> list[int] | None:
 
 
 def _heapset(hs: _HeapCapture, num: _Numbering) -> dict:
-    items, entries, inc, sorted_, table = hs
+    items, entries, alive, inc, sorted_, table = hs
     heap = [[_priority_encode(k) if type(k) is tuple else encode_value(k), i,
-             -1 if ts is None else num(ts)] for k, i, ts in entries]
+             -1 if ts is None else num(ts)] for (k, i, _), ts in zip(entries, alive)]
     return {"items": [num(ts) for ts in items], "heap": heap, "inc": inc,
             "sorted": sorted_, "table": table}
 

@@ -177,6 +177,35 @@ def test_a_capture_holds_the_orphans_of_a_broken_state():
     assert snap["orphans"][0][1] == "flight"
 
 
+def test_a_capture_holds_what_a_stale_heap_entry_points_to():
+    """A heap keeps the entry of a task discarded from it until popped. An
+    entry whose task is no longer in ``ws.tasks`` but still alive (a broken
+    state) names it as an orphan; one whose task is gone is written -1. The
+    capture resolves every entry at its instant: a task that dies or changes
+    afterwards is encoded as it was."""
+    ws = wsm.WorkerState(nthreads=1, address="tcp://127.0.0.1:1", validate=False)
+    ws.handle_stimulus(*(wsm.ComputeTaskEvent.dummy(k, priority=(p,), stimulus_id="s1")
+                         for p, k in enumerate("abcd")))
+    assert ws.tasks["a"].state == "executing" and len(ws.ready) == 3  # one thread
+    gone, kept = ws.tasks.pop("b"), ws.tasks.pop("c")
+    ws.ready.discard(gone)
+    ws.ready.discard(kept)
+    del gone  # its heap entry's weak reference is dead now
+    assert len(ws.ready) == 1 and len(ws.ready._heap) == 3
+    before = orjson.dumps(take(ws, seq=1, handled=None))
+    cap = capture(ws, seq=1, handled=None)
+    kept.state = "memory"
+    kept.priority = (9,)
+    kept.who_has.add("tcp://127.0.0.2:1")
+    del kept  # alive only through the capture now
+    gc.collect()
+    assert orjson.dumps(encode(cap)) == before
+    snap = orjson.loads(before)
+    assert [row[0] for row in snap["orphans"]] == ["c"] and snap["orphans"][0][1] == "ready"
+    n = len(snap["tasks"])
+    assert [entry[2] for entry in snap["ready"]["heap"]] == [-1, n, list(ws.tasks).index("d")]
+
+
 def test_lines_written_while_a_snapshot_is_encoded_follow_it(tmp_path, monkeypatch):
     """A segment's header is encoded on a thread; the lines the event loop
     writes meanwhile are held and follow it: the file holds the bytes a
