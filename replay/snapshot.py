@@ -195,7 +195,7 @@ class Capture:
     __slots__ = ("seq", "handled", "address", "settings", "total_resources", "available_resources",
                  "counters", "sets", "tables", "ready", "constrained", "data_needed", "has_what",
                  "in_flight_workers", "busy_workers", "data", "actors", "rng", "task_counter",
-                 "tasks", "rows", "orphans", "gc_paused")
+                 "tasks", "rows", "orphans", "orphans_by", "gc_paused")
 
     def __init__(self, ws: wsm.WorkerState, seq: int, handled: float | None):
         #: whether :func:`resume_gc` turns the garbage collector back on
@@ -229,10 +229,17 @@ class Capture:
         #: each with its rows, as it was at this instant
         self.orphans: dict[int, tuple[_Rows, int]] = {}
         known = set(map(id, self.tasks))
-        # by ids, in C loops; the tasks themselves looked for only if any
         found = []
-        if not known.issuperset(map(id, self._referenced())):
-            found = [ts for ts in self._referenced() if id(ts) not in known]
+        #: how orphans were ruled out or looked for: "count" where every
+        #: ``TaskState`` alive is in ``ws.tasks`` (dask registers each it makes
+        #: in ``TaskState._instances``; the capture holds every task it refers
+        #: to alive, so none can be outside), else "ids": every task referred
+        #: to looked up by id, in C loops, the tasks themselves only if any is not
+        self.orphans_by = "count"
+        if len(wsm.TaskState._instances) != len(known):
+            self.orphans_by = "ids"
+            if not known.issuperset(map(id, self._referenced())):
+                found = [ts for ts in self._referenced() if id(ts) not in known]
         while found:
             seen = {}
             for ts in found:

@@ -2,12 +2,14 @@
 verify from their snapshot, a LocalCluster that stays within its bound."""
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import threading
 
 import dask
 import orjson
+import pytest
 from distributed import Client, LocalCluster, wait
 from distributed import worker_state_machine as wsm
 
@@ -161,6 +163,7 @@ def test_a_capture_holds_the_orphans_of_a_broken_state():
     x.resource_restrictions = {"R": 1.0}
     before = orjson.dumps(take(ws, seq=1, handled=None))
     cap = capture(ws, seq=1, handled=None)
+    assert cap.orphans_by == "ids"  # x is alive outside ws.tasks
     x.state = "memory"
     x.who_has.add("tcp://127.0.0.3:1")
     x.dependents.add(wsm.TaskState("z"))
@@ -175,6 +178,51 @@ def test_a_capture_holds_the_orphans_of_a_broken_state():
     assert [row[0] for row in snap["orphans"]] == ["x"]
     # as it was: fetched from its peer at once (a free transfer slot)
     assert snap["orphans"][0][1] == "flight"
+
+
+def test_orphans_are_ruled_out_by_count_only_when_every_task_alive_is_in_ws_tasks(tmp_path):
+    """Where every ``TaskState`` alive is in ``ws.tasks``, no task can be
+    referred to from outside it, and the capture skips looking up every
+    reference: its snapshot is the one the lookup gives. One more task alive
+    anywhere and every reference is looked up."""
+    path = _simulated(tmp_path, 1500, seed=5)
+    log = ClusterLog.open(path)
+    by_count = 0
+    for w in log.workers:
+        r = Replayer(w.header)
+        for n, call in enumerate(read_calls(log, w, records=False)):
+            r.apply(call)
+            if n % 41 or not r.ws.tasks:
+                continue
+            gc.collect()  # a former worker's tasks, if any are left in cycles
+            fast = capture(r.ws, seq=r.seq, handled=r.handled)
+            stray = wsm.TaskState(("stray", n))
+            slow = capture(r.ws, seq=r.seq, handled=r.handled)
+            assert slow.orphans_by == "ids"
+            assert orjson.dumps(encode(fast)) == orjson.dumps(encode(slow))
+            by_count += fast.orphans_by == "count"
+            del fast, slow, stray
+    # nothing else holds a task in this process: the count answered every time
+    assert by_count >= 30
+
+
+def test_a_task_dask_did_not_register_is_no_silent_orphan():
+    """The count relies on dask registering every ``TaskState`` it makes. One
+    made without its constructor (a copy), referred to but not in
+    ``ws.tasks``, is missed by the count: the encoding then fails, rather
+    than write a snapshot without it."""
+    ws = wsm.WorkerState(nthreads=1, address="tcp://127.0.0.1:1", validate=False)
+    ws.handle_stimulus(wsm.ComputeTaskEvent.dummy("y", who_has={"x": ["tcp://127.0.0.2:1"]},
+                                                  priority=(0,), stimulus_id="s1"))
+    gc.collect()
+    x = ws.tasks["x"]
+    unregistered = copy.copy(x)
+    assert unregistered not in wsm.TaskState._instances
+    ws.tasks["y"].dependencies.add(unregistered)
+    cap = capture(ws, seq=1, handled=None)
+    assert cap.orphans_by == "count"
+    with pytest.raises(KeyError):
+        encode(cap)
 
 
 def test_a_capture_holds_what_a_stale_heap_entry_points_to():
