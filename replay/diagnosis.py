@@ -236,7 +236,7 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
         flying = [w for w in holders if w in ws.in_flight_workers and w not in ws.busy_workers]
         detail.update(who_has=holders, busy=busy, in_flight=flying)
         if kind == "fetch: paused":
-            reason = f"fetch: the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}), and a paused worker starts no transfers"
+            reason = f"fetch: the worker is paused (since {_when(tracker.paused, now) or 'before the log'}), and a paused worker starts no transfers"
         elif kind == "fetch: holders busy":
             parts = []
             if busy:
@@ -293,14 +293,14 @@ def explain(ws: wsm.WorkerState, ts: wsm.TaskState, tracker: Tracker) -> Verdict
             if any(n > t for _, n, _, t in short):
                 reason += " (more than the worker has: it can never run here)"
         elif kind == "constrained: paused":
-            reason = f"constrained, and the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}): a paused worker starts no tasks"
+            reason = f"constrained, and the worker is paused (since {_when(tracker.paused, now) or 'before the log'}): a paused worker starts no tasks"
         else:
             reason = f"constrained: all {ws.nthreads} threads busy ({_running(ws)})"
             named += _running_keys(ws)
     elif state == "ready":
         if kind == "ready: paused":
             detail["paused_step"] = tracker.paused.step if tracker.paused else None
-            reason = f"ready, and the worker is paused (since {_when(tracker.paused, now) or 'before step 1'}): a paused worker starts no tasks"
+            reason = f"ready, and the worker is paused (since {_when(tracker.paused, now) or 'before the log'}): a paused worker starts no tasks"
         else:
             reason = f"ready: all {ws.nthreads} threads busy ({_running(ws)})"
             named += _running_keys(ws)

@@ -122,6 +122,19 @@ class WorkerSummary:
         return "closed" if self.closed_at is not None else "running" if self.running else "paused"
 
     @property
+    def kept(self) -> int:
+        """Events the log holds: fewer than its last step where a bounded
+        recording starts from a snapshot."""
+        return sum(self.event_counts.values())
+
+    def kept_text(self) -> str:
+        n = self.kept
+        text = f"{n} event{'' if n == 1 else 's'}"
+        if 0 < n < self.events:
+            text += f" (steps {self.events - n + 1}–{self.events})"
+        return text
+
+    @property
     def duration(self) -> float:
         if self.first_handled is None or self.last_handled is None:
             return 0.0
@@ -154,7 +167,7 @@ class WorkerSummary:
             ("worker ", "bold"), render.safe(self.address), ": ", status,
             f"; {len(self.stuck)} task{'' if len(self.stuck) == 1 else 's'} not finished"
             if self.stuck else "; no task is stuck",
-            f"; {self.events} event{'' if self.events == 1 else 's'} over {self.duration:.3f} s",
+            f"; {self.kept_text()} over {self.duration:.3f} s",
             "" if self.deterministic else "; NOT deterministic",
         )
         if not self.ended:
@@ -210,7 +223,7 @@ class LoadSummary:
                      + (" (" + ", ".join(f"{c} {s}" for s, c in states.most_common()) + ")" if stuck else ""))
         if raised:
             parts.append(f"{raised} raised step{'' if raised == 1 else 's'}")
-        parts.append(f"{sum(w.events for w in self.workers)} events")
+        parts.append(f"{sum(w.kept for w in self.workers)} events")
         return "; ".join(parts)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

@@ -353,13 +353,80 @@ def test_a_segment_departs_when_its_snapshot_is_wrong(tmp_path, cli_run):
     assert f"inexact from the snapshot at step {good.snapshot_seq:,} (segment {good.number}" in out
 
 
+def test_read_commands_name_the_snapshot_they_replay_from(tmp_path, cli_run):
+    """The read commands replay from the oldest kept snapshot: where that one
+    is wrong (the worker forgets it may run tasks, so a step that would start
+    one does not), load and why say where their replay departs and that it
+    is "inexact from the snapshot at step N", as verify does; the event
+    count is of the steps kept, not the last step's number."""
+    folder = str(tmp_path / "segs")
+    sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=100)))
+    try:
+        sim.run(800)
+    finally:
+        sim.close()
+    worker = next(os.path.join(folder, f) for f in sorted(os.listdir(folder)))
+    files = segment_files(worker)
+    for path in files[:2]:  # as the bound would have deleted them
+        os.remove(path)
+    lines = [rec for _, rec in iter_lines(files[2])]
+    snap = lines[0]["snapshot"]
+    first = snap["seq"]
+    assert snap["sets"]["executing"], "the wrong snapshot must matter: a task runs there"
+    snap["settings"]["nthreads"] = 0
+    snap["counters"]["running"] = False
+    with open(files[2], "wb") as f:
+        for rec in lines:
+            f.write(orjson.dumps(rec) + b"\n")
+    named = f"inexact from the snapshot at step {first:,}"
+
+    code, out, err = cli_run(["load", worker, "--json"])
+    assert code == 0, err
+    (w,) = orjson.loads(out)["workers"]
+    assert w["departed"] is not None and named in w["departed"]["text"], w["departed"]
+    kept = sum(w["event_counts"].values())
+    assert kept == w["events"] - first
+    code, out, err = cli_run(["load", worker])
+    assert code == 0, err
+    assert named in out and f"{kept} events (steps {first + 1}–{w['events']})" in out
+    code, out, err = cli_run(["why", worker, "--at", str(w["departed"]["step"] + 1)])
+    assert code == 0, err
+    assert named in out + err
+    code, out, err = cli_run(["verify", worker])
+    assert code == 1 and named in out
+
+
+def test_verifying_segments_under_another_hash_seed_is_refused(tmp_path):
+    """Sets of string keys iterate in hash order: a segment replayed from
+    Python under a seed other than the recorded one would depart for that
+    reason alone, so verify_folder refuses, naming the seed, as every replay
+    of the Python API does, instead of calling each segment inexact."""
+    import subprocess
+    import sys
+
+    folder = str(tmp_path / "segs")
+    sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=100)))
+    try:
+        sim.run(300)
+    finally:
+        sim.close()
+    worker = os.path.join(folder, sorted(os.listdir(folder))[0])
+    recorded = next(iter_lines(segment_files(worker)[0]))[1]["hash_seed"]
+    other = "1" if recorded != "1" else "2"
+    code = ("import sys\nfrom replay.errors import InexactReplay\nfrom replay.segments import verify_folder\n"
+            "try:\n    verify_folder(sys.argv[1])\nexcept InexactReplay as e:\n    print(e)")
+    p = subprocess.run([sys.executable, "-c", code, worker], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONHASHSEED=other), check=True)
+    assert f"recorded with PYTHONHASHSEED={recorded}, replaying with {other}" in p.stdout, p.stdout + p.stderr
+
+
 def inc(x):
     return x + 1
 
 
 def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
     """A real LocalCluster recorded with a bound of 60 kB writes several times
-    that: each worker keeps at most the bound plus one segment, the oldest
+    that: each worker keeps at most the bound, the segment being written included, the oldest
     segments are gone, the first kept one starts from a snapshot, and the
     kept segments replay from their snapshots."""
     logdir = str(tmp_path / "logs")
@@ -383,7 +450,7 @@ def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
     for f in folders:
         files = segment_files(os.path.join(logdir, f))
         sizes = [os.path.getsize(p) for p in files]
-        assert sum(sizes) <= bound + max(sizes)
+        assert sum(sizes) <= bound
         first_kept = int(os.path.basename(files[0]).split(".")[0])
         assert first_kept > 1, "the oldest segments are deleted"
         # segments close at a tenth of the bound: this many wrote several times it
@@ -394,6 +461,39 @@ def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
         checks = verify_folder(os.path.join(logdir, f))
         assert sum(c.exact for c in checks) >= len(checks) - 1
     assert all(pauses.values())
+
+
+def test_a_worker_never_keeps_more_than_its_bound(tmp_path, monkeypatch):
+    """Measured on disk after every call, not only once the run is over: the
+    closed segments and the one being written stay within the bound all
+    along, while the run writes several times the bound."""
+    from replay import segments as seg
+
+    folder = str(tmp_path / "segs")
+    bound = 600_000
+    worst: dict[str, int] = {}
+    written: dict[str, int] = {}
+    wrote_steps = seg.SegmentFiles.wrote_steps
+
+    def measured(self, n, handled):
+        wrote_steps(self, n, handled)
+        kept = sum(os.path.getsize(p) for p in segment_files(self.folder))
+        worst[self.folder] = max(worst.get(self.folder, 0), kept)
+        written[self.folder] = sum(size for _, size, _ in self.closed) + self.size()
+
+    monkeypatch.setattr(seg.SegmentFiles, "wrote_steps", measured)
+    sim = Simulation(None, seed=2, segments=(folder, Bound(max_bytes=bound)))
+    try:
+        sim.run(8000)
+    finally:
+        sim.close()
+    assert len(worst) == 2
+    for path, most in worst.items():
+        files = segment_files(path)
+        numbers = [int(os.path.basename(p).split(".")[0]) for p in files]
+        # several times the bound went through the folder: the oldest are gone
+        assert numbers[0] > 1 and numbers[-1] * bound / 10 > 2 * bound
+        assert most <= bound, (path, most)
 
 
 def test_read_commands_take_a_bounded_recording(tmp_path, cli_run):

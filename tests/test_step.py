@@ -435,15 +435,16 @@ def test_ui_fits_80x24(cluster):
 def test_ui_in_a_real_terminal_fits_80x24(cluster):
     """``q quit`` and five task rows at the busiest step, on a real terminal."""
     step, rows, _ = crowded_step(cluster)
+    # its own tmux server (-L): other terminals on the machine cannot disturb it
     name = f"replay-step-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24",
+    subprocess.run(["tmux", "-L", name, "new-session", "-d", "-s", name, "-x", "80", "-y", "24",
                     f"env NO_COLOR=1 TERM=xterm-256color {REPLAY} step {cluster.history.path} "
                     f"-w {cluster.wh.address} --to {step}; sleep 30"], check=True)
     try:
         end = time.monotonic() + 60
         shot = ""
         while time.monotonic() < end:
-            shot = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+            shot = subprocess.run(["tmux", "-L", name, "capture-pane", "-p", "-t", name], capture_output=True,
                                   text=True, check=True).stdout
             if "q quit" in shot and f"step {step} of" in shot:
                 break
@@ -452,20 +453,21 @@ def test_ui_in_a_real_terminal_fits_80x24(cluster):
         assert len(lines) == 24 and lines[-1].rstrip().endswith("? help  q quit"), shot
         assert task_rows_shown(shot, rows), shot
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_ui_in_a_real_terminal(flight):
     """80×24, keys only, NO_COLOR: open B's log, go to the stimulus id, break
     where x reaches flight, continue, step back, story, switch worker."""
+    # its own tmux server (-L): other terminals on the machine cannot disturb it
     name = f"replay-step-{uuid.uuid4().hex[:8]}"
     env = "NO_COLOR=1 TERM=xterm-256color"
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24",
+    subprocess.run(["tmux", "-L", name, "new-session", "-d", "-s", name, "-x", "80", "-y", "24",
                     f"env {env} {REPLAY} step {flight} -w {B}; sleep 30"], check=True)
 
     def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+        return subprocess.run(["tmux", "-L", name, "capture-pane", "-p", "-t", name], capture_output=True,
                               text=True, check=True).stdout
 
     def until(text: str, timeout: float = 30) -> str:
@@ -478,7 +480,7 @@ def test_ui_in_a_real_terminal(flight):
         raise AssertionError(f"{text!r} never appeared; the screen:\n{screen()}")
 
     def keys(*k: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", name, *k], check=True)
+        subprocess.run(["tmux", "-L", name, "send-keys", "-t", name, *k], check=True)
 
     try:
         shot = until("step 0 of 1")
@@ -517,7 +519,7 @@ def test_ui_in_a_real_terminal(flight):
             time.sleep(0.1)
         assert "q quit" not in screen()
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
 
 
 def test_story_from_the_index_equals_the_replayed_one(fixture_path, tmp_path, monkeypatch):
