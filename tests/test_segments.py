@@ -2,9 +2,12 @@
 verify from their snapshot, a LocalCluster that stays within its bound."""
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import gc
+import multiprocessing
 import os
+import pathlib
 import threading
 
 import dask
@@ -180,12 +183,17 @@ def test_a_capture_holds_the_orphans_of_a_broken_state():
     assert snap["orphans"][0][1] == "flight"
 
 
-def test_orphans_are_ruled_out_by_count_only_when_every_task_alive_is_in_ws_tasks(tmp_path):
-    """Where every ``TaskState`` alive is in ``ws.tasks``, no task can be
-    referred to from outside it, and the capture skips looking up every
-    reference: its snapshot is the one the lookup gives. One more task alive
-    anywhere and every reference is looked up."""
-    path = _simulated(tmp_path, 1500, seed=5)
+def _in_a_fresh_process(fn, *args):
+    """``fn(*args)`` in a new interpreter: the count below needs no task
+    alive but the worker's, which a test process that ran other tests may
+    not give (an assertion failing there is raised here)."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result(timeout=300)
+
+
+def _count_against_lookups(folder: str) -> int:
+    path = _simulated(pathlib.Path(folder), 1500, seed=5)
     log = ClusterLog.open(path)
     by_count = 0
     for w in log.workers:
@@ -202,8 +210,31 @@ def test_orphans_are_ruled_out_by_count_only_when_every_task_alive_is_in_ws_task
             assert orjson.dumps(encode(fast)) == orjson.dumps(encode(slow))
             by_count += fast.orphans_by == "count"
             del fast, slow, stray
-    # nothing else holds a task in this process: the count answered every time
-    assert by_count >= 30
+    return by_count
+
+
+def test_orphans_are_ruled_out_by_count_only_when_every_task_alive_is_in_ws_tasks(tmp_path):
+    """Where every ``TaskState`` alive is in ``ws.tasks``, no task can be
+    referred to from outside it, and the capture skips looking up every
+    reference: its snapshot is the one the lookup gives. One more task alive
+    anywhere and every reference is looked up."""
+    # nothing else holds a task in that process: the count answers every time
+    assert _in_a_fresh_process(_count_against_lookups, str(tmp_path)) >= 30
+
+
+def _unregistered_orphan() -> str:
+    ws = wsm.WorkerState(nthreads=1, address="tcp://127.0.0.1:1", validate=False)
+    ws.handle_stimulus(wsm.ComputeTaskEvent.dummy("y", who_has={"x": ["tcp://127.0.0.2:1"]},
+                                                  priority=(0,), stimulus_id="s1"))
+    gc.collect()
+    unregistered = copy.copy(ws.tasks["x"])
+    assert unregistered not in wsm.TaskState._instances
+    ws.tasks["y"].dependencies.add(unregistered)
+    cap = capture(ws, seq=1, handled=None)
+    assert cap.orphans_by == "count"
+    with pytest.raises(KeyError):
+        encode(cap)
+    return cap.orphans_by
 
 
 def test_a_task_dask_did_not_register_is_no_silent_orphan():
@@ -211,18 +242,7 @@ def test_a_task_dask_did_not_register_is_no_silent_orphan():
     made without its constructor (a copy), referred to but not in
     ``ws.tasks``, is missed by the count: the encoding then fails, rather
     than write a snapshot without it."""
-    ws = wsm.WorkerState(nthreads=1, address="tcp://127.0.0.1:1", validate=False)
-    ws.handle_stimulus(wsm.ComputeTaskEvent.dummy("y", who_has={"x": ["tcp://127.0.0.2:1"]},
-                                                  priority=(0,), stimulus_id="s1"))
-    gc.collect()
-    x = ws.tasks["x"]
-    unregistered = copy.copy(x)
-    assert unregistered not in wsm.TaskState._instances
-    ws.tasks["y"].dependencies.add(unregistered)
-    cap = capture(ws, seq=1, handled=None)
-    assert cap.orphans_by == "count"
-    with pytest.raises(KeyError):
-        encode(cap)
+    assert _in_a_fresh_process(_unregistered_orphan) == "count"
 
 
 def test_a_capture_holds_what_a_stale_heap_entry_points_to():
