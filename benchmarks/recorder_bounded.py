@@ -44,7 +44,7 @@ from replay.engine import Replayer  # noqa: E402
 from replay.logfile import encode_line  # noqa: E402
 from replay.record import Session  # noqa: E402
 from replay.segments import Bound, segment_files  # noqa: E402
-from replay.snapshot import take  # noqa: E402
+from replay.snapshot import capture, take  # noqa: E402
 
 
 def busy_state(tasks: int, folder: str | None = None) -> tuple[wsm.WorkerState, Session | None]:
@@ -113,16 +113,31 @@ def measure_capture(tasks: int = 10_000, repeats: int = 9) -> dict:
     the same ``WorkerState``, alternating: the whole snapshot encoded and
     written on the loop (as the recorder did before the capture existed:
     ``take``, then the header line written) against ``Session._roll`` now
-    (the capture on the loop, encoded on a thread). While the thread
-    encodes, a loop of small ticks (0.5 ms asleep, then about 0.1 ms of
+    (the capture on the loop, encoded on a thread), and ``_roll`` with a
+    task alive outside ``ws.tasks`` (the capture then looks up every task
+    referred to, where it otherwise rules orphans out by count). While the
+    thread encodes, a loop of small ticks (0.5 ms asleep, then about 0.1 ms of
     work, as an event loop between messages) measures its longest tick: the
     loop's longest wait for the GIL the thread holds, plus the tick."""
     folder = tempfile.mkdtemp(prefix="dask-replay-bench-")
     ws, session = busy_state(tasks, folder)
     assert session is not None and session.active
     whole_cpu, whole_wall, cpu, wall, stall, encode_wall, alone = [], [], [], [], [], [], []
+    ids_cpu, ids_wall = [], []
+    # which way the capture ruled out orphans: by count here (one WorkerState
+    # in this process), by looking up every reference where a task is alive
+    # outside ws.tasks (a second worker in the process, a broken state)
+    assert capture(ws, seq=session.seq, handled=None).orphans_by == "count"
     try:
         for _ in range(repeats):
+            stray = wsm.TaskState("stray")
+            assert capture(ws, seq=session.seq, handled=None).orphans_by == "ids"
+            c0, t0 = time.process_time(), time.perf_counter()
+            session._roll(ws, time.time())
+            ids_cpu.append(time.process_time() - c0)
+            ids_wall.append(time.perf_counter() - t0)
+            session.writer.wait()
+            del stray
             with open(os.path.join(folder, "whole.jsonl"), "wb", buffering=0) as f:
                 c0, t0 = time.process_time(), time.perf_counter()
                 f.write(encode_line({"kind": "header", "snapshot": take(ws, seq=session.seq, handled=None)}))
@@ -152,6 +167,8 @@ def measure_capture(tasks: int = 10_000, repeats: int = 9) -> dict:
         "whole_cpu_median_ms": statistics.median(whole_cpu) * ms, "whole_cpu_max_ms": max(whole_cpu) * ms,
         "median_ms": statistics.median(wall) * ms, "max_ms": max(wall) * ms,
         "cpu_median_ms": statistics.median(cpu) * ms, "cpu_max_ms": max(cpu) * ms,
+        "ids_median_ms": statistics.median(ids_wall) * ms, "ids_max_ms": max(ids_wall) * ms,
+        "ids_cpu_median_ms": statistics.median(ids_cpu) * ms, "ids_cpu_max_ms": max(ids_cpu) * ms,
         "stall_median_ms": statistics.median(stall) * ms, "stall_max_ms": max(stall) * ms,
         "encoded_median_ms": statistics.median(encode_wall) * ms,
         "alone_median_ms": statistics.median(alone) * ms, "alone_max_ms": max(alone) * ms,
@@ -176,7 +193,9 @@ def print_capture(p: dict) -> None:
           f"median {p['whole_median_ms']:.1f} ms, max {p['whole_max_ms']:.1f} ms (CPU median "
           f"{p['whole_cpu_median_ms']:.1f}, max {p['whole_cpu_max_ms']:.1f}); captured on the loop (now) "
           f"median {p['median_ms']:.1f} ms, max {p['max_ms']:.1f} ms (CPU median {p['cpu_median_ms']:.1f}, "
-          f"max {p['cpu_max_ms']:.1f}); the thread wrote it {p['encoded_median_ms']:.0f} ms after (median), "
+          f"max {p['cpu_max_ms']:.1f}); the same with a task alive outside ws.tasks (every reference "
+          f"looked up) median {p['ids_median_ms']:.1f} ms, max {p['ids_max_ms']:.1f} ms (CPU median "
+          f"{p['ids_cpu_median_ms']:.1f}, max {p['ids_cpu_max_ms']:.1f}); the thread wrote it {p['encoded_median_ms']:.0f} ms after (median), "
           f"the longest tick of a loop meanwhile {p['stall_max_ms']:.1f} ms (median of each run's longest "
           f"{p['stall_median_ms']:.1f} ms), without the thread for as long {p['alone_max_ms']:.1f} ms "
           f"(median {p['alone_median_ms']:.1f} ms; a tick is about 0.6 ms)")

@@ -18,6 +18,7 @@ import marshal
 import os
 import struct
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 
 from distributed import worker_state_machine as wsm
 
@@ -140,17 +141,34 @@ _LEN = struct.Struct("<Q")
 Packed = tuple
 
 
+def _fields_of(name: str) -> Callable[[object], tuple]:
+    """What reads class ``name``'s fields, in ``__init__`` order, as a tuple
+    (one C call: an ``attrgetter`` of one name returns the value bare)."""
+    fields = FIELD_ORDER[name]
+    if len(fields) > 1:
+        return attrgetter(*fields)
+    get = attrgetter(fields[0])
+    return lambda ev: (get(ev),)
+
+
+#: event class -> (its number, what reads its fields, its fields' packers)
+_PACK = {EVENT_CLASSES[name]: (_CLASS_ID[name], _fields_of(name), _PACKERS[name]) for name in CLASS_NAMES}
+
+
 def pack(call: RecordedCall, instructions: bool = True) -> Packed:
     """A call as plain values ``marshal`` carries; without its recorded
     instructions unless asked (only verifying needs them, and they are the
     bulk of what would cross)."""
     events = []
     for ev in call.events:
-        name = type(ev).__name__
-        args = [getattr(ev, f) for f in FIELD_ORDER[name]]
-        for i, packer in _PACKERS[name]:
-            args[i] = packer(args[i])
-        events.append((_CLASS_ID[name], tuple(args)))
+        number, fields, packers = _PACK[type(ev)]
+        args = fields(ev)
+        if packers:
+            args = list(args)
+            for i, packer in packers:
+                args[i] = packer(args[i])
+            args = tuple(args)
+        events.append((number, args))
     kept = call.instructions if instructions else None
     return (call.first, call.lines, call.handled, call.resources, events, kept, call.error,
             call.store_failed)

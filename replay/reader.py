@@ -132,6 +132,10 @@ def read_calls(
 def _read(
     log: ClusterLog, worker: WorkerLog, start: int, stop: int, keep: bool
 ) -> Iterator[RecordedCall]:
+    # once per read, not per call: importing replay.log at the top would bring
+    # pydantic to every importer of the engine
+    from replay.log import decode_step
+
     path, header = log.file_of(worker), worker.header
     resources: list[ResourcesChange] = []
     steps: list[tuple[int, dict]] = []
@@ -142,14 +146,14 @@ def _read(
             continue
         if rec["seq"] > stop:
             if steps:  # stop falls inside a batch: its head, so every step is a position
-                yield _call(path, header, resources, steps, keep, _call_end(records, rec))
+                yield _call(decode_step, path, header, resources, steps, keep, _call_end(records, rec))
             return
         steps.append((lineno, rec))
         if "instructions" in rec or "error" in rec:
-            yield _call(path, header, resources, steps, keep)
+            yield _call(decode_step, path, header, resources, steps, keep)
             resources, steps = [], []
     if steps:  # a torn batch: the worker died while handling it
-        yield _call(path, header, resources, steps, keep)
+        yield _call(decode_step, path, header, resources, steps, keep)
 
 
 def _call_end(records: Iterator[tuple[int, dict]], rec: dict) -> dict:
@@ -164,6 +168,7 @@ def _call_end(records: Iterator[tuple[int, dict]], rec: dict) -> dict:
 
 
 def _call(
+    decode_step: Callable[..., wsm.StateMachineEvent],
     path: str,
     header: dict,
     resources: list[ResourcesChange],
@@ -171,21 +176,20 @@ def _call(
     keep: bool,
     last: dict | None = None,
 ) -> RecordedCall:
-    from replay.log import decode_step
-
     last = steps[-1][1] if last is None else last
     failed = last.get("store_failed")
+    # positional: this runs once per call of every replay
     return RecordedCall(
-        events=[decode_step(path, lineno, rec, header) for lineno, rec in steps],
-        first=steps[0][1]["seq"],
-        lines=[lineno for lineno, _ in steps],
-        handled=last["handled"],
-        resources=resources,
-        instructions=last.get("instructions"),
-        error=last.get("error"),
-        records=[rec for _, rec in steps] if keep else None,
-        store_failed=None if failed is None else _store_failed(path, steps[-1][0], failed),
-        cut=last is not steps[-1][1],
+        [decode_step(path, lineno, rec, header) for lineno, rec in steps],
+        steps[0][1]["seq"],
+        [lineno for lineno, _ in steps],
+        last["handled"],
+        resources,
+        last.get("instructions"),
+        last.get("error"),
+        [rec for _, rec in steps] if keep else None,
+        None if failed is None else _store_failed(path, steps[-1][0], failed),
+        last is not steps[-1][1],
     )
 
 

@@ -470,11 +470,17 @@ class Session:
         global _calls_running
         try:
             handled = self.clock()
-            if self.seq == 0 and not self._header_written:
+            if not self._header_written:
                 self._write_header()
-            self._write_changes(ws)
+            # the usual call changes nothing outside the state machine: tell
+            # that here, without the record's own frame
+            if (self.watch is not None or _settings_of(ws) != self._settings
+                    or ws.total_resources != self._resources
+                    or ws.available_resources != self._available
+                    or getattr(ws, "address", None) != self._address):
+                self._write_changes(ws)
             # encode before handling: handlers may consume what events carry
-            encoded = [encode_event(s) for s in stims]
+            encoded = list(map(encode_event, stims))
         except Exception as e:
             self._fail(e)
             return base.handle_stimulus(ws, *stims)
@@ -492,7 +498,8 @@ class Session:
         _calls_running -= 1
         try:
             self._write_steps(encoded, handled, instructions, None)
-            self._remember(ws)
+            if self.watch is not None or ws.available_resources != self._available:
+                self._remember(ws)
             if self.segments is not None:
                 self._after_call(ws, len(stims), handled)
         except Exception as e:
@@ -543,10 +550,12 @@ class Session:
     def _write_steps(
         self, encoded: list[dict], handled: float, instructions: list | None, error: str | None
     ) -> None:
-        assert self.writer is not None
+        if not encoded:
+            return  # handle_stimulus() with no event: no step
+        write = self.writer.write  # type: ignore[union-attr]
         name = self.name
-        last = len(encoded) - 1
-        for i, ev in enumerate(encoded):
+        last = encoded[-1]
+        for ev in encoded:
             rec: dict[str, Any] = {
                 "kind": "step",
                 "worker": name,
@@ -554,16 +563,16 @@ class Session:
                 "handled": handled,
                 "event": ev,
             }
-            if i == last:
+            if ev is last:
                 if instructions is not None:
-                    rec["instructions"] = [encode_instruction(x) for x in instructions]
-                if last:
-                    rec["batch"] = last + 1
+                    rec["instructions"] = list(map(encode_instruction, instructions))
+                if len(encoded) > 1:
+                    rec["batch"] = len(encoded)
                 if error is not None:
                     rec["error"] = error
                 if self._store_failed:
                     rec["store_failed"] = self._store_failed
-            self.writer.write(rec)
+            write(rec)
             # counted once written, so that a warning names the last step on disk
             self.seq += 1
 

@@ -129,11 +129,16 @@ class SegmentWriter(LogWriter):
         assert self._thread is None and self._raw.tell() == 0
         self._held = []
         self.base = None
-        self._thread = threading.Thread(target=self._write_header, args=(header, cap),
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._write_header, args=(header, cap, started),
                                         name="dask-replay-snapshot", daemon=True)
         self._thread.start()
+        started.set()
 
-    def _write_header(self, header: dict, cap: Capture) -> None:
+    def _write_header(self, header: dict, cap: Capture, started: threading.Event) -> None:
+        # not before start() has returned: the event loop, woken in it, would
+        # wait for the GIL this thread holds (a switch interval, 5 ms)
+        started.wait()
         # here, not at the top: the read commands import this module without distributed
         from replay.snapshot import encode_line_with, resume_gc
 

@@ -42,7 +42,7 @@ import heapq
 import weakref
 from collections.abc import Iterable, Iterator
 from itertools import chain, compress, cycle, islice
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from time import monotonic
 from typing import Any
 
@@ -130,46 +130,59 @@ _PLAIN = attrgetter(
 _GET_SETS = attrgetter(*ROW_SETS)
 #: which of a task's sets hold tasks (all but ``who_has``)
 _OF_TASKS = (False,) + (True,) * (len(ROW_SETS) - 1)
-_GET_STARTSTOPS = attrgetter("startstops")
-_GET_METADATA = attrgetter("metadata")
-_GET_ANNOTATIONS = attrgetter("annotations")
-_GET_RESTRICTIONS = attrgetter("resource_restrictions")
+#: a task's list and dicts the state machine appends to or updates in place
+_GET_CONTAINERS = attrgetter("startstops", "metadata", "annotations", "resource_restrictions")
+#: tasks read at a time: each map over them finds them, and their sets, still
+#: in the CPU's cache from the map before (a tenth less than whole lists)
+_CHUNK = 256
 
 
 class _Rows:
     """The fields of some tasks at one instant, field by field (parallel lists)."""
 
-    __slots__ = ("plain", "sets", "sizes", "startstops", "metadata", "annotations", "restrictions")
+    __slots__ = ("plain", "sets", "sizes", "containers")
 
     def __init__(self, tasks: list[wsm.TaskState]):
         #: per task: the tuple of :data:`_PLAIN`
-        self.plain = list(map(_PLAIN, tasks))
-        # all sets of all tasks in one list, a task's ROW_SETS after another's
-        live = list(chain.from_iterable(map(_GET_SETS, tasks)))
+        self.plain: list[tuple] = []
         #: per task, per set of :data:`ROW_SETS` (task ``i``'s ``j``-th at
         #: ``5 * i + j``): its members in iteration order
-        self.sets = list(map(tuple, live))
+        self.sets: list[tuple] = []
         #: the same, their ``set.__sizeof__`` (:func:`_slots` gives the table)
-        self.sizes = list(map(_SIZEOF, live))
-        # lists and dicts the state machine appends to or updates in place:
-        # copied (their items are not changed once added)
-        self.startstops = list(map(tuple, map(_GET_STARTSTOPS, tasks)))
-        self.metadata = [dict(m) if m else None for m in map(_GET_METADATA, tasks)]
-        self.annotations = [None if a is None else dict(a) for a in map(_GET_ANNOTATIONS, tasks)]
-        self.restrictions = [None if r is None else dict(r) for r in map(_GET_RESTRICTIONS, tasks)]
+        self.sizes: list[int] = []
+        #: per task: copies of :data:`_GET_CONTAINERS` (their items are not
+        #: changed once added): ``startstops`` as a tuple, the dicts or None
+        self.containers: list[tuple] = []
+        for at in range(0, len(tasks), _CHUNK):
+            chunk = tasks[at:at + _CHUNK]
+            self.plain += map(_PLAIN, chunk)
+            # all sets of these tasks, a task's ROW_SETS after another's
+            live = list(chain.from_iterable(map(_GET_SETS, chunk)))
+            self.sets += map(tuple, live)
+            self.sizes += map(_SIZEOF, live)
+            self.containers += [
+                (tuple(s) if s else (), dict(m) if m else None, None if a is None else dict(a),
+                 None if r is None else dict(r))
+                for s, m, a, r in map(_GET_CONTAINERS, chunk)]
 
     def referenced(self) -> Iterable[wsm.TaskState]:
-        """Every task a task set of these rows holds."""
-        return chain.from_iterable(compress(self.sets, cycle(_OF_TASKS)))
+        """Every task a task set of these rows holds (the empty sets skipped
+        in a C loop: most are)."""
+        return chain.from_iterable(filter(None, compress(self.sets, cycle(_OF_TASKS))))
 
 
-#: a ``HeapSet`` at one instant: its members, its heap with each entry's task
-#: (None where no longer alive), its counter, sortedness and table size
-_HeapCapture = tuple[tuple, list, int, bool, int]
+#: a ``HeapSet`` at one instant: its members, its heap's entries ``(priority,
+#: counter, weak reference)``, each entry's task (None where no longer
+#: alive), its counter, sortedness and table size
+_HeapCapture = tuple[tuple, list, list, int, bool, int]
+_THIRD = itemgetter(2)
+#: a weak reference's referent, called in a C loop
+_DEREF = weakref.ref.__call__
 
 
 def _capture_heapset(hs: Any) -> _HeapCapture:
-    return (tuple(hs._data), [(k, i, ref()) for k, i, ref in hs._heap], hs._inc, hs._sorted,
+    heap = list(hs._heap)
+    return (tuple(hs._data), heap, list(map(_DEREF, map(_THIRD, heap))), hs._inc, hs._sorted,
             table_size(hs._data))
 
 
@@ -182,7 +195,7 @@ class Capture:
     __slots__ = ("seq", "handled", "address", "settings", "total_resources", "available_resources",
                  "counters", "sets", "tables", "ready", "constrained", "data_needed", "has_what",
                  "in_flight_workers", "busy_workers", "data", "actors", "rng", "task_counter",
-                 "tasks", "rows", "orphans", "gc_paused")
+                 "tasks", "rows", "orphans", "orphans_by", "gc_paused")
 
     def __init__(self, ws: wsm.WorkerState, seq: int, handled: float | None):
         #: whether :func:`resume_gc` turns the garbage collector back on
@@ -216,10 +229,17 @@ class Capture:
         #: each with its rows, as it was at this instant
         self.orphans: dict[int, tuple[_Rows, int]] = {}
         known = set(map(id, self.tasks))
-        # by ids, in C loops; the tasks themselves looked for only if any
         found = []
-        if not known.issuperset(map(id, self._referenced())):
-            found = [ts for ts in self._referenced() if id(ts) not in known]
+        #: how orphans were ruled out or looked for: "count" where every
+        #: ``TaskState`` alive is in ``ws.tasks`` (dask registers each it makes
+        #: in ``TaskState._instances``; the capture holds every task it refers
+        #: to alive, so none can be outside), else "ids": every task referred
+        #: to looked up by id, in C loops, the tasks themselves only if any is not
+        self.orphans_by = "count"
+        if len(wsm.TaskState._instances) != len(known):
+            self.orphans_by = "ids"
+            if not known.issuperset(map(id, self._referenced())):
+                found = [ts for ts in self._referenced() if id(ts) not in known]
         while found:
             seen = {}
             for ts in found:
@@ -236,7 +256,7 @@ class Capture:
         return chain(
             self.rows.referenced(), chain.from_iterable(self.sets),
             chain.from_iterable(items for items, *_ in heaps),
-            (ts for _, _, ts in chain.from_iterable(heap for _, heap, *_ in heaps) if ts is not None),
+            filter(None, chain.from_iterable(alive for _, _, alive, *_ in heaps)),
             self.task_counter[2])
 
 
@@ -379,8 +399,7 @@ def _task_row(rows: _Rows, i: int, num: _Numbering) -> list:
      stop_time, span_id) = rows.plain[i]
     k = i * 5
     who_has, deps, dependents, wfd, waiters = rows.sets[k:k + 5]
-    startstops, metadata, annotations, restrictions = (
-        rows.startstops[i], rows.metadata[i], rows.annotations[i], rows.restrictions[i])
+    startstops, metadata, annotations, restrictions = rows.containers[i]
     row = [
         _key(key), state, previous, next_,
         None if prio is None else _priority(prio),
@@ -417,9 +436,9 @@ def _tables(sizes: list[int]) -> list[int] | None:
 
 
 def _heapset(hs: _HeapCapture, num: _Numbering) -> dict:
-    items, entries, inc, sorted_, table = hs
+    items, entries, alive, inc, sorted_, table = hs
     heap = [[_priority_encode(k) if type(k) is tuple else encode_value(k), i,
-             -1 if ts is None else num(ts)] for k, i, ts in entries]
+             -1 if ts is None else num(ts)] for (k, i, _), ts in zip(entries, alive)]
     return {"items": [num(ts) for ts in items], "heap": heap, "inc": inc,
             "sorted": sorted_, "table": table}
 

@@ -331,18 +331,23 @@ def _encode_slowly(obj: Any, table: dict[str, dict[str, Field]]) -> dict:
 # the field's own codec. Their result equals ``_encode_slowly``'s, byte for
 # byte once dumped (tests/test_recorder_encoding.py compares the two).
 
-_SIMPLE_KEY_PARTS = frozenset({str, int})
-_STRINGS = frozenset({str})
 #: what ``encode_value`` returns unchanged, by exact type
 _PLAIN_VALUES = frozenset({str, int, bool, type(None)})
+#: ``_type_encode`` of the result types met so far; cleared when full, so
+#: that classes made on the fly are not kept alive
+_TYPE_NAMES: dict[type, str | None] = {}
 
 
 def _key(k: Any) -> Any:
     t = type(k)
+    if t is tuple:
+        # a loop over a short tuple costs less than a set test over map(type, k)
+        for part in k:
+            if type(part) is not str and type(part) is not int:
+                return encode_key(k)
+        return list(k)
     if t is str or t is int:
         return k
-    if t is tuple and _SIMPLE_KEY_PARTS.issuperset(map(type, k)):
-        return list(k)
     return encode_key(k)
 
 
@@ -351,8 +356,9 @@ def _keys(items: Any) -> Any:
 
 
 def _workers(ws: Any) -> Any:
-    if not _STRINGS.issuperset(map(type, ws)):
-        return encode_collection(ws, _str)  # raises, naming the value
+    for w in ws:
+        if type(w) is not str:
+            return encode_collection(ws, _str)  # raises, naming the value
     t = type(ws)
     if t is tuple:
         return {"tuple": list(ws)}
@@ -370,7 +376,22 @@ def _nbytes(mapping: Any) -> list:
 
 
 def _priority(x: Any) -> list:
-    return list(x) if _PLAIN_VALUES.issuperset(map(type, x)) else _priority_encode(x)
+    for v in x:
+        if type(v) is not int and type(v) is not str and v is not None and type(v) is not bool:
+            return _priority_encode(x)
+    return list(x)
+
+
+def _type_name(x: Any) -> str | None:
+    # a class renamed after its first result would keep its first name here
+    if isinstance(x, type) and getattr(type(x), "__hash__", None) is type.__hash__:
+        name = _TYPE_NAMES.get(x)
+        if name is None:
+            if len(_TYPE_NAMES) >= 256:
+                _TYPE_NAMES.clear()
+            name = _TYPE_NAMES[x] = _type_encode(x)
+        return name
+    return _type_encode(x)
 
 
 def _value(x: Any) -> Any:
@@ -382,6 +403,8 @@ def _value(x: Any) -> Any:
     if t is list:
         return [_value(v) for v in x]
     if t is dict:
+        if not x:
+            return {"dict": []}  # metadata and annotations, most often
         # startstops: dicts of strings and finite floats
         return {"dict": [
             [k if type(k) is str else _value(k),
@@ -408,6 +431,11 @@ _INLINE: dict[int, str] = {
     id(NBYTES_MAP): "_nbytes(o.{a})",
     id(PRIORITY): "_priority(o.{a})",
     id(VALUE): "_value(o.{a})",
+    id(RESOURCES): "(None if ({v} := o.{a}) is None else {c}({v}))",
+    id(TYPE): "_type_name(o.{a})",
+    # not read: written as null whatever they hold
+    id(DROPPED): "None",
+    id(STAND_IN_RUN_SPEC): "None",
     id(FLOAT): "({v} if type({v} := o.{a}) is float and {v} - {v} == 0.0 else {c}({v}))",
     id(OPT_FLOAT): "({v} if ({v} := o.{a}) is None or (type({v}) is float and {v} - {v} == 0.0) "
                    "else {c}({v}))",
@@ -417,7 +445,8 @@ _INLINE: dict[int, str] = {
 def _compile(name: str, fields: dict[str, Field]) -> Callable[[Any], dict]:
     # one generated dict display per class, as dataclasses generates __init__
     env: dict[str, Any] = {"_key": _key, "_keys": _keys, "_who_has": _who_has,
-                           "_nbytes": _nbytes, "_priority": _priority, "_value": _value}
+                           "_nbytes": _nbytes, "_priority": _priority, "_value": _value,
+                           "_type_name": _type_name}
     absent = ERA.log_only.get(name, ())
     items = [f"'cls': {name!r}", "'stimulus_id': o.stimulus_id"]
     for i, (field, codec) in enumerate(fields.items()):
@@ -433,15 +462,32 @@ def _compile(name: str, fields: dict[str, Field]) -> Callable[[Any], dict]:
 
 _EVENT_ENCODERS = {name: _compile(name, fields) for name, fields in EVENT_FIELDS.items()}
 _INSTRUCTION_ENCODERS = {name: _compile(name, fields) for name, fields in INSTRUCTION_FIELDS.items()}
+#: the same encoders by the installed class itself: found without reading the
+#: class's name (a subclass, or a class of another name, goes through ``_encode``)
+_EVENT_ENCODERS_OF = {EVENT_CLASSES[name]: f for name, f in _EVENT_ENCODERS.items()}
+_INSTRUCTION_ENCODERS_OF = {INSTRUCTION_CLASSES[name]: f for name, f in _INSTRUCTION_ENCODERS.items()}
 
 
 def encode_event(ev: wsm.StateMachineEvent) -> dict:
     """A live event as a JSON-ready dict; call it before the event is handled."""
-    return _encode(ev, _EVENT_ENCODERS, EVENT_FIELDS)
+    # the recorder's hot path: one frame and one lookup for dask's own classes
+    encode = _EVENT_ENCODERS_OF.get(type(ev))
+    if encode is None:
+        return _encode(ev, _EVENT_ENCODERS, EVENT_FIELDS)
+    try:
+        return encode(ev)
+    except CodecError:
+        return _encode_slowly(ev, EVENT_FIELDS)  # raises, naming the field
 
 
 def encode_instruction(inst: wsm.Instruction) -> dict:
-    return _encode(inst, _INSTRUCTION_ENCODERS, INSTRUCTION_FIELDS)
+    encode = _INSTRUCTION_ENCODERS_OF.get(type(inst))
+    if encode is None:
+        return _encode(inst, _INSTRUCTION_ENCODERS, INSTRUCTION_FIELDS)
+    try:
+        return encode(inst)
+    except CodecError:
+        return _encode_slowly(inst, INSTRUCTION_FIELDS)  # raises, naming the field
 
 
 def _encode(obj: Any, encoders: dict, fields: dict) -> dict:

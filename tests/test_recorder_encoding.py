@@ -174,6 +174,12 @@ def containers(items):
 
 workers = containers(st.sampled_from(["tcp://a:1", "tcp://b:2", "inproc://c/3"]))
 times = st.one_of(floats, st.integers(0, 10))
+#: result types: classes (the encoder keeps the names of those it met), a class
+#: made on the fly, a renamed one, and what is no class at all
+result_types = st.one_of(
+    st.sampled_from([int, dict, None, "not a type", wsm.TaskState]),
+    st.text(max_size=3).map(lambda n: type("Made" + n, (), {"__module__": "gen." + n})),
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -192,11 +198,12 @@ def test_compiled_event_encoders_equal_the_tables(key, who_has, nbytes, priority
 @given(key=keys, keys_=containers(keys), start=times, stop=st.none() | times,
        startstops=st.lists(st.fixed_dictionaries({"action": st.text(max_size=5), "start": times, "stop": times}),
                            max_size=2),
-       metadata=values)
-def test_compiled_encoders_of_keys_floats_and_values_equal_the_tables(key, keys_, start, stop, startstops, metadata):
+       metadata=values, result_type=result_types)
+def test_compiled_encoders_of_keys_floats_and_values_equal_the_tables(key, keys_, start, stop, startstops, metadata,
+                                                                      result_type):
     assert_same(wsm.FreeKeysEvent(keys=keys_, stimulus_id="f"))
     assert_same(wsm.ExecuteSuccessEvent(key=key, run_id=1, value=None, start=start, stop=start, nbytes=8,
-                                        type=int, stimulus_id="e"))
+                                        type=result_type, stimulus_id="e"))
     assert_same(wsm.ExecuteFailureEvent(key=key, run_id=1, start=stop, stop=stop, exception=None,
                                         traceback=None, exception_text="E", traceback_text="T",
                                         stimulus_id="e"))

@@ -2,12 +2,17 @@
 verify from their snapshot, a LocalCluster that stays within its bound."""
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import gc
+import multiprocessing
 import os
+import pathlib
 import threading
 
 import dask
 import orjson
+import pytest
 from distributed import Client, LocalCluster, wait
 from distributed import worker_state_machine as wsm
 
@@ -161,6 +166,7 @@ def test_a_capture_holds_the_orphans_of_a_broken_state():
     x.resource_restrictions = {"R": 1.0}
     before = orjson.dumps(take(ws, seq=1, handled=None))
     cap = capture(ws, seq=1, handled=None)
+    assert cap.orphans_by == "ids"  # x is alive outside ws.tasks
     x.state = "memory"
     x.who_has.add("tcp://127.0.0.3:1")
     x.dependents.add(wsm.TaskState("z"))
@@ -175,6 +181,97 @@ def test_a_capture_holds_the_orphans_of_a_broken_state():
     assert [row[0] for row in snap["orphans"]] == ["x"]
     # as it was: fetched from its peer at once (a free transfer slot)
     assert snap["orphans"][0][1] == "flight"
+
+
+def _in_a_fresh_process(fn, *args):
+    """``fn(*args)`` in a new interpreter: the count below needs no task
+    alive but the worker's, which a test process that ran other tests may
+    not give (an assertion failing there is raised here)."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result(timeout=300)
+
+
+def _count_against_lookups(folder: str) -> int:
+    path = _simulated(pathlib.Path(folder), 1500, seed=5)
+    log = ClusterLog.open(path)
+    by_count = 0
+    for w in log.workers:
+        r = Replayer(w.header)
+        for n, call in enumerate(read_calls(log, w, records=False)):
+            r.apply(call)
+            if n % 41 or not r.ws.tasks:
+                continue
+            gc.collect()  # a former worker's tasks, if any are left in cycles
+            fast = capture(r.ws, seq=r.seq, handled=r.handled)
+            stray = wsm.TaskState(("stray", n))
+            slow = capture(r.ws, seq=r.seq, handled=r.handled)
+            assert slow.orphans_by == "ids"
+            assert orjson.dumps(encode(fast)) == orjson.dumps(encode(slow))
+            by_count += fast.orphans_by == "count"
+            del fast, slow, stray
+    return by_count
+
+
+def test_orphans_are_ruled_out_by_count_only_when_every_task_alive_is_in_ws_tasks(tmp_path):
+    """Where every ``TaskState`` alive is in ``ws.tasks``, no task can be
+    referred to from outside it, and the capture skips looking up every
+    reference: its snapshot is the one the lookup gives. One more task alive
+    anywhere and every reference is looked up."""
+    # nothing else holds a task in that process: the count answers every time
+    assert _in_a_fresh_process(_count_against_lookups, str(tmp_path)) >= 30
+
+
+def _unregistered_orphan() -> str:
+    ws = wsm.WorkerState(nthreads=1, address="tcp://127.0.0.1:1", validate=False)
+    ws.handle_stimulus(wsm.ComputeTaskEvent.dummy("y", who_has={"x": ["tcp://127.0.0.2:1"]},
+                                                  priority=(0,), stimulus_id="s1"))
+    gc.collect()
+    unregistered = copy.copy(ws.tasks["x"])
+    assert unregistered not in wsm.TaskState._instances
+    ws.tasks["y"].dependencies.add(unregistered)
+    cap = capture(ws, seq=1, handled=None)
+    assert cap.orphans_by == "count"
+    with pytest.raises(KeyError):
+        encode(cap)
+    return cap.orphans_by
+
+
+def test_a_task_dask_did_not_register_is_no_silent_orphan():
+    """The count relies on dask registering every ``TaskState`` it makes. One
+    made without its constructor (a copy), referred to but not in
+    ``ws.tasks``, is missed by the count: the encoding then fails, rather
+    than write a snapshot without it."""
+    assert _in_a_fresh_process(_unregistered_orphan) == "count"
+
+
+def test_a_capture_holds_what_a_stale_heap_entry_points_to():
+    """A heap keeps the entry of a task discarded from it until popped. An
+    entry whose task is no longer in ``ws.tasks`` but still alive (a broken
+    state) names it as an orphan; one whose task is gone is written -1. The
+    capture resolves every entry at its instant: a task that dies or changes
+    afterwards is encoded as it was."""
+    ws = wsm.WorkerState(nthreads=1, address="tcp://127.0.0.1:1", validate=False)
+    ws.handle_stimulus(*(wsm.ComputeTaskEvent.dummy(k, priority=(p,), stimulus_id="s1")
+                         for p, k in enumerate("abcd")))
+    assert ws.tasks["a"].state == "executing" and len(ws.ready) == 3  # one thread
+    gone, kept = ws.tasks.pop("b"), ws.tasks.pop("c")
+    ws.ready.discard(gone)
+    ws.ready.discard(kept)
+    del gone  # its heap entry's weak reference is dead now
+    assert len(ws.ready) == 1 and len(ws.ready._heap) == 3
+    before = orjson.dumps(take(ws, seq=1, handled=None))
+    cap = capture(ws, seq=1, handled=None)
+    kept.state = "memory"
+    kept.priority = (9,)
+    kept.who_has.add("tcp://127.0.0.2:1")
+    del kept  # alive only through the capture now
+    gc.collect()
+    assert orjson.dumps(encode(cap)) == before
+    snap = orjson.loads(before)
+    assert [row[0] for row in snap["orphans"]] == ["c"] and snap["orphans"][0][1] == "ready"
+    n = len(snap["tasks"])
+    assert [entry[2] for entry in snap["ready"]["heap"]] == [-1, n, list(ws.tasks).index("d")]
 
 
 def test_lines_written_while_a_snapshot_is_encoded_follow_it(tmp_path, monkeypatch):
