@@ -189,11 +189,21 @@ class Seeker:
             if replayer.seq >= next_snap:
                 self._snapshot(replayer)
                 self._unmeasured += 1
-                if self.budget_mb is not None and self._unmeasured >= MEASURE_EVERY:
-                    self._unmeasured = 0
-                    while len(self.snapshots) > 2 and self.memory_mb() > SPARSE_SHARE * self.budget_mb:
-                        self._thin()
+                if self._unmeasured >= MEASURE_EVERY:
+                    self._keep_sparse_in_budget()
                 next_snap = replayer.seq + self.every
+        # the last snapshots too: a long log spreads its snapshots (``max_snapshots``)
+        # so that fewer than MEASURE_EVERY may be taken in all
+        self._keep_sparse_in_budget()
+
+    def _keep_sparse_in_budget(self) -> None:
+        """Thin the first pass's snapshots while they hold more than their
+        share of the budget."""
+        self._unmeasured = 0
+        if self.budget_mb is None:
+            return
+        while len(self.snapshots) > 2 and self.memory_mb() > SPARSE_SHARE * self.budget_mb:
+            self._thin()
 
     def _snapshot(self, replayer: Replayer) -> None:
         parent_end, child_end = Pipe()

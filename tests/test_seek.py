@@ -69,3 +69,18 @@ def test_a_seek_reports_the_cpu_time_of_the_fork_that_answered(seeker):
     assert here < seeker.seek_cpu
     seeker.view(5, _spin, 0.0)
     assert seeker.seek_cpu < 0.05  # each seek's own
+
+
+def test_the_first_pass_keeps_its_snapshots_within_the_budget(history, fingerprint_ws):
+    """Fewer snapshots than are taken between two measures of their memory
+    (a long log spreads them out) are still measured once the pass ends: a
+    budget they pass thins them, and seeks still land on the replayed state."""
+    from replay.seek import MEASURE_EVERY
+
+    every = history.events // 5
+    with Seeker(history, every=every, budget_mb=1) as s:
+        s.prepare()
+        assert s.every > every, "a budget of 1 MB is passed by any snapshot: they were thinned"
+        assert len(s.snapshots) <= 2 < history.events // every < MEASURE_EVERY
+        pos = history.events - 3
+        assert s.view(pos, of_state, fingerprint_ws) == fingerprint_ws(history.state_at(pos))
