@@ -47,6 +47,33 @@ def _simulated(tmp_path, events: int, seed: int) -> str:
     return path
 
 
+def _segmented(tmp_path, events: int, *, steps: int, seed: int) -> str:
+    """A simulated run recorded as segments of ``steps`` steps: the first
+    worker's folder."""
+    folder = str(tmp_path / "segs")
+    sim = Simulation(None, seed=seed, segments=(folder, Bound(segment_steps=steps)))
+    try:
+        sim.run(events)
+    finally:
+        sim.close()
+    return os.path.join(folder, sorted(os.listdir(folder))[0])
+
+
+def _forget_it_may_run(path: str) -> dict:
+    """Make a segment's snapshot wrong: the worker forgets it may run tasks
+    (no thread where one is busy, not running), so a step that would start
+    one now does not. The snapshot written."""
+    lines = [rec for _, rec in iter_lines(path)]
+    snap = lines[0]["snapshot"]
+    if snap["sets"]["executing"]:
+        snap["settings"]["nthreads"] = 0
+    snap["counters"]["running"] = False
+    with open(path, "wb") as f:
+        for rec in lines:
+            f.write(orjson.dumps(rec) + b"\n")
+    return snap
+
+
 def _as_data(snap: dict) -> dict:
     """A snapshot with every set's members sorted: what must survive a rebuild
     exactly whatever the sets' internal order."""
@@ -349,23 +376,10 @@ def test_segments_forced_every_50_steps_verify_from_their_snapshots(tmp_path):
 def test_a_segment_departs_when_its_snapshot_is_wrong(tmp_path, cli_run):
     """The comparison can fail: a snapshot with one task's state changed
     does not verify."""
-    folder = str(tmp_path / "segs")
-    sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=100)))
-    try:
-        sim.run(800)
-    finally:
-        sim.close()
-    worker = os.path.join(folder, sorted(os.listdir(folder))[0])
+    worker = _segmented(tmp_path, 800, steps=100, seed=1)
     checks = verify_folder(worker)
     good = next(c for c in checks if c.number > 1 and c.exact)
-    lines = [rec for _, rec in iter_lines(good.path)]
-    snap = lines[0]["snapshot"]
-    # the worker forgets it may run tasks: a step that would start one now does not
-    snap["settings"]["nthreads"] = 0 if snap["sets"]["executing"] else snap["settings"]["nthreads"]
-    snap["counters"]["running"] = False
-    with open(good.path, "wb") as f:
-        for rec in lines:
-            f.write(orjson.dumps(rec) + b"\n")
+    _forget_it_may_run(good.path)
     assert not verify_folder(worker)[checks.index(good)].exact
     # verify names it, though the segments joined replay exactly from the start
     code, out, err = cli_run(["verify", worker])
@@ -379,25 +393,13 @@ def test_read_commands_name_the_snapshot_they_replay_from(tmp_path, cli_run):
     one does not), load and why say where their replay departs and that it
     is "inexact from the snapshot at step N", as verify does; the event
     count is of the steps kept, not the last step's number."""
-    folder = str(tmp_path / "segs")
-    sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=100)))
-    try:
-        sim.run(800)
-    finally:
-        sim.close()
-    worker = next(os.path.join(folder, f) for f in sorted(os.listdir(folder)))
+    worker = _segmented(tmp_path, 800, steps=100, seed=1)
     files = segment_files(worker)
     for path in files[:2]:  # as the bound would have deleted them
         os.remove(path)
-    lines = [rec for _, rec in iter_lines(files[2])]
-    snap = lines[0]["snapshot"]
+    snap = _forget_it_may_run(files[2])
     first = snap["seq"]
     assert snap["sets"]["executing"], "the wrong snapshot must matter: a task runs there"
-    snap["settings"]["nthreads"] = 0
-    snap["counters"]["running"] = False
-    with open(files[2], "wb") as f:
-        for rec in lines:
-            f.write(orjson.dumps(rec) + b"\n")
     named = f"inexact from the snapshot at step {first:,}"
 
     code, out, err = cli_run(["load", worker, "--json"])
@@ -424,13 +426,7 @@ def test_verifying_segments_under_another_hash_seed_is_refused(tmp_path):
     import subprocess
     import sys
 
-    folder = str(tmp_path / "segs")
-    sim = Simulation(None, seed=1, segments=(folder, Bound(segment_steps=100)))
-    try:
-        sim.run(300)
-    finally:
-        sim.close()
-    worker = os.path.join(folder, sorted(os.listdir(folder))[0])
+    worker = _segmented(tmp_path, 300, steps=100, seed=1)
     recorded = next(iter_lines(segment_files(worker)[0]))[1]["hash_seed"]
     other = "1" if recorded != "1" else "2"
     code = ("import sys\nfrom replay.errors import InexactReplay\nfrom replay.segments import verify_folder\n"
@@ -520,13 +516,7 @@ def test_read_commands_take_a_bounded_recording(tmp_path, cli_run):
     """A folder whose oldest segments are gone: load says what is not kept,
     a position before the oldest snapshot is refused (exit 2, one line), a
     kept one is answered, and verify replays every kept segment."""
-    folder = str(tmp_path / "segs")
-    sim = Simulation(None, seed=3, segments=(folder, Bound(segment_steps=60)))
-    try:
-        sim.run(1200)
-    finally:
-        sim.close()
-    worker = os.path.join(folder, sorted(os.listdir(folder))[0])
+    worker = _segmented(tmp_path, 1200, steps=60, seed=3)
     files = segment_files(worker)
     for path in files[:3]:  # as the bound would have deleted them
         os.remove(path)
@@ -552,13 +542,7 @@ def test_the_stepper_story_and_shrink_take_a_bounded_recording(tmp_path, cli_run
     """What is kept of a bounded recording is stepped through, told as
     stories and shrunk like any log: positions count on from the oldest kept
     snapshot, and the step the stepper shows is the one ``state --at`` shows."""
-    folder = str(tmp_path / "segs")
-    sim = Simulation(None, seed=3, segments=(folder, Bound(segment_steps=60)))
-    try:
-        sim.run(1200)
-    finally:
-        sim.close()
-    worker = os.path.join(folder, sorted(os.listdir(folder))[0])
+    worker = _segmented(tmp_path, 1200, steps=60, seed=3)
     files = segment_files(worker)
     for path in files[:3]:
         os.remove(path)
