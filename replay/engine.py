@@ -126,6 +126,19 @@ COMPARED = (
 )
 
 
+class _RecordedClock:
+    """``time()`` for the state machine while a recorded call is replayed:
+    the time the recorded worker handled it."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class Divergence:
     """The first step whose replay does not match the recording."""
@@ -298,6 +311,7 @@ class Replayer:
             self.ws.log = _TapDeque(self._tap, maxlen=self.ws.log.maxlen)
         #: the worker's data (checked before every call for stores armed to raise)
         self._data: RecordedData = self.ws.data
+        self._clock = _RecordedClock()
         #: ``handle_stimulus``, with offline addresses for an inproc recording
         self._handle = self.ws.handle_stimulus
         if header["worker"].startswith("inproc://"):
@@ -398,12 +412,20 @@ class Replayer:
         self.seq = call.first + len(events) - 1
         self.stimulus_id = events[-1].stimulus_id
         self.handled = call.handled
-        if len(events) > 1:
-            return self._apply_batch(call, log)
+        # the state machine's own time() reads answer the recorded time: a
+        # store slower than 5 ms here (a busy box) would otherwise add a
+        # "disk-write" of this machine's clock to the replayed instructions
+        real, wsm.time = wsm.time, self._clock
+        self._clock.now = call.handled
         try:
-            return Applied(call, self._handle(events[0]), None, log)
-        except Exception as e:
-            return self._raised(call, e, log)
+            if len(events) > 1:
+                return self._apply_batch(call, log)
+            try:
+                return Applied(call, self._handle(events[0]), None, log)
+            except Exception as e:
+                return self._raised(call, e, log)
+        finally:
+            wsm.time = real
 
     def _apply_batch(self, call: RecordedCall, log: Sequence[tuple]) -> Applied:
         # handle_stimulus(a, b) is handle_stimulus(a) then handle_stimulus(b),

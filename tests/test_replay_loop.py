@@ -74,3 +74,33 @@ def test_automatic_collection_off_stays_off(worker):
             assert gc.get_threshold()[0] == 0
     finally:
         gc.set_threshold(*saved)
+
+
+def test_a_slow_store_on_the_replaying_machine_leaves_no_trace(fixture_path, monkeypatch):
+    """dask times storing a value itself and, past 5 ms, adds a "disk-write"
+    to the task's startstops, which its TaskFinishedMsg carries. A replay on
+    a busy machine must not: the state machine's clock answers the recorded
+    time, so each replayed instruction is the recording's however slow this
+    machine is (and every path shows the same one)."""
+    import time
+
+    from distributed import worker_state_machine as wsm
+
+    from replay.engine import RecordedData
+
+    setitem = RecordedData.__setitem__
+
+    def slow(self, key, value):
+        time.sleep(0.006)
+        setitem(self, key, value)
+
+    monkeypatch.setattr(RecordedData, "__setitem__", slow)
+    wh = max(replay.open(fixture_path("stuck-flight.jsonl")).workers, key=lambda w: w.events)
+    r = wh.replayer()
+    finished = []
+    for call in wh.calls():
+        finished += [i for i in r.apply(call).instructions if isinstance(i, wsm.TaskFinishedMsg)]
+    assert finished, "the log stores a computed value"
+    actions = [[s["action"] for s in i.startstops] for i in finished]
+    assert all("disk-write" not in a for a in actions), actions
+    assert wsm.time is not r._clock, "the real clock is back once a call is replayed"
