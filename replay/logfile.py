@@ -66,7 +66,7 @@ class LogWriter:
     #: of it is mapped into the worker (and counted in its RSS) at once
     CHUNK = 1 << 20
 
-    def __init__(self, path: str, *, compress: bool = False, chunk: int = CHUNK):
+    def __init__(self, path: str, *, compress: bool = False, chunk: int | None = None):
         self.path = path
         self._gz: gzip.GzipFile | None = None
         self._map: mmap.mmap | None = None
@@ -89,6 +89,7 @@ class LogWriter:
                 raise OSError(errno.ENODEV, "not a regular file")
             size = os.fstat(fd).st_size  # appended to, as "ab" would
             start = size - size % mmap.ALLOCATIONGRANULARITY
+            chunk = self.CHUNK if chunk is None else chunk
             self.chunk = max(mmap.ALLOCATIONGRANULARITY,
                              chunk - chunk % mmap.ALLOCATIONGRANULARITY)
             self._window(fd, start)
@@ -118,7 +119,15 @@ class LogWriter:
         self._room = self.chunk
 
     def write(self, record: dict) -> None:
-        self.write_line(encode_line(record))
+        # write_line(encode_line(record)) in one frame: once per stimulus
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        at = self._at
+        end = at + len(line)
+        if end <= self._room:
+            self._map[at:end] = line  # type: ignore[index]
+            self._at = end
+        else:
+            self._append(line)
 
     def write_line(self, line: bytes) -> None:
         """One line already encoded (:func:`encode_line`)."""

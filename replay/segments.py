@@ -113,7 +113,7 @@ class SegmentWriter(LogWriter):
     raised by the next ``write`` or by ``close``.
     """
 
-    def __init__(self, path: str, *, compress: bool = False, chunk: int = LogWriter.CHUNK):
+    def __init__(self, path: str, *, compress: bool = False, chunk: int | None = None):
         super().__init__(path, compress=compress, chunk=chunk)
         self._lock = threading.Lock()
         #: lines written while the header is being encoded; None: written through
