@@ -45,6 +45,10 @@ def encode_line(record: dict) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
+#: ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14; the constant is Python 3.12's)
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else None)
+
+
 class LogWriter:
     """Appends one JSON line per record; each is in the kernel's hands (the
     page cache) when ``write`` returns, so a worker killed with SIGKILL
@@ -116,6 +120,13 @@ class LogWriter:
         self._base = start
         os.posix_fallocate(fd, start, self.chunk)
         self._map = mmap.mmap(fd, self.chunk, offset=start)
+        if _POPULATE_WRITE is not None:
+            # the chunk's pages faulted in by one call now, not one fault per
+            # page in later stores, each on a cold kernel path
+            try:
+                self._map.madvise(_POPULATE_WRITE)
+            except OSError:  # a kernel before 5.14: the stores fault them in
+                pass
         self._room = self.chunk
 
     def write(self, record: dict) -> None:
