@@ -177,9 +177,8 @@ class LogWriter:
 
     def tell(self) -> int:
         """Bytes written so far (compressed, for gzip)."""
-        if self._fd >= 0:
+        if self._raw is None:  # mapped (or was, closed)
             return self._base + self._at
-        assert self._raw is not None
         return self._raw.tell()
 
     def close(self) -> None:
@@ -200,6 +199,26 @@ class LogWriter:
         finally:
             if self._raw is not None:
                 self._raw.close()
+
+
+def stored_length(path: str) -> int:
+    """The bytes of a log before the zero bytes that end it while a mapped
+    :class:`LogWriter` still writes it, or once it was killed: what a reader
+    finds in it. The file's size for any other file.
+
+    A live log's size and modification time change only once per chunk (its
+    stores are into pages already faulted in), so this, not the size, tells
+    that lines were added since a log was last read."""
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            f.seek(start)
+            kept = f.read(end - start).rstrip(b"\0")
+            if kept:
+                return start + len(kept)
+            end = start
+    return 0
 
 
 class LineWriter:

@@ -398,14 +398,17 @@ def joined(folder: str) -> str:
     """One log of the segments a folder keeps: the oldest kept segment's
     header (and snapshot), then every kept segment's steps and resource
     changes, and the last one's ``end`` if it has one. Rewritten when the
-    segments changed (by name, size and time); a bounded recording is at most
-    its bound, so the copy is too."""
-    from replay.logfile import iter_lines, write_records  # this module is the recorder's: read side only
+    segments changed (by name, length stored and time); a bounded recording
+    is at most its bound, so the copy is too."""
+    # this module is the recorder's: read side only
+    from replay.logfile import iter_lines, stored_length, write_records
 
     files = segment_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no segments")
-    stamp = [[os.path.basename(p), os.path.getsize(p), os.stat(p).st_mtime_ns] for p in files]
+    # the length stored, not the size: the segment being written grows a
+    # chunk at a time (LogWriter)
+    stamp = [[os.path.basename(p), stored_length(p), os.stat(p).st_mtime_ns] for p in files]
     out = os.path.join(folder, JOINED)
     stamp_path = out + ".stamp"
     try:

@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from replay.errors import LogError
-from replay.logfile import LogWriter, encode_line, iter_lines, scan_lines
-from replay.segments import Bound, SegmentFiles
+from replay.logfile import LogWriter, encode_line, iter_lines, scan_lines, stored_length
+from replay.segments import Bound, SegmentFiles, joined
 
 PAGE = mmap.ALLOCATIONGRANULARITY
 
@@ -149,3 +149,34 @@ def test_a_segment_counts_what_is_written_and_reserves_its_chunk(tmp_path):
     files.close()
     assert os.path.getsize(writer.path) == written
     assert read(writer.path)[0] == [record(0, 100)]
+
+
+def test_lines_stored_into_a_live_chunk_are_seen_by_their_length_not_the_size(tmp_path):
+    path = tmp_path / "live.jsonl"
+    w = LogWriter(str(path), chunk=4 * PAGE)
+    w.write(record(0, 10))
+    size, first = path.stat().st_size, w.tell()
+    assert stored_length(str(path)) == first
+    w.write(record(1, 10))
+    # the size did not move; what is stored did
+    assert path.stat().st_size == size and stored_length(str(path)) == w.tell() > first
+    # across more than one read of the tail
+    w.write(record(2, 3 * PAGE))
+    assert stored_length(str(path)) == w.tell()
+    w.close()
+    assert stored_length(str(path)) == path.stat().st_size == w.tell()
+    empty = tmp_path / "empty.jsonl"
+    LogWriter(str(empty)).close()
+    assert stored_length(str(empty)) == 0
+
+
+def test_a_bounded_recordings_joined_log_follows_its_live_segment(tmp_path):
+    files = SegmentFiles(str(tmp_path / "w.segments"), Bound(max_bytes=1 << 20))
+    writer = files.open_next()
+    header = {"kind": "header", "format": "dask-replay", "worker": "w"}
+    writer.write(header)
+    writer.write(record(1, 10))
+    assert [r.get("seq") for r in read(joined(files.folder))[0]] == [None, 1]
+    writer.write(record(2, 10))  # the same chunk: the segment's size is unchanged
+    assert [r.get("seq") for r in read(joined(files.folder))[0]] == [None, 1, 2]
+    files.close()
