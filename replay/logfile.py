@@ -88,9 +88,12 @@ class LogWriter:
             self._gz = gzip.GzipFile(fileobj=self._raw, mode="ab")
             return
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        size = -1
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(errno.ENODEV, "not a regular file")
+            if not hasattr(os, "posix_fallocate"):  # macOS: a store could SIGBUS on a full disk
+                raise OSError(errno.ENOTSUP, "no posix_fallocate")
             size = os.fstat(fd).st_size  # appended to, as "ab" would
             start = size - size % mmap.ALLOCATIONGRANULARITY
             chunk = self.CHUNK if chunk is None else chunk
@@ -99,7 +102,11 @@ class LogWriter:
             self._window(fd, start)
             self._at = size - start
         except OSError:
-            os.close(fd)
+            try:
+                if size >= 0 and self._room == 0:  # allocated, then not mapped
+                    os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
             self.chunk = 0
             self._raw = open(path, "ab", buffering=0)
             return

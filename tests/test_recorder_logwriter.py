@@ -180,3 +180,19 @@ def test_a_bounded_recordings_joined_log_follows_its_live_segment(tmp_path):
     writer.write(record(2, 10))  # the same chunk: the segment's size is unchanged
     assert [r.get("seq") for r in read(joined(files.folder))[0]] == [None, 1, 2]
     files.close()
+
+
+def test_a_file_allocated_but_not_mapped_is_cut_back_and_written_line_by_line(tmp_path, monkeypatch):
+    path = tmp_path / "w.jsonl"
+    path.write_bytes(encode_line(record(0, 5)))
+
+    def refused(*args, **kwargs):
+        raise OSError(19, "no mmap here")
+
+    monkeypatch.setattr("replay.logfile.mmap.mmap", refused)
+    w = LogWriter(str(path), chunk=PAGE)
+    assert not w.mapped
+    w.write(record(1, 5))
+    w.close()
+    # no allocated zeros left between the lines
+    assert read(path) == ([record(0, 5), record(1, 5)], [])
