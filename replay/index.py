@@ -74,10 +74,11 @@ from replay.diagnosis import Tracker, why, why_view
 from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
 from replay.literal import jsonable, key_text, sort_key
-from replay.logfile import GZIP_MAGIC, LogError, LogName, lines_at, log_inputs, log_name
+from replay.logfile import GZIP_MAGIC, LogError, LogName, cache_folder, lines_at, log_inputs, log_name
 from replay.positions import choose_worker, step_of
 from replay.render import encoded_text, event_text
 from replay.scheduler_log import attach_scheduler_log
+from replay.segments import is_segment_folder
 from replay.story import (
     Story,
     StoryLine,
@@ -215,21 +216,23 @@ DIRECTORY_INDEX = ".replay-index"
 def index_path(log: LogName) -> str:
     """Beside the log (a directory's inside it, as ``DIR/.replay-index``), or
     in the cache folder when that folder is not writable. Several files that
-    are not one directory's recording are indexed in the cache folder."""
+    are not one directory's recording, and a bounded recording's folder of
+    segments, are indexed in the cache folder."""
     if isinstance(log, tuple):
         where = None
         named = "\0".join(os.path.abspath(p) for p in log)
     elif os.path.isdir(log):
         where = os.path.join(os.path.abspath(log), DIRECTORY_INDEX)
         named = where
+        if is_segment_folder(log):  # a bounded recording: its bound counts every byte there
+            where = None
     else:
         where = os.path.abspath(log) + ".replay-index"
         named = os.path.abspath(log)
     if where is not None and os.access(os.path.dirname(where), os.W_OK):
         return where
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     name = hashlib.sha256(named.encode()).hexdigest()[:32]
-    return os.path.join(cache, "dask-replay", name + ".replay-index")
+    return os.path.join(cache_folder(), name + ".replay-index")
 
 
 # --- indexing afterwards, in the background --------------------------------------
