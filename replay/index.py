@@ -13,7 +13,8 @@ the log or in a cache folder:
   (where to look for one);
 - ``blocks``: per run of :data:`BLOCK` steps, every story line of each step
   (its event, the transitions and log entries it caused, its instructions)
-  with its payload and the keys it names, compressed; an event's,
+  with its payload and the keys it names, each step's JSON apart (a query
+  parses the steps it asks for), compressed; an event's,
   instruction's and transition's text is made from its payload when read
   (:func:`~replay.render.encoded_text`, with the shown fields and codecs of
   each class the writer wrote down: ``meta.fields``). Where the log's line
@@ -112,7 +113,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 19
+VERSION = 20
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -658,6 +659,21 @@ def _compress(raw: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=LEVEL).compress(raw)
 
 
+def _steps_blob(steps: list) -> bytes:
+    """A block of steps' story lines: the JSON of each step after a first
+    line of their lengths, so that a query parses the steps it asks for
+    only (one step of a block may hold thousands of transitions)."""
+    parts = [orjson.dumps(lines) for lines in steps]
+    return orjson.dumps([len(p) for p in parts]) + b"\n" + b"".join(parts)
+
+
+def _steps_of_blob(raw: bytes) -> tuple[memoryview, list[int]]:
+    """What :func:`_steps_blob` wrote: the steps' bytes, and where step ``i``
+    starts (``ends[i]``) and ends (``ends[i + 1]``)."""
+    head = raw.index(b"\n")
+    return memoryview(raw)[head + 1:], [0, *accumulate(orjson.loads(raw[:head]))]
+
+
 def _lean(d: dict, sid: str) -> Optional[int]:
     """Where ``d`` (an event's or instruction's encoding) held the step's
     stimulus id, which it no longer holds (:func:`_full` puts it back); None
@@ -906,7 +922,7 @@ class _Writer:
 
     def _write_block(self) -> None:
         if self.block:
-            self.packers["blocks"].add(self.block_first, orjson.dumps(self.block))
+            self.packers["blocks"].add(self.block_first, _steps_blob(self.block))
             self.block_first += len(self.block)
             self.block = []
 
@@ -1556,17 +1572,19 @@ class IndexedWorker:
         return line[1]
 
     def _lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:
-        """The story lines of ``steps`` (ascending), read block by block; a
-        line's text may be None until :meth:`_text` makes it."""
-        block: Optional[list] = None
+        """The story lines of ``steps`` (ascending), read block by block and
+        parsed step by step; a line's text may be None until :meth:`_text`
+        makes it."""
         first = -1
         for step in steps:
             want = (step - 1) // BLOCK * BLOCK + 1
             if want != first:
                 (data,) = self.db.execute("SELECT data FROM blocks WHERE wid = ? AND first = ?",
                                           (self.wid, want)).fetchone()
-                block, first = self._unpack("blocks", data), want
-            yield step, block[step - first]
+                block, ends = _steps_of_blob(self._raw("blocks", data))
+                first = want
+            i = step - first
+            yield step, orjson.loads(block[ends[i]:ends[i + 1]])
 
     def lines_of(self, step: int) -> list:
         """The story lines of one step: ``[kind, text, payload, keys]`` each."""
