@@ -13,7 +13,8 @@ the log or in a cache folder:
   (where to look for one);
 - ``blocks``: per run of :data:`BLOCK` steps, every story line of each step
   (its event, the transitions and log entries it caused, its instructions)
-  with its payload and the keys it names, compressed; an event's,
+  with its payload and the keys it names, each step's JSON apart (a query
+  parses the steps it asks for), compressed; an event's,
   instruction's and transition's text is made from its payload when read
   (:func:`~replay.render.encoded_text`, with the shown fields and codecs of
   each class the writer wrote down: ``meta.fields``). Where the log's line
@@ -74,10 +75,11 @@ from replay.diagnosis import Tracker, why, why_view
 from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
 from replay.literal import jsonable, key_text, sort_key
-from replay.logfile import GZIP_MAGIC, LogError, LogName, lines_at, log_inputs, log_name
+from replay.logfile import GZIP_MAGIC, LogError, LogName, cache_folder, lines_at, log_inputs, log_name
 from replay.positions import choose_worker, step_of
 from replay.render import encoded_text, event_text
 from replay.scheduler_log import attach_scheduler_log
+from replay.segments import is_segment_folder
 from replay.story import (
     Story,
     StoryLine,
@@ -111,7 +113,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 19
+VERSION = 20
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -215,21 +217,23 @@ DIRECTORY_INDEX = ".replay-index"
 def index_path(log: LogName) -> str:
     """Beside the log (a directory's inside it, as ``DIR/.replay-index``), or
     in the cache folder when that folder is not writable. Several files that
-    are not one directory's recording are indexed in the cache folder."""
+    are not one directory's recording, and a bounded recording's folder of
+    segments, are indexed in the cache folder."""
     if isinstance(log, tuple):
         where = None
         named = "\0".join(os.path.abspath(p) for p in log)
     elif os.path.isdir(log):
         where = os.path.join(os.path.abspath(log), DIRECTORY_INDEX)
         named = where
+        if is_segment_folder(log):  # a bounded recording: its bound counts every byte there
+            where = None
     else:
         where = os.path.abspath(log) + ".replay-index"
         named = os.path.abspath(log)
     if where is not None and os.access(os.path.dirname(where), os.W_OK):
         return where
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     name = hashlib.sha256(named.encode()).hexdigest()[:32]
-    return os.path.join(cache, "dask-replay", name + ".replay-index")
+    return os.path.join(cache_folder(), name + ".replay-index")
 
 
 # --- indexing afterwards, in the background --------------------------------------
@@ -655,6 +659,21 @@ def _compress(raw: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=LEVEL).compress(raw)
 
 
+def _steps_blob(steps: list) -> bytes:
+    """A block of steps' story lines: the JSON of each step after a first
+    line of their lengths, so that a query parses the steps it asks for
+    only (one step of a block may hold thousands of transitions)."""
+    parts = [orjson.dumps(lines) for lines in steps]
+    return orjson.dumps([len(p) for p in parts]) + b"\n" + b"".join(parts)
+
+
+def _steps_of_blob(raw: bytes) -> tuple[memoryview, list[int]]:
+    """What :func:`_steps_blob` wrote: the steps' bytes, and where step ``i``
+    starts (``ends[i]``) and ends (``ends[i + 1]``)."""
+    head = raw.index(b"\n")
+    return memoryview(raw)[head + 1:], [0, *accumulate(orjson.loads(raw[:head]))]
+
+
 def _lean(d: dict, sid: str) -> Optional[int]:
     """Where ``d`` (an event's or instruction's encoding) held the step's
     stimulus id, which it no longer holds (:func:`_full` puts it back); None
@@ -903,7 +922,7 @@ class _Writer:
 
     def _write_block(self) -> None:
         if self.block:
-            self.packers["blocks"].add(self.block_first, orjson.dumps(self.block))
+            self.packers["blocks"].add(self.block_first, _steps_blob(self.block))
             self.block_first += len(self.block)
             self.block = []
 
@@ -1553,17 +1572,19 @@ class IndexedWorker:
         return line[1]
 
     def _lines(self, steps: list[int]) -> Iterator[tuple[int, list]]:
-        """The story lines of ``steps`` (ascending), read block by block; a
-        line's text may be None until :meth:`_text` makes it."""
-        block: Optional[list] = None
+        """The story lines of ``steps`` (ascending), read block by block and
+        parsed step by step; a line's text may be None until :meth:`_text`
+        makes it."""
         first = -1
         for step in steps:
             want = (step - 1) // BLOCK * BLOCK + 1
             if want != first:
                 (data,) = self.db.execute("SELECT data FROM blocks WHERE wid = ? AND first = ?",
                                           (self.wid, want)).fetchone()
-                block, first = self._unpack("blocks", data), want
-            yield step, block[step - first]
+                block, ends = _steps_of_blob(self._raw("blocks", data))
+                first = want
+            i = step - first
+            yield step, orjson.loads(block[ends[i]:ends[i + 1]])
 
     def lines_of(self, step: int) -> list:
         """The story lines of one step: ``[kind, text, payload, keys]`` each."""

@@ -481,6 +481,14 @@ def write_records(path: str, records: Iterator[dict], *, compress: bool | None =
     return n
 
 
+def cache_folder() -> str:
+    """Where files made from a log go when they must not go beside it (the
+    folder is not writable, or it is a bounded recording's): the user's
+    cache folder, ``$XDG_CACHE_HOME/dask-replay`` (``~/.cache/dask-replay``)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "dask-replay")
+
+
 #: the scheduler's logs in a recording directory (:mod:`replay.scheduler_recorder`):
 #: ``scheduler.jsonl``, or ``scheduler-N.jsonl`` for a second scheduler
 SCHEDULER_LOG_NAME = re.compile(r"scheduler(-[0-9]+)?\.jsonl(\.gz)?")

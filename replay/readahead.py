@@ -274,7 +274,9 @@ def read_ahead(
                 return
             if msg[0] == "error":
                 raise LogError(msg[1], msg[2], msg[3])
-            yield from map(unpack, msg[1])
+            # the whole batch at once: its code and data stay warm for 256 calls,
+            # not cold again after every handle_stimulus
+            yield from [unpack(packed) for packed in msg[1]]
     finally:
         os.close(r)
         try:

@@ -41,6 +41,7 @@ from packaging.version import InvalidVersion, Version
 
 from replay.bisect import Trial
 from replay.errors import BadInput
+from replay.logfile import cache_folder
 
 #: the dask-replay source checkout, installed into a venv that replays a log
 SOURCE = Path(__file__).resolve().parent.parent
@@ -53,8 +54,7 @@ Progress = Callable[[str], None]
 
 
 def cache_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "dask-replay" / "bisect"
+    return Path(cache_folder()) / "bisect"
 
 
 # --- the package index ----------------------------------------------------------------

@@ -390,30 +390,40 @@ def verify_folder(folder: str) -> list[SegmentCheck]:
     return [verify_segment(p) for p in segment_files(folder)]
 
 
-#: the log :func:`joined` writes in a segment folder (hidden: not a segment)
+#: how the name of a joined copy ends (:func:`joined`)
 JOINED = ".joined.jsonl"
 
 
 def joined(folder: str) -> str:
     """One log of the segments a folder keeps: the oldest kept segment's
     header (and snapshot), then every kept segment's steps and resource
-    changes, and the last one's ``end`` if it has one. Rewritten when the
-    segments changed (by name, length stored and time); a bounded recording
-    is at most its bound, so the copy is too."""
+    changes, and the last one's ``end`` if it has one.
+
+    The copy goes to the cache folder, never into the recording: the bound
+    counts every byte there (a flight recorder's folder may be full to it), and
+    a recording may be read where it cannot be written. It is rewritten when
+    the segments changed (by name, length stored and time); a bounded
+    recording is at most its bound, so the copy is too."""
+    import hashlib
+    import json
+    import tempfile
+
     # this module is the recorder's: read side only
-    from replay.logfile import iter_lines, stored_length, write_records
+    from replay.logfile import cache_folder, iter_lines, stored_length, write_records
 
     files = segment_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no segments")
+    source = os.path.abspath(folder)
     # the length stored, not the size: the segment being written grows a
     # chunk at a time (LogWriter)
-    stamp = [[os.path.basename(p), stored_length(p), os.stat(p).st_mtime_ns] for p in files]
-    out = os.path.join(folder, JOINED)
-    stamp_path = out + ".stamp"
+    stamp = json.dumps({"folder": source, "segments": [
+        [os.path.basename(p), stored_length(p), os.stat(p).st_mtime_ns] for p in files]})
+    where = os.path.join(cache_folder(), "joined")
+    out = os.path.join(where, hashlib.sha256(source.encode()).hexdigest()[:32] + JOINED)
     try:
-        with open(stamp_path, "rb") as f:
-            if f.read() == repr(stamp).encode() and os.path.exists(out):
+        with open(out + ".stamp", encoding="utf-8") as f:
+            if f.read() == stamp and os.path.exists(out):
                 return out
     except FileNotFoundError:
         pass
@@ -430,12 +440,32 @@ def joined(folder: str) -> str:
                 else:
                     yield rec
 
-    tmp = out + ".tmp"
-    write_records(tmp, records())
-    os.replace(tmp, out)
-    with open(stamp_path, "wb") as f:
-        f.write(repr(stamp).encode())
+    os.makedirs(where, exist_ok=True)
+    # a temporary name of its own: two readers of one recording may join it at once
+    fd, tmp = tempfile.mkstemp(dir=where, suffix=".tmp")
+    os.close(fd)
+    try:
+        write_records(tmp, records())
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    with open(out + ".stamp", "w", encoding="utf-8") as f:
+        f.write(stamp)
     return out
+
+
+def joined_from(log_file: str) -> str | None:
+    """The segment folder :func:`joined` made ``log_file`` of; None for any other log."""
+    import json
+
+    if not log_file.endswith(JOINED):
+        return None
+    try:
+        with open(log_file + ".stamp", encoding="utf-8") as f:
+            return json.load(f)["folder"]
+    except FileNotFoundError:
+        return None
 
 
 def kept_from(header: dict) -> str | None:
@@ -467,8 +497,9 @@ def _ago(seconds: float) -> str:
 def departures(log_file: str) -> list[str]:
     """For a bounded recording's joined log, each kept segment that does not
     replay exactly from its own snapshot, in words; [] for any other log."""
-    if os.path.basename(log_file) != JOINED:
+    folder = joined_from(log_file)
+    if folder is None:
         return []
     return [f"inexact from the snapshot at step {c.snapshot_seq:,} (segment {c.number}: "
             f"{c.divergence.kind} differ at step {c.divergence.seq:,})"
-            for c in verify_folder(os.path.dirname(log_file)) if not c.exact]
+            for c in verify_folder(folder) if not c.exact]

@@ -129,7 +129,13 @@ def decode_key(obj: Any) -> Any:
     if t is str or t is int or t is float:
         return obj
     if t is list:
-        return tuple([decode_key(o) for o in obj])
+        # the usual tuple key, ("name", 3): parts that need no decoding, in
+        # one loop here rather than a call each
+        for o in obj:
+            to = type(o)
+            if to is not str and to is not int and to is not float:
+                return tuple([decode_key(o) for o in obj])
+        return tuple(obj)
     if t is dict:
         return decode_float(obj)
     raise CodecError(f"bad key encoding {obj!r}")

@@ -8,6 +8,7 @@ import gc
 import multiprocessing
 import os
 import pathlib
+import shutil
 import threading
 
 import dask
@@ -536,6 +537,37 @@ def test_read_commands_take_a_bounded_recording(tmp_path, cli_run):
     code, out, err = cli_run(["verify", worker])
     assert code == 0, out + err
     assert "faithful" in out
+
+
+def test_reading_a_bounded_recording_writes_nothing_into_it(tmp_path, cli_run, monkeypatch):
+    """The bound counts every byte of a worker's folder, and a recording may
+    be read where it cannot be written: the read commands leave the folder as
+    the recorder wrote it, the joined copy and the index going to the user's
+    cache folder; a worker whose first segment is still kept (a log from the
+    empty state, so indexed) and one whose first is gone (replayed from its
+    snapshot) alike."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    worker = _segmented(tmp_path, 700, steps=100, seed=2)
+    trimmed = str(tmp_path / "trimmed.segments")
+    shutil.copytree(worker, trimmed)
+    os.remove(segment_files(trimmed)[0])
+
+    def as_written(folder: str) -> dict:
+        return {name: (st.st_size, st.st_mtime_ns) for name in os.listdir(folder)
+                for st in [os.stat(os.path.join(folder, name))]}
+
+    for folder in (worker, trimmed):
+        before = as_written(folder)
+        for args in (["load", folder], ["load", folder], ["state", folder, "--at", "300"],
+                     ["verify", folder], ["why", folder]):
+            code, out, err = cli_run(args)
+            assert code in (0, 1), (args, out, err)
+            assert as_written(folder) == before, args
+    copies = sorted(os.listdir(cache / "dask-replay" / "joined"))
+    assert len([c for c in copies if c.endswith(".joined.jsonl")]) == 2, copies
+    # the worker from the empty state was indexed, beside its copy in the cache
+    assert [n for n in os.listdir(cache / "dask-replay") if n.endswith(".replay-index")], os.listdir(cache)
 
 
 def test_the_stepper_story_and_shrink_take_a_bounded_recording(tmp_path, cli_run):
