@@ -1254,6 +1254,8 @@ class IndexedWorker:
         self._blocks: dict[int, list] = {}
         #: first step -> a run of steps (_run), the last few decoded
         self._runs: dict[int, tuple[list, list, list]] = {}
+        #: the step :meth:`frozen` was asked last, its rows and counters (never changed)
+        self._last: Optional[tuple[int, dict, dict]] = None
         #: every run's first step and earliest time (:meth:`_step_runs`)
         self._step_runs_read: Optional[list[tuple[int, Optional[float]]]] = None
         #: first kid -> a row of kids, a line per key, the last few decompressed
@@ -1508,8 +1510,13 @@ class IndexedWorker:
         return cached
 
     def frozen(self, step: int) -> FrozenReplayer:
-        """The stand-in ``WorkerState`` at ``step``."""
+        """The stand-in ``WorkerState`` at ``step``: the last keyframe before
+        it and the changes since, or, where it lies between them, the step
+        asked last and the changes since that (a diff's second state, a
+        stepper's next step)."""
         since, frame_rows, frame_counters = self._keyframe(step)
+        if self._last is not None and since <= self._last[0] <= step:
+            since, frame_rows, frame_counters = self._last
         # copies: the cached keyframe stays as it was (rows themselves are never changed)
         rows = dict(frame_rows)
         counters = dict(frame_counters)
@@ -1521,6 +1528,7 @@ class IndexedWorker:
                     rows[decode_key(key)] = row
             if change is not None:
                 apply_change(counters, change)
+        self._last = (step, rows, counters)
         sid, handled = self._step_row(step)
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), step, sid, handled)
 
