@@ -116,7 +116,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 20
+VERSION = 21
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -158,6 +158,7 @@ CREATE TABLE dicts (wid INTEGER, kind TEXT, data BLOB, PRIMARY KEY (wid, kind)) 
 # built after the bulk insert: cheaper than keeping them up to date
 _INDEXES = """
 CREATE INDEX gathers_by_step ON gathers (wid, issued);
+CREATE INDEX gathers_unanswered ON gathers (wid, issued) WHERE answered IS NULL;
 """
 
 
@@ -1095,6 +1096,8 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                 "ended": wlog.ended, "end_reason": wlog.end_reason, "warnings": list(r.warnings),
                 "crash": crash, "crash_step": crash_step, "invariant": invariant, "reached": w.tracker.now.step,
                 "departed": departure(r.departed), "pauses": w.pauses,
+                # steps the longest answered gather stayed open (open_gathers looks that far back)
+                "gather_span": max((a - i for _, i, a, *_ in w.gather_rows if a is not None), default=0),
                 "raised": [{**r.to_json(), "key": None if r.key is None else encode_key(r.key)}
                            for r in w.tracker.raised],
             }
@@ -1257,6 +1260,10 @@ class IndexedWorker:
         self._blocks: dict[int, list] = {}
         #: first step -> a run of steps (_run), the last few decoded
         self._runs: dict[int, tuple[list, list, list]] = {}
+        #: the step :meth:`frozen` was asked last, its rows and counters (never changed)
+        self._last: Optional[tuple[int, dict, dict]] = None
+        #: every run's first step and earliest time (:meth:`_step_runs`)
+        self._step_runs_read: Optional[list[tuple[int, Optional[float]]]] = None
         #: first kid -> a row of kids, a line per key, the last few decompressed
         self._kids: dict[int, list[bytes]] = {}
         #: first step of a run -> its steps' lines and byte offsets in the log
@@ -1305,8 +1312,12 @@ class IndexedWorker:
         return steps[-1] if steps else None
 
     def _step_runs(self) -> list[tuple[int, Optional[float]]]:
-        """Each run of steps: its first step and its earliest recorded time."""
-        return self.db.execute("SELECT first, low FROM steps WHERE wid = ? ORDER BY first", (self.wid,)).fetchall()
+        """Each run of steps: its first step and its earliest recorded time
+        (read once: an index is never written after it is opened)."""
+        if self._step_runs_read is None:
+            self._step_runs_read = self.db.execute(
+                "SELECT first, low FROM steps WHERE wid = ? ORDER BY first", (self.wid,)).fetchall()
+        return self._step_runs_read
 
     def _where(self, step: int) -> tuple[int, int]:
         """The line and byte offset of ``step``'s line in the log (the writer knew them)."""
@@ -1505,8 +1516,13 @@ class IndexedWorker:
         return cached
 
     def frozen(self, step: int) -> FrozenReplayer:
-        """The stand-in ``WorkerState`` at ``step``."""
+        """The stand-in ``WorkerState`` at ``step``: the last keyframe before
+        it and the changes since, or, where it lies between them, the step
+        asked last and the changes since that (a diff's second state, a
+        stepper's next step)."""
         since, frame_rows, frame_counters = self._keyframe(step)
+        if self._last is not None and since <= self._last[0] <= step:
+            since, frame_rows, frame_counters = self._last
         # copies: the cached keyframe stays as it was (rows themselves are never changed)
         rows = dict(frame_rows)
         counters = dict(frame_counters)
@@ -1518,6 +1534,7 @@ class IndexedWorker:
                     rows[decode_key(key)] = row
             if change is not None:
                 apply_change(counters, change)
+        self._last = (step, rows, counters)
         sid, handled = self._step_row(step)
         return FrozenReplayer(FrozenWorker(self.address, rows, counters), step, sid, handled)
 
@@ -1542,10 +1559,11 @@ class IndexedWorker:
 
     def open_gathers(self, step: int) -> list:
         """The gathers issued by ``step`` and not answered by it, oldest first."""
-
+        # one answered after step was issued at most the longest span before it
         rows = self.db.execute(
-            "SELECT issued, peer, keys FROM gathers"
-            " WHERE wid = ? AND issued <= ? AND (answered IS NULL OR answered > ?)", (self.wid, step, step))
+            "SELECT issued, peer, keys FROM gathers WHERE wid = ? AND issued BETWEEN ? AND ? AND answered > ?"
+            " UNION ALL SELECT issued, peer, keys FROM gathers WHERE wid = ? AND answered IS NULL AND issued <= ?",
+            (self.wid, step - self.info["gather_span"], step, step, self.wid, step))
         return sorted((Gather(issued, self._step(issued)[0], peer, tuple(decode_key(k) for k in orjson.loads(keys)))
                        for issued, peer, keys in rows), key=lambda g: (g.step, g.peer))
 
