@@ -9,6 +9,9 @@ before and after): the recorder's cost, less diluted by a loaded box than the
 wall time. Runs alternate (bare, recorded, recorded, bare, ...) so that drifts
 of the machine hit both; the figures are medians of the per-pair ratios.
 
+Each recorded run says how its logs were written (through a memory map, or
+a ``write`` per line: a file that cannot be mapped, or an older checkout).
+
 ``--against DIR`` adds the recorder of another checkout (a copy of an older
 commit, ``git archive``) as a third kind of run in the same rotation, every
 run then in a fresh process, the older one importing ``replay`` from DIR:
@@ -74,7 +77,8 @@ def _time_the_recorder() -> dict:
     """In a worker: from now on, the thread CPU time of each recorded call
     with and without the real ``handle_stimulus`` inside it; the difference
     is the recorder's own work on the event loop, measured in the run itself
-    (the two clock reads around the inner call count as the recorder's)."""
+    (the two clock reads around the inner call, and finding the wrapper that
+    takes them, count as the recorder's)."""
     from replay import record
 
     cls = record.Session
@@ -93,10 +97,16 @@ def _time_the_recorder() -> dict:
             finally:
                 acc["inner"] += clock() - t
 
+    # one wrapper per class, not one per call: its making is no part of the recorder
+    timed: dict[type, Timed] = {}
+
     def handle(self, ws, base, stims):
         t = clock()
         try:
-            return real(self, ws, Timed(base), stims)
+            inner = timed.get(base)
+            if inner is None:
+                inner = timed[base] = Timed(base)
+            return real(self, ws, inner, stims)
         finally:
             acc["total"] += clock() - t
             acc["calls"] += 1
@@ -127,6 +137,14 @@ def _recorder_time() -> dict:
     return dict(record.Session._timing)
 
 
+def _log_writer(dask_worker=None) -> list[str]:
+    """In a worker: how each recorded log is written (a checkout from before
+    the memory map writes per line)."""
+    sessions = dask_worker.plugins[Recorder.name]._sessions.values()
+    return [("memory map" if getattr(s.writer, "mapped", False) else "write per line")
+            for s in sessions if s.writer is not None]
+
+
 def run_once(leaves: int, record: bool) -> dict:
     """Seconds the workload took, the workers' CPU seconds on it, and how many
     events were recorded."""
@@ -153,6 +171,7 @@ def run_once(leaves: int, record: bool) -> dict:
                 cpu1 = client.run(_cpu)
                 timing = client.run(_recorder_time) if record else {}
                 pair = statistics.median(client.run(_clock_pair).values()) if record else 0.0
+                writers = sorted({w for ws in client.run(_log_writer).values() for w in ws}) if record else []
                 assert result == sum(2 * i + 2 for i in range(leaves)), result
         events = 0
         if record:
@@ -163,7 +182,8 @@ def run_once(leaves: int, record: bool) -> dict:
         own = sum(t["total"] - t["inner"] for t in timing.values())
         return {"seconds": elapsed, "cpu": cpu, "events": events, "recorder_cpu": own,
                 "handle_cpu": sum(t["inner"] for t in timing.values()),
-                "calls": sum(t["calls"] for t in timing.values()), "clock_pair": pair}
+                "calls": sum(t["calls"] for t in timing.values()), "clock_pair": pair,
+                "writers": writers}
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
 
@@ -231,6 +251,7 @@ def measure(repeats: int = 5, leaves: int = 1024, against: str | None = None) ->
         out[f"{mode}_clock_us"] = statistics.median(r["clock_pair"] * 1e6 for r in runs[mode])
         # both timed in the same run, under the same load: the steadier comparison
         out[f"{mode}_per_handle"] = statistics.median(r["recorder_cpu"] / r["handle_cpu"] for r in runs[mode])
+        out[f"{mode}_writers"] = sorted({w for r in runs[mode] for w in r.get("writers", [])})
     if against:
         out["before_ratio"] = statistics.median(ratios("before", "seconds"))
         out["before_cpu_ratio"] = statistics.median(ratios("before", "cpu"))
@@ -330,7 +351,8 @@ def main() -> None:
         print(f"  recorder of {args.against}: wall {m['before_ratio']:.3f}x, "
               f"workers' CPU {m['before_cpu_ratio']:.3f}x")
     for mode, name in [("recorded", "this checkout")] + ([("before", args.against)] if against else []):
-        print(f"the recorder's own CPU in the workers, {name}: {m[mode + '_us_per_call']:.1f} us per call "
+        print(f"the recorder's own CPU in the workers, {name} (logs: {', '.join(m[mode + '_writers'])}): "
+              f"{m[mode + '_us_per_call']:.1f} us per call "
               f"beside {m[mode + '_handle_us_per_call']:.1f} us in handle_stimulus "
               f"({m[mode + '_per_handle']:.3f}x its CPU; a thread_time() pair, which each call's timing adds "
               f"about once: {m[mode + '_clock_us']:.1f} us); "

@@ -49,8 +49,9 @@ interpreter: a fresh ``replay state`` on an indexed log is imports plus a few
 SQLite reads.
 
 The index holds JSON and text only; nothing in it can execute. It is keyed by
-the log's size, modification time and a hash of its head: a log that changed
-is indexed anew (and so the byte offsets it keeps into the log stay true).
+the log's size, modification time, length stored (before the zeros a log
+being written ends in) and a hash of its head: a log that changed is indexed
+anew (and so the byte offsets it keeps into the log stay true).
 """
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ from replay.diagnosis import Tracker, why, why_view
 from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
 from replay.literal import jsonable, key_text, sort_key
-from replay.logfile import GZIP_MAGIC, LogError, LogName, cache_folder, lines_at, log_inputs, log_name
+from replay.logfile import (
+    GZIP_MAGIC, LogError, LogName, cache_folder, lines_at, log_inputs, log_name, stored_length,
+)
 from replay.positions import choose_worker, step_of
 from replay.render import encoded_text, event_text
 from replay.scheduler_log import attach_scheduler_log
@@ -175,11 +178,14 @@ def _file_identity(path: str) -> dict:
     st = os.stat(path)
     with open(path, "rb") as f:
         head = hashlib.sha256(f.read(HEAD)).hexdigest()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": head}
+    # stored: a log its worker still writes grows a chunk at a time, its
+    # size and time unmoved by each line (LogWriter)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head": head,
+            "stored": stored_length(path)}
 
 
 def identity(log: LogName) -> dict:
-    """What a log's index is keyed by: size, modification time, hash of the
+    """What a log's index is keyed by: size, modification time, length stored, hash of the
     head (of each file, for a directory or several files), the index layout
     and the installed ``distributed``; the state machine's code is checked
     apart (:func:`code_identity`, :func:`same_code`)."""

@@ -4,12 +4,15 @@ This is the I/O edge of the data path; everything after it works on dicts.
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import io
+import mmap
 import os
 import queue
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -42,47 +45,187 @@ def encode_line(record: dict) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-class LogWriter:
-    """Appends one JSON line per record and pushes each to the OS at once.
+#: ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14; the constant is Python 3.12's)
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else None)
 
-    Plain files are unbuffered, so a worker killed with SIGKILL leaves every
-    line it finished writing. Gzip output is sync-flushed after each line for
-    the same reason; a reader treats the missing gzip trailer as a torn end.
+
+class LogWriter:
+    """Appends one JSON line per record; each is in the kernel's hands (the
+    page cache) when ``write`` returns, so a worker killed with SIGKILL
+    leaves every line it finished.
+
+    A plain file is written through a shared memory map of a window of it,
+    ``chunk`` bytes allocated at a time: a store into the map is in the page
+    cache as a ``write(2)`` is, without a system call per line. The file is
+    cut to the length written on :meth:`close`; one left by a killed writer
+    ends in zero bytes up to the chunk's end, which the reader takes as the
+    end of the recording (:func:`scan_lines`). Space is allocated before a
+    window is mapped, so a full disk is an ``OSError`` there, never a SIGBUS
+    on a store. A file that cannot be mapped (a pipe, a device) is written
+    unbuffered instead, as gzip output is, sync-flushed after each line; a
+    reader treats the missing gzip trailer as a torn end.
     """
 
-    def __init__(self, path: str, *, compress: bool = False):
+    #: bytes a plain log is allocated and mapped at a time: at most this much
+    #: of it is mapped into the worker (and counted in its RSS) at once
+    CHUNK = 1 << 20
+
+    def __init__(self, path: str, *, compress: bool = False, chunk: int | None = None):
         self.path = path
-        self._raw = open(path, "ab", buffering=0)
-        self._gz = gzip.GzipFile(fileobj=self._raw, mode="ab") if compress else None
+        self._gz: gzip.GzipFile | None = None
+        self._map: mmap.mmap | None = None
+        self._fd = -1
+        #: the map's window: where it starts in the file, its length, and
+        #: where the next line goes in it (``_room`` -1: nothing mapped ever,
+        #: every line through :meth:`_append`)
+        self._base = 0
+        self._room = -1
+        self._at = 0
+        #: bytes allocated and mapped at a time (0: none, not mapped)
+        self.chunk = 0
+        if compress:
+            self._raw = open(path, "ab", buffering=0)
+            self._gz = gzip.GzipFile(fileobj=self._raw, mode="ab")
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        size = -1
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.ENODEV, "not a regular file")
+            if not hasattr(os, "posix_fallocate"):  # macOS: a store could SIGBUS on a full disk
+                raise OSError(errno.ENOTSUP, "no posix_fallocate")
+            size = os.fstat(fd).st_size  # appended to, as "ab" would
+            start = size - size % mmap.ALLOCATIONGRANULARITY
+            chunk = self.CHUNK if chunk is None else chunk
+            self.chunk = max(mmap.ALLOCATIONGRANULARITY,
+                             chunk - chunk % mmap.ALLOCATIONGRANULARITY)
+            self._window(fd, start)
+            self._at = size - start
+        except OSError:
+            try:
+                if size >= 0 and self._room == 0:  # allocated, then not mapped
+                    os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+            self.chunk = 0
+            self._raw = open(path, "ab", buffering=0)
+            return
+        self._fd = fd
+        self._raw = None
+
+    @property
+    def mapped(self) -> bool:
+        """Whether lines go through the memory map (not ``write(2)``)."""
+        return self._fd >= 0
+
+    def _window(self, fd: int, start: int) -> None:
+        """Map ``chunk`` bytes of the file from ``start``, allocated first."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self._room = self._at = 0
+        self._base = start
+        os.posix_fallocate(fd, start, self.chunk)
+        self._map = mmap.mmap(fd, self.chunk, offset=start)
+        if _POPULATE_WRITE is not None:
+            # the chunk's pages faulted in by one call now, not one fault per
+            # page in later stores, each on a cold kernel path
+            try:
+                self._map.madvise(_POPULATE_WRITE)
+            except OSError:  # a kernel before 5.14: the stores fault them in
+                pass
+        self._room = self.chunk
 
     def write(self, record: dict) -> None:
-        self.write_line(encode_line(record))
+        # write_line(encode_line(record)) in one frame: once per stimulus
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        at = self._at
+        end = at + len(line)
+        if end <= self._room:
+            self._map[at:end] = line  # type: ignore[index]
+            self._at = end
+        else:
+            self._append(line)
 
     def write_line(self, line: bytes) -> None:
         """One line already encoded (:func:`encode_line`)."""
-        if self._gz is None:
-            # an unbuffered file may take part of a line (disk full, signal);
-            # the rest must follow or the next line would be glued to it
-            n = self._raw.write(line)
-            if n != len(line):
-                view = memoryview(line)
-                while True:
-                    if n is None:
-                        raise BlockingIOError(f"{self.path}: write would block")
-                    view = view[n:]
-                    if not view:
-                        break
-                    n = self._raw.write(view)
+        at = self._at
+        end = at + len(line)
+        if end <= self._room:  # the usual line: a copy into the map
+            self._map[at:end] = line  # type: ignore[index]
+            self._at = end
         else:
+            self._append(line)
+
+    def _append(self, line: bytes) -> None:
+        view = memoryview(line)
+        if self._fd >= 0:  # across the window's end: what fits, then the next
+            while True:
+                part = view[: self._room - self._at]
+                if part:
+                    self._map[self._at : self._at + len(part)] = part  # type: ignore[index]
+                    self._at += len(part)
+                    view = view[len(part):]
+                if not view:
+                    return
+                self._window(self._fd, self._base + self._room)
+        if self._gz is not None:
             self._gz.write(line)
             self._gz.flush(zlib.Z_SYNC_FLUSH)
+            return
+        # an unbuffered file may take part of a line (disk full, signal);
+        # the rest must follow or the next line would be glued to it
+        assert self._raw is not None
+        while view:
+            n = self._raw.write(view)
+            if n is None:
+                raise BlockingIOError(f"{self.path}: write would block")
+            view = view[n:]
+
+    def tell(self) -> int:
+        """Bytes written so far (compressed, for gzip)."""
+        if self._raw is None:  # mapped (or was, closed)
+            return self._base + self._at
+        return self._raw.tell()
 
     def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            try:
+                if self._map is not None:
+                    self._map.close()
+                    self._map = None
+                os.ftruncate(fd, self._base + self._at)  # the chunk's unwritten rest
+            finally:
+                self._room = -1
+                os.close(fd)
+            return
         try:
             if self._gz is not None:
                 self._gz.close()
         finally:
-            self._raw.close()
+            if self._raw is not None:
+                self._raw.close()
+
+
+def stored_length(path: str) -> int:
+    """The bytes of a log before the zero bytes that end it while a mapped
+    :class:`LogWriter` still writes it, or once it was killed: what a reader
+    finds in it. The file's size for any other file.
+
+    A live log's size and modification time change only once per chunk (its
+    stores are into pages already faulted in), so this, not the size, tells
+    that lines were added since a log was last read."""
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            f.seek(start)
+            kept = f.read(end - start).rstrip(b"\0")
+            if kept:
+                return start + len(kept)
+            end = start
+    return 0
 
 
 class LineWriter:
@@ -179,8 +322,10 @@ def iter_lines(
     Reads ``source`` (default: ``path``) and names ``path`` in messages.
     What a killed writer leaves behind is skipped with a warning: a last line
     without its newline that does not parse, or a gzip stream without its
-    end. Any other bad line is a :class:`LogError`. CRLF line ends (a file
-    passed through a Windows tool) are read with a warning.
+    end. Zero bytes to the end of the file (the rest of a killed
+    :class:`LogWriter`'s chunk) end the log quietly, like the file's end.
+    Any other bad line is a :class:`LogError`. CRLF line ends (a file passed
+    through a Windows tool) are read with a warning.
     """
     for lineno, _, obj in scan_lines(path, warn=warn, source=source):
         yield lineno, obj
@@ -228,6 +373,14 @@ def scan_lines(
             if n == limit:
                 raise LogError(path, lineno, f"line longer than {MAX_LINE} bytes")
             torn = line[-1] != 10  # b"\n"
+            if torn and line[-1] == 0:
+                # zero bytes to the end: the unwritten rest of a mapped
+                # writer's chunk (LogWriter), where its recording stops: it
+                # was killed, or is still writing. What precedes them on
+                # this line is a torn last line.
+                line = line.rstrip(b"\0")
+                if not line:
+                    return
             if not crlf and not torn and n > 1 and line[-2] == 13:  # b"\r\n"
                 crlf = True
                 if warn:

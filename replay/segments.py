@@ -113,8 +113,8 @@ class SegmentWriter(LogWriter):
     raised by the next ``write`` or by ``close``.
     """
 
-    def __init__(self, path: str, *, compress: bool = False):
-        super().__init__(path, compress=compress)
+    def __init__(self, path: str, *, compress: bool = False, chunk: int | None = None):
+        super().__init__(path, compress=compress, chunk=chunk)
         self._lock = threading.Lock()
         #: lines written while the header is being encoded; None: written through
         self._held: list[bytes] | None = None
@@ -126,7 +126,7 @@ class SegmentWriter(LogWriter):
     def begin(self, header: dict, cap: Capture) -> None:
         """Write ``header`` with the ``snapshot`` encoded from ``cap``, on a
         thread, which then resumes the garbage collector if the capture paused it."""
-        assert self._thread is None and self._raw.tell() == 0
+        assert self._thread is None and self.tell() == 0
         self._held = []
         self.base = None
         started = threading.Event()
@@ -149,7 +149,7 @@ class SegmentWriter(LogWriter):
                 resume_gc(cap)
             del cap  # the tasks it holds alive
             self.write_line(line)  # alone on the file: the loop's lines are held
-            self.base = self._raw.tell()
+            self.base = self.tell()
         except BaseException as e:  # raised again on the event loop
             self._error = e
         while True:  # the lines held, without holding the lock while writing
@@ -217,6 +217,11 @@ class SegmentFiles:
         self.header_bytes = 0
         #: the size on disk after the last call, once the header is written
         self._written: int | None = None
+        #: what a segment's file is allocated by at a time beyond what is
+        #: written (:class:`~replay.logfile.LogWriter`): a sixteenth of a
+        #: segment at most, and counted in :meth:`reserved`
+        seg = bound.segment_bytes
+        self.chunk = LogWriter.CHUNK if seg is None else min(LogWriter.CHUNK, seg // 16)
 
     def open_next(self) -> SegmentWriter:
         """Close the segment being written (keeping it) and start the next.
@@ -228,7 +233,7 @@ class SegmentFiles:
         self.number += 1
         ext = ".jsonl.gz" if self.compress else ".jsonl"
         self.writer = SegmentWriter(os.path.join(self.folder, f"{self.number:06d}{ext}"),
-                                    compress=self.compress)
+                                    compress=self.compress, chunk=self.chunk)
         self.started = None
         self.steps = 0
         self._written = None
@@ -259,8 +264,10 @@ class SegmentFiles:
             return self.size()
         base = self.writer.base
         header = self.header_bytes if base is None else base
-        # the call that fills it, then its end record
-        return max(self.size(), header + b.segment_bytes + self.largest_call + _END_BYTES)
+        # the call that fills it, then its end record, in a file allocated
+        # up to a chunk beyond what is written
+        return (max(self.size(), header + b.segment_bytes + self.largest_call + _END_BYTES)
+                + self.writer.chunk)
 
     def open_next_from(self, ws: Any, header: dict, *, seq: int, handled: float | None) -> SegmentWriter:
         """Close the segment being written and begin the next with ``header``
@@ -294,7 +301,7 @@ class SegmentFiles:
 
     def size(self) -> int:
         w = self.writer
-        return 0 if w is None else w._raw.tell()
+        return 0 if w is None else w.tell()
 
     def prune(self, now: float) -> list[str]:
         """Delete the oldest closed segments past the bound; the deleted paths."""
@@ -395,20 +402,23 @@ def joined(folder: str) -> str:
     The copy goes to the cache folder, never into the recording: the bound
     counts every byte there (a flight recorder's folder may be full to it), and
     a recording may be read where it cannot be written. It is rewritten when
-    the segments changed (by name, size and time); a bounded recording is at
-    most its bound, so the copy is too."""
+    the segments changed (by name, length stored and time); a bounded
+    recording is at most its bound, so the copy is too."""
     import hashlib
     import json
     import tempfile
 
-    from replay.logfile import cache_folder, iter_lines, write_records  # this module is the recorder's: read side only
+    # this module is the recorder's: read side only
+    from replay.logfile import cache_folder, iter_lines, stored_length, write_records
 
     files = segment_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no segments")
     source = os.path.abspath(folder)
+    # the length stored, not the size: the segment being written grows a
+    # chunk at a time (LogWriter)
     stamp = json.dumps({"folder": source, "segments": [
-        [os.path.basename(p), os.path.getsize(p), os.stat(p).st_mtime_ns] for p in files]})
+        [os.path.basename(p), stored_length(p), os.stat(p).st_mtime_ns] for p in files]})
     where = os.path.join(cache_folder(), "joined")
     out = os.path.join(where, hashlib.sha256(source.encode()).hexdigest()[:32] + JOINED)
     try:

@@ -178,7 +178,9 @@ times = st.one_of(floats, st.integers(0, 10))
 #: made on the fly, a renamed one, and what is no class at all
 result_types = st.one_of(
     st.sampled_from([int, dict, None, "not a type", wsm.TaskState]),
-    st.text(max_size=3).map(lambda n: type("Made" + n, (), {"__module__": "gen." + n})),
+    # any name type() takes (no NUL)
+    st.text(st.characters(blacklist_characters="\0"), max_size=3).map(
+        lambda n: type("Made" + n, (), {"__module__": "gen." + n})),
 )
 
 

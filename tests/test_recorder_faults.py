@@ -3,15 +3,19 @@
 Whatever happens to the log, the computation carries on with the right
 result, the worker says so once, and what reached the disk reads back up to
 its last complete line. Tests run as root, so permissions cannot make a
-directory unwritable; the failures are injected into the session's file
-object instead, the way the OS reports them (``write`` raising ``OSError``,
-or a short write followed by one).
+directory unwritable; the failures are injected where the OS reports them: a
+plain log is stored through a memory map and meets the disk when it allocates
+its next chunk (``posix_fallocate`` raising ``OSError``, after the part of a
+line that fitted), a gzip log at each ``write`` (raising ``OSError``, or a
+short write followed by one).
 """
 from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
+import re
 import signal
 import time
 from contextlib import contextmanager
@@ -20,9 +24,10 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster, wait
 
+import replay
 from replay import Recorder
 from replay.log import ClusterLog
-from replay.logfile import log_files
+from replay.logfile import LogWriter, iter_lines, log_files
 
 #: seconds any one wait on the cluster may take before the test fails
 WAIT = 60
@@ -113,37 +118,62 @@ class FailingFile:
         self.raw.close()
 
 
-def break_disk(err: int, partial: bool, dask_worker=None) -> int:
-    """Make the worker's log file fail; runs on its event loop, between stimuli."""
+class FailingChunks:
+    """A mapped log's next chunk, refused as ``posix_fallocate`` refuses it."""
+
+    def __init__(self, err: int):
+        self.err = err
+        self.calls = 0
+
+    def __call__(self, fd: int, start: int) -> None:
+        self.calls += 1
+        raise OSError(self.err, os.strerror(self.err))
+
+
+def break_disk(err: int, partial: bool, dask_worker=None) -> tuple[int, int]:
+    """Make the worker's log file fail; runs on its event loop, between
+    stimuli. The session's step and the bytes its log holds."""
     session = dask_worker.plugins[Recorder.name]._sessions[id(dask_worker)]
     writer = session.writer
-    failing = FailingFile(writer._raw, err, partial)
-    if writer._gz is not None:
-        writer._gz.fileobj = failing
-    writer._raw = failing
-    return session.seq
+    size = writer.tell()
+    if writer.mapped:
+        writer._window = FailingChunks(err)
+    else:
+        failing = FailingFile(writer._raw, err, partial)
+        if writer._gz is not None:
+            writer._gz.fileobj = failing
+        writer._raw = failing
+    return session.seq, size
 
 
 def read_back(directory: Path) -> list[ClusterLog]:
     return [ClusterLog.open(p, validate=True) for p in log_files(str(directory))]
 
 
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Plain logs allocated a page at a time: a few lines fill a chunk."""
+    monkeypatch.setattr(LogWriter, "CHUNK", mmap.ALLOCATIONGRANULARITY)
+
+
 @pytest.mark.parametrize(
     "err, partial, compress",
     [
-        (errno.EACCES, False, False),
         (errno.ENOSPC, True, False),
+        (errno.EIO, True, False),
+        (errno.EACCES, False, True),
         (errno.ENOSPC, False, True),
     ],
-    ids=["unwritable", "disk full mid-line", "disk full, gzip"],
+    ids=["disk full at a chunk", "I/O error at a chunk", "unwritable, gzip", "disk full, gzip"],
 )
-def test_write_fails_mid_run(tmp_path, warnings, err, partial, compress):
+def test_write_fails_mid_run(tmp_path, warnings, small_chunks, err, partial, compress):
     with cluster(tmp_path, compress=compress) as (cl, c):
         assert results(c, c.submit(inc, 1)) == 2
         session = session_of(cl)
-        (before,) = c.run(break_disk, err, partial).values()
-        failing = session.writer._raw
-        assert before > 0 and isinstance(failing, FailingFile)
+        assert session.writer.mapped is not compress  # which path writes
+        ((before, size),) = c.run(break_disk, err, partial).values()
+        failing = session.writer._window if not compress else session.writer._raw
+        assert before > 0 and isinstance(failing, FailingChunks if not compress else FailingFile)
         assert results(c, c.map(inc, range(10))) == list(range(1, 11))
         assert results(c, c.submit(inc, 100)) == 101  # the worker carries on unrecorded
         assert not session.active
@@ -152,16 +182,24 @@ def test_write_fails_mid_run(tmp_path, warnings, err, partial, compress):
     assert "stopped after step" in warnings[0]
     assert f"OSError({err}" in warnings[0] or f"Error({err}" in warnings[0], warnings[0]
 
+    (path,) = log_files(str(tmp_path))
+    raw = Path(path).read_bytes()
+    if not compress:
+        # cut on close to what was stored: the lines before, then the part
+        # of the next line that fitted in the chunk
+        assert b"\0" not in raw and len(raw) > size and not raw.endswith(b"\n")
+    # the log holds every step up to the one the warning names: for a mapped
+    # log, the lines that still fitted in the chunk, then none
+    stopped = int(re.search(r"stopped after step (\d+)", warnings[0]).group(1))
+    assert stopped == before if compress else stopped >= before
     (log,) = read_back(tmp_path)
     (w,) = log.workers
-    assert w.events == before
+    assert w.events == stopped
     assert not w.ended
     if partial:
         assert [m for m in log.warnings if "torn last line" in m], log.warnings
-    elif compress:
-        assert [m for m in log.warnings if "compressed stream ends early" in m], log.warnings
     else:
-        assert log.warnings == []
+        assert [m for m in log.warnings if "compressed stream ends early" in m], log.warnings
 
 
 def test_log_directory_is_a_file(tmp_path, warnings):
@@ -187,6 +225,9 @@ def test_worker_killed_mid_run(tmp_path):
                             "the worker was to be killed mid-run")
             time.sleep(0.01)
         (pid,) = c.run(os.getpid).values()
+        # what the scheduler heard the worker finish: each was sent after the
+        # handle_stimulus call that said so had returned
+        heard = {k for k, ws in c.who_has().items() if ws}
         os.kill(pid, signal.SIGKILL)
         # the nanny starts a new worker, which records to a new file
         assert results(c, futures) == list(range(1, 41))
@@ -201,3 +242,22 @@ def test_worker_killed_mid_run(tmp_path):
     assert not killed.ended and killed.events >= 3
     assert restarted.ended and restarted.events > 0
     assert killed.header["from_empty"] and restarted.header["from_empty"]
+    assert killed.ended is False and logs[0].warnings == logs[1].warnings == []
+    # stored through the map and killed mid-chunk: zeros follow the last line
+    # (a log closed cleanly is cut to its lines)
+    raw = {log.workers[0].header["pid"]: Path(log.path).read_bytes() for log in logs}
+    lines = raw[pid].rstrip(b"\0")
+    assert len(lines) < len(raw[pid]) and lines.endswith(b"\n")
+    assert b"\0" not in raw[restarted.header["pid"]]
+    # every task whose end the scheduler heard of is in the log, with the
+    # instruction that told it
+    finished = {rec["instructions"][i]["key"]
+                for _, rec in iter_lines(next(log.path for log in logs
+                                              if log.workers[0].header["pid"] == pid))
+                if rec["kind"] == "step"
+                for i in range(len(rec.get("instructions", [])))
+                if rec["instructions"][i]["cls"] == "TaskFinishedMsg"}
+    assert len(heard) >= 5 and heard <= finished, heard - finished
+    # and the log replays as the worker ran, up to where it died
+    killed_log = replay.open(next(log.path for log in logs if log.workers[0].header["pid"] == pid))
+    assert killed_log.worker().verify()[0] is None

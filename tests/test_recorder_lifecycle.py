@@ -12,7 +12,7 @@ from distributed.core import Status
 
 import replay
 from replay.log import ClusterLog
-from replay.logfile import iter_lines, log_files
+from replay.logfile import LogWriter, iter_lines, log_files
 from replay.record import Recorder, Session
 
 
@@ -25,13 +25,15 @@ def records(path) -> list[dict]:
 
 
 def open_files() -> set[str]:
-    """What this process's file descriptors point at."""
+    """What this process's file descriptors point at, and the files it maps."""
     out = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
             out.add(os.readlink(f"/proc/self/fd/{fd}"))
         except OSError:  # closed while listing
             pass
+    with open("/proc/self/maps") as f:
+        out.update(line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6)
     return out
 
 
@@ -46,6 +48,9 @@ def test_the_log_is_closed_when_the_worker_closes(tmp_path):
                 assert await c.submit(inc, 1, key="x") == 2
             (path,) = log_files(str(logs))
             was_open = os.path.realpath(path) in open_files()
+            # stored through a map of its current chunk, allocated ahead
+            assert (w.plugins[Recorder.name]._sessions[id(w)].writer.mapped
+                    and os.path.getsize(path) % LogWriter.CHUNK == 0)
             await w.close()
             # right after close returns, not at some later teardown
             assert os.path.realpath(path) not in open_files()
@@ -53,6 +58,9 @@ def test_the_log_is_closed_when_the_worker_closes(tmp_path):
 
     path, was_open = asyncio.run(run())
     assert was_open  # the check above can fail: the log was open before
+    # cut to its lines on close: no chunk's zero tail left
+    raw = open(path, "rb").read()
+    assert raw.endswith(b"\n") and b"\0" not in raw
     recs = records(path)
     assert recs[-1]["kind"] == "end" and recs[-1]["seq"] == max(r.get("seq", 0) for r in recs)
     assert replay.open(path).worker().verify()[0] is None
