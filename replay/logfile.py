@@ -94,7 +94,9 @@ class LogWriter:
                 raise OSError(errno.ENODEV, "not a regular file")
             if not hasattr(os, "posix_fallocate"):  # macOS: a store could SIGBUS on a full disk
                 raise OSError(errno.ENOTSUP, "no posix_fallocate")
-            size = os.fstat(fd).st_size  # appended to, as "ab" would
+            # appended to, as "ab" would, after what a killed writer stored:
+            # the zero bytes past it are its chunk's unwritten rest
+            size = _stored_length(fd)
             start = size - size % mmap.ALLOCATIONGRANULARITY
             chunk = self.CHUNK if chunk is None else chunk
             self.chunk = max(mmap.ALLOCATIONGRANULARITY,
@@ -216,15 +218,21 @@ def stored_length(path: str) -> int:
     A live log's size and modification time change only once per chunk (its
     stores are into pages already faulted in), so this, not the size, tells
     that lines were added since a log was last read."""
-    with open(path, "rb") as f:
-        end = os.fstat(f.fileno()).st_size
-        while end > 0:
-            start = max(0, end - (1 << 16))
-            f.seek(start)
-            kept = f.read(end - start).rstrip(b"\0")
-            if kept:
-                return start + len(kept)
-            end = start
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _stored_length(fd)
+    finally:
+        os.close(fd)
+
+
+def _stored_length(fd: int) -> int:
+    end = os.fstat(fd).st_size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        kept = os.pread(fd, end - start, start).rstrip(b"\0")
+        if kept:
+            return start + len(kept)
+        end = start
     return 0
 
 

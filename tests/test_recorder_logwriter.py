@@ -101,6 +101,25 @@ def test_a_writer_killed_with_sigkill_leaves_every_line(tmp_path, lines):
     assert warnings == []
 
 
+def test_a_log_left_by_a_killed_writer_is_appended_to_after_its_last_line(tmp_path):
+    """A writer appends to a log that exists, as a file opened "ab" does: to
+    one a killed writer left, its lines go where that writer's stopped, over
+    the zero tail, not after it (which would leave the log unreadable from
+    there on)."""
+    path = tmp_path / "killed.jsonl"
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(path), str(64 * 1024), "5"],
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    written = int(proc.stdout)
+    assert path.stat().st_size > written  # the zero tail is there
+    w = LogWriter(str(path), chunk=PAGE)
+    assert w.tell() == written
+    w.write({"kind": "step", "seq": 6})
+    w.close()
+    recs, warnings = read(path)
+    assert [r["seq"] for r in recs] == [1, 2, 3, 4, 5, 6] and warnings == []
+
+
 def test_a_torn_line_before_the_zero_tail_is_skipped_with_a_warning(tmp_path):
     path = tmp_path / "torn.jsonl"
     lines = b"".join(encode_line(record(i, 20)) for i in range(3))
