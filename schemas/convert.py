@@ -524,27 +524,48 @@ def _decode_slowly(d: dict, table: dict[str, dict[str, Field]], classes: dict[st
         raise CodecError(f"{name}: {e}") from None
 
 
+def _slowly(d: dict, table: dict[str, dict[str, Field]], classes: dict[str, type]):
+    # looked up when called: the generated decoders hold this, not the slow way itself
+    return _decode_slowly(d, table, classes)
+
+
 def _decoders(table: dict[str, dict[str, Field]], classes: dict[str, type]) -> dict:
     """One fast decoder per class; when the input is wrong it defers to the slow
     path, which names the field. A bug (any other exception) propagates."""
 
     def make(name: str):
+        # generated: a replay decodes every event, and a loop over the fields
+        # building a dict of keywords costs as much as the fields' decoders
         cls = classes[name]
         absent = ERA.log_only.get(name, ())
-        fields = tuple((f, c.decode) for f, c in table[name].items() if f not in absent)
-        extra = dict(ERA.class_only.get(name, {}))
-
-        def decode(d: dict):
-            try:
-                kwargs = {f: dec(d[f]) for f, dec in fields}
-                kwargs["stimulus_id"] = _str(d["stimulus_id"])
-                if extra:
-                    kwargs.update(extra)
-                return cls(**kwargs)
-            except (KeyError, TypeError, ValueError, RecursionError):  # CodecError too
-                return _decode_slowly(d, table, classes)
-
-        return decode
+        ns: dict[str, Any] = {"cls": cls, "init": cls.__init__, "new": object.__new__, "_str": _str,
+                              "slowly": _slowly, "table": table, "classes": classes}
+        kwargs = ['stimulus_id=_str(d["stimulus_id"])']
+        for i, (f, codec) in enumerate(table[name].items()):
+            if f in absent:
+                continue
+            if codec.decode is _ident:
+                kwargs.append(f"{f}=d[{f!r}]")
+            else:
+                ns[f"dec{i}"] = codec.decode
+                kwargs.append(f"{f}=dec{i}(d[{f!r}])")
+        for i, (f, value) in enumerate(ERA.class_only.get(name, {}).items()):
+            ns[f"extra{i}"] = value
+            kwargs.append(f"{f}=extra{i}")
+        if cls.__new__ is wsm.StateMachineEvent.__new__:
+            # what dask's __new__ does (it sets handled), without its frame
+            build = ["ev = new(cls)", "ev.handled = None", f"init(ev, {', '.join(kwargs)})", "return ev"]
+        else:
+            build = [f"return cls({', '.join(kwargs)})"]
+        src = "\n".join([
+            "def decode(d):",
+            "    try:",
+            *(f"        {line}" for line in build),
+            "    except (KeyError, TypeError, ValueError, RecursionError):  # CodecError too",
+            "        return slowly(d, table, classes)",
+        ])
+        exec(compile(src, f"<decoder of {name}>", "exec"), ns)
+        return ns["decode"]
 
     return {name: make(name) for name in table}
 
