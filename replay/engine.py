@@ -11,7 +11,7 @@ import gc
 import os
 import traceback
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -124,6 +124,29 @@ COMPARED = (
     "every instruction of every step, field by field (threads, result types, "
     "timings and the traceback of a failed data store are not compared)"
 )
+
+
+class state_machine_clock:
+    """Within ``with``: ``clock`` answers the state machine's own ``time()`` reads.
+
+    ``WorkerState`` reads the wall clock itself: ``_put_key_in_memory`` times
+    storing a value and, past 5 ms (a GC pause, a busy box), adds a
+    ``disk-write`` to the task's ``startstops``, which ``TaskFinishedMsg``
+    carries. A replay answers the recorded time of each call, a simulation
+    its simulated clock, so neither depends on how loaded the machine is.
+    A class, not a generator: a replay enters it once per call.
+    """
+
+    __slots__ = ("clock", "_real")
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+
+    def __enter__(self) -> None:
+        self._real, wsm.time = wsm.time, self.clock
+
+    def __exit__(self, *exc: object) -> None:
+        wsm.time = self._real
 
 
 class _RecordedClock:
@@ -312,6 +335,7 @@ class Replayer:
         #: the worker's data (checked before every call for stores armed to raise)
         self._data: RecordedData = self.ws.data
         self._clock = _RecordedClock()
+        self._recorded_time = state_machine_clock(self._clock)
         #: ``handle_stimulus``, with offline addresses for an inproc recording
         self._handle = self.ws.handle_stimulus
         if header["worker"].startswith("inproc://"):
@@ -415,17 +439,14 @@ class Replayer:
         # the state machine's own time() reads answer the recorded time: a
         # store slower than 5 ms here (a busy box) would otherwise add a
         # "disk-write" of this machine's clock to the replayed instructions
-        real, wsm.time = wsm.time, self._clock
         self._clock.now = call.handled
-        try:
+        with self._recorded_time:
             if len(events) > 1:
                 return self._apply_batch(call, log)
             try:
                 return Applied(call, self._handle(events[0]), None, log)
             except Exception as e:
                 return self._raised(call, e, log)
-        finally:
-            wsm.time = real
 
     def _apply_batch(self, call: RecordedCall, log: Sequence[tuple]) -> Applied:
         # handle_stimulus(a, b) is handle_stimulus(a) then handle_stimulus(b),

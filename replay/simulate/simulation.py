@@ -1,14 +1,12 @@
 """A simulated run: the graph, the nodes and the scheduler on one event loop."""
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Callable, Iterator
 from typing import Any
 
-from distributed import worker_state_machine as wsm
 
 from replay.determinism import make_deterministic
+from replay.engine import state_machine_clock
 from replay.simulate.dag import SimTask, TaskGraph
 from replay.simulate.faults import Faults, Injector
 from replay.simulate.loop import EventLoop
@@ -168,24 +166,6 @@ class Simulation:
     @property
     def max_live(self) -> int:
         return self.graph.max_live
-
-
-@contextlib.contextmanager
-def state_machine_clock(clock: Callable[[], float]) -> Iterator[None]:
-    """Let ``clock`` answer the state machine's own ``time()`` reads.
-
-    ``WorkerState`` reads the wall clock itself: ``_put_key_in_memory`` times
-    storing a value and, past 5 ms (a GC pause, a busy box), adds a
-    ``disk-write`` to the task's ``startstops``, which ``TaskFinishedMsg``
-    carries into the log. On the simulated clock a store takes no time, so
-    the same seed writes the same bytes however loaded the machine is.
-    """
-    real = wsm.time
-    wsm.time = clock
-    try:
-        yield
-    finally:
-        wsm.time = real
 
 
 def simulate(
