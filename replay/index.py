@@ -77,7 +77,7 @@ from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
 from replay.literal import jsonable, key_text, sort_key
 from replay.logfile import (
-    GZIP_MAGIC, LogError, LogName, cache_folder, lines_at, log_inputs, log_name, stored_length,
+    GZIP_MAGIC, LogError, LogName, cache_file, lines_at, log_inputs, log_name, stored_length,
 )
 from replay.positions import choose_worker, step_of
 from replay.render import encoded_text, event_text
@@ -239,8 +239,7 @@ def index_path(log: LogName) -> str:
         named = os.path.abspath(log)
     if where is not None and os.access(os.path.dirname(where), os.W_OK):
         return where
-    name = hashlib.sha256(named.encode()).hexdigest()[:32]
-    return os.path.join(cache_folder(), name + ".replay-index")
+    return cache_file(named, ".replay-index")
 
 
 # --- indexing afterwards, in the background --------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import io
 import mmap
 import os
@@ -495,6 +496,13 @@ def cache_folder() -> str:
     cache folder, ``$XDG_CACHE_HOME/dask-replay`` (``~/.cache/dask-replay``)."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "dask-replay")
+
+
+def cache_file(made_from: str, suffix: str, *under: str) -> str:
+    """The cache folder's file (in its subfolder ``under``) for what was made
+    from ``made_from`` (a log's absolute path, say): named by its hash."""
+    name = hashlib.sha256(made_from.encode()).hexdigest()[:32] + suffix
+    return os.path.join(cache_folder(), *under, name)
 
 
 #: the scheduler's logs in a recording directory (:mod:`replay.scheduler_recorder`):

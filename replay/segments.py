@@ -404,12 +404,11 @@ def joined(folder: str) -> str:
     a recording may be read where it cannot be written. It is rewritten when
     the segments changed (by name, length stored and time); a bounded
     recording is at most its bound, so the copy is too."""
-    import hashlib
     import json
     import tempfile
 
     # this module is the recorder's: read side only
-    from replay.logfile import cache_folder, iter_lines, stored_length, write_records
+    from replay.logfile import cache_file, iter_lines, stored_length, write_records
 
     files = segment_files(folder)
     if not files:
@@ -419,8 +418,8 @@ def joined(folder: str) -> str:
     # chunk at a time (LogWriter)
     stamp = json.dumps({"folder": source, "segments": [
         [os.path.basename(p), stored_length(p), os.stat(p).st_mtime_ns] for p in files]})
-    where = os.path.join(cache_folder(), "joined")
-    out = os.path.join(where, hashlib.sha256(source.encode()).hexdigest()[:32] + JOINED)
+    out = cache_file(source, JOINED, "joined")
+    where = os.path.dirname(out)
     try:
         with open(out + ".stamp", encoding="utf-8") as f:
             if f.read() == stamp and os.path.exists(out):
