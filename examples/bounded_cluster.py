@@ -12,7 +12,10 @@ segment numbers say it wrote ``--times`` the bound. While it runs, the size
 of each worker's folder is read every 0.2 s: the largest seen is what the
 worker kept at worst, the segment being written included. At the end
 ``replay verify`` replays every kept segment from its snapshot and
-``replay load`` says what is not kept.
+``replay load`` says what is not kept. Each worker's snapshot pauses are
+printed, and how each capture ruled out tasks outside ``ws.tasks``: by
+counting them, or ("ids") by looking up every task referred to, the slower
+way, taken when a task was alive outside the worker's state.
 """
 from __future__ import annotations
 
@@ -118,6 +121,11 @@ def main() -> None:
             pauses = client.run(lambda dask_worker: [
                 p for plugin in dask_worker.plugins.values() if type(plugin).__name__ == "Recorder"
                 for s in plugin._sessions.values() for p in s.snapshot_pauses])
+            # how often a task was alive outside ws.tasks (the slower capture)
+            ways = client.run(lambda dask_worker: [
+                way for plugin in dask_worker.plugins.values() if type(plugin).__name__ == "Recorder"
+                for s in plugin._sessions.values() if s.segments is not None
+                for way in s.segments.orphans_by])
             del held
     seconds = time.time() - t0
     watch.stop.set()
@@ -126,7 +134,8 @@ def main() -> None:
            "workers": {name: {"largest_kept": watch.largest[name], "last_segment": watch.last_number[name],
                               "within_bound": watch.largest[name] <= bound}
                        for name in sorted(watch.largest)},
-           "pauses_ms": {w: sorted(round(p * 1000, 1) for p in ps) for w, ps in pauses.items()}}
+           "pauses_ms": {w: sorted(round(p * 1000, 1) for p in ps) for w, ps in pauses.items()},
+           "orphans_by": {w: {way: ws.count(way) for way in sorted(set(ws))} for w, ws in ways.items()}}
     replay = [sys.executable, "-m", "cli"]
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for name in sorted(watch.largest):

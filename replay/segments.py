@@ -210,6 +210,10 @@ class SegmentFiles:
         self.started: float | None = None
         self.steps = 0
         self.last_handled: float | None = None
+        #: per snapshot taken, how its capture ruled out tasks outside
+        #: ``ws.tasks`` (:attr:`replay.snapshot.Capture.orphans_by`): "ids",
+        #: the slower way, says one was alive then
+        self.orphans_by: list[str] = []
         #: the most bytes one call has written: a segment closes after the
         #: call that fills it, so it may pass its tenth by this much
         self.largest_call = 0
@@ -278,6 +282,7 @@ class SegmentFiles:
         from replay.snapshot import capture, resume_gc
 
         cap = capture(ws, seq=seq, handled=handled, pause_gc=True)
+        self.orphans_by.append(cap.orphans_by)
         try:
             writer = self.open_next()
             writer.begin({**header, "segment": self.number}, cap)

@@ -23,7 +23,7 @@ from replay.log import ClusterLog
 from replay.logfile import LineWriter, encode_line, iter_lines
 from replay.reader import read_calls
 from replay import snapshot
-from replay.segments import Bound, SegmentWriter, segment_files, verify_folder
+from replay.segments import Bound, SegmentFiles, SegmentWriter, segment_files, verify_folder
 from replay.simulate.simulation import Simulation
 from replay.snapshot import TASK_FIELDS, capture, encode, encode_line_with, take
 from schemas.snapshot import Snapshot
@@ -248,6 +248,19 @@ def test_orphans_are_ruled_out_by_count_only_when_every_task_alive_is_in_ws_task
     anywhere and every reference is looked up."""
     # nothing else holds a task in that process: the count answers every time
     assert _in_a_fresh_process(_count_against_lookups, str(tmp_path)) >= 30
+
+
+def test_each_snapshot_says_how_it_ruled_out_tasks_outside_ws_tasks(tmp_path):
+    """A worker's segments keep, per snapshot, the way its capture took: a
+    run can tell how often a task was alive outside ``ws.tasks``."""
+    ws = wsm.WorkerState(nthreads=1, address="tcp://127.0.0.1:1", validate=False)
+    ws.handle_stimulus(wsm.ComputeTaskEvent.dummy("y", priority=(0,), stimulus_id="s1"))
+    files = SegmentFiles(str(tmp_path / "w.segments"), Bound(segment_steps=10))
+    files.open_next()
+    stray = wsm.TaskState("stray")  # alive, in no worker's tasks
+    files.open_next_from(ws, {"kind": "header"}, seq=1, handled=None).close()
+    del stray
+    assert files.orphans_by == ["ids"]
 
 
 def _unregistered_orphan() -> str:
