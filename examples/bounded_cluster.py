@@ -121,6 +121,9 @@ def main() -> None:
             pauses = client.run(lambda dask_worker: [
                 p for plugin in dask_worker.plugins.values() if type(plugin).__name__ == "Recorder"
                 for s in plugin._sessions.values() for p in s.snapshot_pauses])
+            pause_cpu = client.run(lambda dask_worker: [
+                p for plugin in dask_worker.plugins.values() if type(plugin).__name__ == "Recorder"
+                for s in plugin._sessions.values() for p in s.snapshot_pause_cpu])
             # how often a task was alive outside ws.tasks (the slower capture)
             ways = client.run(lambda dask_worker: [
                 way for plugin in dask_worker.plugins.values() if type(plugin).__name__ == "Recorder"
@@ -135,6 +138,8 @@ def main() -> None:
                               "within_bound": watch.largest[name] <= bound}
                        for name in sorted(watch.largest)},
            "pauses_ms": {w: sorted(round(p * 1000, 1) for p in ps) for w, ps in pauses.items()},
+           # the loop's own CPU in each pause: wall above it is waiting for a core
+           "pause_cpu_ms": {w: sorted(round(p * 1000, 1) for p in ps) for w, ps in pause_cpu.items()},
            "orphans_by": {w: {way: ws.count(way) for way in sorted(set(ws))} for w, ws in ways.items()}}
     replay = [sys.executable, "-m", "cli"]
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

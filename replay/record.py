@@ -373,6 +373,9 @@ class Session:
         self.segments: SegmentFiles | None = None
         #: with a bound: how long each snapshot held the event loop, seconds
         self.snapshot_pauses: list[float] = []
+        #: the CPU time of this thread in each of those pauses: the rest of a
+        #: pause is the thread waiting for a core (a busy machine)
+        self.snapshot_pause_cpu: list[float] = []
         self._last_handled: float | None = None
         self.active = True
         #: the worker's name in every record, fixed when the header is
@@ -520,11 +523,12 @@ class Session:
         assert segments is not None and self.writer is not None
         self.writer.write({"kind": "end", "worker": self.name, "seq": self.seq,
                            "time": now, "reason": ROLLED})
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         # only the capture holds the loop: a thread encodes and writes the snapshot
         self.writer = segments.open_next_from(ws, {**self._header, "from_empty": False},
                                               seq=self.seq, handled=self._last_handled)
         self.snapshot_pauses.append(time.perf_counter() - t0)
+        self.snapshot_pause_cpu.append(time.thread_time() - c0)
         segments.prune(now)
 
     def _remember(self, ws: wsm.WorkerState) -> None:

@@ -473,7 +473,7 @@ def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
                 wait(total, timeout=30)
                 del futs, total
             pauses = client.run(lambda dask_worker: next(iter(
-                s.snapshot_pauses for p in dask_worker.plugins.values()
+                list(zip(s.snapshot_pauses, s.snapshot_pause_cpu)) for p in dask_worker.plugins.values()
                 if isinstance(p, Recorder) for s in p._sessions.values())))
     folders = sorted(os.listdir(logdir))
     assert len(folders) == 2 and all(f.endswith(".segments") for f in folders)
@@ -490,7 +490,10 @@ def test_a_bounded_localcluster_keeps_within_its_bound(tmp_path):
         assert header["snapshot"]["seq"] > 0 and header["segment"] == first_kept
         checks = verify_folder(os.path.join(logdir, f))
         assert sum(c.exact for c in checks) >= len(checks) - 1
+    # every snapshot's pause, with the loop's CPU in it: one thread's CPU
+    # time cannot pass the wall time around it (1 ms for clock granularity)
     assert all(pauses.values())
+    assert all(0 <= cpu <= wall + 1e-3 for ps in pauses.values() for wall, cpu in ps)
 
 
 def test_a_worker_never_keeps_more_than_its_bound(tmp_path, monkeypatch):
