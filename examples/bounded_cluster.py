@@ -126,9 +126,9 @@ def main() -> None:
                 for s in plugin._sessions.values() for p in s.snapshot_pause_cpu])
             # how often a task was alive outside ws.tasks (the slower capture)
             ways = client.run(lambda dask_worker: [
-                way for plugin in dask_worker.plugins.values() if type(plugin).__name__ == "Recorder"
-                for s in plugin._sessions.values() if s.segments is not None
-                for way in s.segments.orphans_by])
+                dict(s.segments.orphans_by) for plugin in dask_worker.plugins.values()
+                if type(plugin).__name__ == "Recorder"
+                for s in plugin._sessions.values() if s.segments is not None])
             del held
     seconds = time.time() - t0
     watch.stop.set()
@@ -140,7 +140,7 @@ def main() -> None:
            "pauses_ms": {w: sorted(round(p * 1000, 1) for p in ps) for w, ps in pauses.items()},
            # the loop's own CPU in each pause: wall above it is waiting for a core
            "pause_cpu_ms": {w: sorted(round(p * 1000, 1) for p in ps) for w, ps in pause_cpu.items()},
-           "orphans_by": {w: {way: ws.count(way) for way in sorted(set(ws))} for w, ws in ways.items()}}
+           "orphans_by": ways}
     replay = [sys.executable, "-m", "cli"]
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for name in sorted(watch.largest):

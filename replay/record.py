@@ -47,6 +47,7 @@ import os
 import re
 import sys
 import time
+from collections import deque
 from typing import Any
 
 import dask
@@ -69,6 +70,8 @@ logger = logging.getLogger("replay.record")
 _settings_of = operator.attrgetter(*SETTINGS)
 
 DEFAULT_DIRECTORY = "replay-logs"
+#: snapshot pauses a session keeps, the latest
+PAUSES_KEPT = 1000
 
 
 class Recorder(WorkerPlugin):
@@ -371,11 +374,12 @@ class Session:
         self.bound = bound
         #: with a bound: the worker's segments
         self.segments: SegmentFiles | None = None
-        #: with a bound: how long each snapshot held the event loop, seconds
-        self.snapshot_pauses: list[float] = []
+        #: with a bound: how long each of the last 1,000 snapshots held the
+        #: event loop, seconds (the recorder may stay on for weeks)
+        self.snapshot_pauses: deque[float] = deque(maxlen=PAUSES_KEPT)
         #: the CPU time of this thread in each of those pauses: the rest of a
         #: pause is the thread waiting for a core (a busy machine)
-        self.snapshot_pause_cpu: list[float] = []
+        self.snapshot_pause_cpu: deque[float] = deque(maxlen=PAUSES_KEPT)
         self._last_handled: float | None = None
         self.active = True
         #: the worker's name in every record, fixed when the header is

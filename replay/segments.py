@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -210,10 +211,10 @@ class SegmentFiles:
         self.started: float | None = None
         self.steps = 0
         self.last_handled: float | None = None
-        #: per snapshot taken, how its capture ruled out tasks outside
-        #: ``ws.tasks`` (:attr:`replay.snapshot.Capture.orphans_by`): "ids",
-        #: the slower way, says one was alive then
-        self.orphans_by: list[str] = []
+        #: how many snapshots ruled out tasks outside ``ws.tasks`` each way
+        #: (:attr:`replay.snapshot.Capture.orphans_by`): "ids", the slower
+        #: way, says one was alive then
+        self.orphans_by: Counter[str] = Counter()
         #: the most bytes one call has written: a segment closes after the
         #: call that fills it, so it may pass its tenth by this much
         self.largest_call = 0
@@ -282,7 +283,7 @@ class SegmentFiles:
         from replay.snapshot import capture, resume_gc
 
         cap = capture(ws, seq=seq, handled=handled, pause_gc=True)
-        self.orphans_by.append(cap.orphans_by)
+        self.orphans_by[cap.orphans_by] += 1
         try:
             writer = self.open_next()
             writer.begin({**header, "segment": self.number}, cap)

@@ -260,7 +260,7 @@ def test_each_snapshot_says_how_it_ruled_out_tasks_outside_ws_tasks(tmp_path):
     stray = wsm.TaskState("stray")  # alive, in no worker's tasks
     files.open_next_from(ws, {"kind": "header"}, seq=1, handled=None).close()
     del stray
-    assert files.orphans_by == ["ids"]
+    assert files.orphans_by == {"ids": 1}
 
 
 def _unregistered_orphan() -> str:
