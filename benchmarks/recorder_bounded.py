@@ -12,11 +12,14 @@ segments, and the disk a worker keeps, measured side by side.
   ``WorkerState`` from it (off the worker, at read time).
 - Overhead: the workload of ``record_overhead.py`` on a real two-worker
   ``LocalCluster`` (nanny processes), bare, recorded unbounded and recorded
-  with a bound whose segments roll every few seconds, in rotating order in
-  one run; wall ratios and the workers' CPU-time ratios (``process_time`` in
-  each worker around the workload).
+  with a bound whose segments roll every few seconds (8 MB: a worker of this
+  workload writes about 250 kB a second, so a segment of 800 kB every 3 s;
+  the time between rolls is printed), in rotating order in one run; wall
+  ratios and the workers' CPU-time ratios (``process_time`` in each worker
+  around the workload). ``--max-bytes 1000000`` rolls every 0.4 s instead.
 - Disk: each bounded worker's folder after the run against the bound plus
-  one segment.
+  one segment (a run that writes several times its bound, with the oldest
+  segments deleted: ``examples/bounded_cluster.py``).
 
     python benchmarks/recorder_bounded.py [--repeats N] [--tasks N] [--pause-only]
 """
@@ -242,7 +245,7 @@ def run_once(leaves: int, mode: str, max_bytes: int) -> dict:
         shutil.rmtree(logdir, ignore_errors=True)
 
 
-def measure(repeats: int = 3, leaves: int = 1024, max_bytes: int = 1_000_000) -> dict:
+def measure(repeats: int = 3, leaves: int = 1024, max_bytes: int = 8_000_000) -> dict:
     """Bare, unbounded and bounded runs in rotating order; median ratios."""
     modes = ["bare", "unbounded", "bounded"]
     runs: dict[str, list[dict]] = {m: [] for m in modes}
@@ -266,6 +269,8 @@ def measure(repeats: int = 3, leaves: int = 1024, max_bytes: int = 1_000_000) ->
         "largest_segment": max(r["largest_segment"] for r in bounded),
         "segments": max(max(r["segments"]) for r in bounded),
         "seconds": statistics.median(r["seconds"] for r in bounded),
+        # the workload's time over the rolls of its busiest worker
+        "roll_every_s": statistics.median(r["seconds"] / max(r["segments"]) for r in bounded),
         "pause_max_ms": max(pauses) * 1e3 if pauses else 0.0,
         "pause_median_ms": statistics.median(pauses) * 1e3 if pauses else 0.0,
         "runs": runs,
@@ -276,7 +281,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=1024, help="leaves of the graph")
-    ap.add_argument("--max-bytes", type=int, default=1_000_000)
+    ap.add_argument("--max-bytes", type=int, default=8_000_000)
     ap.add_argument("--pause-only", action="store_true", help="only the pause at a segment, side by side")
     args = ap.parse_args()
     print_capture(measure_capture())
@@ -289,7 +294,8 @@ def main() -> None:
     m = measure(args.repeats, args.tasks, args.max_bytes)
     print(f"overhead vs bare, median of {args.repeats} rotations: unbounded {m['unbounded']:.3f}x "
           f"(CPU {m['unbounded_cpu']:.3f}x), bounded {m['bounded']:.3f}x (CPU {m['bounded_cpu']:.3f}x)")
-    print(f"bounded: {m['segments']} segments per worker in {m['seconds']:.1f} s; kept at most "
+    print(f"bounded: {m['segments']} segments per worker in {m['seconds']:.1f} s (one every "
+          f"{m['roll_every_s']:.1f} s); kept at most "
           f"{m['kept_max']} B of bound {m['max_bytes']} + one segment ({m['largest_segment']} B); "
           f"an unbounded worker wrote {m['written']} B; pauses median {m['pause_median_ms']:.1f} ms, "
           f"worst {m['pause_max_ms']:.1f} ms")

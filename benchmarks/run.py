@@ -151,7 +151,8 @@ def rows(events: int, quick: bool) -> list[Row]:
     def bounded_recorder():
         m = isolated("recorder_bounded", f"measure(repeats={2 if quick else 3})")
         return (f"bounded {m['bounded']:.3f}x (CPU {m['bounded_cpu']:.3f}x), unbounded {m['unbounded']:.3f}x "
-                f"(CPU {m['unbounded_cpu']:.3f}x); {m['segments']} segments/worker in {m['seconds']:.0f} s, kept "
+                f"(CPU {m['unbounded_cpu']:.3f}x); {m['segments']} segments/worker in {m['seconds']:.0f} s "
+                f"(one every {m['roll_every_s']:.1f} s), kept "
                 f"{m['kept_max'] / 1e6:.2f} MB of {m['max_bytes'] / 1e6:.1f} MB (largest segment "
                 f"{m['largest_segment'] / 1e6:.2f} MB); pauses worst {m['pause_max_ms']:.0f} ms"), (
             m["bounded"] <= 1.05 and m["kept_max"] <= m["max_bytes"])
