@@ -78,6 +78,20 @@ class Watch(threading.Thread):
                     self.last_number[name] = int(os.path.basename(files[-1]).split(".")[0])
 
 
+def _snapshots(dask_worker) -> dict:
+    """In a worker: its recorder's snapshot pauses, wall and the loop's own
+    CPU (wall above it is waiting for a core), in ms, and how many captures
+    ruled out tasks outside ``ws.tasks`` each way ("ids" is the slower)."""
+    sessions = [s for plugin in dask_worker.plugins.values() if type(plugin).__name__ == "Recorder"
+                for s in plugin._sessions.values() if s.segments is not None]
+    return {
+        "pauses_ms": sorted(round(p * 1000, 1) for s in sessions for p in s.snapshot_pauses),
+        "pause_cpu_ms": sorted(round(p * 1000, 1) for s in sessions for p in s.snapshot_pause_cpu),
+        "orphans_by": {way: sum(s.segments.orphans_by[way] for s in sessions)
+                       for way in sorted({w for s in sessions for w in s.segments.orphans_by})},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("logdir")
@@ -118,17 +132,7 @@ def main() -> None:
                 print(f"{time.time() - t0:6.0f} s  wave {waves}: last segment {numbers}", flush=True)
                 if (len(numbers) == 2 and min(numbers.values()) >= wanted) or time.time() - t0 > a.limit:
                     break
-            pauses = client.run(lambda dask_worker: [
-                p for plugin in dask_worker.plugins.values() if type(plugin).__name__ == "Recorder"
-                for s in plugin._sessions.values() for p in s.snapshot_pauses])
-            pause_cpu = client.run(lambda dask_worker: [
-                p for plugin in dask_worker.plugins.values() if type(plugin).__name__ == "Recorder"
-                for s in plugin._sessions.values() for p in s.snapshot_pause_cpu])
-            # how often a task was alive outside ws.tasks (the slower capture)
-            ways = client.run(lambda dask_worker: [
-                dict(s.segments.orphans_by) for plugin in dask_worker.plugins.values()
-                if type(plugin).__name__ == "Recorder"
-                for s in plugin._sessions.values() if s.segments is not None])
+            snapshots = client.run(_snapshots)
             del held
     seconds = time.time() - t0
     watch.stop.set()
@@ -137,10 +141,7 @@ def main() -> None:
            "workers": {name: {"largest_kept": watch.largest[name], "last_segment": watch.last_number[name],
                               "within_bound": watch.largest[name] <= bound}
                        for name in sorted(watch.largest)},
-           "pauses_ms": {w: sorted(round(p * 1000, 1) for p in ps) for w, ps in pauses.items()},
-           # the loop's own CPU in each pause: wall above it is waiting for a core
-           "pause_cpu_ms": {w: sorted(round(p * 1000, 1) for p in ps) for w, ps in pause_cpu.items()},
-           "orphans_by": ways}
+           "snapshots": snapshots}
     replay = [sys.executable, "-m", "cli"]
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for name in sorted(watch.largest):
