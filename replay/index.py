@@ -1061,8 +1061,10 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
     tmp = f"{path}.{os.getpid()}.tmp"
     db = sqlite3.connect(tmp)
     try:
-        # a scratch file until it is complete: no journal, and room to sort indexes
-        db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;"
+        # a scratch file until it is complete: no journal. A page cache of 32 MB:
+        # at 1M events 256 MB raised the build's peak RSS by 95 MB and saved
+        # no CPU (the index is written once, in order)
+        db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-32768;"
                          # small pages: less of each compressed block's last page left empty
                          " PRAGMA page_size=1024;"
                          + _SCHEMA)
