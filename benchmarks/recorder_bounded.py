@@ -12,9 +12,9 @@ segments, and the disk a worker keeps, measured side by side.
   ``WorkerState`` from it (off the worker, at read time).
 - Overhead: the workload of ``record_overhead.py`` on a real two-worker
   ``LocalCluster`` (nanny processes), bare, recorded unbounded and recorded
-  with a bound whose segments roll every few seconds (8 MB: a worker of this
-  workload writes about 250 kB a second, so a segment of 800 kB every 3 s;
-  the time between rolls is printed), in rotating order in one run; wall
+  with a bound whose segments roll every few seconds (8 MB: segments of
+  800 kB, one every 2 s or so of this workload; the time between rolls is
+  printed), in rotating order in one run; wall
   ratios and the workers' CPU-time ratios (``process_time`` in each worker
   around the workload). ``--max-bytes 1000000`` rolls every 0.4 s instead.
 - Disk: each bounded worker's folder after the run against the bound plus
