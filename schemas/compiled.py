@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from typing_extensions import TypeAliasType
 
+from schemas.generated import function
 from schemas.records import End, ResourcesChange, Step
 from schemas.types import Value
 
@@ -64,11 +65,10 @@ def _one_entry(fields: Iterable[str]) -> Callable[[Any], None]:
     the pass."""
     assert all(f.isidentifier() and not keyword.iskeyword(f) for f in fields), fields
     given = " + ".join(f"(self.{f} is not _UNSET)" for f in fields)
-    env: dict[str, Any] = {"_UNSET": _UNSET}
-    exec("def __post_init__(self):\n"
-         f"    if {given} != 1:\n"
-         "        raise ValueError('a tag object has exactly one entry')\n", env)
-    return env["__post_init__"]
+    return function("def __post_init__(self):\n"
+                    f"    if {given} != 1:\n"
+                    "        raise ValueError('a tag object has exactly one entry')\n",
+                    {"_UNSET": _UNSET}, "one-entry check")
 
 
 def _tag_struct(name: str, fields: dict[str, Any]) -> type:

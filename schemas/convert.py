@@ -19,6 +19,7 @@ from distributed.protocol.serialize import Serialize
 from distributed.sizeof import safe_sizeof
 from distributed import worker_state_machine as wsm
 
+from schemas.generated import function
 from schemas.versions import VERSIONED, installed_era
 from schemas.codec import (
     CodecError,
@@ -456,8 +457,7 @@ def _compile(name: str, fields: dict[str, Field]) -> Callable[[Any], dict]:
             env[f"_c{i}"] = codec.encode
             expr = _INLINE.get(id(codec), "{c}(o.{a})").format(v=f"v{i}", a=field, c=f"_c{i}")
         items.append(f"{field!r}: {expr}")
-    exec(f"def encode_{name}(o):\n    return {{{', '.join(items)}}}\n", env)
-    return env[f"encode_{name}"]
+    return function(f"def encode_{name}(o):\n    return {{{', '.join(items)}}}\n", env, f"encoder of {name}")
 
 
 _EVENT_ENCODERS = {name: _compile(name, fields) for name, fields in EVENT_FIELDS.items()}
@@ -564,8 +564,7 @@ def _decoders(table: dict[str, dict[str, Field]], classes: dict[str, type]) -> d
             "    except (KeyError, TypeError, ValueError, RecursionError):  # CodecError too",
             "        return slowly(d, table, classes)",
         ])
-        exec(compile(src, f"<decoder of {name}>", "exec"), ns)
-        return ns["decode"]
+        return function(src, ns, f"decoder of {name}")
 
     return {name: make(name) for name in table}
 

@@ -611,12 +611,10 @@ ALLOWED = {
     ("imports.py", "import_module"),
     # the state machine's own module, by its fixed name
     ("codeid.py", "import_module"),
-    # the recorder's encoders, generated at import from the field tables
-    # (dask's dataclass field names), never from a log
-    ("convert.py", "exec("),
-    # the tag Structs' one-entry checks, generated at import from the
-    # schema's tag names (identifiers, asserted), never from a log
-    ("compiled.py", "exec("),
+    # the recorder's encoders, the decoders and the tag Structs' one-entry
+    # checks, generated at import from the project's own names (dask's
+    # dataclass field names, the schema's tag names), never from a log
+    ("generated.py", "exec("),
 }
 
 
