@@ -33,7 +33,8 @@ What recording changes in a worker process, and nothing else:
   snapshot, and the garbage collector paused from the capture of the state
   until that thread has encoded it (:mod:`replay.segments`, :mod:`replay.snapshot`).
 
-It imports only the encoding half of :mod:`schemas` (no pydantic), the
+It imports only the encoding half of :mod:`schemas` (no pydantic; its
+encoders compiled by :mod:`schemas.generated`), the
 segment writer and snapshot taker of a bounded recording
 (:mod:`replay.segments`, :mod:`replay.snapshot`), and none of the replay
 engine.

@@ -21,6 +21,7 @@ RECORDER_MODULES = {
     "replay", "replay.record", "replay.determinism", "replay.errors", "replay.logfile",
     "replay.segments", "replay.snapshot",  # bounded recording: segments and their snapshots
     "schemas", "schemas.codec", "schemas.convert", "schemas.versions",
+    "schemas.generated",  # compiles the encoders (no imports of its own)
     "orjson", "orjson.orjson",  # the log writer's JSON encoder
 }
 
