@@ -43,7 +43,7 @@ import gc  # noqa: E402
 
 import replay  # noqa: E402
 from replay import reader  # noqa: E402
-from replay.engine import rare_collections  # noqa: E402
+from replay.collector import rare_collections  # noqa: E402
 
 
 def _children_cpu() -> float:

@@ -7,7 +7,6 @@ files, choosing workers and printing happen elsewhere.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import traceback
 from collections import deque
@@ -21,6 +20,7 @@ from dask.sizeof import sizeof as dask_sizeof
 from distributed import worker_state_machine as wsm
 from distributed.comm import get_address_host as _get_address_host
 
+from replay.collector import rare_collections
 from replay.determinism import is_deterministic, prepare_replay
 from replay.errors import ReplayError
 from replay.reader import Progress, RecordedCall
@@ -58,35 +58,6 @@ def offline_addresses() -> Iterator[None]:
     finally:
         wsm.get_address_host = real
 
-
-#: the collector's first threshold while replaying. At dask's default (700)
-#: it runs every few events and scans the calls read ahead but not yet
-#: replayed, about a tenth of a replay's time; at this one it runs every few
-#: thousand events and finds them gone
-REPLAY_GEN0 = 50_000
-#: replays running in this process, nested or interleaved (feeds are generators)
-_replays = 0
-#: the thresholds before the first of them, restored after the last
-_thresholds: tuple[int, int, int] = gc.get_threshold()
-
-
-@contextlib.contextmanager
-def rare_collections() -> Iterator[None]:
-    """Collect garbage rarely while replaying: the state machine and the
-    reader make many short-lived objects, and few cycles. A threshold of 0
-    (automatic collection off) is left alone."""
-    global _replays, _thresholds
-    if _replays == 0:
-        _thresholds = gc.get_threshold()
-        if _thresholds[0]:
-            gc.set_threshold(max(_thresholds[0], REPLAY_GEN0), *_thresholds[1:])
-    _replays += 1
-    try:
-        yield
-    finally:
-        _replays -= 1
-        if _replays == 0:
-            gc.set_threshold(*_thresholds)
 
 
 class StoreRaised(Exception):

@@ -17,8 +17,9 @@ from typing import Any
 
 from distributed import worker_state_machine as wsm
 
+from replay.collector import rare_collections
 from replay.determinism import inexact_reasons
-from replay.engine import Divergence, Replayer, rare_collections
+from replay.engine import Divergence, Replayer
 from replay.errors import InexactReplay, NotFound
 from replay.log import ClusterLog, WorkerLog
 from replay.reader import Progress, RecordedCall, read_calls

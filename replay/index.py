@@ -63,6 +63,7 @@ import importlib.metadata
 import os
 import sqlite3
 import sys
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ import orjson
 import zstandard
 
 from replay import codeid
+from replay.collector import collecting_rarely, rare_collections
 from replay.diagnosis import Tracker, why, why_view
 from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
@@ -346,17 +348,21 @@ class FrozenTask:
                  "dependency_keys", "resource_restrictions", "run_id", "exception_text",
                  "_worker")
 
-    def __init__(self, key: Any, row: list, worker: FrozenWorker):
+    def __init__(self, key: Any, row: list, worker: weakref.ref[FrozenWorker]):
         self.key = key
         (self.state, self.previous, self.next, priority, self.nbytes, self.who_has, self.coming_from,
          self.dependency_keys, self.resource_restrictions, self.run_id, self.exception_text) = row
         # a priority is a flat tuple of numbers
         self.priority = None if priority is None else tuple(priority)
+        # weak: a worker and its tasks in a cycle would outlive every answer
+        # until the collector found them
         self._worker = worker
 
     @property
     def dependencies(self) -> list[FrozenTask]:
-        tasks = self._worker.tasks
+        worker = self._worker()
+        assert worker is not None, f"task {self.key!r} read after its FrozenWorker was dropped"
+        tasks = worker.tasks
         keys = (decode_key(d) for d in self.dependency_keys)
         return [tasks[k] for k in keys if k in tasks]
 
@@ -384,9 +390,8 @@ class FrozenWorker:
 
     def __init__(self, address: str, rows: dict[Any, list], counters: dict):
         self.address = address
-        self.tasks: dict[Any, FrozenTask] = {}
-        for key, row in rows.items():
-            self.tasks[key] = FrozenTask(key, row, self)
+        me = weakref.ref(self)
+        self.tasks: dict[Any, FrozenTask] = {key: FrozenTask(key, row, me) for key, row in rows.items()}
         c = counters
         self.running = c["running"]
         self.nthreads = c["nthreads"]
@@ -406,7 +411,7 @@ class FrozenWorker:
             key = _kparse(text)
             if text in strays or key not in self.tasks:
                 state, priority = strays.get(text, ("forgotten", None))
-                return FrozenTask(key, [state, None, None, priority, None, [], None, [], None, None, None], self)
+                return FrozenTask(key, [state, None, None, priority, None, [], None, [], None, None, None], me)
             return self.tasks[key]
 
         def per_peer(texts: Any) -> dict[str, list[str]]:
@@ -1054,8 +1059,6 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
 
     ``progress(worker, step)`` is told how far each worker got.
     """
-    from replay.engine import rare_collections  # writing only: the engine is the state machine
-
     path = path or index_path(history.log.source)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -1516,6 +1519,7 @@ class IndexedWorker:
                 del self._frames[next(iter(self._frames))]
         return cached
 
+    @collecting_rarely
     def frozen(self, step: int) -> FrozenReplayer:
         """The stand-in ``WorkerState`` at ``step``: the last keyframe before
         it and the changes since, or, where it lies between them, the step
@@ -1545,6 +1549,7 @@ class IndexedWorker:
         crash = self.info.get("crash")
         return reach(step, self.events, None if crash is None else (self.info["crash_step"], crash))
 
+    @collecting_rarely
     def state(self, step: int, states: Any = (), keys: Any = (), detail: bool = False) -> Any:
         at, note = self._reach(step)
         view = StateView.of(self.frozen(at), states=states, keys=keys, detail=detail, strict=True)
@@ -1568,6 +1573,7 @@ class IndexedWorker:
         return sorted((Gather(issued, self._step(issued)[0], peer, tuple(decode_key(k) for k in orjson.loads(keys)))
                        for issued, peer, keys in rows), key=lambda g: (g.step, g.peer))
 
+    @collecting_rarely
     def diff(self, first: int, last: int) -> Any:
         before, after = self.state(first), self.state(last)
         last = after.step  # a replay that stopped early: the steps it reached
@@ -1611,6 +1617,7 @@ class IndexedWorker:
             i = step - first
             yield step, orjson.loads(block[ends[i]:ends[i + 1]])
 
+    @collecting_rarely
     def lines_of(self, step: int) -> list:
         """The story lines of one step: ``[kind, text, payload, keys]`` each."""
         lines = next(self._lines([step]))[1]
@@ -1632,6 +1639,7 @@ class IndexedWorker:
     def _start(self) -> Optional[float]:
         return self.info["first_handled"]
 
+    @collecting_rarely
     def key_story(self, stop: int, *keys: Any) -> Any:
         stop, note = self._reach(stop)
         found = [f for f in map(self.key_row, keys) if f is not None]
@@ -1651,6 +1659,7 @@ class IndexedWorker:
         about = ", ".join(sorted(key_text(k) for k in keys))
         return Story(about, lines, self._start(), keys=sorted(keys, key=sort_key), note=note)
 
+    @collecting_rarely
     def stimulus_story(self, stop: int, stimulus_id: str) -> Any:
         stop, note = self._reach(stop)
         rows = [(step, self._step(step)[0]) for step in self._steps_of(stimulus_id, stop)]
@@ -1670,12 +1679,14 @@ class IndexedWorker:
     def tracker(self, step: int) -> Any:
         return IndexTracker(self, step)
 
+    @collecting_rarely
     def why(self, step: int, key: Any = None) -> Any:
         at, note = self._reach(step)
         view = why_view(self.frozen(at), self.tracker(at), key)
         view.note = notes(note, self.departure_note(at))
         return view
 
+    @collecting_rarely
     def summary(self) -> Any:
         info = self.info
         step = info["reached"]

@@ -190,6 +190,44 @@ def test_the_query_path_imports_no_state_machine(cluster):
     assert out.stdout.strip() == "[]"
 
 
+def test_answers_collect_rarely_and_leave_no_cycles(cluster, monkeypatch):
+    """An answer keeps keyframes and blocks for the next one: at CPython's
+    default threshold the collector walked them a few hundred times per
+    answer (half a warm ``state``'s time). Answers run under
+    :func:`~replay.collector.rare_collections`, and make no reference
+    cycles, so nothing waits for the collector to be freed."""
+    import gc
+
+    import replay.views as views
+    from replay.collector import RARE_GEN0
+
+    _, index = cluster
+    w = max(index.workers, key=lambda w: w.events)
+    seen = []
+    real = views.StateView.of.__func__
+
+    def noting(cls, *args, **kwargs):
+        seen.append(gc.get_threshold()[0])
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(views.StateView, "of", classmethod(noting))
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    gc.collect()
+    gc.disable()
+    try:
+        view = w.state(w.events // 2, detail=True)
+        w.why(w.events)
+        w.diff(1, w.events)
+        assert gc.collect() == 0  # every object the answers made and dropped is gone already
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.enable()
+        gc.set_threshold(*saved)
+    assert view.tasks and any(t.detail.get("dependencies") for t in view.tasks)
+    assert seen and set(seen) == {RARE_GEN0}
+
+
 def _two_workers(tmp_path, record_log, clock_a, clock_b, closing=False):
     """A computes x and, told to, forgets it (then computes z; ``closing``:
     then pauses, as ``Worker.close`` does first); B, told that A holds x,

@@ -12,7 +12,7 @@ import gc
 import pytest
 
 import replay
-from replay.engine import REPLAY_GEN0
+from replay.collector import RARE_GEN0
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_threshold_raised_while_replaying_and_restored(thresholds, worker):
     r = worker.replayer()
     for _ in r.feed(worker.calls()):
         seen.add(gc.get_threshold())
-    assert seen == {(REPLAY_GEN0, 10, 10)}
+    assert seen == {(RARE_GEN0, 10, 10)}
     assert r.seq == worker.events
     assert gc.get_threshold() == (700, 10, 10)
 
@@ -43,9 +43,9 @@ def test_interleaved_and_abandoned_replays_restore(thresholds, worker):
     b = worker.replayer().feed(worker.calls())
     next(a)
     next(b)
-    assert gc.get_threshold()[0] == REPLAY_GEN0
+    assert gc.get_threshold()[0] == RARE_GEN0
     a.close()  # the first to start ends first: the other still replays
-    assert gc.get_threshold()[0] == REPLAY_GEN0
+    assert gc.get_threshold()[0] == RARE_GEN0
     for _ in b:
         pass
     assert gc.get_threshold() == (700, 10, 10)
@@ -62,7 +62,7 @@ def test_verify_collects_rarely_too(thresholds, worker, monkeypatch):
     monkeypatch.setattr(type(worker.replayer()), "verify", noting)
     divergence, _ = worker.verify()
     assert divergence is None
-    assert seen == {REPLAY_GEN0}
+    assert seen == {RARE_GEN0}
     assert gc.get_threshold() == (700, 10, 10)
 
 
