@@ -20,7 +20,7 @@ from rich.text import Text
 
 from replay import render
 from replay.errors import NotFound
-from replay.literal import jsonable, key_text, literal, short_key, sort_key
+from replay.literal import jsonable, key_text, literal, short_key, sort_key, task_name
 from replay.story import no_such_key
 from replay.views import FINAL_STATES, Gather, Key, Moment, RaisedStep, changed_states, elapsed
 
@@ -438,9 +438,7 @@ def verdict_groups(verdicts: list[Verdict]) -> list[list[Verdict]]:
 
 def task_names(keys: Iterable[Any], shown: int = 3) -> str:
     """How many tasks of each name (``dask.utils.key_split``): ``combine ×40, map ×83``."""
-    from dask.utils import key_split  # ~160 ms to import: only where keys are shortened
-
-    counts = Counter(key_split(k) for k in keys)
+    counts = Counter(task_name(k) for k in keys)
     names = [f"{name} ×{n}" for name, n in counts.most_common(shown)]
     if len(counts) > shown:
         names.append(f"{len(counts) - shown} other names")

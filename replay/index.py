@@ -77,7 +77,7 @@ from replay.collector import collecting_rarely, rare_collections
 from replay.diagnosis import Tracker, why, why_view
 from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
-from replay.literal import jsonable, key_text, sort_key
+from replay.literal import jsonable, key_text, learn_key_names, sort_key, task_name
 from replay.logfile import (
     GZIP_MAGIC, LogError, LogName, cache_file, lines_at, log_inputs, log_name, stored_length,
 )
@@ -118,7 +118,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 21
+VERSION = 22
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -189,12 +189,14 @@ def _file_identity(path: str) -> dict:
 def identity(log: LogName) -> dict:
     """What a log's index is keyed by: size, modification time, length stored, hash of the
     head (of each file, for a directory or several files), the index layout
-    and the installed ``distributed``; the state machine's code is checked
+    and the installed ``distributed`` and ``dask``; the state machine's code is checked
     apart (:func:`code_identity`, :func:`same_code`)."""
     files = log_inputs(log)
     ident = (_file_identity(log) if files is None  # type: ignore[arg-type]
              else {"files": [{"file": os.path.basename(f), **_file_identity(f)} for f in files]})
-    return {**ident, "version": VERSION, "distributed": importlib.metadata.version("distributed")}
+    return {**ident, "version": VERSION, "distributed": importlib.metadata.version("distributed"),
+            # the key names it wrote down are dask's key_split's
+            "dask": importlib.metadata.version("dask")}
 
 
 def code_identity() -> dict:
@@ -776,6 +778,8 @@ class _Writer:
         self.rendered = rendered
         #: key -> jsonable(key)
         self.jkeys: dict[Any, Any] = {}
+        #: each key name -> what dask's key_split names its tasks (:func:`~replay.literal.task_name`)
+        self.names: dict[str, str] = {}
 
     def kid(self, key: Any) -> int:
         kid = self.kids.get(key)
@@ -783,6 +787,9 @@ class _Writer:
             kid = self.kids[key] = len(self.encoded)
             self.encoded.append(encode_key(key))
             self.texts.append(orjson.dumps(self.encoded[-1]).decode())
+            name = key[0] if type(key) is tuple and key else key
+            if type(name) is str and name not in self.names:
+                self.names[name] = task_name(name)
             self.changed.append(array("i"))
             self.moved.append(array("i"))
             self.story.append(array("i"))
@@ -1072,6 +1079,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
                          " PRAGMA page_size=1024;"
                          + _SCHEMA)
         rendered = rendered_fields()
+        names: dict[str, str] = {}
         for wid, wh in enumerate(history.workers):
             w = _Writer(db, wid, wh.address, rendered, _locator(history, wh))
             crash = crash_step = invariant = None
@@ -1087,6 +1095,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
             except ReplayError as e:  # a finding about the log: the index ends where replay did
                 crash, crash_step = str(e), e.step
             w.close()
+            names.update(w.names)
             ws = r.ws
             if crash is None:
                 try:
@@ -1113,6 +1122,8 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
         # what reading the log found (a torn last line…): said again by every answer
         ident["warnings"] = list(history.warnings)
         ident["fields"] = rendered
+        # a fresh process shortens keys without importing dask (learn_key_names)
+        ident["key_names"] = names
         db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, orjson.dumps(v).decode()) for k, v in ident.items()])
         db.commit()
     finally:
@@ -1196,6 +1207,8 @@ class Index:
         (fields,) = self.db.execute("SELECT value FROM meta WHERE name = 'fields'").fetchone()
         #: class -> its shown fields, for the texts made when read (rendered_fields)
         self.fields: dict[str, list] = orjson.loads(fields)
+        (names,) = self.db.execute("SELECT value FROM meta WHERE name = 'key_names'").fetchone()
+        learn_key_names(orjson.loads(names))
         self.workers = [
             IndexedWorker(self, wid, address, events, orjson.loads(info))
             for wid, address, events, info in self.db.execute(
@@ -1225,6 +1238,7 @@ class Index:
         code = have.pop("code", None)
         have.pop("warnings", None)
         have.pop("fields", None)
+        have.pop("key_names", None)
         if have != want or code is None or not same_code(code):
             return None
         return cls(log, path)

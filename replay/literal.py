@@ -47,10 +47,7 @@ def short_key(key: Any, token: int = 4) -> str:
     the full key."""
     name = key[0] if type(key) is tuple and key else key
     if type(name) is str:
-        # dask.utils costs ~160 ms to import: the index's query path never shortens
-        from dask.utils import key_split
-
-        prefix = key_split(name)
+        prefix = task_name(name)
         if name.startswith(prefix + "-") and len(name) - len(prefix) - 1 > token + 1:
             name = f"{name[:len(prefix) + 1 + token]}…"
         elif prefix == "data" and name != "data":  # key_split's name for a bare token
@@ -58,6 +55,32 @@ def short_key(key: Any, token: int = 4) -> str:
     if type(key) is tuple and key:
         return literal((name, *key[1:]), None)
     return literal(name, None)
+
+
+#: ``dask.utils.key_split`` of each key name met: answered here, or learnt
+#: from a log's index, which wrote down every name of its log (importing
+#: dask costs ~100 ms, more than a fresh process's answer from the index)
+_key_names: dict[str, str] = {}
+
+
+def task_name(key: Any) -> str:
+    """``dask.utils.key_split(key)``: what dask names the tasks of ``key``,
+    ``'random_sample'`` for ``('random_sample-a3e0…', 6, 4)``."""
+    name = key[0] if type(key) is tuple and key else key
+    split = _key_names.get(name) if type(name) is str else None
+    if split is None:
+        from dask.utils import key_split
+
+        split = key_split(key)
+        if type(name) is str:
+            _key_names[name] = split
+    return split
+
+
+def learn_key_names(names: dict[str, str]) -> None:
+    """Names ``key_split`` gave key names (in a process with the same dask),
+    so that :func:`task_name` need not import dask for them."""
+    _key_names.update(names)
 
 
 _PLAIN = (str, int, float, bool, type(None))

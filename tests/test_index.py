@@ -176,13 +176,20 @@ def test_unknown_key_and_stimulus_from_the_index(cluster):
 
 
 def test_the_query_path_imports_no_state_machine(cluster):
-    # an answer from the index needs neither distributed nor the pydantic models
+    # an answer from the index needs neither distributed nor the pydantic
+    # models, nor dask to shorten keys in its text (the index knows their names)
     _, index = cluster
     code = (
-        "import sys, cli; from replay.index import Index; "
-        f"ix = Index.open({index.log!r}); w = ix.workers[0]; "
-        "w.state(w.events // 2, detail=True); w.why(w.events); w.key_story(w.events, ('tree', 1, 61)); "
+        "import io, sys, cli; from rich.console import Console; from replay.index import Index; "
+        "from replay.stepview import indexed_step_view; import replay.literal as L; "
+        "L.asked = []; real = L.task_name; L.task_name = lambda k: L.asked.append(k) or real(k); "
+        f"ix = Index.open({index.log!r}); w = ix.workers[0]; out = Console(file=io.StringIO(), width=100); "
+        "w.state(w.events // 2, detail=True); w.key_story(w.events, ('tree', 1, 61)); "
         "w.diff(1, w.events); [x.summary() for x in ix.workers]; "
+        "[out.print(x.why(s)) for x in ix.workers for s in (x.events // 2, x.events)]; "
+        "[out.print(*indexed_step_view(x, s, x.events, x.info['first_handled']).summary()) "
+        " for x in ix.workers for s in range(0, x.events, 97)]; "
+        "assert L.asked, 'no key was shortened'; "
         "print(sorted(m for m in ('distributed', 'dask', 'pydantic') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -226,6 +233,27 @@ def test_answers_collect_rarely_and_leave_no_cycles(cluster, monkeypatch):
         gc.set_threshold(*saved)
     assert view.tasks and any(t.detail.get("dependencies") for t in view.tasks)
     assert seen and set(seen) == {RARE_GEN0}
+
+
+def test_the_key_names_the_index_knows_are_key_splits(cluster, monkeypatch):
+    """The names an index writes down for shortening keys are what the
+    installed dask's ``key_split`` says; a name it does not know is asked
+    of ``key_split`` itself."""
+    from dask.utils import key_split
+
+    import replay.literal as literal
+
+    _, index = cluster
+    (stored,) = index.db.execute("SELECT value FROM meta WHERE name = 'key_names'").fetchone()
+    names = orjson.loads(stored)
+    keys = {t.key for w in index.workers for t in w.frozen(w.events).ws.tasks.values()}
+    assert {k[0] if isinstance(k, tuple) else k for k in keys if isinstance(k, (str, tuple))} <= set(names)
+    assert names and all(split == key_split(name) for name, split in names.items())
+    # a learnt name answers without asking dask; an unknown one asks it
+    monkeypatch.setattr(literal, "_key_names", {"random_sample-a3e0c5d7": "learnt"})
+    assert literal.task_name(("random_sample-a3e0c5d7", 6, 4)) == "learnt"
+    assert literal.task_name(("finalize-0123abcd-ffee", 1)) == key_split(("finalize-0123abcd-ffee", 1))
+    assert literal.task_name(7) == key_split(7)
 
 
 def _two_workers(tmp_path, record_log, clock_a, clock_b, closing=False):
