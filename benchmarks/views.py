@@ -14,7 +14,8 @@ run by run, so that both see the same load; the machine's load average is
 printed beside them. The warm figures of each tree come from processes of
 its own, the trees in turn on other random steps each round.
 
-    python benchmarks/views.py [LOG] [--events N] [--runs K] [--steps S] [--vs ROOT] [--only fresh|warm]
+    python benchmarks/views.py [LOG] [--events N] [--runs K] [--steps S] [--vs ROOT [--vs-log LOG2]]
+                               [--only fresh|warm]
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -85,9 +87,12 @@ def compiled(root: str) -> None:
                    cwd=root, check=True, stdout=subprocess.DEVNULL)
 
 
-def measure_fresh(path: str, runs: int = 5, roots: tuple[str, ...] = (ROOT,), seed: int = 0) -> dict:
+def measure_fresh(path: str, runs: int = 5, roots: tuple[str, ...] = (ROOT,), seed: int = 0,
+                  logs: Optional[dict[str, str]] = None) -> dict:
     """Per tree, per view: median wall and CPU seconds of a fresh process
-    (each tree byte-compiled first: :func:`compiled`)."""
+    (each tree byte-compiled first: :func:`compiled`); ``logs``: a tree's
+    own copy of the log (its index of another layout beside it)."""
+    logs = logs or {}
     for root in roots:
         compiled(root)
     wall: dict = {r: {v: [] for v in VIEWS} for r in roots}
@@ -96,7 +101,7 @@ def measure_fresh(path: str, runs: int = 5, roots: tuple[str, ...] = (ROOT,), se
     for cases in plan(path, runs, seed):
         for view in VIEWS:
             for root in roots:  # interleaved: each pair sees the same load
-                w, c = _one(root, cases[view])
+                w, c = _one(root, [logs.get(root, path) if a == path else a for a in cases[view]])
                 wall[root][view].append(w)
                 cpu[root][view].append(c)
     load.append(os.getloadavg()[0])
@@ -161,14 +166,15 @@ def measure_warm(path: str, steps: int = 50, seed: int = 0) -> dict:
     }
 
 
-def warm_side_by_side(roots: tuple[str, ...], path: str, steps: int, rounds: int = 4) -> dict:
+def warm_side_by_side(roots: tuple[str, ...], path: str, steps: int, rounds: int = 4,
+                      logs: Optional[dict[str, str]] = None) -> dict:
     """:func:`measure_warm` of each tree in turn, ``rounds`` times on other
     random steps, so that every tree sees the same load; per tree: medians and
     p95 over every round's steps, and the load at each round."""
     out: dict = {r: {"wall_ms": {}, "cpu_ms": {}, "load": []} for r in roots}
     for i in range(rounds):
         for root in roots:
-            m = warm_in(root, path, max(1, steps // rounds), seed=i)
+            m = warm_in(root, (logs or {}).get(root, path), max(1, steps // rounds), seed=i)
             for part in ("wall_ms", "cpu_ms"):
                 for view, xs in m[part].items():
                     out[root][part].setdefault(view, []).extend(xs)
@@ -201,6 +207,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="fresh processes per view (random steps)")
     ap.add_argument("--steps", type=int, default=50, help="random steps of the warm views")
     ap.add_argument("--vs", metavar="ROOT", help="another checkout to time side by side (run first)")
+    ap.add_argument("--vs-log", metavar="LOG", help="ROOT's own copy (a hard link) of the log, where "
+                    "ROOT's index has another layout: each tree reads its own index")
     ap.add_argument("--only", choices=("fresh", "warm"), help="one of the two")
     a = ap.parse_args()
     if a.log:
@@ -211,16 +219,17 @@ def main() -> None:
 
         path = simulated_log(a.events)
     roots = (a.vs, ROOT) if a.vs else (ROOT,)
+    logs = {a.vs: a.vs_log} if a.vs and a.vs_log else {}
     print(f"{path}; {os.cpu_count()} CPUs; fresh: median of {a.runs}; warm: {a.steps} steps", flush=True)
     if a.only != "warm":
-        f = measure_fresh(path, a.runs, roots)
+        f = measure_fresh(path, a.runs, roots, logs=logs)
         for root in roots:
             print(f"[{root}] fresh, load {f['load'][0]:.1f}-{f['load'][1]:.1f}", flush=True)
             print("  " + _row("wall", f["wall_s"][root], "s"))
             print("  " + _row("CPU ", f["cpu_s"][root], "s"))
     if a.only == "fresh":
         return
-    warm = warm_side_by_side(roots, path, a.steps) if len(roots) > 1 else {ROOT: warm_in(ROOT, path, a.steps)}
+    warm = warm_side_by_side(roots, path, a.steps, logs=logs) if len(roots) > 1 else {ROOT: warm_in(ROOT, path, a.steps)}
     for root, m in warm.items():
         print(f"[{root}] warm, load {min(m['load']):.1f}-{max(m['load']):.1f}, ~{m['tasks_median']:.0f} tasks",
               flush=True)
