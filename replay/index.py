@@ -23,7 +23,8 @@ the log or in a cache folder:
   when asked for (:meth:`IndexedWorker._fill`); a payload's stimulus id is
   left out where it is the step's (:func:`_lean`);
 - ``changes``: per run of :data:`CHANGES` steps, compressed, the task
-  rows (state, previous, next, priority, who_has, …) each step changed and
+  rows (state, previous, next, then priority, who_has, … as JSON text of
+  their own, parsed when read: :func:`task_row`) each step changed and
   the worker's counters and containers (running, transfers, memory,
   resources, busy peers, ready, in flight…) it changed; with ``keyframes``
   of every row each :data:`KEYFRAME` steps (every :data:`FULL`-th whole,
@@ -118,7 +119,7 @@ from schemas.codec import decode_float, decode_key, decode_resources, encode_key
 
 #: the index layout; an index of another layout is rebuilt (bump it with
 #: every change to what is written)
-VERSION = 22
+VERSION = 23
 #: steps per compressed block of story lines
 BLOCK = 64
 #: steps between two keyframes of the task table
@@ -331,34 +332,57 @@ ROW = ("state", "previous", "next", "priority", "nbytes", "who_has", "coming_fro
 
 
 def task_row(ts: Any, ktext: Callable[[Any], str] = _ktext) -> str:
-    """What the views read of a ``TaskState``, as JSON; ``ktext`` spells a
-    key (the writer's caches the spelling of each key)."""
+    """What the views read of a ``TaskState``, as JSON: its state, previous
+    and next, then the rest as JSON text of its own, which
+    :class:`FrozenTask` parses when it is read (an answer reads the states
+    of every task and the rest of a few). ``ktext`` spells a key (the
+    writer's caches the spelling of each key)."""
     deps = sorted(ktext(d.key) for d in ts.dependencies)
-    return orjson.dumps([
-        ts.state, ts.previous, ts.next,
+    return orjson.dumps([ts.state, ts.previous, ts.next, orjson.dumps([
         None if ts.priority is None else list(ts.priority),
         ts.nbytes, sorted(ts.who_has), ts.coming_from,
         [orjson.Fragment(d) for d in deps],
         ts.resource_restrictions or None, ts.run_id, ts.exception_text or None,
-    ]).decode()
+    ]).decode()]).decode()
+
+
+def _rest_field(i: int) -> property:
+    return property(lambda ts: ts.rest()[i], doc=f"field {i} of the row's rest (:func:`task_row`)")
 
 
 class FrozenTask:
     """A ``TaskState`` as the index recorded it: the attributes views read."""
 
-    __slots__ = ("key", "state", "previous", "next", "priority", "nbytes", "who_has", "coming_from",
-                 "dependency_keys", "resource_restrictions", "run_id", "exception_text",
-                 "_worker")
+    __slots__ = ("key", "state", "previous", "next", "_rest", "_fields", "_worker")
 
     def __init__(self, key: Any, row: list, worker: weakref.ref[FrozenWorker]):
         self.key = key
-        (self.state, self.previous, self.next, priority, self.nbytes, self.who_has, self.coming_from,
-         self.dependency_keys, self.resource_restrictions, self.run_id, self.exception_text) = row
-        # a priority is a flat tuple of numbers
-        self.priority = None if priority is None else tuple(priority)
+        self.state, self.previous, self.next, self._rest = row
+        #: the rest of the row, parsed the first time one of its fields is read
+        self._fields: Optional[list] = None
         # weak: a worker and its tasks in a cycle would outlive every answer
         # until the collector found them
         self._worker = worker
+
+    def rest(self) -> list:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = orjson.loads(self._rest)
+        return fields
+
+    @property
+    def priority(self) -> Optional[tuple]:
+        # a priority is a flat tuple of numbers
+        priority = self.rest()[0]
+        return None if priority is None else tuple(priority)
+
+    nbytes = _rest_field(1)
+    who_has = _rest_field(2)
+    coming_from = _rest_field(3)
+    dependency_keys = _rest_field(4)
+    resource_restrictions = _rest_field(5)
+    run_id = _rest_field(6)
+    exception_text = _rest_field(7)
 
     @property
     def dependencies(self) -> list[FrozenTask]:
@@ -413,7 +437,8 @@ class FrozenWorker:
             key = _kparse(text)
             if text in strays or key not in self.tasks:
                 state, priority = strays.get(text, ("forgotten", None))
-                return FrozenTask(key, [state, None, None, priority, None, [], None, [], None, None, None], me)
+                rest = orjson.dumps([priority, None, [], None, [], None, None, None]).decode()
+                return FrozenTask(key, [state, None, None, rest], me)
             return self.tasks[key]
 
         def per_peer(texts: Any) -> dict[str, list[str]]:

@@ -235,6 +235,39 @@ def test_answers_collect_rarely_and_leave_no_cycles(cluster, monkeypatch):
     assert seen and set(seen) == {RARE_GEN0}
 
 
+def test_a_state_parses_the_rest_of_the_rows_it_reads(cluster, monkeypatch):
+    """A row's fields past state, previous and next are text parsed when
+    read: a state without detail reads them only for the tasks it orders by
+    priority (the queues), and with detail for every task it shows."""
+    import replay.views as views
+    from replay.index import FrozenTask
+
+    _, index = cluster
+    w = max(index.workers, key=lambda w: w.events)
+    step = max(range(0, w.events, 50), key=lambda s: len(w.frozen(s).ws.ready))
+    frozen = []
+    real = views.StateView.of.__func__
+
+    def keeping(cls, replayer, **kwargs):
+        frozen.append(replayer.ws)
+        return real(cls, replayer, **kwargs)
+
+    monkeypatch.setattr(views.StateView, "of", classmethod(keeping))
+
+    def parsed(detail: bool) -> tuple[set, set, set]:
+        frozen.clear()
+        view = w.state(step, detail=detail)
+        (ws,) = frozen
+        queued = {ts.key for q in (ws.ready, ws.constrained, *ws.data_needed.values()) for ts in q}
+        assert all(isinstance(ts, FrozenTask) for ts in ws.tasks.values())
+        return {k for k, ts in ws.tasks.items() if ts._fields is not None}, queued, {t.key for t in view.tasks}
+
+    done, queued, _ = parsed(False)
+    assert queued and done <= queued  # read: the queues' priorities, nothing else
+    done, _, shown = parsed(True)
+    assert shown and shown <= done
+
+
 def test_the_key_names_the_index_knows_are_key_splits(cluster, monkeypatch):
     """The names an index writes down for shortening keys are what the
     installed dask's ``key_split`` says; a name it does not know is asked
