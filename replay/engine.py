@@ -59,7 +59,6 @@ def offline_addresses() -> Iterator[None]:
         wsm.get_address_host = real
 
 
-
 class StoreRaised(Exception):
     """What storing a value in the recorded worker's data raised, raised again
     for the same key by a replay's data (:class:`RecordedData`): its ``repr``

@@ -321,9 +321,12 @@ def background_failure(log: LogName) -> Optional[str]:
 
 # --- a read-only WorkerState at one step -------------------------------------------
 
-#: the fields of a task row, in order (:func:`task_row`, :class:`FrozenTask`)
-ROW = ("state", "previous", "next", "priority", "nbytes", "who_has", "coming_from",
-       "dependencies", "resource_restrictions", "run_id", "exception_text")
+#: the fields of a task row, in order (:func:`task_row`, :class:`FrozenTask`):
+#: the states, then the rest as JSON text of its own
+ROW = ("state", "previous", "next", "rest")
+#: the fields of a row's rest, in order
+REST = ("priority", "nbytes", "who_has", "coming_from", "dependencies", "resource_restrictions",
+        "run_id", "exception_text")
 
 
 # JSON kept for long is str: orjson's bytes keep a buffer of 4 KB each, and
@@ -346,8 +349,9 @@ def task_row(ts: Any, ktext: Callable[[Any], str] = _ktext) -> str:
     ]).decode()]).decode()
 
 
-def _rest_field(i: int) -> property:
-    return property(lambda ts: ts.rest()[i], doc=f"field {i} of the row's rest (:func:`task_row`)")
+def _rest_field(name: str) -> property:
+    i = REST.index(name)
+    return property(lambda ts: ts.rest()[i], doc=f"``{name}`` from the row's rest (:data:`REST`)")
 
 
 class FrozenTask:
@@ -373,16 +377,17 @@ class FrozenTask:
     @property
     def priority(self) -> Optional[tuple]:
         # a priority is a flat tuple of numbers
-        priority = self.rest()[0]
+        priority = self.rest()[REST.index("priority")]
         return None if priority is None else tuple(priority)
 
-    nbytes = _rest_field(1)
-    who_has = _rest_field(2)
-    coming_from = _rest_field(3)
-    dependency_keys = _rest_field(4)
-    resource_restrictions = _rest_field(5)
-    run_id = _rest_field(6)
-    exception_text = _rest_field(7)
+    nbytes = _rest_field("nbytes")
+    who_has = _rest_field("who_has")
+    coming_from = _rest_field("coming_from")
+    #: the dependencies' keys, encoded
+    dependency_keys = _rest_field("dependencies")
+    resource_restrictions = _rest_field("resource_restrictions")
+    run_id = _rest_field("run_id")
+    exception_text = _rest_field("exception_text")
 
     @property
     def dependencies(self) -> list[FrozenTask]:
