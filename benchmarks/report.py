@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from _common import bare_seconds, ensure_seed, simulated_log
+from _common import bare_times, ensure_seed, simulated_log
 
 ensure_seed()
 
@@ -111,7 +111,7 @@ def built(log: str, data: str | None, bare: bool, wait_index: bool = False) -> t
                waited_for_index_s=waited, events=sum(w.events for w in history.workers))
     if bare:
         cpu = time.process_time()
-        out["bare_s"] = sum(bare_seconds(w) for w in history.workers)
+        out["bare_s"] = sum(bare_times(w)[0] for w in history.workers)
         out["bare_cpu_s"] = time.process_time() - cpu
         out["ratio"] = out["build_s"] / out["bare_s"]
         out["cpu_ratio"] = out["build_cpu_s"] / out["bare_cpu_s"]
