@@ -335,18 +335,31 @@ REST = ("priority", "nbytes", "who_has", "coming_from", "dependencies", "resourc
 
 
 def task_row(ts: Any, ktext: Callable[[Any], str] = _ktext) -> str:
-    """What the views read of a ``TaskState``, as JSON: its state, previous
-    and next, then the rest as JSON text of its own, which
-    :class:`FrozenTask` parses when it is read (an answer reads the states
-    of every task and the rest of a few). ``ktext`` spells a key (the
-    writer's caches the spelling of each key)."""
-    deps = sorted(ktext(d.key) for d in ts.dependencies)
-    return orjson.dumps([ts.state, ts.previous, ts.next, orjson.dumps([
-        None if ts.priority is None else list(ts.priority),
-        ts.nbytes, sorted(ts.who_has), ts.coming_from,
-        [orjson.Fragment(d) for d in deps],
-        ts.resource_restrictions or None, ts.run_id, ts.exception_text or None,
-    ]).decode()]).decode()
+    """What the views read of a ``TaskState``, as JSON (:func:`frozen_row`);
+    ``ktext`` spells a key (the writer's caches the spelling of each key)."""
+    return orjson.dumps(frozen_row(
+        ts.state, ts.previous, ts.next,
+        priority=None if ts.priority is None else list(ts.priority), nbytes=ts.nbytes,
+        who_has=sorted(ts.who_has), coming_from=ts.coming_from,
+        dependencies=[orjson.Fragment(d) for d in sorted(ktext(d.key) for d in ts.dependencies)],
+        resource_restrictions=ts.resource_restrictions or None, run_id=ts.run_id,
+        exception_text=ts.exception_text or None,
+    )).decode()
+
+
+def frozen_row(state: str, previous: Optional[str] = None, next: Optional[str] = None, *,
+               priority: Any = None, nbytes: Any = None, who_has: Any = (), coming_from: Any = None,
+               dependencies: Any = (), resource_restrictions: Any = None, run_id: Any = None,
+               exception_text: Any = None) -> list:
+    """A task row: its state, previous and next, then the rest (:data:`REST`)
+    as JSON text of its own, which :class:`FrozenTask` parses when it is read
+    (an answer reads the states of every task and the rest of a few).
+    ``dependencies``: the keys encoded."""
+    # in REST's order
+    return [state, previous, next, orjson.dumps([
+        priority, nbytes, list(who_has), coming_from, list(dependencies), resource_restrictions, run_id,
+        exception_text,
+    ]).decode()]
 
 
 def _rest_field(name: str) -> property:
@@ -442,8 +455,7 @@ class FrozenWorker:
             key = _kparse(text)
             if text in strays or key not in self.tasks:
                 state, priority = strays.get(text, ("forgotten", None))
-                rest = orjson.dumps([priority, None, [], None, [], None, None, None]).decode()
-                return FrozenTask(key, [state, None, None, rest], me)
+                return FrozenTask(key, frozen_row(state, priority=priority), me)
             return self.tasks[key]
 
         def per_peer(texts: Any) -> dict[str, list[str]]:

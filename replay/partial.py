@@ -25,7 +25,7 @@ from replay import render
 from replay.diagnosis import why, why_view
 from replay.disagreements import SchedulerFinding
 from replay.errors import BadInput, NotFound
-from replay.index import FrozenReplayer, FrozenWorker
+from replay.index import FrozenReplayer, FrozenWorker, frozen_row
 from replay.literal import jsonable, key_text
 from replay.positions import choose_worker
 from replay.scheduler_log import attach_scheduler_log
@@ -265,10 +265,11 @@ class PartialWorker:
         self._at_end(step, "a state")
         f, s = self.final, self.wh.header["state"]
         rows = {
-            key: [t["state"], t.get("previous"), t.get("next"), t.get("priority"), t.get("nbytes"),
-                  list(t.get("who_has") or ()), t.get("coming_from"),
-                  [encode_key(k) for k in t.get("dependencies") or ()], t.get("resource_restrictions"),
-                  t.get("run_id"), t.get("exception_text")]
+            key: frozen_row(t["state"], t.get("previous"), t.get("next"), priority=t.get("priority"),
+                            nbytes=t.get("nbytes"), who_has=t.get("who_has") or (), coming_from=t.get("coming_from"),
+                            dependencies=[encode_key(k) for k in t.get("dependencies") or ()],
+                            resource_restrictions=t.get("resource_restrictions"), run_id=t.get("run_id"),
+                            exception_text=t.get("exception_text"))
             for key, t in f.tasks.items()
         }
         total = sorted(decode_resources(s["resources"]).items())
