@@ -78,7 +78,7 @@ from replay.collector import collecting_rarely, rare_collections
 from replay.diagnosis import Tracker, why, why_view
 from replay.disagreements import find
 from replay.errors import NotFound, ReplayError
-from replay.literal import jsonable, key_text, learn_key_names, sort_key, task_name
+from replay.literal import jsonable, key_name, key_text, learn_key_names, sort_key, task_name
 from replay.logfile import (
     GZIP_MAGIC, LogError, LogName, cache_file, lines_at, log_inputs, log_name, stored_length,
 )
@@ -362,6 +362,9 @@ def frozen_row(state: str, previous: Optional[str] = None, next: Optional[str] =
     ]).decode()]
 
 
+_PRIORITY = REST.index("priority")
+
+
 def _rest_field(name: str) -> property:
     i = REST.index(name)
     return property(lambda ts: ts.rest()[i], doc=f"``{name}`` from the row's rest (:data:`REST`)")
@@ -390,7 +393,7 @@ class FrozenTask:
     @property
     def priority(self) -> Optional[tuple]:
         # a priority is a flat tuple of numbers
-        priority = self.rest()[REST.index("priority")]
+        priority = self.rest()[_PRIORITY]
         return None if priority is None else tuple(priority)
 
     nbytes = _rest_field("nbytes")
@@ -829,7 +832,7 @@ class _Writer:
             kid = self.kids[key] = len(self.encoded)
             self.encoded.append(encode_key(key))
             self.texts.append(orjson.dumps(self.encoded[-1]).decode())
-            name = key[0] if type(key) is tuple and key else key
+            name = key_name(key)
             if type(name) is str and name not in self.names:
                 self.names[name] = task_name(name)
             self.changed.append(array("i"))

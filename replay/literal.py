@@ -45,7 +45,7 @@ def short_key(key: Any, token: int = 4) -> str:
     index whole: ``('random_sample-a3e0…', 6, 4)``, ``'int-c0a8…'``;
     ``'x-1'`` and ``('tree', 2, 30)`` stay as they are. :func:`key_text` is
     the full key."""
-    name = key[0] if type(key) is tuple and key else key
+    name = key_name(key)
     if type(name) is str:
         prefix = task_name(name)
         if name.startswith(prefix + "-") and len(name) - len(prefix) - 1 > token + 1:
@@ -63,10 +63,15 @@ def short_key(key: Any, token: int = 4) -> str:
 _key_names: dict[str, str] = {}
 
 
+def key_name(key: Any) -> Any:
+    """The part of a key dask names its tasks by: the first of a tuple, else the key."""
+    return key[0] if type(key) is tuple and key else key
+
+
 def task_name(key: Any) -> str:
     """``dask.utils.key_split(key)``: what dask names the tasks of ``key``,
     ``'random_sample'`` for ``('random_sample-a3e0…', 6, 4)``."""
-    name = key[0] if type(key) is tuple and key else key
+    name = key_name(key)
     split = _key_names.get(name) if type(name) is str else None
     if split is None:
         from dask.utils import key_split
