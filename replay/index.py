@@ -823,8 +823,6 @@ class _Writer:
         self.rendered = rendered
         #: key -> jsonable(key)
         self.jkeys: dict[Any, Any] = {}
-        #: each key name -> what dask's key_split names its tasks (:func:`~replay.literal.task_name`)
-        self.names: dict[str, str] = {}
 
     def kid(self, key: Any) -> int:
         kid = self.kids.get(key)
@@ -832,9 +830,6 @@ class _Writer:
             kid = self.kids[key] = len(self.encoded)
             self.encoded.append(encode_key(key))
             self.texts.append(orjson.dumps(self.encoded[-1]).decode())
-            name = key_name(key)
-            if type(name) is str and name not in self.names:
-                self.names[name] = task_name(name)
             self.changed.append(array("i"))
             self.moved.append(array("i"))
             self.story.append(array("i"))
@@ -842,6 +837,12 @@ class _Writer:
 
     def ktext(self, key: Any) -> str:
         return self.texts[self.kid(key)]
+
+    def key_names(self) -> dict[str, str]:
+        """Each name of the keys met, and what dask's ``key_split`` names its
+        tasks (:func:`~replay.literal.task_name`)."""
+        names = {key_name(key) for key in self.kids}
+        return {name: task_name(name) for name in names if type(name) is str}
 
     def feed(self, applied: Any, ws: Any) -> None:
         from distributed import worker_state_machine as wsm  # writing only (see __init__)
@@ -1140,7 +1141,7 @@ def build(history: Any, path: Optional[str] = None, *, progress: Any = None) -> 
             except ReplayError as e:  # a finding about the log: the index ends where replay did
                 crash, crash_step = str(e), e.step
             w.close()
-            names.update(w.names)
+            names.update(w.key_names())
             ws = r.ws
             if crash is None:
                 try:
